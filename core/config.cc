@@ -1,0 +1,297 @@
+#include "core/config.h"
+
+#include <cerrno>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <unistd.h>
+
+// toml++ header-only and without exceptions: project code never throws (STYLE.md), and the
+// header-only build does not depend on how Debian's shared library was compiled.
+#define TOML_HEADER_ONLY 1
+#define TOML_EXCEPTIONS 0
+#include "core/connection.h"
+
+#include <toml++/toml.h>
+
+namespace spate {
+namespace {
+
+// Reads one table with a fixed set of keys; remembers the first error.
+class TableReader {
+ public:
+  TableReader(const toml::table* table, std::string name, std::string* error)
+      : table_(table), name_(std::move(name)), error_(error) {}
+
+  bool ok() const { return error_->empty(); }
+
+  void String(const char* key, std::string* out) {
+    seen_.insert(key);
+    const toml::node* n = Get(key);
+    if (n == nullptr)
+      return;
+    if (auto v = n->value<std::string>()) {
+      *out = *v;
+    } else {
+      Fail(key, "must be a string");
+    }
+  }
+
+  void Bool(const char* key, bool* out) {
+    seen_.insert(key);
+    const toml::node* n = Get(key);
+    if (n == nullptr)
+      return;
+    if (auto v = n->value<bool>()) {
+      *out = *v;
+    } else {
+      Fail(key, "must be true or false");
+    }
+  }
+
+  template <typename T>
+  void Unsigned(const char* key, T* out, int64_t min, int64_t max) {
+    seen_.insert(key);
+    const toml::node* n = Get(key);
+    if (n == nullptr)
+      return;
+    auto v = n->value<int64_t>();
+    if (!v || *v < min || *v > max) {
+      Fail(key, "must be an integer from " + std::to_string(min) + " to " + std::to_string(max));
+      return;
+    }
+    *out = static_cast<T>(*v);
+  }
+
+  void Duration(const char* key, Seconds* out) {
+    seen_.insert(key);
+    const toml::node* n = Get(key);
+    if (n == nullptr)
+      return;
+    Result<Seconds> d = Unexpected{std::make_error_code(std::errc::invalid_argument)};
+    if (auto s = n->value<std::string>()) {
+      d = ParseDuration(*s);
+    } else if (auto i = n->value<double>()) {
+      d = Seconds(*i);
+    }
+    if (!d || d->count() < 0) {
+      Fail(key, "must be a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\"");
+      return;
+    }
+    *out = *d;
+  }
+
+  // Every key of the table must have been read: a typo is an error, not a silent default.
+  void RejectUnknown() {
+    if (table_ == nullptr || !ok())
+      return;
+    for (const auto& [k, v] : *table_) {
+      if (seen_.count(std::string(k.str())) == 0) {
+        Fail(std::string(k.str()).c_str(), "is not a known setting");
+        return;
+      }
+    }
+  }
+
+  void Fail(const std::string& key, const std::string& what) {
+    if (ok())
+      *error_ = "[" + name_ + "] " + key + " " + what;
+  }
+
+ private:
+  const toml::node* Get(const char* key) {
+    if (table_ == nullptr)
+      return nullptr;
+    return table_->get(key);
+  }
+
+  const toml::table* table_;
+  std::string name_;
+  std::string* error_;
+  std::set<std::string> seen_;
+};
+
+bool ResolveEndpoint(const std::string& text, Endpoint* out) {
+  out->text = text;
+  auto addr = ParseEndpoint(text, &out->len);
+  if (!addr)
+    return false;
+  out->addr = *addr;
+  return true;
+}
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0')
+    return "localhost";
+  return buf;
+}
+
+}  // namespace
+
+Result<Seconds> ParseDuration(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.'))
+    ++i;
+  if (i == 0)
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  double value = 0;
+  std::istringstream in{std::string(text.substr(0, i))};
+  if (!(in >> value))
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  std::string_view unit = text.substr(i);
+  double scale;
+  if (unit.empty() || unit == "s") {
+    scale = 1;
+  } else if (unit == "ms") {
+    scale = 0.001;
+  } else if (unit == "m") {
+    scale = 60;
+  } else if (unit == "h") {
+    scale = 3600;
+  } else if (unit == "d") {
+    scale = 86400;
+  } else {
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  return Seconds(value * scale);
+}
+
+Result<Config> ParseConfig(std::string_view text, std::string* error) {
+  error->clear();
+  toml::parse_result parsed = toml::parse(text);
+  if (!parsed) {
+    const auto& e = parsed.error();
+    *error = "line " + std::to_string(e.source().begin.line) + ": " + std::string(e.description());
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  const toml::table& root = parsed.table();
+  for (const auto& [k, v] : root) {
+    static const std::set<std::string> kTables = {"server",   "spool",  "metrics", "shards",
+                                                  "delivery", "routes", "log"};
+    if (kTables.count(std::string(k.str())) == 0 || !v.is_table()) {
+      *error = "unknown section [" + std::string(k.str()) + "]";
+      return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+    }
+  }
+
+  Config c;
+  std::string listen = "127.0.0.1:2525";
+  std::string metrics_listen = "127.0.0.1:9464";
+  c.max_message_size = 50 << 20;
+  c.max_recipients = 100;
+  c.command_timeout = Seconds(300);
+  c.spool_path = "./var/spool";
+  c.metrics_max_domains = 1000;
+  c.max_connections = 16;
+  c.max_messages_per_connection = 1000;
+  c.max_recipients_per_transaction = 100;
+  c.connect_timeout = Seconds(30);
+  c.reply_timeout = Seconds(300);
+  c.idle_timeout = Seconds(5);
+  c.retry_base = Seconds(60);
+  c.retry_max = Seconds(3600);
+  c.log_level = "info";
+
+  TableReader server(root["server"].as_table(), "server", error);
+  server.String("listen", &listen);
+  server.String("hostname", &c.hostname);
+  server.Unsigned("max_message_size", &c.max_message_size, 1024, int64_t{1} << 40);
+  server.Unsigned("max_recipients", &c.max_recipients, 1, 1000000);
+  server.Duration("command_timeout", &c.command_timeout);
+  server.RejectUnknown();
+
+  TableReader spool(root["spool"].as_table(), "spool", error);
+  spool.String("path", &c.spool_path);
+  spool.Bool("sync", &c.spool_sync);
+  spool.RejectUnknown();
+
+  TableReader metrics(root["metrics"].as_table(), "metrics", error);
+  metrics.String("listen", &metrics_listen);
+  metrics.Unsigned("max_domains", &c.metrics_max_domains, 1, 1000000);
+  metrics.RejectUnknown();
+
+  TableReader shards(root["shards"].as_table(), "shards", error);
+  shards.Unsigned("count", &c.shards, 0, 1024);
+  shards.RejectUnknown();
+
+  TableReader delivery(root["delivery"].as_table(), "delivery", error);
+  delivery.String("helo_name", &c.helo_name);
+  delivery.String("smarthost", &c.smarthost_text);
+  delivery.Unsigned("max_connections", &c.max_connections, 1, 100000);
+  delivery.Unsigned("max_messages_per_connection", &c.max_messages_per_connection, 1, 100000000);
+  delivery.Unsigned("max_recipients_per_transaction", &c.max_recipients_per_transaction, 1, 100000);
+  delivery.Duration("connect_timeout", &c.connect_timeout);
+  delivery.Duration("reply_timeout", &c.reply_timeout);
+  delivery.Duration("idle_timeout", &c.idle_timeout);
+  delivery.Duration("retry_base", &c.retry_base);
+  delivery.Duration("retry_max", &c.retry_max);
+  delivery.RejectUnknown();
+
+  TableReader logt(root["log"].as_table(), "log", error);
+  logt.String("level", &c.log_level);
+  logt.Bool("deliveries", &c.log_deliveries);
+  logt.RejectUnknown();
+  if (!error->empty())
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+
+  if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
+      c.log_level != "error") {
+    *error = "[log] level must be debug, info, warn or error";
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  if (!ResolveEndpoint(listen, &c.listen)) {
+    *error = "[server] listen: cannot resolve \"" + listen + "\" (want host:port)";
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  if (!ResolveEndpoint(metrics_listen, &c.metrics_listen)) {
+    *error = "[metrics] listen: cannot resolve \"" + metrics_listen + "\" (want host:port)";
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  if (!c.smarthost_text.empty() && !ResolveEndpoint(c.smarthost_text, &c.smarthost)) {
+    *error = "[delivery] smarthost: cannot resolve \"" + c.smarthost_text + "\"";
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  if (const toml::table* routes = root["routes"].as_table()) {
+    for (const auto& [k, v] : *routes) {
+      std::string domain(k.str());
+      for (char& ch : domain)
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      auto target = v.value<std::string>();
+      Endpoint ep;
+      if (!target || !ResolveEndpoint(*target, &ep)) {
+        *error = "[routes] \"" + domain + "\" must be \"host:port\" that resolves";
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      c.routes.emplace(domain, std::move(ep));
+    }
+  }
+  if (c.hostname.empty())
+    c.hostname = HostName();
+  if (c.helo_name.empty())
+    c.helo_name = c.hostname;
+  if (c.shards == 0)
+    c.shards = std::max(1u, std::thread::hardware_concurrency());
+  if (c.retry_max < c.retry_base)
+    c.retry_max = c.retry_base;
+  return c;
+}
+
+Result<Config> LoadConfigFile(const std::string& path, std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = "cannot read " + path;
+    return Unexpected{std::make_error_code(std::errc::no_such_file_or_directory)};
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  auto c = ParseConfig(text.str(), error);
+  if (!c)
+    *error = path + ": " + *error;
+  return c;
+}
+
+}  // namespace spate

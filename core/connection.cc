@@ -1,0 +1,238 @@
+#include "core/connection.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+namespace spate {
+namespace {
+constexpr size_t kRecvBuffer = 32 * 1024;
+}  // namespace
+
+Connection::Connection(Reactor& reactor, int fd) : reactor_(reactor), fd_(fd) {
+  int one = 1;
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+Connection::~Connection() {
+  if (fd_ >= 0)
+    close(fd_);
+}
+
+void Connection::StartReading() {
+  in_.resize(kRecvBuffer);
+  ArmRecv();
+}
+
+void Connection::Connect(const sockaddr_storage& addr, socklen_t len) {
+  peer_ = addr;
+  connect_in_flight_ = true;
+  connect_op_ =
+      reactor_.Connect(fd_, reinterpret_cast<const sockaddr*>(&peer_), len, [this](int res) {
+        connect_in_flight_ = false;
+        ++busy_;
+        if (!finished_)
+          OnConnected(res < 0 ? -res : 0);
+        --busy_;
+        MaybeDestroy();
+      });
+}
+
+void Connection::ArmRecv() {
+  if (recv_in_flight_ || closing_ || finished_)
+    return;
+  recv_in_flight_ = true;
+  reactor_.Recv(fd_, in_.data(), in_.size(), [this](int res) {
+    recv_in_flight_ = false;
+    ++busy_;
+    if (!finished_) {
+      if (res > 0) {
+        if (!closing_)
+          OnData(std::string_view(in_.data(), static_cast<size_t>(res)));
+        ArmRecv();
+      } else if (!closing_) {
+        // 0: the peer closed its side; < 0: an error (ECONNRESET, ECANCELED at shutdown...).
+        Finish(res == 0 ? 0 : -res);
+      }
+      // While closing, the send path finishes the connection once its output is out.
+    }
+    --busy_;
+    MaybeDestroy();
+  });
+}
+
+void Connection::Send(std::string_view bytes) {
+  if (finished_ || closing_ || bytes.empty())
+    return;
+  pending_.append(bytes);
+  ArmSend();
+}
+
+void Connection::Send(std::string&& bytes) {
+  if (finished_ || closing_ || bytes.empty())
+    return;
+  if (pending_.empty()) {
+    pending_ = std::move(bytes);
+  } else {
+    pending_.append(bytes);
+  }
+  ArmSend();
+}
+
+void Connection::ArmSend() {
+  if (send_in_flight_ || finished_)
+    return;
+  if (out_offset_ == out_.size()) {
+    if (pending_.empty()) {
+      if (closing_) {
+        // Output is flushed: end the connection (the peer sees FIN after our last bytes).
+        Finish(0);
+      } else {
+        ++busy_;
+        OnSendDrained();
+        --busy_;
+      }
+      return;
+    }
+    out_.swap(pending_);
+    pending_.clear();
+    out_offset_ = 0;
+  }
+  send_in_flight_ = true;
+  reactor_.Send(fd_, out_.data() + out_offset_, out_.size() - out_offset_, [this](int res) {
+    send_in_flight_ = false;
+    ++busy_;
+    if (!finished_) {
+      if (res < 0) {
+        Finish(-res);
+      } else {
+        out_offset_ += static_cast<size_t>(res);
+        ArmSend();
+      }
+    }
+    --busy_;
+    MaybeDestroy();
+  });
+}
+
+void Connection::Close() {
+  if (closing_ || finished_)
+    return;
+  closing_ = true;
+  ArmSend();
+  MaybeDestroy();
+}
+
+void Connection::Abort() {
+  if (finished_)
+    return;
+  closing_ = true;
+  Finish(0);
+  MaybeDestroy();
+}
+
+void Connection::Finish(int error) {
+  if (finished_)
+    return;
+  finished_ = true;
+  // Wakes any operation still in the ring; their completions then let the object go.
+  shutdown(fd_, SHUT_RDWR);
+  // shutdown() does not end a connect still in SYN_SENT: cancel it in the ring.
+  if (connect_in_flight_)
+    reactor_.Cancel(connect_op_);
+  ++busy_;
+  OnClosed(error);
+  --busy_;
+}
+
+void Connection::MaybeDestroy() {
+  // Deleted only when finished, outside any callback of ours, and with no operation of ours
+  // still in the ring (they name our buffers).
+  if (finished_ && busy_ == 0 && !recv_in_flight_ && !send_in_flight_ && !connect_in_flight_) {
+    delete this;
+  }
+}
+
+Result<sockaddr_storage> ParseEndpoint(std::string_view endpoint, socklen_t* len) {
+  std::string host;
+  std::string port;
+  if (!endpoint.empty() && endpoint.front() == '[') {
+    auto close_bracket = endpoint.find(']');
+    if (close_bracket == std::string_view::npos || close_bracket + 1 >= endpoint.size() ||
+        endpoint[close_bracket + 1] != ':') {
+      return Errno(EINVAL);
+    }
+    host = std::string(endpoint.substr(1, close_bracket - 1));
+    port = std::string(endpoint.substr(close_bracket + 2));
+  } else {
+    auto colon = endpoint.rfind(':');
+    if (colon == std::string_view::npos)
+      return Errno(EINVAL);
+    host = std::string(endpoint.substr(0, colon));
+    port = std::string(endpoint.substr(colon + 1));
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  // Called at start-up and config load only, never on a reactor thread: may block on DNS.
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) {
+    return Errno(EINVAL);
+  }
+  sockaddr_storage out{};
+  std::memcpy(&out, res->ai_addr, res->ai_addrlen);
+  *len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return out;
+}
+
+Result<int> Listen(const sockaddr_storage& addr, socklen_t len, bool reuse_port) {
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return Errno(errno);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuse_port)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) < 0 || listen(fd, 1024) < 0) {
+    int err = errno;
+    close(fd);
+    return Errno(err);
+  }
+  return fd;
+}
+
+std::string FormatAddress(const sockaddr_storage& addr) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (addr.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+    return std::string(host) + ":" + std::to_string(port);
+  }
+  if (addr.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  }
+  return "[" + std::string(host) + "]:" + std::to_string(port);
+}
+
+int LocalPort(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) < 0)
+    return -1;
+  if (addr.ss_family == AF_INET)
+    return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+}
+
+}  // namespace spate

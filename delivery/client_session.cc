@@ -1,0 +1,403 @@
+// delivery/client_session.cc
+#include "delivery/client_session.h"
+
+#include <charconv>
+#include <utility>
+
+#include "core/check.h"
+#include "core/smtp/errc.h"
+#include "delivery/dot_stuff.h"
+
+namespace spate::delivery {
+namespace {
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i];
+    char y = b[i];
+    if (x >= 'a' && x <= 'z') {
+      x = static_cast<char>(x - 'a' + 'A');
+    }
+    if (y >= 'a' && y <= 'z') {
+      y = static_cast<char>(y - 'a' + 'A');
+    }
+    if (x != y) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string ProtocolError(std::string_view what) {
+  std::string s = "protocol error: ";
+  s.append(what);
+  return s;
+}
+
+// Own wording (not the category's message) so that the reason logged is stable.
+std::string_view ParseErrorText(const std::error_code& ec) {
+  if (ec == smtp::Errc::kMalformedReply) {
+    return "malformed reply";
+  }
+  if (ec == smtp::Errc::kReplyTooLong) {
+    return "reply too long";
+  }
+  return "unreadable reply";
+}
+
+constexpr uint16_t kServiceClosing = 421;  // RFC 5321 §3.8
+
+}  // namespace
+
+ClientSession::ClientSession(Options options) : options_(std::move(options)) {
+  // RFC 5321 §3.1: the server speaks first; its greeting answers the connection.
+  commands_.push_back(Command{Kind::kGreeting});
+  sent_ = 1;
+}
+
+void ClientSession::OnBytes(std::string_view in) {
+  while (!in.empty() && state_ != State::kClosed) {
+    Result<size_t> used = parser_.Feed(in);
+    if (!used) {
+      Abort(ProtocolError(ParseErrorText(used.error())));
+      return;
+    }
+    in.remove_prefix(*used);
+    if (std::optional<smtp::Reply> reply = parser_.TakeReply()) {
+      OnReply(std::move(*reply));
+    } else if (*used == 0) {
+      break;  // unreachable: the parser only stops early on a complete reply
+    }
+  }
+}
+
+void ClientSession::OnReply(smtp::Reply reply) {
+  // RFC 5321 §3.8: 421 may answer any command, or come unasked, and the server then closes
+  // the connection. Whatever is still unanswered gets it.
+  if (reply.code == kServiceClosing) {
+    FailInFlight(reply);
+    Close(std::move(reply));
+    return;
+  }
+  if (sent_ == 0) {
+    Abort(ProtocolError("reply with no command outstanding: " + reply.ToString()));
+    return;
+  }
+  const Command cmd = commands_.front();
+  commands_.pop_front();
+  --sent_;
+  // RFC 5321 §4.3.2: only DATA has an intermediate (3yz) reply. A 3yz anywhere else would
+  // pass for success (Reply::positive()), so it is a protocol error, never an outcome.
+  if (reply.code / 100 == 3 && cmd.kind != Kind::kData && cmd.kind != Kind::kQuit) {
+    Abort(ProtocolError("unexpected intermediate reply: " + reply.ToString()));
+    return;
+  }
+  switch (cmd.kind) {
+    case Kind::kGreeting:
+      if (reply.code / 100 == 2) {
+        state_ = State::kEhlo;
+        Enqueue(Kind::kEhlo, 0, {"EHLO ", options_.helo_name, "\r\n"});
+      } else {
+        QuitAndClose(std::move(reply));  // §3.1: after a 554 greeting, the client sends QUIT
+      }
+      break;
+    case Kind::kEhlo:
+      if (reply.code / 100 == 2) {
+        ParseEhlo(reply);
+        state_ = State::kIdle;
+        events_.emplace_back(ReadyForTransaction{});
+      } else if (reply.code / 100 == 5) {
+        // §3.2: a server that does not know EHLO answers 5xx; fall back to HELO.
+        state_ = State::kHelo;
+        Enqueue(Kind::kHelo, 0, {"HELO ", options_.helo_name, "\r\n"});
+      } else {
+        QuitAndClose(std::move(reply));
+      }
+      break;
+    case Kind::kHelo:
+      if (reply.code / 100 == 2) {
+        state_ = State::kIdle;
+        events_.emplace_back(ReadyForTransaction{});
+      } else {
+        QuitAndClose(std::move(reply));
+      }
+      break;
+    case Kind::kQuit:
+      Close(std::move(reply));
+      break;
+    case Kind::kRset:
+      break;  // §4.1.1.5: its only purpose is the reset; 421 was handled above
+    case Kind::kMail:
+    case Kind::kRcpt:
+    case Kind::kData:
+    case Kind::kEndOfData:
+    case Kind::kEndOfEmptyData:
+      OnTransactionReply(cmd.kind, cmd.rcpt, reply);
+      break;
+  }
+  if (state_ == State::kClosed) {
+    return;
+  }
+  Pump();
+  if (state_ == State::kTransaction && commands_.empty()) {
+    FinishTransaction();
+  }
+}
+
+void ClientSession::OnTransactionReply(Kind kind, uint32_t rcpt, const smtp::Reply& reply) {
+  SPATE_CHECK(state_ == State::kTransaction);
+  const bool ok = reply.code / 100 == 2;
+  switch (kind) {
+    case Kind::kMail:
+      if (!ok) {
+        // The MAIL refusal is every recipient's outcome. With PIPELINING the RCPT and DATA
+        // replies are still to come and are consumed below without effect.
+        mail_refused_ = true;
+        for (uint32_t i = 0; i < rcpts_.size(); ++i) {
+          Emit(i, reply);
+        }
+      }
+      break;
+    case Kind::kRcpt:
+      if (mail_refused_) {
+        break;
+      }
+      if (ok) {
+        rcpts_[rcpt] = RcptState::kAccepted;
+        ++accepted_;
+      } else {
+        Emit(rcpt, reply);
+      }
+      break;
+    case Kind::kData:
+      if (reply.code / 100 == 3) {
+        // RFC 2920 §3.1: DATA was the last command of the group, so nothing is outstanding.
+        SPATE_CHECK(commands_.empty() && sent_ == 0);
+        if (accepted_ > 0) {
+          AppendDotStuffed(out_, body_);  // §4.5.2, straight into the output
+          commands_.push_back(Command{Kind::kEndOfData});
+        } else {
+          // RFC 2920 §3.1: DATA was accepted though no recipient was; send an empty message
+          // (just the terminator) and ignore its reply.
+          out_.append(".\r\n");
+          commands_.push_back(Command{Kind::kEndOfEmptyData});
+        }
+        sent_ = 1;
+      } else if (ok) {
+        Abort(ProtocolError("2xx reply to DATA: " + reply.ToString()));
+      } else {
+        for (uint32_t i = 0; i < rcpts_.size(); ++i) {
+          if (rcpts_[i] == RcptState::kAccepted) {
+            Emit(i, reply);
+          }
+        }
+      }
+      break;
+    case Kind::kEndOfData:
+      // §4.1.1.4: the final reply decides for every recipient accepted at RCPT.
+      data_ended_ = true;
+      for (uint32_t i = 0; i < rcpts_.size(); ++i) {
+        if (rcpts_[i] == RcptState::kAccepted) {
+          Emit(i, reply);
+        }
+      }
+      break;
+    case Kind::kEndOfEmptyData:
+      break;
+    default:
+      SPATE_CHECK(false);
+  }
+}
+
+void ClientSession::ParseEhlo(const smtp::Reply& reply) {
+  // RFC 5321 §4.1.1.1: the first line is the domain and greeting; each further line is
+  // "keyword [params]". Keywords are case-insensitive (§2.4).
+  pipelining_ = size_ = eightbit_ = false;
+  server_max_size_ = 0;
+  std::string_view text = reply.text;
+  size_t nl = text.find('\n');
+  while (nl != std::string_view::npos) {
+    text.remove_prefix(nl + 1);
+    nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) {
+      line.remove_suffix(1);
+    }
+    const size_t sp = line.find(' ');
+    const std::string_view keyword = line.substr(0, sp);
+    std::string_view param = sp == std::string_view::npos ? std::string_view() : line.substr(sp);
+    while (!param.empty() && param.front() == ' ') {
+      param.remove_prefix(1);
+    }
+    if (EqualsIgnoreCase(keyword, "PIPELINING")) {  // RFC 2920
+      pipelining_ = true;
+    } else if (EqualsIgnoreCase(keyword, "8BITMIME")) {  // RFC 6152
+      eightbit_ = true;
+    } else if (EqualsIgnoreCase(keyword, "SIZE")) {  // RFC 1870 §4: "SIZE [limit]", 0 is none
+      size_ = true;
+      size_t limit = 0;
+      const auto [end, ec] = std::from_chars(param.data(), param.data() + param.size(), limit);
+      server_max_size_ = ec == std::errc() && end == param.data() + param.size() ? limit : 0;
+    }
+  }
+}
+
+uint32_t ClientSession::Submit(const Envelope& envelope, std::string_view body) {
+  SPATE_CHECK(state_ == State::kIdle);
+  SPATE_CHECK(commands_.empty());
+  transaction_id_ = next_transaction_++;
+  body_ = body;
+  rcpts_.assign(envelope.rcpt_to.size(), RcptState::kPending);
+  accepted_ = 0;
+  mail_refused_ = false;
+  data_ended_ = false;
+  state_ = State::kTransaction;
+  if (envelope.rcpt_to.empty()) {
+    FinishTransaction();  // nothing to deliver, nothing to say
+    return transaction_id_;
+  }
+  if (need_rset_) {
+    // RFC 2920 §3.1: RSET may be pipelined ahead of MAIL.
+    Enqueue(Kind::kRset, 0, {"RSET\r\n"});
+    need_rset_ = false;
+  }
+  // RFC 1870 §6.1 (SIZE=) and RFC 6152 §3 (BODY=8BITMIME), only when the server offers them.
+  // Without 8BITMIME an 8-bit body goes as it is: converting it is the caller's business.
+  char size_param[32] = " SIZE=";
+  std::string_view size_text;
+  if (size_ && envelope.size_hint > 0) {
+    char* const first = size_param + 6;
+    const auto res = std::to_chars(first, size_param + sizeof(size_param), envelope.size_hint);
+    size_text = std::string_view(size_param, static_cast<size_t>(res.ptr - size_param));
+  }
+  const std::string_view body_param =
+      eightbit_ && envelope.body_8bit ? std::string_view(" BODY=8BITMIME") : std::string_view();
+  Enqueue(Kind::kMail, 0, {"MAIL FROM:<", envelope.mail_from, ">", size_text, body_param, "\r\n"});
+  for (uint32_t i = 0; i < envelope.rcpt_to.size(); ++i) {
+    Enqueue(Kind::kRcpt, i, {"RCPT TO:<", envelope.rcpt_to[i], ">\r\n"});
+  }
+  Enqueue(Kind::kData, 0, {"DATA\r\n"});  // RFC 2920 §3.1: the last command of the group
+  return transaction_id_;
+}
+
+void ClientSession::Quit() {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  SPATE_CHECK(state_ == State::kIdle);
+  state_ = State::kQuit;
+  Enqueue(Kind::kQuit, 0, {"QUIT\r\n"});
+}
+
+void ClientSession::Abort(std::string_view why) {
+  if (state_ == State::kClosed) {
+    return;
+  }
+  FailInFlight(smtp::Reply{kServiceClosing, "4.4.2", std::string(why)});
+  out_.clear();  // the connection is gone: unsent bytes go nowhere
+  Close(smtp::Reply{0, "", std::string(why)});
+}
+
+bool ClientSession::idle() const {
+  return state_ == State::kIdle;
+}
+
+bool ClientSession::closed() const {
+  return state_ == State::kClosed;
+}
+
+std::string ClientSession::TakeOutput() {
+  return std::exchange(out_, std::string());
+}
+
+std::vector<Event> ClientSession::TakeEvents() {
+  return std::exchange(events_, {});
+}
+
+void ClientSession::Enqueue(Kind kind, uint32_t rcpt,
+                            std::initializer_list<std::string_view> text) {
+  // With PIPELINING the send cursor runs ahead freely (the caller only builds groups that
+  // RFC 2920 §3.1 allows); without it, a command goes out when nothing is outstanding.
+  const bool send_now = sent_ == commands_.size() && (pipelining_ || commands_.empty());
+  std::string& sink = send_now ? out_ : staged_;
+  Command cmd{kind, rcpt, sink.size(), 0};
+  for (std::string_view part : text) {
+    sink.append(part);
+  }
+  cmd.end = sink.size();
+  commands_.push_back(cmd);
+  if (send_now) {
+    ++sent_;
+  }
+}
+
+void ClientSession::Pump() {
+  while (sent_ < commands_.size() && (pipelining_ || sent_ == 0)) {
+    const Command& cmd = commands_[sent_];
+    // Lock-step only (pipelined groups are sent whole): skip what earlier replies made moot,
+    // RCPT after a refused MAIL and DATA without an accepted recipient.
+    const bool moot = (cmd.kind == Kind::kRcpt && mail_refused_) ||
+                      (cmd.kind == Kind::kData && (mail_refused_ || accepted_ == 0));
+    if (moot) {
+      commands_.erase(commands_.begin() + static_cast<std::ptrdiff_t>(sent_));
+      continue;
+    }
+    out_.append(staged_, cmd.begin, cmd.end - cmd.begin);
+    ++sent_;
+  }
+  if (sent_ == commands_.size()) {
+    staged_.clear();
+  }
+}
+
+void ClientSession::Emit(uint32_t rcpt, const smtp::Reply& reply) {
+  SPATE_CHECK(rcpts_[rcpt] != RcptState::kDone);
+  rcpts_[rcpt] = RcptState::kDone;
+  events_.emplace_back(RecipientResult{transaction_id_, rcpt, reply});
+}
+
+void ClientSession::FinishTransaction() {
+  for (RcptState s : rcpts_) {
+    SPATE_CHECK(s == RcptState::kDone);
+  }
+  // §4.1.1.4: the end of data clears the server's transaction whatever the reply; anything
+  // short of it leaves state behind that RSET clears (§4.1.1.5).
+  if (!rcpts_.empty()) {
+    need_rset_ = !data_ended_;
+  }
+  body_ = {};
+  state_ = State::kIdle;
+  events_.emplace_back(TransactionDone{transaction_id_});
+  events_.emplace_back(ReadyForTransaction{});
+}
+
+void ClientSession::FailInFlight(const smtp::Reply& reply) {
+  if (state_ != State::kTransaction) {
+    return;
+  }
+  for (uint32_t i = 0; i < rcpts_.size(); ++i) {
+    if (rcpts_[i] != RcptState::kDone) {
+      Emit(i, reply);
+    }
+  }
+  body_ = {};
+  events_.emplace_back(TransactionDone{transaction_id_});
+}
+
+void ClientSession::QuitAndClose(smtp::Reply reply) {
+  out_.append("QUIT\r\n");
+  Close(std::move(reply));
+}
+
+void ClientSession::Close(smtp::Reply reply) {
+  state_ = State::kClosed;
+  commands_.clear();
+  sent_ = 0;
+  staged_.clear();
+  events_.emplace_back(Closed{std::move(reply)});
+}
+
+}  // namespace spate::delivery

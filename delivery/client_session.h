@@ -1,0 +1,167 @@
+// delivery/client_session.h
+//
+// ClientSession runs the client side of one outbound SMTP connection, from greeting to QUIT:
+// EHLO (falling back to HELO on a 5xx), then any number of mail transactions on the same
+// connection (reuse), with RFC 2920 PIPELINING when the server offers it.
+//
+// Design (after Postfix smtp_proto.c): one command list, a send cursor and a receive cursor.
+// With PIPELINING, MAIL, every RCPT and DATA go out in one write; each reply completes the
+// oldest unanswered command. Without it, one command at a time. The body is dot-stuffed here
+// (RFC 5321 §4.5.2) and ended with <CRLF>.<CRLF>. After a transaction that did not reach the
+// end of data, RSET comes before the next MAIL.
+//
+// Outcomes per recipient: the RCPT reply if it was not 2xx, else the reply to the end of data
+// (or to DATA, when DATA was refused). A MAIL refusal is every recipient's outcome. A 421
+// (RFC 5321 §3.8), whenever it comes, is the outcome of every recipient still without one,
+// and closes the session. A reply that breaks the protocol (malformed, unasked for, 3xx to
+// anything but DATA, 2xx to DATA) aborts the session with a "protocol error: ..." reason.
+//
+// Sans-I/O. Inputs: OnBytes(), Submit(), Quit(), Abort(). Outputs: TakeOutput() (bytes to
+// write) and TakeEvents(). The reactor owns the socket and the timers.
+// Threading: not thread-safe; lives on the shard that owns the destination.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "core/result.h"
+#include "core/smtp/reply.h"
+#include "core/smtp/reply_parser.h"
+
+namespace spate::delivery {
+
+struct Envelope {
+  std::string mail_from;  // without <>; empty for the null sender
+  std::vector<std::string> rcpt_to;
+  size_t size_hint = 0;    // sent as SIZE= when the server offers SIZE (RFC 1870 §6.1)
+  bool body_8bit = false;  // BODY=8BITMIME when offered
+};
+
+// The final outcome for one recipient of a submitted transaction: a value, not an error.
+struct RecipientResult {
+  uint32_t transaction_id = 0;
+  uint32_t recipient_index = 0;  // into Envelope::rcpt_to
+  smtp::Reply reply;             // decides delivered (2xx) / deferred (4xx) / failed (5xx)
+};
+
+// Every recipient of the transaction has its RecipientResult; its body is no longer borrowed.
+struct TransactionDone {
+  uint32_t transaction_id = 0;
+};
+
+// The session is idle: greeting and EHLO done, no transaction in flight. Submit() or Quit().
+struct ReadyForTransaction {};
+
+// The session is over: close the socket. `reply` is why (the QUIT reply, a refused greeting,
+// or a synthetic reply with code 0 for a broken connection). Nothing is in flight any more.
+struct Closed {
+  smtp::Reply reply;
+};
+
+using Event = std::variant<RecipientResult, TransactionDone, ReadyForTransaction, Closed>;
+
+class ClientSession {
+ public:
+  struct Options {
+    std::string helo_name = "localhost";
+  };
+
+  explicit ClientSession(Options options);
+
+  // Bytes from the server. A protocol violation (malformed reply) aborts the session: every
+  // in-flight recipient gets a 4xx result, then Closed. Never returns an error to the caller.
+  void OnBytes(std::string_view in);
+
+  // Precondition: the last lifecycle event was ReadyForTransaction. `body` is the canonical
+  // message (CRLF line ends, not dot-stuffed), borrowed until TransactionDone for this id.
+  uint32_t Submit(const Envelope& envelope, std::string_view body);
+
+  // Precondition: idle (or closed: then a no-op). Sends QUIT; Closed follows its reply (or
+  // Abort()).
+  void Quit();
+
+  // The connection broke or timed out: every in-flight recipient gets a synthetic 4xx result
+  // (code 421, enhanced 4.4.2, text `why`), then TransactionDone and Closed. Idempotent.
+  // Output not yet taken is dropped, and nothing is output afterwards.
+  void Abort(std::string_view why);
+
+  // Capabilities from the EHLO reply (valid after ReadyForTransaction).
+  bool pipelining() const { return pipelining_; }
+  size_t server_max_size() const { return server_max_size_; }  // 0: none announced
+
+  bool idle() const;
+  bool closed() const;
+
+  std::string TakeOutput();
+  std::vector<Event> TakeEvents();
+
+ private:
+  enum class State : uint8_t { kGreeting, kEhlo, kHelo, kIdle, kTransaction, kQuit, kClosed };
+  // What a command in the list is, i.e. what its reply decides.
+  enum class Kind : uint8_t {
+    kGreeting,  // the server's 220, outstanding from the start (RFC 5321 §3.1)
+    kEhlo,
+    kHelo,
+    kRset,  // before the MAIL of a transaction after one that did not end its data
+    kMail,
+    kRcpt,
+    kData,
+    kEndOfData,       // the body and <CRLF>.<CRLF>
+    kEndOfEmptyData,  // only ".\r\n": DATA got 354 but no RCPT was accepted (RFC 2920 §3.1)
+    kQuit,
+  };
+  // One entry of the command list. Until it is sent, its text is [begin, end) of staged_.
+  struct Command {
+    Kind kind;
+    uint32_t rcpt = 0;  // kRcpt: index into Envelope::rcpt_to
+    size_t begin = 0;
+    size_t end = 0;
+  };
+  enum class RcptState : uint8_t { kPending, kAccepted, kDone };
+
+  void OnReply(smtp::Reply reply);
+  void OnTransactionReply(Kind kind, uint32_t rcpt, const smtp::Reply& reply);
+  void ParseEhlo(const smtp::Reply& reply);
+  // Appends a command to the list and sends it at once if the send cursor may advance.
+  void Enqueue(Kind kind, uint32_t rcpt, std::initializer_list<std::string_view> text);
+  // Advances the send cursor: lock-step without PIPELINING, dropping commands made moot.
+  void Pump();
+  void Emit(uint32_t rcpt, const smtp::Reply& reply);
+  void FinishTransaction();
+  // Every recipient without a result gets `reply`; then TransactionDone. No-op outside one.
+  void FailInFlight(const smtp::Reply& reply);
+  void QuitAndClose(smtp::Reply reply);
+  void Close(smtp::Reply reply);
+
+  Options options_;
+  State state_ = State::kGreeting;
+  smtp::ReplyParser parser_;
+  // The command list, oldest first: the first sent_ entries are on the wire (the receive
+  // cursor is the front), the rest wait for the send cursor (lock-step mode only).
+  std::deque<Command> commands_;
+  size_t sent_ = 0;
+  std::string staged_;  // text of unsent commands
+  std::string out_;
+  std::vector<Event> events_;
+  bool pipelining_ = false;
+  bool size_ = false;
+  bool eightbit_ = false;
+  size_t server_max_size_ = 0;
+  uint32_t next_transaction_ = 1;
+  bool need_rset_ = false;  // the last transaction did not reach the end of its data
+
+  // The transaction in flight (state_ == kTransaction).
+  uint32_t transaction_id_ = 0;
+  std::string_view body_;         // borrowed until TransactionDone
+  std::vector<RcptState> rcpts_;  // one per Envelope::rcpt_to
+  uint32_t accepted_ = 0;         // recipients with a 2xx RCPT reply
+  bool mail_refused_ = false;
+  bool data_ended_ = false;  // the end of data got its reply
+};
+
+}  // namespace spate::delivery

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs spate's build and test dependencies from Debian 12's archive.
+# Idempotent: when every package is present it only checks and returns (no apt-get update).
+set -euo pipefail
+
+packages=(
+  # build
+  cmake ninja-build g++ make pkg-config python3
+  liburing-dev android-libboringssl-dev librocksdb-dev prometheus-cpp-dev
+  libtomlplusplus-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # test peers: Postfix's smtp-sink/smtp-source, swaks, Python's smtplib
+  postfix swaks curl procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Postfix asks how it should be configured; "No configuration" keeps it from starting a
+# system MTA. We only use its smtp-sink and smtp-source binaries.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

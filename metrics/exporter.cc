@@ -1,0 +1,156 @@
+#include "metrics/exporter.h"
+
+#include <map>
+
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
+
+namespace spate::metrics {
+
+namespace {
+
+prometheus::ClientMetric Value(prometheus::MetricType type, double v,
+                               std::vector<prometheus::ClientMetric::Label> labels = {}) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  if (type == prometheus::MetricType::Counter) {
+    m.counter.value = v;
+  } else {
+    m.gauge.value = v;
+  }
+  return m;
+}
+
+prometheus::MetricFamily Family(std::string name, std::string help, prometheus::MetricType type) {
+  prometheus::MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+class ShardCollector : public prometheus::Collectable {
+ public:
+  ShardCollector(std::vector<const ShardStats*> shards, std::function<SpoolSample()> spool)
+      : shards_(std::move(shards)), spool_(std::move(spool)) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    using prometheus::MetricType;
+    uint64_t received = 0, rcpts = 0, accepted_conns = 0;
+    int64_t inbound = 0;
+    struct Sums {
+      uint64_t delivered = 0, deferred = 0, failed = 0;
+      int64_t queued = 0, connections = 0;
+    };
+    std::map<std::string, Sums> domains;  // sorted: stable exposition order
+    for (const ShardStats* s : shards_) {
+      received += s->messages_received.Get();
+      rcpts += s->recipients_received.Get();
+      accepted_conns += s->connections_accepted.Get();
+      inbound += s->connections_inbound.Get();
+      s->ForEachDomain([&](const DomainStats& d) {
+        Sums& sum = domains[d.domain];  // "other" may exist on several shards: summed
+        sum.delivered += d.delivered.Get();
+        sum.deferred += d.deferred.Get();
+        sum.failed += d.failed.Get();
+        sum.queued += d.queued.Get();
+        sum.connections += d.connections.Get();
+      });
+    }
+    std::vector<prometheus::MetricFamily> out;
+    auto scalar = [&](const char* name, const char* help, MetricType type, double v) {
+      auto f = Family(name, help, type);
+      f.metric.push_back(Value(type, v));
+      out.push_back(std::move(f));
+    };
+    scalar("spate_messages_received_total",
+           "Messages accepted on the submission port (durable, answered 250).", MetricType::Counter,
+           static_cast<double>(received));
+    scalar("spate_recipients_received_total", "Recipients of the accepted messages.",
+           MetricType::Counter, static_cast<double>(rcpts));
+    scalar("spate_connections_accepted_total", "Submission connections accepted.",
+           MetricType::Counter, static_cast<double>(accepted_conns));
+    scalar("spate_inbound_connections", "Submission connections open now.", MetricType::Gauge,
+           static_cast<double>(inbound));
+    scalar("spate_shards", "Reactor shards running.", MetricType::Gauge,
+           static_cast<double>(shards_.size()));
+
+    auto deliveries = Family("spate_deliveries_total",
+                             "Recipient delivery attempts by destination domain and outcome "
+                             "(delivered, deferred, failed).",
+                             MetricType::Counter);
+    auto queued = Family("spate_queue_recipients",
+                         "Recipients in the queue by destination domain (waiting or in flight).",
+                         MetricType::Gauge);
+    auto conns = Family("spate_outbound_connections",
+                        "Open delivery connections by destination domain.", MetricType::Gauge);
+    for (const auto& [domain, sum] : domains) {
+      for (auto [outcome, v] :
+           {std::pair{"delivered", sum.delivered}, std::pair{"deferred", sum.deferred},
+            std::pair{"failed", sum.failed}}) {
+        deliveries.metric.push_back(Value(MetricType::Counter, static_cast<double>(v),
+                                          {{"domain", domain}, {"outcome", outcome}}));
+      }
+      queued.metric.push_back(
+          Value(MetricType::Gauge, static_cast<double>(sum.queued), {{"domain", domain}}));
+      conns.metric.push_back(
+          Value(MetricType::Gauge, static_cast<double>(sum.connections), {{"domain", domain}}));
+    }
+    out.push_back(std::move(deliveries));
+    out.push_back(std::move(queued));
+    out.push_back(std::move(conns));
+
+    if (spool_) {
+      SpoolSample sp = spool_();
+      scalar("spate_spool_commit_batches_total", "Synced spool write batches (group commits).",
+             MetricType::Counter, static_cast<double>(sp.batches));
+      scalar("spate_spool_messages_committed_total", "Messages made durable in the spool.",
+             MetricType::Counter, static_cast<double>(sp.accepted));
+      scalar("spate_spool_commit_seconds_total", "Time spent writing and syncing batches.",
+             MetricType::Counter, sp.commit_seconds);
+      scalar("spate_spool_messages", "Messages in the spool with recipients pending.",
+             MetricType::Gauge, static_cast<double>(sp.pending_messages));
+    }
+    return out;
+  }
+
+ private:
+  std::vector<const ShardStats*> shards_;
+  std::function<SpoolSample()> spool_;
+};
+
+}  // namespace
+
+struct Exporter::Impl {
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::shared_ptr<ShardCollector> collector;
+};
+
+Exporter::Exporter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Exporter::~Exporter() = default;
+
+Result<std::unique_ptr<Exporter>> Exporter::Start(const std::string& listen,
+                                                  std::vector<const ShardStats*> shards,
+                                                  std::function<SpoolSample()> spool,
+                                                  std::string* error) {
+  auto impl = std::make_unique<Impl>();
+  // civetweb throws when it cannot bind: the one exception boundary, converted here.
+  try {
+    impl->exposer = std::make_unique<prometheus::Exposer>(listen, 2);
+  } catch (const std::exception& e) {
+    *error = "metrics: cannot listen on " + listen + ": " + e.what();
+    return Unexpected{std::make_error_code(std::errc::address_in_use)};
+  }
+  impl->collector = std::make_shared<ShardCollector>(std::move(shards), std::move(spool));
+  impl->exposer->RegisterCollectable(impl->collector, "/metrics");
+  return std::unique_ptr<Exporter>(new Exporter(std::move(impl)));
+}
+
+int Exporter::port() const {
+  auto ports = impl_->exposer->GetListeningPorts();
+  return ports.empty() ? -1 : ports.front();
+}
+
+}  // namespace spate::metrics

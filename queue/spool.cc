@@ -1,0 +1,492 @@
+#include "queue/spool.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <variant>
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include "core/log.h"
+#include "queue/errc.h"
+
+namespace spate::queue {
+
+namespace {
+
+class Category : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "spool"; }
+  std::string message(int c) const override {
+    switch (static_cast<Errc>(c)) {
+      case Errc::kIo:
+        return "spool I/O error";
+      case Errc::kCorruption:
+        return "spool record corrupt";
+      case Errc::kNotFound:
+        return "spool record not found";
+      case Errc::kShutdown:
+        return "spool shutting down";
+    }
+    return "spool error";
+  }
+};
+
+// The one place a RocksDB Status becomes an error_code.
+std::error_code ToError(const rocksdb::Status& s, const char* what) {
+  SPATE_LOG(kError, "spool: %s: %s", what, s.ToString().c_str());
+  if (s.IsNotFound())
+    return Errc::kNotFound;
+  if (s.IsCorruption())
+    return Errc::kCorruption;
+  return Errc::kIo;
+}
+
+void PutU32(std::string& out, uint32_t v) {
+  for (int i = 3; i >= 0; --i)
+    out.push_back(static_cast<char>(v >> (8 * i)));
+}
+void PutU64(std::string& out, uint64_t v) {
+  for (int i = 7; i >= 0; --i)
+    out.push_back(static_cast<char>(v >> (8 * i)));
+}
+void PutU16(std::string& out, uint16_t v) {
+  out.push_back(static_cast<char>(v >> 8));
+  out.push_back(static_cast<char>(v));
+}
+void PutStr(std::string& out, std::string_view s) {
+  PutU32(out, static_cast<uint32_t>(s.size()));
+  out.append(s);
+}
+
+// Reads big-endian fields from a record; any overrun sets ok=false.
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+  uint64_t Num(int bytes) {
+    if (in.size() < static_cast<size_t>(bytes)) {
+      ok = false;
+      return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i)
+      v = (v << 8) | static_cast<unsigned char>(in[i]);
+    in.remove_prefix(bytes);
+    return v;
+  }
+  std::string Str() {
+    uint64_t n = Num(4);
+    if (!ok || in.size() < n) {
+      ok = false;
+      return {};
+    }
+    std::string s(in.substr(0, n));
+    in.remove_prefix(n);
+    return s;
+  }
+};
+
+std::string MessageKey(MessageId id) {
+  std::string k;
+  PutU64(k, id);
+  return k;
+}
+std::string RcptKey(MessageId id, uint32_t index) {
+  std::string k;
+  k.reserve(12);
+  PutU64(k, id);
+  PutU32(k, index);
+  return k;
+}
+std::string RcptValue(uint16_t attempts, int64_t next_attempt_ms) {
+  std::string v;
+  PutU16(v, attempts);
+  PutU64(v, static_cast<uint64_t>(next_attempt_ms));
+  return v;
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr uint8_t kEnvelopeVersion = 1;
+constexpr uint8_t kFlag8Bit = 1;
+
+}  // namespace
+
+const std::error_category& ErrorCategory() {
+  static const Category c;
+  return c;
+}
+
+std::string FormatId(MessageId id) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+struct Spool::Impl {
+  struct AcceptReq {
+    NewMessage message;
+    AcceptDone done;
+  };
+  struct FinishReq {
+    MessageId id;
+    uint32_t index;
+  };
+  struct DeferReq {
+    MessageId id;
+    uint32_t index;
+    uint16_t attempts;
+    int64_t next_attempt_ms;
+  };
+  using Request = std::variant<AcceptReq, FinishReq, DeferReq>;
+  struct ReadReq {
+    MessageId id;
+    BodyDone done;
+  };
+
+  Options options;
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::ColumnFamilyHandle* body_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* envelope_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* rcpt_cf = nullptr;
+
+  // Commit thread state. `remaining` and `last_id` are touched by Recover() before the thread
+  // starts and by the commit thread afterwards, never by both.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Request> queue;
+  bool stopping = false;
+  std::thread commit_thread;
+  std::unordered_map<MessageId, uint32_t> remaining;
+  MessageId last_id = 0;
+
+  std::mutex read_mu;
+  std::condition_variable read_cv;
+  std::deque<ReadReq> reads;
+  std::thread read_thread;
+
+  mutable std::mutex stats_mu;
+  SpoolStats stats;
+
+  ~Impl() {
+    {
+      std::lock_guard lock(mu);
+      stopping = true;
+    }
+    cv.notify_all();
+    { std::lock_guard lock(read_mu); }
+    read_cv.notify_all();
+    if (commit_thread.joinable())
+      commit_thread.join();
+    if (read_thread.joinable())
+      read_thread.join();
+    if (db) {
+      for (auto* h : handles)
+        db->DestroyColumnFamilyHandle(h);
+      rocksdb::Status s = db->Close();
+      if (!s.ok())
+        SPATE_LOG(kError, "spool: close: %s", s.ToString().c_str());
+    }
+  }
+
+  MessageId NextId() {
+    auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+    last_id = std::max<MessageId>(last_id + 1, static_cast<MessageId>(now_us));
+    return last_id;
+  }
+
+  void CommitLoop() {
+    std::vector<Request> batch;
+    for (;;) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return stopping || !queue.empty(); });
+        if (queue.empty() && stopping)
+          return;
+        batch.swap(queue);
+      }
+      CommitBatch(batch);
+      batch.clear();
+    }
+  }
+
+  void CommitBatch(std::vector<Request>& batch) {
+    rocksdb::WriteBatch wb;
+    std::vector<std::pair<AcceptReq*, MessageId>> accepted;
+    // Undo log for `remaining`, so a failed write leaves the in-memory counts as they were.
+    std::vector<std::pair<MessageId, int64_t>> undo;
+    uint64_t finished = 0;
+    uint64_t deferred = 0;
+    int64_t now_ms = NowMs();
+    for (Request& r : batch) {
+      if (auto* a = std::get_if<AcceptReq>(&r)) {
+        MessageId id = NextId();
+        const NewMessage& m = a->message;
+        std::string key = MessageKey(id);
+        std::string env;
+        env.reserve(32 + m.mail_from.size() + m.rcpt_to.size() * 32);
+        env.push_back(static_cast<char>(kEnvelopeVersion));
+        env.push_back(static_cast<char>(m.body_8bit ? kFlag8Bit : 0));
+        PutU64(env, static_cast<uint64_t>(now_ms));
+        PutU64(env, m.body.size());
+        PutStr(env, m.mail_from);
+        PutU32(env, static_cast<uint32_t>(m.rcpt_to.size()));
+        for (const auto& rcpt : m.rcpt_to)
+          PutStr(env, rcpt);
+        wb.Put(body_cf, key, m.body);
+        wb.Put(envelope_cf, key, env);
+        std::string none = RcptValue(0, 0);
+        for (uint32_t i = 0; i < m.rcpt_to.size(); ++i)
+          wb.Put(rcpt_cf, RcptKey(id, i), none);
+        remaining[id] = static_cast<uint32_t>(m.rcpt_to.size());
+        undo.emplace_back(id, -1);
+        accepted.emplace_back(a, id);
+      } else if (auto* f = std::get_if<FinishReq>(&r)) {
+        auto it = remaining.find(f->id);
+        if (it == remaining.end())
+          continue;  // already gone (a duplicate outcome): harmless
+        wb.Delete(rcpt_cf, RcptKey(f->id, f->index));
+        undo.emplace_back(f->id, it->second);
+        ++finished;
+        if (--it->second == 0) {
+          std::string key = MessageKey(f->id);
+          wb.SingleDelete(body_cf, key);
+          wb.SingleDelete(envelope_cf, key);
+          remaining.erase(it);
+        }
+      } else if (auto* d = std::get_if<DeferReq>(&r)) {
+        if (remaining.count(d->id) == 0)
+          continue;
+        wb.Put(rcpt_cf, RcptKey(d->id, d->index), RcptValue(d->attempts, d->next_attempt_ms));
+        ++deferred;
+      }
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = options.sync;
+    auto start = std::chrono::steady_clock::now();
+    rocksdb::Status s = wb.Count() > 0 ? db->Write(wo, &wb) : rocksdb::Status::OK();
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!s.ok()) {
+      std::error_code ec = ToError(s, "commit");
+      // Nothing of this batch is stored: restore the counts, newest change first.
+      for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+        if (it->second < 0) {
+          remaining.erase(it->first);
+        } else {
+          remaining[it->first] = static_cast<uint32_t>(it->second);
+        }
+      }
+      for (auto& [a, id] : accepted)
+        a->done(Unexpected{ec}, std::move(a->message));
+      return;
+    }
+    {
+      std::lock_guard lock(stats_mu);
+      ++stats.batches;
+      stats.accepted += accepted.size();
+      stats.finished += finished;
+      stats.deferred += deferred;
+      stats.commit_seconds += seconds;
+      stats.pending_messages = remaining.size();
+    }
+    for (auto& [a, id] : accepted)
+      a->done(id, std::move(a->message));
+  }
+
+  void ReadLoop() {
+    for (;;) {
+      ReadReq req;
+      {
+        std::unique_lock lock(read_mu);
+        read_cv.wait(lock, [&] { return stopping || !reads.empty(); });
+        if (reads.empty())
+          return;
+        req = std::move(reads.front());
+        reads.pop_front();
+      }
+      std::string body;
+      rocksdb::Status s = db->Get(rocksdb::ReadOptions(), body_cf, MessageKey(req.id), &body);
+      if (s.ok()) {
+        req.done(std::move(body));
+      } else {
+        req.done(Unexpected{ToError(s, "read body")});
+      }
+    }
+  }
+
+  void Enqueue(Request&& r) {
+    {
+      std::lock_guard lock(mu);
+      queue.push_back(std::move(r));
+    }
+    cv.notify_one();
+  }
+};
+
+Spool::Spool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Spool::~Spool() = default;
+
+Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* error) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.IncreaseParallelism(2);
+  // Everything acknowledged is in the WAL: recover every complete synced batch.
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  db_options.max_total_wal_size = 256 << 20;
+  rocksdb::ColumnFamilyOptions body_options;
+  // Large memtables: most bodies are delivered and SingleDelete'd before a flush, and then
+  // never written to an SST at all.
+  body_options.write_buffer_size = 128 << 20;
+  body_options.max_write_buffer_number = 4;
+  rocksdb::ColumnFamilyOptions small_options;
+  small_options.write_buffer_size = 32 << 20;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, small_options},
+      {"body", body_options},
+      {"envelope", small_options},
+      {"rcpt", small_options},
+  };
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, cfs, &impl->handles, &db);
+  if (!s.ok()) {
+    *error = "cannot open spool " + options.path + ": " + s.ToString();
+    return Unexpected{Errc::kIo};
+  }
+  impl->db.reset(db);
+  impl->body_cf = impl->handles[1];
+  impl->envelope_cf = impl->handles[2];
+  impl->rcpt_cf = impl->handles[3];
+  return std::unique_ptr<Spool>(new Spool(std::move(impl)));
+}
+
+Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
+  Impl& d = *impl_;
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(rocksdb::ReadOptions(), d.rcpt_cf));
+  RecoveredMessage current;
+  std::vector<std::string> addresses;
+  auto flush = [&]() -> Result<void> {
+    if (current.id == 0)
+      return {};
+    d.remaining[current.id] = static_cast<uint32_t>(current.recipients.size());
+    fn(std::move(current));
+    current = RecoveredMessage{};
+    return {};
+  };
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    Reader key{std::string_view(it->key().data(), it->key().size())};
+    MessageId id = key.Num(8);
+    uint32_t index = static_cast<uint32_t>(key.Num(4));
+    Reader value{std::string_view(it->value().data(), it->value().size())};
+    uint16_t attempts = static_cast<uint16_t>(value.Num(2));
+    int64_t next = static_cast<int64_t>(value.Num(8));
+    if (!key.ok || !value.ok) {
+      SPATE_LOG(kError, "spool: undecodable recipient record skipped");
+      continue;
+    }
+    d.last_id = std::max(d.last_id, id);
+    if (id != current.id) {
+      SPATE_RETURN_IF_ERROR(flush());
+      std::string env;
+      rocksdb::Status s = d.db->Get(rocksdb::ReadOptions(), d.envelope_cf, MessageKey(id), &env);
+      if (!s.ok())
+        return Unexpected{ToError(s, "recover envelope")};
+      Reader r{env};
+      uint8_t version = static_cast<uint8_t>(r.Num(1));
+      uint8_t flags = static_cast<uint8_t>(r.Num(1));
+      current.id = id;
+      current.received_ms = static_cast<int64_t>(r.Num(8));
+      current.body_size = r.Num(8);
+      current.mail_from = r.Str();
+      current.body_8bit = (flags & kFlag8Bit) != 0;
+      uint32_t n = static_cast<uint32_t>(r.Num(4));
+      addresses.clear();
+      for (uint32_t i = 0; i < n && r.ok; ++i)
+        addresses.push_back(r.Str());
+      if (!r.ok || version != kEnvelopeVersion) {
+        SPATE_LOG(kError, "spool: envelope of %s does not decode", FormatId(id).c_str());
+        return Unexpected{Errc::kCorruption};
+      }
+    }
+    if (index >= addresses.size())
+      return Unexpected{Errc::kCorruption};
+    current.recipients.push_back({index, addresses[index], attempts, next});
+  }
+  if (!it->status().ok())
+    return Unexpected{ToError(it->status(), "recover scan")};
+  SPATE_RETURN_IF_ERROR(flush());
+
+  // Envelopes with no pending recipient are leftovers (cannot normally happen: the last
+  // recipient's delete and the message's removal share a batch). Remove them.
+  std::unique_ptr<rocksdb::Iterator> env_it(
+      d.db->NewIterator(rocksdb::ReadOptions(), d.envelope_cf));
+  rocksdb::WriteBatch cleanup;
+  for (env_it->SeekToFirst(); env_it->Valid(); env_it->Next()) {
+    Reader key{std::string_view(env_it->key().data(), env_it->key().size())};
+    MessageId id = key.Num(8);
+    d.last_id = std::max(d.last_id, id);
+    if (d.remaining.count(id) == 0) {
+      cleanup.SingleDelete(d.envelope_cf, env_it->key());
+      cleanup.SingleDelete(d.body_cf, env_it->key());
+    }
+  }
+  if (cleanup.Count() > 0) {
+    SPATE_LOG(kWarn, "spool: removing %u records of finished messages", cleanup.Count() / 2);
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    rocksdb::Status s = d.db->Write(wo, &cleanup);
+    if (!s.ok())
+      return Unexpected{ToError(s, "recover cleanup")};
+  }
+  std::lock_guard lock(d.stats_mu);
+  d.stats.pending_messages = d.remaining.size();
+  return {};
+}
+
+void Spool::Start() {
+  impl_->commit_thread = std::thread([d = impl_.get()] { d->CommitLoop(); });
+  impl_->read_thread = std::thread([d = impl_.get()] { d->ReadLoop(); });
+}
+
+void Spool::Accept(NewMessage&& message, AcceptDone done) {
+  impl_->Enqueue(Impl::AcceptReq{std::move(message), std::move(done)});
+}
+
+void Spool::Finish(MessageId id, uint32_t index) {
+  impl_->Enqueue(Impl::FinishReq{id, index});
+}
+
+void Spool::Defer(MessageId id, uint32_t index, uint16_t attempts, int64_t next_attempt_ms) {
+  impl_->Enqueue(Impl::DeferReq{id, index, attempts, next_attempt_ms});
+}
+
+void Spool::ReadBody(MessageId id, BodyDone done) {
+  {
+    std::lock_guard lock(impl_->read_mu);
+    impl_->reads.push_back({id, std::move(done)});
+  }
+  impl_->read_cv.notify_one();
+}
+
+SpoolStats Spool::stats() const {
+  std::lock_guard lock(impl_->stats_mu);
+  return impl_->stats;
+}
+
+}  // namespace spate::queue

@@ -1,0 +1,118 @@
+// queue/spool.h
+//
+// Spool is the durable message queue: one RocksDB instance. Whatever it acknowledged survives
+// kill -9 and power loss (with sync on): every commit batch is one WriteBatch written with
+// sync=true, and only then are the callers told.
+//
+// Group commit: Accept/Finish/Defer requests from every shard go into one queue; the commit
+// thread takes everything queued, writes it as ONE synced batch, then runs the callbacks. While
+// it syncs, the next batch gathers, so the fsync cost is shared by every shard's messages.
+//
+// The spool also owns "how many recipients of this message are still pending" (in memory,
+// rebuilt by Recover()), so the batch that finishes the last recipient also deletes the body
+// and envelope. The queue knows nothing of delivery: recipients are indices and addresses.
+//
+// Key layouts (all integers big-endian, so keys sort by message id, then recipient):
+//   CF "body":     id(8)          -> the message, canonical (CRLF lines, not dot-stuffed).
+//                                     Written once and removed once with SingleDelete, so a
+//                                     message delivered before its memtable flushes never
+//                                     reaches an SST file.
+//   CF "envelope": id(8)          -> version(1) flags(1) received_ms(8) body_size(8)
+//                                     len(4) mail_from, count(4), count x (len(4) address)
+//                                     Also written once, SingleDelete'd.
+//   CF "rcpt":     id(8) index(4) -> attempts(2) next_attempt_ms(8). Present = pending.
+// Message ids: microseconds since the epoch at acceptance, bumped to stay strictly increasing
+// (also across restarts: Recover() sees the largest id), so ids are unique and time-ordered.
+//
+// Threading: Accept/Finish/Defer/ReadBody from any thread; their callbacks run on the spool's
+// own threads (commit, reader) and must only hand work on (e.g. post to a shard). Recover()
+// runs before Start(), on the caller's thread. Blocking: Open() and Recover() block.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+
+namespace spate::queue {
+
+using MessageId = uint64_t;
+
+// "0005f1c2a3b4c5d6": 16 lower-case hex digits.
+std::string FormatId(MessageId id);
+
+struct NewMessage {
+  std::string mail_from;
+  std::vector<std::string> rcpt_to;
+  std::string body;
+  bool body_8bit = false;
+};
+
+struct PendingRecipient {
+  uint32_t index = 0;
+  std::string address;
+  uint16_t attempts = 0;
+  int64_t next_attempt_ms = 0;  // unix time in ms; 0: now
+};
+
+struct RecoveredMessage {
+  MessageId id = 0;
+  std::string mail_from;
+  int64_t received_ms = 0;
+  uint64_t body_size = 0;
+  bool body_8bit = false;
+  std::vector<PendingRecipient> recipients;  // only the pending ones
+};
+
+struct SpoolStats {
+  uint64_t batches = 0;       // synced writes
+  uint64_t accepted = 0;      // messages made durable
+  uint64_t finished = 0;      // recipients removed
+  uint64_t deferred = 0;      // recipient states rewritten
+  double commit_seconds = 0;  // total time in Write(), sync included
+  uint64_t pending_messages = 0;
+};
+
+class Spool {
+ public:
+  struct Options {
+    std::string path;
+    bool sync = true;
+  };
+
+  static Result<std::unique_ptr<Spool>> Open(const Options& options, std::string* error);
+  ~Spool();  // finishes queued requests, stops the threads, closes the database
+
+  // Start-up only, before Start(): calls `fn` for each message with pending recipients, in id
+  // order, and removes leftovers of finished messages.
+  Result<void> Recover(const std::function<void(RecoveredMessage&&)>& fn);
+  void Start();
+
+  // `done` gets the new id once the message is durable (or an error: nothing was stored), and
+  // the message back, so the caller can deliver it without reading it again.
+  using AcceptDone = std::function<void(Result<MessageId>, NewMessage&&)>;
+  void Accept(NewMessage&& message, AcceptDone done);
+
+  // The recipient's outcome is final (delivered or failed): it leaves the spool; the message
+  // goes with its last recipient.
+  void Finish(MessageId id, uint32_t index);
+  // The recipient stays, to be tried again at `next_attempt_ms`.
+  void Defer(MessageId id, uint32_t index, uint16_t attempts, int64_t next_attempt_ms);
+
+  // Reads a body on the reader thread (for retries and recovered messages).
+  using BodyDone = std::function<void(Result<std::string>)>;
+  void ReadBody(MessageId id, BodyDone done);
+
+  SpoolStats stats() const;
+
+ private:
+  struct Impl;
+  explicit Spool(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace spate::queue

@@ -1,0 +1,177 @@
+"""Test harness for spate integration tests: real binary, real peers, loopback only.
+
+Starts spate with a temporary spool and config, Postfix's smtp-sink as the destination, and
+reads /metrics. Every wait is on a condition with a deadline, never a bare sleep.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+SPATE = os.environ.get("SPATE_BIN", "build/core/spate")
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+
+def free_port():
+    """A loopback port that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout, what):
+    """Polls `predicate` until it returns a true value; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Sink:
+    """Postfix's smtp-sink on a loopback port, dumping each transaction to a file."""
+
+    def __init__(self, workdir, name):
+        self.port = free_port()
+        self.dir = os.path.join(workdir, f"sink-{name}")
+        os.makedirs(self.dir)
+        args = [SMTP_SINK]
+        if os.geteuid() == 0:
+            # smtp-sink refuses to run as root without dropping privileges.
+            # Its dumps are then written as nobody, who must reach the directory.
+            os.chmod(workdir, 0o755)
+            os.chmod(self.dir, 0o777)
+            args += ["-u", "nobody"]
+        # -d: one file per mail transaction; 256: listen backlog.
+        args += ["-d", os.path.join(self.dir, "%M."), f"127.0.0.1:{self.port}", "256"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(self._listening, 10, f"smtp-sink on port {self.port}")
+
+    def _listening(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("smtp-sink exited: " + self.proc.stderr.read().decode())
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.recv(100)
+            return True
+        except OSError:
+            return False
+
+    def transactions(self):
+        """The dumped transactions: list of (recipients, text)."""
+        out = []
+        for name in os.listdir(self.dir):
+            with open(os.path.join(self.dir, name), "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            # A file is complete once its final line is there; smtp-sink writes it at ".".
+            rcpts = re.findall(r"^X-Rcpt-Args: <([^>]*)>", text, re.M)
+            out.append((rcpts, text))
+        return out
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Spate:
+    """One spate process with its own spool and config in `workdir`."""
+
+    def __init__(self, workdir, routes, shards=2, extra=""):
+        self.workdir = workdir
+        self.spool = os.path.join(workdir, "spool")
+        self.config = os.path.join(workdir, "spate.toml")
+        route_lines = "\n".join(f'"{d}" = "127.0.0.1:{p}"' for d, p in routes.items())
+        with open(self.config, "w") as f:
+            f.write(f"""
+[server]
+listen = "127.0.0.1:0"
+hostname = "spate.test"
+[spool]
+path = "{self.spool}"
+[metrics]
+listen = "127.0.0.1:0"
+[shards]
+count = {shards}
+[delivery]
+retry_base = "500ms"
+retry_max = "2s"
+connect_timeout = "5s"
+idle_timeout = "2s"
+{extra}
+[routes]
+{route_lines}
+[log]
+deliveries = false
+""")
+        self.proc = None
+        self.log_path = os.path.join(workdir, "spate.log")
+
+    def start(self):
+        # The log is shared by restarts: this start's ready line is the first one after these.
+        self._ready_seen = self._ready_count()
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([SPATE, "--config", self.config], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        ready = wait_for(self._ready_line, 30, "spate ready line")
+        self.smtp_port = int(re.search(r"smtp=127\.0\.0\.1:(\d+)", ready).group(1))
+        self.metrics_port = int(re.search(r"metrics=127\.0\.0\.1:(\d+)", ready).group(1))
+        return ready
+
+    def _ready_line(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("spate exited: " + self.read_log())
+        lines = [l for l in self.read_log().splitlines() if "spate ready:" in l]
+        return lines[-1] if len(lines) > self._ready_seen else None
+
+    def _ready_count(self):
+        if not os.path.exists(self.log_path):
+            return 0
+        return len([l for l in self.read_log().splitlines() if "spate ready:" in l])
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.log.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            rc = self.proc.wait(30)
+            self.log.close()
+            return rc
+        return self.proc.returncode if self.proc else None
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as r:
+            return r.read().decode()
+
+    def metric(self, name, **labels):
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith("#"):
+                continue
+            m = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", line)
+            if not m or m.group(1) != name:
+                continue
+            got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+            if all(got.get(k) == v for k, v in labels.items()):
+                total += float(m.group(3))
+        return total
+
+
+def tempdir():
+    return tempfile.mkdtemp(prefix="spate-test-")

@@ -1,0 +1,639 @@
+// tests/unit/client_session_test.cc
+//
+// ClientSession against scripted servers. Each case is a conversation: a list of steps (server
+// bytes, Submit, Quit, Abort), each followed by the exact bytes the client must have written
+// and the exact events it must have emitted. Every case runs with the server's bytes fed whole,
+// byte by byte and in seeded random splits; the results must be identical. Invariants checked
+// on every step: one result per recipient before its TransactionDone, nothing after Closed,
+// idle() and closed() agreeing with the events.
+#include "delivery/client_session.h"
+
+#include <functional>
+#include <map>
+#include <ostream>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace spate::delivery {
+namespace {
+
+struct Split {
+  std::string name;
+  int seed = 0;  // 0: whole; -1: byte by byte; >0: random chunks of 1..16 bytes
+};
+
+std::vector<std::string_view> Cut(std::string_view in, int seed) {
+  std::vector<std::string_view> pieces;
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  while (!in.empty()) {
+    size_t n = in.size();
+    if (seed < 0) {
+      n = 1;
+    } else if (seed > 0) {
+      n = std::uniform_int_distribution<size_t>(1, std::min<size_t>(16, in.size()))(rng);
+    }
+    pieces.push_back(in.substr(0, n));
+    in.remove_prefix(n);
+  }
+  return pieces;
+}
+
+std::string Render(const smtp::Reply& r) {
+  std::string s = std::to_string(r.code);
+  if (!r.enhanced.empty()) {
+    s += " " + r.enhanced;
+  }
+  if (!r.text.empty()) {
+    s += " ";
+    for (char c : r.text) {
+      s += c == '\n' ? '|' : c;
+    }
+  }
+  return s;
+}
+
+struct EventRenderer {
+  std::string operator()(const RecipientResult& e) const {
+    return "rcpt " + std::to_string(e.transaction_id) + "#" + std::to_string(e.recipient_index) +
+           " " + Render(e.reply);
+  }
+  std::string operator()(const TransactionDone& e) const {
+    return "done " + std::to_string(e.transaction_id);
+  }
+  std::string operator()(const ReadyForTransaction&) const { return "ready"; }
+  std::string operator()(const Closed& e) const { return "closed " + Render(e.reply); }
+};
+
+enum class Op { kServer, kSubmit, kQuit, kAbort };
+
+struct Step {
+  Op op = Op::kServer;
+  std::string input;                // kServer: the server's bytes; kAbort: the reason
+  Envelope envelope;                // kSubmit
+  std::string body;                 // kSubmit; lives as long as the test parameter
+  uint32_t id = 0;                  // kSubmit: the expected transaction id
+  std::string out;                  // the client's bytes expected after the step
+  std::vector<std::string> events;  // expected after the step, rendered
+  std::function<void(const ClientSession&)> check;  // more assertions after the step
+};
+
+Step Server(std::string in, std::string out, std::vector<std::string> events = {}) {
+  Step s;
+  s.input = std::move(in);
+  s.out = std::move(out);
+  s.events = std::move(events);
+  return s;
+}
+
+Step Submit(Envelope envelope, std::string body, uint32_t id, std::string out,
+            std::vector<std::string> events = {}) {
+  Step s;
+  s.op = Op::kSubmit;
+  s.envelope = std::move(envelope);
+  s.body = std::move(body);
+  s.id = id;
+  s.out = std::move(out);
+  s.events = std::move(events);
+  return s;
+}
+
+Step Quit(std::string out = "QUIT\r\n") {
+  Step s;
+  s.op = Op::kQuit;
+  s.out = std::move(out);
+  return s;
+}
+
+Step Abort(std::string why, std::vector<std::string> events) {
+  Step s;
+  s.op = Op::kAbort;
+  s.input = std::move(why);
+  s.events = std::move(events);
+  return s;
+}
+
+Step Check(std::function<void(const ClientSession&)> check) {
+  Step s = Server("", "");
+  s.check = std::move(check);
+  return s;
+}
+
+struct Case {
+  std::string name;
+  std::vector<Step> steps;
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
+void PrintTo(const Split& s, std::ostream* os) {
+  *os << s.name;
+}
+
+constexpr char kGreeting[] = "220 mx.example.com ESMTP\r\n";
+constexpr char kEhlo[] = "EHLO client.example\r\n";
+constexpr char kEhloAll[] =
+    "250-mx.example.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n"
+    "250 ENHANCEDSTATUSCODES\r\n";
+constexpr char kEhloPipelining[] = "250-mx.example.com\r\n250 PIPELINING\r\n";
+constexpr char kEhloLockStep[] = "250-mx.example.com\r\n250-SIZE\r\n250 ENHANCEDSTATUSCODES\r\n";
+
+std::vector<Step> Handshake(std::string ehlo_reply) {
+  return {Server(kGreeting, kEhlo), Server(std::move(ehlo_reply), "", {"ready"})};
+}
+
+std::vector<Step> Concat(std::vector<std::vector<Step>> parts) {
+  std::vector<Step> all;
+  for (auto& part : parts) {
+    for (auto& step : part) {
+      all.push_back(std::move(step));
+    }
+  }
+  return all;
+}
+
+Envelope Env(std::vector<std::string> rcpts, std::string from = "alice@example.org") {
+  Envelope e;
+  e.mail_from = std::move(from);
+  e.rcpt_to = std::move(rcpts);
+  return e;
+}
+
+const std::vector<std::string> kThree = {"bob@a.example", "carol@b.example", "dave@c.example"};
+
+std::vector<Case> Cases() {
+  std::vector<Case> cases;
+
+  cases.push_back({"EhloCapabilitiesAndQuit",
+                   Concat({Handshake(kEhloAll),
+                           {Check([](const ClientSession& s) {
+                              EXPECT_TRUE(s.pipelining());
+                              EXPECT_EQ(s.server_max_size(), 10240000u);
+                            }),
+                            Quit(), Server("221 2.0.0 Bye\r\n", "", {"closed 221 2.0.0 Bye"})}})});
+
+  cases.push_back(
+      {"MultiLineGreeting",
+       Concat({{Server("220-mx.example.com ESMTP\r\n220-no UCE\r\n220 really\r\n", kEhlo)},
+               {Server(kEhloPipelining, "", {"ready"})}})});
+
+  cases.push_back(
+      {"PipelinedThreeRecipients",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env(kThree), "Hello\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\n"
+                       "RCPT TO:<carol@b.example>\r\nRCPT TO:<dave@c.example>\r\nDATA\r\n"),
+                Server("250 2.1.0 Ok\r\n"
+                       "550 5.1.1 <bob@a.example>: Recipient address rejected\r\n"
+                       "450 4.2.0 <carol@b.example>: Greylisted\r\n"
+                       "250 2.1.5 Ok\r\n"
+                       "354 End data with <CR><LF>.<CR><LF>\r\n",
+                       "Hello\r\n.\r\n",
+                       {"rcpt 1#0 550 5.1.1 <bob@a.example>: Recipient address rejected",
+                        "rcpt 1#1 450 4.2.0 <carol@b.example>: Greylisted"}),
+                Server("250 2.0.0 Ok: queued as 4BQ\r\n", "",
+                       {"rcpt 1#2 250 2.0.0 Ok: queued as 4BQ", "done 1", "ready"})}})});
+
+  cases.push_back(
+      {"LockStepWithoutPipelining",
+       Concat({Handshake(kEhloLockStep),
+               {Check([](const ClientSession& s) {
+                 EXPECT_FALSE(s.pipelining());
+                 EXPECT_EQ(s.server_max_size(), 0u);
+               })},
+               {[] {
+                 Envelope e = Env(kThree);
+                 e.size_hint = 2048;
+                 e.body_8bit = true;  // not offered: no BODY=
+                 return Submit(e, "Hi\r\n", 1, "MAIL FROM:<alice@example.org> SIZE=2048\r\n");
+               }()},
+               {Server("250 2.1.0 Ok\r\n", "RCPT TO:<bob@a.example>\r\n"),
+                Server("550 5.1.1 no such user\r\n", "RCPT TO:<carol@b.example>\r\n",
+                       {"rcpt 1#0 550 5.1.1 no such user"}),
+                Server("250 2.1.5 Ok\r\n", "RCPT TO:<dave@c.example>\r\n"),
+                Server("250 2.1.5 Ok\r\n", "DATA\r\n"), Server("354 go ahead\r\n", "Hi\r\n.\r\n"),
+                Server("250 2.0.0 queued\r\n", "",
+                       {"rcpt 1#1 250 2.0.0 queued", "rcpt 1#2 250 2.0.0 queued", "done 1",
+                        "ready"})}})});
+
+  cases.push_back(
+      {"LockStepNoAcceptedRecipientSkipsData",
+       Concat({Handshake(kEhloLockStep),
+               {Submit(Env({"x@a.example", "y@a.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\n"),
+                Server("250 2.1.0 Ok\r\n", "RCPT TO:<x@a.example>\r\n"),
+                Server("550 5.1.1 no\r\n", "RCPT TO:<y@a.example>\r\n", {"rcpt 1#0 550 5.1.1 no"}),
+                Server("551 5.1.6 moved\r\n", "", {"rcpt 1#1 551 5.1.6 moved", "done 1", "ready"}),
+                Submit(Env({"z@a.example"}), "Hi\r\n", 2, "RSET\r\n"),
+                Server("250 2.0.0 Ok\r\n", "MAIL FROM:<alice@example.org>\r\n"),
+                Server("250 2.1.0 Ok\r\n", "RCPT TO:<z@a.example>\r\n"),
+                Server("250 2.1.5 Ok\r\n", "DATA\r\n"), Server("354 go\r\n", "Hi\r\n.\r\n"),
+                Server("250 2.0.0 queued\r\n", "",
+                       {"rcpt 2#0 250 2.0.0 queued", "done 2", "ready"})}})});
+
+  cases.push_back(
+      {"EhloRefusedFallsBackToHelo",
+       {Server(kGreeting, kEhlo),
+        Server("502 5.5.1 Error: command not recognized\r\n", "HELO client.example\r\n"),
+        Server("250 mx.example.com\r\n", "", {"ready"}), Check([](const ClientSession& s) {
+          EXPECT_FALSE(s.pipelining());
+          EXPECT_EQ(s.server_max_size(), 0u);
+        }),
+        [] {
+          Envelope e = Env({"bob@a.example"});
+          e.size_hint = 100;
+          e.body_8bit = true;
+          return Submit(e, "x\r\n", 1, "MAIL FROM:<alice@example.org>\r\n");
+        }(),
+        Server("250 Ok\r\n", "RCPT TO:<bob@a.example>\r\n"), Server("250 Ok\r\n", "DATA\r\n"),
+        Server("354 go\r\n", "x\r\n.\r\n"),
+        Server("250 Ok\r\n", "", {"rcpt 1#0 250 Ok", "done 1", "ready"})}});
+
+  cases.push_back(
+      {"HeloRefusedQuits",
+       {Server(kGreeting, kEhlo), Server("500 unknown command\r\n", "HELO client.example\r\n"),
+        Server("501 5.5.4 go away\r\n", "QUIT\r\n", {"closed 501 5.5.4 go away"})}});
+
+  cases.push_back({"EhloTransientFailureQuits",
+                   {Server(kGreeting, kEhlo),
+                    Server("451 4.3.0 try later\r\n", "QUIT\r\n", {"closed 451 4.3.0 try later"}),
+                    Server("221 Bye\r\n", "")}});
+
+  cases.push_back({"Greeting554",
+                   {Server("554 5.7.1 No SMTP service here\r\n", "QUIT\r\n",
+                           {"closed 554 5.7.1 No SMTP service here"}),
+                    Server("221 2.0.0 Bye\r\n", ""),
+                    Check([](const ClientSession& s) { EXPECT_TRUE(s.closed()); })}});
+
+  cases.push_back({"Greeting421ClosesWithoutQuit",
+                   {Server("421 4.3.2 Service not available\r\n", "",
+                           {"closed 421 4.3.2 Service not available"})}});
+
+  cases.push_back(
+      {"MailRefusedPipelined",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example", "carol@b.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\n"
+                       "RCPT TO:<carol@b.example>\r\nDATA\r\n"),
+                Server("553 5.7.1 <alice@example.org>: Sender address rejected\r\n", "",
+                       {"rcpt 1#0 553 5.7.1 <alice@example.org>: Sender address rejected",
+                        "rcpt 1#1 553 5.7.1 <alice@example.org>: Sender address rejected"}),
+                // The RCPT and DATA replies are still consumed before the session is idle.
+                Server("503 5.5.1 Error: need MAIL command\r\n"
+                       "503 5.5.1 Error: need MAIL command\r\n",
+                       ""),
+                Server("554 5.5.1 Error: no valid recipients\r\n", "", {"done 1", "ready"}),
+                Submit(Env({"dave@c.example"}), "Hi\r\n", 2,
+                       "RSET\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<dave@c.example>\r\n"
+                       "DATA\r\n"),
+                Server("250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "Hi\r\n.\r\n"),
+                Server("250 2.0.0 queued\r\n", "",
+                       {"rcpt 2#0 250 2.0.0 queued", "done 2", "ready"})}})});
+
+  cases.push_back(
+      {"MailRefusedLockStep",
+       Concat({Handshake(kEhloLockStep),
+               {Submit(Env({"bob@a.example", "carol@b.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\n"),
+                Server("550 5.7.1 go away\r\n", "",
+                       {"rcpt 1#0 550 5.7.1 go away", "rcpt 1#1 550 5.7.1 go away", "done 1",
+                        "ready"}),
+                Submit(Env({"dave@c.example"}), "Hi\r\n", 2, "RSET\r\n"),
+                // A refused RSET changes nothing: MAIL follows.
+                Server("502 5.5.2 Error: command not recognized\r\n",
+                       "MAIL FROM:<alice@example.org>\r\n"),
+                Server("250 2.1.0 Ok\r\n", "RCPT TO:<dave@c.example>\r\n"),
+                Server("250 2.1.5 Ok\r\n", "DATA\r\n"), Server("354 go\r\n", "Hi\r\n.\r\n"),
+                Server("250 2.0.0 queued\r\n", "",
+                       {"rcpt 2#0 250 2.0.0 queued", "done 2", "ready"})}})});
+
+  cases.push_back(
+      {"DataAcceptedWithoutRecipientsSendsOnlyTheDot",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example", "carol@b.example"}), "Never sent\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\n"
+                       "RCPT TO:<carol@b.example>\r\nDATA\r\n"),
+                Server("250 2.1.0 Ok\r\n550 5.1.1 no\r\n450 4.7.1 later\r\n354 go\r\n", ".\r\n",
+                       {"rcpt 1#0 550 5.1.1 no", "rcpt 1#1 450 4.7.1 later"}),
+                Server("554 5.5.1 Error: no valid recipients\r\n", "", {"done 1", "ready"}),
+                Submit(Env({"dave@c.example"}), "Hi\r\n", 2,
+                       "RSET\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<dave@c.example>\r\n"
+                       "DATA\r\n")}})});
+
+  cases.push_back(
+      {"DataRefused",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example", "carol@b.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\n"
+                       "RCPT TO:<carol@b.example>\r\nDATA\r\n"),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no\r\n"
+                       "451 4.3.0 Error: queue file write error\r\n",
+                       "",
+                       {"rcpt 1#1 550 5.1.1 no", "rcpt 1#0 451 4.3.0 Error: queue file write error",
+                        "done 1", "ready"}),
+                Submit(Env({"dave@c.example"}), "Hi\r\n", 2,
+                       "RSET\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<dave@c.example>\r\n"
+                       "DATA\r\n")}})});
+
+  cases.push_back(
+      {"TwoTransactionsOnOneConnection",
+       Concat(
+           {Handshake(kEhloPipelining),
+            {Submit(Env({"bob@a.example"}), "One\r\n", 1,
+                    "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n"),
+             Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n"),
+             // A failed end of data needs no RSET (RFC 5321 §4.1.1.4).
+             Server("552 5.3.4 too big\r\n", "", {"rcpt 1#0 552 5.3.4 too big", "done 1", "ready"}),
+             Submit(Env({"carol@b.example"}, ""), "Two\r\n", 2,
+                    "MAIL FROM:<>\r\nRCPT TO:<carol@b.example>\r\nDATA\r\n"),
+             Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "Two\r\n.\r\n"),
+             Server("250 2.0.0 Ok: queued as 2\r\n", "",
+                    {"rcpt 2#0 250 2.0.0 Ok: queued as 2", "done 2", "ready"}),
+             Quit(), Server("221 2.0.0 Bye\r\n", "", {"closed 221 2.0.0 Bye"})}})});
+
+  cases.push_back(
+      {"ServiceClosingMidTransaction",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env(kThree), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\n"
+                       "RCPT TO:<carol@b.example>\r\nRCPT TO:<dave@c.example>\r\nDATA\r\n"),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 no\r\n"
+                       "421 4.3.0 mx.example.com shutting down\r\n",
+                       "",
+                       {"rcpt 1#1 550 5.1.1 no", "rcpt 1#0 421 4.3.0 mx.example.com shutting down",
+                        "rcpt 1#2 421 4.3.0 mx.example.com shutting down", "done 1",
+                        "closed 421 4.3.0 mx.example.com shutting down"}),
+                Server("554 5.5.1 late\r\n", "")}})});
+
+  cases.push_back(
+      {"ServiceClosingAtEndOfData",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n"),
+                Server("250 Ok\r\n250 Ok\r\n354 go\r\n", "Hi\r\n.\r\n"),
+                Server("421 4.4.2 timeout\r\n", "",
+                       {"rcpt 1#0 421 4.4.2 timeout", "done 1", "closed 421 4.4.2 timeout"})}})});
+
+  cases.push_back(
+      {"ServiceClosingWhileIdle",
+       Concat({Handshake(kEhloPipelining),
+               {Server("421 4.4.2 mx.example.com Error: timeout exceeded\r\n", "",
+                       {"closed 421 4.4.2 mx.example.com Error: timeout exceeded"})}})});
+
+  cases.push_back(
+      {"AbortMidTransaction",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example", "carol@b.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\n"
+                       "RCPT TO:<carol@b.example>\r\nDATA\r\n"),
+                Server("250 2.1.0 Ok\r\n550 5.1.1 no\r\n", "", {"rcpt 1#0 550 5.1.1 no"}),
+                Abort("connection reset by peer", {"rcpt 1#1 421 4.4.2 connection reset by peer",
+                                                   "done 1", "closed 0 connection reset by peer"}),
+                Abort("again", {}), Server("250 2.1.5 Ok\r\n354 go\r\n", ""), Quit("")}})});
+
+  cases.push_back(
+      {"AbortDuringBody",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n"),
+                Server("250 Ok\r\n250 Ok\r\n354 go\r\n", "Hi\r\n.\r\n"),
+                Abort("timeout after END-OF-MESSAGE",
+                      {"rcpt 1#0 421 4.4.2 timeout after END-OF-MESSAGE", "done 1",
+                       "closed 0 timeout after END-OF-MESSAGE"})}})});
+
+  cases.push_back(
+      {"AbortBeforeGreeting",
+       {Abort("connect timeout", {"closed 0 connect timeout"}), Server(kGreeting, "")}});
+
+  cases.push_back(
+      {"DotStuffedBody",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}),
+                       ".starts with a dot\r\nline\r\n..two\r\n.\r\nlast line without CRLF", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n"),
+                Server("250 Ok\r\n250 Ok\r\n354 go\r\n",
+                       "..starts with a dot\r\nline\r\n...two\r\n..\r\nlast line without "
+                       "CRLF\r\n.\r\n"),
+                Server("250 Ok\r\n", "", {"rcpt 1#0 250 Ok", "done 1", "ready"})}})});
+
+  cases.push_back(
+      {"EmptyBody",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n"),
+                Server("250 Ok\r\n250 Ok\r\n354 go\r\n", ".\r\n"),
+                Server("250 Ok\r\n", "", {"rcpt 1#0 250 Ok", "done 1", "ready"})}})});
+
+  cases.push_back({"SizeAndBodyParamsWhenOffered",
+                   Concat({Handshake(kEhloAll), {[] {
+                             Envelope e = Env({"bob@a.example"});
+                             e.size_hint = 12345;
+                             e.body_8bit = true;
+                             return Submit(
+                                 e, "x\r\n", 1,
+                                 "MAIL FROM:<alice@example.org> SIZE=12345 BODY=8BITMIME\r\n"
+                                 "RCPT TO:<bob@a.example>\r\nDATA\r\n");
+                           }()}})});
+
+  cases.push_back({"NoParamsWhenNotOffered",
+                   Concat({Handshake(kEhloPipelining), {[] {
+                             Envelope e = Env({"bob@a.example"}, "");
+                             e.size_hint = 12345;
+                             e.body_8bit = true;
+                             return Submit(e, "x\r\n", 1,
+                                           "MAIL FROM:<>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n");
+                           }()}})});
+
+  cases.push_back({"KeywordsAreCaseInsensitive",
+                   Concat({Handshake("250-mx.example.com\r\n250-pipelining\r\n250-Size 5000\r\n"
+                                     "250 8bitmime\r\n"),
+                           {Check([](const ClientSession& s) {
+                              EXPECT_TRUE(s.pipelining());
+                              EXPECT_EQ(s.server_max_size(), 5000u);
+                            }),
+                            [] {
+                              Envelope e = Env({"bob@a.example"});
+                              e.size_hint = 10;
+                              e.body_8bit = true;
+                              return Submit(
+                                  e, "x\r\n", 1,
+                                  "MAIL FROM:<alice@example.org> SIZE=10 BODY=8BITMIME\r\n"
+                                  "RCPT TO:<bob@a.example>\r\nDATA\r\n");
+                            }()}})});
+
+  cases.push_back({"EmptyRecipientList",
+                   Concat({Handshake(kEhloPipelining),
+                           {Submit(Env({}), "x\r\n", 1, "", {"done 1", "ready"}),
+                            Submit(Env({"bob@a.example"}), "x\r\n", 2,
+                                   "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\n"
+                                   "DATA\r\n")}})});
+
+  cases.push_back(
+      {"MalformedReplyAborts",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example", "carol@b.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\n"
+                       "RCPT TO:<carol@b.example>\r\nDATA\r\n"),
+                Server("250 2.1.0 Ok\r\n550 no\r\nwhat?\r\n354 go\r\n", "",
+                       {"rcpt 1#0 550 no", "rcpt 1#1 421 4.4.2 protocol error: malformed reply",
+                        "done 1", "closed 0 protocol error: malformed reply"})}})});
+
+  cases.push_back(
+      {"MalformedGreetingAborts",
+       {Server("220-mx\r\n221 mixed\r\n", "", {"closed 0 protocol error: malformed reply"})}});
+
+  cases.push_back({"ReplyTooLongAborts",
+                   {Server("220 " + std::string(5000, 'x') + "\r\n", "",
+                           {"closed 0 protocol error: reply too long"})}});
+
+  cases.push_back(
+      {"UnexpectedReplyAborts",
+       Concat({Handshake(kEhloPipelining),
+               {Server("250 2.0.0 Ok\r\n", "",
+                       {"closed 0 protocol error: reply with no command outstanding: 250 2.0.0 "
+                        "Ok"})}})});
+
+  cases.push_back(
+      {"IntermediateReplyToRcptAborts",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n"),
+                Server("250 Ok\r\n354 go\r\n", "",
+                       {"rcpt 1#0 421 4.4.2 protocol error: unexpected intermediate reply: 354 go",
+                        "done 1",
+                        "closed 0 protocol error: unexpected intermediate reply: 354 go"})}})});
+
+  cases.push_back(
+      {"PositiveReplyToDataAborts",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n"),
+                Server("250 Ok\r\n250 Ok\r\n250 Ok\r\n", "",
+                       {"rcpt 1#0 421 4.4.2 protocol error: 2xx reply to DATA: 250 Ok", "done 1",
+                        "closed 0 protocol error: 2xx reply to DATA: 250 Ok"})}})});
+
+  return cases;
+}
+
+const std::vector<Split>& Splits() {
+  static const std::vector<Split> kSplits = {{"Whole", 0},   {"Bytewise", -1}, {"Random1", 1},
+                                             {"Random2", 2}, {"Random3", 3},   {"Random4", 4},
+                                             {"Random5", 5}};
+  return kSplits;
+}
+
+class ClientSessionTest : public ::testing::TestWithParam<std::tuple<Case, Split>> {};
+
+TEST_P(ClientSessionTest, Conversation) {
+  const auto& [c, split] = GetParam();
+  ClientSession::Options options;
+  options.helo_name = "client.example";
+  ClientSession session(options);
+
+  std::map<uint32_t, std::vector<int>> results;  // per open transaction: results per recipient
+  bool closed = false;
+  bool ready = false;
+  for (size_t i = 0; i < c.steps.size(); ++i) {
+    const Step& step = c.steps[i];
+    SCOPED_TRACE("step " + std::to_string(i));
+    const bool closed_before = closed;
+    switch (step.op) {
+      case Op::kServer:
+        for (std::string_view piece : Cut(step.input, split.seed)) {
+          session.OnBytes(piece);
+        }
+        break;
+      case Op::kSubmit: {
+        ASSERT_TRUE(session.idle());
+        ready = false;
+        const uint32_t id = session.Submit(step.envelope, step.body);
+        EXPECT_EQ(id, step.id);
+        results[id].assign(step.envelope.rcpt_to.size(), 0);
+        break;
+      }
+      case Op::kQuit:
+        ready = false;
+        session.Quit();
+        break;
+      case Op::kAbort:
+        session.Abort(step.input);
+        break;
+    }
+    EXPECT_EQ(session.TakeOutput(), step.out);
+    std::vector<std::string> events;
+    for (const Event& e : session.TakeEvents()) {
+      events.push_back(std::visit(EventRenderer{}, e));
+      EXPECT_FALSE(closed) << "event after Closed: " << events.back();
+      if (const auto* r = std::get_if<RecipientResult>(&e)) {
+        auto it = results.find(r->transaction_id);
+        ASSERT_NE(it, results.end()) << "result for a finished transaction";
+        ASSERT_LT(r->recipient_index, it->second.size());
+        EXPECT_EQ(++it->second[r->recipient_index], 1) << "second result for a recipient";
+      } else if (const auto* d = std::get_if<TransactionDone>(&e)) {
+        auto it = results.find(d->transaction_id);
+        ASSERT_NE(it, results.end());
+        for (int n : it->second) {
+          EXPECT_EQ(n, 1) << "TransactionDone before every recipient had its result";
+        }
+        results.erase(it);
+      } else if (std::holds_alternative<ReadyForTransaction>(e)) {
+        ready = true;
+      } else if (std::holds_alternative<Closed>(e)) {
+        closed = true;
+        ready = false;
+        EXPECT_TRUE(results.empty()) << "Closed with a transaction in flight";
+      }
+    }
+    EXPECT_EQ(events, step.events);
+    if (closed_before) {
+      EXPECT_TRUE(step.out.empty()) << "the test expects output after Closed";
+    }
+    EXPECT_EQ(session.closed(), closed);
+    EXPECT_EQ(session.idle(), ready);
+    if (step.check) {
+      step.check(session);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Scripted, ClientSessionTest,
+                         ::testing::Combine(::testing::ValuesIn(Cases()),
+                                            ::testing::ValuesIn(Splits())),
+                         [](const ::testing::TestParamInfo<std::tuple<Case, Split>>& param_info) {
+                           return std::get<0>(param_info.param).name + "_" +
+                                  std::get<1>(param_info.param).name;
+                         });
+
+// Lock-step without PIPELINING, checked while the reply is still arriving: not one byte of
+// the next command may be written before the reply to the previous one is complete.
+TEST(ClientSessionLockStepTest, NextCommandOnlyAfterLastByteOfReply) {
+  ClientSession session(ClientSession::Options{"client.example"});
+  session.OnBytes(kGreeting);
+  session.OnBytes(kEhloLockStep);
+  session.TakeOutput();
+  session.TakeEvents();
+  const std::string body = "Hi\r\n";
+  session.Submit(Env({"bob@a.example", "carol@b.example"}), body);
+  EXPECT_EQ(session.TakeOutput(), "MAIL FROM:<alice@example.org>\r\n");
+  const std::vector<std::pair<std::string, std::string>> script = {
+      {"250-2.1.0 Sender\r\n250 2.1.0 Ok\r\n", "RCPT TO:<bob@a.example>\r\n"},
+      {"250 2.1.5 Ok\r\n", "RCPT TO:<carol@b.example>\r\n"},
+      {"250 2.1.5 Ok\r\n", "DATA\r\n"},
+      {"354 go\r\n", "Hi\r\n.\r\n"},
+  };
+  for (const auto& [reply, command] : script) {
+    for (size_t i = 0; i + 1 < reply.size(); ++i) {
+      session.OnBytes(reply.substr(i, 1));
+      ASSERT_EQ(session.TakeOutput(), "") << "sent before the reply was complete: " << reply;
+    }
+    session.OnBytes(reply.substr(reply.size() - 1));
+    EXPECT_EQ(session.TakeOutput(), command);
+  }
+}
+
+}  // namespace
+}  // namespace spate::delivery
