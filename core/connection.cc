@@ -44,8 +44,13 @@ void Connection::Connect(const sockaddr_storage& addr, socklen_t len) {
       });
 }
 
+void Connection::ResumeReading() {
+  paused_ = false;
+  ArmRecv();
+}
+
 void Connection::ArmRecv() {
-  if (recv_in_flight_ || closing_ || finished_)
+  if (recv_in_flight_ || closing_ || finished_ || paused_ || in_.empty())
     return;
   recv_in_flight_ = true;
   reactor_.Recv(fd_, in_.data(), in_.size(), [this](int res) {

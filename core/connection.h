@@ -29,6 +29,10 @@ class Connection {
 
   // Starts the read loop: OnData() for every chunk received.
   void StartReading();
+  // Stops asking for input (backpressure: the kernel's buffer and then TCP push back on the
+  // peer) until ResumeReading(). A recv already in the ring still delivers its chunk.
+  void PauseReading() { paused_ = true; }
+  void ResumeReading();
   // Connects the socket (non-blocking, through the ring); OnConnected() follows. `addr` is
   // copied, so the caller's may go.
   void Connect(const sockaddr_storage& addr, socklen_t len);
@@ -74,6 +78,7 @@ class Connection {
   Reactor::OpId connect_op_ = 0;
   sockaddr_storage peer_{};
   bool recv_in_flight_ = false;
+  bool paused_ = false;
   int busy_ = 0;           // > 0 while one of our callbacks runs: no self-deletion then
   bool closing_ = false;   // no more input wanted; shut down once output is sent
   bool finished_ = false;  // OnClosed() delivered

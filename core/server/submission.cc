@@ -69,11 +69,16 @@ class ServerConnection final : public Connection {
   }
 
   void Process() {
-    if (session_.awaiting_commit())
+    if (session_.awaiting_commit()) {
+      // Nothing more is read until the spool answers: what the client pipelined behind the
+      // message waits in the kernel, not in our memory.
+      PauseReading();
       server_.Commit(*this);
+    } else {
+      ResumeReading();
+    }
     Flush();
-    if (session_.closed())
-      Close();
+    if (session_.closed()) Close();
   }
 
   void Flush() {
