@@ -200,9 +200,9 @@ void Reactor::Stop() {
 }
 
 void Reactor::RunOnce(Clock::time_point deadline) {
-  DrainInbox();
+  // Wait (unless work is already waiting), then completions, then the inbox, then timers: the
+  // work a wake-up brought in is done before RunOnce returns.
   now_ = Clock::now();
-  RunTimers();
   if (!timers_.empty() && timers_.begin()->first.first < deadline) {
     deadline = timers_.begin()->first.first;
   }
@@ -211,8 +211,7 @@ void Reactor::RunOnce(Clock::time_point deadline) {
   if (inbox_pending || deadline <= now_) {
     io_uring_submit(&ring_);
   } else {
-    auto wait = deadline - now_;
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now_).count();
     __kernel_timespec ts{};
     ts.tv_sec = ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
@@ -222,15 +221,14 @@ void Reactor::RunOnce(Clock::time_point deadline) {
     }
   }
   // Reap everything that is ready; completions may submit more.
-  unsigned head;
-  unsigned count = 0;
   struct Done {
     uint64_t data;
     int res;
   };
   Done batch[256];
   for (;;) {
-    count = 0;
+    unsigned head;
+    unsigned count = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       batch[count++] = {cqe->user_data, cqe->res};
       if (count == 256)
@@ -243,6 +241,9 @@ void Reactor::RunOnce(Clock::time_point deadline) {
     for (unsigned i = 0; i < count; ++i)
       Complete(batch[i].data, batch[i].res);
   }
+  DrainInbox();
+  now_ = Clock::now();
+  RunTimers();
 }
 
 void Reactor::Run() {
