@@ -90,6 +90,10 @@ struct Destination {
   std::vector<ClientConnection*> idle;
   unsigned connecting = 0;  // open connections not yet ready for a transaction
   DomainStats* stats = nullptr;
+  // After a failed connection attempt, no new connection before this (the ones already open
+  // carry on): a refusing host is not hammered in a tight loop.
+  Clock::time_point hold_until{};
+  Reactor::TimerId hold_timer;
 };
 
 struct Delivery::Impl {
@@ -367,6 +371,15 @@ void Delivery::Impl::Pump(Destination& dest) {
     dest.ready.pop_front();
     conn->Submit(std::move(job));
   }
+  if (!dest.ready.empty() && reactor().now() < dest.hold_until) {
+    if (!dest.hold_timer.valid()) {
+      dest.hold_timer = reactor().AddTimer(dest.hold_until, [this, &dest] {
+        dest.hold_timer = {};
+        Pump(dest);
+      });
+    }
+    return;
+  }
   // Open connections for the jobs that the connections already on their way will not take.
   while (!dest.ready.empty() && dest.ready.size() > dest.connecting &&
          dest.open.size() < config.max_connections) {
@@ -415,6 +428,10 @@ void Delivery::Impl::OnConnectionGone(Destination& dest, ClientConnection* conn,
   dest.stats->connections.Set(static_cast<int64_t>(dest.open.size()));
   if (shutting_down)
     return;
+  if (!ever_ready) {
+    dest.hold_until = reactor().now() + std::min(ToDuration(config.retry_base),
+                                                 Clock::duration(std::chrono::seconds(5)));
+  }
   if (!ever_ready && dest.connecting == 0 && dest.open.empty()) {
     // The destination could not be reached and no other connection works: everything waiting
     // for it is deferred now, instead of one connection attempt per queued message.
