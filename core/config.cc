@@ -140,7 +140,7 @@ Result<Seconds> ParseDuration(std::string_view text) {
     return Unexpected{std::make_error_code(std::errc::invalid_argument)};
   double value = 0;
   std::istringstream in{std::string(text.substr(0, i))};
-  if (!(in >> value))
+  if (!(in >> value) || !in.eof())
     return Unexpected{std::make_error_code(std::errc::invalid_argument)};
   std::string_view unit = text.substr(i);
   double scale;

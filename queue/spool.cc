@@ -5,6 +5,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <variant>
@@ -119,6 +120,7 @@ int64_t NowMs() {
 
 constexpr uint8_t kEnvelopeVersion = 1;
 constexpr uint8_t kFlag8Bit = 1;
+constexpr uint8_t kFlagSmtpUtf8 = 2;
 
 }  // namespace
 
@@ -168,7 +170,18 @@ struct Spool::Impl {
   std::vector<Request> queue;
   bool stopping = false;
   std::thread commit_thread;
-  std::unordered_map<MessageId, uint32_t> remaining;
+  // Per message with recipients pending: which ones. An outcome for a recipient that is not
+  // pending (a duplicate, or a Defer after a Finish) changes nothing, so the last recipient's
+  // record and the message always go together.
+  struct Pending {
+    uint32_t count = 0;
+    std::vector<bool> waiting;  // by recipient index
+  };
+  std::unordered_map<MessageId, Pending> remaining;
+
+  bool IsWaiting(const Pending& p, uint32_t index) const {
+    return index < p.waiting.size() && p.waiting[index];
+  }
   MessageId last_id = 0;
 
   std::mutex read_mu;
@@ -226,8 +239,15 @@ struct Spool::Impl {
   void CommitBatch(std::vector<Request>& batch) {
     rocksdb::WriteBatch wb;
     std::vector<std::pair<AcceptReq*, MessageId>> accepted;
-    // Undo log for `remaining`, so a failed write leaves the in-memory counts as they were.
-    std::vector<std::pair<MessageId, int64_t>> undo;
+    // The state of every message this batch touches, as it was before: a failed write puts it
+    // back, so memory keeps matching disk.
+    std::unordered_map<MessageId, std::optional<Pending>> before;
+    auto remember = [&](MessageId id) {
+      if (before.count(id) != 0)
+        return;
+      auto it = remaining.find(id);
+      before.emplace(id, it == remaining.end() ? std::nullopt : std::optional(it->second));
+    };
     uint64_t finished = 0;
     uint64_t deferred = 0;
     int64_t now_ms = NowMs();
@@ -239,37 +259,50 @@ struct Spool::Impl {
         std::string env;
         env.reserve(32 + m.mail_from.size() + m.rcpt_to.size() * 32);
         env.push_back(static_cast<char>(kEnvelopeVersion));
-        env.push_back(static_cast<char>(m.body_8bit ? kFlag8Bit : 0));
+        env.push_back(
+            static_cast<char>((m.body_8bit ? kFlag8Bit : 0) | (m.smtputf8 ? kFlagSmtpUtf8 : 0)));
         PutU64(env, static_cast<uint64_t>(now_ms));
         PutU64(env, m.body.size());
+        env.push_back(static_cast<char>(m.ret));
         PutStr(env, m.mail_from);
+        PutStr(env, m.envid);
+        PutStr(env, m.auth_user);
         PutU32(env, static_cast<uint32_t>(m.rcpt_to.size()));
-        for (const auto& rcpt : m.rcpt_to)
-          PutStr(env, rcpt);
+        for (size_t i = 0; i < m.rcpt_to.size(); ++i) {
+          PutStr(env, m.rcpt_to[i]);
+          const DsnRequest* dsn = i < m.dsn.size() ? &m.dsn[i] : nullptr;
+          env.push_back(static_cast<char>(dsn ? dsn->notify : 0));
+          PutStr(env, dsn ? std::string_view(dsn->orcpt) : std::string_view());
+        }
         wb.Put(body_cf, key, m.body);
         wb.Put(envelope_cf, key, env);
         std::string none = RcptValue(0, 0);
         for (uint32_t i = 0; i < m.rcpt_to.size(); ++i)
           wb.Put(rcpt_cf, RcptKey(id, i), none);
-        remaining[id] = static_cast<uint32_t>(m.rcpt_to.size());
-        undo.emplace_back(id, -1);
+        remember(id);
+        remaining[id] = Pending{static_cast<uint32_t>(m.rcpt_to.size()),
+                                std::vector<bool>(m.rcpt_to.size(), true)};
         accepted.emplace_back(a, id);
       } else if (auto* f = std::get_if<FinishReq>(&r)) {
         auto it = remaining.find(f->id);
-        if (it == remaining.end())
-          continue;  // already gone (a duplicate outcome): harmless
+        if (it == remaining.end() || !IsWaiting(it->second, f->index)) {
+          continue;  // already finished (a duplicate outcome): harmless
+        }
+        remember(f->id);
         wb.Delete(rcpt_cf, RcptKey(f->id, f->index));
-        undo.emplace_back(f->id, it->second);
+        it->second.waiting[f->index] = false;
         ++finished;
-        if (--it->second == 0) {
+        if (--it->second.count == 0) {
           std::string key = MessageKey(f->id);
           wb.SingleDelete(body_cf, key);
           wb.SingleDelete(envelope_cf, key);
           remaining.erase(it);
         }
       } else if (auto* d = std::get_if<DeferReq>(&r)) {
-        if (remaining.count(d->id) == 0)
-          continue;
+        auto it = remaining.find(d->id);
+        if (it == remaining.end() || !IsWaiting(it->second, d->index)) {
+          continue;  // finished already: never bring its record back
+        }
         wb.Put(rcpt_cf, RcptKey(d->id, d->index), RcptValue(d->attempts, d->next_attempt_ms));
         ++deferred;
       }
@@ -282,12 +315,12 @@ struct Spool::Impl {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!s.ok()) {
       std::error_code ec = ToError(s, "commit");
-      // Nothing of this batch is stored: restore the counts, newest change first.
-      for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
-        if (it->second < 0) {
-          remaining.erase(it->first);
+      // Nothing of this batch is stored: put the pending state back as it was.
+      for (auto& [id, state] : before) {
+        if (state) {
+          remaining[id] = std::move(*state);
         } else {
-          remaining[it->first] = static_cast<uint32_t>(it->second);
+          remaining.erase(id);
         }
       }
       for (auto& [a, id] : accepted)
@@ -381,10 +414,15 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
   std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(rocksdb::ReadOptions(), d.rcpt_cf));
   RecoveredMessage current;
   std::vector<std::string> addresses;
+  std::vector<DsnRequest> dsns;
   auto flush = [&]() -> Result<void> {
     if (current.id == 0)
       return {};
-    d.remaining[current.id] = static_cast<uint32_t>(current.recipients.size());
+    Impl::Pending& p = d.remaining[current.id];
+    p.count = static_cast<uint32_t>(current.recipients.size());
+    p.waiting.assign(addresses.size(), false);
+    for (const PendingRecipient& r : current.recipients)
+      p.waiting[r.index] = true;
     fn(std::move(current));
     current = RecoveredMessage{};
     return {};
@@ -413,12 +451,22 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
       current.id = id;
       current.received_ms = static_cast<int64_t>(r.Num(8));
       current.body_size = r.Num(8);
+      current.ret = static_cast<uint8_t>(r.Num(1));
       current.mail_from = r.Str();
+      current.envid = r.Str();
+      current.auth_user = r.Str();
       current.body_8bit = (flags & kFlag8Bit) != 0;
+      current.smtputf8 = (flags & kFlagSmtpUtf8) != 0;
       uint32_t n = static_cast<uint32_t>(r.Num(4));
       addresses.clear();
-      for (uint32_t i = 0; i < n && r.ok; ++i)
+      dsns.clear();
+      for (uint32_t i = 0; i < n && r.ok; ++i) {
         addresses.push_back(r.Str());
+        DsnRequest dsn;
+        dsn.notify = static_cast<uint8_t>(r.Num(1));
+        dsn.orcpt = r.Str();
+        dsns.push_back(std::move(dsn));
+      }
       if (!r.ok || version != kEnvelopeVersion) {
         SPATE_LOG(kError, "spool: envelope of %s does not decode", FormatId(id).c_str());
         return Unexpected{Errc::kCorruption};
@@ -426,7 +474,7 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
     }
     if (index >= addresses.size())
       return Unexpected{Errc::kCorruption};
-    current.recipients.push_back({index, addresses[index], attempts, next});
+    current.recipients.push_back({index, addresses[index], dsns[index], attempts, next});
   }
   if (!it->status().ok())
     return Unexpected{ToError(it->status(), "recover scan")};

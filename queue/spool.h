@@ -17,9 +17,11 @@
 //                                     Written once and removed once with SingleDelete, so a
 //                                     message delivered before its memtable flushes never
 //                                     reaches an SST file.
-//   CF "envelope": id(8)          -> version(1) flags(1) received_ms(8) body_size(8)
-//                                     len(4) mail_from, count(4), count x (len(4) address)
-//                                     Also written once, SingleDelete'd.
+//   CF "envelope": id(8)          -> version(1) flags(1: 8bit, smtputf8) received_ms(8)
+//                                     body_size(8) ret(1) str mail_from, str envid,
+//                                     str auth_user, count(4),
+//                                     count x (str address, notify(1), str orcpt)
+//                                     where str = len(4) bytes. Written once, SingleDelete'd.
 //   CF "rcpt":     id(8) index(4) -> attempts(2) next_attempt_ms(8). Present = pending.
 // Message ids: microseconds since the epoch at acceptance, bumped to stay strictly increasing
 // (also across restarts: Recover() sees the largest id), so ids are unique and time-ordered.
@@ -45,16 +47,28 @@ using MessageId = uint64_t;
 // "0005f1c2a3b4c5d6": 16 lower-case hex digits.
 std::string FormatId(MessageId id);
 
+// RFC 3461 DSN request of one recipient, kept for the bounce and delay notices.
+struct DsnRequest {
+  uint8_t notify = 0;  // bit set as in core/smtp/server_session.h (kNotify*); 0: not given
+  std::string orcpt;   // "rfc822;user@example.com", or empty
+};
+
 struct NewMessage {
   std::string mail_from;
   std::vector<std::string> rcpt_to;
   std::string body;
   bool body_8bit = false;
+  bool smtputf8 = false;
+  uint8_t ret = 0;                // RFC 3461 RET: 0 unset, 1 FULL, 2 HDRS
+  std::string envid;              // RFC 3461 ENVID, decoded
+  std::string auth_user;          // who submitted it (RFC 4954), empty when not authenticated
+  std::vector<DsnRequest> dsn;    // parallel to rcpt_to, or empty (no DSN parameters at all)
 };
 
 struct PendingRecipient {
   uint32_t index = 0;
   std::string address;
+  DsnRequest dsn;
   uint16_t attempts = 0;
   int64_t next_attempt_ms = 0;  // unix time in ms; 0: now
 };
@@ -65,6 +79,10 @@ struct RecoveredMessage {
   int64_t received_ms = 0;
   uint64_t body_size = 0;
   bool body_8bit = false;
+  bool smtputf8 = false;
+  uint8_t ret = 0;
+  std::string envid;
+  std::string auth_user;
   std::vector<PendingRecipient> recipients;  // only the pending ones
 };
 

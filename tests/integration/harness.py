@@ -84,16 +84,31 @@ class Sink:
 class Spate:
     """One spate process with its own spool and config in `workdir`."""
 
-    def __init__(self, workdir, routes, shards=2, extra=""):
+    def __init__(self, workdir, routes, shards=2, extra="", delivery=None,
+                 log_deliveries=False, server=None, sections=None):
+        """`delivery`: [delivery] settings that override the defaults below (or add to them),
+        e.g. {"max_connections": 3, "idle_timeout": "300ms"}. `extra`: raw TOML lines for
+        [delivery]. `log_deliveries`: [log] deliveries, one log line per outcome.
+        `server`: more [server] settings, e.g. {"relay_networks": ["10.0.0.0/8"]}.
+        `sections`: more tables, e.g. {"tls": {"certificate": "...", "key": "..."}}."""
         self.workdir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.config = os.path.join(workdir, "spate.toml")
         route_lines = "\n".join(f'"{d}" = "127.0.0.1:{p}"' for d, p in routes.items())
+        settings = {"retry_base": "500ms", "retry_max": "2s", "connect_timeout": "5s",
+                    "idle_timeout": "2s"}
+        settings.update(delivery or {})
+        delivery_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in settings.items())
+        server_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (server or {}).items())
+        section_lines = "\n".join(
+            f"[{name}]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in table.items())
+            for name, table in (sections or {}).items())
         with open(self.config, "w") as f:
             f.write(f"""
 [server]
 listen = "127.0.0.1:0"
 hostname = "spate.test"
+{server_lines}
 [spool]
 path = "{self.spool}"
 [metrics]
@@ -101,15 +116,13 @@ listen = "127.0.0.1:0"
 [shards]
 count = {shards}
 [delivery]
-retry_base = "500ms"
-retry_max = "2s"
-connect_timeout = "5s"
-idle_timeout = "2s"
+{delivery_lines}
 {extra}
 [routes]
 {route_lines}
 [log]
-deliveries = false
+deliveries = {_toml_value(log_deliveries)}
+{section_lines}
 """)
         self.proc = None
         self.log_path = os.path.join(workdir, "spate.log")
@@ -123,6 +136,8 @@ deliveries = false
         ready = wait_for(self._ready_line, 30, "spate ready line")
         self.smtp_port = int(re.search(r"smtp=127\.0\.0\.1:(\d+)", ready).group(1))
         self.metrics_port = int(re.search(r"metrics=127\.0\.0\.1:(\d+)", ready).group(1))
+        smtps = re.search(r"smtps=127\.0\.0\.1:(\d+)", ready)
+        self.smtps_port = int(smtps.group(1)) if smtps else None  # implicit TLS, when on
         return ready
 
     def _ready_line(self):
@@ -171,6 +186,16 @@ deliveries = false
             if all(got.get(k) == v for k, v in labels.items()):
                 total += float(m.group(3))
         return total
+
+
+def _toml_value(v):
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def tempdir():

@@ -1,0 +1,290 @@
+// tests/unit/config_test.cc
+//
+// The configuration as an operator meets it: the shipped file (compiled in as the default) runs
+// as documented, an empty file means the same thing, every typo or bad value is refused with a
+// message that names the offending key, and durations read the way the comments say.
+#include "core/config.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "core/connection.h"
+
+namespace spate {
+namespace {
+
+using namespace std::chrono_literals;
+
+Config MustParse(std::string_view text) {
+  std::string error;
+  Result<Config> c = ParseConfig(text, &error);
+  EXPECT_TRUE(c.has_value()) << error << "\nin:\n" << text;
+  EXPECT_TRUE(!c.has_value() || error.empty()) << error;
+  return c.has_value() ? std::move(c).value() : Config{};
+}
+
+unsigned ExpectedShards() {
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
+  ASSERT_FALSE(DefaultConfigText().empty());
+  Config c = MustParse(DefaultConfigText());
+  EXPECT_EQ(c.listen.text, "127.0.0.1:2525");
+  EXPECT_EQ(FormatAddress(c.listen.addr), "127.0.0.1:2525");
+  EXPECT_EQ(c.listen.len, sizeof(sockaddr_in));
+  EXPECT_EQ(c.metrics_listen.text, "127.0.0.1:9464");
+  EXPECT_EQ(FormatAddress(c.metrics_listen.addr), "127.0.0.1:9464");
+  EXPECT_EQ(c.spool_path, "./var/spool");
+  EXPECT_TRUE(c.spool_sync);
+  EXPECT_EQ(c.shards, ExpectedShards());  // count = 0: one per core
+  EXPECT_GE(c.shards, 1u);
+  EXPECT_EQ(c.max_message_size, 52428800u);
+  EXPECT_EQ(c.max_recipients, 100u);
+  EXPECT_EQ(c.command_timeout, 300s);
+  EXPECT_EQ(c.metrics_max_domains, 1000u);
+  EXPECT_FALSE(c.hostname.empty());  // "" means this host's name
+  EXPECT_EQ(c.helo_name, c.hostname);
+  EXPECT_TRUE(c.smarthost_text.empty());
+  EXPECT_EQ(c.max_connections, 16u);
+  EXPECT_EQ(c.max_messages_per_connection, 1000u);
+  EXPECT_EQ(c.max_recipients_per_transaction, 100u);
+  EXPECT_EQ(c.connect_timeout, 30s);
+  EXPECT_EQ(c.reply_timeout, 300s);
+  EXPECT_EQ(c.idle_timeout, 5s);
+  EXPECT_EQ(c.retry_base, 60s);
+  EXPECT_EQ(c.retry_max, 3600s);
+  EXPECT_TRUE(c.routes.empty());
+  EXPECT_EQ(c.log_level, "info");
+  EXPECT_TRUE(c.log_deliveries);
+}
+
+// The built-in defaults and the shipped file must not drift apart: an empty config file and
+// the documented one run the same daemon.
+TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
+  Config a = MustParse("");
+  Config b = MustParse(DefaultConfigText());
+  EXPECT_EQ(a.listen.text, b.listen.text);
+  EXPECT_EQ(a.metrics_listen.text, b.metrics_listen.text);
+  EXPECT_EQ(a.hostname, b.hostname);
+  EXPECT_EQ(a.max_message_size, b.max_message_size);
+  EXPECT_EQ(a.max_recipients, b.max_recipients);
+  EXPECT_EQ(a.command_timeout, b.command_timeout);
+  EXPECT_EQ(a.spool_path, b.spool_path);
+  EXPECT_EQ(a.spool_sync, b.spool_sync);
+  EXPECT_EQ(a.metrics_max_domains, b.metrics_max_domains);
+  EXPECT_EQ(a.shards, b.shards);
+  EXPECT_EQ(a.helo_name, b.helo_name);
+  EXPECT_EQ(a.smarthost_text, b.smarthost_text);
+  EXPECT_EQ(a.max_connections, b.max_connections);
+  EXPECT_EQ(a.max_messages_per_connection, b.max_messages_per_connection);
+  EXPECT_EQ(a.max_recipients_per_transaction, b.max_recipients_per_transaction);
+  EXPECT_EQ(a.connect_timeout, b.connect_timeout);
+  EXPECT_EQ(a.reply_timeout, b.reply_timeout);
+  EXPECT_EQ(a.idle_timeout, b.idle_timeout);
+  EXPECT_EQ(a.retry_base, b.retry_base);
+  EXPECT_EQ(a.retry_max, b.retry_max);
+  EXPECT_EQ(a.routes.size(), b.routes.size());
+  EXPECT_EQ(a.log_level, b.log_level);
+  EXPECT_EQ(a.log_deliveries, b.log_deliveries);
+}
+
+TEST(ConfigTest, ExplicitValuesAreTaken) {
+  Config c = MustParse(R"(
+[server]
+listen = "[::1]:2600"
+hostname = "mx.example.org"
+max_message_size = 1048576
+max_recipients = 7
+command_timeout = "90s"
+[spool]
+path = "/var/lib/spate"
+sync = false
+[metrics]
+listen = "127.0.0.1:0"
+max_domains = 3
+[shards]
+count = 3
+[delivery]
+smarthost = "127.0.0.1:2526"
+max_connections = 2
+max_messages_per_connection = 5
+max_recipients_per_transaction = 9
+connect_timeout = "250ms"
+reply_timeout = 45
+idle_timeout = 1.5
+retry_base = "2m"
+retry_max = "2h"
+[log]
+level = "debug"
+deliveries = false
+)");
+  EXPECT_EQ(c.listen.text, "[::1]:2600");
+  EXPECT_EQ(c.listen.addr.ss_family, AF_INET6);
+  EXPECT_EQ(FormatAddress(c.listen.addr), "[::1]:2600");
+  EXPECT_EQ(c.hostname, "mx.example.org");
+  EXPECT_EQ(c.helo_name, "mx.example.org");  // defaults to the hostname
+  EXPECT_EQ(c.max_message_size, 1048576u);
+  EXPECT_EQ(c.max_recipients, 7u);
+  EXPECT_EQ(c.command_timeout, 90s);
+  EXPECT_EQ(c.spool_path, "/var/lib/spate");
+  EXPECT_FALSE(c.spool_sync);
+  EXPECT_EQ(c.metrics_max_domains, 3u);
+  EXPECT_EQ(c.shards, 3u);
+  EXPECT_EQ(c.smarthost_text, "127.0.0.1:2526");
+  EXPECT_EQ(FormatAddress(c.smarthost.addr), "127.0.0.1:2526");
+  EXPECT_EQ(c.max_connections, 2u);
+  EXPECT_EQ(c.max_messages_per_connection, 5u);
+  EXPECT_EQ(c.max_recipients_per_transaction, 9u);
+  EXPECT_DOUBLE_EQ(c.connect_timeout.count(), 0.25);
+  EXPECT_EQ(c.reply_timeout, 45s);  // a bare TOML number is seconds
+  EXPECT_DOUBLE_EQ(c.idle_timeout.count(), 1.5);
+  EXPECT_EQ(c.retry_base, 120s);
+  EXPECT_EQ(c.retry_max, 7200s);
+  EXPECT_EQ(c.log_level, "debug");
+  EXPECT_FALSE(c.log_deliveries);
+}
+
+TEST(ConfigTest, ZeroShardsMeansOnePerCore) {
+  EXPECT_EQ(MustParse("[shards]\ncount = 0\n").shards, ExpectedShards());
+  EXPECT_EQ(MustParse("[shards]\ncount = 1\n").shards, 1u);
+}
+
+TEST(ConfigTest, RetryMaxIsAtLeastRetryBase) {
+  Config c = MustParse("[delivery]\nretry_base = \"2h\"\nretry_max = \"1h\"\n");
+  EXPECT_EQ(c.retry_base, 7200s);
+  EXPECT_EQ(c.retry_max, 7200s);
+}
+
+TEST(ConfigTest, RoutesParseAndLowerCaseTheDomain) {
+  Config c = MustParse(R"(
+[routes]
+"Example.COM" = "127.0.0.1:2526"
+"lists.example.net" = "[::1]:25"
+)");
+  ASSERT_EQ(c.routes.size(), 2u);
+  ASSERT_EQ(c.routes.count("example.com"), 1u);
+  EXPECT_EQ(c.routes.count("Example.COM"), 0u);
+  const Endpoint& a = c.routes.at("example.com");
+  EXPECT_EQ(a.text, "127.0.0.1:2526");
+  EXPECT_EQ(FormatAddress(a.addr), "127.0.0.1:2526");
+  EXPECT_EQ(a.len, sizeof(sockaddr_in));
+  ASSERT_EQ(c.routes.count("lists.example.net"), 1u);
+  const Endpoint& b = c.routes.at("lists.example.net");
+  EXPECT_EQ(FormatAddress(b.addr), "[::1]:25");
+  EXPECT_EQ(b.len, sizeof(sockaddr_in6));
+}
+
+struct BadConfig {
+  const char* name;
+  const char* text;
+  const char* must_mention;  // the key (or section) the operator has to fix
+};
+
+class BadConfigTest : public ::testing::TestWithParam<BadConfig> {};
+
+TEST_P(BadConfigTest, IsRefusedWithAMessageNamingTheKey) {
+  const BadConfig& bad = GetParam();
+  std::string error;
+  Result<Config> c = ParseConfig(bad.text, &error);
+  ASSERT_FALSE(c.has_value()) << "accepted:\n" << bad.text;
+  EXPECT_EQ(c.error(), std::make_error_code(std::errc::invalid_argument));
+  EXPECT_NE(error.find(bad.must_mention), std::string::npos)
+      << "error \"" << error << "\" does not mention \"" << bad.must_mention << "\"";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadConfigTest,
+    ::testing::Values(
+        BadConfig{"UnknownSection", "[bogus]\nx = 1\n", "bogus"},
+        BadConfig{"TopLevelKey", "listen = \"127.0.0.1:25\"\n", "listen"},
+        BadConfig{"UnknownServerKey", "[server]\nlisten_port = 25\n", "listen_port"},
+        BadConfig{"UnknownDeliveryKey", "[delivery]\nmax_conections = 4\n", "max_conections"},
+        BadConfig{"UnknownLogKey", "[log]\nlevel = \"info\"\ncolour = true\n", "colour"},
+        BadConfig{"StringForInteger", "[server]\nmax_recipients = \"ten\"\n", "max_recipients"},
+        BadConfig{"IntegerForString", "[spool]\npath = 5\n", "path"},
+        BadConfig{"StringForBool", "[spool]\nsync = \"yes\"\n", "sync"},
+        BadConfig{"NegativeCount", "[shards]\ncount = -1\n", "count"},
+        BadConfig{"TooManyShards", "[shards]\ncount = 100000\n", "count"},
+        BadConfig{"TinyMessageSize", "[server]\nmax_message_size = 10\n", "max_message_size"},
+        BadConfig{"ZeroConnections", "[delivery]\nmax_connections = 0\n", "max_connections"},
+        BadConfig{"BadDurationUnit", "[delivery]\nconnect_timeout = \"5y\"\n", "connect_timeout"},
+        BadConfig{"DurationWord", "[delivery]\nretry_base = \"soon\"\n", "retry_base"},
+        BadConfig{"EmptyDuration", "[delivery]\nidle_timeout = \"\"\n", "idle_timeout"},
+        BadConfig{"NegativeDuration", "[server]\ncommand_timeout = -5\n", "command_timeout"},
+        BadConfig{"BoolDuration", "[delivery]\nreply_timeout = true\n", "reply_timeout"},
+        BadConfig{"BadLogLevel", "[log]\nlevel = \"verbose\"\n", "level"},
+        BadConfig{"ListenWithoutPort", "[server]\nlisten = \"127.0.0.1\"\n", "listen"},
+        BadConfig{"MetricsListenBadPort", "[metrics]\nlisten = \"127.0.0.1:http\"\n", "listen"},
+        BadConfig{"SmarthostBadPort", "[delivery]\nsmarthost = \"127.0.0.1:x\"\n", "smarthost"},
+        BadConfig{"RouteWithoutPort", "[routes]\n\"Example.com\" = \"127.0.0.1\"\n", "example.com"},
+        BadConfig{"RouteNotAString", "[routes]\n\"example.org\" = 25\n", "example.org"},
+        BadConfig{"SyntaxError", "[server\nlisten = 1\n", "line 1"}),
+    [](const ::testing::TestParamInfo<BadConfig>& p) { return std::string(p.param.name); });
+
+TEST(ConfigTest, FirstErrorWins) {
+  std::string error;
+  Result<Config> c = ParseConfig("[server]\nmax_recipients = 0\n[log]\nlevel = \"x\"\n", &error);
+  ASSERT_FALSE(c.has_value());
+  EXPECT_NE(error.find("[server] max_recipients"), std::string::npos) << error;
+}
+
+TEST(ConfigTest, LoadConfigFileNamesTheFile) {
+  std::string error;
+  Result<Config> missing = LoadConfigFile("/nonexistent/spate.toml", &error);
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_NE(error.find("/nonexistent/spate.toml"), std::string::npos) << error;
+
+  char path[] = "/tmp/config_test.XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream out(path);
+    out << "[shards]\ncount = 2\n";
+  }
+  Result<Config> good = LoadConfigFile(path, &error);
+  ASSERT_TRUE(good.has_value()) << error;
+  EXPECT_EQ(good->shards, 2u);
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << "[shards]\ncuont = 2\n";
+  }
+  Result<Config> bad = LoadConfigFile(path, &error);
+  std::filesystem::remove(path);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(error.find(path), std::string::npos) << error;
+  EXPECT_NE(error.find("cuont"), std::string::npos) << error;
+}
+
+TEST(ParseDurationTest, Units) {
+  struct Case {
+    const char* text;
+    double seconds;
+  };
+  for (const Case& c :
+       {Case{"250ms", 0.25}, Case{"5s", 5}, Case{"5m", 300}, Case{"1h", 3600}, Case{"2d", 172800},
+        Case{"30", 30}, Case{"0", 0}, Case{"1.5s", 1.5}, Case{"0.5m", 30}}) {
+    Result<Seconds> d = ParseDuration(c.text);
+    ASSERT_TRUE(d.has_value()) << c.text;
+    EXPECT_DOUBLE_EQ(d->count(), c.seconds) << c.text;
+  }
+}
+
+TEST(ParseDurationTest, RejectsWhatIsNotADuration) {
+  for (const char* text : {"", "x", "5y", "ms", "s", "5 s", " 5s", "5sec", "5S", "-5s", "5ms5", ".",
+                           "1.2.3s", "5.s.", "1e3"}) {
+    EXPECT_FALSE(ParseDuration(text).has_value()) << "accepted \"" << text << "\"";
+  }
+}
+
+}  // namespace
+}  // namespace spate
