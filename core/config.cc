@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <fstream>
@@ -7,6 +8,7 @@
 #include <sstream>
 #include <thread>
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 // toml++ header-only and without exceptions: project code never throws (STYLE.md), and the
@@ -49,6 +51,28 @@ class TableReader {
       *out = *v;
     } else {
       Fail(key, "must be true or false");
+    }
+  }
+
+  // An array of strings.
+  void StringList(const char* key, std::vector<std::string>* out) {
+    seen_.insert(key);
+    const toml::node* n = Get(key);
+    if (n == nullptr)
+      return;
+    const toml::array* a = n->as_array();
+    if (a == nullptr) {
+      Fail(key, "must be an array of strings");
+      return;
+    }
+    out->clear();
+    for (const toml::node& e : *a) {
+      auto v = e.value<std::string>();
+      if (!v) {
+        Fail(key, "must be an array of strings");
+        return;
+      }
+      out->push_back(*v);
     }
   }
 
@@ -140,7 +164,7 @@ Result<Seconds> ParseDuration(std::string_view text) {
     return Unexpected{std::make_error_code(std::errc::invalid_argument)};
   double value = 0;
   std::istringstream in{std::string(text.substr(0, i))};
-  if (!(in >> value) || !in.eof())
+  if (!(in >> value) || !in.eof())  // all of it a number: "1.2.3" is not
     return Unexpected{std::make_error_code(std::errc::invalid_argument)};
   std::string_view unit = text.substr(i);
   double scale;
@@ -170,8 +194,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   }
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
-    static const std::set<std::string> kTables = {"server",   "spool",  "metrics", "shards",
-                                                  "delivery", "routes", "log"};
+    static const std::set<std::string> kTables = {
+        "server", "spool", "metrics", "shards", "delivery", "routes", "log", "tls", "auth"};
     if (kTables.count(std::string(k.str())) == 0 || !v.is_table()) {
       *error = "unknown section [" + std::string(k.str()) + "]";
       return Unexpected{std::make_error_code(std::errc::invalid_argument)};
@@ -195,6 +219,11 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   c.retry_base = Seconds(60);
   c.retry_max = Seconds(3600);
   c.log_level = "info";
+  std::string implicit_tls_listen;
+  std::vector<std::string> relay_networks = {"127.0.0.0/8", "::1/128"};
+  c.tls_handshake_timeout = Seconds(30);
+  c.auth_max_failures = 5;
+  c.auth_failure_window = Seconds(600);
 
   TableReader server(root["server"].as_table(), "server", error);
   server.String("listen", &listen);
@@ -202,7 +231,23 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   server.Unsigned("max_message_size", &c.max_message_size, 1024, int64_t{1} << 40);
   server.Unsigned("max_recipients", &c.max_recipients, 1, 1000000);
   server.Duration("command_timeout", &c.command_timeout);
+  server.String("implicit_tls_listen", &implicit_tls_listen);
+  server.StringList("relay_networks", &relay_networks);
+  server.StringList("local_domains", &c.local_domains);
   server.RejectUnknown();
+
+  TableReader tls(root["tls"].as_table(), "tls", error);
+  tls.String("certificate", &c.tls_certificate);
+  tls.String("key", &c.tls_key);
+  tls.Duration("handshake_timeout", &c.tls_handshake_timeout);
+  tls.RejectUnknown();
+
+  TableReader auth(root["auth"].as_table(), "auth", error);
+  auth.String("users_file", &c.auth_users_file);
+  auth.Bool("plaintext", &c.auth_plaintext);
+  auth.Unsigned("max_failures", &c.auth_max_failures, 1, 1000000);
+  auth.Duration("failure_window", &c.auth_failure_window);
+  auth.RejectUnknown();
 
   TableReader spool(root["spool"].as_table(), "spool", error);
   spool.String("path", &c.spool_path);
@@ -255,6 +300,42 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     *error = "[delivery] smarthost: cannot resolve \"" + c.smarthost_text + "\"";
     return Unexpected{std::make_error_code(std::errc::invalid_argument)};
   }
+  if (!implicit_tls_listen.empty() &&
+      !ResolveEndpoint(implicit_tls_listen, &c.implicit_tls_listen)) {
+    *error = "[server] implicit_tls_listen: cannot resolve \"" + implicit_tls_listen +
+             "\" (want host:port)";
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  for (const std::string& entry : relay_networks) {
+    auto network = ParseNetwork(entry);
+    if (!network) {
+      *error = "[server] relay_networks: \"" + entry +
+               "\" is not a network (want \"192.0.2.0/24\" or \"2001:db8::/32\")";
+      return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+    }
+    c.relay_networks.push_back(std::move(network).value());
+  }
+  for (std::string& domain : c.local_domains) {
+    for (char& ch : domain)
+      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (domain.empty() || domain.find_first_of(" @<>[]") != std::string::npos) {
+      *error = "[server] local_domains: \"" + domain + "\" is not a domain";
+      return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+    }
+  }
+  if (c.tls_certificate.empty() != c.tls_key.empty()) {
+    *error = "[tls] certificate and key go together: set both or neither";
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  if (!c.implicit_tls_listen.text.empty() && c.tls_certificate.empty()) {
+    *error = "[server] implicit_tls_listen needs [tls] certificate and key";
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  if (!c.auth_users_file.empty() && c.tls_certificate.empty() && !c.auth_plaintext) {
+    // AUTH would never be offered: say so instead of silently running without it.
+    *error = "[auth] users_file needs [tls] certificate and key (or [auth] plaintext = true)";
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
   if (const toml::table* routes = root["routes"].as_table()) {
     for (const auto& [k, v] : *routes) {
       std::string domain(k.str());
@@ -278,6 +359,59 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   if (c.retry_max < c.retry_base)
     c.retry_max = c.retry_base;
   return c;
+}
+
+Result<Network> ParseNetwork(std::string_view text) {
+  Network n;
+  n.text = std::string(text);
+  size_t slash = text.find('/');
+  std::string address(text.substr(0, slash));
+  if (inet_pton(AF_INET, address.c_str(), n.bytes.data()) == 1) {
+    n.family = AF_INET;
+    n.prefix_len = 32;
+  } else if (inet_pton(AF_INET6, address.c_str(), n.bytes.data()) == 1) {
+    n.family = AF_INET6;
+    n.prefix_len = 128;
+  } else {
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  }
+  if (slash != std::string_view::npos) {
+    std::string_view len = text.substr(slash + 1);
+    unsigned prefix = 0;
+    if (len.empty() || len.size() > 3 ||
+        len.find_first_not_of("0123456789") != std::string_view::npos ||
+        (prefix = static_cast<unsigned>(std::stoul(std::string(len)))) > n.prefix_len) {
+      return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+    }
+    n.prefix_len = prefix;
+  }
+  // Host bits are cleared, so "10.1.2.3/8" means 10.0.0.0/8.
+  for (unsigned bit = n.prefix_len; bit < 128; ++bit)
+    n.bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+  return n;
+}
+
+bool Network::Contains(const sockaddr_storage& addr) const {
+  const uint8_t* a = nullptr;
+  if (addr.ss_family == AF_INET && family == AF_INET) {
+    a = reinterpret_cast<const uint8_t*>(&reinterpret_cast<const sockaddr_in*>(&addr)->sin_addr);
+  } else if (addr.ss_family == AF_INET6) {
+    const in6_addr& a6 = reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_addr;
+    if (family == AF_INET6) {
+      a = a6.s6_addr;
+    } else if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+      a = a6.s6_addr + 12;
+    }
+  }
+  if (a == nullptr)
+    return false;
+  for (unsigned bit = 0; bit < prefix_len; bit += 8) {
+    unsigned bits = std::min(8u, prefix_len - bit);
+    uint8_t mask = static_cast<uint8_t>(0xff00u >> bits);
+    if ((a[bit / 8] & mask) != bytes[bit / 8])
+      return false;
+  }
+  return true;
 }
 
 Result<Config> LoadConfigFile(const std::string& path, std::string* error) {

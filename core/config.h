@@ -7,11 +7,13 @@
 // then read-only and shared by every thread.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <sys/socket.h>
 
@@ -27,6 +29,18 @@ struct Endpoint {
   socklen_t len = 0;
 };
 
+// An IP network, "192.0.2.0/24" or "2001:db8::/32" (a bare address is a /32 or /128).
+struct Network {
+  std::string text;                 // as configured
+  int family = 0;                   // AF_INET or AF_INET6
+  std::array<uint8_t, 16> bytes{};  // the address with its host bits cleared; IPv4 in the first 4
+  unsigned prefix_len = 0;
+
+  // An IPv4-mapped IPv6 address (::ffff:192.0.2.1, from a dual-stack listener) counts as IPv4.
+  bool Contains(const sockaddr_storage& addr) const;
+};
+Result<Network> ParseNetwork(std::string_view text);
+
 struct Config {
   // [server]: the submission listener (one SO_REUSEPORT socket per shard).
   Endpoint listen;
@@ -34,6 +48,21 @@ struct Config {
   size_t max_message_size = 0;  // octets; SIZE (RFC 1870)
   size_t max_recipients = 0;    // per message
   Seconds command_timeout{};    // RFC 5321 §4.5.3.2.7
+  // [server] implicit TLS (RFC 8314 §3.3): a second listener per shard; empty text: none.
+  Endpoint implicit_tls_listen;
+  // [server] relay control: clients in these networks may send to any domain; others only to
+  // local_domains unless they authenticated.
+  std::vector<Network> relay_networks;
+  std::vector<std::string> local_domains;  // lower case
+  // [tls]: PEM paths, loaded at start-up. Both empty: no STARTTLS and no implicit TLS.
+  std::string tls_certificate;
+  std::string tls_key;
+  Seconds tls_handshake_timeout{};
+  // [auth]: SMTP AUTH (RFC 4954) against a users file; empty: AUTH is not offered.
+  std::string auth_users_file;
+  bool auth_plaintext = false;     // also offer AUTH on connections without TLS
+  unsigned auth_max_failures = 0;  // per client address (per shard), then 421 and close
+  Seconds auth_failure_window{};   // how long failures are remembered
   // [spool]
   std::string spool_path;
   bool spool_sync = true;  // fsync each commit batch before the 250

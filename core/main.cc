@@ -19,12 +19,15 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
+#include "core/allocator.h"
+#include "core/auth/credentials.h"
 #include "core/config.h"
 #include "core/connection.h"
 #include "core/log.h"
 #include "core/server/submission.h"
 #include "core/shard.h"
 #include "core/stats.h"
+#include "core/tls/tls.h"
 #include "delivery/delivery.h"
 #include "metrics/exporter.h"
 #include "queue/spool.h"
@@ -35,8 +38,32 @@ namespace {
 constexpr const char* kUsage =
     "usage: spate [--config FILE] [--spool DIR] [--shards N] [--listen HOST:PORT]\n"
     "             [--metrics HOST:PORT] [--check-config] [--print-default-config]\n"
+    "       spate --hash-password [USER] < password\n"
     "  Without --config, spate runs on its embedded default configuration\n"
-    "  (deploy/spate.toml): submission on 127.0.0.1:2525, metrics on 127.0.0.1:9464.\n";
+    "  (deploy/spate.toml): submission on 127.0.0.1:2525, metrics on 127.0.0.1:9464.\n"
+    "  --hash-password reads a password (its first line) from stdin and prints the\n"
+    "  line for the [auth] users_file.\n";
+
+// `spate --hash-password [USER]`: prints "USER:$pbkdf2-sha256$..." (or only the hash).
+int HashPasswordCommand(const std::string& user) {
+  if (user.find_first_of(": \t\r\n") != std::string::npos) {
+    std::fputs("spate: --hash-password: a user name has no ':' or blanks\n", stderr);
+    return 2;
+  }
+  // One line, so that typing it at a terminal ends with Enter (it is echoed: pipe it instead).
+  std::string password;
+  for (int c; (c = std::getchar()) != EOF && c != '\n' && password.size() < 4096;)
+    password += static_cast<char>(c);
+  if (!password.empty() && password.back() == '\r')
+    password.pop_back();
+  if (password.empty()) {
+    std::fputs("spate: --hash-password: no password on stdin\n", stderr);
+    return 2;
+  }
+  std::string hash = auth::HashPassword(password);
+  std::printf("%s%s%s\n", user.c_str(), user.empty() ? "" : ":", hash.c_str());
+  return 0;
+}
 
 struct Flags {
   std::string config_path;
@@ -77,6 +104,11 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
         return false;
     } else if (a == "--check-config") {
       f->check = true;
+    } else if (a == "--hash-password") {
+      std::string user;
+      if (i + 1 < argc && argv[i + 1][0] != '-')
+        user = argv[++i];
+      std::exit(HashPasswordCommand(user));
     } else if (a == "--print-default-config") {
       std::fwrite(DefaultConfigText().data(), 1, DefaultConfigText().size(), stdout);
       std::exit(0);
@@ -107,6 +139,32 @@ struct Router {
   }
 };
 
+// Opens `count` SO_REUSEPORT sockets on `endpoint` into `fds`; `bound` gets the address with
+// the port picked for port 0.
+bool ListenOnShards(const Endpoint& endpoint, unsigned count, std::vector<int>* fds,
+                    sockaddr_storage* bound) {
+  fds->clear();
+  *bound = endpoint.addr;
+  for (unsigned i = 0; i < count; ++i) {
+    auto fd = Listen(*bound, endpoint.len, /*reuse_port=*/true);
+    if (!fd) {
+      std::fprintf(stderr, "spate: cannot listen on %s: %s\n", endpoint.text.c_str(),
+                   fd.error().message().c_str());
+      return false;
+    }
+    if (i == 0) {
+      int port = LocalPort(*fd);
+      if (bound->ss_family == AF_INET) {
+        reinterpret_cast<sockaddr_in*>(bound)->sin_port = htons(port);
+      } else {
+        reinterpret_cast<sockaddr_in6*>(bound)->sin6_port = htons(port);
+      }
+    }
+    fds->push_back(*fd);
+  }
+  return true;
+}
+
 int Run(int argc, char** argv) {
   Flags flags;
   if (!ParseFlags(argc, argv, &flags)) {
@@ -136,6 +194,27 @@ int Run(int argc, char** argv) {
   }
   if (!flags.metrics.empty())
     config.metrics_listen.text = flags.metrics;
+  // The certificate, key and users file are read now: a bad one stops the start (and fails
+  // --check-config) with the file's name.
+  std::unique_ptr<tls::TlsContext> tls_context;
+  if (!config.tls_certificate.empty()) {
+    auto ctx = tls::TlsContext::CreateServer(config.tls_certificate, config.tls_key, &error);
+    if (!ctx) {
+      std::fprintf(stderr, "spate: [tls] %s\n", error.c_str());
+      return 2;
+    }
+    tls_context = std::move(ctx).value();
+  }
+  std::unique_ptr<auth::CredentialStore> users;
+  if (!config.auth_users_file.empty()) {
+    auto store = auth::CredentialStore::Load(config.auth_users_file, &error);
+    if (!store) {
+      std::fprintf(stderr, "spate: [auth] users_file %s\n", error.c_str());
+      return 2;
+    }
+    users = std::move(store).value();
+  }
+  server::Security security{tls_context.get(), users.get()};
   if (flags.check) {
     std::printf("configuration ok\n");
     return 0;
@@ -179,22 +258,15 @@ int Run(int argc, char** argv) {
   // clients). Port 0 picks a port once; the other shards bind that same port.
   std::vector<int> listen_fds;
   sockaddr_storage listen_addr = config.listen.addr;
-  for (unsigned i = 0; i < config.shards; ++i) {
-    auto fd = Listen(listen_addr, config.listen.len, /*reuse_port=*/true);
-    if (!fd) {
-      std::fprintf(stderr, "spate: cannot listen on %s: %s\n", config.listen.text.c_str(),
-                   fd.error().message().c_str());
-      return 1;
-    }
-    if (i == 0) {
-      int port = LocalPort(*fd);
-      if (listen_addr.ss_family == AF_INET) {
-        reinterpret_cast<sockaddr_in*>(&listen_addr)->sin_port = htons(port);
-      } else {
-        reinterpret_cast<sockaddr_in6*>(&listen_addr)->sin6_port = htons(port);
-      }
-    }
-    listen_fds.push_back(*fd);
+  if (!ListenOnShards(config.listen, config.shards, &listen_fds, &listen_addr))
+    return 1;
+  // The implicit TLS port, the same way (none when not configured).
+  std::vector<int> implicit_tls_fds(config.shards, -1);
+  sockaddr_storage implicit_tls_addr = config.implicit_tls_listen.addr;
+  if (!config.implicit_tls_listen.text.empty() &&
+      !ListenOnShards(config.implicit_tls_listen, config.shards, &implicit_tls_fds,
+                      &implicit_tls_addr)) {
+    return 1;
   }
 
   std::vector<std::unique_ptr<ShardStats>> stats;
@@ -227,7 +299,8 @@ int Run(int argc, char** argv) {
   queue::Spool* spool_ptr = spool.get();
   for (unsigned i = 0; i < config.shards; ++i) {
     int fd = listen_fds[i];
-    auto started = shards[i]->Start([&, fd, i](Shard& shard) {
+    int implicit_tls_fd = implicit_tls_fds[i];
+    auto started = shards[i]->Start([&, fd, implicit_tls_fd, i](Shard& shard) {
       auto d = std::make_unique<delivery::Delivery>(shard, config, *spool_ptr, *stats[i]);
       router.deliveries[i] = d.get();
       shard.AddService(std::move(d));
@@ -242,7 +315,8 @@ int Run(int argc, char** argv) {
             uint64_t size = m.body.size();
             router.Dispatch(delivery::SplitByDomain(id, m.mail_from, rcpts, m.body_8bit, size,
                                                     std::move(m.body)));
-          });
+          },
+          implicit_tls_fd, security);
       s->Start();
       shard.AddService(std::move(s));
     });
@@ -275,13 +349,19 @@ int Run(int argc, char** argv) {
   }
   recovered.clear();
 
+  const char* auth_mode = !users                                  ? "off"
+                          : tls_context && !config.auth_plaintext ? "tls-only"
+                                                                  : "on";
+  std::string smtps;  // "smtps=ADDR " when the implicit TLS port is on
+  if (!config.implicit_tls_listen.text.empty())
+    smtps = "smtps=" + FormatAddress(implicit_tls_addr) + " ";
   SPATE_LOG(kInfo,
-            "spate ready: smtp=%s metrics=%s:%d spool=%s shards=%u recovered_messages=%zu "
-            "recovered_recipients=%zu",
-            FormatAddress(listen_addr).c_str(),
+            "spate ready: smtp=%s %smetrics=%s:%d spool=%s shards=%u recovered_messages=%zu "
+            "recovered_recipients=%zu starttls=%s auth=%s",
+            FormatAddress(listen_addr).c_str(), smtps.c_str(),
             config.metrics_listen.text.substr(0, config.metrics_listen.text.rfind(':')).c_str(),
             exporter->port(), config.spool_path.c_str(), config.shards, recovered_msgs,
-            recovered_rcpts);
+            recovered_rcpts, tls_context ? "on" : "off", auth_mode);
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -303,5 +383,6 @@ int Run(int argc, char** argv) {
 }  // namespace spate
 
 int main(int argc, char** argv) {
+  spate::TuneAllocator();
   return spate::Run(argc, argv);
 }

@@ -9,8 +9,12 @@ packages=(
   liburing-dev android-libboringssl-dev librocksdb-dev prometheus-cpp-dev
   libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # fuzzing (tests/fuzz, the fuzz preset): clang and its libFuzzer/sanitizer runtimes
+  clang-14 libclang-rt-14-dev
   # test peers: Postfix's smtp-sink/smtp-source, swaks, Python's smtplib
-  postfix swaks curl procps
+  postfix swaks libnet-ssleay-perl libio-socket-ssl-perl curl procps
+  # benchmark plots (bench/plot.py)
+  gnuplot-nox
 )
 
 missing=()

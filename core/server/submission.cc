@@ -2,32 +2,95 @@
 
 #include <cstring>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
+#include "core/auth/credentials.h"
 #include "core/connection.h"
 #include "core/log.h"
 #include "core/smtp/server_session.h"
+#include "core/tls/tls.h"
 
 namespace spate::server {
 
 namespace {
 using Clock = Reactor::Clock;
+
+// A peer address as the session wants it for Received: (RFC 5321 §4.1.3): "192.0.2.1" or
+// "IPv6:2001:db8::1". An IPv4-mapped IPv6 address is shown as IPv4.
+std::string ClientAddress(const sockaddr_storage& peer) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (peer.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, buf, sizeof buf);
+    return buf;
+  }
+  if (peer.ss_family == AF_INET6) {
+    const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&a)) {
+      inet_ntop(AF_INET, a.s6_addr + 12, buf, sizeof buf);
+      return buf;
+    }
+    inet_ntop(AF_INET6, &a, buf, sizeof buf);
+    return std::string("IPv6:") + buf;
+  }
+  return "unknown";
+}
+
+// The key AUTH failures are counted under: the IPv4 address, or the /64 of an IPv6 address (one
+// IPv6 host usually has a whole /64 to pick addresses from).
+std::string FailureKey(const sockaddr_storage& peer) {
+  if (peer.ss_family == AF_INET6) {
+    in6_addr a = reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr;
+    if (!IN6_IS_ADDR_V4MAPPED(&a)) {
+      std::memset(a.s6_addr + 8, 0, 8);
+      char buf[INET6_ADDRSTRLEN] = {};
+      inet_ntop(AF_INET6, &a, buf, sizeof buf);
+      return std::string(buf) + "/64";
+    }
+  }
+  return ClientAddress(peer);
+}
+
+// Remote input for a log line: printable ASCII only, bounded.
+std::string Printable(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, 64))
+    out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  return out;
+}
+
+// Each shard's table of AUTH failures is bounded; past this, expired entries are dropped and,
+// if that is not enough, an arbitrary one (an attacker with many addresses only loses memory
+// of some of them).
+constexpr size_t kMaxAuthFailureEntries = 65536;
 }  // namespace
 
 class ServerConnection final : public Connection {
  public:
-  ServerConnection(SubmissionServer& server, int fd, uint64_t id)
+  ServerConnection(SubmissionServer& server, int fd, uint64_t id, const sockaddr_storage& peer,
+                   bool implicit_tls)
       : Connection(server.shard_.reactor(), fd),
         server_(server),
         id_(id),
-        session_(Options(server.config_)) {}
+        implicit_tls_(implicit_tls),
+        client_address_(ClientAddress(peer)),
+        failure_key_(FailureKey(peer)),
+        session_(Options(server, peer, implicit_tls, client_address_)) {}
 
   void Start() {
     server_.conns_.emplace(id_, this);
     server_.stats_.connections_accepted.Add();
     server_.stats_.connections_inbound.Add(1);
-    session_.Start();
-    Flush();
+    session_.SetNow(std::chrono::system_clock::now());
+    if (implicit_tls_) {
+      StartTls();  // the session starts, and greets, once the handshake is done
+    } else {
+      session_.Start();
+      Flush();
+    }
     StartReading();
     last_activity_ = reactor().now();
     ArmTimer(last_activity_ + Timeout());
@@ -35,6 +98,7 @@ class ServerConnection final : public Connection {
 
   // The spool's answer for the message this connection handed over.
   void Committed(Result<std::string> queue_id) {
+    session_.SetNow(std::chrono::system_clock::now());
     session_.OnCommitted(std::move(queue_id));
     Process();
   }
@@ -45,22 +109,67 @@ class ServerConnection final : public Connection {
  protected:
   void OnData(std::string_view data) noexcept override {
     last_activity_ = reactor().now();
-    session_.Feed(data);
-    Process();
+    if (!tls_) {
+      FeedSession(data);
+      return;
+    }
+    std::string plain;
+    Result<void> fed = tls_->FeedCiphertext(data, &plain);
+    SendCiphertext();  // handshake messages, or the alert that ends a failed one
+    if (!fed) {
+      SPATE_LOG(kDebug, "tls: client=%s: %s", client_address_.c_str(), tls_->failure().c_str());
+      Close();
+      return;
+    }
+    if (!tls_reported_ && tls_->handshake_done()) {
+      tls_reported_ = true;
+      reactor().CancelTimer(handshake_timer_);
+      session_.SetNow(std::chrono::system_clock::now());
+      session_.OnTlsStarted(smtp::TlsInfo{tls_->version(), tls_->cipher()});
+      if (implicit_tls_)
+        session_.Start();  // the greeting, now inside TLS
+      Flush();
+    }
+    if (!plain.empty()) {
+      FeedSession(plain);
+    } else {
+      Process();
+    }
+    // close_notify: the client is done, as with a TCP FIN.
+    if (tls_ && tls_->peer_closed() && !closing())
+      CloseGracefully();
   }
 
   void OnClosed(int /*error*/) noexcept override {
     reactor().CancelTimer(timer_);
+    reactor().CancelTimer(handshake_timer_);
     server_.conns_.erase(id_);
     server_.stats_.connections_inbound.Add(-1);
   }
 
  private:
-  static smtp::ServerSession::Options Options(const Config& c) {
+  static smtp::ServerSession::Options Options(const SubmissionServer& server,
+                                              const sockaddr_storage& peer, bool implicit_tls,
+                                              const std::string& client_address) {
+    const Config& c = server.config_;
     smtp::ServerSession::Options o;
     o.hostname = c.hostname;
     o.max_message_size = c.max_message_size;
     o.max_recipients = c.max_recipients;
+    o.starttls = server.security_.tls != nullptr && !implicit_tls;
+    o.implicit_tls = implicit_tls;
+    o.auth = server.security_.users != nullptr;
+    o.auth_plaintext = c.auth_plaintext;
+    for (const Network& n : c.relay_networks)
+      o.client_may_relay = o.client_may_relay || n.Contains(peer);
+    o.local_domains = c.local_domains;
+    o.client_address = client_address;
+    // Unique Message-IDs across sessions and shards: 16 random letters and digits.
+    static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    uint8_t random[16];
+    RAND_bytes(random, sizeof random);
+    for (uint8_t r : random)
+      o.id_nonce += kAlphabet[r % 36];
     return o;
   }
 
@@ -68,23 +177,125 @@ class ServerConnection final : public Connection {
     return std::chrono::duration_cast<Clock::duration>(server_.config_.command_timeout);
   }
 
+  void FeedSession(std::string_view plain) {
+    session_.SetNow(std::chrono::system_clock::now());
+    // The whole chunk goes in at once: if it holds STARTTLS, the session drops whatever follows
+    // it (CVE-2011-0411), so nothing of this chunk is left to leak into the TLS stream.
+    session_.Feed(plain);
+    Process();
+  }
+
   void Process() {
+    // The session pauses on AUTH until it has the verdict; the verdict may resume input that
+    // holds another AUTH.
+    while (std::optional<smtp::AuthRequest> request = session_.TakeAuthRequest()) {
+      if (!Authenticate(*request))
+        return;  // closing
+    }
+    if (!tls_ && session_.tls_requested()) {
+      Flush();  // "220 2.0.0 Ready to start TLS", in the clear
+      if (server_.security_.tls == nullptr) {
+        // The session only offers STARTTLS when told to; this is a broken invariant, not input.
+        SPATE_LOG(kError, "session asked for TLS without a certificate; closing");
+        Close();
+        return;
+      }
+      StartTls();
+    }
     if (session_.awaiting_commit()) {
       // Nothing more is read until the spool answers: what the client pipelined behind the
       // message waits in the kernel, not in our memory.
       PauseReading();
       server_.Commit(*this);
+    } else if (session_.awaiting_auth()) {
+      PauseReading();  // not reached while verification is synchronous (Authenticate)
     } else {
       ResumeReading();
     }
     Flush();
-    if (session_.closed()) Close();
+    if (session_.closed())
+      CloseGracefully();
   }
 
+  // Verifies one AUTH request. False when the connection is closing instead.
+  bool Authenticate(const smtp::AuthRequest& request) {
+    if (server_.AuthBlocked(failure_key_)) {
+      TooManyFailures();
+      return false;
+    }
+    // Synchronous, on the reactor thread: PBKDF2 at the default 10,000 iterations costs some
+    // 5 ms, during which this shard serves no one else. A later change moves verification to a
+    // worker thread and posts the verdict back.
+    const auth::CredentialStore* users = server_.security_.users;
+    bool ok = users != nullptr && users->Verify(request.user, request.password);
+    // No proxy authorization (RFC 4616 §2): an authzid may only name the user itself.
+    ok = ok && (request.authzid.empty() || request.authzid == request.user);
+    SPATE_LOG(kInfo, "auth %s: mechanism=%s user=%s client=%s", ok ? "ok" : "failed",
+              Printable(request.mechanism).c_str(), Printable(request.user).c_str(),
+              client_address_.c_str());
+    session_.SetNow(std::chrono::system_clock::now());
+    if (!ok && server_.RecordAuthFailure(failure_key_)) {
+      session_.OnAuthResult(false);  // 535 5.7.8 first, then the 421
+      Flush();
+      TooManyFailures();
+      return false;
+    }
+    session_.OnAuthResult(ok);
+    return true;
+  }
+
+  // The session has no way to say this 421 itself (its 421s are for errors and timeouts), so
+  // the glue writes it, after whatever the session had queued, and closes.
+  void TooManyFailures() {
+    SPATE_LOG(kWarn, "auth: too many failures from %s; closing", failure_key_.c_str());
+    Flush();
+    Write("421 4.7.0 " + server_.config_.hostname + " Too many authentication failures\r\n");
+    CloseGracefully();
+  }
+
+  void StartTls() {
+    tls_ = std::make_unique<tls::TlsSession>(*server_.security_.tls);
+    auto timeout =
+        std::chrono::duration_cast<Clock::duration>(server_.config_.tls_handshake_timeout);
+    handshake_timer_ = reactor().AddTimer(reactor().now() + timeout, [this] {
+      handshake_timer_ = {};
+      SPATE_LOG(kDebug, "tls: client=%s: handshake timed out", client_address_.c_str());
+      Abort();
+    });
+  }
+
+  // Replies go out through TLS once it is on; none are taken while its handshake runs.
   void Flush() {
-    std::string out = session_.TakeOutput();
+    if (tls_ && !tls_->handshake_done())
+      return;
+    Write(session_.TakeOutput());
+  }
+
+  void Write(std::string out) {
+    if (out.empty())
+      return;
+    if (tls_) {
+      if (!tls_->Write(out))
+        return;  // failed: the connection is closing
+      SendCiphertext();
+    } else {
+      Send(std::move(out));
+    }
+  }
+
+  void SendCiphertext() {
+    std::string out = tls_->TakeCiphertext();
     if (!out.empty())
       Send(std::move(out));
+  }
+
+  // Sends what is queued, with close_notify under TLS, then closes.
+  void CloseGracefully() {
+    if (tls_ && tls_->handshake_done()) {
+      tls_->Shutdown();
+      SendCiphertext();
+    }
+    Close();
   }
 
   void ArmTimer(Clock::time_point at) {
@@ -97,54 +308,108 @@ class ServerConnection final : public Connection {
       }
       session_.OnTimeout();
       Flush();
-      Close();
+      CloseGracefully();
     });
   }
 
   SubmissionServer& server_;
   uint64_t id_;
+  bool implicit_tls_;
+  std::string client_address_;  // "192.0.2.1" or "IPv6:2001:db8::1"
+  std::string failure_key_;     // where AUTH failures are counted
   smtp::ServerSession session_;
+  std::unique_ptr<tls::TlsSession> tls_;  // set from STARTTLS (or accept, implicit TLS) on
+  bool tls_reported_ = false;             // OnTlsStarted() was called
   Clock::time_point last_activity_{};
   Reactor::TimerId timer_;
+  Reactor::TimerId handshake_timer_;
 };
 
 SubmissionServer::SubmissionServer(Shard& shard, const Config& config, queue::Spool& spool,
-                                   ShardStats& stats, int listen_fd, Accepted on_accepted)
+                                   ShardStats& stats, int listen_fd, Accepted on_accepted,
+                                   int implicit_tls_fd, Security security)
     : shard_(shard),
       config_(config),
       spool_(spool),
       stats_(stats),
-      listen_fd_(listen_fd),
-      on_accepted_(std::move(on_accepted)) {}
+      on_accepted_(std::move(on_accepted)),
+      security_(security) {
+  listeners_[0].fd = listen_fd;
+  listeners_[1].fd = implicit_tls_fd;
+  listeners_[1].implicit_tls = true;
+  SPATE_CHECK(implicit_tls_fd < 0 || security_.tls != nullptr);
+}
 
 SubmissionServer::~SubmissionServer() {
-  if (listen_fd_ >= 0)
-    close(listen_fd_);
+  for (Listener& l : listeners_) {
+    if (l.fd >= 0)
+      close(l.fd);
+  }
 }
 
 void SubmissionServer::Start() {
-  ArmAccept();
+  for (Listener& l : listeners_) {
+    if (l.fd >= 0)
+      ArmAccept(l);
+  }
 }
 
-void SubmissionServer::ArmAccept() {
+void SubmissionServer::ArmAccept(Listener& listener) {
   if (shutting_down_)
     return;
-  accepting_ = true;
-  accept_op_ = shard_.reactor().Accept(listen_fd_, [this](int res) {
-    accepting_ = false;
+  listener.accepting = true;
+  listener.op = shard_.reactor().Accept(listener.fd, [this, &listener](int res) {
+    listener.accepting = false;
     if (shutting_down_) {
       if (res >= 0)
         close(res);
       return;
     }
     if (res >= 0) {
-      auto* conn = new ServerConnection(*this, res, next_conn_id_++);
-      conn->Start();
+      OnAccept(listener, res);
     } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
       SPATE_LOG(kWarn, "accept: %s", std::strerror(-res));
     }
-    ArmAccept();
+    ArmAccept(listener);
   });
+}
+
+void SubmissionServer::OnAccept(Listener& listener, int fd) {
+  // The reactor's accept gives no address: ask the socket. A client already gone has none.
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) {
+    close(fd);
+    return;
+  }
+  auto* conn = new ServerConnection(*this, fd, next_conn_id_++, peer, listener.implicit_tls);
+  conn->Start();
+}
+
+bool SubmissionServer::AuthBlocked(const std::string& client) {
+  auto it = auth_failures_.find(client);
+  if (it == auth_failures_.end())
+    return false;
+  if (it->second.expires <= shard_.reactor().now()) {
+    auth_failures_.erase(it);
+    return false;
+  }
+  return it->second.count >= config_.auth_max_failures;
+}
+
+bool SubmissionServer::RecordAuthFailure(const std::string& client) {
+  Clock::time_point now = shard_.reactor().now();
+  if (auth_failures_.size() >= kMaxAuthFailureEntries && auth_failures_.count(client) == 0) {
+    std::erase_if(auth_failures_, [now](const auto& e) { return e.second.expires <= now; });
+    if (auth_failures_.size() >= kMaxAuthFailureEntries)
+      auth_failures_.erase(auth_failures_.begin());
+  }
+  AuthFailures& f = auth_failures_[client];
+  if (f.expires <= now)
+    f.count = 0;  // the earlier failures have aged out
+  ++f.count;
+  f.expires = now + std::chrono::duration_cast<Clock::duration>(config_.auth_failure_window);
+  return f.count >= config_.auth_max_failures;
 }
 
 void SubmissionServer::Commit(ServerConnection& conn) {
@@ -182,8 +447,10 @@ void SubmissionServer::Commit(ServerConnection& conn) {
 
 void SubmissionServer::Shutdown() noexcept {
   shutting_down_ = true;
-  if (accepting_)
-    shard_.reactor().Cancel(accept_op_);
+  for (Listener& l : listeners_) {
+    if (l.accepting)
+      shard_.reactor().Cancel(l.op);
+  }
   // Sessions end now. A message already handed to the spool is committed and delivered after
   // the next start; one still being received was never acknowledged, so the client keeps it.
   std::vector<ServerConnection*> open;

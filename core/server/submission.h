@@ -8,12 +8,27 @@
 //
 // A commit that completes after its client went away is still handed on: it is durable, so it
 // is delivered (the client, lacking a 250, may send it again: at-least-once).
+//
+// TLS and AUTH are glue here; the session decides what the protocol allows:
+//  - STARTTLS (RFC 3207): once the session has queued its 220 (tls_requested()), that reply goes
+//    out in the clear and every later byte goes through a tls::TlsSession; what the client sent
+//    behind STARTTLS in the same chunk was already dropped by the session (CVE-2011-0411). A
+//    handshake that fails or is not done within [tls] handshake_timeout closes the connection.
+//  - Implicit TLS (RFC 8314): a second listener whose connections run the handshake first; the
+//    greeting is sent once it is done.
+//  - AUTH (RFC 4954): the session yields the credentials, the store verifies them. Failures are
+//    counted per client address on this shard; at [auth] max_failures the client gets 421 4.7.0
+//    and is disconnected, and later AUTH from that address get the same until the failures age
+//    out ([auth] failure_window).
+//  - Relay control: the peer address (getpeername) against [server] relay_networks.
 // Threading: lives on its shard.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <unordered_map>
 
 #include "core/config.h"
@@ -21,17 +36,33 @@
 #include "core/stats.h"
 #include "queue/spool.h"
 
+namespace spate::tls {
+class TlsContext;
+}  // namespace spate::tls
+namespace spate::auth {
+class CredentialStore;
+}  // namespace spate::auth
+
 namespace spate::server {
 
 class ServerConnection;
+
+// What every shard's server shares: loaded once at start-up by main, read-only from then on
+// (any thread), outliving the shards.
+struct Security {
+  const tls::TlsContext* tls = nullptr;          // null: no STARTTLS, no implicit TLS
+  const auth::CredentialStore* users = nullptr;  // null: no AUTH
+};
 
 class SubmissionServer : public Service {
  public:
   using Accepted = std::function<void(queue::MessageId, queue::NewMessage&&)>;
 
-  // Takes ownership of `listen_fd`, a bound and listening socket.
+  // Takes ownership of `listen_fd` and of `implicit_tls_fd` (-1: none), bound and listening
+  // sockets. An implicit TLS listener needs security.tls.
   SubmissionServer(Shard& shard, const Config& config, queue::Spool& spool, ShardStats& stats,
-                   int listen_fd, Accepted on_accepted);
+                   int listen_fd, Accepted on_accepted, int implicit_tls_fd = -1,
+                   Security security = {});
   ~SubmissionServer() override;
 
   void Start();
@@ -39,18 +70,35 @@ class SubmissionServer : public Service {
 
  private:
   friend class ServerConnection;
-  void ArmAccept();
+  struct Listener {
+    int fd = -1;
+    bool implicit_tls = false;
+    Reactor::OpId op = 0;
+    bool accepting = false;
+  };
+  // Failed AUTH of one client address (IPv4, or an IPv6 /64), forgotten after failure_window.
+  struct AuthFailures {
+    unsigned count = 0;
+    Reactor::Clock::time_point expires{};
+  };
+
+  void ArmAccept(Listener& listener);
+  void OnAccept(Listener& listener, int fd);
   void Commit(ServerConnection& conn);
+  // True when `client` has reached max_failures and may not try AUTH again yet.
+  bool AuthBlocked(const std::string& client);
+  // Counts one failure; true when it reaches max_failures.
+  bool RecordAuthFailure(const std::string& client);
 
   Shard& shard_;
   const Config& config_;
   queue::Spool& spool_;
   ShardStats& stats_;
-  int listen_fd_;
+  std::array<Listener, 2> listeners_;  // submission, implicit TLS (fd -1: none)
   Accepted on_accepted_;
-  Reactor::OpId accept_op_ = 0;
-  bool accepting_ = false;
+  Security security_;
   bool shutting_down_ = false;
+  std::unordered_map<std::string, AuthFailures> auth_failures_;
   uint64_t next_conn_id_ = 1;
   std::unordered_map<uint64_t, ServerConnection*> conns_;
 };

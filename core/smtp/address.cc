@@ -38,6 +38,30 @@ bool IsAtext(char c) {
   return IsLetDig(c) || kSpecials.find(c) != std::string_view::npos;
 }
 
+// The length of the well-formed UTF-8 sequence of a non-ASCII character at s[pos], or 0
+// (RFC 3629 §4: UTF8-2 / UTF8-3 / UTF8-4; no overlong forms, no surrogates, nothing past U+10FFFF).
+size_t Utf8Length(std::string_view s, size_t pos) {
+  auto at = [&](size_t i) -> unsigned {
+    return pos + i < s.size() ? static_cast<unsigned char>(s[pos + i]) : 0u;
+  };
+  auto tail = [&](size_t i) { return at(i) >= 0x80 && at(i) <= 0xBF; };
+  const unsigned c = at(0);
+  if (c >= 0xC2 && c <= 0xDF) {
+    return tail(1) ? 2 : 0;
+  }
+  if (c >= 0xE0 && c <= 0xEF) {
+    const unsigned lo = c == 0xE0 ? 0xA0 : 0x80;
+    const unsigned hi = c == 0xED ? 0x9F : 0xBF;
+    return at(1) >= lo && at(1) <= hi && tail(2) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    const unsigned lo = c == 0xF0 ? 0x90 : 0x80;
+    const unsigned hi = c == 0xF4 ? 0x8F : 0xBF;
+    return at(1) >= lo && at(1) <= hi && tail(2) && tail(3) ? 4 : 0;
+  }
+  return 0;
+}
+
 bool EqualsNoCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) {
     return false;
@@ -50,15 +74,31 @@ bool EqualsNoCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-// Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str] (§4.1.2).
-size_t MatchDomain(std::string_view s, size_t pos) {
+// Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str] (§4.1.2). With `utf8`,
+// sub-domain =/ U-label (RFC 6531 §3.3): here any well-formed non-ASCII character counts as a
+// Let-dig (IDNA2008 validity is the resolver's business, not the SMTP syntax's).
+size_t MatchDomain(std::string_view s, size_t pos, bool utf8) {
+  // The octets of one Let-dig at s[i], or 0.
+  auto let_dig = [&](size_t i) -> size_t {
+    if (i >= s.size()) {
+      return 0;
+    }
+    if (IsLetDig(s[i])) {
+      return 1;
+    }
+    return utf8 ? Utf8Length(s, i) : 0;
+  };
   while (true) {
     const size_t start = pos;
-    if (pos >= s.size() || !IsLetDig(s[pos])) {
+    if (let_dig(pos) == 0) {
       return kNoMatch;
     }
-    while (pos < s.size() && (IsLetDig(s[pos]) || s[pos] == '-')) {
-      ++pos;
+    while (pos < s.size()) {
+      const size_t n = s[pos] == '-' ? 1 : let_dig(pos);
+      if (n == 0) {
+        break;
+      }
+      pos += n;
     }
     if (s[pos - 1] == '-' || pos - start > kMaxLabel) {  // Ldh-str ends in Let-dig
       return kNoMatch;
@@ -165,8 +205,9 @@ size_t MatchAddressLiteral(std::string_view s, size_t pos) {
   return MatchIpv4(inner, 0) == inner.size() ? close + 1 : kNoMatch;
 }
 
-// Local-part = Dot-string / Quoted-string (§4.1.2).
-size_t MatchLocalPart(std::string_view s, size_t pos) {
+// Local-part = Dot-string / Quoted-string (§4.1.2). With `utf8`, atext and qtextSMTP also take
+// UTF8-non-ascii (RFC 6531 §3.3); a quoted-pairSMTP stays ASCII.
+size_t MatchLocalPart(std::string_view s, size_t pos, bool utf8) {
   if (pos < s.size() && s[pos] == '"') {
     // Quoted-string = DQUOTE *QcontentSMTP DQUOTE; qtextSMTP is %d32-33 / %d35-91 / %d93-126 and
     // quoted-pairSMTP is "\" %d32-126.
@@ -184,7 +225,12 @@ size_t MatchLocalPart(std::string_view s, size_t pos) {
         continue;
       }
       if (c < 32 || c > 126) {
-        return kNoMatch;
+        const size_t n = utf8 ? Utf8Length(s, pos) : 0;
+        if (n == 0) {
+          return kNoMatch;
+        }
+        pos += n;
+        continue;
       }
       ++pos;
     }
@@ -193,8 +239,16 @@ size_t MatchLocalPart(std::string_view s, size_t pos) {
   // Dot-string = Atom *("." Atom).
   while (true) {
     const size_t start = pos;
-    while (pos < s.size() && IsAtext(s[pos])) {
-      ++pos;
+    while (pos < s.size()) {
+      if (IsAtext(s[pos])) {
+        ++pos;
+        continue;
+      }
+      const size_t n = utf8 ? Utf8Length(s, pos) : 0;
+      if (n == 0) {
+        break;
+      }
+      pos += n;
     }
     if (pos == start) {
       return kNoMatch;
@@ -208,7 +262,7 @@ size_t MatchLocalPart(std::string_view s, size_t pos) {
 }
 
 // Whether an octet >= 0x80 occurs in the path at the start of `in`: up to the first '>' or SP that
-// is not inside a quoted string. Until SMTPUTF8 is supported such a path is refused as a whole.
+// is not inside a quoted string. Without SMTPUTF8 such a path is refused as a whole.
 bool HasEightBitOctet(std::string_view in) {
   bool quoted = false;
   for (size_t i = 0; i < in.size(); ++i) {
@@ -236,11 +290,11 @@ Unexpected Fail(Errc e) {
 
 }  // namespace
 
-Result<Path> ParsePathPrefix(std::string_view in, PathKind kind, size_t* consumed) {
+Result<Path> ParsePathPrefix(std::string_view in, PathKind kind, size_t* consumed, bool smtputf8) {
   if (in.empty() || in[0] != '<') {
     return Fail(Errc::kBadAddress);
   }
-  if (HasEightBitOctet(in)) {
+  if (!smtputf8 && HasEightBitOctet(in)) {
     return Fail(Errc::kAddressNotAscii);
   }
   size_t pos = 1;
@@ -251,7 +305,7 @@ Result<Path> ParsePathPrefix(std::string_view in, PathKind kind, size_t* consume
   // A-d-l = At-domain *( "," At-domain ), followed by ":"; parsed, then ignored (Appendix C).
   if (pos < in.size() && in[pos] == '@') {
     while (true) {
-      const size_t end = MatchDomain(in, pos + 1);
+      const size_t end = MatchDomain(in, pos + 1, smtputf8);
       if (end == kNoMatch || end >= in.size()) {
         return Fail(Errc::kBadAddress);
       }
@@ -265,7 +319,7 @@ Result<Path> ParsePathPrefix(std::string_view in, PathKind kind, size_t* consume
     }
   }
   const size_t mailbox_start = pos;
-  const size_t local_end = MatchLocalPart(in, pos);
+  const size_t local_end = MatchLocalPart(in, pos, smtputf8);
   if (local_end == kNoMatch) {
     return Fail(Errc::kBadAddress);
   }
@@ -284,7 +338,7 @@ Result<Path> ParsePathPrefix(std::string_view in, PathKind kind, size_t* consume
   const size_t domain_start = local_end + 1;
   size_t domain_end = domain_start < in.size() && in[domain_start] == '['
                           ? MatchAddressLiteral(in, domain_start)
-                          : MatchDomain(in, domain_start);
+                          : MatchDomain(in, domain_start, smtputf8);
   if (domain_end == kNoMatch || domain_end >= in.size() || in[domain_end] != '>') {
     return Fail(Errc::kBadAddress);
   }
@@ -302,13 +356,22 @@ Result<Path> ParsePathPrefix(std::string_view in, PathKind kind, size_t* consume
   return path;
 }
 
-Result<Path> ParsePath(std::string_view in, PathKind kind) {
+Result<Path> ParsePath(std::string_view in, PathKind kind, bool smtputf8) {
   size_t consumed = 0;
-  Result<Path> path = ParsePathPrefix(in, kind, &consumed);
+  Result<Path> path = ParsePathPrefix(in, kind, &consumed, smtputf8);
   if (path && consumed != in.size()) {
     return Fail(Errc::kBadAddress);
   }
   return path;
+}
+
+bool HasNonAscii(std::string_view s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) {
+      return true;
+    }
+  }
+  return false;
 }
 
 std::string_view DomainOf(std::string_view mailbox) {

@@ -6,8 +6,11 @@
 // part is a Dot-string or a Quoted-string; the domain is a name of letter-digit-hyphen labels or an
 // address literal ([192.0.2.1], [IPv6:2001:db8::1], §4.1.3). Limits of §4.5.3.1.1-3: local part
 // 64 octets, domain 255, the whole path 256.
-// Octets >= 0x80 are refused with Errc::kAddressNotAscii until SMTPUTF8 (RFC 6531) is supported,
-// so the caller can answer with the RFC 6531 §3.5 codes (550/553 5.6.7) instead of 501.
+// Octets >= 0x80 are refused with Errc::kAddressNotAscii unless the transaction uses SMTPUTF8
+// (RFC 6531), so the caller can answer with the RFC 6531 §3.5 codes (550/553 5.6.7) instead of 501.
+// With SMTPUTF8 the local part and the domain may hold well-formed UTF-8 (RFC 6531 §3.3: atext,
+// qtextSMTP and sub-domain extended by UTF8-non-ascii; RFC 3629 §4, no overlong forms, no
+// surrogates); malformed UTF-8 is kBadAddress. Address literals stay ASCII.
 // Threading: pure functions, any thread.
 #pragma once
 
@@ -23,7 +26,7 @@ namespace spate::smtp {
 struct Path {
   std::string mailbox;     // "local@domain" as sent, route dropped; "" for "<>"; "postmaster" bare
   std::string local_part;  // as sent: a Quoted-string keeps its quotes and backslashes
-  std::string domain;      // lowercased; "" for "<>" and for a bare "<postmaster>"
+  std::string domain;      // lowercased (ASCII letters); "" for "<>" and a bare "<postmaster>"
   bool null() const { return mailbox.empty(); }
 };
 
@@ -33,12 +36,16 @@ enum class PathKind : uint8_t {
 };
 
 // Parses a Path at the start of `in` and stores in *consumed how many bytes it used (through the
-// closing '>'); what follows is left to the caller (ESMTP parameters). Errors: Errc::kBadAddress,
-// kAddressTooLong, kAddressNotAscii.
-Result<Path> ParsePathPrefix(std::string_view in, PathKind kind, size_t* consumed);
+// closing '>'); what follows is left to the caller (ESMTP parameters). `smtputf8`: the path may
+// hold UTF-8 (MAIL ... SMTPUTF8). Errors: Errc::kBadAddress, kAddressTooLong, kAddressNotAscii.
+Result<Path> ParsePathPrefix(std::string_view in, PathKind kind, size_t* consumed,
+                             bool smtputf8 = false);
 
 // Like ParsePathPrefix, but all of `in` must be the Path.
-Result<Path> ParsePath(std::string_view in, PathKind kind);
+Result<Path> ParsePath(std::string_view in, PathKind kind, bool smtputf8 = false);
+
+// Whether `s` holds an octet >= 0x80.
+bool HasNonAscii(std::string_view s);
 
 // What follows the last '@' of a mailbox ("" when there is none), as written.
 std::string_view DomainOf(std::string_view mailbox);

@@ -3,24 +3,36 @@
 // The state machine:
 //
 //   kStart --EHLO/HELO--> kGreeted --MAIL--> kMail --RCPT--> kRcpt --DATA/354--> kData
-//      ^                     ^  ^                                                  |
-//      |                     |  +------ 552 / 554 after "." (transaction dropped) -+
-//      |                     |                                                     | "."
-//      |                     +--- OnCommitted(): 250 queued as <id> / 451 --- kCommit
-//   RSET and EHLO/HELO reset the transaction from any command state.
+//      ^                  ^ ^  |  ^                            |                   |
+//      |                  | |  |  |                            +--BDAT--> kChunking |
+//      |                  | |  |  +-- 552/554/550 after "." or BDAT LAST ----------+ "." / LAST
+//      |                  | |  |                                                   |
+//      |                  | |  +--AUTH--> kAuth --credentials--> kAuthCheck        |
+//      |                  | +------- OnAuthResult(): 235 / 535 ------+             |
+//      |                  +----- OnCommitted(): 250 queued as <id> / 451 ----- kCommit
+//      +--- OnTlsStarted() (after the 220 to STARTTLS: input dropped until then)
+//   RSET and EHLO/HELO reset the transaction from any command state. A refused DATA or BDAT
+//   leads to kBroken, which only RSET or EHLO/HELO leave (RFC 3030 §2: "a RSET command MUST be
+//   sent"; RFC 2920 §3.1: nothing may be pipelined behind DATA, so whatever was is not trusted to
+//   start a transaction).
 //
-// Input handling. Feed() works on the caller's view: command lines and message text are consumed
-// straight from it, and only an unfinished command line (< max_command_line octets) is copied
-// into in_. While a message waits for the spool (kCommit) the input is appended to in_ and
-// consumed from there after OnCommitted(), moving an offset instead of erasing.
+// Input handling. Feed() works on the caller's view: command lines, message text and BDAT chunks
+// are consumed straight from it, and only an unfinished command line (shorter than its limit) is
+// copied into in_. While the session is paused (kCommit, kAuthCheck) the input is appended to in_
+// and consumed from there afterwards, moving an offset instead of erasing.
 //
-// The data phase is a small scanner (Scan) over five states. Message text is copied a line at a
-// time (memchr for LF); only a '.' at the start of a line and the CR after it are held back, so
-// that ".\r\n" can end the data (RFC 5321 §4.1.1.4) and a leading '.' can be removed (§4.5.2).
+// Message text is scanned by a small machine (Scan) over five states. In the data phase of DATA
+// only a '.' at the start of a line and the CR after it are held back, so that ".\r\n" can end the
+// data (RFC 5321 §4.1.1.4) and a leading '.' can be removed (§4.5.2). BDAT chunks go through the
+// same scanner without the dot rules (RFC 3030 §2: no transparency, no terminator), so that both
+// kinds of message get the same bare CR/LF policy and line limit. Text is copied a run at a time
+// (memchr for LF, then CR); only a line start is ever a CRLF away from its predecessor.
 #include "core/smtp/server_session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -30,6 +42,28 @@
 
 namespace spate::smtp {
 namespace {
+
+// RFC 4954 §4: a SASL response line may be up to 12288 octets.
+constexpr size_t kMaxAuthLine = 12288;
+// RFC 5321 §4.5.3.1.4 lets extensions lengthen command lines. MAIL: SIZE 26 (RFC 1870 §4),
+// BODY=8BITMIME 15 (RFC 6152 §2), SMTPUTF8 10 (RFC 6531 §3.1), RET and ENVID 100 + 8 and their
+// keywords (RFC 3461 §5.4), AUTH 500 (RFC 4954 §5).
+constexpr size_t kMailLineExtra = 26 + 15 + 10 + 130 + 500;
+// RCPT: NOTIFY and ORCPT, 530 (RFC 3461 §5.4).
+constexpr size_t kRcptLineExtra = 530;
+constexpr size_t kMaxEnvid = 100;  // RFC 3461 §4.4
+constexpr size_t kMaxOrcpt = 500;  // RFC 3461 §4.2, the whole value
+
+// AUTH LOGIN's challenges (draft-murchison-sasl-login): "Username:" and "Password:" in base64.
+constexpr std::string_view kLoginUser = "334 VXNlcm5hbWU6";
+constexpr std::string_view kLoginPassword = "334 UGFzc3dvcmQ6";
+// Which response a 334 asked for (ServerSession::auth_step_).
+constexpr uint8_t kStepPlain = 0;
+constexpr uint8_t kStepLoginUser = 1;
+constexpr uint8_t kStepLoginPassword = 2;
+
+constexpr std::string_view kSendRset = "503 5.5.1 Error: transaction failed, send RSET first";
+constexpr std::string_view kNeedMail = "503 5.5.1 Error: need MAIL command";
 
 char Lower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
@@ -47,8 +81,12 @@ bool EqualsNoCase(std::string_view a, std::string_view b) {
   return true;
 }
 
+bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && EqualsNoCase(s.substr(0, prefix.size()), prefix);
+}
+
 bool ConsumePrefixNoCase(std::string_view* s, std::string_view prefix) {
-  if (s->size() < prefix.size() || !EqualsNoCase(s->substr(0, prefix.size()), prefix)) {
+  if (!StartsWithNoCase(*s, prefix)) {
     return false;
   }
   s->remove_prefix(prefix.size());
@@ -113,19 +151,113 @@ bool ParseParams(std::string_view rest, std::vector<Param>* params) {
 }
 
 // RFC 1870 §3: size-value ::= 1*20DIGIT. Saturates instead of overflowing.
-bool ParseSize(std::string_view s, size_t* size) {
+bool ParseSize(std::string_view s, uint64_t* size) {
   if (s.empty() || s.size() > 20) {
     return false;
   }
-  size_t value = 0;
+  uint64_t value = 0;
   for (char c : s) {
     if (c < '0' || c > '9') {
       return false;
     }
-    const size_t digit = static_cast<size_t>(c - '0');
-    value = value > (SIZE_MAX - digit) / 10 ? SIZE_MAX : value * 10 + digit;
+    const uint64_t digit = static_cast<uint64_t>(c - '0');
+    value = value > (UINT64_MAX - digit) / 10 ? UINT64_MAX : value * 10 + digit;
   }
   *size = value;
+  return true;
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'A' && c <= 'F') {
+    return c - 'A' + 10;
+  }
+  return -1;
+}
+
+// RFC 3461 §4: xtext = *( xchar / hexchar ); xchar is "!".."~" but "+" and "="; hexchar is "+"
+// and two upper-case hex digits. The decoded text must be printable US-ASCII (graphic and SP),
+// as §4.2 and §4.4 require of ORCPT and ENVID.
+bool DecodeXtext(std::string_view in, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '+') {
+      if (i + 2 >= in.size()) {
+        return false;
+      }
+      const int hi = HexValue(in[i + 1]);
+      const int lo = HexValue(in[i + 2]);
+      if (hi < 0 || lo < 0) {
+        return false;
+      }
+      c = static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (c < 33 || c > 126 || c == '=') {
+      return false;
+    }
+    if (c < 32 || c > 126) {
+      return false;
+    }
+    out->push_back(c);
+  }
+  return true;
+}
+
+int Base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') {
+    return c - 'A';
+  }
+  if (c >= 'a' && c <= 'z') {
+    return c - 'a' + 26;
+  }
+  if (c >= '0' && c <= '9') {
+    return c - '0' + 52;
+  }
+  if (c == '+') {
+    return 62;
+  }
+  if (c == '/') {
+    return 63;
+  }
+  return -1;
+}
+
+// RFC 4648 §4, padded, no white space (RFC 4954 §4: a response is a base64 string).
+bool DecodeBase64(std::string_view in, std::string* out) {
+  out->clear();
+  if (in.size() % 4 != 0) {
+    return false;
+  }
+  for (size_t i = 0; i < in.size(); i += 4) {
+    uint32_t bits = 0;
+    int pad = 0;
+    for (size_t j = 0; j < 4; ++j) {
+      const char c = in[i + j];
+      int v = 0;
+      if (c == '=') {
+        if (i + 4 != in.size() || j < 2) {
+          return false;
+        }
+        ++pad;
+      } else {
+        v = Base64Value(c);
+        if (v < 0 || pad > 0) {
+          return false;
+        }
+      }
+      bits = (bits << 6) | static_cast<uint32_t>(v);
+    }
+    out->push_back(static_cast<char>(bits >> 16));
+    if (pad < 2) {
+      out->push_back(static_cast<char>((bits >> 8) & 0xff));
+    }
+    if (pad < 1) {
+      out->push_back(static_cast<char>(bits & 0xff));
+    }
+  }
   return true;
 }
 
@@ -138,15 +270,97 @@ std::string_view SkipSpaces(std::string_view s) {
   return s;
 }
 
-bool IsAddressNotAscii(const std::error_code& ec) {
-  return ec == Errc::kAddressNotAscii;
+struct CivilTime {
+  int year;
+  unsigned month;    // 1..12
+  unsigned day;      // 1..31
+  unsigned weekday;  // 0 = Sunday
+  int hour;
+  int minute;
+  int second;
+};
+
+CivilTime ToCivil(std::chrono::system_clock::time_point t) {
+  using namespace std::chrono;
+  const sys_seconds secs = floor<seconds>(t);
+  const sys_days day = floor<days>(secs);
+  const year_month_day ymd(day);
+  const hh_mm_ss<seconds> hms(secs - day);
+  return CivilTime{static_cast<int>(ymd.year()),           static_cast<unsigned>(ymd.month()),
+                   static_cast<unsigned>(ymd.day()),       weekday(day).c_encoding(),
+                   static_cast<int>(hms.hours().count()),  static_cast<int>(hms.minutes().count()),
+                   static_cast<int>(hms.seconds().count())};
+}
+
+// RFC 5322 §3.3 date-time, in UTC: "Tue, 02 Jan 2024 03:04:05 +0000".
+std::string FormatDate(std::chrono::system_clock::time_point t) {
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  const CivilTime c = ToCivil(t);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%s, %02u %s %04d %02d:%02d:%02d +0000", kDays[c.weekday % 7],
+                c.day, kMonths[(c.month + 11) % 12], c.year, c.hour, c.minute, c.second);
+  return buf;
+}
+
+// "20240102030405", for Message-IDs.
+std::string CompactTime(std::chrono::system_clock::time_point t) {
+  const CivilTime c = ToCivil(t);
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%04d%02u%02u%02d%02d%02d", c.year, c.month, c.day, c.hour,
+                c.minute, c.second);
+  return buf;
+}
+
+// What the client wrote, safe inside a header: printable US-ASCII, anything else becomes '?'.
+std::string HeaderSafe(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c < 33 || c > 126) {
+      c = '?';
+    }
+  }
+  return out;
+}
+
+// A header field's first line: field-name ":" with field-name = 1*ftext (RFC 5322 §3.6.8,
+// %d33-57 / %d59-126). Stores the name.
+bool IsFieldLine(std::string_view line, std::string_view* name) {
+  size_t i = 0;
+  while (i < line.size() && line[i] >= 33 && line[i] <= 126 && line[i] != ':') {
+    ++i;
+  }
+  if (i == 0 || i >= line.size() || line[i] != ':') {
+    return false;
+  }
+  *name = line.substr(0, i);
+  return true;
 }
 
 }  // namespace
 
-ServerSession::ServerSession(Options options) : options_(std::move(options)) {}
+ServerSession::ServerSession(Options options) : options_(std::move(options)) {
+  for (std::string& domain : options_.local_domains) {
+    for (char& c : domain) {
+      c = Lower(c);
+    }
+  }
+}
 
 void ServerSession::Start() {
+  if (started_) {
+    return;
+  }
+  started_ = true;
+  if (early_input_) {
+    // The client talked before the greeting: no SMTP client does (RFC 5321 §3.1, §4.3.1), a
+    // spam engine that does not wait does (Postfix postscreen's pregreet test). RFC 5321 §3.1
+    // allows a 554 in place of the 220.
+    Say("554 5.5.0 SMTP protocol violation: input before greeting");
+    closed_ = true;
+    return;
+  }
   Say("220 " + options_.hostname + " ESMTP spate");
 }
 
@@ -154,40 +368,55 @@ void ServerSession::Feed(std::string_view in) {
   if (closed_ || in.empty()) {
     return;
   }
-  if (state_ == State::kCommit) {
+  if (!started_) {
+    early_input_ = true;
+    return;
+  }
+  if (tls_requested_) {
+    return;  // RFC 3207 §4.2, CVE-2011-0411: nothing sent in the clear survives STARTTLS
+  }
+  if (Paused()) {
     in_.append(in);
     return;
   }
   if (!in_.empty()) {
     // in_ holds the start of a command line: complete it from `in` first.
-    SPATE_CHECK(in_off_ == 0 && !discarding_ && state_ != State::kData);
+    SPATE_CHECK(in_off_ == 0 && !discarding_ && state_ != State::kData && chunk_left_ == 0);
+    // The limit depends on the verb, which may be split between in_ and `in`.
+    std::string head = in_.substr(0, 5);
+    head.append(in.substr(0, 5 - head.size()));
+    const size_t limit = LineLimit(head);
     const char* lf = static_cast<const char*>(std::memchr(in.data(), '\n', in.size()));
     if (lf == nullptr) {
-      if (in_.size() + in.size() + 1 > options_.max_command_line) {
+      if (in_.size() + in.size() + 1 > limit) {
         in_.clear();
         discarding_ = true;
-        Refuse("500 5.5.2 Error: line too long");
+        LineTooLong();
       } else {
         in_.append(in);
       }
       return;
     }
     const size_t len = static_cast<size_t>(lf - in.data()) + 1;
-    if (in_.size() + len > options_.max_command_line) {
+    if (in_.size() + len > limit) {
       in_.clear();
-      Refuse("500 5.5.2 Error: line too long");
+      LineTooLong();
     } else {
       in_.append(in.data(), len);
-      HandleCommandLine(in_);
-      in_.clear();
+      const std::string line = std::exchange(in_, std::string());
+      HandleCommandLine(line);
     }
     in.remove_prefix(len);
-    if (closed_) {
+    if (closed_ || tls_requested_) {
+      return;
+    }
+    if (Paused()) {
+      in_.assign(in);
       return;
     }
   }
   const size_t used = Consume(in);
-  if (!closed_ && used < in.size()) {
+  if (!closed_ && !tls_requested_ && used < in.size()) {
     in_.append(in.substr(used));
   }
 }
@@ -230,6 +459,66 @@ void ServerSession::OnTimeout() {
   in_off_ = 0;
 }
 
+void ServerSession::SetNow(std::chrono::system_clock::time_point now) {
+  now_ = now;
+}
+
+bool ServerSession::tls_requested() const {
+  return tls_requested_;
+}
+
+void ServerSession::OnTlsStarted(TlsInfo info) {
+  tls_info_ = std::move(info);
+  tls_active_ = true;
+  if (!tls_requested_) {
+    return;  // implicit TLS: the handshake came before the greeting
+  }
+  tls_requested_ = false;
+  // RFC 3207 §4.2: back to the state after the 220 greeting; whatever the client said in the
+  // clear (its EHLO, its identity) is forgotten.
+  helo_.clear();
+  ehlo_ = false;
+  authenticated_ = false;
+  auth_user_.clear();
+  ResetTransaction();
+  in_.clear();
+  in_off_ = 0;
+  discarding_ = false;
+}
+
+std::optional<AuthRequest> ServerSession::TakeAuthRequest() {
+  if (!auth_ready_) {
+    return std::nullopt;
+  }
+  auth_ready_ = false;
+  return std::exchange(auth_, AuthRequest{});
+}
+
+void ServerSession::OnAuthResult(bool ok) {
+  if (state_ != State::kAuthCheck) {
+    return;  // nothing asked (or the session closed meanwhile)
+  }
+  auth_ = AuthRequest{};
+  auth_ready_ = false;
+  state_ = State::kGreeted;
+  const std::string user = std::exchange(auth_candidate_, std::string());
+  if (closed_) {
+    return;
+  }
+  if (ok) {
+    authenticated_ = true;
+    auth_user_ = user;
+    Say("235 2.7.0 Authentication successful");  // RFC 4954 §6
+  } else {
+    Refuse("535 5.7.8 Authentication credentials invalid");  // RFC 4954 §6
+  }
+  ResumeBuffered();
+}
+
+bool ServerSession::awaiting_auth() const {
+  return state_ == State::kAuthCheck;
+}
+
 std::string ServerSession::TakeOutput() {
   return std::exchange(out_, std::string());
 }
@@ -238,14 +527,53 @@ bool ServerSession::closed() const {
   return closed_;
 }
 
-// Consumes a prefix of `in`: stops at the end of a data phase (kCommit), when the session closes,
-// or before an unfinished command line, which the caller must keep.
+bool ServerSession::Paused() const {
+  return state_ == State::kCommit || state_ == State::kAuthCheck;
+}
+
+bool ServerSession::InTls() const {
+  return options_.implicit_tls || tls_active_;
+}
+
+// RFC 4954 §4 and Options::auth_plaintext: no password crosses the network in the clear.
+bool ServerSession::AuthOffered() const {
+  return options_.auth && (InTls() || options_.auth_plaintext);
+}
+
+// The longest line allowed (with its LF), judged from the line's first octets.
+size_t ServerSession::LineLimit(std::string_view line_start) const {
+  if (state_ == State::kAuth) {
+    return std::max(kMaxAuthLine, options_.max_command_line);
+  }
+  if (StartsWithNoCase(line_start, "MAIL ")) {
+    return options_.max_command_line + kMailLineExtra;
+  }
+  if (StartsWithNoCase(line_start, "RCPT ")) {
+    return options_.max_command_line + kRcptLineExtra;
+  }
+  return options_.max_command_line;
+}
+
+void ServerSession::LineTooLong() {
+  if (state_ == State::kAuth) {
+    AuthFail("500 5.5.6 Authentication Exchange line is too long");  // RFC 4954 §4
+    return;
+  }
+  Refuse("500 5.5.2 Error: line too long");  // RFC 5321 §4.5.3.1.4, §4.5.3.1.9
+}
+
+// Consumes a prefix of `in`: stops when the session pauses (kCommit, kAuthCheck), closes or
+// awaits TLS, or before an unfinished command line, which the caller must keep.
 size_t ServerSession::Consume(std::string_view in) {
   size_t pos = 0;
-  while (pos < in.size() && !closed_ && state_ != State::kCommit) {
+  while (pos < in.size() && !closed_ && !tls_requested_ && !Paused()) {
     const std::string_view rest = in.substr(pos);
+    if (chunk_left_ > 0) {
+      pos += ConsumeChunk(rest);
+      continue;
+    }
     if (state_ == State::kData) {
-      pos += ConsumeData(rest);
+      pos += ScanText(rest, true);
       continue;
     }
     const char* lf = static_cast<const char*>(std::memchr(rest.data(), '\n', rest.size()));
@@ -259,9 +587,9 @@ size_t ServerSession::Consume(std::string_view in) {
     }
     if (lf == nullptr) {
       // Not even its LF would fit: refuse now and skip the line without buffering it.
-      if (rest.size() + 1 > options_.max_command_line) {
+      if (rest.size() + 1 > LineLimit(rest)) {
         discarding_ = true;
-        Refuse("500 5.5.2 Error: line too long");
+        LineTooLong();
         return in.size();
       }
       return pos;
@@ -273,14 +601,15 @@ size_t ServerSession::Consume(std::string_view in) {
   return pos;
 }
 
-// Consumes message text up to and including the final ".\r\n", or all of `in`.
-size_t ServerSession::ConsumeData(std::string_view in) {
+// Message text: with `dot_rules` (DATA) up to and including the final ".\r\n", or all of `in`;
+// without (a BDAT chunk) all of `in`.
+size_t ServerSession::ScanText(std::string_view in, bool dot_rules) {
   size_t i = 0;
   while (i < in.size()) {
     const char c = in[i];
     switch (scan_) {
       case Scan::kLineStart:
-        if (c == '.') {
+        if (dot_rules && c == '.') {
           scan_ = Scan::kDot;
           ++i;
         } else {
@@ -310,32 +639,74 @@ size_t ServerSession::ConsumeData(std::string_view in) {
           scan_ = Scan::kLineStart;
           ++i;
         } else {
+          BareCr();
           scan_ = Scan::kText;
         }
         break;
       case Scan::kText: {
-        // Everything up to the next LF is text. A CRLF starts a line; a bare LF does not (it
-        // cannot lead to a terminator: SMTP smuggling), but it does end the line for the length
-        // limit, because that is how the MTAs downstream will count it.
+        // A run of text up to the next CR or LF. An LF met here follows no CR: it is bare. It
+        // never starts a line (it cannot lead to a terminator: SMTP smuggling), though it does
+        // end one for the length limit, as the MTAs downstream will count it.
         const char* p = in.data() + i;
         const size_t n = in.size() - i;
         const char* lf = static_cast<const char*>(std::memchr(p, '\n', n));
-        if (lf == nullptr) {
-          AppendBody(p, n);
-          scan_ = p[n - 1] == '\r' ? Scan::kCr : Scan::kText;
-          return in.size();
+        const size_t to_lf = lf == nullptr ? n : static_cast<size_t>(lf - p);
+        const char* cr = static_cast<const char*>(std::memchr(p, '\r', to_lf));
+        const size_t run = cr == nullptr ? to_lf : static_cast<size_t>(cr - p);
+        if (run > 0) {
+          AppendBody(p, run);
         }
-        const size_t len = static_cast<size_t>(lf - p) + 1;
-        AppendBody(p, len);
-        line_len_ = 0;
-        // In kText the octet before `p` was never a CR followed by this LF (kCr handles that).
-        scan_ = len >= 2 && p[len - 2] == '\r' ? Scan::kLineStart : Scan::kText;
-        i += len;
+        i += run;
+        if (run == n) {
+          break;
+        }
+        ++i;
+        if (cr != nullptr) {
+          AppendBody("\r", 1);
+          scan_ = Scan::kCr;
+        } else {
+          BareLf();
+        }
         break;
       }
     }
   }
   return in.size();
+}
+
+// BDAT chunk octets (RFC 3030 §2): exactly as many as announced, whatever they hold.
+size_t ServerSession::ConsumeChunk(std::string_view in) {
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, in.size()));
+  if (chunk_refusal_.empty()) {
+    ScanText(in.substr(0, n), false);
+  }
+  chunk_left_ -= n;
+  if (chunk_left_ == 0) {
+    FinishChunk();
+  }
+  return n;
+}
+
+// RFC 5321 §2.3.8: a client must not send a CR or LF but as CRLF. Either the message is refused
+// at its end or the octet is stored as CRLF (Options::bare_lf).
+void ServerSession::BareLf() {
+  if (options_.bare_lf == BareLfPolicy::kNormalise) {
+    AppendBody("\r\n", 2);
+  } else {
+    bare_newline_ = true;
+    AppendBody("\n", 1);
+  }
+  line_len_ = 0;
+}
+
+// The CR is already stored; what followed it was no LF.
+void ServerSession::BareCr() {
+  if (options_.bare_lf == BareLfPolicy::kNormalise) {
+    AppendBody("\n", 1);
+    line_len_ = 0;
+  } else {
+    bare_newline_ = true;
+  }
 }
 
 void ServerSession::AppendBody(const char* data, size_t size) {
@@ -348,8 +719,8 @@ void ServerSession::AppendBody(const char* data, size_t size) {
   if (options_.max_message_size != 0 && data_size_ > options_.max_message_size) {
     data_too_big_ = true;
   }
-  if (data_too_big_ || line_too_long_) {
-    // The message will be refused: keep reading to the end of the data, storing nothing.
+  if (data_too_big_ || line_too_long_ || bare_newline_) {
+    // The message will be refused: keep reading to its end, storing nothing.
     if (txn_.body.capacity() != 0) {
       std::string().swap(txn_.body);
     }
@@ -358,6 +729,16 @@ void ServerSession::AppendBody(const char* data, size_t size) {
   txn_.body.append(data, size);
 }
 
+void ServerSession::StartBody() {
+  scan_ = Scan::kLineStart;  // the line after DATA starts a line: "." right away ends the data
+  line_len_ = 0;
+  data_size_ = 0;
+  data_too_big_ = false;
+  line_too_long_ = false;
+  bare_newline_ = false;
+}
+
+// The message is complete (after "." or BDAT LAST): refused, or handed to the spool.
 void ServerSession::EndOfData() {
   if (data_too_big_) {
     // RFC 1870 §6.3 / RFC 5321 §4.5.3.1.9; RFC 3463 X.3.4 "message too big for system".
@@ -373,16 +754,163 @@ void ServerSession::EndOfData() {
     ResetTransaction();
     return;
   }
+  if (bare_newline_) {
+    // RFC 5321 §2.3.8. The MTAs downstream may read a bare LF or CR as a line end, so such a
+    // message could smuggle a second one past us (SMTP smuggling): refused as a whole.
+    Say("550 5.6.0 Error: message contains bare LF or bare CR, not allowed (RFC 5321 2.3.8)");
+    ResetTransaction();
+    return;
+  }
   txn_.helo = helo_;
+  if (authenticated_) {
+    txn_.auth_user = auth_user_;
+  }
+  AddHeaders(txn_);
   ready_ = std::move(txn_);
   txn_ = ReceivedMessage{};
   state_ = State::kCommit;
 }
 
+// All octets of a BDAT chunk are read: its reply (RFC 3030 §2).
+void ServerSession::FinishChunk() {
+  if (!chunk_refusal_.empty()) {
+    const std::string reply = std::exchange(chunk_refusal_, std::string());
+    RefuseData(reply);
+    return;
+  }
+  if (data_too_big_) {
+    // Refused at the chunk that went over; the client must not send more (§2), and whatever it
+    // pipelined is read and refused in kBroken. Past LAST the transaction is simply over.
+    Say("552 5.3.4 Error: message size exceeds fixed maximum message size");
+    ResetTransaction();
+    if (!chunk_last_) {
+      state_ = State::kBroken;
+    }
+    return;
+  }
+  if (!chunk_last_) {
+    Say("250 2.0.0 " + std::to_string(chunk_size_) + " octets received");
+    state_ = State::kChunking;
+    return;
+  }
+  if (scan_ == Scan::kCr) {
+    BareCr();  // the message ends in a CR
+  }
+  EndOfData();
+}
+
+// RFC 5321 §4.4: a Received: line first. RFC 5322 §3.6: Date: and Message-ID: are required
+// (Message-ID "SHOULD"); if the client left them out, they are added at the end of the header
+// section. The header section is the leading run of header fields (and their continuation
+// lines); it ends at the empty line, or at the first line that is no header field, in which case
+// an empty line is added after the new fields so the rest stays body.
+void ServerSession::AddHeaders(ReceivedMessage& message) {
+  ++messages_;
+  std::string& body = message.body;
+  if (options_.add_missing_headers) {
+    bool has_date = false;
+    bool has_message_id = false;
+    bool in_field = false;
+    size_t insert_at = body.size();
+    std::string before;  // ends an unterminated last header line
+    std::string after;   // separates the new fields from a body without an empty line
+    size_t pos = 0;
+    while (pos < body.size()) {
+      const size_t eol = body.find("\r\n", pos);
+      const std::string_view line = std::string_view(body).substr(
+          pos, eol == std::string::npos ? std::string::npos : eol - pos);
+      std::string_view name;
+      if (line.empty()) {
+        insert_at = pos;  // the empty line between header and body
+        break;
+      }
+      if (line[0] == ' ' || line[0] == '\t') {
+        if (!in_field) {
+          insert_at = pos;
+          after = "\r\n";
+          break;
+        }
+      } else if (IsFieldLine(line, &name)) {
+        in_field = true;
+        has_date = has_date || EqualsNoCase(name, "Date");
+        has_message_id = has_message_id || EqualsNoCase(name, "Message-ID");
+      } else {
+        insert_at = pos;
+        after = "\r\n";
+        break;
+      }
+      if (eol == std::string::npos) {
+        before = "\r\n";  // the header section is the whole body, its last line unterminated
+        break;
+      }
+      pos = eol + 2;
+    }
+    std::string fields;
+    if (!has_date) {
+      fields += "Date: " + FormatDate(now_) + "\r\n";
+    }
+    if (!has_message_id) {
+      std::string nonce;
+      for (char c : options_.id_nonce) {
+        if (IsAlnum(c) || c == '-' || c == '_') {
+          nonce += c;
+        }
+      }
+      fields += "Message-ID: <" + CompactTime(now_) + "." + (nonce.empty() ? "" : nonce + ".") +
+                std::to_string(messages_) + "@" + options_.hostname + ">\r\n";
+    }
+    if (!fields.empty()) {
+      body.insert(insert_at, before + fields + after);
+    }
+  }
+  if (options_.add_received) {
+    body.insert(0, ReceivedHeader(message));
+  }
+}
+
+// RFC 5321 §4.4 Time-stamp-line:
+//   Received: from <helo> ([<address>])
+//   	by <hostname> (spate) with <protocol> (<tls version> <cipher>)
+//   	for <rcpt>; <date>
+// The protocol is one of RFC 3848 (ESMTP, ESMTPA, ESMTPS, ESMTPSA; SMTP after HELO) or, with
+// SMTPUTF8, RFC 6531 §3.7.3 (UTF8SMTP...). TCP-info is an address literal (§4.4); "for" only
+// when there is exactly one recipient, so a Bcc list is not disclosed.
+std::string ServerSession::ReceivedHeader(const ReceivedMessage& message) const {
+  std::string protocol;
+  if (!ehlo_) {
+    protocol = "SMTP";
+  } else {
+    protocol = message.smtputf8 ? "UTF8SMTP" : "ESMTP";
+    if (InTls()) {
+      protocol += 'S';
+    }
+    if (authenticated_) {
+      protocol += 'A';
+    }
+  }
+  std::string r = "Received: from " + HeaderSafe(helo_);
+  if (!options_.client_address.empty()) {
+    r += " ([" + HeaderSafe(options_.client_address) + "])";
+  }
+  r += "\r\n\tby " + options_.hostname + " (spate) with " + protocol;
+  if (InTls() && !(tls_info_.version.empty() && tls_info_.cipher.empty())) {
+    std::string tls = HeaderSafe(tls_info_.version);
+    if (!tls_info_.cipher.empty()) {
+      tls += (tls.empty() ? "" : " ") + HeaderSafe(tls_info_.cipher);
+    }
+    r += " (" + tls + ")";
+  }
+  if (message.rcpt_to.size() == 1) {
+    r += "\r\n\tfor <" + message.rcpt_to[0] + ">";
+  }
+  r += "; " + FormatDate(now_) + "\r\n";
+  return r;
+}
+
 // `line` ends in LF and may be an overlong line completed in one piece.
 void ServerSession::HandleCommandLine(std::string_view line) {
-  if (line.size() > options_.max_command_line) {
-    Refuse("500 5.5.2 Error: line too long");  // RFC 5321 §4.5.3.1.4, §4.5.3.1.9
+  if (line.size() > LineLimit(line)) {
+    LineTooLong();
     return;
   }
   line.remove_suffix(1);
@@ -391,6 +919,10 @@ void ServerSession::HandleCommandLine(std::string_view line) {
   }
   while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) {
     line.remove_suffix(1);
+  }
+  if (state_ == State::kAuth) {
+    AuthResponse(line);
+    return;
   }
   const size_t sp = line.find(' ');
   const std::string_view verb = line.substr(0, sp);
@@ -406,6 +938,8 @@ void ServerSession::HandleCommandLine(std::string_view line) {
     Rcpt(arg);
   } else if (EqualsNoCase(verb, "DATA")) {
     Data(arg);
+  } else if (EqualsNoCase(verb, "BDAT")) {
+    Bdat(arg);
   } else if (EqualsNoCase(verb, "RSET")) {
     if (!arg.empty()) {
       Refuse("501 5.5.4 Syntax: RSET");
@@ -426,7 +960,18 @@ void ServerSession::HandleCommandLine(std::string_view line) {
     }
     Say("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");  // §3.5.3
   } else if (EqualsNoCase(verb, "HELP")) {
-    Say("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+    std::string help = "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP";
+    if (options_.starttls) {
+      help += " STARTTLS";
+    }
+    if (options_.auth) {
+      help += " AUTH";
+    }
+    Say(help);
+  } else if (EqualsNoCase(verb, "STARTTLS")) {
+    StartTls(arg);
+  } else if (EqualsNoCase(verb, "AUTH")) {
+    Auth(arg);
   } else {
     // §4.2.4 500 "syntax error, command unrecognized"; RFC 3463 X.5.1 "invalid command".
     Refuse("500 5.5.1 Error: command not recognized");
@@ -441,6 +986,7 @@ void ServerSession::Hello(std::string_view arg, bool extended) {
   // §4.1.4: EHLO/HELO resets the state as RSET does. The argument is kept as given: checking it
   // against the client's address is policy, not syntax.
   helo_ = std::string(arg);
+  ehlo_ = extended;
   ResetTransaction();
   if (!extended) {
     Say("250 " + options_.hostname);
@@ -450,12 +996,25 @@ void ServerSession::Hello(std::string_view arg, bool extended) {
   out_ += "250-PIPELINING\r\n";
   out_ += "250-SIZE " + std::to_string(options_.max_message_size) + "\r\n";
   out_ += "250-8BITMIME\r\n";
-  out_ += "250 ENHANCEDSTATUSCODES\r\n";
+  if (options_.starttls && !InTls()) {
+    out_ += "250-STARTTLS\r\n";  // RFC 3207 §4.2: never once TLS is on
+  }
+  if (AuthOffered()) {
+    out_ += "250-AUTH PLAIN LOGIN\r\n";
+  }
+  out_ += "250-ENHANCEDSTATUSCODES\r\n";
+  out_ += "250-DSN\r\n";
+  out_ += "250-SMTPUTF8\r\n";
+  out_ += "250 CHUNKING\r\n";
 }
 
 void ServerSession::Mail(std::string_view arg) {
   if (state_ == State::kStart) {
     Refuse("503 5.5.1 Error: send HELO/EHLO first");
+    return;
+  }
+  if (state_ == State::kBroken) {
+    Refuse(kSendRset);
     return;
   }
   if (state_ != State::kGreeted) {
@@ -468,13 +1027,11 @@ void ServerSession::Mail(std::string_view arg) {
   }
   arg = SkipSpaces(arg);
   size_t used = 0;
-  Result<Path> path = ParsePathPrefix(arg, PathKind::kReverse, &used);
+  // UTF-8 is parsed here and refused below unless SMTPUTF8 comes with it: the parameters follow
+  // the path, and only a parsed path says where they start.
+  Result<Path> path = ParsePathPrefix(arg, PathKind::kReverse, &used, /*smtputf8=*/true);
   if (!path) {
-    if (IsAddressNotAscii(path.error())) {
-      Say("550 5.6.7 Non-ASCII addresses not permitted for that sender");  // RFC 6531 §3.5
-    } else {
-      Refuse("501 5.1.7 Bad sender address syntax");
-    }
+    Refuse("501 5.1.7 Bad sender address syntax");
     return;
   }
   std::vector<Param> params;
@@ -484,8 +1041,13 @@ void ServerSession::Mail(std::string_view arg) {
   }
   bool has_size = false;
   bool has_body = false;
-  size_t size = 0;
+  bool has_auth = false;
+  bool has_envid = false;
+  bool smtputf8 = false;
+  uint64_t size = 0;
   bool body_8bit = false;
+  ReceivedMessage::Ret ret = ReceivedMessage::Ret::kUnset;
+  std::string envid;
   for (const Param& param : params) {
     if (EqualsNoCase(param.keyword, "SIZE")) {  // RFC 1870 §3
       if (has_size || !param.has_value || !ParseSize(param.value, &size)) {
@@ -501,6 +1063,38 @@ void ServerSession::Mail(std::string_view arg) {
       }
       has_body = true;
       body_8bit = EqualsNoCase(param.value, "8BITMIME");
+    } else if (EqualsNoCase(param.keyword, "SMTPUTF8")) {  // RFC 6531 §3.4: no value
+      if (smtputf8 || param.has_value) {
+        Refuse("501 5.5.4 Bad SMTPUTF8 parameter");
+        return;
+      }
+      smtputf8 = true;
+    } else if (EqualsNoCase(param.keyword, "RET")) {  // RFC 3461 §4.3, §4.5
+      const bool full = EqualsNoCase(param.value, "FULL");
+      if (ret != ReceivedMessage::Ret::kUnset || !param.has_value ||
+          !(full || EqualsNoCase(param.value, "HDRS"))) {
+        Refuse("501 5.5.4 Bad RET parameter");
+        return;
+      }
+      ret = full ? ReceivedMessage::Ret::kFull : ReceivedMessage::Ret::kHdrs;
+    } else if (EqualsNoCase(param.keyword, "ENVID")) {  // RFC 3461 §4.4, §4.5
+      if (has_envid || !param.has_value || !DecodeXtext(param.value, &envid) ||
+          envid.size() > kMaxEnvid) {
+        Refuse("501 5.5.4 Bad ENVID parameter");
+        return;
+      }
+      has_envid = true;
+    } else if (options_.auth && EqualsNoCase(param.keyword, "AUTH")) {
+      // RFC 4954 §5: the identity that submitted the message to the client, "<>" if unknown.
+      // Only trusted from a trusted client; this server trusts none, so it is checked and
+      // dropped.
+      std::string ignored;
+      if (has_auth || !param.has_value ||
+          !(param.value == "<>" || DecodeXtext(param.value, &ignored))) {
+        Refuse("501 5.5.4 Bad AUTH parameter");
+        return;
+      }
+      has_auth = true;
     } else {
       Refuse("555 5.5.4 Unsupported MAIL parameter");  // §4.1.1.11
       return;
@@ -511,15 +1105,30 @@ void ServerSession::Mail(std::string_view arg) {
     Say("552 5.3.4 Message size exceeds fixed maximum message size");
     return;
   }
+  if (!smtputf8 && HasNonAscii(path->mailbox)) {
+    Say("550 5.6.7 Non-ASCII addresses not permitted for that sender");  // RFC 6531 §3.5
+    return;
+  }
   txn_.mail_from = std::move(path->mailbox);
   txn_.body_8bit = body_8bit;
+  txn_.smtputf8 = smtputf8;
+  txn_.ret = ret;
+  txn_.envid = std::move(envid);
   state_ = State::kMail;
   Say("250 2.1.0 Ok");
 }
 
 void ServerSession::Rcpt(std::string_view arg) {
+  if (state_ == State::kBroken) {
+    Refuse(kSendRset);
+    return;
+  }
+  if (state_ == State::kChunking) {
+    Refuse("503 5.5.1 Error: RCPT after BDAT");  // RFC 3030 §2: the message is under way
+    return;
+  }
   if (state_ != State::kMail && state_ != State::kRcpt) {
-    Refuse("503 5.5.1 Error: need MAIL command");
+    Refuse(kNeedMail);
     return;
   }
   if (!ConsumePrefixNoCase(&arg, "TO:")) {
@@ -528,9 +1137,9 @@ void ServerSession::Rcpt(std::string_view arg) {
   }
   arg = SkipSpaces(arg);
   size_t used = 0;
-  Result<Path> path = ParsePathPrefix(arg, PathKind::kForward, &used);
+  Result<Path> path = ParsePathPrefix(arg, PathKind::kForward, &used, txn_.smtputf8);
   if (!path) {
-    if (IsAddressNotAscii(path.error())) {
+    if (path.error() == Errc::kAddressNotAscii) {
       Say("553 5.6.7 Non-ASCII addresses not permitted for that recipient");  // RFC 6531 §3.5
     } else {
       Refuse("501 5.1.3 Bad recipient address syntax");
@@ -542,8 +1151,71 @@ void ServerSession::Rcpt(std::string_view arg) {
     Refuse("501 5.5.4 Bad RCPT parameter syntax");
     return;
   }
-  if (!params.empty()) {
-    Refuse("555 5.5.4 Unsupported RCPT parameter");  // no RCPT extension yet (§4.1.1.11)
+  DsnRecipient dsn;
+  bool has_orcpt = false;
+  for (const Param& param : params) {
+    if (EqualsNoCase(param.keyword, "NOTIFY")) {
+      // RFC 3461 §4.1: "NEVER" alone, or a list of SUCCESS, FAILURE, DELAY; §4.5: once.
+      bool ok = dsn.notify == 0 && param.has_value;
+      std::string_view list = param.value;
+      while (ok) {
+        const size_t comma = list.find(',');
+        const std::string_view item = list.substr(0, comma);
+        uint8_t bit = 0;
+        if (EqualsNoCase(item, "NEVER")) {
+          bit = kNotifyNever;
+        } else if (EqualsNoCase(item, "SUCCESS")) {
+          bit = kNotifySuccess;
+        } else if (EqualsNoCase(item, "FAILURE")) {
+          bit = kNotifyFailure;
+        } else if (EqualsNoCase(item, "DELAY")) {
+          bit = kNotifyDelay;
+        }
+        ok = bit != 0 && (dsn.notify & bit) == 0;
+        dsn.notify |= bit;
+        if (comma == std::string_view::npos) {
+          break;
+        }
+        list.remove_prefix(comma + 1);
+      }
+      if (!ok || ((dsn.notify & kNotifyNever) != 0 && dsn.notify != kNotifyNever)) {
+        Refuse("501 5.5.4 Bad NOTIFY parameter");
+        return;
+      }
+    } else if (EqualsNoCase(param.keyword, "ORCPT")) {
+      // RFC 3461 §4.2: addr-type ";" xtext, addr-type an atom; at most 500 characters.
+      const size_t semi = param.value.find(';');
+      bool ok = !has_orcpt && param.has_value && param.value.size() <= kMaxOrcpt &&
+                semi != std::string_view::npos && semi > 0;
+      std::string decoded;
+      if (ok) {
+        for (char c : param.value.substr(0, semi)) {
+          ok = ok && (IsAlnum(c) ||
+                      std::string_view("!#$%&'*+-/=?^_`{|}~").find(c) != std::string_view::npos);
+        }
+        ok = ok && DecodeXtext(param.value.substr(semi + 1), &decoded);
+      }
+      if (!ok) {
+        Refuse("501 5.5.4 Bad ORCPT parameter");
+        return;
+      }
+      dsn.orcpt = std::string(param.value.substr(0, semi + 1)) + decoded;
+      has_orcpt = true;
+    } else {
+      Refuse("555 5.5.4 Unsupported RCPT parameter");  // §4.1.1.11
+      return;
+    }
+  }
+  if (!(options_.client_may_relay || authenticated_) &&
+      path->local_part.find_first_of("%!@") != std::string::npos) {
+    // A %-hack, bang path or quoted "@" routes through the named domain to another one: a
+    // local domain must not become a relay for a client that may not relay.
+    Refuse("501 5.1.3 Bad recipient address syntax");
+    return;
+  }
+  if (!MayRelayTo(*path)) {
+    // RFC 5321 §3.6.2, RFC 3463 X.7.1 "delivery not authorized".
+    Say("550 5.7.1 <" + path->mailbox + ">: Relay access denied");
     return;
   }
   if (txn_.rcpt_to.size() >= options_.max_recipients) {
@@ -551,43 +1223,230 @@ void ServerSession::Rcpt(std::string_view arg) {
     Say("452 4.5.3 Error: too many recipients");
     return;
   }
-  if (!MayRelayTo(*path)) {
-    Say("554 5.7.1 Relay access denied");
-    return;
-  }
   txn_.rcpt_to.push_back(std::move(path->mailbox));
+  txn_.dsn.push_back(std::move(dsn));
   state_ = State::kRcpt;
   Say("250 2.1.5 Ok");
 }
 
-// The relay policy seam. For now every syntactically valid recipient is accepted. The relay
-// check (a later issue) goes here: a recipient outside the local and relay domains, from a
-// client not allowed to relay, gets 554 5.7.1 (RFC 5321 §3.6.2, RFC 3463 X.7.1).
-bool ServerSession::MayRelayTo([[maybe_unused]] const Path& path) const {
-  return true;
+// The relay policy. The domain is the parsed one of the final mailbox (a source route is
+// dropped by the parser, RFC 5321 Appendix C), lower-cased, without a trailing dot (the parser
+// refuses one).
+bool ServerSession::MayRelayTo(const Path& path) const {
+  if (options_.client_may_relay || authenticated_) {
+    return true;
+  }
+  if (path.domain.empty()) {
+    return true;  // "<Postmaster>" (RFC 5321 §4.1.1.3) is always local
+  }
+  if (path.domain[0] == '[') {
+    return false;  // an address literal is never a local domain
+  }
+  return std::find(options_.local_domains.begin(), options_.local_domains.end(), path.domain) !=
+         options_.local_domains.end();
+}
+
+// A refused DATA or BDAT: the transaction is gone, and until RSET (or EHLO/HELO) no other may
+// start: the client has pipelined what follows before it saw this reply (RFC 2920 §3.1 forbids
+// it after DATA), so it may be message text that merely looks like commands.
+void ServerSession::RefuseData(std::string_view reply) {
+  ResetTransaction();
+  state_ = State::kBroken;
+  Refuse(reply);
 }
 
 void ServerSession::Data(std::string_view arg) {
+  if (state_ == State::kChunking) {
+    RefuseData("503 5.5.1 Error: DATA after BDAT");  // RFC 3030 §2
+    return;
+  }
+  if (state_ == State::kBroken) {
+    RefuseData(kSendRset);
+    return;
+  }
   if (state_ != State::kMail && state_ != State::kRcpt) {
-    Refuse("503 5.5.1 Error: need MAIL command");
+    RefuseData(kNeedMail);
     return;
   }
   if (!arg.empty()) {
-    Refuse("501 5.5.4 Syntax: DATA");
+    RefuseData("501 5.5.4 Syntax: DATA");
     return;
   }
   if (state_ == State::kMail) {
     // RFC 2920 §3.1 / RFC 5321 §3.3: DATA with no accepted recipient gets 554 (or 503).
-    Refuse("554 5.5.1 Error: no valid recipients");
+    RefuseData("554 5.5.1 Error: no valid recipients");
     return;
   }
   state_ = State::kData;
-  scan_ = Scan::kLineStart;  // the line after DATA starts a line: "." right away ends the data
-  line_len_ = 0;
-  data_size_ = 0;
-  data_too_big_ = false;
-  line_too_long_ = false;
+  StartBody();
   Say("354 End data with <CR><LF>.<CR><LF>");
+}
+
+// RFC 3030 §2: bdat-cmd ::= "BDAT" SP chunk-size [ SP end-marker ] CR LF. The chunk follows
+// the line and is read in full whatever the verdict; the reply comes after it.
+void ServerSession::Bdat(std::string_view arg) {
+  const size_t sp = arg.find(' ');
+  const std::string_view size_text = arg.substr(0, sp);
+  const std::string_view marker = sp == std::string_view::npos ? "" : arg.substr(sp + 1);
+  uint64_t size = 0;
+  if (!ParseSize(size_text, &size) || !(marker.empty() || EqualsNoCase(marker, "LAST"))) {
+    // Where the chunk ends is unknown: nothing that follows can be trusted to be a command.
+    Say("501 5.5.4 Syntax: BDAT chunk-size [LAST]");
+    Say("421 4.5.0 " + options_.hostname + " Error: lost the BDAT framing, closing connection");
+    closed_ = true;
+    return;
+  }
+  chunk_size_ = size;
+  chunk_left_ = size;
+  chunk_last_ = !marker.empty();
+  chunk_refusal_.clear();
+  switch (state_) {
+    case State::kRcpt:
+      StartBody();
+      break;
+    case State::kChunking:
+      break;
+    case State::kMail:
+      chunk_refusal_ = "503 5.5.1 Error: need RCPT command";
+      break;
+    case State::kBroken:
+      chunk_refusal_ = kSendRset;
+      break;
+    default:
+      chunk_refusal_ = kNeedMail;
+      break;
+  }
+  if (chunk_left_ == 0) {
+    FinishChunk();
+  }
+}
+
+void ServerSession::StartTls(std::string_view arg) {
+  if (!options_.starttls) {
+    Refuse("502 5.5.1 Error: command not implemented");
+    return;
+  }
+  if (InTls()) {
+    Refuse("503 5.5.1 Error: TLS already active");  // RFC 3207 §4.2
+    return;
+  }
+  if (!arg.empty()) {
+    Refuse("501 5.5.4 Syntax: STARTTLS");  // RFC 3207 §4
+    return;
+  }
+  if (!ehlo_) {
+    Refuse("503 5.5.1 Error: send EHLO first");  // RFC 3207 §4: an EHLO keyword
+    return;
+  }
+  if (state_ != State::kGreeted) {
+    Refuse("503 5.5.1 Error: MAIL transaction in progress");
+    return;
+  }
+  Say("220 2.0.0 Ready to start TLS");  // RFC 3207 §4
+  tls_requested_ = true;
+}
+
+// RFC 4954 §4: AUTH mechanism [initial-response]. PLAIN (RFC 4616) and LOGIN.
+void ServerSession::Auth(std::string_view arg) {
+  if (!options_.auth) {
+    Refuse("503 5.5.1 Error: authentication not enabled");
+    return;
+  }
+  if (!ehlo_) {
+    Refuse("503 5.5.1 Error: send EHLO first");
+    return;
+  }
+  if (!AuthOffered()) {
+    Refuse("538 5.7.11 Encryption required for requested authentication mechanism");  // §6
+    return;
+  }
+  if (authenticated_) {
+    Refuse("503 5.5.1 Error: already authenticated");  // §4
+    return;
+  }
+  if (state_ != State::kGreeted) {
+    Refuse("503 5.5.1 Error: MAIL transaction in progress");  // §4
+    return;
+  }
+  const size_t sp = arg.find(' ');
+  const std::string_view mechanism = arg.substr(0, sp);
+  const bool has_initial = sp != std::string_view::npos;
+  const std::string_view initial = has_initial ? arg.substr(sp + 1) : "";
+  if (mechanism.empty() || (has_initial && initial.empty())) {
+    Refuse("501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+    return;
+  }
+  const bool plain = EqualsNoCase(mechanism, "PLAIN");
+  if (!plain && !EqualsNoCase(mechanism, "LOGIN")) {
+    Refuse("504 5.5.4 Unrecognized authentication type");  // §4
+    return;
+  }
+  auth_ = AuthRequest{};
+  auth_.mechanism = plain ? "PLAIN" : "LOGIN";
+  state_ = State::kAuth;
+  if (!has_initial) {
+    auth_step_ = plain ? kStepPlain : kStepLoginUser;
+    Say(plain ? "334 " : kLoginUser);
+    return;
+  }
+  // "=" is an empty initial response (§4).
+  auth_step_ = plain ? kStepPlain : kStepLoginUser;
+  AuthResponse(initial == "=" ? "" : initial);
+}
+
+// A SASL response (a line after a 334, or the initial response).
+void ServerSession::AuthResponse(std::string_view line) {
+  if (line == "*") {
+    AuthFail("501 5.0.0 Authentication cancelled");  // RFC 4954 §4
+    return;
+  }
+  std::string decoded;
+  if (!DecodeBase64(line, &decoded)) {
+    AuthFail("501 5.5.2 Cannot decode response");  // RFC 4954 §4
+    return;
+  }
+  switch (auth_step_) {
+    case kStepPlain:
+      AuthPlain(decoded);
+      return;
+    case kStepLoginUser:
+      auth_.user = std::move(decoded);
+      auth_step_ = kStepLoginPassword;
+      Say(kLoginPassword);
+      return;
+    default:
+      auth_.password = std::move(decoded);
+      AuthComplete();
+      return;
+  }
+}
+
+// RFC 4616 §2: message = [authzid] UTF8NUL authcid UTF8NUL passwd, authcid and passwd not
+// empty. Anything else fails the exchange as bad credentials would.
+void ServerSession::AuthPlain(std::string_view message) {
+  const size_t nul1 = message.find('\0');
+  const size_t nul2 = nul1 == std::string_view::npos ? nul1 : message.find('\0', nul1 + 1);
+  if (nul2 == std::string_view::npos || message.find('\0', nul2 + 1) != std::string_view::npos ||
+      nul2 == nul1 + 1 || nul2 + 1 == message.size()) {
+    AuthFail("535 5.7.8 Authentication credentials invalid");
+    return;
+  }
+  auth_.authzid = std::string(message.substr(0, nul1));
+  auth_.user = std::string(message.substr(nul1 + 1, nul2 - nul1 - 1));
+  auth_.password = std::string(message.substr(nul2 + 1));
+  AuthComplete();
+}
+
+void ServerSession::AuthComplete() {
+  auth_candidate_ = auth_.user;
+  auth_ready_ = true;
+  state_ = State::kAuthCheck;
+}
+
+void ServerSession::AuthFail(std::string_view reply) {
+  auth_ = AuthRequest{};
+  state_ = State::kGreeted;
+  Refuse(reply);
 }
 
 void ServerSession::Say(std::string_view reply) {
@@ -611,10 +1470,10 @@ void ServerSession::ResetTransaction() {
 
 void ServerSession::ResumeBuffered() {
   in_off_ += Consume(std::string_view(in_).substr(in_off_));
-  if (closed_) {
+  if (closed_ || tls_requested_) {
     in_.clear();
     in_off_ = 0;
-  } else if (state_ != State::kCommit) {
+  } else if (!Paused()) {
     in_.erase(0, in_off_);  // leaves an unfinished command line, or nothing
     in_off_ = 0;
   }

@@ -4,10 +4,12 @@
 // machine: bytes in, reply bytes and accepted messages out. No sockets, timers or clocks inside;
 // the reactor moves the bytes, the spool makes messages durable.
 //
-// Commands: EHLO, HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY (252, RFC 5321 §3.5.3), HELP.
+// Commands: EHLO, HELO, MAIL, RCPT, DATA, BDAT, RSET, NOOP, QUIT, VRFY (252, RFC 5321 §3.5.3),
+// HELP, STARTTLS, AUTH.
 // Extensions advertised in EHLO: PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
-// ENHANCEDSTATUSCODES (RFC 2034). Every reply carries an enhanced status code except the 220
-// greeting, the 250 to EHLO/HELO and the 354 (RFC 2034 §3).
+// STARTTLS (RFC 3207), AUTH PLAIN LOGIN (RFC 4954, 4616), ENHANCEDSTATUSCODES (RFC 2034),
+// DSN (RFC 3461), SMTPUTF8 (RFC 6531), CHUNKING (RFC 3030). Every reply carries an enhanced status
+// code except the 220 greeting, the 250 to EHLO/HELO, the 354 and the 334 (RFC 2034 §3).
 //
 // Contract:
 //  - Feed() takes any split of the input (byte by byte, whole, random) with the same result.
@@ -18,16 +20,27 @@
 //    the 250 that follows is only sent once the spool says the message is durable. Input fed
 //    meanwhile is buffered as is: the reactor should stop reading while awaiting_commit().
 //  - A command line may end in CRLF or, leniently, a bare LF. In the data phase only CRLF ends a
-//    line: a bare CR or LF never makes a "." line (SMTP smuggling defence).
-//  - Limits (command line 512 octets §4.5.3.1.4, text line §4.5.3.1.6, message size RFC 1870,
-//    recipients §4.5.3.1.8) are answered with their codes; the session never grows without bound:
-//    command line too long: 500 5.5.2 (the line is skipped); message too big: 552 5.3.4; a text
-//    line too long: 554 5.6.0 (both after the final ".", the transaction is dropped).
-//  - max_errors refused commands (500, 501, 503, 555, 554 to DATA) since the last stored message:
-//    421 4.7.0 and close.
+//    line: a bare CR or LF never makes a "." line (SMTP smuggling defence). A message holding a
+//    bare CR or LF (DATA or BDAT) is refused (550 5.6.0) or stored with CRLF in its place, as
+//    Options::bare_lf says. A refused DATA or BDAT leaves the session wanting RSET (or EHLO/HELO):
+//    whatever the client pipelined behind it can never start a transaction (RFC 2920 §3.1).
+//  - BDAT chunks are read by their announced size, whatever they hold (RFC 3030 §2); a BDAT line
+//    whose size cannot be parsed loses the framing: 501 5.5.4 and close.
+//  - Input fed before Start() (the client spoke before the greeting): Start() answers
+//    554 5.5.0 instead of 220 and closes (RFC 5321 §3.1 allows 554 in place of the greeting).
+//  - Relay control at RCPT: see Options::client_may_relay.
+//  - Limits (command line 512 octets §4.5.3.1.4, longer for MAIL and RCPT by what their
+//    parameters add, RFC 3461 §5.4, RFC 4954 §5; AUTH responses 12288, RFC 4954 §4; text line
+//    §4.5.3.1.6, message size RFC 1870, recipients §4.5.3.1.8) are answered with their codes; the
+//    session never grows without bound: command line too long: 500 5.5.2 (the line is skipped);
+//    message too big: 552 5.3.4 (a BDAT chunk: at the chunk that goes over); a text line too
+//    long: 554 5.6.0 (after the final "." or BDAT LAST; the transaction is dropped).
+//  - max_errors refused commands (500-504, 535, 538, 555, refused DATA/BDAT) since the last
+//    stored message: 421 4.7.0 and close.
 // Threading: not thread-safe; lives on the shard that accepted the connection.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -41,15 +54,60 @@ namespace spate::smtp {
 
 struct Path;  // core/smtp/address.h
 
+// RFC 3461 DSN parameters of one recipient (RCPT ... NOTIFY= ORCPT=).
+struct DsnRecipient {
+  uint8_t notify = 0;  // bit set of kNotify*; 0: not given (the default: FAILURE,DELAY)
+  std::string orcpt;   // "rfc822;user@example.com" as given (xtext decoded), or empty
+
+  friend bool operator==(const DsnRecipient&, const DsnRecipient&) = default;
+};
+inline constexpr uint8_t kNotifyNever = 1;
+inline constexpr uint8_t kNotifySuccess = 2;
+inline constexpr uint8_t kNotifyFailure = 4;
+inline constexpr uint8_t kNotifyDelay = 8;
+
 // A message whose data phase completed, ready for the spool.
 struct ReceivedMessage {
   std::string helo;                  // the EHLO/HELO argument
   std::string mail_from;             // the reverse-path without <>; empty for the null sender
   std::vector<std::string> rcpt_to;  // forward-paths without <>, in the order accepted
   std::string body;                  // dot-unstuffed, CRLF line ends, without the final ".CRLF"
+                                     // (headers the session adds, e.g. Received:, included)
   bool body_8bit = false;            // MAIL ... BODY=8BITMIME
+  bool smtputf8 = false;             // MAIL ... SMTPUTF8 (RFC 6531)
+  // RFC 3461 §4.3, §4.4: RET and ENVID of MAIL; NOTIFY/ORCPT per recipient (same order as
+  // rcpt_to). Kept with the message for the DSNs to come.
+  enum class Ret : uint8_t { kUnset, kFull, kHdrs } ret = Ret::kUnset;
+  std::string envid;
+  std::vector<DsnRecipient> dsn;
+  std::string auth_user;  // the authenticated identity (RFC 4954), empty when none
 
   friend bool operator==(const ReceivedMessage&, const ReceivedMessage&) = default;
+};
+
+// What the connection knows of the TLS layer, for the Received: header (RFC 3848 "ESMTPS").
+struct TlsInfo {
+  std::string version;  // "TLSv1.3"
+  std::string cipher;   // "TLS_AES_256_GCM_SHA384"
+
+  friend bool operator==(const TlsInfo&, const TlsInfo&) = default;
+};
+
+// A credential check the session needs before it can answer AUTH (RFC 4954). The glue verifies
+// it (salted hash, constant-time) and calls OnAuthResult().
+struct AuthRequest {
+  std::string mechanism;  // "PLAIN" or "LOGIN"
+  std::string authzid;    // PLAIN's authorization identity; empty when not given
+  std::string user;
+  std::string password;
+
+  friend bool operator==(const AuthRequest&, const AuthRequest&) = default;
+};
+
+// What to do with a bare CR or a bare LF in message text (RFC 5321 §2.3.8 forbids them).
+enum class BareLfPolicy : uint8_t {
+  kReject,     // refuse the message after its end: 550 5.6.0
+  kNormalise,  // store each bare LF and each bare CR as CRLF (it still never ends the data)
 };
 
 class ServerSession {
@@ -61,11 +119,36 @@ class ServerSession {
     size_t max_command_line = 512;       // with CRLF; longer: 500 5.5.2
     size_t max_text_line = 1000;         // with CRLF; longer: message refused, 554 5.6.0
     size_t max_errors = 20;              // bad commands, then 421 4.7.0 and close
+    // RFC 3207: offer STARTTLS (the glue has a certificate). Not offered once in TLS.
+    bool starttls = false;
+    // The connection is TLS from its first byte (port 465 style, RFC 8314).
+    bool implicit_tls = false;
+    // RFC 4954: offer AUTH PLAIN LOGIN; only under TLS unless auth_plaintext.
+    bool auth = false;
+    bool auth_plaintext = false;
+    // Relay control: this client's address is in the configured relay networks. Otherwise only
+    // an authenticated client may relay; recipients in local_domains are accepted from anyone
+    // (others: 550 5.7.1). The recipient's domain (after any source route) is compared exactly,
+    // lower-cased; an address literal is never local. Without relay rights a recipient with '%',
+    // '!' or '@' in its local part is refused (501 5.1.3: no %-hack or bang path).
+    bool client_may_relay = false;
+    std::vector<std::string> local_domains;  // compared lower-cased
+    // For the Received: header (RFC 5321 §4.4).
+    std::string client_address;  // "192.0.2.1" or "IPv6:2001:db8::1"
+    // RFC 5321 §2.3.8: bare CR or LF in message text (DATA or BDAT).
+    BareLfPolicy bare_lf = BareLfPolicy::kReject;
+    // Headers the session adds to each message: Received: first (RFC 5321 §4.4), and Date: and
+    // Message-ID: at the end of the header section when missing (RFC 5322 §3.6).
+    bool add_received = true;
+    bool add_missing_headers = true;
+    // Makes Message-IDs unique across sessions (the glue fills in random letters and digits);
+    // only letters, digits, '-' and '_' of it are used.
+    std::string id_nonce;
   };
-
   explicit ServerSession(Options options);
 
-  // Queues the 220 greeting. Call once, right after the connection is accepted.
+  // Queues the 220 greeting. Call once, right after the connection is accepted (or after the
+  // greeting delay: input fed before Start() makes it answer 554 5.5.0 and close instead).
   void Start();
 
   // Consumes `in`. Input after a completed data phase stays buffered until OnCommitted().
@@ -83,6 +166,28 @@ class ServerSession {
   // The command timeout expired: queues 421 4.4.2 and closes (RFC 5321 §4.5.3.2).
   void OnTimeout();
 
+  // Wall-clock time, for Received:/Date: headers: the glue sets it before Feed() (the session
+  // reads no clock itself).
+  void SetNow(std::chrono::system_clock::time_point now);
+
+  // STARTTLS (RFC 3207 §4.2): once "220 2.0.0 Ready to start TLS" is queued, tls_requested()
+  // is true and everything the client pipelined behind the command has been discarded
+  // (CVE-2011-0411). The glue sends the output in the clear, runs the handshake, then calls
+  // OnTlsStarted(): the session forgets EHLO and any transaction (§4.2) and no longer offers
+  // STARTTLS. If the handshake fails, the glue closes the connection.
+  bool tls_requested() const;
+  void OnTlsStarted(TlsInfo info);
+
+  // With implicit_tls, OnTlsStarted() may be called before Start(): it only records `info`.
+
+  // AUTH (RFC 4954): when the client has sent its credentials, TakeAuthRequest() yields them
+  // once and the session pauses until OnAuthResult(): 235 2.7.0 or 535 5.7.8. Input fed
+  // meanwhile is buffered as is: the reactor should stop reading while awaiting_auth().
+  // The session's identity is AuthRequest::user: the glue refuses an authzid other than it.
+  std::optional<AuthRequest> TakeAuthRequest();
+  void OnAuthResult(bool ok);
+  bool awaiting_auth() const;
+
   // Bytes to send. Empty when there is nothing.
   std::string TakeOutput();
 
@@ -92,12 +197,16 @@ class ServerSession {
  private:
   // The implementation is in server_session.cc; see there for the state machine.
   enum class State : uint8_t {
-    kStart,    // no EHLO/HELO yet
-    kGreeted,  // EHLO/HELO done, no transaction
-    kMail,     // MAIL accepted
-    kRcpt,     // at least one RCPT accepted
-    kData,     // after 354: the input is message text
-    kCommit,   // data phase ended; paused until OnCommitted()
+    kStart,      // no EHLO/HELO yet
+    kGreeted,    // EHLO/HELO done, no transaction
+    kMail,       // MAIL accepted
+    kRcpt,       // at least one RCPT accepted
+    kChunking,   // BDAT chunks accepted, no LAST yet
+    kData,       // after 354: the input is message text
+    kCommit,     // data phase ended; paused until OnCommitted()
+    kBroken,     // DATA or BDAT refused: MAIL, RCPT, DATA, BDAT wait for RSET (or EHLO/HELO)
+    kAuth,       // AUTH sent a 334: the next line is a SASL response
+    kAuthCheck,  // credentials complete; paused until OnAuthResult()
   };
   // Where the data-phase scanner stands. Only CRLF starts a line (RFC 5321 §2.3.8, §4.1.1.4).
   enum class Scan : uint8_t {
@@ -108,15 +217,35 @@ class ServerSession {
     kCr,         // inside a line, the last octet (already stored) was '\r'
   };
 
+  bool Paused() const;
+  bool InTls() const;
+  bool AuthOffered() const;
+  size_t LineLimit(std::string_view line_start) const;
+  void LineTooLong();
   size_t Consume(std::string_view in);
-  size_t ConsumeData(std::string_view in);
+  size_t ScanText(std::string_view in, bool dot_rules);
+  size_t ConsumeChunk(std::string_view in);
+  void BareLf();
+  void BareCr();
   void AppendBody(const char* data, size_t size);
+  void StartBody();
   void EndOfData();
+  void FinishChunk();
+  void AddHeaders(ReceivedMessage& message);
   void HandleCommandLine(std::string_view line);
   void Hello(std::string_view arg, bool extended);
   void Mail(std::string_view arg);
   void Rcpt(std::string_view arg);
   void Data(std::string_view arg);
+  void Bdat(std::string_view arg);
+  void StartTls(std::string_view arg);
+  void Auth(std::string_view arg);
+  void AuthResponse(std::string_view line);
+  void AuthPlain(std::string_view message);
+  void AuthComplete();
+  void AuthFail(std::string_view reply);
+  void RefuseData(std::string_view reply);
+  std::string ReceivedHeader(const ReceivedMessage& message) const;
   bool MayRelayTo(const Path& path) const;
   void Say(std::string_view reply);
   void Refuse(std::string_view reply);
@@ -126,8 +255,22 @@ class ServerSession {
   Options options_;
   State state_ = State::kStart;
   bool closed_ = false;
-  // Unconsumed input. Outside kCommit: the start of a command line, shorter than
-  // max_command_line, with in_off_ == 0. In kCommit: everything fed since, from in_off_ on.
+  bool started_ = false;
+  bool early_input_ = false;    // fed before Start(): a client that does not wait (pregreet)
+  bool ehlo_ = false;           // the greeting was EHLO, not HELO
+  bool tls_requested_ = false;  // 220 to STARTTLS queued; input dropped until OnTlsStarted()
+  bool tls_active_ = false;     // OnTlsStarted() was called
+  TlsInfo tls_info_;
+  bool authenticated_ = false;
+  std::string auth_user_;
+  AuthRequest auth_;            // the exchange in progress (kAuth, kAuthCheck)
+  uint8_t auth_step_ = 0;       // kAuth: which response the 334 asked for (see Auth())
+  bool auth_ready_ = false;     // auth_ is complete and not yet taken
+  std::string auth_candidate_;  // the user of the credentials being checked
+  std::chrono::system_clock::time_point now_{};
+  uint64_t messages_ = 0;  // messages handed out, for Message-IDs
+  // Unconsumed input. Unless paused: the start of a command line, shorter than its limit, with
+  // in_off_ == 0. Paused (kCommit, kAuthCheck): everything fed since, from in_off_ on.
   std::string in_;
   size_t in_off_ = 0;
   bool discarding_ = false;  // skipping the rest of an overlong command line, up to its LF
@@ -142,6 +285,13 @@ class ServerSession {
   size_t data_size_ = 0;  // octets of the (unstuffed) message so far
   bool data_too_big_ = false;
   bool line_too_long_ = false;
+  bool bare_newline_ = false;  // a bare CR or LF was seen (BareLfPolicy::kReject)
+  // BDAT: octets of the current chunk still to read, whether they belong to the transaction
+  // (else they are read and dropped, and `chunk_refusal_` answers), and whether it is the LAST.
+  uint64_t chunk_left_ = 0;
+  uint64_t chunk_size_ = 0;
+  bool chunk_last_ = false;
+  std::string chunk_refusal_;
 };
 
 }  // namespace spate::smtp

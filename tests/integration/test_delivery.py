@@ -579,6 +579,9 @@ class DeliveryTest(unittest.TestCase):
             b"To: dots@dots.test",
             b"Subject: dots",
             b"X-Seq: 4",
+            # Date and Message-ID given, so the only header spate adds is Received: on top.
+            b"Date: Sun, 22 Nov 2026 12:00:00 +0000",
+            b"Message-ID: <dots.4@campaign.test>",
             b"MIME-Version: 1.0",
             b"Content-Type: text/plain; charset=utf-8",
             b"Content-Transfer-Encoding: 8bit",
@@ -600,9 +603,16 @@ class DeliveryTest(unittest.TestCase):
         txns = srv.delivered()
         self.assertEqual(len(txns), 1)
         txn = txns[0]
-        self.assertEqual(txn.body, body, "body after un-stuffing differs from what was sent")
+        # spate's own trace field comes first (RFC 5321 §4.4): a Received: line and its
+        # continuation lines. The rest must be what the client sent, byte for byte.
+        received = re.match(rb"Received: [^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*", txn.body)
+        self.assertIsNotNone(received, "no Received: header first")
+        self.assertIn(b"by spate.test (spate)", received.group(0))
+        self.assertEqual(txn.body[received.end():], body,
+                         "body after un-stuffing differs from what was sent")
         # On the wire: exactly one dot added to every line that starts with one (§4.5.2).
-        self.assertEqual(txn.raw_data, re.sub(rb"(?m)^\.", b"..", body) + b".\r\n")
+        self.assertEqual(txn.raw_data[received.end():],
+                         re.sub(rb"(?m)^\.", b"..", body) + b".\r\n")
         self.assertRegex(txn.mail, r"\bBODY=8BITMIME\b")
         self.assertRegex(txn.mail, r"\bSIZE=\d+\b")
 

@@ -167,6 +167,78 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"<jorg@b\xc3\xbc\x63her.example>", PathKind::kReverse, Errc::kAddressNotAscii},
         InvalidCase{"<\"j\xc3\xb6rg\"@example.com>", PathKind::kForward, Errc::kAddressNotAscii}));
 
+// SMTPUTF8 (RFC 6531 §3.3): well-formed UTF-8 in the local part (atoms and quoted strings) and
+// in domain labels; malformed UTF-8 is bad syntax; address literals stay ASCII.
+struct Utf8Case {
+  std::string input;
+  bool valid;
+  std::string domain = {};  // when valid
+};
+
+void PrintTo(const Utf8Case& c, std::ostream* os) {
+  *os << testing::PrintToString(c.input);
+}
+
+class Utf8PathTest : public testing::TestWithParam<Utf8Case> {};
+
+TEST_P(Utf8PathTest, ParsesWithSmtpUtf8) {
+  const Utf8Case& c = GetParam();
+  Result<Path> path = ParsePath(c.input, PathKind::kForward, /*smtputf8=*/true);
+  if (!c.valid) {
+    ASSERT_FALSE(path) << c.input << " parsed as " << path->mailbox;
+    EXPECT_EQ(path.error(), make_error_code(Errc::kBadAddress));
+    return;
+  }
+  ASSERT_TRUE(path) << c.input << ": " << path.error().message();
+  EXPECT_EQ("<" + path->mailbox + ">", c.input);
+  EXPECT_EQ(path->domain, c.domain);
+  // Without SMTPUTF8 the same path is refused as non-ASCII (or was ASCII all along).
+  Result<Path> ascii = ParsePath(c.input, PathKind::kForward);
+  if (HasNonAscii(c.input)) {
+    ASSERT_FALSE(ascii);
+    EXPECT_EQ(ascii.error(), make_error_code(Errc::kAddressNotAscii));
+  } else {
+    EXPECT_TRUE(ascii);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, Utf8PathTest,
+    testing::Values(
+        Utf8Case{"<j\xc3\xb6rg@example.com>", true, "example.com"},
+        Utf8Case{"<\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.\xe5\x85\xac\xe5\x8f\xb8>",
+                 true, "\xe4\xbe\x8b\xe5\xad\x90.\xe5\x85\xac\xe5\x8f\xb8"},
+        Utf8Case{"<a@B\xc3\x9c"
+                 "CHER.example>",
+                 true,
+                 "b\xc3\x9c"
+                 "cher.example"},  // ASCII lowered
+        Utf8Case{"<\xf0\x9f\x93\xa7.x@x-\xc3\xa9.y>", true, "x-\xc3\xa9.y"},
+        Utf8Case{"<\"\xe2\x82\xac q\"@x.y>", true, "x.y"},
+        Utf8Case{"<\xef\xbf\xbf@x.y>", true, "x.y"},                          // U+FFFF
+        Utf8Case{"<\xf4\x8f\xbf\xbf@x.y>", true, "x.y"},                      // U+10FFFF
+        Utf8Case{"<plain@x.y>", true, "x.y"}, Utf8Case{"<\xc3@x.y>", false},  // truncated
+        Utf8Case{"<\xc3\xc3\xa9@x.y>", false},                            // lead byte without tail
+        Utf8Case{"<\x80@x.y>", false},                                    // lone continuation
+        Utf8Case{"<\xc0\xaf@x.y>", false},                                // overlong "/"
+        Utf8Case{"<\xe0\x80\xaf@x.y>", false},                            // overlong, 3 octets
+        Utf8Case{"<\xf0\x80\x80\xaf@x.y>", false},                        // overlong, 4 octets
+        Utf8Case{"<\xed\xa0\x80@x.y>", false},                            // surrogate U+D800
+        Utf8Case{"<\xf4\x90\x80\x80@x.y>", false},                        // U+110000
+        Utf8Case{"<\xff@x.y>", false}, Utf8Case{"<a@\xc3\xa9->", false},  // label ends in a hyphen
+        Utf8Case{"<a@-\xc3\xa9>", false},                                 // label starts with one
+        Utf8Case{"<a@[IPv6:\xc3\xa9::1]>", false},                        // literals stay ASCII
+        Utf8Case{"<\"\\\xc3\xa9\"@x.y>", false},                          // quoted-pair stays ASCII
+        Utf8Case{"<a@x.y\xc2\xa0>", true,
+                 "x.y\xc2\xa0"}));  // not IDNA-valid, but syntax checks UTF-8 only
+
+TEST(HasNonAsciiTest, LooksForHighOctets) {
+  EXPECT_FALSE(HasNonAscii(""));
+  EXPECT_FALSE(HasNonAscii("plain@x.y\x7f"));
+  EXPECT_TRUE(HasNonAscii("j\xc3\xb6rg"));
+  EXPECT_TRUE(HasNonAscii("\x80"));
+}
+
 TEST(ParsePathPrefixTest, StopsAfterTheClosingBracket) {
   size_t consumed = 0;
   Result<Path> path =

@@ -1,0 +1,236 @@
+// tests/unit/auth_test.cc
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+#include <arpa/inet.h>
+
+#include <gtest/gtest.h>
+
+#include "core/auth/credentials.h"
+#include "core/config.h"
+
+namespace spate::auth {
+namespace {
+
+TEST(CredentialsTest, HashThenVerify) {
+  std::string hash = HashPassword("s3cret pass", 1000);
+  EXPECT_EQ(hash.rfind("$pbkdf2-sha256$1000$", 0), 0u) << hash;
+  EXPECT_EQ(hash.find('='), std::string::npos) << "no base64 padding: " << hash;
+  EXPECT_NE(HashPassword("s3cret pass", 1000), hash) << "a fresh salt every time";
+
+  std::string error;
+  auto store = CredentialStore::Parse("# users\n\nalice:" + hash + "\r\n", &error);
+  ASSERT_TRUE(store) << error;
+  EXPECT_EQ((*store)->size(), 1u);
+  EXPECT_TRUE((*store)->Verify("alice", "s3cret pass"));
+  EXPECT_FALSE((*store)->Verify("alice", "s3cret pas"));
+  EXPECT_FALSE((*store)->Verify("alice", ""));
+  EXPECT_FALSE((*store)->Verify("Alice", "s3cret pass")) << "names match exactly";
+  EXPECT_FALSE((*store)->Verify("bob", "s3cret pass"));
+  EXPECT_FALSE((*store)->Verify("", ""));
+}
+
+// A vector made independently: Python's hashlib.pbkdf2_hmac('sha256', b'password', b'saltsalt',
+// 1000), in standard base64 with padding, and in passlib's adapted alphabet ('.' for '+').
+TEST(CredentialsTest, KnownVectorAndEncodings) {
+  const std::string salt = "c2FsdHNhbHQ=";  // "saltsalt"
+  const std::string hash = "E196ZhRPzw+wA84EjzHwJO1cv/MFJdO6C/sxmUeTYqY=";
+  std::string passlib_hash = hash.substr(0, hash.size() - 1);
+  for (char& c : passlib_hash) {
+    if (c == '+')
+      c = '.';
+  }
+  std::string error;
+  auto store = CredentialStore::Parse("padded:$pbkdf2-sha256$1000$" + salt + "$" + hash +
+                                          "\n"
+                                          "passlib:$pbkdf2-sha256$1000$c2FsdHNhbHQ$" +
+                                          passlib_hash + "\n",
+                                      &error);
+  ASSERT_TRUE(store) << error;
+  EXPECT_TRUE((*store)->Verify("padded", "password"));
+  EXPECT_TRUE((*store)->Verify("passlib", "password"));
+  EXPECT_FALSE((*store)->Verify("padded", "Password"));
+}
+
+TEST(CredentialsTest, BadLinesAreErrorsWithTheLineNumber) {
+  std::string good = "u:" + HashPassword("x", 1000) + "\n";
+  struct Case {
+    std::string text;
+    Errc code;
+    std::string where;
+  } cases[] = {
+      {good + "no colon here\n", Errc::kBadLine, "line 2"},
+      {good + ":" + HashPassword("x", 1000) + "\n", Errc::kBadLine, "line 2"},
+      {"u:plaintextpassword\n", Errc::kBadLine, "line 1"},
+      {"u:$pbkdf2-sha1$1000$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA\n", Errc::kBadLine, "line 1"},
+      {"u:$pbkdf2-sha256$10$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA\n", Errc::kBadLine, "line 1"},
+      {"u:$pbkdf2-sha256$99999999$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA\n", Errc::kBadLine, "line 1"},
+      {"u:$pbkdf2-sha256$1000x$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA\n", Errc::kBadLine, "line 1"},
+      {"u:$pbkdf2-sha256$1000$c2FsdHNhbHQ$AAAA\n", Errc::kBadLine, "line 1"},  // hash too short
+      {"u:$pbkdf2-sha256$1000$!!$AAAAAAAAAAAAAAAAAAAAAA\n", Errc::kBadLine, "line 1"},
+      {"u:$pbkdf2-sha256$1000$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA$x\n", Errc::kBadLine, "line 1"},
+      {"# c\n" + good + good, Errc::kDuplicateUser, "line 3"},
+  };
+  for (const Case& c : cases) {
+    std::string error;
+    auto store = CredentialStore::Parse(c.text, &error);
+    ASSERT_FALSE(store) << c.text;
+    EXPECT_EQ(store.error(), c.code) << c.text;
+    EXPECT_EQ(error.rfind(c.where + ":", 0), 0u) << error;
+    EXPECT_EQ(error.find("plaintextpassword"), std::string::npos) << "lines are not echoed";
+  }
+}
+
+TEST(CredentialsTest, EmptyFileHasNoUsers) {
+  auto store = CredentialStore::Parse("# nobody\n");
+  ASSERT_TRUE(store);
+  EXPECT_EQ((*store)->size(), 0u);
+  EXPECT_FALSE((*store)->Verify("root", ""));
+}
+
+TEST(CredentialsTest, LoadFile) {
+  std::string path = ::testing::TempDir() + "/spate_users_test";
+  {
+    std::ofstream f(path);
+    f << "carol@example.com:" << HashPassword("pw", 1000) << "\n";
+  }
+  std::string error;
+  auto store = CredentialStore::Load(path, &error);
+  ASSERT_TRUE(store) << error;
+  EXPECT_TRUE((*store)->Verify("carol@example.com", "pw"));
+  std::remove(path.c_str());
+
+  store = CredentialStore::Load(path, &error);
+  ASSERT_FALSE(store);
+  EXPECT_EQ(store.error(), Errc::kUnreadable);
+  EXPECT_NE(error.find(path), std::string::npos) << error;
+}
+
+// An unknown user costs a PBKDF2 like a known one. Timing tests are noisy, so this only checks
+// the gross property: an unknown user is not answered in a small fraction of a known one's time.
+TEST(CredentialsTest, UnknownUserCostsLikeAKnownOne) {
+  auto store = CredentialStore::Parse("known:" + HashPassword("pw", 50000) + "\n");
+  ASSERT_TRUE(store);
+  auto time = [&](const char* user) {
+    auto best = std::chrono::nanoseconds::max();
+    for (int i = 0; i < 5; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      EXPECT_FALSE((*store)->Verify(user, "wrong"));
+      best = std::min(best, std::chrono::steady_clock::now() - start);
+    }
+    return best;
+  };
+  auto known = time("known");
+  auto unknown = time("unknown");
+  EXPECT_GT(unknown * 2, known) << "unknown " << unknown.count() << "ns, known " << known.count();
+  EXPECT_GT(known * 2, unknown) << "unknown " << unknown.count() << "ns, known " << known.count();
+}
+
+// Relay control: [server] relay_networks entries and the peer addresses they match.
+sockaddr_storage Addr(const char* text) {
+  sockaddr_storage ss{};
+  if (inet_pton(AF_INET, text, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr) == 1) {
+    ss.ss_family = AF_INET;
+  } else {
+    EXPECT_EQ(inet_pton(AF_INET6, text, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr), 1);
+    ss.ss_family = AF_INET6;
+  }
+  return ss;
+}
+
+TEST(RelayNetworksTest, Contains) {
+  struct Case {
+    const char* network;
+    const char* addr;
+    bool in;
+  } cases[] = {
+      {"127.0.0.0/8", "127.0.0.1", true},
+      {"127.0.0.0/8", "127.255.1.2", true},
+      {"127.0.0.0/8", "128.0.0.1", false},
+      {"127.0.0.0/8", "::ffff:127.0.0.1", true},  // dual-stack listener
+      {"127.0.0.0/8", "::1", false},
+      {"10.255.255.0/24", "127.0.0.1", false},
+      {"10.255.255.0/24", "10.255.255.77", true},
+      {"10.255.255.0/24", "10.255.254.77", false},
+      {"192.0.2.1", "192.0.2.1", true},  // a bare address is a /32
+      {"192.0.2.1", "192.0.2.2", false},
+      {"10.1.2.3/8", "10.200.0.1", true},  // host bits are ignored
+      {"0.0.0.0/0", "203.0.113.9", true},
+      {"0.0.0.0/0", "2001:db8::1", false},
+      {"192.0.2.0/25", "192.0.2.127", true},
+      {"192.0.2.0/25", "192.0.2.128", false},
+      {"::1/128", "::1", true},
+      {"::1/128", "::2", false},
+      {"::1/128", "127.0.0.1", false},
+      {"2001:db8::/32", "2001:db8:ffff::1", true},
+      {"2001:db8::/32", "2001:db9::1", false},
+      {"2001:db8::/33", "2001:db8:7fff::1", true},
+      {"2001:db8::/33", "2001:db8:8000::1", false},
+      {"::/0", "2001:db8::1", true},
+  };
+  for (const Case& c : cases) {
+    auto n = ParseNetwork(c.network);
+    ASSERT_TRUE(n) << c.network;
+    EXPECT_EQ(n->Contains(Addr(c.addr)), c.in) << c.network << " " << c.addr;
+  }
+}
+
+TEST(RelayNetworksTest, BadEntries) {
+  for (const char* bad : {"", "/8", "127.0.0.0/", "127.0.0.0/33", "::1/129", "127.0.0.0/8x",
+                          "127.0.0.0/-1", "localhost", "127.0.0/8", "1.2.3.4/ 8", "::1/1280"}) {
+    EXPECT_FALSE(ParseNetwork(bad)) << bad;
+  }
+}
+
+TEST(RelayNetworksTest, Config) {
+  std::string error;
+  auto c = ParseConfig(
+      "[server]\nrelay_networks = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n"
+      "local_domains = [\"Example.COM\"]\n",
+      &error);
+  ASSERT_TRUE(c) << error;
+  ASSERT_EQ(c->relay_networks.size(), 2u);
+  EXPECT_EQ(c->relay_networks[1].text, "2001:db8::/32");
+  EXPECT_EQ(c->local_domains, std::vector<std::string>{"example.com"});
+
+  c = ParseConfig("", &error);  // the defaults: loopback only
+  ASSERT_TRUE(c) << error;
+  ASSERT_EQ(c->relay_networks.size(), 2u);
+  EXPECT_EQ(c->relay_networks[0].text, "127.0.0.0/8");
+  EXPECT_EQ(c->relay_networks[1].text, "::1/128");
+
+  c = ParseConfig("[server]\nrelay_networks = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n", &error);
+  ASSERT_FALSE(c);
+  EXPECT_NE(error.find("[server] relay_networks: \"10.0.0.0/40\""), std::string::npos) << error;
+  c = ParseConfig("[server]\nrelay_networks = \"10.0.0.0/8\"\n", &error);
+  ASSERT_FALSE(c);
+  EXPECT_NE(error.find("array"), std::string::npos) << error;
+}
+
+TEST(RelayNetworksTest, TlsAndAuthSettingsGoTogether) {
+  std::string error;
+  EXPECT_FALSE(ParseConfig("[tls]\ncertificate = \"a.crt\"\n", &error));
+  EXPECT_NE(error.find("[tls]"), std::string::npos) << error;
+  EXPECT_FALSE(ParseConfig("[server]\nimplicit_tls_listen = \"127.0.0.1:0\"\n", &error));
+  EXPECT_NE(error.find("implicit_tls_listen"), std::string::npos) << error;
+  EXPECT_FALSE(ParseConfig("[auth]\nusers_file = \"users\"\n", &error));
+  EXPECT_NE(error.find("[auth] users_file"), std::string::npos) << error;
+  auto c = ParseConfig("[auth]\nusers_file = \"users\"\nplaintext = true\n", &error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->auth_max_failures, 5u);
+  EXPECT_EQ(c->auth_failure_window.count(), 600);
+  c = ParseConfig(
+      "[server]\nimplicit_tls_listen = \"127.0.0.1:4650\"\n"
+      "[tls]\ncertificate = \"a.crt\"\nkey = \"a.key\"\nhandshake_timeout = \"10s\"\n"
+      "[auth]\nusers_file = \"users\"\nmax_failures = 3\nfailure_window = \"1m\"\n",
+      &error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->implicit_tls_listen.text, "127.0.0.1:4650");
+  EXPECT_EQ(c->tls_handshake_timeout.count(), 10);
+  EXPECT_EQ(c->auth_max_failures, 3u);
+  EXPECT_FALSE(ParseConfig("[auth]\nusers = \"users\"\n", &error)) << "unknown key";
+}
+
+}  // namespace
+}  // namespace spate::auth

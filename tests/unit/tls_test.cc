@@ -1,0 +1,247 @@
+// tests/unit/tls_test.cc
+//
+// TlsSession pumped against TlsSession in memory: a server on tests/data/spate.test.{crt,key},
+// a client context (made here) that trusts that certificate.
+#include "core/tls/tls.h"
+
+#include <random>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <openssl/ssl.h>
+
+namespace spate::tls {
+namespace {
+
+const std::string kData = SPATE_TEST_DATA_DIR;
+const std::string kCert = kData + "/spate.test.crt";
+const std::string kKey = kData + "/spate.test.key";
+
+std::unique_ptr<TlsContext> Server() {
+  std::string error;
+  auto ctx = TlsContext::CreateServer(kCert, kKey, &error);
+  EXPECT_TRUE(ctx) << error;
+  return std::move(ctx).value();
+}
+
+// A client that verifies the server against the test certificate. `max_version` 0: default.
+std::unique_ptr<TlsContext> Client(uint16_t max_version = 0) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_method());
+  EXPECT_EQ(SSL_CTX_load_verify_locations(ctx, kCert.c_str(), nullptr), 1);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  if (max_version != 0) {
+    SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, max_version);
+  }
+  return TlsContext::Adopt(ctx, /*server=*/false);
+}
+
+// Moves ciphertext both ways until neither side has anything to send. `split` > 0 feeds in
+// pieces of at most that many bytes. Returns false when a side failed.
+bool Pump(TlsSession& client, TlsSession& server, std::string* client_plain,
+          std::string* server_plain, size_t split = 0) {
+  for (int round = 0; round < 10000; ++round) {
+    std::string to_server = client.TakeCiphertext();
+    std::string to_client = server.TakeCiphertext();
+    if (to_server.empty() && to_client.empty())
+      return !client.failed() && !server.failed();
+    auto feed = [split](TlsSession& s, std::string_view bytes, std::string* plain) {
+      size_t step = split == 0 ? bytes.size() : split;
+      for (size_t i = 0; i < bytes.size(); i += step) {
+        if (!s.FeedCiphertext(bytes.substr(i, step), plain))
+          return false;
+      }
+      return true;
+    };
+    if (!feed(server, to_server, server_plain) || !feed(client, to_client, client_plain)) {
+      // Let the failing side's alert reach the other, as the glue would before closing.
+      std::string alert = server.TakeCiphertext();
+      if (!alert.empty())
+        (void)client.FeedCiphertext(alert, client_plain);
+      alert = client.TakeCiphertext();
+      if (!alert.empty())
+        (void)server.FeedCiphertext(alert, server_plain);
+      return false;
+    }
+  }
+  ADD_FAILURE() << "no quiescence";
+  return false;
+}
+
+TEST(TlsTest, HandshakeTls13) {
+  auto server_ctx = Server();
+  auto client_ctx = Client();
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx);
+  EXPECT_FALSE(server.handshake_done());
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp)) << server.failure() << client.failure();
+  EXPECT_TRUE(server.handshake_done());
+  EXPECT_TRUE(client.handshake_done());
+  EXPECT_EQ(server.version(), "TLSv1.3");
+  EXPECT_EQ(server.cipher().rfind("TLS_", 0), 0u) << server.cipher();
+  EXPECT_EQ(server.cipher(), client.cipher());
+  EXPECT_TRUE(cp.empty());
+  EXPECT_TRUE(sp.empty());
+  EXPECT_FALSE(server.failed());
+  EXPECT_TRUE(server.failure().empty());
+}
+
+TEST(TlsTest, HandshakeByteByByte) {
+  auto server_ctx = Server();
+  auto client_ctx = Client();
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx);
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp, /*split=*/1)) << server.failure();
+  ASSERT_TRUE(client.Write("EHLO client.test\r\n"));
+  ASSERT_TRUE(Pump(client, server, &cp, &sp, /*split=*/1));
+  EXPECT_EQ(sp, "EHLO client.test\r\n");
+}
+
+TEST(TlsTest, Tls12IsAccepted) {
+  auto server_ctx = Server();
+  auto client_ctx = Client(TLS1_2_VERSION);
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx);
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp)) << server.failure();
+  EXPECT_EQ(server.version(), "TLSv1.2");
+  EXPECT_NE(server.cipher().find("ECDHE_ECDSA"), std::string::npos) << server.cipher();
+}
+
+TEST(TlsTest, Tls11IsRefused) {
+  auto server_ctx = Server();
+  auto client_ctx = Client(TLS1_1_VERSION);
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx);
+  std::string cp, sp;
+  EXPECT_FALSE(Pump(client, server, &cp, &sp));
+  EXPECT_TRUE(server.failed());
+  EXPECT_FALSE(server.handshake_done());
+  EXPECT_NE(server.failure().find("UNSUPPORTED_PROTOCOL"), std::string::npos) << server.failure();
+  EXPECT_TRUE(client.failed()) << "the server's alert reached the client";
+}
+
+TEST(TlsTest, MegabyteEachWayInRandomSplits) {
+  auto server_ctx = Server();
+  auto client_ctx = Client();
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx);
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp));
+
+  std::mt19937 rng(42);
+  std::string up(1 << 20, '\0'), down(1 << 20, '\0');
+  for (char& c : up)
+    c = static_cast<char>(rng());
+  for (char& c : down)
+    c = static_cast<char>(rng());
+  // Written in uneven pieces, delivered in uneven pieces.
+  for (size_t i = 0; i < up.size();) {
+    size_t n = std::min<size_t>(up.size() - i, 1 + rng() % 70000);
+    ASSERT_TRUE(client.Write(std::string_view(up).substr(i, n)));
+    ASSERT_TRUE(server.Write(std::string_view(down).substr(i, n)));
+    i += n;
+  }
+  std::string to_server = client.TakeCiphertext();
+  std::string to_client = server.TakeCiphertext();
+  EXPECT_GT(to_server.size(), up.size());
+  for (size_t i = 0; i < to_server.size();) {
+    size_t n = std::min<size_t>(to_server.size() - i, 1 + rng() % 40000);
+    ASSERT_TRUE(server.FeedCiphertext(std::string_view(to_server).substr(i, n), &sp));
+    i += n;
+  }
+  for (size_t i = 0; i < to_client.size();) {
+    size_t n = std::min<size_t>(to_client.size() - i, 1 + rng() % 40000);
+    ASSERT_TRUE(client.FeedCiphertext(std::string_view(to_client).substr(i, n), &cp));
+    i += n;
+  }
+  ASSERT_TRUE(Pump(client, server, &cp, &sp));
+  EXPECT_TRUE(sp == up) << sp.size();
+  EXPECT_TRUE(cp == down) << cp.size();
+}
+
+TEST(TlsTest, WriteBeforeHandshakeIsSentAfterIt) {
+  auto server_ctx = Server();
+  auto client_ctx = Client();
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx);
+  // Implicit TLS: the greeting is written before the handshake is done.
+  ASSERT_TRUE(server.Write("220 spate.test ESMTP\r\n"));
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp));
+  EXPECT_EQ(cp, "220 spate.test ESMTP\r\n");
+}
+
+TEST(TlsTest, GarbageFailsTheHandshake) {
+  auto server_ctx = Server();
+  TlsSession server(*server_ctx);
+  std::string plain;
+  auto r = server.FeedCiphertext("EHLO client.test\r\n", &plain);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), Errc::kHandshake);
+  EXPECT_TRUE(server.failed());
+  EXPECT_FALSE(server.handshake_done());
+  EXPECT_FALSE(server.failure().empty());
+  EXPECT_TRUE(plain.empty());
+  // Failed for good: later input is refused the same way, and nothing can be written.
+  EXPECT_EQ(server.FeedCiphertext("\x16\x03\x01", &plain).error(), Errc::kHandshake);
+  EXPECT_FALSE(server.Write("250 ok\r\n"));
+  EXPECT_EQ(server.version(), "");
+}
+
+TEST(TlsTest, GarbageAfterTheHandshakeIsAProtocolError) {
+  auto server_ctx = Server();
+  auto client_ctx = Client();
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx);
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp));
+  // A plaintext command injected after the handshake (as if by a man in the middle).
+  auto r = server.FeedCiphertext("RSET\r\n", &sp);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), Errc::kProtocol);
+  EXPECT_TRUE(sp.empty());
+}
+
+TEST(TlsTest, CloseNotify) {
+  auto server_ctx = Server();
+  auto client_ctx = Client();
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx);
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp));
+  ASSERT_TRUE(client.Write("QUIT\r\n"));
+  client.Shutdown();
+  EXPECT_FALSE(client.Write("more"));
+  ASSERT_TRUE(Pump(client, server, &cp, &sp));
+  EXPECT_EQ(sp, "QUIT\r\n");
+  EXPECT_TRUE(server.peer_closed());
+}
+
+TEST(TlsTest, ContextErrorsNameTheFile) {
+  std::string error;
+  auto r = TlsContext::CreateServer(kData + "/missing.crt", kKey, &error);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), Errc::kCertificateFile);
+  EXPECT_NE(error.find("missing.crt"), std::string::npos) << error;
+
+  r = TlsContext::CreateServer(kKey, kKey, &error);  // a key is not a certificate
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), Errc::kCertificateFile);
+
+  r = TlsContext::CreateServer(kCert, kData + "/missing.key", &error);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), Errc::kKeyFile);
+  EXPECT_NE(error.find("missing.key"), std::string::npos) << error;
+
+  r = TlsContext::CreateServer(kCert, kData + "/other.key", &error);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), Errc::kKeyMismatch);
+  EXPECT_NE(error.find("other.key"), std::string::npos) << error;
+  EXPECT_EQ(r.error().message(), "the TLS private key does not match the certificate");
+}
+
+}  // namespace
+}  // namespace spate::tls
