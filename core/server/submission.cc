@@ -412,15 +412,43 @@ bool SubmissionServer::RecordAuthFailure(const std::string& client) {
   return f.count >= config_.auth_max_failures;
 }
 
+queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received) {
+  queue::NewMessage m;
+  m.mail_from = std::move(received.mail_from);
+  m.rcpt_to = std::move(received.rcpt_to);
+  m.body = std::move(received.body);
+  m.body_8bit = received.body_8bit;
+  m.smtputf8 = received.smtputf8;
+  switch (received.ret) {
+    case smtp::ReceivedMessage::Ret::kUnset:
+      m.ret = 0;
+      break;
+    case smtp::ReceivedMessage::Ret::kFull:
+      m.ret = 1;
+      break;
+    case smtp::ReceivedMessage::Ret::kHdrs:
+      m.ret = 2;
+      break;
+  }
+  m.envid = std::move(received.envid);
+  m.auth_user = std::move(received.auth_user);
+  // Only messages that carried any DSN parameter store them per recipient.
+  bool any = std::any_of(received.dsn.begin(), received.dsn.end(), [](const smtp::DsnRecipient& d) {
+    return d.notify != 0 || !d.orcpt.empty();
+  });
+  if (any) {
+    m.dsn.reserve(received.dsn.size());
+    for (smtp::DsnRecipient& d : received.dsn)
+      m.dsn.push_back({d.notify, std::move(d.orcpt)});
+  }
+  return m;
+}
+
 void SubmissionServer::Commit(ServerConnection& conn) {
   std::optional<smtp::ReceivedMessage> received = conn.session().TakeMessage();
   if (!received)
     return;  // already handed over; waiting for its commit
-  queue::NewMessage message;
-  message.mail_from = std::move(received->mail_from);
-  message.rcpt_to = std::move(received->rcpt_to);
-  message.body = std::move(received->body);
-  message.body_8bit = received->body_8bit;
+  queue::NewMessage message = ToSpoolMessage(std::move(*received));
   uint64_t conn_id = conn.id();
   Shard* shard = &shard_;
   spool_.Accept(std::move(message),

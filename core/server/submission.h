@@ -33,6 +33,7 @@
 
 #include "core/config.h"
 #include "core/shard.h"
+#include "core/smtp/server_session.h"
 #include "core/stats.h"
 #include "queue/spool.h"
 
@@ -102,5 +103,9 @@ class SubmissionServer : public Service {
   uint64_t next_conn_id_ = 1;
   std::unordered_map<uint64_t, ServerConnection*> conns_;
 };
+
+// The spool's form of a received message: everything it must keep, DSN parameters included
+// (RFC 3461 §4: they travel with the message until its notices are sent).
+queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received);
 
 }  // namespace spate::server
