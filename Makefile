@@ -3,10 +3,13 @@
 #   ./deploy/install-deps.sh && make test    build, then run the whole test suite (ctest)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZERS    := server_session address reply_parser client_session
 JOBS       ?= 2
 ARGS       ?=
 
-.PHONY: all build run test asan-test format clean
+.PHONY: all build run test asan-test fuzz fuzz-build micro-bench format clean
 
 all: build
 
@@ -26,8 +29,29 @@ asan-test:
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 
+# libFuzzer targets (clang-14; tests/fuzz/README.md). `make fuzz` runs each for FUZZ_SECONDS
+# (make fuzz FUZZ_SECONDS=600). The committed corpus is read, never written: new inputs go to
+# $(FUZZ_BUILD)/corpus/<target>, crashes to $(FUZZ_BUILD)/artifacts/<target>/ and stop the run.
+fuzz-build:
+	cmake --preset fuzz -B $(FUZZ_BUILD) >/dev/null
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/artifacts/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  ./$(FUZZ_BUILD)/tests/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -dict=tests/fuzz/smtp.dict -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t/ \
+	    $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t; \
+	done
+
+# Google Benchmark micro-benchmarks of the hot paths (bench/micro; not part of the tests).
+micro-bench: build
+	./$(BUILD)/bench/micro/micro_bench
+
 format:
 	git ls-files '*.h' '*.cc' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
