@@ -208,6 +208,10 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   c.max_message_size = 50 << 20;
   c.max_recipients = 100;
   c.command_timeout = Seconds(300);
+  c.server_max_connections = 10000;
+  c.max_connections_per_client = 100;
+  c.min_data_rate = 1024;
+  c.data_rate_grace = Seconds(30);
   c.spool_path = "./var/spool";
   c.metrics_max_domains = 1000;
   c.max_connections = 16;
@@ -231,6 +235,11 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   server.Unsigned("max_message_size", &c.max_message_size, 1024, int64_t{1} << 40);
   server.Unsigned("max_recipients", &c.max_recipients, 1, 1000000);
   server.Duration("command_timeout", &c.command_timeout);
+  server.Unsigned("max_connections", &c.server_max_connections, 1, 10000000);
+  server.Unsigned("max_connections_per_client", &c.max_connections_per_client, 0, 10000000);
+  server.Unsigned("min_data_rate", &c.min_data_rate, 0, int64_t{1} << 30);
+  server.Duration("data_rate_grace", &c.data_rate_grace);
+  server.Duration("greeting_delay", &c.greeting_delay);
   server.String("implicit_tls_listen", &implicit_tls_listen);
   server.StringList("relay_networks", &relay_networks);
   server.StringList("local_domains", &c.local_domains);

@@ -48,6 +48,21 @@ struct Config {
   size_t max_message_size = 0;  // octets; SIZE (RFC 1870)
   size_t max_recipients = 0;    // per message
   Seconds command_timeout{};    // RFC 5321 §4.5.3.2.7
+  // [server] connection limits, checked at accept; over them a client gets 421 4.7.0 and is
+  // closed before any session exists. max_connections is split across shards (each takes
+  // ceil(max_connections / shards), no shared state); max_connections_per_client is exact
+  // across shards (one table shared by all, locked at accept and close only) and counts an
+  // IPv6 client per /64; 0: no per-client limit.
+  unsigned server_max_connections = 0;
+  unsigned max_connections_per_client = 0;
+  // [server] slow clients: once data_rate_grace has passed in the data phase (DATA or BDAT),
+  // the average rate since it began must be at least min_data_rate octets/s, or 421 4.4.2 and
+  // close. 0: no minimum.
+  size_t min_data_rate = 0;
+  Seconds data_rate_grace{};
+  // [server] the greeting waits this long; a client that talks first gets 554 5.5.0 and is
+  // closed (RFC 5321 §3.1; Postfix postscreen's pregreet test). 0: greet at once.
+  Seconds greeting_delay{};
   // [server] implicit TLS (RFC 8314 §3.3): a second listener per shard; empty text: none.
   Endpoint implicit_tls_listen;
   // [server] relay control: clients in these networks may send to any domain; others only to

@@ -214,7 +214,9 @@ int Run(int argc, char** argv) {
     }
     users = std::move(store).value();
   }
-  server::Security security{tls_context.get(), users.get()};
+  // [server] max_connections_per_client, counted across all shards (core/server/submission.h).
+  server::ClientConnections client_connections(config.max_connections_per_client);
+  server::Security security{tls_context.get(), users.get(), &client_connections};
   if (flags.check) {
     std::printf("configuration ok\n");
     return 0;

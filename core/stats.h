@@ -61,6 +61,7 @@ class ShardStats {
   Counter messages_received;  // messages acknowledged with 250 (durable)
   Counter recipients_received;
   Counter connections_accepted;
+  Counter connections_refused;  // over [server] max_connections(_per_client): 421 at accept
   Gauge connections_inbound;
   Counter spool_commits;  // commit batches this shard's messages went out in
   Counter rejected_commands;

@@ -37,7 +37,7 @@ class ShardCollector : public prometheus::Collectable {
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     using prometheus::MetricType;
-    uint64_t received = 0, rcpts = 0, accepted_conns = 0;
+    uint64_t received = 0, rcpts = 0, accepted_conns = 0, refused_conns = 0;
     int64_t inbound = 0;
     struct Sums {
       uint64_t delivered = 0, deferred = 0, failed = 0;
@@ -48,6 +48,7 @@ class ShardCollector : public prometheus::Collectable {
       received += s->messages_received.Get();
       rcpts += s->recipients_received.Get();
       accepted_conns += s->connections_accepted.Get();
+      refused_conns += s->connections_refused.Get();
       inbound += s->connections_inbound.Get();
       s->ForEachDomain([&](const DomainStats& d) {
         Sums& sum = domains[d.domain];  // "other" may exist on several shards: summed
@@ -71,6 +72,9 @@ class ShardCollector : public prometheus::Collectable {
            MetricType::Counter, static_cast<double>(rcpts));
     scalar("spate_connections_accepted_total", "Submission connections accepted.",
            MetricType::Counter, static_cast<double>(accepted_conns));
+    scalar("spate_connections_refused_total",
+           "Submission connections turned away at accept (over a connection limit).",
+           MetricType::Counter, static_cast<double>(refused_conns));
     scalar("spate_inbound_connections", "Submission connections open now.", MetricType::Gauge,
            static_cast<double>(inbound));
     scalar("spate_shards", "Reactor shards running.", MetricType::Gauge,

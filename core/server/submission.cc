@@ -9,6 +9,7 @@
 #include <openssl/rand.h>
 
 #include "core/auth/credentials.h"
+#include "core/check.h"
 #include "core/connection.h"
 #include "core/log.h"
 #include "core/smtp/server_session.h"
@@ -39,9 +40,10 @@ std::string ClientAddress(const sockaddr_storage& peer) {
   return "unknown";
 }
 
-// The key AUTH failures are counted under: the IPv4 address, or the /64 of an IPv6 address (one
-// IPv6 host usually has a whole /64 to pick addresses from).
-std::string FailureKey(const sockaddr_storage& peer) {
+// The key a client is counted under, for AUTH failures and connection limits: the IPv4
+// address, or the /64 of an IPv6 address (one IPv6 host usually has a whole /64 to pick
+// addresses from).
+std::string ClientKey(const sockaddr_storage& peer) {
   if (peer.ss_family == AF_INET6) {
     in6_addr a = reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr;
     if (!IN6_IS_ADDR_V4MAPPED(&a)) {
@@ -66,7 +68,33 @@ std::string Printable(std::string_view s) {
 // if that is not enough, an arbitrary one (an attacker with many addresses only loses memory
 // of some of them).
 constexpr size_t kMaxAuthFailureEntries = 65536;
+
+// How often, at most, a connection in the data phase looks at its data rate again.
+constexpr auto kDataRateRecheck = std::chrono::seconds(1);
+
+template <typename D>
+Clock::duration ToClock(D d) {
+  return std::chrono::duration_cast<Clock::duration>(d);
+}
 }  // namespace
+
+bool ClientConnections::TryAdd(const std::string& client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  unsigned& open = open_[client];
+  // Refused only with open > 0: an entry is never left at 0.
+  if (max_per_client_ != 0 && open >= max_per_client_)
+    return false;
+  ++open;
+  return true;
+}
+
+void ClientConnections::Remove(const std::string& client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = open_.find(client);
+  SPATE_CHECK(it != open_.end() && it->second > 0);
+  if (--it->second == 0)
+    open_.erase(it);
+}
 
 class ServerConnection final : public Connection {
  public:
@@ -77,22 +105,27 @@ class ServerConnection final : public Connection {
         id_(id),
         implicit_tls_(implicit_tls),
         client_address_(ClientAddress(peer)),
-        failure_key_(FailureKey(peer)),
+        client_key_(ClientKey(peer)),
         session_(Options(server, peer, implicit_tls, client_address_)) {}
 
   void Start() {
     server_.conns_.emplace(id_, this);
     server_.stats_.connections_accepted.Add();
     server_.stats_.connections_inbound.Add(1);
-    session_.SetNow(std::chrono::system_clock::now());
+    last_activity_ = reactor().now();
     if (implicit_tls_) {
       StartTls();  // the session starts, and greets, once the handshake is done
+    } else if (server_.config_.greeting_delay.count() > 0) {
+      // Input meanwhile is read and only noted by the session (a pregreet): 554 at Greet().
+      greeting_timer_ =
+          reactor().AddTimer(last_activity_ + ToClock(server_.config_.greeting_delay), [this] {
+            greeting_timer_ = {};
+            Greet();
+          });
     } else {
-      session_.Start();
-      Flush();
+      Greet();
     }
     StartReading();
-    last_activity_ = reactor().now();
     ArmTimer(last_activity_ + Timeout());
   }
 
@@ -143,7 +176,10 @@ class ServerConnection final : public Connection {
   void OnClosed(int /*error*/) noexcept override {
     reactor().CancelTimer(timer_);
     reactor().CancelTimer(handshake_timer_);
+    reactor().CancelTimer(greeting_timer_);
+    reactor().CancelTimer(rate_timer_);
     server_.conns_.erase(id_);
+    server_.clients_->Remove(client_key_);
     server_.stats_.connections_inbound.Add(-1);
   }
 
@@ -177,12 +213,75 @@ class ServerConnection final : public Connection {
     return std::chrono::duration_cast<Clock::duration>(server_.config_.command_timeout);
   }
 
+  // The 220, or the 554 to a client that talked before it (then the connection closes).
+  void Greet() {
+    session_.SetNow(std::chrono::system_clock::now());
+    session_.Start();
+    Flush();
+    if (session_.closed()) {
+      SPATE_LOG(kInfo, "pregreet: client=%s talked before the greeting; closing",
+                client_address_.c_str());
+      CloseGracefully();
+    }
+  }
+
   void FeedSession(std::string_view plain) {
     session_.SetNow(std::chrono::system_clock::now());
     // The whole chunk goes in at once: if it holds STARTTLS, the session drops whatever follows
     // it (CVE-2011-0411), so nothing of this chunk is left to leak into the TLS stream.
     session_.Feed(plain);
+    TrackDataPhase(plain.size());
     Process();
+  }
+
+  // [server] min_data_rate. Called after every step of the session: the data phase may also
+  // begin in input that was held back and resumed by a commit or an AUTH verdict. It is timed
+  // from the chunk that starts it, and every chunk received in it counts (with the command that
+  // started it: a line, next to the minimum).
+  void TrackDataPhase(size_t octets) {
+    if (server_.config_.min_data_rate == 0)
+      return;
+    const bool in_data = session_.in_data();
+    if (in_data && !data_phase_) {
+      data_started_ = reactor().now();
+      data_octets_ = 0;
+      ArmRateTimer(data_started_ + ToClock(server_.config_.data_rate_grace));
+    } else if (!in_data && data_phase_) {
+      reactor().CancelTimer(rate_timer_);
+    }
+    if (in_data || data_phase_)
+      data_octets_ += octets;
+    data_phase_ = in_data;
+  }
+
+  void ArmRateTimer(Clock::time_point at) {
+    rate_timer_ = reactor().AddTimer(at, [this] {
+      rate_timer_ = {};
+      CheckDataRate();
+    });
+  }
+
+  // The average since the data phase began, after the grace. It can only fall under the minimum
+  // once the time passed exceeds octets / min_data_rate, so that is when to look again (at most
+  // once per kDataRateRecheck).
+  void CheckDataRate() {
+    if (!data_phase_ || closing())
+      return;
+    const Clock::time_point now = reactor().now();
+    const double rate = static_cast<double>(server_.config_.min_data_rate);
+    const Clock::duration earned = ToClock(Seconds(static_cast<double>(data_octets_) / rate));
+    if (now - data_started_ <= earned) {
+      ArmRateTimer(std::max(data_started_ + earned, now + kDataRateRecheck));
+      return;
+    }
+    const double elapsed = std::chrono::duration<double>(now - data_started_).count();
+    SPATE_LOG(kInfo, "data rate too low: client=%s %llu octets in %.1fs; closing",
+              client_address_.c_str(), static_cast<unsigned long long>(data_octets_), elapsed);
+    Flush();
+    // RFC 5321 §3.8: a server that must end a session answers 421 and closes; RFC 3463 X.4.2
+    // "bad connection".
+    Write("421 4.4.2 " + server_.config_.hostname + " Error: data rate too low\r\n");
+    CloseGracefully();
   }
 
   void Process() {
@@ -192,6 +291,7 @@ class ServerConnection final : public Connection {
       if (!Authenticate(*request))
         return;  // closing
     }
+    TrackDataPhase(0);
     if (!tls_ && session_.tls_requested()) {
       Flush();  // "220 2.0.0 Ready to start TLS", in the clear
       if (server_.security_.tls == nullptr) {
@@ -219,7 +319,7 @@ class ServerConnection final : public Connection {
 
   // Verifies one AUTH request. False when the connection is closing instead.
   bool Authenticate(const smtp::AuthRequest& request) {
-    if (server_.AuthBlocked(failure_key_)) {
+    if (server_.AuthBlocked(client_key_)) {
       TooManyFailures();
       return false;
     }
@@ -234,7 +334,7 @@ class ServerConnection final : public Connection {
               Printable(request.mechanism).c_str(), Printable(request.user).c_str(),
               client_address_.c_str());
     session_.SetNow(std::chrono::system_clock::now());
-    if (!ok && server_.RecordAuthFailure(failure_key_)) {
+    if (!ok && server_.RecordAuthFailure(client_key_)) {
       session_.OnAuthResult(false);  // 535 5.7.8 first, then the 421
       Flush();
       TooManyFailures();
@@ -247,7 +347,7 @@ class ServerConnection final : public Connection {
   // The session has no way to say this 421 itself (its 421s are for errors and timeouts), so
   // the glue writes it, after whatever the session had queued, and closes.
   void TooManyFailures() {
-    SPATE_LOG(kWarn, "auth: too many failures from %s; closing", failure_key_.c_str());
+    SPATE_LOG(kWarn, "auth: too many failures from %s; closing", client_key_.c_str());
     Flush();
     Write("421 4.7.0 " + server_.config_.hostname + " Too many authentication failures\r\n");
     CloseGracefully();
@@ -316,13 +416,20 @@ class ServerConnection final : public Connection {
   uint64_t id_;
   bool implicit_tls_;
   std::string client_address_;  // "192.0.2.1" or "IPv6:2001:db8::1"
-  std::string failure_key_;     // where AUTH failures are counted
+  std::string client_key_;      // where AUTH failures and connections are counted
   smtp::ServerSession session_;
   std::unique_ptr<tls::TlsSession> tls_;  // set from STARTTLS (or accept, implicit TLS) on
   bool tls_reported_ = false;             // OnTlsStarted() was called
   Clock::time_point last_activity_{};
   Reactor::TimerId timer_;
   Reactor::TimerId handshake_timer_;
+  Reactor::TimerId greeting_timer_;  // [server] greeting_delay
+  // [server] min_data_rate: whether the session is in a data phase, when it began, and what it
+  // received since.
+  bool data_phase_ = false;
+  Clock::time_point data_started_{};
+  uint64_t data_octets_ = 0;
+  Reactor::TimerId rate_timer_;
 };
 
 SubmissionServer::SubmissionServer(Shard& shard, const Config& config, queue::Spool& spool,
@@ -333,7 +440,13 @@ SubmissionServer::SubmissionServer(Shard& shard, const Config& config, queue::Sp
       spool_(spool),
       stats_(stats),
       on_accepted_(std::move(on_accepted)),
-      security_(security) {
+      security_(security),
+      max_connections_((config.server_max_connections + shard.count() - 1) / shard.count()),
+      clients_(security.clients) {
+  if (clients_ == nullptr) {
+    own_clients_ = std::make_unique<ClientConnections>(config.max_connections_per_client);
+    clients_ = own_clients_.get();
+  }
   listeners_[0].fd = listen_fd;
   listeners_[1].fd = implicit_tls_fd;
   listeners_[1].implicit_tls = true;
@@ -382,8 +495,35 @@ void SubmissionServer::OnAccept(Listener& listener, int fd) {
     close(fd);
     return;
   }
+  const std::string client = ClientKey(peer);
+  if (conns_.size() >= max_connections_) {
+    Refuse(listener, fd, client, "Too many connections");
+    return;
+  }
+  if (!clients_->TryAdd(client)) {
+    Refuse(listener, fd, client, "Too many connections from your address");
+    return;
+  }
+  // From here the connection owns the count: its OnClosed() removes it.
   auto* conn = new ServerConnection(*this, fd, next_conn_id_++, peer, listener.implicit_tls);
   conn->Start();
+}
+
+void SubmissionServer::Refuse(const Listener& listener, int fd, const std::string& client,
+                              std::string_view why) {
+  stats_.connections_refused.Add();
+  // Debug only: a flood of these must not flood the log (the metric counts them).
+  SPATE_LOG(kDebug, "refused a connection from %s: %.*s", client.c_str(),
+            static_cast<int>(why.size()), why.data());
+  if (!listener.implicit_tls) {
+    // Straight to the socket, not through the ring: a fresh socket's send buffer is empty, so
+    // one short line goes out at once or the client is already gone (then it gets nothing, on
+    // purpose). MSG_DONTWAIT: never blocks the reactor. close() sends it, then FIN.
+    std::string line = "421 4.7.0 " + config_.hostname + " " + std::string(why) + "\r\n";
+    ssize_t sent = send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)sent;
+  }
+  close(fd);
 }
 
 bool SubmissionServer::AuthBlocked(const std::string& client) {

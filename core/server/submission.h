@@ -21,6 +21,24 @@
 //    and is disconnected, and later AUTH from that address get the same until the failures age
 //    out ([auth] failure_window).
 //  - Relay control: the peer address (getpeername) against [server] relay_networks.
+//
+// Limits against clients that hold resources (RFC 5321 §4.5.3 sets minimums, not maximums):
+//  - Connections, at accept, before any session exists: over [server] max_connections (each
+//    shard takes ceil(max_connections / shards) and counts alone) a client gets "421 4.7.0
+//    <hostname> Too many connections"; over max_connections_per_client "... Too many
+//    connections from your address" (RFC 5321 §3.8, §4.2.3: 421, then close). The per-client
+//    count is exact across shards: SO_REUSEPORT spreads one client's connections over the
+//    shards by source port, so each shard counting alone would allow up to shards times the
+//    limit. The table (ClientConnections) is shared and locked at accept and close only. A
+//    client is its IPv4 address or its IPv6 /64, as for AUTH failures. On the implicit TLS port
+//    the refusal is a bare close: a reply in the clear means nothing to a TLS client.
+//  - Data rate: once [server] data_rate_grace has passed in the data phase (DATA, BDAT), a client
+//    whose average rate since the data phase began is under min_data_rate gets "421 4.4.2
+//    <hostname> Error: data rate too low" and is closed. The command timeout alone would let a
+//    client that sends one octet a minute hold a connection for ever.
+//  - Greeting delay ([server] greeting_delay, default 0): the 220 waits; a client that talks
+//    first gets 554 5.5.0 and is closed (the session's rule, RFC 5321 §3.1; Postfix postscreen's
+//    pregreet test). Not on the implicit TLS port, where the client speaks first by design.
 // Threading: lives on its shard.
 #pragma once
 
@@ -28,7 +46,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "core/config.h"
@@ -48,11 +68,33 @@ namespace spate::server {
 
 class ServerConnection;
 
-// What every shard's server shares: loaded once at start-up by main, read-only from then on
-// (any thread), outliving the shards.
+// Open submission connections per client, shared by every shard's server so that [server]
+// max_connections_per_client holds exactly whichever shards the kernel picks. Used at accept and
+// close only (the cold path), so one mutex is enough. Only clients with a connection open have
+// an entry: its size is bounded by the connections themselves.
+// Threading: any thread.
+class ClientConnections {
+ public:
+  explicit ClientConnections(unsigned max_per_client) : max_per_client_(max_per_client) {}
+
+  // Counts one more connection of `client`; false, counting nothing, when it already has
+  // max_per_client (0: no limit).
+  bool TryAdd(const std::string& client);
+  // Each successful TryAdd() is matched by one Remove().
+  void Remove(const std::string& client);
+
+ private:
+  const unsigned max_per_client_;
+  std::mutex mu_;
+  std::unordered_map<std::string, unsigned> open_;  // guarded by mu_
+};
+
+// What every shard's server shares: made once at start-up by main, outliving the shards. The
+// TLS context and the users are read-only from then on (any thread); `clients` has its own lock.
 struct Security {
   const tls::TlsContext* tls = nullptr;          // null: no STARTTLS, no implicit TLS
   const auth::CredentialStore* users = nullptr;  // null: no AUTH
+  ClientConnections* clients = nullptr;          // null: this server counts its clients alone
 };
 
 class SubmissionServer : public Service {
@@ -85,6 +127,9 @@ class SubmissionServer : public Service {
 
   void ArmAccept(Listener& listener);
   void OnAccept(Listener& listener, int fd);
+  // Turns an accepted socket away before any session exists: 421 4.7.0 (on the implicit TLS
+  // port nothing) and close.
+  void Refuse(const Listener& listener, int fd, const std::string& client, std::string_view why);
   void Commit(ServerConnection& conn);
   // True when `client` has reached max_failures and may not try AUTH again yet.
   bool AuthBlocked(const std::string& client);
@@ -99,6 +144,9 @@ class SubmissionServer : public Service {
   Accepted on_accepted_;
   Security security_;
   bool shutting_down_ = false;
+  size_t max_connections_;  // this shard's share of [server] max_connections
+  std::unique_ptr<ClientConnections> own_clients_;  // when Security::clients is null
+  ClientConnections* clients_;                      // never null
   std::unordered_map<std::string, AuthFailures> auth_failures_;
   uint64_t next_conn_id_ = 1;
   std::unordered_map<uint64_t, ServerConnection*> conns_;

@@ -431,6 +431,10 @@ bool ServerSession::awaiting_commit() const {
   return state_ == State::kCommit;
 }
 
+bool ServerSession::in_data() const {
+  return state_ == State::kData || state_ == State::kChunking || chunk_left_ > 0;
+}
+
 void ServerSession::OnCommitted(Result<std::string> queue_id) {
   SPATE_CHECK(state_ == State::kCommit);
   ready_.reset();
@@ -1064,7 +1068,9 @@ void ServerSession::Mail(std::string_view arg) {
       has_body = true;
       body_8bit = EqualsNoCase(param.value, "8BITMIME");
     } else if (EqualsNoCase(param.keyword, "SMTPUTF8")) {  // RFC 6531 §3.4: no value
-      if (smtputf8 || param.has_value) {
+      // A repeat says nothing new and is accepted, as Postfix does: Python's smtplib sends it
+      // twice when the caller asks for SMTPUTF8 and the addresses need it anyway.
+      if (param.has_value) {
         Refuse("501 5.5.4 Bad SMTPUTF8 parameter");
         return;
       }

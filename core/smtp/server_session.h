@@ -159,6 +159,12 @@ class ServerSession {
   std::optional<ReceivedMessage> TakeMessage();
   bool awaiting_commit() const;
 
+  // The data phase: from the 354 to DATA until its final "." (RFC 5321 §4.1.1.4), or from the
+  // first BDAT of a transaction until its LAST chunk is read, between chunks included (RFC 3030
+  // §2); a BDAT chunk being read counts whatever its verdict. The glue holds a client to a
+  // minimum data rate over it.
+  bool in_data() const;
+
   // The spool's answer for the outstanding message: its queue id once durable (250 2.0.0 Ok:
   // queued as <id>), or an error (451 4.3.0, the client may retry). Resumes buffered input.
   void OnCommitted(Result<std::string> queue_id);

@@ -50,6 +50,11 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_EQ(c.max_message_size, 52428800u);
   EXPECT_EQ(c.max_recipients, 100u);
   EXPECT_EQ(c.command_timeout, 300s);
+  EXPECT_EQ(c.server_max_connections, 10000u);
+  EXPECT_EQ(c.max_connections_per_client, 100u);
+  EXPECT_EQ(c.min_data_rate, 1024u);
+  EXPECT_EQ(c.data_rate_grace, 30s);
+  EXPECT_EQ(c.greeting_delay, 0s);
   EXPECT_EQ(c.metrics_max_domains, 1000u);
   EXPECT_FALSE(c.hostname.empty());  // "" means this host's name
   EXPECT_EQ(c.helo_name, c.hostname);
@@ -78,6 +83,11 @@ TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
   EXPECT_EQ(a.max_message_size, b.max_message_size);
   EXPECT_EQ(a.max_recipients, b.max_recipients);
   EXPECT_EQ(a.command_timeout, b.command_timeout);
+  EXPECT_EQ(a.server_max_connections, b.server_max_connections);
+  EXPECT_EQ(a.max_connections_per_client, b.max_connections_per_client);
+  EXPECT_EQ(a.min_data_rate, b.min_data_rate);
+  EXPECT_EQ(a.data_rate_grace, b.data_rate_grace);
+  EXPECT_EQ(a.greeting_delay, b.greeting_delay);
   EXPECT_EQ(a.spool_path, b.spool_path);
   EXPECT_EQ(a.spool_sync, b.spool_sync);
   EXPECT_EQ(a.metrics_max_domains, b.metrics_max_domains);
@@ -105,6 +115,11 @@ hostname = "mx.example.org"
 max_message_size = 1048576
 max_recipients = 7
 command_timeout = "90s"
+max_connections = 500
+max_connections_per_client = 0
+min_data_rate = 0
+data_rate_grace = "5s"
+greeting_delay = "6s"
 [spool]
 path = "/var/lib/spate"
 sync = false
@@ -135,6 +150,11 @@ deliveries = false
   EXPECT_EQ(c.max_message_size, 1048576u);
   EXPECT_EQ(c.max_recipients, 7u);
   EXPECT_EQ(c.command_timeout, 90s);
+  EXPECT_EQ(c.server_max_connections, 500u);
+  EXPECT_EQ(c.max_connections_per_client, 0u);  // no per-client limit
+  EXPECT_EQ(c.min_data_rate, 0u);               // no minimum data rate
+  EXPECT_EQ(c.data_rate_grace, 5s);
+  EXPECT_EQ(c.greeting_delay, 6s);
   EXPECT_EQ(c.spool_path, "/var/lib/spate");
   EXPECT_FALSE(c.spool_sync);
   EXPECT_EQ(c.metrics_max_domains, 3u);
@@ -216,6 +236,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"TooManyShards", "[shards]\ncount = 100000\n", "count"},
         BadConfig{"TinyMessageSize", "[server]\nmax_message_size = 10\n", "max_message_size"},
         BadConfig{"ZeroConnections", "[delivery]\nmax_connections = 0\n", "max_connections"},
+        BadConfig{"ZeroServerConnections", "[server]\nmax_connections = 0\n", "max_connections"},
+        BadConfig{"NegativePerClient", "[server]\nmax_connections_per_client = -1\n",
+                  "max_connections_per_client"},
+        BadConfig{"DataRateWord", "[server]\nmin_data_rate = \"fast\"\n", "min_data_rate"},
+        BadConfig{"GraceWord", "[server]\ndata_rate_grace = \"later\"\n", "data_rate_grace"},
+        BadConfig{"NegativeGreetingDelay", "[server]\ngreeting_delay = -1\n", "greeting_delay"},
         BadConfig{"BadDurationUnit", "[delivery]\nconnect_timeout = \"5y\"\n", "connect_timeout"},
         BadConfig{"DurationWord", "[delivery]\nretry_base = \"soon\"\n", "retry_base"},
         BadConfig{"EmptyDuration", "[delivery]\nidle_timeout = \"\"\n", "idle_timeout"},

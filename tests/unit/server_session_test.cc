@@ -970,10 +970,11 @@ std::vector<Case> ParameterCases() {
            "MAIL FROM:<j\xc0\xaf@x.test> SMTPUTF8\r\n" +          // overlong
            "MAIL FROM:<j\xed\xa0\x80@x.test> SMTPUTF8\r\n" +      // surrogate
            "MAIL FROM:<j\xf4\x90\x80\x80@x.test> SMTPUTF8\r\n" +  // > U+10FFFF
-           "MAIL FROM:<a@x.test> SMTPUTF8=yes\r\n" + "MAIL FROM:<a@x.test> SMTPUTF8 smtputf8\r\n" +
-           "MAIL FROM:<a@[IPv6:\xc3\xa9::1]> SMTPUTF8\r\n",
+           "MAIL FROM:<a@x.test> SMTPUTF8=yes\r\n" +
+           "MAIL FROM:<a@[IPv6:\xc3\xa9::1]> SMTPUTF8\r\n" +
+           "MAIL FROM:<\xc3\xa9@x.test> SMTPUTF8 smtputf8\r\n",  // a repeat is accepted
        kGreeting + EhloReply() + "550 5.6.7 Non-ASCII addresses not permitted for that sender\r\n" +
-           Repeat(kBadSender, 4) + Repeat("501 5.5.4 Bad SMTPUTF8 parameter\r\n", 2) + kBadSender,
+           Repeat(kBadSender, 4) + "501 5.5.4 Bad SMTPUTF8 parameter\r\n" + kBadSender + kMailOk,
        {}});
   cases.push_back({"dsn_parameters",
                    kEhlo + "MAIL FROM:<a@x.test> RET=hdrs ENVID=QQ+2B1+3Dx\r\n" +
@@ -1303,6 +1304,54 @@ TEST(ServerSessionTest, StartTlsDropsEverythingUntilHandshake) {
     session.Feed(kEhlo + kRcpt + kMail);
     EXPECT_EQ(session.TakeOutput(), EhloReply() + kNeedMail + kMailOk);
   }
+}
+
+// in_data() spans what the glue times against [server] min_data_rate: DATA from its 354 to the
+// final ".", BDAT from the first chunk to the end of LAST (between chunks too), and a chunk
+// being read even when it is refused. Commands, the commit wait and a refused DATA are not in it.
+TEST(ServerSessionTest, InDataSpansTheDataPhase) {
+  ServerSession session(TestOptions());
+  session.Start();
+  EXPECT_FALSE(session.in_data());
+  session.Feed(kEhlo + kMail + kRcpt);
+  EXPECT_FALSE(session.in_data());
+  session.Feed(kData);
+  EXPECT_TRUE(session.in_data());
+  session.Feed("Subject: x\r\n\r\nbody\r\n.");
+  EXPECT_TRUE(session.in_data());  // "." alone does not end it yet
+  session.Feed("\r\n");
+  EXPECT_FALSE(session.in_data());
+  EXPECT_TRUE(session.awaiting_commit());
+  ASSERT_TRUE(session.TakeMessage().has_value());
+  session.OnCommitted(std::string("Q1"));
+  EXPECT_FALSE(session.in_data());
+
+  // BDAT: a partial first chunk, a complete one, the pause between chunks, then LAST.
+  session.Feed(kMail + kRcpt + "BDAT 10\r\n12345");
+  EXPECT_TRUE(session.in_data());
+  session.Feed("67890");
+  EXPECT_TRUE(session.in_data());  // between chunks
+  session.Feed("BDAT 2 LAST\r\n\r");
+  EXPECT_TRUE(session.in_data());
+  session.Feed("\n");
+  EXPECT_FALSE(session.in_data());
+  ASSERT_TRUE(session.TakeMessage().has_value());
+  session.OnCommitted(std::string("Q2"));
+
+  // A chunk refused for want of RCPT is still read (RFC 3030 §2), and counts while it is.
+  session.Feed(kMail + "BDAT 4\r\nab");
+  EXPECT_TRUE(session.in_data());
+  session.Feed("cd");
+  EXPECT_FALSE(session.in_data());  // refused: kBroken, waiting for RSET
+
+  // A refused DATA never starts the data phase.
+  session.Feed(kRset + kMail + kData);
+  EXPECT_FALSE(session.in_data());
+  EXPECT_EQ(session.TakeOutput(), kGreeting + EhloReply() + kMailOk + kRcptOk + kGoAhead +
+                                      "250 2.0.0 Ok: queued as Q1\r\n" + kMailOk + kRcptOk +
+                                      Octets(10) + "250 2.0.0 Ok: queued as Q2\r\n" + kMailOk +
+                                      "503 5.5.1 Error: need RCPT command\r\n" + kOk + kMailOk +
+                                      kNoRcpts);
 }
 
 // Input before the greeting (the glue delays it): 554 instead of 220, and close.

@@ -1,5 +1,10 @@
-// The submission glue's hand-over to the spool keeps every field the spool must keep.
+// The submission glue's hand-over to the spool keeps every field the spool must keep, and its
+// per-client connection count holds across shards.
 #include "core/server/submission.h"
+
+#include <atomic>
+#include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -42,6 +47,50 @@ TEST(ToSpoolMessageTest, NoDsnParametersStoresNone) {
   EXPECT_TRUE(m.dsn.empty());
   EXPECT_EQ(m.ret, 1);
   EXPECT_EQ(m.mail_from, "");  // the null sender stays null
+}
+
+// [server] max_connections_per_client: one table for all shards, so the count is exact
+// whichever shard the kernel hands a connection to.
+TEST(ClientConnectionsTest, CountsPerClientUpToTheLimit) {
+  ClientConnections clients(2);
+  EXPECT_TRUE(clients.TryAdd("192.0.2.1"));
+  EXPECT_TRUE(clients.TryAdd("192.0.2.1"));
+  EXPECT_FALSE(clients.TryAdd("192.0.2.1"));  // the third
+  EXPECT_TRUE(clients.TryAdd("192.0.2.2"));   // another client has its own count
+  clients.Remove("192.0.2.1");
+  EXPECT_TRUE(clients.TryAdd("192.0.2.1"));  // a slot came free
+  EXPECT_FALSE(clients.TryAdd("192.0.2.1"));
+  clients.Remove("192.0.2.1");
+  clients.Remove("192.0.2.1");
+  clients.Remove("192.0.2.2");
+  EXPECT_TRUE(clients.TryAdd("192.0.2.1"));  // all gone: counting starts again
+  EXPECT_TRUE(clients.TryAdd("192.0.2.1"));
+  EXPECT_FALSE(clients.TryAdd("192.0.2.1"));
+}
+
+TEST(ClientConnectionsTest, ZeroMeansNoLimit) {
+  ClientConnections clients(0);
+  for (int i = 0; i < 1000; ++i)
+    EXPECT_TRUE(clients.TryAdd("2001:db8::/64"));
+}
+
+// Shards accept on their own threads: the count stays exact when they race.
+TEST(ClientConnectionsTest, ExactAcrossThreads) {
+  constexpr unsigned kLimit = 100;
+  ClientConnections clients(kLimit);
+  std::atomic<unsigned> admitted{0};
+  std::vector<std::thread> shards;
+  for (int t = 0; t < 4; ++t) {
+    shards.emplace_back([&] {
+      for (unsigned i = 0; i < kLimit; ++i) {
+        if (clients.TryAdd("192.0.2.9"))
+          admitted.fetch_add(1);
+      }
+    });
+  }
+  for (std::thread& t : shards)
+    t.join();
+  EXPECT_EQ(admitted.load(), kLimit);
 }
 
 }  // namespace
