@@ -315,8 +315,8 @@ int Run(int argc, char** argv) {
               rcpts.push_back({k, std::move(m.rcpt_to[k]), 0});
             }
             uint64_t size = m.body.size();
-            router.Dispatch(delivery::SplitByDomain(id, m.mail_from, rcpts, m.body_8bit, size,
-                                                    std::move(m.body)));
+            router.Dispatch(delivery::SplitByDomain(id, m.mail_from, rcpts, m.body_8bit, m.smtputf8,
+                                                    size, std::move(m.body)));
           },
           implicit_tls_fd, security);
       s->Start();
@@ -336,8 +336,8 @@ int Run(int argc, char** argv) {
     for (auto& r : m.recipients)
       rcpts.push_back({r.index, std::move(r.address), r.attempts});
     recovered_rcpts += rcpts.size();
-    auto jobs =
-        delivery::SplitByDomain(m.id, m.mail_from, rcpts, m.body_8bit, m.body_size, std::nullopt);
+    auto jobs = delivery::SplitByDomain(m.id, m.mail_from, rcpts, m.body_8bit, m.smtputf8,
+                                        m.body_size, std::nullopt);
     // Recipients keep their retry time across the restart.
     for (delivery::Job& job : jobs) {
       for (const delivery::Recipient& r : job.recipients) {

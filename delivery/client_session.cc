@@ -215,7 +215,7 @@ void ClientSession::OnTransactionReply(Kind kind, uint32_t rcpt, const smtp::Rep
 void ClientSession::ParseEhlo(const smtp::Reply& reply) {
   // RFC 5321 §4.1.1.1: the first line is the domain and greeting; each further line is
   // "keyword [params]". Keywords are case-insensitive (§2.4).
-  pipelining_ = size_ = eightbit_ = false;
+  pipelining_ = size_ = eightbit_ = smtputf8_ = false;
   server_max_size_ = 0;
   std::string_view text = reply.text;
   size_t nl = text.find('\n');
@@ -236,6 +236,8 @@ void ClientSession::ParseEhlo(const smtp::Reply& reply) {
       pipelining_ = true;
     } else if (EqualsIgnoreCase(keyword, "8BITMIME")) {  // RFC 6152
       eightbit_ = true;
+    } else if (EqualsIgnoreCase(keyword, "SMTPUTF8")) {  // RFC 6531 §3.2
+      smtputf8_ = true;
     } else if (EqualsIgnoreCase(keyword, "SIZE")) {  // RFC 1870 §4: "SIZE [limit]", 0 is none
       size_ = true;
       size_t limit = 0;
@@ -259,6 +261,20 @@ uint32_t ClientSession::Submit(const Envelope& envelope, std::string_view body) 
     FinishTransaction();  // nothing to deliver, nothing to say
     return transaction_id_;
   }
+  if (envelope.smtputf8 && !smtputf8_) {
+    // RFC 6531 §3.4: a message that needs SMTPUTF8 must not go to a server without it; there
+    // is no downgrade, so the recipients fail (5.6.7, RFC 6531 §3.5). Nothing was sent, so no
+    // server state is left: whatever RSET was pending still is.
+    const bool rset_pending = need_rset_;
+    const smtp::Reply refused{550, "5.6.7",
+                              "SMTPUTF8 is required but the server does not offer it"};
+    for (uint32_t i = 0; i < rcpts_.size(); ++i) {
+      Emit(i, refused);
+    }
+    FinishTransaction();
+    need_rset_ = rset_pending;
+    return transaction_id_;
+  }
   if (need_rset_) {
     // RFC 2920 §3.1: RSET may be pipelined ahead of MAIL.
     Enqueue(Kind::kRset, 0, {"RSET\r\n"});
@@ -275,7 +291,10 @@ uint32_t ClientSession::Submit(const Envelope& envelope, std::string_view body) 
   }
   const std::string_view body_param =
       eightbit_ && envelope.body_8bit ? std::string_view(" BODY=8BITMIME") : std::string_view();
-  Enqueue(Kind::kMail, 0, {"MAIL FROM:<", envelope.mail_from, ">", size_text, body_param, "\r\n"});
+  const std::string_view utf8_param =
+      envelope.smtputf8 ? std::string_view(" SMTPUTF8") : std::string_view();
+  Enqueue(Kind::kMail, 0,
+          {"MAIL FROM:<", envelope.mail_from, ">", size_text, body_param, utf8_param, "\r\n"});
   for (uint32_t i = 0; i < envelope.rcpt_to.size(); ++i) {
     Enqueue(Kind::kRcpt, i, {"RCPT TO:<", envelope.rcpt_to[i], ">\r\n"});
   }

@@ -40,6 +40,9 @@ struct Envelope {
   std::vector<std::string> rcpt_to;
   size_t size_hint = 0;    // sent as SIZE= when the server offers SIZE (RFC 1870 §6.1)
   bool body_8bit = false;  // BODY=8BITMIME when offered
+  // RFC 6531 §3.4: the message needs SMTPUTF8. Sent as a MAIL parameter when the server offers
+  // it; when it does not, every recipient fails with 550 5.6.7 and nothing is sent.
+  bool smtputf8 = false;
 };
 
 // The final outcome for one recipient of a submitted transaction: a value, not an error.
@@ -151,6 +154,7 @@ class ClientSession {
   bool pipelining_ = false;
   bool size_ = false;
   bool eightbit_ = false;
+  bool smtputf8_ = false;
   size_t server_max_size_ = 0;
   uint32_t next_transaction_ = 1;
   bool need_rset_ = false;  // the last transaction did not reach the end of its data

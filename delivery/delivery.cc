@@ -50,7 +50,7 @@ smtp::Reply Synthetic(uint16_t code, const char* enhanced, std::string text) {
 
 std::vector<Job> SplitByDomain(queue::MessageId id, const std::string& mail_from,
                                const std::vector<Recipient>& recipients, bool body_8bit,
-                               uint64_t body_size, std::optional<std::string> body) {
+                               bool smtputf8, uint64_t body_size, std::optional<std::string> body) {
   std::vector<Job> jobs;
   for (const Recipient& r : recipients) {
     std::string domain = LowerDomainOf(r.address);
@@ -65,6 +65,7 @@ std::vector<Job> SplitByDomain(queue::MessageId id, const std::string& mail_from
       job->mail_from = mail_from;
       job->domain = std::move(domain);
       job->body_8bit = body_8bit;
+      job->smtputf8 = smtputf8;
       job->body_size = body_size;
     }
     job->recipients.push_back(r);
@@ -147,6 +148,7 @@ class ClientConnection final : public Connection {
     env.mail_from = job_->mail_from;
     env.size_hint = job_->body_size;
     env.body_8bit = job_->body_8bit;
+    env.smtputf8 = job_->smtputf8;
     env.rcpt_to.reserve(job_->recipients.size());
     for (const Recipient& r : job_->recipients)
       env.rcpt_to.push_back(r.address);
@@ -154,7 +156,14 @@ class ClientConnection final : public Connection {
     session_.Submit(env, *job_->body);
     ++messages_;
     Touch(d_.config.reply_timeout);
-    Flush();
+    // The session may settle a transaction without a word to the server (a message that needs
+    // SMTPUTF8 the server lacks): its events must be handled now, not at the next input. Inside
+    // Drain() (OnIdle -> Submit) the running loop picks them up: no recursion.
+    if (draining_) {
+      Flush();
+    } else {
+      Drain();  // `this` may be gone
+    }
   }
 
   void Quit() {
@@ -210,8 +219,23 @@ class ClientConnection final : public Connection {
 
   // Handles everything the session has to say, then sends what it wrote.
   void Drain() {
-    Flush();
-    for (Event& ev : session_.TakeEvents()) {
+    draining_ = true;
+    for (;;) {
+      Flush();
+      std::vector<Event> events = session_.TakeEvents();
+      if (events.empty()) {
+        break;
+      }
+      if (!HandleEvents(events)) {
+        return;  // closed: `this` may be gone
+      }
+    }
+    draining_ = false;
+  }
+
+  // False once the session closed (then `this` may be gone).
+  bool HandleEvents(std::vector<Event>& events) {
+    for (Event& ev : events) {
       if (auto* r = std::get_if<RecipientResult>(&ev)) {
         if (job_)
           d_.Record(dest_, *job_, r->recipient_index, r->reply, &deferred_);
@@ -236,11 +260,12 @@ class ClientConnection final : public Connection {
       } else if (auto* c = std::get_if<Closed>(&ev)) {
         close_reply_ = c->reply;
         Flush();
+        draining_ = false;
         Close();
-        return;  // `this` may be gone
+        return false;
       }
     }
-    Flush();
+    return true;
   }
 
   // (Re)arms the inactivity timer: it fires once `timeout` passes with no input.
@@ -268,6 +293,7 @@ class ClientConnection final : public Connection {
   std::optional<Job> job_;
   std::vector<Recipient> deferred_;
   uint32_t messages_ = 0;
+  bool draining_ = false;  // inside Drain(): Submit() leaves the events to its loop
   bool ready_seen_ = false;
   bool gone_reported_ = false;
   smtp::Reply close_reply_;
@@ -353,6 +379,7 @@ void Delivery::Impl::MakeReady(Job&& job) {
     part.mail_from = job.mail_from;
     part.domain = job.domain;
     part.body_8bit = job.body_8bit;
+    part.smtputf8 = job.smtputf8;
     part.body_size = job.body_size;
     part.body = job.body;
     part.recipients.assign(job.recipients.end() - max, job.recipients.end());

@@ -44,6 +44,7 @@ struct Job {
   std::string mail_from;
   std::string domain;  // lower case
   bool body_8bit = false;
+  bool smtputf8 = false;  // RFC 6531: must go out with SMTPUTF8
   uint64_t body_size = 0;
   std::vector<Recipient> recipients;
   std::optional<std::string> body;  // absent until loaded
@@ -69,6 +70,6 @@ class Delivery : public Service {
 // Splits a message's recipients by destination domain (lower-cased), in first-seen order.
 std::vector<Job> SplitByDomain(queue::MessageId id, const std::string& mail_from,
                                const std::vector<Recipient>& recipients, bool body_8bit,
-                               uint64_t body_size, std::optional<std::string> body);
+                               bool smtputf8, uint64_t body_size, std::optional<std::string> body);
 
 }  // namespace spate::delivery

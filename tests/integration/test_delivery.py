@@ -171,6 +171,8 @@ class ScriptedConnection:
                 if srv.pipelining:
                     caps.append("PIPELINING")
                 caps += ["8BITMIME", "SIZE 10485760"]
+                if srv.smtputf8:
+                    caps.append("SMTPUTF8")
                 self._send("".join(f"250{'-' if i + 1 < len(caps) else ' '}{c}\r\n"
                                    for i, c in enumerate(caps)))
             elif verb == "HELO":
@@ -270,7 +272,9 @@ class ScriptedServer:
     """
 
     def __init__(self, pipelining=True, hold_mail_until_data=False, hold_deadline=2.0,
-                 lockstep_probe=0.0, data_delay=0.0, drops=0, rcpt_reply=default_rcpt_reply):
+                 lockstep_probe=0.0, data_delay=0.0, drops=0, rcpt_reply=default_rcpt_reply,
+                 smtputf8=False):
+        self.smtputf8 = smtputf8
         self.pipelining = pipelining
         self.hold_mail_until_data = hold_mail_until_data
         self.hold_deadline = hold_deadline
@@ -615,6 +619,21 @@ class DeliveryTest(unittest.TestCase):
                          re.sub(rb"(?m)^\.", b"..", body) + b".\r\n")
         self.assertRegex(txn.mail, r"\bBODY=8BITMIME\b")
         self.assertRegex(txn.mail, r"\bSIZE=\d+\b")
+
+    def test_smtputf8_travels_to_a_server_that_offers_it(self):
+        # RFC 6531 §3.4: a message submitted with SMTPUTF8 goes on with SMTPUTF8.
+        domain = "utf8.test"
+        srv = self.server(smtputf8=True)
+        self.start_spate({domain: srv.port})
+        rcpt = f"pelé@{domain}"
+        body = "Subject: utf8\r\nX-Seq: 6\r\n\r\nhéllo\r\n".encode()
+        self.submit([([rcpt], body)], mail_options=["SMTPUTF8"])
+        harness.wait_for(lambda: self.deliveries(domain, "delivered") >= 1, 20,
+                         "the delivery in /metrics")
+        txns = srv.delivered()
+        self.assertEqual(len(txns), 1)
+        self.assertRegex(txns[0].mail, r"\bSMTPUTF8\b")
+        self.assertEqual(self.deliveries(domain, "failed"), 0)
 
     def test_connection_dropped_after_data_is_retried(self):
         domain = "drop.test"

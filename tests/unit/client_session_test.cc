@@ -637,3 +637,68 @@ TEST(ClientSessionLockStepTest, NextCommandOnlyAfterLastByteOfReply) {
 
 }  // namespace
 }  // namespace spate::delivery
+
+namespace spate::delivery {
+namespace {
+
+// Drives a session to idle against a server whose EHLO reply is `ehlo`.
+ClientSession ReadySession(std::string_view ehlo) {
+  ClientSession s(ClientSession::Options{"client.test"});
+  s.OnBytes("220 mx.test ESMTP\r\n");
+  EXPECT_EQ(s.TakeOutput(), "EHLO client.test\r\n");
+  s.OnBytes(ehlo);
+  (void)s.TakeEvents();
+  EXPECT_TRUE(s.idle());
+  return s;
+}
+
+// RFC 6531 §3.4: SMTPUTF8 travels with the message when the server offers it.
+TEST(ClientSessionSmtpUtf8Test, SentAsMailParameterWhenOffered) {
+  ClientSession s = ReadySession("250-mx.test\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n");
+  Envelope env;
+  env.mail_from = "pelé@src.test";
+  env.rcpt_to = {"用户@例子.test"};
+  env.smtputf8 = true;
+  s.Submit(env, "Subject: x\r\n\r\nhi\r\n");
+  EXPECT_EQ(s.TakeOutput(),
+            "MAIL FROM:<pelé@src.test> SMTPUTF8\r\nRCPT TO:<用户@例子.test>\r\nDATA\r\n");
+}
+
+// Without SMTPUTF8 at the server, nothing is sent and every recipient fails with 5.6.7.
+TEST(ClientSessionSmtpUtf8Test, RecipientsFailWhenTheServerLacksIt) {
+  ClientSession s = ReadySession("250-mx.test\r\n250 PIPELINING\r\n");
+  Envelope env;
+  env.mail_from = "a@src.test";
+  env.rcpt_to = {"pelé@dest.test", "b@dest.test"};
+  env.smtputf8 = true;
+  uint32_t id = s.Submit(env, "x\r\n");
+  EXPECT_EQ(s.TakeOutput(), "");
+  std::vector<Event> events = s.TakeEvents();
+  ASSERT_EQ(events.size(), 4u);
+  for (int i = 0; i < 2; ++i) {
+    const auto& r = std::get<RecipientResult>(events[i]);
+    EXPECT_EQ(r.transaction_id, id);
+    EXPECT_EQ(r.reply.code, 550);
+    EXPECT_EQ(r.reply.enhanced, "5.6.7");
+  }
+  EXPECT_TRUE(std::holds_alternative<TransactionDone>(events[2]));
+  EXPECT_TRUE(std::holds_alternative<ReadyForTransaction>(events[3]));
+  // The connection stays usable for mail that needs no SMTPUTF8, with no RSET first.
+  env.smtputf8 = false;
+  env.rcpt_to = {"b@dest.test"};
+  s.Submit(env, "x\r\n");
+  EXPECT_EQ(s.TakeOutput(), "MAIL FROM:<a@src.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n");
+}
+
+// A message that does not need it never carries it, even when the server offers it.
+TEST(ClientSessionSmtpUtf8Test, NotSentForAsciiMessages) {
+  ClientSession s = ReadySession("250-mx.test\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n");
+  Envelope env;
+  env.mail_from = "a@src.test";
+  env.rcpt_to = {"b@dest.test"};
+  s.Submit(env, "x\r\n");
+  EXPECT_EQ(s.TakeOutput(), "MAIL FROM:<a@src.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n");
+}
+
+}  // namespace
+}  // namespace spate::delivery
