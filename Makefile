@@ -9,7 +9,7 @@ FUZZERS    := server_session address reply_parser client_session
 JOBS       ?= 2
 ARGS       ?=
 
-.PHONY: all build run test asan-test fuzz fuzz-build micro-bench format clean
+.PHONY: all build run test asan-test fuzz fuzz-build micro-bench format clean bench bench-smoke
 
 all: build
 
@@ -28,6 +28,21 @@ asan-test:
 	cmake --preset asan -B $(ASAN_BUILD) >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+
+# The end-to-end benchmark (bench/README.md): spate and Postfix between spate-blast and
+# spate-sink; JSON summary on stdout, JSON and PNG plots in bench/results/.
+BENCH_ARGS ?= --suite full
+BENCH_TARGETS = spate spate-blast spate-sink
+bench:
+	cmake --preset release -B $(BUILD) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS) --target $(BENCH_TARGETS)
+	./bench/run-e2e.sh --build $(BUILD) $(BENCH_ARGS)
+
+# The benchmark tools' smoke test alone (it is part of `make test` too).
+bench-smoke:
+	cmake --preset release -B $(BUILD) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS) --target $(BENCH_TARGETS)
+	ctest --test-dir $(BUILD) --output-on-failure -R integration_bench_smoke
 
 # libFuzzer targets (clang-14; tests/fuzz/README.md). `make fuzz` runs each for FUZZ_SECONDS
 # (make fuzz FUZZ_SECONDS=600). The committed corpus is read, never written: new inputs go to

@@ -1,0 +1,185 @@
+"""Smoke runs of the benchmark tools, so they keep working: spate-blast into spate-sink, and
+through a small spate (tests/integration/harness.py) in between; the sink's push-back knobs
+(failures, delays, dropped connections, connection cap, PIPELINING off); the JSON of both.
+
+Loads are a few hundred messages on loopback; every process has a deadline.
+Binaries: SPATE_BLAST_BIN, SPATE_SINK_BIN, SPATE_BIN (set by tests/CMakeLists.txt).
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+
+BLAST = os.environ.get("SPATE_BLAST_BIN", "build/bench/spate-blast")
+SINK = os.environ.get("SPATE_SINK_BIN", "build/bench/spate-sink")
+DEADLINE = 60  # seconds, for any one process
+
+
+class SinkProc:
+    def __init__(self, workdir, *flags):
+        self.port_file = os.path.join(workdir, "sink.port")
+        self.stats = os.path.join(workdir, "sink-stats.json")
+        self.proc = subprocess.Popen(
+            [SINK, "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--stats-file",
+             self.stats, "--duration", str(DEADLINE), *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        harness.wait_for(lambda: os.path.exists(self.port_file) or self.proc.poll() is not None,
+                         10, "spate-sink port file")
+        if self.proc.poll() is not None:
+            raise AssertionError("spate-sink exited: " + self.proc.stderr.read().decode())
+        with open(self.port_file) as f:
+            self.port = int(f.read())
+
+    def result(self, stop=False):
+        """The JSON the sink prints at exit (after SIGTERM when `stop`)."""
+        if stop and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=DEADLINE)
+        if self.proc.returncode != 0:
+            raise AssertionError(f"spate-sink exited {self.proc.returncode}: {err.decode()}")
+        return json.loads(out)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def blast(port, messages, *flags):
+    r = subprocess.run([BLAST, "--server", f"127.0.0.1:{port}", "--messages", str(messages),
+                        "--timeout", str(DEADLINE), *flags],
+                       capture_output=True, timeout=DEADLINE + 10)
+    if r.returncode != 0:
+        raise AssertionError(f"spate-blast exited {r.returncode}: {r.stderr.decode()}")
+    return json.loads(r.stdout), r.stderr.decode()
+
+
+LATENCY_FIELDS = ("count", "mean", "p50", "p90", "p99", "p99.9", "max")
+
+
+class BenchSmokeTest(unittest.TestCase):
+    def setUp(self):
+        self.workdir = harness.tempdir()
+        self.sinks = []
+
+    def tearDown(self):
+        for s in self.sinks:
+            s.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def sink(self, *flags):
+        s = SinkProc(self.workdir, *flags)
+        self.sinks.append(s)
+        return s
+
+    def test_blast_into_sink(self):
+        sink = self.sink("--expect", "200")
+        b, progress = blast(sink.port, 200, "--connections", "4", "--rcpts", "2",
+                            "--domains", "3", "--size-mix", "1000:3,20000:1")
+        s = sink.result()
+        self.assertEqual(b["messages_accepted"], 200)
+        self.assertEqual(b["messages_failed"], 0)
+        self.assertEqual(b["errors"], {})
+        self.assertTrue(b["pipelining"])
+        self.assertFalse(b["timed_out"])
+        self.assertGreater(b["msgs_per_s"], 0)
+        for k in LATENCY_FIELDS:
+            self.assertIn(k, b["accept_latency_ms"])
+            self.assertIn(k, s["e2e_latency_ms"])
+        self.assertEqual(b["accept_latency_ms"]["count"], 200)
+        self.assertLessEqual(b["accept_latency_ms"]["p50"], b["accept_latency_ms"]["p99"])
+        self.assertGreaterEqual(b["last_accept_ns"], b["first_accept_ns"])
+        self.assertGreater(b["first_accept_ns"], 0)
+        self.assertGreaterEqual(len(b["timeline"]), 1)
+        self.assertAlmostEqual(b["latency_cdf"][-1][1], 1.0)
+        self.assertIn("spate-blast:", progress)
+        # The sink saw the same: every message, both recipients each, every timestamp.
+        self.assertEqual(s["exit"], "expect")
+        self.assertEqual(s["messages"], 200)
+        self.assertEqual(s["recipients"], 400)
+        self.assertEqual(s["missing_timestamp"], 0)
+        self.assertEqual(s["e2e_latency_ms"]["count"], 200)
+        self.assertEqual(s["bytes"], b["bytes_sent"])
+        self.assertEqual(s["connections"], 4)
+
+    def test_blast_through_spate(self):
+        sink = self.sink("--expect", "200")
+        domains = {f"d{i}.bench.test": sink.port for i in range(3)}
+        spate = harness.Spate(self.workdir, domains, shards=2)
+        spate.start()
+        try:
+            b, _ = blast(spate.smtp_port, 200, "--connections", "8", "--domains", "3",
+                         "--size", "2048")
+            s = sink.result()
+            delivered = spate.metric("spate_deliveries_total", outcome="delivered")
+            received = spate.metric("spate_messages_received_total")
+        finally:
+            spate.stop()
+        self.assertEqual(b["messages_accepted"], 200)
+        self.assertEqual(b["errors"], {})
+        self.assertEqual(s["messages"], 200)
+        self.assertEqual(s["missing_timestamp"], 0)
+        self.assertEqual(s["e2e_latency_ms"]["count"], 200)
+        self.assertEqual(received, 200)
+        self.assertEqual(delivered, 200)
+        # End to end includes the accept: no message reached the sink faster than spate said 250
+        # to it, so the e2e p50 is at least a good part of the accept p50.
+        self.assertGreater(s["e2e_latency_ms"]["p50"], 0)
+
+    def test_sink_failures_and_signal(self):
+        sink = self.sink("--data-tempfail", "1", "--rcpt-permfail", "0.5", "--seed", "7")
+        b, _ = blast(sink.port, 100, "--connections", "2")
+        s = sink.result(stop=True)
+        self.assertEqual(s["exit"], "signal")
+        self.assertEqual(b["messages_accepted"], 0)
+        self.assertEqual(b["messages_failed"], 100)
+        rejected = s["rejected"]
+        self.assertGreater(rejected["rcpt_5xx"], 10)
+        self.assertEqual(rejected["data_4xx"], 100 - rejected["rcpt_5xx"])
+        # Per reply code: 550 to the refused RCPTs, 554 to their DATA, 451 to the end of data.
+        self.assertEqual(b["errors"].get("550"), rejected["rcpt_5xx"])
+        self.assertEqual(b["errors"].get("554"), rejected["rcpt_5xx"])
+        self.assertEqual(b["errors"].get("451"), rejected["data_4xx"])
+        self.assertEqual(s["messages"], 0)
+
+    def test_sink_drops_after_data(self):
+        sink = self.sink("--drop-after-data", "1")
+        b, _ = blast(sink.port, 10, "--connections", "2")
+        s = sink.result(stop=True)
+        self.assertEqual(s["dropped_after_data"], 10)
+        self.assertEqual(b["messages_failed"], 10)
+        self.assertEqual(b["errors"].get("connection lost after data"), 10)
+        self.assertGreaterEqual(s["connections"], 10)
+
+    def test_sink_connection_cap_delay_and_no_pipelining(self):
+        sink = self.sink("--max-connections", "1", "--no-pipelining", "--data-delay-ms", "20",
+                         "--expect", "30")
+        b, _ = blast(sink.port, 30, "--connections", "3")
+        s = sink.result()
+        self.assertEqual(b["messages_accepted"], 30)
+        self.assertFalse(b["pipelining"])
+        self.assertGreaterEqual(s["refused_connections"], 2)
+        # The refused ones count while they are open; the blast never has more than 3.
+        self.assertIn(s["max_concurrent_connections"], (2, 3))
+        self.assertGreaterEqual(b["errors"].get("greeting 421", 0), 2)
+        # Every end of data waited for its 20 ms.
+        self.assertGreaterEqual(b["accept_latency_ms"]["p50"], 19.0)
+
+    def test_blast_rate_limit(self):
+        sink = self.sink("--expect", "50")
+        b, _ = blast(sink.port, 50, "--connections", "5", "--rate", "250")
+        s = sink.result()
+        self.assertEqual(s["messages"], 50)
+        # 50 starts spaced 4 ms apart take at least ~196 ms.
+        self.assertGreaterEqual(b["elapsed_s"], 0.18)
+        self.assertLess(b["msgs_per_s"], 300)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
