@@ -237,7 +237,17 @@ struct Spool::Impl {
   }
 
   void CommitBatch(std::vector<Request>& batch) {
-    rocksdb::WriteBatch wb;
+    // Room for the whole batch up front: growing the batch's buffer by copies was 8% of the
+    // commit thread at 100 KB messages (bench/results/profile-100k).
+    size_t reserve = 64;
+    for (const Request& r : batch) {
+      if (const auto* a = std::get_if<AcceptReq>(&r)) {
+        reserve += a->message.body.size() + 256 + a->message.rcpt_to.size() * 96;
+      } else {
+        reserve += 48;
+      }
+    }
+    rocksdb::WriteBatch wb(reserve);
     std::vector<std::pair<AcceptReq*, MessageId>> accepted;
     // The state of every message this batch touches, as it was before: a failed write puts it
     // back, so memory keeps matching disk.

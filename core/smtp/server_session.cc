@@ -1120,6 +1120,12 @@ void ServerSession::Mail(std::string_view arg) {
   txn_.smtputf8 = smtputf8;
   txn_.ret = ret;
   txn_.envid = std::move(envid);
+  if (has_size) {
+    // RFC 1870 §3: the client's estimate. Room for it (and for the headers we add) up front
+    // saves growing the body by copies; capped, as the figure is only the client's word.
+    constexpr uint64_t kMaxReserve = 4 << 20;
+    txn_.body.reserve(static_cast<size_t>(std::min(size, kMaxReserve)) + 512);
+  }
   state_ = State::kMail;
   Say("250 2.1.0 Ok");
 }
