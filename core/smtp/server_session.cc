@@ -983,12 +983,17 @@ void ServerSession::HandleCommandLine(std::string_view line) {
 }
 
 void ServerSession::Hello(std::string_view arg, bool extended) {
-  if (arg.empty()) {
+  // §4.1.1.1: the argument is a domain or an address literal. Its form is not checked
+  // against the client (policy, not syntax), but control octets (CR, NUL, TAB...) have no place
+  // in either, and the argument ends up in the Received: header: refused.
+  const bool has_control = std::any_of(arg.begin(), arg.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+  if (arg.empty() || has_control) {
     Refuse(extended ? "501 5.5.4 Syntax: EHLO hostname" : "501 5.5.4 Syntax: HELO hostname");
     return;
   }
-  // §4.1.4: EHLO/HELO resets the state as RSET does. The argument is kept as given: checking it
-  // against the client's address is policy, not syntax.
+  // §4.1.4: EHLO/HELO resets the state as RSET does.
   helo_ = std::string(arg);
   ehlo_ = extended;
   ResetTransaction();

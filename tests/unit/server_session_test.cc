@@ -1088,11 +1088,11 @@ std::vector<Case> HeaderCases() {
        false,
        headers});
   // HELO: plain SMTP; an unterminated BDAT header line is ended before the added fields; the
-  // HELO argument is made safe for the header.
+  // HELO argument is made safe for the header (an 8-bit octet; control octets are refused).
   cases.push_back({"headers_helo_bdat",
-                   "HELO client\x01.test\r\n" + kMail + kRcpt + "BDAT 10 LAST\r\nSubject: x",
+                   "HELO client\x80.test\r\n" + kMail + kRcpt + "BDAT 10 LAST\r\nSubject: x",
                    kGreeting + "250 mx.test\r\n" + kMailOk + kRcptOk + Queued(1),
-                   {Msg("client\x01.test", "a@x.test", {"b@y.test"},
+                   {Msg("client\x80.test", "a@x.test", {"b@y.test"},
                         "Received: from client?.test ([192.0.2.1])\r\n\tby mx.test (spate) with "
                         "SMTP\r\n\tfor <b@y.test>; " +
                             kNowText + "\r\nSubject: x\r\n" + date + id(1))},
@@ -1609,6 +1609,35 @@ TEST(ReplyTest, ToStringUsesTheFirstLine) {
   EXPECT_EQ((Reply{550, "", "No such user\nreally"}).ToString(), "550 No such user");
   EXPECT_EQ((Reply{421, "4.4.2", ""}).ToString(), "421 4.4.2");
   EXPECT_EQ((Reply{220, "", "mx ESMTP"}).ToString(), "220 mx ESMTP");
+}
+
+}  // namespace
+}  // namespace spate::smtp
+
+namespace spate::smtp {
+namespace {
+
+// §4.1.1.1: a domain or an address literal; control octets never reach the Received: header.
+TEST(ServerSessionHelloTest, ControlOctetsInTheArgumentAreRefused) {
+  for (std::string_view arg : {std::string_view("a\rX-Injected: yes"), std::string_view("\r\0", 2),
+                               std::string_view("host\tname"), std::string_view("x\x7f")}) {
+    for (std::string_view verb : {"EHLO ", "HELO "}) {
+      ServerSession session(TestOptions());
+      session.Start();
+      (void)session.TakeOutput();
+      session.Feed(std::string(verb) + std::string(arg) + "\r\n");
+      std::string out = session.TakeOutput();
+      EXPECT_EQ(out.substr(0, 10), "501 5.5.4 ") << verb << arg;
+      // No hello was recorded: MAIL still needs one.
+      session.Feed("MAIL FROM:<a@b.test>\r\n");
+      EXPECT_EQ(session.TakeOutput().substr(0, 10), "503 5.5.1 ");
+    }
+  }
+  ServerSession session(TestOptions());
+  session.Start();
+  (void)session.TakeOutput();
+  session.Feed("EHLO [192.0.2.1]\r\n");
+  EXPECT_EQ(session.TakeOutput().substr(0, 4), "250-");
 }
 
 }  // namespace
