@@ -5,31 +5,12 @@
 #include <utility>
 
 #include "core/check.h"
+#include "core/smtp/ascii.h"
 #include "core/smtp/errc.h"
 #include "delivery/dot_stuff.h"
 
 namespace spate::delivery {
 namespace {
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    char y = b[i];
-    if (x >= 'a' && x <= 'z') {
-      x = static_cast<char>(x - 'a' + 'A');
-    }
-    if (y >= 'a' && y <= 'z') {
-      y = static_cast<char>(y - 'a' + 'A');
-    }
-    if (x != y) {
-      return false;
-    }
-  }
-  return true;
-}
 
 std::string ProtocolError(std::string_view what) {
   std::string s = "protocol error: ";
@@ -232,13 +213,13 @@ void ClientSession::ParseEhlo(const smtp::Reply& reply) {
     while (!param.empty() && param.front() == ' ') {
       param.remove_prefix(1);
     }
-    if (EqualsIgnoreCase(keyword, "PIPELINING")) {  // RFC 2920
+    if (smtp::EqualsNoCase(keyword, "PIPELINING")) {  // RFC 2920
       pipelining_ = true;
-    } else if (EqualsIgnoreCase(keyword, "8BITMIME")) {  // RFC 6152
+    } else if (smtp::EqualsNoCase(keyword, "8BITMIME")) {  // RFC 6152
       eightbit_ = true;
-    } else if (EqualsIgnoreCase(keyword, "SMTPUTF8")) {  // RFC 6531 §3.2
+    } else if (smtp::EqualsNoCase(keyword, "SMTPUTF8")) {  // RFC 6531 §3.2
       smtputf8_ = true;
-    } else if (EqualsIgnoreCase(keyword, "SIZE")) {  // RFC 1870 §4: "SIZE [limit]", 0 is none
+    } else if (smtp::EqualsNoCase(keyword, "SIZE")) {  // RFC 1870 §4: "SIZE [limit]", 0 is none
       size_ = true;
       size_t limit = 0;
       const auto [end, ec] = std::from_chars(param.data(), param.data() + param.size(), limit);

@@ -5,6 +5,7 @@
 // kNoMatch.
 #include "core/smtp/address.h"
 
+#include "core/smtp/ascii.h"
 #include "core/smtp/errc.h"
 
 namespace spate::smtp {
@@ -28,10 +29,6 @@ bool IsLetDig(char c) {
 bool IsHex(char c) {
   return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
-char Lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
 // atext of RFC 5322 §3.2.3, which RFC 5321's Atom refers to.
 bool IsAtext(char c) {
   constexpr std::string_view kSpecials = "!#$%&'*+-/=?^_`{|}~";
@@ -60,18 +57,6 @@ size_t Utf8Length(std::string_view s, size_t pos) {
     return at(1) >= lo && at(1) <= hi && tail(2) && tail(3) ? 4 : 0;
   }
   return 0;
-}
-
-bool EqualsNoCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (Lower(a[i]) != Lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
 }
 
 // Domain = sub-domain *("." sub-domain); sub-domain = Let-dig [Ldh-str] (§4.1.2). With `utf8`,
@@ -350,7 +335,7 @@ Result<Path> ParsePathPrefix(std::string_view in, PathKind kind, size_t* consume
   path.local_part = std::string(in.substr(mailbox_start, local_end - mailbox_start));
   path.domain.reserve(domain_end - domain_start);
   for (size_t i = domain_start; i < domain_end; ++i) {
-    path.domain += Lower(in[i]);
+    path.domain += AsciiLower(in[i]);
   }
   *consumed = domain_end + 1;
   return path;

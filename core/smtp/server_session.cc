@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "core/smtp/address.h"
+#include "core/smtp/ascii.h"
 #include "core/smtp/errc.h"
 
 namespace spate::smtp {
@@ -64,26 +65,6 @@ constexpr uint8_t kStepLoginPassword = 2;
 
 constexpr std::string_view kSendRset = "503 5.5.1 Error: transaction failed, send RSET first";
 constexpr std::string_view kNeedMail = "503 5.5.1 Error: need MAIL command";
-
-char Lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool EqualsNoCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (Lower(a[i]) != Lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && EqualsNoCase(s.substr(0, prefix.size()), prefix);
-}
 
 bool ConsumePrefixNoCase(std::string_view* s, std::string_view prefix) {
   if (!StartsWithNoCase(*s, prefix)) {
@@ -343,7 +324,7 @@ bool IsFieldLine(std::string_view line, std::string_view* name) {
 ServerSession::ServerSession(Options options) : options_(std::move(options)) {
   for (std::string& domain : options_.local_domains) {
     for (char& c : domain) {
-      c = Lower(c);
+      c = AsciiLower(c);
     }
   }
 }
