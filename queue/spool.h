@@ -59,10 +59,10 @@ struct NewMessage {
   std::string body;
   bool body_8bit = false;
   bool smtputf8 = false;
-  uint8_t ret = 0;                // RFC 3461 RET: 0 unset, 1 FULL, 2 HDRS
-  std::string envid;              // RFC 3461 ENVID, decoded
-  std::string auth_user;          // who submitted it (RFC 4954), empty when not authenticated
-  std::vector<DsnRequest> dsn;    // parallel to rcpt_to, or empty (no DSN parameters at all)
+  uint8_t ret = 0;              // RFC 3461 RET: 0 unset, 1 FULL, 2 HDRS
+  std::string envid;            // RFC 3461 ENVID, decoded
+  std::string auth_user;        // who submitted it (RFC 4954), empty when not authenticated
+  std::vector<DsnRequest> dsn;  // parallel to rcpt_to, or empty (no DSN parameters at all)
 };
 
 struct PendingRecipient {
