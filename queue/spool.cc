@@ -105,8 +105,17 @@ std::string RcptKey(MessageId id, uint32_t index) {
   PutU32(k, index);
   return k;
 }
+// Recipient records (CF "rcpt"): 'P' attempts(2) next_attempt_ms(8) for a deferred recipient,
+// 'D' for a finished one on a message that still has others pending.
+constexpr char kRcptDeferred = 'P';
+constexpr char kRcptDone = 'D';
+
+std::string RcptDone() {
+  return std::string(1, kRcptDone);
+}
+
 std::string RcptValue(uint16_t attempts, int64_t next_attempt_ms) {
-  std::string v;
+  std::string v(1, kRcptDeferred);
   PutU16(v, attempts);
   PutU64(v, static_cast<uint64_t>(next_attempt_ms));
   return v;
@@ -175,7 +184,8 @@ struct Spool::Impl {
   // record and the message always go together.
   struct Pending {
     uint32_t count = 0;
-    std::vector<bool> waiting;  // by recipient index
+    std::vector<bool> waiting;   // by recipient index
+    std::vector<bool> recorded;  // a record of this recipient is in CF "rcpt"
   };
   std::unordered_map<MessageId, Pending> remaining;
 
@@ -286,12 +296,13 @@ struct Spool::Impl {
         }
         wb.Put(body_cf, key, m.body);
         wb.Put(envelope_cf, key, env);
-        std::string none = RcptValue(0, 0);
-        for (uint32_t i = 0; i < m.rcpt_to.size(); ++i)
-          wb.Put(rcpt_cf, RcptKey(id, i), none);
+        // No recipient records: a recipient without one is pending with no attempt yet. The
+        // common message (one recipient, delivered at the first try) thus costs two puts and
+        // two deletes in the memtable, not six operations.
         remember(id);
         remaining[id] = Pending{static_cast<uint32_t>(m.rcpt_to.size()),
-                                std::vector<bool>(m.rcpt_to.size(), true)};
+                                std::vector<bool>(m.rcpt_to.size(), true),
+                                std::vector<bool>(m.rcpt_to.size(), false)};
         accepted.emplace_back(a, id);
       } else if (auto* f = std::get_if<FinishReq>(&r)) {
         auto it = remaining.find(f->id);
@@ -299,21 +310,31 @@ struct Spool::Impl {
           continue;  // already finished (a duplicate outcome): harmless
         }
         remember(f->id);
-        wb.Delete(rcpt_cf, RcptKey(f->id, f->index));
-        it->second.waiting[f->index] = false;
+        Pending& p = it->second;
+        p.waiting[f->index] = false;
         ++finished;
-        if (--it->second.count == 0) {
+        if (--p.count == 0) {
+          // The last one: the message goes, and every record of its recipients with it.
           std::string key = MessageKey(f->id);
           wb.SingleDelete(body_cf, key);
           wb.SingleDelete(envelope_cf, key);
+          for (uint32_t i = 0; i < p.recorded.size(); ++i) {
+            if (p.recorded[i])
+              wb.Delete(rcpt_cf, RcptKey(f->id, i));
+          }
           remaining.erase(it);
+        } else {
+          wb.Put(rcpt_cf, RcptKey(f->id, f->index), RcptDone());
+          p.recorded[f->index] = true;
         }
       } else if (auto* d = std::get_if<DeferReq>(&r)) {
         auto it = remaining.find(d->id);
         if (it == remaining.end() || !IsWaiting(it->second, d->index)) {
           continue;  // finished already: never bring its record back
         }
+        remember(d->id);
         wb.Put(rcpt_cf, RcptKey(d->id, d->index), RcptValue(d->attempts, d->next_attempt_ms));
+        it->second.recorded[d->index] = true;
         ++deferred;
       }
     }
@@ -421,91 +442,97 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
 
 Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
   Impl& d = *impl_;
-  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(rocksdb::ReadOptions(), d.rcpt_cf));
-  RecoveredMessage current;
-  std::vector<std::string> addresses;
-  std::vector<DsnRequest> dsns;
-  auto flush = [&]() -> Result<void> {
-    if (current.id == 0)
-      return {};
-    Impl::Pending& p = d.remaining[current.id];
-    p.count = static_cast<uint32_t>(current.recipients.size());
-    p.waiting.assign(addresses.size(), false);
-    for (const PendingRecipient& r : current.recipients)
-      p.waiting[r.index] = true;
-    fn(std::move(current));
-    current = RecoveredMessage{};
-    return {};
-  };
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    Reader key{std::string_view(it->key().data(), it->key().size())};
-    MessageId id = key.Num(8);
-    uint32_t index = static_cast<uint32_t>(key.Num(4));
-    Reader value{std::string_view(it->value().data(), it->value().size())};
-    uint16_t attempts = static_cast<uint16_t>(value.Num(2));
-    int64_t next = static_cast<int64_t>(value.Num(8));
-    if (!key.ok || !value.ok) {
-      SPATE_LOG(kError, "spool: undecodable recipient record skipped");
+  // Every envelope is a message with at least one recipient pending; its recipient records
+  // (a prefix scan of CF "rcpt") say which are finished and which were deferred.
+  std::unique_ptr<rocksdb::Iterator> env_it(
+      d.db->NewIterator(rocksdb::ReadOptions(), d.envelope_cf));
+  std::unique_ptr<rocksdb::Iterator> rcpt_it(d.db->NewIterator(rocksdb::ReadOptions(), d.rcpt_cf));
+  rocksdb::WriteBatch cleanup;
+  size_t leftovers = 0;
+  for (env_it->SeekToFirst(); env_it->Valid(); env_it->Next()) {
+    std::string key(env_it->key().data(), env_it->key().size());
+    Reader id_reader{key};
+    MessageId id = id_reader.Num(8);
+    if (!id_reader.ok) {
+      SPATE_LOG(kError, "spool: undecodable envelope key skipped");
       continue;
     }
     d.last_id = std::max(d.last_id, id);
-    if (id != current.id) {
-      SPATE_RETURN_IF_ERROR(flush());
-      std::string env;
-      rocksdb::Status s = d.db->Get(rocksdb::ReadOptions(), d.envelope_cf, MessageKey(id), &env);
-      if (!s.ok())
-        return Unexpected{ToError(s, "recover envelope")};
-      Reader r{env};
-      uint8_t version = static_cast<uint8_t>(r.Num(1));
-      uint8_t flags = static_cast<uint8_t>(r.Num(1));
-      current.id = id;
-      current.received_ms = static_cast<int64_t>(r.Num(8));
-      current.body_size = r.Num(8);
-      current.ret = static_cast<uint8_t>(r.Num(1));
-      current.mail_from = r.Str();
-      current.envid = r.Str();
-      current.auth_user = r.Str();
-      current.body_8bit = (flags & kFlag8Bit) != 0;
-      current.smtputf8 = (flags & kFlagSmtpUtf8) != 0;
-      uint32_t n = static_cast<uint32_t>(r.Num(4));
-      addresses.clear();
-      dsns.clear();
-      for (uint32_t i = 0; i < n && r.ok; ++i) {
-        addresses.push_back(r.Str());
-        DsnRequest dsn;
-        dsn.notify = static_cast<uint8_t>(r.Num(1));
-        dsn.orcpt = r.Str();
-        dsns.push_back(std::move(dsn));
-      }
-      if (!r.ok || version != kEnvelopeVersion) {
-        SPATE_LOG(kError, "spool: envelope of %s does not decode", FormatId(id).c_str());
+    Reader r{std::string_view(env_it->value().data(), env_it->value().size())};
+    RecoveredMessage m;
+    uint8_t version = static_cast<uint8_t>(r.Num(1));
+    uint8_t flags = static_cast<uint8_t>(r.Num(1));
+    m.id = id;
+    m.received_ms = static_cast<int64_t>(r.Num(8));
+    m.body_size = r.Num(8);
+    m.ret = static_cast<uint8_t>(r.Num(1));
+    m.mail_from = r.Str();
+    m.envid = r.Str();
+    m.auth_user = r.Str();
+    m.body_8bit = (flags & kFlag8Bit) != 0;
+    m.smtputf8 = (flags & kFlagSmtpUtf8) != 0;
+    uint32_t n = static_cast<uint32_t>(r.Num(4));
+    std::vector<PendingRecipient> all;
+    for (uint32_t i = 0; i < n && r.ok; ++i) {
+      PendingRecipient p;
+      p.index = i;
+      p.address = r.Str();
+      p.dsn.notify = static_cast<uint8_t>(r.Num(1));
+      p.dsn.orcpt = r.Str();
+      all.push_back(std::move(p));
+    }
+    if (!r.ok || version != kEnvelopeVersion || n == 0) {
+      SPATE_LOG(kError, "spool: envelope of %s does not decode", FormatId(id).c_str());
+      return Unexpected{Errc::kCorruption};
+    }
+    Impl::Pending pending{n, std::vector<bool>(n, true), std::vector<bool>(n, false)};
+    for (rcpt_it->Seek(key); rcpt_it->Valid() && rcpt_it->key().starts_with(key); rcpt_it->Next()) {
+      Reader k{std::string_view(rcpt_it->key().data(), rcpt_it->key().size())};
+      k.Num(8);
+      uint32_t index = static_cast<uint32_t>(k.Num(4));
+      Reader v{std::string_view(rcpt_it->value().data(), rcpt_it->value().size())};
+      char kind = static_cast<char>(v.Num(1));
+      if (!k.ok || !v.ok || index >= n)
+        return Unexpected{Errc::kCorruption};
+      pending.recorded[index] = true;
+      if (kind == kRcptDone) {
+        if (pending.waiting[index])
+          --pending.count;
+        pending.waiting[index] = false;
+      } else if (kind == kRcptDeferred) {
+        all[index].attempts = static_cast<uint16_t>(v.Num(2));
+        all[index].next_attempt_ms = static_cast<int64_t>(v.Num(8));
+        if (!v.ok)
+          return Unexpected{Errc::kCorruption};
+      } else {
         return Unexpected{Errc::kCorruption};
       }
     }
-    if (index >= addresses.size())
-      return Unexpected{Errc::kCorruption};
-    current.recipients.push_back({index, addresses[index], dsns[index], attempts, next});
-  }
-  if (!it->status().ok())
-    return Unexpected{ToError(it->status(), "recover scan")};
-  SPATE_RETURN_IF_ERROR(flush());
-
-  // Envelopes with no pending recipient are leftovers (cannot normally happen: the last
-  // recipient's delete and the message's removal share a batch). Remove them.
-  std::unique_ptr<rocksdb::Iterator> env_it(
-      d.db->NewIterator(rocksdb::ReadOptions(), d.envelope_cf));
-  rocksdb::WriteBatch cleanup;
-  for (env_it->SeekToFirst(); env_it->Valid(); env_it->Next()) {
-    Reader key{std::string_view(env_it->key().data(), env_it->key().size())};
-    MessageId id = key.Num(8);
-    d.last_id = std::max(d.last_id, id);
-    if (d.remaining.count(id) == 0) {
-      cleanup.SingleDelete(d.envelope_cf, env_it->key());
-      cleanup.SingleDelete(d.body_cf, env_it->key());
+    if (!rcpt_it->status().ok())
+      return Unexpected{ToError(rcpt_it->status(), "recover scan")};
+    if (pending.count == 0) {
+      // Every recipient finished but the message is still here: cannot normally happen (the
+      // last finish and the message's removal share a batch). Remove the leftovers.
+      ++leftovers;
+      cleanup.SingleDelete(d.envelope_cf, key);
+      cleanup.SingleDelete(d.body_cf, key);
+      for (uint32_t i = 0; i < n; ++i) {
+        if (pending.recorded[i])
+          cleanup.Delete(d.rcpt_cf, RcptKey(id, i));
+      }
+      continue;
     }
+    for (PendingRecipient& p : all) {
+      if (pending.waiting[p.index])
+        m.recipients.push_back(std::move(p));
+    }
+    d.remaining.emplace(id, std::move(pending));
+    fn(std::move(m));
   }
+  if (!env_it->status().ok())
+    return Unexpected{ToError(env_it->status(), "recover scan")};
   if (cleanup.Count() > 0) {
-    SPATE_LOG(kWarn, "spool: removing %u records of finished messages", cleanup.Count() / 2);
+    SPATE_LOG(kWarn, "spool: removing %zu finished messages left behind", leftovers);
     rocksdb::WriteOptions wo;
     wo.sync = true;
     rocksdb::Status s = d.db->Write(wo, &cleanup);

@@ -22,7 +22,12 @@
 //                                     str auth_user, count(4),
 //                                     count x (str address, notify(1), str orcpt)
 //                                     where str = len(4) bytes. Written once, SingleDelete'd.
-//   CF "rcpt":     id(8) index(4) -> attempts(2) next_attempt_ms(8). Present = pending.
+//   CF "rcpt":     id(8) index(4) -> 'P' attempts(2) next_attempt_ms(8): deferred, or
+//                                     'D': finished while others of the message are pending.
+//                                     No record: pending, not tried yet (so the usual message,
+//                                     one recipient delivered at once, writes no record at all).
+//                                     The last recipient's finish deletes them all, with the
+//                                     body and envelope, in one batch.
 // Message ids: microseconds since the epoch at acceptance, bumped to stay strictly increasing
 // (also across restarts: Recover() sees the largest id), so ids are unique and time-ordered.
 //
