@@ -228,6 +228,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   c.tls_handshake_timeout = Seconds(30);
   c.auth_max_failures = 5;
   c.auth_failure_window = Seconds(600);
+  c.auth_verify_threads = 1;
 
   TableReader server(root["server"].as_table(), "server", error);
   server.String("listen", &listen);
@@ -256,6 +257,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   auth.Bool("plaintext", &c.auth_plaintext);
   auth.Unsigned("max_failures", &c.auth_max_failures, 1, 1000000);
   auth.Duration("failure_window", &c.auth_failure_window);
+  auth.Unsigned("verify_threads", &c.auth_verify_threads, 1, 64);
   auth.RejectUnknown();
 
   TableReader spool(root["spool"].as_table(), "spool", error);

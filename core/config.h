@@ -75,9 +75,10 @@ struct Config {
   Seconds tls_handshake_timeout{};
   // [auth]: SMTP AUTH (RFC 4954) against a users file; empty: AUTH is not offered.
   std::string auth_users_file;
-  bool auth_plaintext = false;     // also offer AUTH on connections without TLS
-  unsigned auth_max_failures = 0;  // per client address (per shard), then 421 and close
-  Seconds auth_failure_window{};   // how long failures are remembered
+  bool auth_plaintext = false;       // also offer AUTH on connections without TLS
+  unsigned auth_max_failures = 0;    // per client address (all shards), then 421 and close
+  Seconds auth_failure_window{};     // how long failures are remembered
+  unsigned auth_verify_threads = 0;  // PBKDF2 workers (auth::Verifier), off the reactors
   // [spool]
   std::string spool_path;
   bool spool_sync = true;  // fsync each commit batch before the 250

@@ -21,6 +21,7 @@
 
 #include "core/allocator.h"
 #include "core/auth/credentials.h"
+#include "core/auth/verifier.h"
 #include "core/config.h"
 #include "core/connection.h"
 #include "core/log.h"
@@ -214,9 +215,12 @@ int Run(int argc, char** argv) {
     }
     users = std::move(store).value();
   }
-  // [server] max_connections_per_client, counted across all shards (core/server/submission.h).
+  // [server] max_connections_per_client and [auth] max_failures, counted across all shards
+  // (core/server/submission.h).
   server::ClientConnections client_connections(config.max_connections_per_client);
-  server::Security security{tls_context.get(), users.get(), &client_connections};
+  server::AuthFailures auth_failures(
+      config.auth_max_failures, std::chrono::duration_cast<server::AuthFailures::Clock::duration>(
+                                    config.auth_failure_window));
   if (flags.check) {
     std::printf("configuration ok\n");
     return 0;
@@ -234,6 +238,13 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  // Passwords are checked on these threads, never on a shard's (started after the signal mask
+  // is set, so they inherit it). Stopped after the shards, before the users go.
+  std::unique_ptr<auth::Verifier> verifier;
+  if (users)
+    verifier = std::make_unique<auth::Verifier>(*users, config.auth_verify_threads);
+  server::Security security{tls_context.get(), verifier.get(), &client_connections, &auth_failures};
 
   // BoringSSL (never OpenSSL: their libssl must not share a process). TLS sessions arrive with
   // STARTTLS; the library is set up at start so a broken install fails here, not mid-session.
@@ -372,6 +383,9 @@ int Run(int argc, char** argv) {
     s->RequestStop();
   for (auto& s : shards)
     s->Join();
+  // No shard asks any more; a verdict still being computed is posted to a stopped shard and
+  // dropped with it.
+  verifier.reset();
   // The spool finishes every queued commit before it closes; then the shards (and the tasks the
   // spool may still have posted to them) go.
   spool.reset();

@@ -1,5 +1,6 @@
 #include "core/server/submission.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <arpa/inet.h>
@@ -8,7 +9,7 @@
 
 #include <openssl/rand.h>
 
-#include "core/auth/credentials.h"
+#include "core/auth/verifier.h"
 #include "core/check.h"
 #include "core/connection.h"
 #include "core/log.h"
@@ -64,11 +65,6 @@ std::string Printable(std::string_view s) {
   return out;
 }
 
-// Each shard's table of AUTH failures is bounded; past this, expired entries are dropped and,
-// if that is not enough, an arbitrary one (an attacker with many addresses only loses memory
-// of some of them).
-constexpr size_t kMaxAuthFailureEntries = 65536;
-
 // How often, at most, a connection in the data phase looks at its data rate again.
 constexpr auto kDataRateRecheck = std::chrono::seconds(1);
 
@@ -94,6 +90,43 @@ void ClientConnections::Remove(const std::string& client) {
   SPATE_CHECK(it != open_.end() && it->second > 0);
   if (--it->second == 0)
     open_.erase(it);
+}
+
+AuthFailures::AuthFailures(unsigned max_failures, Clock::duration window, size_t max_entries)
+    : max_failures_(max_failures), window_(window), max_entries_(max_entries) {}
+
+bool AuthFailures::Blocked(const std::string& client, Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = failures_.find(client);
+  if (it == failures_.end())
+    return false;
+  if (it->second.expires <= now) {
+    failures_.erase(it);
+    return false;
+  }
+  return it->second.count >= max_failures_;
+}
+
+bool AuthFailures::RecordFailure(const std::string& client, Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (failures_.size() >= max_entries_ && failures_.count(client) == 0) {
+    std::erase_if(failures_, [now](const auto& e) { return e.second.expires <= now; });
+    if (failures_.size() >= max_entries_)
+      failures_.erase(failures_.begin());
+  }
+  Entry& f = failures_[client];
+  if (f.expires <= now)
+    f.count = 0;  // the earlier failures have aged out
+  ++f.count;
+  // Shards read their reactor's clock once per loop turn, so `now` may run a little behind
+  // another shard's: the later expiry wins.
+  f.expires = std::max(f.expires, now + window_);
+  return f.count >= max_failures_;
+}
+
+size_t AuthFailures::size() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failures_.size();
 }
 
 class ServerConnection final : public Connection {
@@ -136,8 +169,24 @@ class ServerConnection final : public Connection {
     Process();
   }
 
+  // The verifier's verdict, back on this shard; a failure is already counted, and
+  // `locked_out` says it reached [auth] max_failures.
+  void OnAuthVerdict(bool ok, bool locked_out) {
+    session_.SetNow(std::chrono::system_clock::now());
+    if (locked_out) {
+      session_.OnAuthResult(false);  // 535 5.7.8 first, then the 421
+      Flush();
+      TooManyFailures();
+      return;
+    }
+    session_.OnAuthResult(ok);
+    Process();
+  }
+
   smtp::ServerSession& session() { return session_; }
   uint64_t id() const { return id_; }
+  const std::string& client_address() const { return client_address_; }
+  const std::string& client_key() const { return client_key_; }
 
  protected:
   void OnData(std::string_view data) noexcept override {
@@ -194,7 +243,7 @@ class ServerConnection final : public Connection {
     o.max_recipients = c.max_recipients;
     o.starttls = server.security_.tls != nullptr && !implicit_tls;
     o.implicit_tls = implicit_tls;
-    o.auth = server.security_.users != nullptr;
+    o.auth = server.security_.verifier != nullptr;
     o.auth_plaintext = c.auth_plaintext;
     for (const Network& n : c.relay_networks)
       o.client_may_relay = o.client_may_relay || n.Contains(peer);
@@ -285,10 +334,10 @@ class ServerConnection final : public Connection {
   }
 
   void Process() {
-    // The session pauses on AUTH until it has the verdict; the verdict may resume input that
-    // holds another AUTH.
-    while (std::optional<smtp::AuthRequest> request = session_.TakeAuthRequest()) {
-      if (!Authenticate(*request))
+    // The session pauses on AUTH until it has the verdict (OnAuthVerdict), so at most one is
+    // out; the verdict may resume input that holds another AUTH.
+    if (std::optional<smtp::AuthRequest> request = session_.TakeAuthRequest()) {
+      if (!Authenticate(std::move(*request)))
         return;  // closing
     }
     TrackDataPhase(0);
@@ -308,7 +357,9 @@ class ServerConnection final : public Connection {
       PauseReading();
       server_.Commit(*this);
     } else if (session_.awaiting_auth()) {
-      PauseReading();  // not reached while verification is synchronous (Authenticate)
+      // The same while a verifier worker checks the password: input pipelined behind the AUTH
+      // waits in the kernel.
+      PauseReading();
     } else {
       ResumeReading();
     }
@@ -317,30 +368,14 @@ class ServerConnection final : public Connection {
       CloseGracefully();
   }
 
-  // Verifies one AUTH request. False when the connection is closing instead.
-  bool Authenticate(const smtp::AuthRequest& request) {
-    if (server_.AuthBlocked(client_key_)) {
+  // Hands one AUTH request to the verifier; the verdict arrives in OnAuthVerdict(). False when
+  // the client is locked out and the connection is closing instead.
+  bool Authenticate(smtp::AuthRequest&& request) {
+    if (server_.auth_failures_->Blocked(client_key_, reactor().now())) {
       TooManyFailures();
       return false;
     }
-    // Synchronous, on the reactor thread: PBKDF2 at the default 10,000 iterations costs some
-    // 5 ms, during which this shard serves no one else. A later change moves verification to a
-    // worker thread and posts the verdict back.
-    const auth::CredentialStore* users = server_.security_.users;
-    bool ok = users != nullptr && users->Verify(request.user, request.password);
-    // No proxy authorization (RFC 4616 §2): an authzid may only name the user itself.
-    ok = ok && (request.authzid.empty() || request.authzid == request.user);
-    SPATE_LOG(kInfo, "auth %s: mechanism=%s user=%s client=%s", ok ? "ok" : "failed",
-              Printable(request.mechanism).c_str(), Printable(request.user).c_str(),
-              client_address_.c_str());
-    session_.SetNow(std::chrono::system_clock::now());
-    if (!ok && server_.RecordAuthFailure(client_key_)) {
-      session_.OnAuthResult(false);  // 535 5.7.8 first, then the 421
-      Flush();
-      TooManyFailures();
-      return false;
-    }
-    session_.OnAuthResult(ok);
+    server_.VerifyAuth(*this, std::move(request));
     return true;
   }
 
@@ -402,8 +437,8 @@ class ServerConnection final : public Connection {
     timer_ = reactor().AddTimer(at, [this] {
       timer_ = {};
       Clock::time_point due = last_activity_ + Timeout();
-      // A client waiting for its commit is not idle.
-      if (reactor().now() < due || session_.awaiting_commit()) {
+      // A client waiting for its commit, or for its AUTH verdict, is not idle.
+      if (reactor().now() < due || session_.awaiting_commit() || session_.awaiting_auth()) {
         return ArmTimer(std::max(due, reactor().now() + std::chrono::seconds(1)));
       }
       session_.OnTimeout();
@@ -442,10 +477,16 @@ SubmissionServer::SubmissionServer(Shard& shard, const Config& config, queue::Sp
       on_accepted_(std::move(on_accepted)),
       security_(security),
       max_connections_((config.server_max_connections + shard.count() - 1) / shard.count()),
-      clients_(security.clients) {
+      clients_(security.clients),
+      auth_failures_(security.auth_failures) {
   if (clients_ == nullptr) {
     own_clients_ = std::make_unique<ClientConnections>(config.max_connections_per_client);
     clients_ = own_clients_.get();
+  }
+  if (auth_failures_ == nullptr) {
+    own_auth_failures_ = std::make_unique<AuthFailures>(config.auth_max_failures,
+                                                        ToClock(config.auth_failure_window));
+    auth_failures_ = own_auth_failures_.get();
   }
   listeners_[0].fd = listen_fd;
   listeners_[1].fd = implicit_tls_fd;
@@ -504,6 +545,8 @@ void SubmissionServer::OnAccept(Listener& listener, int fd) {
     Refuse(listener, fd, client, "Too many connections from your address");
     return;
   }
+  SPATE_LOG(kDebug, "accepted a connection from %s on shard %u", client.c_str(),
+            static_cast<unsigned>(shard_.id()));
   // From here the connection owns the count: its OnClosed() removes it.
   auto* conn = new ServerConnection(*this, fd, next_conn_id_++, peer, listener.implicit_tls);
   conn->Start();
@@ -526,30 +569,28 @@ void SubmissionServer::Refuse(const Listener& listener, int fd, const std::strin
   close(fd);
 }
 
-bool SubmissionServer::AuthBlocked(const std::string& client) {
-  auto it = auth_failures_.find(client);
-  if (it == auth_failures_.end())
-    return false;
-  if (it->second.expires <= shard_.reactor().now()) {
-    auth_failures_.erase(it);
-    return false;
-  }
-  return it->second.count >= config_.auth_max_failures;
-}
-
-bool SubmissionServer::RecordAuthFailure(const std::string& client) {
-  Clock::time_point now = shard_.reactor().now();
-  if (auth_failures_.size() >= kMaxAuthFailureEntries && auth_failures_.count(client) == 0) {
-    std::erase_if(auth_failures_, [now](const auto& e) { return e.second.expires <= now; });
-    if (auth_failures_.size() >= kMaxAuthFailureEntries)
-      auth_failures_.erase(auth_failures_.begin());
-  }
-  AuthFailures& f = auth_failures_[client];
-  if (f.expires <= now)
-    f.count = 0;  // the earlier failures have aged out
-  ++f.count;
-  f.expires = now + std::chrono::duration_cast<Clock::duration>(config_.auth_failure_window);
-  return f.count >= config_.auth_max_failures;
+void SubmissionServer::VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& request) {
+  // No proxy authorization (RFC 4616 §2): an authzid may only name the user itself. The
+  // password is checked all the same, so the verdict takes as long either way.
+  const bool authzid_ok = request.authzid.empty() || request.authzid == request.user;
+  std::string user = request.user;
+  security_.verifier->Verify(
+      std::move(request.user), std::move(request.password),
+      [this, shard = &shard_, conn_id = conn.id(), authzid_ok, user = std::move(user),
+       mechanism = std::move(request.mechanism), address = conn.client_address(),
+       key = conn.client_key()](bool verified) {
+        // On a verifier worker: carry the verdict back to the connection's shard.
+        shard->Post([this, conn_id, ok = verified && authzid_ok, user, mechanism, address, key] {
+          SPATE_LOG(kInfo, "auth %s: mechanism=%s user=%s client=%s shard=%u", ok ? "ok" : "failed",
+                    Printable(mechanism).c_str(), Printable(user).c_str(), address.c_str(),
+                    static_cast<unsigned>(shard_.id()));
+          // Counted even when the connection has gone meanwhile: closing does not undo a try.
+          const bool locked_out = !ok && auth_failures_->RecordFailure(key, shard_.reactor().now());
+          auto it = conns_.find(conn_id);
+          if (it != conns_.end())
+            it->second->OnAuthVerdict(ok, locked_out);
+        });
+      });
 }
 
 queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received) {

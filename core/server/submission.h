@@ -16,10 +16,15 @@
 //    handshake that fails or is not done within [tls] handshake_timeout closes the connection.
 //  - Implicit TLS (RFC 8314): a second listener whose connections run the handshake first; the
 //    greeting is sent once it is done.
-//  - AUTH (RFC 4954): the session yields the credentials, the store verifies them. Failures are
-//    counted per client address on this shard; at [auth] max_failures the client gets 421 4.7.0
+//  - AUTH (RFC 4954): the session yields the credentials and pauses; the connection stops
+//    reading and hands them to auth::Verifier, whose worker computes the PBKDF2 off this
+//    reactor and posts the verdict back here; the connection, looked up by id (it may be gone),
+//    gives it to the session and reads again. Failures are counted per client address in one
+//    table shared by all shards (AuthFailures), since SO_REUSEPORT spreads one client's
+//    connections over the shards: at [auth] max_failures in total the client gets 421 4.7.0
 //    and is disconnected, and later AUTH from that address get the same until the failures age
-//    out ([auth] failure_window).
+//    out ([auth] failure_window). A failure is counted even when its connection closed while it
+//    was being verified.
 //  - Relay control: the peer address (getpeername) against [server] relay_networks.
 //
 // Limits against clients that hold resources (RFC 5321 §4.5.3 sets minimums, not maximums):
@@ -43,6 +48,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -61,7 +67,7 @@ namespace spate::tls {
 class TlsContext;
 }  // namespace spate::tls
 namespace spate::auth {
-class CredentialStore;
+class Verifier;
 }  // namespace spate::auth
 
 namespace spate::server {
@@ -89,12 +95,48 @@ class ClientConnections {
   std::unordered_map<std::string, unsigned> open_;  // guarded by mu_
 };
 
+// Failed AUTH per client (IPv4 address or IPv6 /64), shared by every shard's server so that
+// [auth] max_failures holds in total whichever shards the kernel picks. Used when an AUTH
+// begins (Blocked) and when its verdict arrives (RecordFailure) only, the cold path, so one
+// mutex is enough. A client's failures are forgotten `window` after its last one. The table
+// holds at most `max_entries`; past that, expired entries are dropped and, if that is not
+// enough, an arbitrary one (an attacker with many addresses only makes it forget some).
+// Attempts already being verified when a client reaches the limit still complete (at most one
+// per open connection of that client); each then closes its connection too.
+// Threading: any thread.
+class AuthFailures {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr size_t kDefaultMaxEntries = 65536;
+
+  AuthFailures(unsigned max_failures, Clock::duration window,
+               size_t max_entries = kDefaultMaxEntries);
+
+  // True when `client` has reached max_failures within the window and may not try again yet.
+  bool Blocked(const std::string& client, Clock::time_point now);
+  // Counts one failure of `client`; true when it has now reached max_failures.
+  bool RecordFailure(const std::string& client, Clock::time_point now);
+  size_t size();
+
+ private:
+  struct Entry {
+    unsigned count = 0;
+    Clock::time_point expires{};
+  };
+  const unsigned max_failures_;
+  const Clock::duration window_;
+  const size_t max_entries_;
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> failures_;  // guarded by mu_
+};
+
 // What every shard's server shares: made once at start-up by main, outliving the shards. The
-// TLS context and the users are read-only from then on (any thread); `clients` has its own lock.
+// TLS context is read-only from then on (any thread); the others have their own locks.
 struct Security {
-  const tls::TlsContext* tls = nullptr;          // null: no STARTTLS, no implicit TLS
-  const auth::CredentialStore* users = nullptr;  // null: no AUTH
-  ClientConnections* clients = nullptr;          // null: this server counts its clients alone
+  const tls::TlsContext* tls = nullptr;   // null: no STARTTLS, no implicit TLS
+  auth::Verifier* verifier = nullptr;     // null: no AUTH
+  ClientConnections* clients = nullptr;   // null: this server counts its clients alone
+  AuthFailures* auth_failures = nullptr;  // null: this server counts AUTH failures alone
 };
 
 class SubmissionServer : public Service {
@@ -119,11 +161,6 @@ class SubmissionServer : public Service {
     Reactor::OpId op = 0;
     bool accepting = false;
   };
-  // Failed AUTH of one client address (IPv4, or an IPv6 /64), forgotten after failure_window.
-  struct AuthFailures {
-    unsigned count = 0;
-    Reactor::Clock::time_point expires{};
-  };
 
   void ArmAccept(Listener& listener);
   void OnAccept(Listener& listener, int fd);
@@ -131,10 +168,9 @@ class SubmissionServer : public Service {
   // port nothing) and close.
   void Refuse(const Listener& listener, int fd, const std::string& client, std::string_view why);
   void Commit(ServerConnection& conn);
-  // True when `client` has reached max_failures and may not try AUTH again yet.
-  bool AuthBlocked(const std::string& client);
-  // Counts one failure; true when it reaches max_failures.
-  bool RecordAuthFailure(const std::string& client);
+  // Hands `request` to the verifier; the verdict comes back to `conn` (if still open) on this
+  // shard, after the failure, if any, is counted.
+  void VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& request);
 
   Shard& shard_;
   const Config& config_;
@@ -145,9 +181,10 @@ class SubmissionServer : public Service {
   Security security_;
   bool shutting_down_ = false;
   size_t max_connections_;  // this shard's share of [server] max_connections
-  std::unique_ptr<ClientConnections> own_clients_;  // when Security::clients is null
-  ClientConnections* clients_;                      // never null
-  std::unordered_map<std::string, AuthFailures> auth_failures_;
+  std::unique_ptr<ClientConnections> own_clients_;   // when Security::clients is null
+  ClientConnections* clients_;                       // never null
+  std::unique_ptr<AuthFailures> own_auth_failures_;  // when Security::auth_failures is null
+  AuthFailures* auth_failures_;                      // never null
   uint64_t next_conn_id_ = 1;
   std::unordered_map<uint64_t, ServerConnection*> conns_;
 };

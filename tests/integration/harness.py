@@ -85,12 +85,13 @@ class Spate:
     """One spate process with its own spool and config in `workdir`."""
 
     def __init__(self, workdir, routes, shards=2, extra="", delivery=None,
-                 log_deliveries=False, server=None, sections=None):
+                 log_deliveries=False, server=None, sections=None, log_level=None):
         """`delivery`: [delivery] settings that override the defaults below (or add to them),
         e.g. {"max_connections": 3, "idle_timeout": "300ms"}. `extra`: raw TOML lines for
         [delivery]. `log_deliveries`: [log] deliveries, one log line per outcome.
         `server`: more [server] settings, e.g. {"relay_networks": ["10.0.0.0/8"]}.
-        `sections`: more tables, e.g. {"tls": {"certificate": "...", "key": "..."}}."""
+        `sections`: more tables, e.g. {"tls": {"certificate": "...", "key": "..."}}.
+        `log_level`: [log] level, e.g. "debug" (default: spate's, info)."""
         self.workdir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.config = os.path.join(workdir, "spate.toml")
@@ -122,6 +123,7 @@ count = {shards}
 {route_lines}
 [log]
 deliveries = {_toml_value(log_deliveries)}
+{f"level = {_toml_value(log_level)}" if log_level else ""}
 {section_lines}
 """)
         self.proc = None

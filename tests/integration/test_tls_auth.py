@@ -6,6 +6,7 @@ smtplib and ssl, swaks, and a raw socket where the exact bytes on the wire matte
 """
 import base64
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -115,6 +116,7 @@ class Base(unittest.TestCase):
     SERVER = {}
     AUTH = {}
     SHARDS = 2
+    LOG_LEVEL = None
 
     @classmethod
     def setUpClass(cls):
@@ -127,7 +129,8 @@ class Base(unittest.TestCase):
         cls.spate = harness.Spate(
             cls.dir, {DEST: cls.sink.port}, shards=cls.SHARDS, server=server,
             sections={"tls": {"certificate": CERT, "key": KEY, "handshake_timeout": "1s"},
-                      "auth": auth})
+                      "auth": auth},
+            log_level=cls.LOG_LEVEL)
         cls.spate.start()
         cls.port = cls.spate.smtp_port
 
@@ -308,7 +311,7 @@ class TlsAuth(Base):
 
 class AuthLockout(Base):
     AUTH = {"max_failures": 3}
-    SHARDS = 1  # the failure table is per shard: one shard makes every connection share it
+    SHARDS = 2
 
     def test_421_after_max_failures(self):
         w = starttls_wire(self.port)
@@ -331,6 +334,68 @@ class AuthLockout(Base):
         self.assertEqual(code, 421, lines)
         self.assertTrue(w.closed())
         w.sock.close()
+
+
+class AuthLockoutAcrossShards(Base):
+    """The failure count is one table for all shards: failures on connections that the kernel
+    gave to different shards add up to max_failures. Each connection's shard is read from the
+    debug log ("accepted a connection from ... on shard N") before it sends anything."""
+    AUTH = {"max_failures": 3}
+    SHARDS = 2
+    LOG_LEVEL = "debug"
+
+    def accepted_shards(self):
+        return [int(n) for n in re.findall(r"accepted a connection from \S+ on shard (\d+)",
+                                           self.spate.read_log())]
+
+    def wire_on(self, shard):
+        """A Wire after STARTTLS and the second EHLO, on `shard`: connections the kernel gives
+        the other shard are ended with QUIT and a new one is made."""
+        for _ in range(200):
+            seen = len(self.accepted_shards())
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            w = Wire(sock)
+            self.assertEqual(w.reply()[0], 220)  # the accept line is written before it
+            got = harness.wait_for(lambda: self.accepted_shards()[seen:], 10, "the accept line")
+            if got[0] != shard:
+                w.cmd("QUIT")
+                sock.close()
+                continue
+            self.assertEqual(w.cmd("EHLO client.test")[0], 250)
+            self.assertEqual(w.cmd("STARTTLS")[0], 220)
+            w.sock = client_context(check_hostname=True).wrap_socket(
+                sock, server_hostname="spate.test")
+            self.assertEqual(w.cmd("EHLO client.test")[0], 250)
+            return w
+        self.fail(f"no connection landed on shard {shard}")
+
+    def test_failures_spread_over_shards_add_up(self):
+        bad = "AUTH PLAIN " + b64(f"\0{USER}\0wrong")
+        # One failure on each shard: with a table per shard neither would be near 3.
+        for shard in (0, 1):
+            w = self.wire_on(shard)
+            code, lines = w.cmd(bad)
+            self.assertEqual(code, 535, lines)
+            self.assertEqual(w.cmd("QUIT")[0], 221)
+            w.sock.close()
+        # The third, on shard 0 (which has seen only two): 535, then 421 and close.
+        w = self.wire_on(0)
+        code, lines = w.cmd(bad)
+        self.assertEqual(code, 535, lines)
+        code, lines = w.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertTrue(lines[0].startswith("421 4.7.0"), lines)
+        self.assertTrue(w.closed())
+        w.sock.close()
+        # Locked out on both shards, even with the right password.
+        for shard in (1, 0):
+            w = self.wire_on(shard)
+            code, lines = w.cmd("AUTH PLAIN " + b64(f"\0{USER}\0{PASSWORD}"))
+            self.assertEqual(code, 421, lines)
+            self.assertTrue(w.closed())
+            w.sock.close()
+        failed = re.findall(r"auth failed: .* shard=(\d+)", self.spate.read_log())
+        self.assertEqual(sorted(failed), ["0", "0", "1"], "three failures, on both shards")
 
 
 class RelayControl(Base):

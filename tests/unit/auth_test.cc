@@ -1,13 +1,20 @@
 // tests/unit/auth_test.cc
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include <arpa/inet.h>
 
 #include <gtest/gtest.h>
 
 #include "core/auth/credentials.h"
+#include "core/auth/verifier.h"
 #include "core/config.h"
 
 namespace spate::auth {
@@ -127,6 +134,138 @@ TEST(CredentialsTest, UnknownUserCostsLikeAKnownOne) {
   EXPECT_GT(known * 2, unknown) << "unknown " << unknown.count() << "ns, known " << known.count();
 }
 
+// The daemon's default for new hashes: costly enough now that no reactor waits on it.
+TEST(CredentialsTest, DefaultIterationsForNewHashes) {
+  EXPECT_EQ(kDefaultIterations, 100000u);
+  EXPECT_EQ(HashPassword("pw").rfind("$pbkdf2-sha256$100000$", 0), 0u);
+  // Lines hashed at the earlier default still verify: each line names its own count.
+  auto store = CredentialStore::Parse("old:" + HashPassword("pw", 10000) +
+                                      "\nnew:" + HashPassword("pw") + "\n");
+  ASSERT_TRUE(store);
+  EXPECT_TRUE((*store)->Verify("old", "pw"));
+  EXPECT_TRUE((*store)->Verify("new", "pw"));
+}
+
+// Collects verdicts from the verifier's threads; the test thread waits for them.
+struct Verdicts {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::pair<int, bool>> got;  // (tag, ok)
+  std::vector<std::thread::id> threads;
+
+  Verifier::Done For(int tag) {
+    return [this, tag](bool ok) {
+      std::lock_guard<std::mutex> lock(mu);
+      got.emplace_back(tag, ok);
+      threads.push_back(std::this_thread::get_id());
+      cv.notify_all();
+    };
+  }
+  bool WaitFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(30), [&] { return got.size() >= n; });
+  }
+};
+
+TEST(VerifierTest, VerdictsArriveOnAWorkerThread) {
+  auto store = CredentialStore::Parse("alice:" + HashPassword("right", 1000) + "\n");
+  ASSERT_TRUE(store);
+  Verifier verifier(**store);
+  Verdicts v;
+  verifier.Verify("alice", "right", v.For(1));
+  verifier.Verify("alice", "wrong", v.For(2));
+  verifier.Verify("mallory", "right", v.For(3));  // unknown: checked against the dummy
+  ASSERT_TRUE(v.WaitFor(3));
+  std::lock_guard<std::mutex> lock(v.mu);
+  // One worker takes requests in order.
+  EXPECT_EQ(v.got, (std::vector<std::pair<int, bool>>{{1, true}, {2, false}, {3, false}}));
+  for (std::thread::id id : v.threads)
+    EXPECT_NE(id, std::this_thread::get_id());
+}
+
+TEST(VerifierTest, ManyConcurrentVerifies) {
+  auto store = CredentialStore::Parse("alice:" + HashPassword("right", 1000) + "\n" +
+                                      "bob:" + HashPassword("other", 1000) + "\n");
+  ASSERT_TRUE(store);
+  Verifier verifier(**store, 3);
+  Verdicts v;
+  constexpr int kThreads = 4;
+  constexpr int kEach = 50;
+  std::vector<std::thread> shards;
+  for (int t = 0; t < kThreads; ++t) {
+    shards.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        int tag = t * kEach + i;
+        // Even tags are right, odd ones wrong (wrong password or unknown user).
+        const char* user = tag % 4 == 3 ? "carol" : (tag % 2 == 0 ? "alice" : "bob");
+        verifier.Verify(user, "right", v.For(tag));
+      }
+    });
+  }
+  for (std::thread& t : shards)
+    t.join();
+  ASSERT_TRUE(v.WaitFor(kThreads * kEach));
+  std::lock_guard<std::mutex> lock(v.mu);
+  ASSERT_EQ(v.got.size(), size_t{kThreads * kEach});
+  std::vector<int> seen(kThreads * kEach, 0);
+  for (auto [tag, ok] : v.got) {
+    ++seen[tag];
+    EXPECT_EQ(ok, tag % 2 == 0) << "tag " << tag;
+  }
+  for (int n : seen)
+    EXPECT_EQ(n, 1) << "each verdict exactly once";
+}
+
+// At shutdown the workers finish what they run and drop the rest: Stop() returns soon, queued
+// callbacks are destroyed without running, and a Verify() after Stop() runs nothing.
+TEST(VerifierTest, StopWithQueuedWorkDropsItQuickly) {
+  // About 0.1 s per verification: 200 queued would take 20 s on one worker.
+  auto store = CredentialStore::Parse("alice:" + HashPassword("right", 200000) + "\n");
+  ASSERT_TRUE(store);
+  auto verifier = std::make_unique<Verifier>(**store, 2);
+  std::atomic<int> ran{0};
+  auto alive = std::make_shared<int>(0);  // each queued callback holds a copy
+  for (int i = 0; i < 200; ++i)
+    verifier->Verify("alice", "right", [&ran, alive](bool) { ran.fetch_add(1); });
+  auto start = std::chrono::steady_clock::now();
+  verifier->Stop();
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(took, std::chrono::seconds(5));
+  // Only those the two workers were running when Stop() came (a few, if this thread was slow
+  // to get there), never the queue.
+  EXPECT_LT(ran.load(), 20);
+  EXPECT_EQ(alive.use_count(), 1) << "the dropped callbacks are destroyed";
+  bool late = false;
+  verifier->Verify("alice", "right", [&late](bool) { late = true; });
+  verifier->Stop();  // idempotent
+  verifier.reset();
+  EXPECT_FALSE(late);
+}
+
+// The verifier adds no difference of its own: an unknown user's verdict takes as long as a
+// known user's wrong password.
+TEST(VerifierTest, UnknownUserTakesAsLong) {
+  auto store = CredentialStore::Parse("known:" + HashPassword("pw", 50000) + "\n");
+  ASSERT_TRUE(store);
+  Verifier verifier(**store);
+  Verdicts v;
+  size_t n = 0;
+  auto time = [&](const char* user) {
+    auto best = std::chrono::nanoseconds::max();
+    for (int i = 0; i < 5; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      verifier.Verify(user, "wrong", v.For(0));
+      EXPECT_TRUE(v.WaitFor(++n));
+      best = std::min(best, std::chrono::steady_clock::now() - start);
+    }
+    return best;
+  };
+  auto known = time("known");
+  auto unknown = time("unknown");
+  EXPECT_GT(unknown * 2, known) << "unknown " << unknown.count() << "ns, known " << known.count();
+  EXPECT_GT(known * 2, unknown) << "unknown " << unknown.count() << "ns, known " << known.count();
+}
+
 // Relay control: [server] relay_networks entries and the peer addresses they match.
 sockaddr_storage Addr(const char* text) {
   sockaddr_storage ss{};
@@ -220,15 +359,21 @@ TEST(RelayNetworksTest, TlsAndAuthSettingsGoTogether) {
   ASSERT_TRUE(c) << error;
   EXPECT_EQ(c->auth_max_failures, 5u);
   EXPECT_EQ(c->auth_failure_window.count(), 600);
+  EXPECT_EQ(c->auth_verify_threads, 1u);
   c = ParseConfig(
       "[server]\nimplicit_tls_listen = \"127.0.0.1:4650\"\n"
       "[tls]\ncertificate = \"a.crt\"\nkey = \"a.key\"\nhandshake_timeout = \"10s\"\n"
-      "[auth]\nusers_file = \"users\"\nmax_failures = 3\nfailure_window = \"1m\"\n",
+      "[auth]\nusers_file = \"users\"\nmax_failures = 3\nfailure_window = \"1m\"\n"
+      "verify_threads = 4\n",
       &error);
   ASSERT_TRUE(c) << error;
   EXPECT_EQ(c->implicit_tls_listen.text, "127.0.0.1:4650");
   EXPECT_EQ(c->tls_handshake_timeout.count(), 10);
   EXPECT_EQ(c->auth_max_failures, 3u);
+  EXPECT_EQ(c->auth_verify_threads, 4u);
+  EXPECT_FALSE(
+      ParseConfig("[auth]\nusers_file = \"users\"\nplaintext = true\nverify_threads = 0\n", &error))
+      << "at least one worker";
   EXPECT_FALSE(ParseConfig("[auth]\nusers = \"users\"\n", &error)) << "unknown key";
 }
 

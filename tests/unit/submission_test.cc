@@ -1,8 +1,10 @@
 // The submission glue's hand-over to the spool keeps every field the spool must keep, and its
-// per-client connection count holds across shards.
+// per-client connection count and AUTH failure count hold across shards.
 #include "core/server/submission.h"
 
 #include <atomic>
+#include <chrono>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -91,6 +93,73 @@ TEST(ClientConnectionsTest, ExactAcrossThreads) {
   for (std::thread& t : shards)
     t.join();
   EXPECT_EQ(admitted.load(), kLimit);
+}
+
+// [auth] max_failures: one table for all shards, with the failure window and a size cap.
+using AuthClock = AuthFailures::Clock;
+
+TEST(AuthFailuresTest, BlocksAtMaxFailuresUntilTheWindowPasses) {
+  AuthFailures failures(3, std::chrono::seconds(600));
+  AuthClock::time_point t0{};
+  EXPECT_FALSE(failures.Blocked("192.0.2.1", t0));
+  EXPECT_FALSE(failures.RecordFailure("192.0.2.1", t0));
+  EXPECT_FALSE(failures.RecordFailure("192.0.2.1", t0 + std::chrono::seconds(1)));
+  EXPECT_FALSE(failures.Blocked("192.0.2.1", t0 + std::chrono::seconds(2)));
+  EXPECT_TRUE(failures.RecordFailure("192.0.2.1", t0 + std::chrono::seconds(2)));  // the third
+  EXPECT_TRUE(failures.Blocked("192.0.2.1", t0 + std::chrono::seconds(3)));
+  EXPECT_FALSE(failures.Blocked("192.0.2.2", t0 + std::chrono::seconds(3))) << "per client";
+  // The window runs from the last failure.
+  EXPECT_TRUE(failures.Blocked("192.0.2.1", t0 + std::chrono::seconds(601)));
+  EXPECT_FALSE(failures.Blocked("192.0.2.1", t0 + std::chrono::seconds(602)));
+  EXPECT_EQ(failures.size(), 0u) << "an expired entry is forgotten";
+  EXPECT_FALSE(failures.RecordFailure("192.0.2.1", t0 + std::chrono::seconds(603)))
+      << "counting starts again";
+}
+
+TEST(AuthFailuresTest, OldFailuresAgeOut) {
+  AuthFailures failures(2, std::chrono::seconds(10));
+  AuthClock::time_point t0{};
+  EXPECT_FALSE(failures.RecordFailure("2001:db8::/64", t0));
+  EXPECT_FALSE(failures.RecordFailure("2001:db8::/64", t0 + std::chrono::seconds(11)));
+  EXPECT_TRUE(failures.RecordFailure("2001:db8::/64", t0 + std::chrono::seconds(12)));
+}
+
+TEST(AuthFailuresTest, SizeIsCapped) {
+  AuthFailures failures(2, std::chrono::seconds(10), /*max_entries=*/4);
+  AuthClock::time_point t0{};
+  for (int i = 0; i < 100; ++i)
+    failures.RecordFailure("192.0.2." + std::to_string(i), t0);
+  EXPECT_LE(failures.size(), 4u);
+  // Expired entries make room first.
+  for (int i = 0; i < 4; ++i)
+    failures.RecordFailure("198.51.100." + std::to_string(i), t0 + std::chrono::seconds(20));
+  EXPECT_FALSE(failures.RecordFailure("203.0.113.1", t0 + std::chrono::seconds(40)));
+  EXPECT_LE(failures.size(), 4u);
+}
+
+// Shards record failures on their own threads: the client is locked out at exactly
+// max_failures in total, however they race.
+TEST(AuthFailuresTest, ExactAcrossThreads) {
+  constexpr unsigned kMax = 100;
+  AuthFailures failures(kMax, std::chrono::seconds(600));
+  AuthClock::time_point now{};
+  std::atomic<unsigned> reached{0};
+  std::atomic<unsigned> recorded{0};
+  std::vector<std::thread> shards;
+  for (int t = 0; t < 4; ++t) {
+    shards.emplace_back([&] {
+      for (unsigned i = 0; i < kMax / 4; ++i) {
+        if (failures.RecordFailure("192.0.2.9", now))
+          reached.fetch_add(1);
+        recorded.fetch_add(1);
+      }
+    });
+  }
+  for (std::thread& t : shards)
+    t.join();
+  EXPECT_EQ(recorded.load(), kMax);
+  EXPECT_EQ(reached.load(), 1u) << "only the failure that makes kMax reaches it";
+  EXPECT_TRUE(failures.Blocked("192.0.2.9", now));
 }
 
 }  // namespace
