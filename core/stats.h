@@ -63,8 +63,6 @@ class ShardStats {
   Counter connections_accepted;
   Counter connections_refused;  // over [server] max_connections(_per_client): 421 at accept
   Gauge connections_inbound;
-  Counter spool_commits;  // commit batches this shard's messages went out in
-  Counter rejected_commands;
 
   // Owning shard only. The entry for `domain` (lower case), or for "other" past the bound.
   DomainStats& ForDomain(std::string_view domain);

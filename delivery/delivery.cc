@@ -110,7 +110,6 @@ struct Delivery::Impl {
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations;
   std::mt19937_64 rng;
   bool shutting_down = false;
-  size_t waiting = 0;  // jobs in retry timers or body loads
 
   Destination& Dest(const std::string& domain);
   void Enqueue(Job&& job);
@@ -325,18 +324,15 @@ void Delivery::Impl::Enqueue(Job&& job) {
     return;  // it stays in the spool; the next start picks it up
   int64_t now = NowMs();
   if (job.due_ms > now) {
-    ++waiting;
     auto delay = std::chrono::milliseconds(job.due_ms - now);
     auto holder = std::make_shared<Job>(std::move(job));  // std::function needs copyable
     reactor().AddTimer(reactor().now() + delay, [this, holder] {
-      --waiting;
       holder->due_ms = 0;
       Enqueue(std::move(*holder));
     });
     return;
   }
   if (!job.body) {
-    ++waiting;
     queue::MessageId id = job.id;
     auto holder = std::make_shared<Job>(std::move(job));
     Shard* self = &shard;
@@ -344,7 +340,6 @@ void Delivery::Impl::Enqueue(Job&& job) {
       // On the spool's reader thread: hand the result to our shard.
       auto loaded = std::make_shared<Result<std::string>>(std::move(body));
       self->Post([this, holder, loaded] {
-        --waiting;
         if (!*loaded) {
           SPATE_LOG(kError, "delivery: cannot read body of %s: %s",
                     queue::FormatId(holder->id).c_str(), loaded->error().message().c_str());

@@ -76,6 +76,15 @@ class Sink:
             out.append((rcpts, text))
         return out
 
+    def wait_for_rcpt(self, rcpt, timeout=30):
+        """The dump of the transaction to `rcpt`, once it is there."""
+        def find():
+            for rcpts, text in self.transactions():
+                if rcpt in rcpts:
+                    return text
+            return None
+        return wait_for(find, timeout, f"delivery to {rcpt}")
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)

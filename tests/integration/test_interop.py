@@ -104,12 +104,7 @@ class Base(unittest.TestCase):
 
     def delivered(self, rcpt):
         """The sink's dump of the transaction to `rcpt`, once it is there."""
-        def find():
-            for rcpts, text in self.sink.transactions():
-                if rcpt in rcpts:
-                    return text
-            return None
-        return harness.wait_for(find, 30, f"delivery to {rcpt}")
+        return self.sink.wait_for_rcpt(rcpt)
 
     def not_delivered(self, *rcpts):
         """Nothing reached the sink for `rcpts` once spate's queue is empty: what it took is

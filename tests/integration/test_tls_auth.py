@@ -142,12 +142,7 @@ class Base(unittest.TestCase):
 
     def delivered(self, rcpt):
         """The sink's dump of the transaction to `rcpt`, once it is there."""
-        def find():
-            for rcpts, text in self.sink.transactions():
-                if rcpt in rcpts:
-                    return text
-            return None
-        return harness.wait_for(find, 30, f"delivery to {rcpt}")
+        return self.sink.wait_for_rcpt(rcpt)
 
     def smtp(self):
         s = smtplib.SMTP("127.0.0.1", self.port, timeout=30)
