@@ -13,4 +13,8 @@ void TuneAllocator() {
   mallopt(M_TOP_PAD, 16 << 20);
 }
 
+void ReleaseFreeMemory() {
+  malloc_trim(0);
+}
+
 }  // namespace spate

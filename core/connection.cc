@@ -11,9 +11,6 @@
 #include "core/log.h"
 
 namespace spate {
-namespace {
-constexpr size_t kRecvBuffer = 32 * 1024;
-}  // namespace
 
 Connection::Connection(Reactor& reactor, int fd) : reactor_(reactor), fd_(fd) {
   int one = 1;
@@ -26,7 +23,7 @@ Connection::~Connection() {
 }
 
 void Connection::StartReading() {
-  in_.resize(kRecvBuffer);
+  reading_ = true;
   ArmRecv();
 }
 
@@ -50,16 +47,18 @@ void Connection::ResumeReading() {
 }
 
 void Connection::ArmRecv() {
-  if (recv_in_flight_ || closing_ || finished_ || paused_ || in_.empty())
+  if (recv_in_flight_ || closing_ || finished_ || paused_ || !reading_)
     return;
   recv_in_flight_ = true;
-  reactor_.Recv(fd_, in_.data(), in_.size(), [this](int res) {
+  // The reactor's pooled buffers: an idle connection holds none (in_ is used only on kernels
+  // without buffer rings).
+  reactor_.RecvPooled(fd_, &in_, [this](int res, std::string_view data) {
     recv_in_flight_ = false;
     ++busy_;
     if (!finished_) {
       if (res > 0) {
         if (!closing_)
-          OnData(std::string_view(in_.data(), static_cast<size_t>(res)));
+          OnData(data);
         ArmRecv();
       } else if (!closing_) {
         // 0: the peer closed its side; < 0: an error (ECONNRESET, ECANCELED at shutdown...).

@@ -1,6 +1,7 @@
 // core/connection.h
 //
-// Connection is one TCP socket on a shard: it keeps one recv armed, queues outgoing bytes with at
+// Connection is one TCP socket on a shard: it keeps one recv armed (into the reactor's pooled
+// buffers, so an idle connection costs no receive buffer), queues outgoing bytes with at
 // most one send in flight, and destroys itself once it is closed and no operation of its own is
 // left in the ring (the buffers those operations name are its members). Subclasses are the
 // submission server's and the delivery client's connections; they see bytes, never the ring.
@@ -69,7 +70,8 @@ class Connection {
 
   Reactor& reactor_;
   int fd_;
-  std::string in_;
+  std::string in_;  // receive buffer, only without the reactor's pooled buffers
+  bool reading_ = false;
   std::string out_;  // the bytes of the send in flight, from out_offset_
   size_t out_offset_ = 0;
   std::string pending_;  // queued behind the send in flight

@@ -3,14 +3,25 @@
 #include <cerrno>
 
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/log.h"
 
 namespace spate {
 
-Result<std::unique_ptr<Reactor>> Reactor::Create(unsigned entries) {
+namespace {
+// Receive buffers shared by every connection of a reactor: 8 MiB a shard, whatever the number
+// of connections (32 KiB each, the size one recv of a pipelined burst or a 100 KB body wants).
+constexpr unsigned kPoolBuffers = 256;  // a power of two (the ring's size)
+constexpr size_t kPoolBufferSize = 32 * 1024;
+constexpr int kBufferGroup = 0;
+}  // namespace
+
+Result<std::unique_ptr<Reactor>> Reactor::Create(unsigned entries, spate::Clock* clock) {
   std::unique_ptr<Reactor> r(new Reactor());
+  r->clock_ = clock != nullptr ? clock : &spate::Clock::Real();
+  r->now_ = r->clock_->Now();
   io_uring_params params{};
   // One submitter (this thread), and completions are reaped only when the loop asks: the
   // kernel may skip inter-processor interrupts and task work can wait for the next enter.
@@ -32,13 +43,44 @@ Result<std::unique_ptr<Reactor>> Reactor::Create(unsigned entries) {
   if (r->event_fd_ < 0)
     return Errno(errno);
   r->slots_.reserve(1024);
+  r->SetUpBufferRing();
   r->ArmWakeup();
   return r;
+}
+
+void Reactor::SetUpBufferRing() {
+  // Kernel 5.19+: a ring of buffers the kernel picks from for each RecvPooled(). Without it
+  // RecvPooled() reads into the caller's buffer instead.
+  size_t bytes = kPoolBuffers * sizeof(io_uring_buf);
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (mem == MAP_FAILED)
+    return;
+  auto* br = static_cast<io_uring_buf_ring*>(mem);
+  io_uring_buf_ring_init(br);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uint64_t>(br);
+  reg.ring_entries = kPoolBuffers;
+  reg.bgid = kBufferGroup;
+  if (io_uring_register_buf_ring(&ring_, &reg, 0) != 0) {
+    munmap(mem, bytes);
+    return;
+  }
+  pool_.reset(new char[kPoolBuffers * kPoolBufferSize]);
+  for (unsigned i = 0; i < kPoolBuffers; ++i) {
+    io_uring_buf_ring_add(br, pool_.get() + i * kPoolBufferSize, kPoolBufferSize,
+                          static_cast<unsigned short>(i), io_uring_buf_ring_mask(kPoolBuffers),
+                          static_cast<int>(i));
+  }
+  io_uring_buf_ring_advance(br, kPoolBuffers);
+  buf_ring_ = br;
+  buf_ring_bytes_ = bytes;
 }
 
 Reactor::~Reactor() {
   if (ring_ok_)
     io_uring_queue_exit(&ring_);
+  if (buf_ring_ != nullptr)
+    munmap(buf_ring_, buf_ring_bytes_);
   if (event_fd_ >= 0)
     close(event_fd_);
   InboxNode* n = inbox_.exchange(nullptr);
@@ -60,7 +102,7 @@ io_uring_sqe* Reactor::GetSqe() {
   return sqe;
 }
 
-Reactor::OpId Reactor::Arm(io_uring_sqe* sqe, Completion done) {
+uint32_t Reactor::TakeSlot() {
   uint32_t index;
   if (!free_slots_.empty()) {
     index = free_slots_.back();
@@ -69,6 +111,11 @@ Reactor::OpId Reactor::Arm(io_uring_sqe* sqe, Completion done) {
     index = static_cast<uint32_t>(slots_.size());
     slots_.emplace_back();
   }
+  return index;
+}
+
+Reactor::OpId Reactor::Arm(io_uring_sqe* sqe, Completion done) {
+  uint32_t index = TakeSlot();
   Slot& s = slots_[index];
   s.done = std::move(done);
   s.busy = true;
@@ -88,6 +135,36 @@ Reactor::OpId Reactor::Recv(int fd, void* buf, size_t len, Completion done) {
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_recv(sqe, fd, buf, len, 0);
   return Arm(sqe, std::move(done));
+}
+
+Reactor::OpId Reactor::RecvPooled(int fd, std::string* fallback, RecvDone done) {
+  if (buf_ring_ == nullptr) {
+    if (fallback->size() < kPoolBufferSize)
+      fallback->resize(kPoolBufferSize);
+    return Recv(fd, fallback->data(), fallback->size(),
+                [fallback, done = std::move(done)](int res) mutable {
+                  done(res, res > 0 ? std::string_view(fallback->data(), static_cast<size_t>(res))
+                                    : std::string_view());
+                });
+  }
+  uint32_t index = TakeSlot();
+  Slot& s = slots_[index];
+  s.recv_done = std::move(done);
+  s.fd = fd;
+  s.pooled = true;
+  s.busy = true;
+  ++live_ops_;
+  ArmPooled(index);
+  return (static_cast<uint64_t>(s.generation) << 32) | index;
+}
+
+void Reactor::ArmPooled(uint32_t index) {
+  Slot& s = slots_[index];
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_recv(sqe, s.fd, nullptr, kPoolBufferSize, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = kBufferGroup;
+  io_uring_sqe_set_data64(sqe, (static_cast<uint64_t>(s.generation) << 32) | index);
 }
 
 Reactor::OpId Reactor::Send(int fd, const void* buf, size_t len, Completion done) {
@@ -119,13 +196,41 @@ void Reactor::Cancel(OpId op) {
   io_uring_sqe_set_data64(sqe, UINT64_MAX);  // the cancel's own completion is ignored
 }
 
-void Reactor::Complete(uint64_t user_data, int result) {
+void Reactor::Complete(uint64_t user_data, int result, uint32_t flags) {
   if (user_data == UINT64_MAX)
     return;
   uint32_t index = static_cast<uint32_t>(user_data);
   SPATE_CHECK(index < slots_.size());
   Slot& s = slots_[index];
   SPATE_CHECK(s.busy && s.generation == static_cast<uint32_t>(user_data >> 32));
+  if (s.pooled) {
+    if (result == -ENOBUFS) {
+      // Every pooled buffer was taken by completions of this same turn, handed back by now:
+      // ask again, as the same operation.
+      ArmPooled(index);
+      return;
+    }
+    RecvDone recv_done = std::move(s.recv_done);
+    s.recv_done = nullptr;
+    s.pooled = false;
+    s.busy = false;
+    ++s.generation;
+    free_slots_.push_back(index);
+    --live_ops_;
+    if ((flags & IORING_CQE_F_BUFFER) == 0) {
+      recv_done(result, std::string_view());
+      return;
+    }
+    auto bid = static_cast<unsigned short>(flags >> IORING_CQE_BUFFER_SHIFT);
+    char* buf = pool_.get() + static_cast<size_t>(bid) * kPoolBufferSize;
+    recv_done(result,
+              result > 0 ? std::string_view(buf, static_cast<size_t>(result)) : std::string_view());
+    // The callback is done with the bytes: the buffer goes back to the kernel.
+    io_uring_buf_ring_add(buf_ring_, buf, kPoolBufferSize, bid,
+                          io_uring_buf_ring_mask(kPoolBuffers), 0);
+    io_uring_buf_ring_advance(buf_ring_, 1);
+    return;
+  }
   Completion done = std::move(s.done);
   s.done = nullptr;
   s.busy = false;
@@ -202,7 +307,7 @@ void Reactor::Stop() {
 void Reactor::RunOnce(Clock::time_point deadline) {
   // Wait (unless work is already waiting), then completions, then the inbox, then timers: the
   // work a wake-up brought in is done before RunOnce returns.
-  now_ = Clock::now();
+  now_ = clock_->Now();
   if (!timers_.empty() && timers_.begin()->first.first < deadline) {
     deadline = timers_.begin()->first.first;
   }
@@ -224,31 +329,32 @@ void Reactor::RunOnce(Clock::time_point deadline) {
   struct Done {
     uint64_t data;
     int res;
+    uint32_t flags;
   };
   Done batch[256];
   for (;;) {
     unsigned head;
     unsigned count = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
-      batch[count++] = {cqe->user_data, cqe->res};
+      batch[count++] = {cqe->user_data, cqe->res, cqe->flags};
       if (count == 256)
         break;
     }
     if (count == 0)
       break;
     io_uring_cq_advance(&ring_, count);
-    now_ = Clock::now();
+    now_ = clock_->Now();
     for (unsigned i = 0; i < count; ++i)
-      Complete(batch[i].data, batch[i].res);
+      Complete(batch[i].data, batch[i].res, batch[i].flags);
   }
   DrainInbox();
-  now_ = Clock::now();
+  now_ = clock_->Now();
   RunTimers();
 }
 
 void Reactor::Run() {
   while (!stopping()) {
-    RunOnce(Clock::now() + std::chrono::seconds(1));
+    RunOnce(clock_->Now() + std::chrono::seconds(1));
   }
 }
 

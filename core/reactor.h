@@ -12,30 +12,40 @@
 //    its timeout (io_uring_submit_and_wait_timeout), so time passes through the ring too.
 //  - Post() is the only method callable from other threads: it pushes onto a lock-free
 //    multi-producer inbox and wakes the loop through an eventfd read that is always armed.
+//    Tasks, timers and completions are move-only (core/task.h): they carry moved values.
+//  - Time comes from a Clock (core/clock.h): the real one, or a test's ManualClock, which moves
+//    only when the test says so (a timer fires at the first loop turn after its deadline).
+//  - RecvPooled() reads into a buffer the kernel picks from the reactor's provided-buffer ring
+//    (io_uring buffer selection), handed back as soon as the completion returns: an idle
+//    connection with a recv armed holds no buffer of its own.
 // Threading: everything but Post() and Stop() on the reactor's own thread.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include <sys/socket.h>
 
 #include <liburing.h>
 
+#include "core/clock.h"
 #include "core/result.h"
+#include "core/task.h"
 
 namespace spate {
 
 class Reactor {
  public:
   using Clock = std::chrono::steady_clock;
-  using Completion = std::function<void(int result)>;
-  using Task = std::function<void()>;
+  using Completion = UniqueFunction<void(int result)>;
+  // `data` is the received bytes (valid for the call only) when result > 0.
+  using RecvDone = UniqueFunction<void(int result, std::string_view data)>;
+  using Task = spate::Task;
   struct TimerId {
     Clock::time_point deadline;
     uint64_t seq = 0;
@@ -43,13 +53,17 @@ class Reactor {
   };
   using OpId = uint64_t;
 
-  static Result<std::unique_ptr<Reactor>> Create(unsigned entries);
+  // `clock`: null for the real clocks; else borrowed for the reactor's life.
+  static Result<std::unique_ptr<Reactor>> Create(unsigned entries, spate::Clock* clock = nullptr);
   ~Reactor();
   Reactor(const Reactor&) = delete;
   Reactor& operator=(const Reactor&) = delete;
 
   OpId Accept(int listen_fd, Completion done);
   OpId Recv(int fd, void* buf, size_t len, Completion done);
+  // A recv into a pooled buffer (see above). Falls back to a buffer of the caller's when the
+  // kernel has no buffer rings: `fallback` must then stay valid until the completion.
+  OpId RecvPooled(int fd, std::string* fallback, RecvDone done);
   OpId Send(int fd, const void* buf, size_t len, Completion done);
   OpId Connect(int fd, const sockaddr* addr, socklen_t len, Completion done);
   OpId Read(int fd, void* buf, size_t len, Completion done);
@@ -72,13 +86,20 @@ class Reactor {
   void RunOnce(Clock::time_point deadline);
 
   Clock::time_point now() const { return now_; }
+  // Wall-clock time of the same clock, read now.
+  std::chrono::system_clock::time_point wall_now() const { return clock_->WallNow(); }
+  int64_t wall_ms() const { return clock_->WallMs(); }
+  spate::Clock& clock() const { return *clock_; }
   size_t pending_ops() const { return live_ops_; }
 
  private:
   struct Slot {
     Completion done;
+    RecvDone recv_done;  // RecvPooled()
+    int fd = -1;         // RecvPooled(): re-armed on ENOBUFS
     uint32_t generation = 0;
     bool busy = false;
+    bool pooled = false;
   };
   struct InboxNode {
     Task task;
@@ -88,7 +109,10 @@ class Reactor {
   Reactor() = default;
   io_uring_sqe* GetSqe();
   OpId Arm(io_uring_sqe* sqe, Completion done);
-  void Complete(uint64_t user_data, int result);
+  void Complete(uint64_t user_data, int result, uint32_t flags);
+  uint32_t TakeSlot();
+  void SetUpBufferRing();
+  void ArmPooled(uint32_t index);
   void DrainInbox();
   void ArmWakeup();
   void RunTimers();
@@ -102,7 +126,12 @@ class Reactor {
   size_t live_ops_ = 0;
   std::map<std::pair<Clock::time_point, uint64_t>, Task> timers_;
   uint64_t timer_seq_ = 0;
-  Clock::time_point now_ = Clock::now();
+  spate::Clock* clock_ = nullptr;
+  Clock::time_point now_{};
+  // The provided-buffer ring (buffer group 0): kPoolBuffers buffers of kPoolBufferSize.
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  size_t buf_ring_bytes_ = 0;
+  std::unique_ptr<char[]> pool_;
   std::atomic<InboxNode*> inbox_{nullptr};
   std::atomic<bool> stop_{false};
 };

@@ -30,35 +30,31 @@ prometheus::MetricFamily Family(std::string name, std::string help, prometheus::
   return f;
 }
 
-class ShardCollector : public prometheus::Collectable {
+class SampleCollector : public prometheus::Collectable {
  public:
-  ShardCollector(std::vector<const ShardStats*> shards, std::function<SpoolSample()> spool)
-      : shards_(std::move(shards)), spool_(std::move(spool)) {}
+  explicit SampleCollector(std::function<Sample()> sample) : sample_(std::move(sample)) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     using prometheus::MetricType;
-    uint64_t received = 0, rcpts = 0, accepted_conns = 0, refused_conns = 0;
-    int64_t inbound = 0;
+    Sample sample = sample_();
     struct Sums {
       uint64_t delivered = 0, deferred = 0, failed = 0;
       int64_t queued = 0, connections = 0;
     };
     std::map<std::string, Sums> domains;  // sorted: stable exposition order
-    for (const ShardStats* s : shards_) {
-      received += s->messages_received.Get();
-      rcpts += s->recipients_received.Get();
-      accepted_conns += s->connections_accepted.Get();
-      refused_conns += s->connections_refused.Get();
-      inbound += s->connections_inbound.Get();
-      s->ForEachDomain([&](const DomainStats& d) {
-        Sums& sum = domains[d.domain];  // "other" may exist on several shards: summed
-        sum.delivered += d.delivered.Get();
-        sum.deferred += d.deferred.Get();
-        sum.failed += d.failed.Get();
-        sum.queued += d.queued.Get();
-        sum.connections += d.connections.Get();
-      });
+    for (const DomainSample& d : sample.domains) {
+      Sums& sum = domains[d.domain];  // "other" may exist on several shards: summed
+      sum.delivered += d.delivered;
+      sum.deferred += d.deferred;
+      sum.failed += d.failed;
+      sum.queued += d.queued;
+      sum.connections += d.connections;
     }
+    const uint64_t received = sample.messages_received;
+    const uint64_t rcpts = sample.recipients_received;
+    const uint64_t accepted_conns = sample.connections_accepted;
+    const uint64_t refused_conns = sample.connections_refused;
+    const int64_t inbound = sample.inbound_connections;
     std::vector<prometheus::MetricFamily> out;
     auto scalar = [&](const char* name, const char* help, MetricType type, double v) {
       auto f = Family(name, help, type);
@@ -78,7 +74,7 @@ class ShardCollector : public prometheus::Collectable {
     scalar("spate_inbound_connections", "Submission connections open now.", MetricType::Gauge,
            static_cast<double>(inbound));
     scalar("spate_shards", "Reactor shards running.", MetricType::Gauge,
-           static_cast<double>(shards_.size()));
+           static_cast<double>(sample.shards));
 
     auto deliveries = Family("spate_deliveries_total",
                              "Recipient delivery attempts by destination domain and outcome "
@@ -105,8 +101,8 @@ class ShardCollector : public prometheus::Collectable {
     out.push_back(std::move(queued));
     out.push_back(std::move(conns));
 
-    if (spool_) {
-      SpoolSample sp = spool_();
+    {
+      const SpoolSample& sp = sample.spool;
       scalar("spate_spool_commit_batches_total", "Synced spool write batches (group commits).",
              MetricType::Counter, static_cast<double>(sp.batches));
       scalar("spate_spool_messages_committed_total", "Messages made durable in the spool.",
@@ -120,15 +116,14 @@ class ShardCollector : public prometheus::Collectable {
   }
 
  private:
-  std::vector<const ShardStats*> shards_;
-  std::function<SpoolSample()> spool_;
+  std::function<Sample()> sample_;
 };
 
 }  // namespace
 
 struct Exporter::Impl {
   std::unique_ptr<prometheus::Exposer> exposer;
-  std::shared_ptr<ShardCollector> collector;
+  std::shared_ptr<SampleCollector> collector;
 };
 
 Exporter::Exporter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -136,8 +131,7 @@ Exporter::Exporter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Exporter::~Exporter() = default;
 
 Result<std::unique_ptr<Exporter>> Exporter::Start(const std::string& listen,
-                                                  std::vector<const ShardStats*> shards,
-                                                  std::function<SpoolSample()> spool,
+                                                  std::function<Sample()> sample,
                                                   std::string* error) {
   auto impl = std::make_unique<Impl>();
   // civetweb throws when it cannot bind: the one exception boundary, converted here.
@@ -147,7 +141,7 @@ Result<std::unique_ptr<Exporter>> Exporter::Start(const std::string& listen,
     *error = "metrics: cannot listen on " + listen + ": " + e.what();
     return Unexpected{std::make_error_code(std::errc::address_in_use)};
   }
-  impl->collector = std::make_shared<ShardCollector>(std::move(shards), std::move(spool));
+  impl->collector = std::make_shared<SampleCollector>(std::move(sample));
   impl->exposer->RegisterCollectable(impl->collector, "/metrics");
   return std::unique_ptr<Exporter>(new Exporter(std::move(impl)));
 }

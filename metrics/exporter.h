@@ -1,8 +1,10 @@
 // metrics/exporter.h
 //
 // Exporter serves Prometheus' /metrics (prometheus-cpp's pull exposer, its own HTTP threads).
-// At scrape time it reads every shard's ShardStats (core/stats.h) and sums them; the shards
-// never take a lock or touch a prometheus-cpp object on their hot path.
+// At scrape time it asks for a Sample: the daemon fills it from every shard's counters (the
+// submission server's, delivery's per domain) and the spool's figures, and the exporter sums
+// and renders it. The shards never take a lock or touch a prometheus-cpp object on their hot
+// path, and this module depends on no other module: it knows only the Sample.
 //
 // Families (see README.md for the full list): spate_messages_received_total,
 // spate_deliveries_total{domain,outcome}, spate_queue_recipients{domain},
@@ -15,13 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
 #include "core/result.h"
-#include "core/stats.h"
 
 namespace spate::metrics {
 
-// Spool figures, read through a callback so that metrics/ does not depend on queue/.
 struct SpoolSample {
   uint64_t batches = 0;
   uint64_t accepted = 0;
@@ -29,12 +28,34 @@ struct SpoolSample {
   uint64_t pending_messages = 0;
 };
 
+// One destination domain's figures on one shard ("other" may come from several: summed).
+struct DomainSample {
+  std::string domain;
+  uint64_t delivered = 0;
+  uint64_t deferred = 0;
+  uint64_t failed = 0;
+  int64_t queued = 0;
+  int64_t connections = 0;
+};
+
+// Everything one scrape shows, summed over the shards by whoever fills it.
+struct Sample {
+  uint64_t messages_received = 0;
+  uint64_t recipients_received = 0;
+  uint64_t connections_accepted = 0;
+  uint64_t connections_refused = 0;
+  int64_t inbound_connections = 0;
+  unsigned shards = 0;
+  std::vector<DomainSample> domains;
+  SpoolSample spool;
+};
+
 class Exporter {
  public:
   // Binds `listen` ("host:port"; port 0 picks one) and starts serving /metrics.
+  // `sample` runs on the exposer's thread at every scrape.
   static Result<std::unique_ptr<Exporter>> Start(const std::string& listen,
-                                                 std::vector<const ShardStats*> shards,
-                                                 std::function<SpoolSample()> spool,
+                                                 std::function<Sample()> sample,
                                                  std::string* error);
   ~Exporter();
 

@@ -16,6 +16,7 @@
 
 #include "core/log.h"
 #include "queue/errc.h"
+#include "queue/records.h"
 
 namespace spate::queue {
 
@@ -49,87 +50,15 @@ std::error_code ToError(const rocksdb::Status& s, const char* what) {
   return Errc::kIo;
 }
 
-void PutU32(std::string& out, uint32_t v) {
-  for (int i = 3; i >= 0; --i)
-    out.push_back(static_cast<char>(v >> (8 * i)));
-}
-void PutU64(std::string& out, uint64_t v) {
-  for (int i = 7; i >= 0; --i)
-    out.push_back(static_cast<char>(v >> (8 * i)));
-}
-void PutU16(std::string& out, uint16_t v) {
-  out.push_back(static_cast<char>(v >> 8));
-  out.push_back(static_cast<char>(v));
-}
-void PutStr(std::string& out, std::string_view s) {
-  PutU32(out, static_cast<uint32_t>(s.size()));
-  out.append(s);
-}
-
-// Reads big-endian fields from a record; any overrun sets ok=false.
-struct Reader {
-  std::string_view in;
-  bool ok = true;
-  uint64_t Num(int bytes) {
-    if (in.size() < static_cast<size_t>(bytes)) {
-      ok = false;
-      return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; ++i)
-      v = (v << 8) | static_cast<unsigned char>(in[i]);
-    in.remove_prefix(bytes);
-    return v;
-  }
-  std::string Str() {
-    uint64_t n = Num(4);
-    if (!ok || in.size() < n) {
-      ok = false;
-      return {};
-    }
-    std::string s(in.substr(0, n));
-    in.remove_prefix(n);
-    return s;
-  }
-};
-
-std::string MessageKey(MessageId id) {
-  std::string k;
-  PutU64(k, id);
-  return k;
-}
-std::string RcptKey(MessageId id, uint32_t index) {
-  std::string k;
-  k.reserve(12);
-  PutU64(k, id);
-  PutU32(k, index);
-  return k;
-}
-// Recipient records (CF "rcpt"): 'P' attempts(2) next_attempt_ms(8) for a deferred recipient,
-// 'D' for a finished one on a message that still has others pending.
-constexpr char kRcptDeferred = 'P';
-constexpr char kRcptDone = 'D';
-
-std::string RcptDone() {
-  return std::string(1, kRcptDone);
-}
-
-std::string RcptValue(uint16_t attempts, int64_t next_attempt_ms) {
-  std::string v(1, kRcptDeferred);
-  PutU16(v, attempts);
-  PutU64(v, static_cast<uint64_t>(next_attempt_ms));
-  return v;
-}
-
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
-constexpr uint8_t kEnvelopeVersion = 1;
-constexpr uint8_t kFlag8Bit = 1;
-constexpr uint8_t kFlagSmtpUtf8 = 2;
+using records::MessageKey;
+using records::RcptKey;
+using records::RcptRecord;
 
 }  // namespace
 
@@ -276,24 +205,7 @@ struct Spool::Impl {
         MessageId id = NextId();
         const NewMessage& m = a->message;
         std::string key = MessageKey(id);
-        std::string env;
-        env.reserve(32 + m.mail_from.size() + m.rcpt_to.size() * 32);
-        env.push_back(static_cast<char>(kEnvelopeVersion));
-        env.push_back(
-            static_cast<char>((m.body_8bit ? kFlag8Bit : 0) | (m.smtputf8 ? kFlagSmtpUtf8 : 0)));
-        PutU64(env, static_cast<uint64_t>(now_ms));
-        PutU64(env, m.body.size());
-        env.push_back(static_cast<char>(m.ret));
-        PutStr(env, m.mail_from);
-        PutStr(env, m.envid);
-        PutStr(env, m.auth_user);
-        PutU32(env, static_cast<uint32_t>(m.rcpt_to.size()));
-        for (size_t i = 0; i < m.rcpt_to.size(); ++i) {
-          PutStr(env, m.rcpt_to[i]);
-          const DsnRequest* dsn = i < m.dsn.size() ? &m.dsn[i] : nullptr;
-          env.push_back(static_cast<char>(dsn ? dsn->notify : 0));
-          PutStr(env, dsn ? std::string_view(dsn->orcpt) : std::string_view());
-        }
+        std::string env = records::EncodeEnvelope(m, now_ms);
         wb.Put(body_cf, key, m.body);
         wb.Put(envelope_cf, key, env);
         // No recipient records: a recipient without one is pending with no attempt yet. The
@@ -324,7 +236,7 @@ struct Spool::Impl {
           }
           remaining.erase(it);
         } else {
-          wb.Put(rcpt_cf, RcptKey(f->id, f->index), RcptDone());
+          wb.Put(rcpt_cf, RcptKey(f->id, f->index), records::EncodeRcpt({RcptRecord::Kind::kDone}));
           p.recorded[f->index] = true;
         }
       } else if (auto* d = std::get_if<DeferReq>(&r)) {
@@ -333,7 +245,8 @@ struct Spool::Impl {
           continue;  // finished already: never bring its record back
         }
         remember(d->id);
-        wb.Put(rcpt_cf, RcptKey(d->id, d->index), RcptValue(d->attempts, d->next_attempt_ms));
+        wb.Put(rcpt_cf, RcptKey(d->id, d->index),
+               records::EncodeRcpt({RcptRecord::Kind::kDeferred, d->attempts, d->next_attempt_ms}));
         it->second.recorded[d->index] = true;
         ++deferred;
       }
@@ -437,75 +350,68 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
   impl->body_cf = impl->handles[1];
   impl->envelope_cf = impl->handles[2];
   impl->rcpt_cf = impl->handles[3];
+  impl->read_thread = std::thread([d = impl.get()] { d->ReadLoop(); });
   return std::unique_ptr<Spool>(new Spool(std::move(impl)));
 }
 
 Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
   Impl& d = *impl_;
-  // Every envelope is a message with at least one recipient pending; its recipient records
-  // (a prefix scan of CF "rcpt") say which are finished and which were deferred.
-  std::unique_ptr<rocksdb::Iterator> env_it(
-      d.db->NewIterator(rocksdb::ReadOptions(), d.envelope_cf));
-  std::unique_ptr<rocksdb::Iterator> rcpt_it(d.db->NewIterator(rocksdb::ReadOptions(), d.rcpt_cf));
+  // Every envelope is a message with at least one recipient pending; its recipient records say
+  // which are finished and which were deferred. Both column families sort by message id, so
+  // one iterator walks each, side by side: every record is read once.
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;  // a one-time scan: keep the block cache for the bodies
+  std::unique_ptr<rocksdb::Iterator> env_it(d.db->NewIterator(ro, d.envelope_cf));
+  std::unique_ptr<rocksdb::Iterator> rcpt_it(d.db->NewIterator(ro, d.rcpt_cf));
+  rcpt_it->SeekToFirst();
   rocksdb::WriteBatch cleanup;
   size_t leftovers = 0;
+  size_t orphans = 0;
+  std::vector<PendingRecipient> all;
   for (env_it->SeekToFirst(); env_it->Valid(); env_it->Next()) {
-    std::string key(env_it->key().data(), env_it->key().size());
-    Reader id_reader{key};
-    MessageId id = id_reader.Num(8);
-    if (!id_reader.ok) {
+    std::string_view key(env_it->key().data(), env_it->key().size());
+    std::optional<MessageId> decoded_id = records::DecodeMessageKey(key);
+    if (!decoded_id) {
       SPATE_LOG(kError, "spool: undecodable envelope key skipped");
       continue;
     }
+    MessageId id = *decoded_id;
     d.last_id = std::max(d.last_id, id);
-    Reader r{std::string_view(env_it->value().data(), env_it->value().size())};
     RecoveredMessage m;
-    uint8_t version = static_cast<uint8_t>(r.Num(1));
-    uint8_t flags = static_cast<uint8_t>(r.Num(1));
     m.id = id;
-    m.received_ms = static_cast<int64_t>(r.Num(8));
-    m.body_size = r.Num(8);
-    m.ret = static_cast<uint8_t>(r.Num(1));
-    m.mail_from = r.Str();
-    m.envid = r.Str();
-    m.auth_user = r.Str();
-    m.body_8bit = (flags & kFlag8Bit) != 0;
-    m.smtputf8 = (flags & kFlagSmtpUtf8) != 0;
-    uint32_t n = static_cast<uint32_t>(r.Num(4));
-    std::vector<PendingRecipient> all;
-    for (uint32_t i = 0; i < n && r.ok; ++i) {
-      PendingRecipient p;
-      p.index = i;
-      p.address = r.Str();
-      p.dsn.notify = static_cast<uint8_t>(r.Num(1));
-      p.dsn.orcpt = r.Str();
-      all.push_back(std::move(p));
-    }
-    if (!r.ok || version != kEnvelopeVersion || n == 0) {
+    if (!records::DecodeEnvelope(std::string_view(env_it->value().data(), env_it->value().size()),
+                                 &m, &all)) {
       SPATE_LOG(kError, "spool: envelope of %s does not decode", FormatId(id).c_str());
       return Unexpected{Errc::kCorruption};
     }
+    const uint32_t n = static_cast<uint32_t>(all.size());
     Impl::Pending pending{n, std::vector<bool>(n, true), std::vector<bool>(n, false)};
-    for (rcpt_it->Seek(key); rcpt_it->Valid() && rcpt_it->key().starts_with(key); rcpt_it->Next()) {
-      Reader k{std::string_view(rcpt_it->key().data(), rcpt_it->key().size())};
-      k.Num(8);
-      uint32_t index = static_cast<uint32_t>(k.Num(4));
-      Reader v{std::string_view(rcpt_it->value().data(), rcpt_it->value().size())};
-      char kind = static_cast<char>(v.Num(1));
-      if (!k.ok || !v.ok || index >= n)
+    for (; rcpt_it->Valid(); rcpt_it->Next()) {
+      auto k =
+          records::DecodeRcptKey(std::string_view(rcpt_it->key().data(), rcpt_it->key().size()));
+      if (!k)
         return Unexpected{Errc::kCorruption};
-      pending.recorded[index] = true;
-      if (kind == kRcptDone) {
-        if (pending.waiting[index])
+      if (k->id > id)
+        break;  // the next message's
+      if (k->id < id) {
+        // A record of a message that is gone (its envelope was removed): cannot normally
+        // happen, since they are deleted together. Removed with the leftovers.
+        ++orphans;
+        cleanup.Delete(d.rcpt_cf, rcpt_it->key());
+        continue;
+      }
+      auto v =
+          records::DecodeRcpt(std::string_view(rcpt_it->value().data(), rcpt_it->value().size()));
+      if (!v || k->index >= n)
+        return Unexpected{Errc::kCorruption};
+      pending.recorded[k->index] = true;
+      if (v->kind == RcptRecord::Kind::kDone) {
+        if (pending.waiting[k->index])
           --pending.count;
-        pending.waiting[index] = false;
-      } else if (kind == kRcptDeferred) {
-        all[index].attempts = static_cast<uint16_t>(v.Num(2));
-        all[index].next_attempt_ms = static_cast<int64_t>(v.Num(8));
-        if (!v.ok)
-          return Unexpected{Errc::kCorruption};
+        pending.waiting[k->index] = false;
       } else {
-        return Unexpected{Errc::kCorruption};
+        all[k->index].attempts = v->attempts;
+        all[k->index].next_attempt_ms = v->next_attempt_ms;
       }
     }
     if (!rcpt_it->status().ok())
@@ -514,14 +420,15 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
       // Every recipient finished but the message is still here: cannot normally happen (the
       // last finish and the message's removal share a batch). Remove the leftovers.
       ++leftovers;
-      cleanup.SingleDelete(d.envelope_cf, key);
-      cleanup.SingleDelete(d.body_cf, key);
+      cleanup.SingleDelete(d.envelope_cf, env_it->key());
+      cleanup.SingleDelete(d.body_cf, env_it->key());
       for (uint32_t i = 0; i < n; ++i) {
         if (pending.recorded[i])
           cleanup.Delete(d.rcpt_cf, RcptKey(id, i));
       }
       continue;
     }
+    m.recipients.reserve(pending.count);
     for (PendingRecipient& p : all) {
       if (pending.waiting[p.index])
         m.recipients.push_back(std::move(p));
@@ -531,8 +438,13 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
   }
   if (!env_it->status().ok())
     return Unexpected{ToError(env_it->status(), "recover scan")};
+  for (; rcpt_it->Valid(); rcpt_it->Next()) {
+    ++orphans;
+    cleanup.Delete(d.rcpt_cf, rcpt_it->key());
+  }
   if (cleanup.Count() > 0) {
-    SPATE_LOG(kWarn, "spool: removing %zu finished messages left behind", leftovers);
+    SPATE_LOG(kWarn, "spool: removing %zu finished messages and %zu stray recipient records",
+              leftovers, orphans);
     rocksdb::WriteOptions wo;
     wo.sync = true;
     rocksdb::Status s = d.db->Write(wo, &cleanup);
@@ -546,7 +458,6 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
 
 void Spool::Start() {
   impl_->commit_thread = std::thread([d = impl_.get()] { d->CommitLoop(); });
-  impl_->read_thread = std::thread([d = impl_.get()] { d->ReadLoop(); });
 }
 
 void Spool::Accept(NewMessage&& message, AcceptDone done) {

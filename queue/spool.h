@@ -31,9 +31,14 @@
 // Message ids: microseconds since the epoch at acceptance, bumped to stay strictly increasing
 // (also across restarts: Recover() sees the largest id), so ids are unique and time-ordered.
 //
+// Record codecs: queue/records.h.
+//
 // Threading: Accept/Finish/Defer/ReadBody from any thread; their callbacks run on the spool's
-// own threads (commit, reader) and must only hand work on (e.g. post to a shard). Recover()
-// runs before Start(), on the caller's thread. Blocking: Open() and Recover() block.
+// own threads (commit, reader) and must only hand work on (e.g. post to a shard). The reader
+// thread runs from Open(), so bodies can be read while Recover() still streams; the commit
+// thread from Start(). Recover() runs before Start(), on the caller's thread: requests made
+// meanwhile (a Finish for a recovered message being delivered already) wait in the commit queue.
+// Blocking: Open() and Recover() block.
 #pragma once
 
 #include <chrono>
@@ -44,6 +49,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "core/task.h"
 
 namespace spate::queue {
 
@@ -111,13 +117,14 @@ class Spool {
   ~Spool();  // finishes queued requests, stops the threads, closes the database
 
   // Start-up only, before Start(): calls `fn` for each message with pending recipients, in id
-  // order, and removes leftovers of finished messages.
+  // order, and removes leftovers of finished messages. One pass over the envelopes and one over
+  // the recipient records, side by side (both sorted by id): linear in the records.
   Result<void> Recover(const std::function<void(RecoveredMessage&&)>& fn);
   void Start();
 
   // `done` gets the new id once the message is durable (or an error: nothing was stored), and
   // the message back, so the caller can deliver it without reading it again.
-  using AcceptDone = std::function<void(Result<MessageId>, NewMessage&&)>;
+  using AcceptDone = UniqueFunction<void(Result<MessageId>, NewMessage&&)>;
   void Accept(NewMessage&& message, AcceptDone done);
 
   // The recipient's outcome is final (delivered or failed): it leaves the spool; the message
@@ -127,7 +134,7 @@ class Spool {
   void Defer(MessageId id, uint32_t index, uint16_t attempts, int64_t next_attempt_ms);
 
   // Reads a body on the reader thread (for retries and recovered messages).
-  using BodyDone = std::function<void(Result<std::string>)>;
+  using BodyDone = UniqueFunction<void(Result<std::string>)>;
   void ReadBody(MessageId id, BodyDone done);
 
   SpoolStats stats() const;

@@ -35,9 +35,9 @@
 #include "bench/tools/common.h"
 #include "bench/tools/histogram.h"
 #include "core/connection.h"
+#include "core/counter.h"
 #include "core/log.h"
 #include "core/shard.h"
-#include "core/stats.h"
 
 namespace spate::bench {
 namespace {

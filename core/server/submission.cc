@@ -139,7 +139,7 @@ class ServerConnection final : public Connection {
         implicit_tls_(implicit_tls),
         client_address_(ClientAddress(peer)),
         client_key_(ClientKey(peer)),
-        session_(Options(server, peer, implicit_tls, client_address_)) {}
+        session_(SessionOptions(server, peer, implicit_tls, client_address_)) {}
 
   void Start() {
     server_.conns_.emplace(id_, this);
@@ -148,10 +148,10 @@ class ServerConnection final : public Connection {
     last_activity_ = reactor().now();
     if (implicit_tls_) {
       StartTls();  // the session starts, and greets, once the handshake is done
-    } else if (server_.config_.greeting_delay.count() > 0) {
+    } else if (server_.options_.greeting_delay.count() > 0) {
       // Input meanwhile is read and only noted by the session (a pregreet): 554 at Greet().
       greeting_timer_ =
-          reactor().AddTimer(last_activity_ + ToClock(server_.config_.greeting_delay), [this] {
+          reactor().AddTimer(last_activity_ + ToClock(server_.options_.greeting_delay), [this] {
             greeting_timer_ = {};
             Greet();
           });
@@ -164,7 +164,7 @@ class ServerConnection final : public Connection {
 
   // The spool's answer for the message this connection handed over.
   void Committed(Result<std::string> queue_id) {
-    session_.SetNow(std::chrono::system_clock::now());
+    session_.SetNow(reactor().wall_now());
     session_.OnCommitted(std::move(queue_id));
     Process();
   }
@@ -172,7 +172,7 @@ class ServerConnection final : public Connection {
   // The verifier's verdict, back on this shard; a failure is already counted, and
   // `locked_out` says it reached [auth] max_failures.
   void OnAuthVerdict(bool ok, bool locked_out) {
-    session_.SetNow(std::chrono::system_clock::now());
+    session_.SetNow(reactor().wall_now());
     if (locked_out) {
       session_.OnAuthResult(false);  // 535 5.7.8 first, then the 421
       Flush();
@@ -206,7 +206,7 @@ class ServerConnection final : public Connection {
     if (!tls_reported_ && tls_->handshake_done()) {
       tls_reported_ = true;
       reactor().CancelTimer(handshake_timer_);
-      session_.SetNow(std::chrono::system_clock::now());
+      session_.SetNow(reactor().wall_now());
       session_.OnTlsStarted(smtp::TlsInfo{tls_->version(), tls_->cipher()});
       if (implicit_tls_)
         session_.Start();  // the greeting, now inside TLS
@@ -233,10 +233,11 @@ class ServerConnection final : public Connection {
   }
 
  private:
-  static smtp::ServerSession::Options Options(const SubmissionServer& server,
-                                              const sockaddr_storage& peer, bool implicit_tls,
-                                              const std::string& client_address) {
-    const Config& c = server.config_;
+  static smtp::ServerSession::Options SessionOptions(const SubmissionServer& server,
+                                                     const sockaddr_storage& peer,
+                                                     bool implicit_tls,
+                                                     const std::string& client_address) {
+    const Options& c = server.options_;
     smtp::ServerSession::Options o;
     o.hostname = c.hostname;
     o.max_message_size = c.max_message_size;
@@ -259,12 +260,12 @@ class ServerConnection final : public Connection {
   }
 
   Clock::duration Timeout() const {
-    return std::chrono::duration_cast<Clock::duration>(server_.config_.command_timeout);
+    return std::chrono::duration_cast<Clock::duration>(server_.options_.command_timeout);
   }
 
   // The 220, or the 554 to a client that talked before it (then the connection closes).
   void Greet() {
-    session_.SetNow(std::chrono::system_clock::now());
+    session_.SetNow(reactor().wall_now());
     session_.Start();
     Flush();
     if (session_.closed()) {
@@ -275,7 +276,7 @@ class ServerConnection final : public Connection {
   }
 
   void FeedSession(std::string_view plain) {
-    session_.SetNow(std::chrono::system_clock::now());
+    session_.SetNow(reactor().wall_now());
     // The whole chunk goes in at once: if it holds STARTTLS, the session drops whatever follows
     // it (CVE-2011-0411), so nothing of this chunk is left to leak into the TLS stream.
     session_.Feed(plain);
@@ -288,13 +289,13 @@ class ServerConnection final : public Connection {
   // from the chunk that starts it, and every chunk received in it counts (with the command that
   // started it: a line, next to the minimum).
   void TrackDataPhase(size_t octets) {
-    if (server_.config_.min_data_rate == 0)
+    if (server_.options_.min_data_rate == 0)
       return;
     const bool in_data = session_.in_data();
     if (in_data && !data_phase_) {
       data_started_ = reactor().now();
       data_octets_ = 0;
-      ArmRateTimer(data_started_ + ToClock(server_.config_.data_rate_grace));
+      ArmRateTimer(data_started_ + ToClock(server_.options_.data_rate_grace));
     } else if (!in_data && data_phase_) {
       reactor().CancelTimer(rate_timer_);
     }
@@ -317,7 +318,7 @@ class ServerConnection final : public Connection {
     if (!data_phase_ || closing())
       return;
     const Clock::time_point now = reactor().now();
-    const double rate = static_cast<double>(server_.config_.min_data_rate);
+    const double rate = static_cast<double>(server_.options_.min_data_rate);
     const Clock::duration earned = ToClock(Seconds(static_cast<double>(data_octets_) / rate));
     if (now - data_started_ <= earned) {
       ArmRateTimer(std::max(data_started_ + earned, now + kDataRateRecheck));
@@ -329,7 +330,7 @@ class ServerConnection final : public Connection {
     Flush();
     // RFC 5321 §3.8: a server that must end a session answers 421 and closes; RFC 3463 X.4.2
     // "bad connection".
-    Write("421 4.4.2 " + server_.config_.hostname + " Error: data rate too low\r\n");
+    Write("421 4.4.2 " + server_.options_.hostname + " Error: data rate too low\r\n");
     CloseGracefully();
   }
 
@@ -384,14 +385,14 @@ class ServerConnection final : public Connection {
   void TooManyFailures() {
     SPATE_LOG(kWarn, "auth: too many failures from %s; closing", client_key_.c_str());
     Flush();
-    Write("421 4.7.0 " + server_.config_.hostname + " Too many authentication failures\r\n");
+    Write("421 4.7.0 " + server_.options_.hostname + " Too many authentication failures\r\n");
     CloseGracefully();
   }
 
   void StartTls() {
     tls_ = std::make_unique<tls::TlsSession>(*server_.security_.tls);
     auto timeout =
-        std::chrono::duration_cast<Clock::duration>(server_.config_.tls_handshake_timeout);
+        std::chrono::duration_cast<Clock::duration>(server_.options_.tls_handshake_timeout);
     handshake_timer_ = reactor().AddTimer(reactor().now() + timeout, [this] {
       handshake_timer_ = {};
       SPATE_LOG(kDebug, "tls: client=%s: handshake timed out", client_address_.c_str());
@@ -467,25 +468,25 @@ class ServerConnection final : public Connection {
   Reactor::TimerId rate_timer_;
 };
 
-SubmissionServer::SubmissionServer(Shard& shard, const Config& config, queue::Spool& spool,
-                                   ShardStats& stats, int listen_fd, Accepted on_accepted,
+SubmissionServer::SubmissionServer(Shard& shard, const Options& options, MessageStore& store,
+                                   Stats& stats, int listen_fd, Accepted on_accepted,
                                    int implicit_tls_fd, Security security)
     : shard_(shard),
-      config_(config),
-      spool_(spool),
+      options_(options),
+      store_(store),
       stats_(stats),
       on_accepted_(std::move(on_accepted)),
       security_(security),
-      max_connections_((config.server_max_connections + shard.count() - 1) / shard.count()),
+      max_connections_((options.max_connections + shard.count() - 1) / shard.count()),
       clients_(security.clients),
       auth_failures_(security.auth_failures) {
   if (clients_ == nullptr) {
-    own_clients_ = std::make_unique<ClientConnections>(config.max_connections_per_client);
+    own_clients_ = std::make_unique<ClientConnections>(options.max_connections_per_client);
     clients_ = own_clients_.get();
   }
   if (auth_failures_ == nullptr) {
-    own_auth_failures_ = std::make_unique<AuthFailures>(config.auth_max_failures,
-                                                        ToClock(config.auth_failure_window));
+    own_auth_failures_ = std::make_unique<AuthFailures>(options.auth_max_failures,
+                                                        ToClock(options.auth_failure_window));
     auth_failures_ = own_auth_failures_.get();
   }
   listeners_[0].fd = listen_fd;
@@ -562,7 +563,7 @@ void SubmissionServer::Refuse(const Listener& listener, int fd, const std::strin
     // Straight to the socket, not through the ring: a fresh socket's send buffer is empty, so
     // one short line goes out at once or the client is already gone (then it gets nothing, on
     // purpose). MSG_DONTWAIT: never blocks the reactor. close() sends it, then FIN.
-    std::string line = "421 4.7.0 " + config_.hostname + " " + std::string(why) + "\r\n";
+    std::string line = "421 4.7.0 " + options_.hostname + " " + std::string(why) + "\r\n";
     ssize_t sent = send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)sent;
   }
@@ -632,11 +633,15 @@ void SubmissionServer::Commit(ServerConnection& conn) {
   queue::NewMessage message = ToSpoolMessage(std::move(*received));
   uint64_t conn_id = conn.id();
   Shard* shard = &shard_;
-  spool_.Accept(std::move(message),
+  store_.Accept(std::move(message),
                 [this, shard, conn_id](Result<queue::MessageId> id, queue::NewMessage&& stored) {
-                  // On the spool's commit thread: carry the outcome back to the connection's shard.
-                  auto msg = std::make_shared<queue::NewMessage>(std::move(stored));
-                  shard->Post([this, conn_id, id, msg] {
+                  // On the store's thread (the spool's commit thread): the durable message goes on
+                  // to delivery from here, and the outcome back to the connection's shard for its
+                  // reply.
+                  const size_t recipients = stored.rcpt_to.size();
+                  if (id && on_accepted_)
+                    on_accepted_(*id, std::move(stored));
+                  shard->Post([this, conn_id, id, recipients] {
                     auto it = conns_.find(conn_id);
                     if (!id) {
                       SPATE_LOG(kError, "spool commit failed: %s", id.error().message().c_str());
@@ -645,11 +650,9 @@ void SubmissionServer::Commit(ServerConnection& conn) {
                       return;
                     }
                     stats_.messages_received.Add();
-                    stats_.recipients_received.Add(msg->rcpt_to.size());
-                    std::string queue_id = queue::FormatId(*id);
+                    stats_.recipients_received.Add(recipients);
                     if (it != conns_.end())
-                      it->second->Committed(queue_id);
-                    on_accepted_(*id, std::move(*msg));
+                      it->second->Committed(queue::FormatId(*id));
                   });
                 });
 }

@@ -3,8 +3,9 @@
 // SubmissionServer is the submission port on one shard: it accepts on this shard's
 // SO_REUSEPORT listening socket and runs one smtp::ServerSession per connection. A message
 // whose data phase ends goes to the spool; only when its commit batch is durable does the
-// session get its queue id and the client its 250 (core/smtp/server_session.h). Then the
-// message is handed on with `on_accepted`, on this shard, for delivery.
+// session get its queue id and the client its 250 (core/smtp/server_session.h). The message is
+// handed on with `on_accepted` right there, on the spool's commit thread (the delivery
+// Dispatcher posts it to the shards that own its domains), and the 250 is posted back here.
 //
 // A commit that completes after its client went away is still handed on: it is durable, so it
 // is delivered (the client, lacking a 250, may send it again: at-least-once).
@@ -57,10 +58,11 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "core/config.h"
+#include "core/clock.h"
+#include "core/counter.h"
+#include "core/net.h"
 #include "core/shard.h"
 #include "core/smtp/server_session.h"
-#include "core/stats.h"
 #include "queue/spool.h"
 
 namespace spate::tls {
@@ -73,6 +75,55 @@ class Verifier;
 namespace spate::server {
 
 class ServerConnection;
+
+// What the submission server is told: the daemon maps [server], [tls] timeouts and [auth] limits
+// onto this. Defaults are the shipped configuration's.
+struct Options {
+  std::string hostname = "localhost";  // greeting, EHLO and Received:
+  size_t max_message_size = 50 << 20;  // SIZE (RFC 1870)
+  size_t max_recipients = 100;
+  Seconds command_timeout{300};               // RFC 5321 §4.5.3.2.7
+  unsigned max_connections = 10000;           // in total: each shard takes ceil(this / shards)
+  unsigned max_connections_per_client = 100;  // exact across shards; 0: no limit
+  size_t min_data_rate = 1024;  // octets/s after data_rate_grace in the data phase; 0: none
+  Seconds data_rate_grace{30};
+  Seconds greeting_delay{0};
+  std::vector<Network> relay_networks;
+  std::vector<std::string> local_domains;  // lower case
+  Seconds tls_handshake_timeout{30};
+  bool auth_plaintext = false;
+  unsigned auth_max_failures = 5;
+  Seconds auth_failure_window{600};
+};
+
+// Counters of one shard's server (single writer: the shard; read by the metrics exporter).
+struct Stats {
+  Counter messages_received;  // messages acknowledged with 250 (durable)
+  Counter recipients_received;
+  Counter connections_accepted;
+  Counter connections_refused;  // over max_connections(_per_client): 421 at accept
+  Gauge connections_inbound;
+};
+
+// Where accepted messages go to be made durable: the spool (SpoolStore), or a test's fake.
+class MessageStore {
+ public:
+  virtual ~MessageStore() = default;
+  // `done` runs once, on any thread, when the message is durable (with its id) or could not be
+  // stored (an error); it gets the message back.
+  virtual void Accept(queue::NewMessage&& message, queue::Spool::AcceptDone done) = 0;
+};
+
+class SpoolStore final : public MessageStore {
+ public:
+  explicit SpoolStore(queue::Spool& spool) : spool_(spool) {}
+  void Accept(queue::NewMessage&& message, queue::Spool::AcceptDone done) override {
+    spool_.Accept(std::move(message), std::move(done));
+  }
+
+ private:
+  queue::Spool& spool_;
+};
 
 // Open submission connections per client, shared by every shard's server so that [server]
 // max_connections_per_client holds exactly whichever shards the kernel picks. Used at accept and
@@ -141,11 +192,14 @@ struct Security {
 
 class SubmissionServer : public Service {
  public:
+  // Runs on the store's thread (the spool's commit thread) for every durable message; it must
+  // only hand the message on. Shared by every shard's server: it must be safe to call from
+  // that one thread for all of them.
   using Accepted = std::function<void(queue::MessageId, queue::NewMessage&&)>;
 
   // Takes ownership of `listen_fd` and of `implicit_tls_fd` (-1: none), bound and listening
-  // sockets. An implicit TLS listener needs security.tls.
-  SubmissionServer(Shard& shard, const Config& config, queue::Spool& spool, ShardStats& stats,
+  // sockets. An implicit TLS listener needs security.tls. Borrows the rest for its life.
+  SubmissionServer(Shard& shard, const Options& options, MessageStore& store, Stats& stats,
                    int listen_fd, Accepted on_accepted, int implicit_tls_fd = -1,
                    Security security = {});
   ~SubmissionServer() override;
@@ -173,9 +227,9 @@ class SubmissionServer : public Service {
   void VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& request);
 
   Shard& shard_;
-  const Config& config_;
-  queue::Spool& spool_;
-  ShardStats& stats_;
+  const Options& options_;
+  MessageStore& store_;
+  Stats& stats_;
   std::array<Listener, 2> listeners_;  // submission, implicit TLS (fd -1: none)
   Accepted on_accepted_;
   Security security_;

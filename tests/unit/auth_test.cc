@@ -15,7 +15,7 @@
 
 #include "core/auth/credentials.h"
 #include "core/auth/verifier.h"
-#include "core/config.h"
+#include "core/daemon/config.h"
 
 namespace spate::auth {
 namespace {

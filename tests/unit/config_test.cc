@@ -3,7 +3,7 @@
 // The configuration as an operator meets it: the shipped file (compiled in as the default) runs
 // as documented, an empty file means the same thing, every typo or bad value is refused with a
 // message that names the offending key, and durations read the way the comments say.
-#include "core/config.h"
+#include "core/daemon/config.h"
 
 #include <algorithm>
 #include <cstdlib>

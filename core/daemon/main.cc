@@ -1,9 +1,10 @@
-// core/main.cc
+// core/daemon/main.cc
 //
-// The spate daemon: reads the configuration, opens and recovers the spool, starts one shard per
-// core with its submission listener and its delivery service, serves /metrics, and on SIGTERM
-// or SIGINT stops in order (shards, then the spool) so that nothing accepted is lost.
-// This is the only place that wires metrics/ to the rest.
+// The spate daemon: reads the configuration (mapped onto each module's Options by options.h),
+// opens the spool, starts one shard per core with its submission listener and its delivery
+// engine, recovers the spool into the running engines, serves /metrics, and on SIGTERM or SIGINT
+// stops in order (shards, then the spool) so that nothing accepted is lost.
+// The daemon is the only code that includes every module and wires them together.
 
 #include <cstdio>
 #include <cstring>
@@ -22,14 +23,17 @@
 #include "core/allocator.h"
 #include "core/auth/credentials.h"
 #include "core/auth/verifier.h"
-#include "core/config.h"
 #include "core/connection.h"
+#include "core/daemon/config.h"
+#include "core/daemon/options.h"
 #include "core/log.h"
 #include "core/server/submission.h"
 #include "core/shard.h"
-#include "core/stats.h"
 #include "core/tls/tls.h"
 #include "delivery/delivery.h"
+#include "delivery/dispatcher.h"
+#include "delivery/spool_port.h"
+#include "delivery/stats.h"
 #include "metrics/exporter.h"
 #include "queue/spool.h"
 
@@ -119,26 +123,6 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
   }
   return true;
 }
-
-// Which shard delivers each job: the owner of its domain.
-struct Router {
-  std::vector<std::unique_ptr<Shard>>* shards = nullptr;
-  std::vector<delivery::Delivery*> deliveries;  // written before any shard runs a job
-
-  void Dispatch(std::vector<delivery::Job>&& jobs) {
-    ShardId n = static_cast<ShardId>(shards->size());
-    for (delivery::Job& job : jobs) {
-      ShardId owner = OwnerOf(job.domain, n);
-      delivery::Delivery* d = deliveries[owner];
-      Shard* current = Shard::Current();
-      if (current != nullptr && current->id() == owner) {
-        d->Enqueue(std::move(job));
-      } else {
-        (*shards)[owner]->Post([d, job = std::move(job)]() mutable { d->Enqueue(std::move(job)); });
-      }
-    }
-  }
-};
 
 // Opens `count` SO_REUSEPORT sockets on `endpoint` into `fds`; `bound` gets the address with
 // the port picked for port 0.
@@ -259,13 +243,6 @@ int Run(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<queue::Spool> spool = std::move(spool_or).value();
-  std::vector<queue::RecoveredMessage> recovered;
-  if (auto r =
-          spool->Recover([&](queue::RecoveredMessage&& m) { recovered.push_back(std::move(m)); });
-      !r) {
-    std::fprintf(stderr, "spate: spool recovery failed: %s\n", r.error().message().c_str());
-    return 1;
-  }
 
   // One listening socket per shard on the same address (SO_REUSEPORT: the kernel spreads the
   // clients). Port 0 picks a port once; the other shards bind that same port.
@@ -282,18 +259,42 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
-  std::vector<std::unique_ptr<ShardStats>> stats;
-  std::vector<const ShardStats*> stats_view;
+  // Each module's own options; the modules never see Config.
+  const server::Options server_options = daemon::ServerOptions(config);
+  const delivery::Options delivery_options = daemon::DeliveryOptions(config);
+  std::unique_ptr<delivery::StaticRouting> routing = daemon::MakeRouting(config);
+  server::SpoolStore store(*spool);
+  delivery::QueueSpool delivery_spool(*spool);
+
+  std::vector<std::unique_ptr<server::Stats>> server_stats;
+  std::vector<std::unique_ptr<delivery::Stats>> delivery_stats;
   for (unsigned i = 0; i < config.shards; ++i) {
-    stats.push_back(std::make_unique<ShardStats>(config.metrics_max_domains));
-    stats_view.push_back(stats.back().get());
+    server_stats.push_back(std::make_unique<server::Stats>());
+    delivery_stats.push_back(std::make_unique<delivery::Stats>(config.metrics_max_domains));
   }
 
+  queue::Spool* spool_ptr = spool.get();
   auto exporter_or = metrics::Exporter::Start(
-      config.metrics_listen.text, stats_view,
-      [&spool] {
-        queue::SpoolStats s = spool->stats();
-        return metrics::SpoolSample{s.batches, s.accepted, s.commit_seconds, s.pending_messages};
+      config.metrics_listen.text,
+      [&server_stats, &delivery_stats, spool_ptr] {
+        metrics::Sample sample;
+        sample.shards = static_cast<unsigned>(server_stats.size());
+        for (const auto& s : server_stats) {
+          sample.messages_received += s->messages_received.Get();
+          sample.recipients_received += s->recipients_received.Get();
+          sample.connections_accepted += s->connections_accepted.Get();
+          sample.connections_refused += s->connections_refused.Get();
+          sample.inbound_connections += s->connections_inbound.Get();
+        }
+        for (const auto& d : delivery_stats) {
+          d->ForEachDomain([&](const delivery::DomainStats& ds) {
+            sample.domains.push_back({ds.domain, ds.delivered.Get(), ds.deferred.Get(),
+                                      ds.failed.Get(), ds.queued.Get(), ds.connections.Get()});
+          });
+        }
+        queue::SpoolStats sp = spool_ptr->stats();
+        sample.spool = {sp.batches, sp.accepted, sp.commit_seconds, sp.pending_messages};
+        return sample;
       },
       &error);
   if (!exporter_or) {
@@ -302,32 +303,25 @@ int Run(int argc, char** argv) {
   }
   std::unique_ptr<metrics::Exporter> exporter = std::move(exporter_or).value();
 
+  // Every accepted or recovered message goes through the dispatcher straight to the shards
+  // that own its domains.
   std::vector<std::unique_ptr<Shard>> shards;
-  Router router;
-  router.shards = &shards;
-  router.deliveries.resize(config.shards);
+  delivery::Dispatcher dispatcher(static_cast<ShardId>(config.shards));
   for (unsigned i = 0; i < config.shards; ++i) {
     shards.push_back(std::make_unique<Shard>(static_cast<ShardId>(i), config.shards));
   }
-  queue::Spool* spool_ptr = spool.get();
   for (unsigned i = 0; i < config.shards; ++i) {
     int fd = listen_fds[i];
     int implicit_tls_fd = implicit_tls_fds[i];
     auto started = shards[i]->Start([&, fd, implicit_tls_fd, i](Shard& shard) {
-      auto d = std::make_unique<delivery::Delivery>(shard, config, *spool_ptr, *stats[i]);
-      router.deliveries[i] = d.get();
+      auto d = std::make_unique<delivery::Delivery>(shard.reactor(), delivery_options,
+                                                    delivery_spool, *routing, *delivery_stats[i]);
+      dispatcher.Attach(static_cast<ShardId>(i), &shard.reactor(), d.get());
       shard.AddService(std::move(d));
       auto s = std::make_unique<server::SubmissionServer>(
-          shard, config, *spool_ptr, *stats[i], fd,
-          [&router](queue::MessageId id, queue::NewMessage&& m) {
-            std::vector<delivery::Recipient> rcpts;
-            rcpts.reserve(m.rcpt_to.size());
-            for (uint32_t k = 0; k < m.rcpt_to.size(); ++k) {
-              rcpts.push_back({k, std::move(m.rcpt_to[k]), 0});
-            }
-            uint64_t size = m.body.size();
-            router.Dispatch(delivery::SplitByDomain(id, m.mail_from, rcpts, m.body_8bit, m.smtputf8,
-                                                    size, std::move(m.body)));
+          shard, server_options, store, *server_stats[i], fd,
+          [&dispatcher](queue::MessageId id, queue::NewMessage&& m) {
+            dispatcher.DispatchAccepted(id, std::move(m));
           },
           implicit_tls_fd, security);
       s->Start();
@@ -338,29 +332,25 @@ int Run(int argc, char** argv) {
       return 1;
     }
   }
-  spool->Start();
 
+  // Recovery streams into the running engines: the first recovered message may be on its way
+  // while the scan goes on. Outcomes meanwhile wait in the commit queue until Start().
+  size_t recovered_msgs = 0;
   size_t recovered_rcpts = 0;
-  size_t recovered_msgs = recovered.size();
-  for (queue::RecoveredMessage& m : recovered) {
-    std::vector<delivery::Recipient> rcpts;
-    for (auto& r : m.recipients)
-      rcpts.push_back({r.index, std::move(r.address), r.attempts});
-    recovered_rcpts += rcpts.size();
-    auto jobs = delivery::SplitByDomain(m.id, m.mail_from, rcpts, m.body_8bit, m.smtputf8,
-                                        m.body_size, std::nullopt);
-    // Recipients keep their retry time across the restart.
-    for (delivery::Job& job : jobs) {
-      for (const delivery::Recipient& r : job.recipients) {
-        for (const queue::PendingRecipient& p : m.recipients) {
-          if (p.index == r.index)
-            job.due_ms = std::max(job.due_ms, p.next_attempt_ms);
-        }
-      }
-    }
-    router.Dispatch(std::move(jobs));
+  if (auto r = spool->Recover([&](queue::RecoveredMessage&& m) {
+        ++recovered_msgs;
+        recovered_rcpts += m.recipients.size();
+        dispatcher.DispatchRecovered(std::move(m));
+      });
+      !r) {
+    std::fprintf(stderr, "spate: spool recovery failed: %s\n", r.error().message().c_str());
+    for (auto& s : shards)
+      s->RequestStop();
+    for (auto& s : shards)
+      s->Join();
+    return 1;
   }
-  recovered.clear();
+  spool->Start();
 
   const char* auth_mode = !users                                  ? "off"
                           : tls_context && !config.auth_plaintext ? "tls-only"

@@ -1,8 +1,8 @@
-#include "core/stats.h"
+#include "delivery/stats.h"
 
-namespace spate {
+namespace spate::delivery {
 
-DomainStats& ShardStats::ForDomain(std::string_view domain) {
+DomainStats& Stats::ForDomain(std::string_view domain) {
   if (auto it = index_.find(std::string(domain)); it != index_.end())
     return *it->second;
   std::string key(domain);
@@ -23,10 +23,10 @@ DomainStats& ShardStats::ForDomain(std::string_view domain) {
   return *entry;
 }
 
-void ShardStats::ForEachDomain(const std::function<void(const DomainStats&)>& fn) const {
+void Stats::ForEachDomain(const std::function<void(const DomainStats&)>& fn) const {
   std::lock_guard lock(mu_);
   for (const DomainStats& d : entries_)
     fn(d);
 }
 
-}  // namespace spate
+}  // namespace spate::delivery

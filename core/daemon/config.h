@@ -1,8 +1,10 @@
-// core/config.h
+// core/daemon/config.h
 //
 // The daemon's configuration: a TOML file (toml++), or the embedded default, which is
 // deploy/spate.toml compiled in. Unknown keys and bad values are errors with a message that
 // names the key, so a typo never silently runs with a default.
+// Only the daemon reads it: it maps these fields onto each module's own Options
+// (core/daemon/options.cc), so no module depends on this struct.
 // Threading: parsed once at start-up (may block: reads the file, resolves route host names);
 // then read-only and shared by every thread.
 #pragma once
@@ -17,29 +19,11 @@
 
 #include <sys/socket.h>
 
+#include "core/clock.h"
+#include "core/net.h"
 #include "core/result.h"
 
 namespace spate {
-
-using Seconds = std::chrono::duration<double>;
-
-struct Endpoint {
-  std::string text;  // as configured, "host:port"
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-};
-
-// An IP network, "192.0.2.0/24" or "2001:db8::/32" (a bare address is a /32 or /128).
-struct Network {
-  std::string text;                 // as configured
-  int family = 0;                   // AF_INET or AF_INET6
-  std::array<uint8_t, 16> bytes{};  // the address with its host bits cleared; IPv4 in the first 4
-  unsigned prefix_len = 0;
-
-  // An IPv4-mapped IPv6 address (::ffff:192.0.2.1, from a dual-stack listener) counts as IPv4.
-  bool Contains(const sockaddr_storage& addr) const;
-};
-Result<Network> ParseNetwork(std::string_view text);
 
 struct Config {
   // [server]: the submission listener (one SO_REUSEPORT socket per shard).

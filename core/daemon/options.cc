@@ -1,0 +1,47 @@
+#include "core/daemon/options.h"
+
+namespace spate::daemon {
+
+server::Options ServerOptions(const Config& c) {
+  server::Options o;
+  o.hostname = c.hostname;
+  o.max_message_size = c.max_message_size;
+  o.max_recipients = c.max_recipients;
+  o.command_timeout = c.command_timeout;
+  o.max_connections = c.server_max_connections;
+  o.max_connections_per_client = c.max_connections_per_client;
+  o.min_data_rate = c.min_data_rate;
+  o.data_rate_grace = c.data_rate_grace;
+  o.greeting_delay = c.greeting_delay;
+  o.relay_networks = c.relay_networks;
+  o.local_domains = c.local_domains;
+  o.tls_handshake_timeout = c.tls_handshake_timeout;
+  o.auth_plaintext = c.auth_plaintext;
+  o.auth_max_failures = c.auth_max_failures;
+  o.auth_failure_window = c.auth_failure_window;
+  return o;
+}
+
+delivery::Options DeliveryOptions(const Config& c) {
+  delivery::Options o;
+  o.helo_name = c.helo_name;
+  o.max_connections = c.max_connections;
+  o.max_messages_per_connection = c.max_messages_per_connection;
+  o.max_recipients_per_transaction = c.max_recipients_per_transaction;
+  o.connect_timeout = c.connect_timeout;
+  o.reply_timeout = c.reply_timeout;
+  o.idle_timeout = c.idle_timeout;
+  o.retry_base = c.retry_base;
+  o.retry_max = c.retry_max;
+  o.log_deliveries = c.log_deliveries;
+  return o;
+}
+
+std::unique_ptr<delivery::StaticRouting> MakeRouting(const Config& c) {
+  std::optional<Endpoint> smarthost;
+  if (!c.smarthost_text.empty())
+    smarthost = c.smarthost;
+  return std::make_unique<delivery::StaticRouting>(c.routes, smarthost);
+}
+
+}  // namespace spate::daemon

@@ -1,0 +1,86 @@
+#include "delivery/dispatcher.h"
+
+#include <string_view>
+#include <unordered_map>
+
+#include "core/check.h"
+#include "delivery/delivery.h"
+
+namespace spate::delivery {
+
+Dispatcher::Dispatcher(ShardId shards) : targets_(shards) {}
+
+void Dispatcher::Attach(ShardId id, Reactor* reactor, Delivery* delivery) {
+  SPATE_CHECK(id < targets_.size());
+  targets_[id] = Target{reactor, delivery};
+}
+
+void Dispatcher::DispatchAccepted(queue::MessageId id, queue::NewMessage&& m) {
+  auto message = std::make_shared<Message>();
+  message->id = id;
+  message->mail_from = std::move(m.mail_from);
+  message->body_size = m.body.size();
+  message->body_8bit = m.body_8bit;
+  message->smtputf8 = m.smtputf8;
+  for (uint32_t i = 0; i < m.rcpt_to.size(); ++i)
+    message->AddRecipient(m.rcpt_to[i], i);
+  Body body = std::make_shared<const std::string>(std::move(m.body));
+  Split(std::move(message), std::move(body), {}, {});
+}
+
+void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
+  auto message = std::make_shared<Message>();
+  message->id = m.id;
+  message->mail_from = std::move(m.mail_from);
+  message->body_size = m.body_size;
+  message->body_8bit = m.body_8bit;
+  message->smtputf8 = m.smtputf8;
+  std::vector<uint16_t> attempts;
+  std::vector<int64_t> due;
+  attempts.reserve(m.recipients.size());
+  due.reserve(m.recipients.size());
+  for (const queue::PendingRecipient& r : m.recipients) {
+    message->AddRecipient(r.address, r.index);
+    attempts.push_back(r.attempts);
+    due.push_back(r.next_attempt_ms);
+  }
+  Split(std::move(message), nullptr, attempts, due);
+}
+
+void Dispatcher::Split(MessageRef message, Body body, const std::vector<uint16_t>& attempts,
+                       const std::vector<int64_t>& due_ms) {
+  // Per shard, the jobs of the domains it owns; per domain, its job's slot. Linear in the
+  // recipients: a message to 1,000 domains is not 1,000 x 1,000 comparisons.
+  std::vector<std::vector<DomainJob>> per_shard(targets_.size());
+  std::unordered_map<std::string, std::pair<ShardId, size_t>> slot;
+  const ShardId n = shards();
+  const uint32_t count = message->recipients();
+  for (uint32_t p = 0; p < count; ++p) {
+    std::string domain = DomainOf(message->address(p));
+    auto [it, fresh] = slot.try_emplace(domain);
+    if (fresh) {
+      ShardId owner = OwnerOf(domain, n);
+      it->second = {owner, per_shard[owner].size()};
+      DomainJob& dj = per_shard[owner].emplace_back();
+      dj.domain = std::move(domain);
+      dj.job.message = message;
+      dj.job.body = body;
+    }
+    Job& job = per_shard[it->second.first][it->second.second].job;
+    job.recipients.push_back({p, attempts.empty() ? uint16_t{0} : attempts[p]});
+    // The job is due when its last recipient is (recipients keep their retry time).
+    if (!due_ms.empty())
+      job.due_ms = std::max(job.due_ms, due_ms[p]);
+  }
+  for (ShardId s = 0; s < n; ++s) {
+    if (per_shard[s].empty())
+      continue;
+    Target t = targets_[s];
+    t.reactor->Post([d = t.delivery, jobs = std::move(per_shard[s])]() mutable {
+      for (DomainJob& dj : jobs)
+        d->Enqueue(dj.domain, std::move(dj.job));
+    });
+  }
+}
+
+}  // namespace spate::delivery

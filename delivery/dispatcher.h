@@ -1,0 +1,58 @@
+// delivery/dispatcher.h
+//
+// Dispatcher hands every accepted or recovered message to delivery: it makes the message's
+// shared envelope (job.h) and its shared body once, splits the recipients by destination domain
+// (lower-cased, in first-seen order), and posts each shard the jobs of the domains it owns
+// (OwnerOf(domain)): one post per shard per message, straight from the calling thread (the
+// spool's commit thread for new mail, the main thread for recovery), never through another
+// shard.
+// Threading: Attach() before any Dispatch*(); then Dispatch*() from any thread (the table of
+// shards is read-only by then).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/reactor.h"
+#include "core/shard.h"
+#include "delivery/job.h"
+#include "queue/spool.h"
+
+namespace spate::delivery {
+
+class Delivery;
+
+class Dispatcher {
+ public:
+  explicit Dispatcher(ShardId shards);
+
+  // Shard `id`'s engine, reached through `reactor` (which runs it).
+  void Attach(ShardId id, Reactor* reactor, Delivery* delivery);
+
+  // A message just made durable: its body is taken (moved into the shared buffer).
+  void DispatchAccepted(queue::MessageId id, queue::NewMessage&& message);
+  // A message found in the spool at start-up: every pending recipient keeps its attempts and
+  // retry time; its body is read from the spool when a connection is ready for it.
+  void DispatchRecovered(queue::RecoveredMessage&& message);
+
+  ShardId shards() const { return static_cast<ShardId>(targets_.size()); }
+
+ private:
+  struct Target {
+    Reactor* reactor = nullptr;
+    Delivery* delivery = nullptr;
+  };
+  struct DomainJob {
+    std::string domain;
+    Job job;
+  };
+
+  // Groups `message`'s recipients (with `attempts`/`due` per position, may be empty) by domain
+  // and posts them.
+  void Split(MessageRef message, Body body, const std::vector<uint16_t>& attempts,
+             const std::vector<int64_t>& due_ms);
+
+  std::vector<Target> targets_;
+};
+
+}  // namespace spate::delivery

@@ -1,0 +1,68 @@
+// delivery/job.h
+//
+// The units of delivery work. A Message is what every destination's job of one accepted message
+// shares: its envelope, made once and never changed, so one copy serves every shard. A Job is
+// the recipients of one message for one destination domain, with their attempts and the time
+// they are due. A Body is the message's bytes, one immutable buffer shared by every job of the
+// message and freed with its last holder.
+//
+// Message and Body are the exceptions to "no shared_ptr across shards" (STYLE.md): both are
+// immutable from the moment they are made, so the atomic reference count is the only thing two
+// shards ever write, and the object dies on whichever shard drops it last.
+// Threading: Message and Body: any thread (immutable); a Job: one owner at a time, moved.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "queue/spool.h"
+
+namespace spate::delivery {
+
+using Body = std::shared_ptr<const std::string>;
+
+struct Message {
+  queue::MessageId id = 0;
+  std::string mail_from;
+  uint64_t body_size = 0;
+  bool body_8bit = false;
+  bool smtputf8 = false;  // RFC 6531: must go out with SMTPUTF8
+
+  // Recipient p's address (as received) and its index in the spool's envelope.
+  std::string_view address(uint32_t p) const {
+    return std::string_view(addresses_).substr(offsets_[p], offsets_[p + 1] - offsets_[p]);
+  }
+  uint32_t spool_index(uint32_t p) const { return indices_.empty() ? p : indices_[p]; }
+  uint32_t recipients() const { return static_cast<uint32_t>(offsets_.size() - 1); }
+
+  // Builder: recipients in order; `spool_index` defaults to the position.
+  void AddRecipient(std::string_view address, uint32_t spool_index);
+
+ private:
+  std::string addresses_;                // every address, one after another
+  std::vector<uint32_t> offsets_ = {0};  // recipient p: [offsets_[p], offsets_[p + 1])
+  std::vector<uint32_t> indices_;        // empty while every index equals its position
+};
+using MessageRef = std::shared_ptr<const Message>;
+
+struct Recipient {
+  uint32_t pos = 0;  // in the Message
+  uint16_t attempts = 0;
+};
+
+struct Job {
+  MessageRef message;
+  Body body;  // null until loaded
+  std::vector<Recipient> recipients;
+  int64_t due_ms = 0;  // unix ms; 0: now
+
+  std::string_view address(const Recipient& r) const { return message->address(r.pos); }
+};
+
+// The lower-cased domain of an address ("" without '@').
+std::string DomainOf(std::string_view address);
+
+}  // namespace spate::delivery

@@ -1,0 +1,37 @@
+// delivery/options.h
+//
+// What the delivery engine of one shard is told: the daemon maps [delivery] onto this (routes
+// go to delivery/routing.h). Defaults are the shipped configuration's.
+// Threading: read-only once the engine runs.
+#pragma once
+
+#include <string>
+
+#include "core/clock.h"
+
+namespace spate::delivery {
+
+struct Options {
+  std::string helo_name = "localhost";  // sent in EHLO/HELO
+  // Per destination: connections open at once, messages over one connection before QUIT,
+  // recipients per transaction (RFC 5321 §4.5.3.1.8 asks servers to take at least 100).
+  unsigned max_connections = 16;
+  unsigned max_messages_per_connection = 1000;
+  unsigned max_recipients_per_transaction = 100;
+  Seconds connect_timeout{30};
+  Seconds reply_timeout{300};  // per command
+  // A pooled connection with nothing to send is closed after this; a destination with no queue
+  // and no connection is forgotten after it too (memory stays flat in the number of domains).
+  Seconds idle_timeout{5};
+  // Deferred recipients are retried after retry_base, doubling per attempt up to retry_max,
+  // with +-20% jitter.
+  Seconds retry_base{60};
+  Seconds retry_max{3600};
+  // Bodies a destination keeps in memory for transactions to come (loaded from the spool, or
+  // fresh from submission); past this a fresh job lets go of its body and reloads it when a
+  // connection is ready for it.
+  unsigned max_loaded_bodies = 64;
+  bool log_deliveries = true;  // one log line per recipient outcome
+};
+
+}  // namespace spate::delivery

@@ -1,0 +1,49 @@
+// delivery/routing.h
+//
+// Routing says where a destination domain's mail goes: a Route is the hosts to try, in order.
+// It is asked once per destination (and again when a destination comes back after it was
+// forgotten); the answer comes through a callback so that MX resolution (RFC 5321 §5, DNS on
+// the reactor) can plug in here without the engine changing. StaticRouting answers at once from
+// the configuration: [routes] per domain, else the smarthost, else no route.
+// Threading: one Routing per shard, used on that shard; StaticRouting is immutable.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/net.h"
+#include "core/task.h"
+
+namespace spate::delivery {
+
+struct Route {
+  std::string name;             // for logs and synthetic replies: "127.0.0.1:2526"
+  std::vector<Endpoint> hosts;  // tried in order; never empty
+};
+// Null: no route (the destination's mail is deferred with "no route").
+using RouteRef = std::shared_ptr<const Route>;
+
+class Routing {
+ public:
+  using Done = UniqueFunction<void(RouteRef route)>;
+  virtual ~Routing() = default;
+  // `done` runs exactly once, possibly before Resolve() returns.
+  virtual void Resolve(std::string_view domain, Done done) = 0;
+};
+
+class StaticRouting final : public Routing {
+ public:
+  // `routes`: lower-case domain -> host; `smarthost`: for every other domain.
+  StaticRouting(const std::map<std::string, Endpoint>& routes, std::optional<Endpoint> smarthost);
+  void Resolve(std::string_view domain, Done done) override;
+
+ private:
+  std::map<std::string, RouteRef, std::less<>> routes_;
+  RouteRef smarthost_;
+};
+
+}  // namespace spate::delivery

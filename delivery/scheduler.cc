@@ -1,0 +1,80 @@
+#include "delivery/scheduler.h"
+
+#include <chrono>
+
+namespace spate::delivery {
+
+Scheduler::Scheduler(Reactor& reactor, Due on_due)
+    : reactor_(reactor), on_due_(std::move(on_due)) {}
+
+Scheduler::~Scheduler() {
+  reactor_.CancelTimer(timer_);
+}
+
+void Scheduler::Add(Job&& job) {
+  int64_t bucket = job.due_ms / kGranularityMs;
+  buckets_[bucket].push_back(std::move(job));
+  ++size_;
+  if (armed_bucket_ < 0 || bucket < armed_bucket_)
+    Arm();
+}
+
+void Scheduler::Clear() {
+  buckets_.clear();
+  size_ = 0;
+  reactor_.CancelTimer(timer_);
+  armed_bucket_ = -1;
+}
+
+void Scheduler::Arm() {
+  reactor_.CancelTimer(timer_);
+  armed_bucket_ = -1;
+  if (buckets_.empty())
+    return;
+  armed_bucket_ = buckets_.begin()->first;
+  // The bucket's end, on the reactor's steady clock.
+  int64_t wait_ms = (armed_bucket_ + 1) * kGranularityMs - reactor_.wall_ms();
+  auto at = reactor_.now() + std::chrono::milliseconds(std::max<int64_t>(wait_ms, 0));
+  timer_ = reactor_.AddTimer(at, [this] {
+    timer_ = {};
+    armed_bucket_ = -1;
+    Release();
+  });
+}
+
+void Scheduler::Release() {
+  const int64_t now_ms = reactor_.wall_ms();
+  size_t released = 0;
+  while (!buckets_.empty() && released < kBatch) {
+    auto it = buckets_.begin();
+    if ((it->first + 1) * kGranularityMs > now_ms)
+      break;
+    std::deque<Job>& jobs = it->second;
+    while (!jobs.empty() && released < kBatch) {
+      Job job = std::move(jobs.front());
+      jobs.pop_front();
+      --size_;
+      ++released;
+      job.due_ms = 0;
+      on_due_(std::move(job));  // may Add() again (a job rescheduled at once): fine
+    }
+    if (it->second.empty())
+      buckets_.erase(buckets_.find(it->first));
+  }
+  if (buckets_.empty())
+    return;
+  if (released == kBatch && (buckets_.begin()->first + 1) * kGranularityMs <= now_ms) {
+    // More are due: the next batch at the next loop turn, after the I/O that waits.
+    reactor_.CancelTimer(timer_);
+    armed_bucket_ = buckets_.begin()->first;
+    timer_ = reactor_.AddTimer(reactor_.now(), [this] {
+      timer_ = {};
+      armed_bucket_ = -1;
+      Release();
+    });
+    return;
+  }
+  Arm();
+}
+
+}  // namespace spate::delivery

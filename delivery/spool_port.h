@@ -1,0 +1,49 @@
+// delivery/spool_port.h
+//
+// SpoolPort is all the delivery engine asks of the spool: record an outcome, record a deferral,
+// read a body. The daemon gives it QueueSpool (the RocksDB spool, below); component tests give
+// it a fake that records calls and answers reads when the test says.
+// Threading: called on the engine's shard; ReadBody's `done` may run on any thread (the engine
+// posts the result back to its shard).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/result.h"
+#include "core/task.h"
+#include "queue/spool.h"
+
+namespace spate::delivery {
+
+class SpoolPort {
+ public:
+  using BodyDone = UniqueFunction<void(Result<std::string>)>;
+
+  virtual ~SpoolPort() = default;
+  // The recipient's outcome is final (delivered or failed).
+  virtual void Finish(queue::MessageId id, uint32_t index) = 0;
+  // The recipient is tried again at `next_attempt_ms` (unix ms).
+  virtual void Defer(queue::MessageId id, uint32_t index, uint16_t attempts,
+                     int64_t next_attempt_ms) = 0;
+  virtual void ReadBody(queue::MessageId id, BodyDone done) = 0;
+};
+
+// The real spool behind the port.
+class QueueSpool final : public SpoolPort {
+ public:
+  explicit QueueSpool(queue::Spool& spool) : spool_(spool) {}
+  void Finish(queue::MessageId id, uint32_t index) override { spool_.Finish(id, index); }
+  void Defer(queue::MessageId id, uint32_t index, uint16_t attempts,
+             int64_t next_attempt_ms) override {
+    spool_.Defer(id, index, attempts, next_attempt_ms);
+  }
+  void ReadBody(queue::MessageId id, BodyDone done) override {
+    spool_.ReadBody(id, std::move(done));
+  }
+
+ private:
+  queue::Spool& spool_;
+};
+
+}  // namespace spate::delivery

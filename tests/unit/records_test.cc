@@ -1,0 +1,112 @@
+// tests/unit/records_test.cc
+//
+// The spool's record codecs (queue/records.h): every record round-trips, and no truncated or
+// garbled record decodes.
+#include "queue/records.h"
+
+#include <gtest/gtest.h>
+
+namespace spate::queue::records {
+namespace {
+
+NewMessage Sample() {
+  NewMessage m;
+  m.mail_from = "alice@example.org";
+  m.rcpt_to = {"bob@a.example", "carol@b.example", "dave@a.example"};
+  m.body = std::string(1234, 'x');
+  m.body_8bit = true;
+  m.smtputf8 = false;
+  m.ret = 2;
+  m.envid = "campaign-7";
+  m.auth_user = "sender";
+  m.dsn = {{4, "rfc822;bob@a.example"}, {0, ""}, {2 | 8, ""}};
+  return m;
+}
+
+TEST(RecordsTest, EnvelopeRoundTrips) {
+  NewMessage m = Sample();
+  std::string value = EncodeEnvelope(m, 1700000000123);
+  RecoveredMessage out;
+  std::vector<PendingRecipient> all;
+  ASSERT_TRUE(DecodeEnvelope(value, &out, &all));
+  EXPECT_EQ(out.mail_from, m.mail_from);
+  EXPECT_EQ(out.received_ms, 1700000000123);
+  EXPECT_EQ(out.body_size, 1234u);
+  EXPECT_TRUE(out.body_8bit);
+  EXPECT_FALSE(out.smtputf8);
+  EXPECT_EQ(out.ret, 2);
+  EXPECT_EQ(out.envid, "campaign-7");
+  EXPECT_EQ(out.auth_user, "sender");
+  ASSERT_EQ(all.size(), 3u);
+  for (uint32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(all[i].index, i);
+    EXPECT_EQ(all[i].address, m.rcpt_to[i]);
+    EXPECT_EQ(all[i].dsn.notify, m.dsn[i].notify);
+    EXPECT_EQ(all[i].dsn.orcpt, m.dsn[i].orcpt);
+    EXPECT_EQ(all[i].attempts, 0);
+  }
+}
+
+TEST(RecordsTest, EnvelopeWithoutDsnAndWithNullSender) {
+  NewMessage m;
+  m.rcpt_to = {"x@y.example"};
+  m.smtputf8 = true;
+  RecoveredMessage out;
+  std::vector<PendingRecipient> all;
+  ASSERT_TRUE(DecodeEnvelope(EncodeEnvelope(m, 5), &out, &all));
+  EXPECT_EQ(out.mail_from, "");
+  EXPECT_TRUE(out.smtputf8);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].dsn.notify, 0);
+  EXPECT_EQ(all[0].dsn.orcpt, "");
+}
+
+TEST(RecordsTest, NoTruncatedOrExtendedEnvelopeDecodes) {
+  std::string value = EncodeEnvelope(Sample(), 1);
+  RecoveredMessage out;
+  std::vector<PendingRecipient> all;
+  for (size_t n = 0; n < value.size(); ++n)
+    EXPECT_FALSE(DecodeEnvelope(std::string_view(value).substr(0, n), &out, &all)) << n;
+  EXPECT_FALSE(DecodeEnvelope(value + "z", &out, &all));
+  std::string bad_version = value;
+  bad_version[0] = 9;
+  EXPECT_FALSE(DecodeEnvelope(bad_version, &out, &all));
+  // A recipient count far beyond what the record holds is refused before any allocation.
+  NewMessage one;
+  one.rcpt_to = {"a@b"};
+  std::string huge = EncodeEnvelope(one, 1);
+  size_t count_at = huge.size() - (4 + 3 + 1 + 4) - 4;
+  huge[count_at] = '\x7f';
+  EXPECT_FALSE(DecodeEnvelope(huge, &out, &all));
+}
+
+TEST(RecordsTest, RecipientRecordsRoundTrip) {
+  RcptRecord deferred{RcptRecord::Kind::kDeferred, 7, 1700000000999};
+  EXPECT_EQ(DecodeRcpt(EncodeRcpt(deferred)), deferred);
+  RcptRecord done{RcptRecord::Kind::kDone};
+  EXPECT_EQ(DecodeRcpt(EncodeRcpt(done))->kind, RcptRecord::Kind::kDone);
+  std::string v = EncodeRcpt(deferred);
+  for (size_t n = 0; n < v.size(); ++n)
+    EXPECT_FALSE(DecodeRcpt(std::string_view(v).substr(0, n))) << n;
+  EXPECT_FALSE(DecodeRcpt("Q"));
+  EXPECT_FALSE(DecodeRcpt("Dx"));
+}
+
+TEST(RecordsTest, KeysSortByIdThenIndex) {
+  EXPECT_LT(MessageKey(1), MessageKey(2));
+  EXPECT_LT(MessageKey(255), MessageKey(256));
+  EXPECT_LT(RcptKey(5, 300), RcptKey(6, 0));
+  EXPECT_LT(RcptKey(5, 1), RcptKey(5, 256));
+  EXPECT_EQ(DecodeMessageKey(MessageKey(0x0102030405060708)), 0x0102030405060708u);
+  auto k = DecodeRcptKey(RcptKey(42, 9));
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k->id, 42u);
+  EXPECT_EQ(k->index, 9u);
+  EXPECT_FALSE(DecodeRcptKey(MessageKey(42)));
+  EXPECT_FALSE(DecodeMessageKey(RcptKey(42, 9)));
+  // The recipient records of a message start with its message key (prefix scans).
+  EXPECT_EQ(RcptKey(42, 9).substr(0, 8), MessageKey(42));
+}
+
+}  // namespace
+}  // namespace spate::queue::records
