@@ -93,6 +93,10 @@ void Connection::ArmSend() {
   if (send_in_flight_ || finished_)
     return;
   if (out_offset_ == out_.size()) {
+    // Sent: the buffer goes (a connection at rest holds no send buffer; most sends were moved
+    // in whole, so the next one brings its own).
+    out_ = std::string();
+    out_offset_ = 0;
     if (pending_.empty()) {
       if (closing_) {
         // Output is flushed: end the connection (the peer sees FIN after our last bytes).
@@ -104,9 +108,8 @@ void Connection::ArmSend() {
       }
       return;
     }
-    out_.swap(pending_);
-    pending_.clear();
-    out_offset_ = 0;
+    out_ = std::move(pending_);
+    pending_ = std::string();
   }
   send_in_flight_ = true;
   reactor_.Send(fd_, out_.data() + out_offset_, out_.size() - out_offset_, [this](int res) {

@@ -159,6 +159,7 @@ void ClientSession::OnTransactionReply(Kind kind, uint32_t rcpt, const smtp::Rep
         SPATE_CHECK(commands_.empty() && sent_ == 0);
         if (accepted_ > 0) {
           AppendDotStuffed(out_, body_);  // §4.5.2, straight into the output
+          body_ = {};                     // no longer borrowed: the caller may let it go
           commands_.push_back(Command{Kind::kEndOfData});
         } else {
           // RFC 2920 §3.1: DATA was accepted though no recipient was; send an empty message

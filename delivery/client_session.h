@@ -81,8 +81,10 @@ class ClientSession {
   void OnBytes(std::string_view in);
 
   // Precondition: the last lifecycle event was ReadyForTransaction. `body` is the canonical
-  // message (CRLF line ends, not dot-stuffed), borrowed until TransactionDone for this id.
+  // message (CRLF line ends, not dot-stuffed), borrowed until TransactionDone for this id or
+  // until it has been copied into the output (body_borrowed() turns false), whichever is first.
   uint32_t Submit(const Envelope& envelope, std::string_view body);
+  bool body_borrowed() const { return body_.data() != nullptr; }
 
   // Precondition: idle (or closed: then a no-op). Sends QUIT; Closed follows its reply (or
   // Abort()).

@@ -14,8 +14,10 @@ namespace spate::delivery {
 namespace {
 using Clock = Reactor::Clock;
 
-// Forgetting this many destinations in one sweep gives their memory back to the system.
+// Forgetting this many destinations in one sweep, or finishing this many recipients between two
+// sweeps, gives the freed memory back to the system.
 constexpr size_t kTrimAfterRemoving = 1000;
+constexpr size_t kTrimAfterFinishing = 100000;
 }  // namespace
 
 struct Delivery::Impl final : public Engine {
@@ -59,6 +61,7 @@ struct Delivery::Impl final : public Engine {
   Scheduler scheduler;
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations;
   Reactor::TimerId sweep_timer;
+  size_t finished_since_trim = 0;
   bool shutting_down_ = false;
 };
 
@@ -132,6 +135,8 @@ void Delivery::Impl::Record(Destination& dest, const Job& job, size_t i, const s
   const Message& m = *job.message;
   const char* outcome;
   DomainStats& st = dest.stats();
+  if (reply.positive() || reply.permanent())
+    ++finished_since_trim;
   if (reply.positive()) {
     outcome = "delivered";
     st.delivered.Add();
@@ -214,8 +219,12 @@ void Delivery::Impl::Sweep() {
       ++it;
     }
   }
-  if (removed >= kTrimAfterRemoving)
+  // Memory the engine let go of in bulk (forgotten destinations, a drained backlog) goes back
+  // to the system; otherwise RSS would stay at its peak.
+  if (removed >= kTrimAfterRemoving || finished_since_trim >= kTrimAfterFinishing) {
+    finished_since_trim = 0;
     ReleaseFreeMemory();
+  }
   if (!destinations.empty())
     ArmSweep();
 }

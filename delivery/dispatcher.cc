@@ -22,6 +22,10 @@ void Dispatcher::DispatchAccepted(queue::MessageId id, queue::NewMessage&& m) {
   message->body_size = m.body.size();
   message->body_8bit = m.body_8bit;
   message->smtputf8 = m.smtputf8;
+  size_t bytes = 0;
+  for (const std::string& r : m.rcpt_to)
+    bytes += r.size();
+  message->Reserve(m.rcpt_to.size(), bytes);
   for (uint32_t i = 0; i < m.rcpt_to.size(); ++i)
     message->AddRecipient(m.rcpt_to[i], i);
   Body body = std::make_shared<const std::string>(std::move(m.body));
@@ -39,6 +43,10 @@ void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
   std::vector<int64_t> due;
   attempts.reserve(m.recipients.size());
   due.reserve(m.recipients.size());
+  size_t bytes = 0;
+  for (const queue::PendingRecipient& r : m.recipients)
+    bytes += r.address.size();
+  message->Reserve(m.recipients.size(), bytes);
   for (const queue::PendingRecipient& r : m.recipients) {
     message->AddRecipient(r.address, r.index);
     attempts.push_back(r.attempts);

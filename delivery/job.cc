@@ -1,8 +1,47 @@
 #include "delivery/job.h"
 
+#include <algorithm>
+
 #include "core/smtp/ascii.h"
 
 namespace spate::delivery {
+
+void RecipientList::push_back(Recipient r) {
+  if (size_ == 0 && cap_ <= 1) {
+    one_ = r;
+    size_ = 1;
+    return;
+  }
+  if (size_ == cap_) {
+    uint32_t cap = cap_ * 2;
+    auto* grown = new Recipient[cap];
+    std::copy(begin(), end(), grown);
+    Free();
+    size_ = cap / 2;
+    cap_ = cap;
+    many_ = grown;
+  }
+  data()[size_++] = r;
+}
+
+void RecipientList::assign(const Recipient* first, const Recipient* last) {
+  const auto n = static_cast<uint32_t>(last - first);
+  if (n > cap_) {
+    auto* grown = new Recipient[n];
+    std::copy(first, last, grown);
+    Free();
+    cap_ = n;
+    many_ = grown;
+  } else {
+    std::copy(first, last, data());
+  }
+  size_ = n;
+}
+
+void Message::Reserve(size_t recipients, size_t address_bytes) {
+  offsets_.reserve(recipients + 1);
+  addresses_.reserve(address_bytes);
+}
 
 void Message::AddRecipient(std::string_view address, uint32_t spool_index) {
   if (spool_index != recipients() && indices_.empty()) {

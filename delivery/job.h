@@ -38,7 +38,9 @@ struct Message {
   uint32_t spool_index(uint32_t p) const { return indices_.empty() ? p : indices_[p]; }
   uint32_t recipients() const { return static_cast<uint32_t>(offsets_.size() - 1); }
 
-  // Builder: recipients in order; `spool_index` defaults to the position.
+  // Builder: recipients in order; `spool_index` defaults to the position. Reserve() first
+  // when the total is known, so no buffer is larger than it needs.
+  void Reserve(size_t recipients, size_t address_bytes);
   void AddRecipient(std::string_view address, uint32_t spool_index);
 
  private:
@@ -53,10 +55,82 @@ struct Recipient {
   uint16_t attempts = 0;
 };
 
+// A job's recipients: one inline (the common case: a message's recipients mostly go to
+// different domains, so most jobs have one), more on the heap. 16 bytes, where a std::vector
+// is 24 plus a heap block for even one recipient.
+class RecipientList {
+ public:
+  RecipientList() {}
+  RecipientList(const RecipientList& other) { assign(other.begin(), other.end()); }
+  RecipientList(RecipientList&& other) noexcept { Take(other); }
+  RecipientList& operator=(const RecipientList& other) {
+    if (this != &other)
+      assign(other.begin(), other.end());
+    return *this;
+  }
+  RecipientList& operator=(RecipientList&& other) noexcept {
+    if (this != &other) {
+      Free();
+      Take(other);
+    }
+    return *this;
+  }
+  RecipientList& operator=(const std::vector<Recipient>& v) {
+    assign(v.data(), v.data() + v.size());
+    return *this;
+  }
+  ~RecipientList() { Free(); }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  Recipient* begin() { return data(); }
+  Recipient* end() { return data() + size_; }
+  const Recipient* begin() const { return data(); }
+  const Recipient* end() const { return data() + size_; }
+  Recipient& operator[](size_t i) { return data()[i]; }
+  const Recipient& operator[](size_t i) const { return data()[i]; }
+  const Recipient& front() const { return data()[0]; }
+
+  void push_back(Recipient r);
+  void assign(const Recipient* first, const Recipient* last);
+  void resize(size_t n) {  // shrinks only
+    if (n < size_)
+      size_ = static_cast<uint32_t>(n);
+  }
+
+ private:
+  Recipient* data() { return cap_ <= 1 ? &one_ : many_; }
+  const Recipient* data() const { return cap_ <= 1 ? &one_ : many_; }
+  void Free() {
+    if (cap_ > 1)
+      delete[] many_;
+    cap_ = 1;
+    size_ = 0;
+  }
+  void Take(RecipientList& other) {
+    size_ = other.size_;
+    cap_ = other.cap_;
+    if (cap_ > 1) {
+      many_ = other.many_;
+    } else {
+      one_ = other.one_;
+    }
+    other.cap_ = 1;
+    other.size_ = 0;
+  }
+
+  uint32_t size_ = 0;
+  uint32_t cap_ = 1;
+  union {
+    Recipient one_;
+    Recipient* many_;
+  };
+};
+
 struct Job {
   MessageRef message;
   Body body;  // null until loaded
-  std::vector<Recipient> recipients;
+  RecipientList recipients;
   int64_t due_ms = 0;  // unix ms; 0: now
 
   std::string_view address(const Recipient& r) const { return message->address(r.pos); }

@@ -117,6 +117,10 @@ class ClientConnection final : public Connection {
     std::string out = session_.TakeOutput();
     if (!out.empty())
       Send(std::move(out));
+    // Once the body is in the output, the job lets go of it: a busy connection holds one copy
+    // of its message (on its way to the kernel), not two.
+    if (job_ && job_->body && !session_.body_borrowed())
+      job_->body.reset();
   }
 
   // Handles everything the session has to say, then sends what it wrote.
@@ -234,7 +238,11 @@ void Destination::Add(Job&& job) {
 }
 
 void Destination::Queue(Job&& job) {
-  if (job.body && ready_.size() + loading_ < engine_.options().max_loaded_bodies) {
+  // A fresh job keeps its body while the destination works (no hold after a failed
+  // connection) and has room for it; else it is read again when a connection is ready for it,
+  // so a destination that is down holds envelopes only.
+  if (job.body && engine_.reactor().now() >= hold_until_ &&
+      ready_.size() + loading_ < engine_.options().max_loaded_bodies) {
     ready_.push_back(std::move(job));
   } else {
     job.body.reset();  // read again when a connection is ready for it
@@ -326,9 +334,13 @@ void Destination::Pump() {
       conn->Start();
     }
   }
-  // Bodies for the transactions to come, while the pool has a connection to send them on.
-  while (!open_.empty() && !pending_.empty() &&
-         ready_.size() + loading_ < options.max_loaded_bodies) {
+  // Bodies for the transactions to come, once the pool has a connection that took its
+  // greeting and EHLO (a host that is down or slow to answer makes no body be read): one for
+  // every other such connection and one more (a connection that finishes its transaction
+  // finds the next body waiting), at most max_loaded_bodies.
+  const size_t working = open_.size() - connecting_;
+  const size_t want = std::min<size_t>(options.max_loaded_bodies, working / 2 + 1);
+  while (working > 0 && !pending_.empty() && ready_.size() + loading_ < want) {
     Job job = std::move(pending_.front());
     pending_.pop_front();
     ++loading_;
@@ -356,6 +368,8 @@ void Destination::OnIdle(ClientConnection* conn) {
           idle_.erase(it);
         conn->Quit();
       });
+  if (!pending_.empty())
+    Pump();  // bodies for it to send
 }
 
 void Destination::OnConnectionGone(ClientConnection* conn, bool ever_ready,

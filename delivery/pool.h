@@ -4,9 +4,10 @@
 // queue and its pool of reused SMTP connections.
 //
 // Ready queue: jobs that are due wait in `pending_` without a body or in `ready_` with one.
-// Bodies are loaded from the spool only while the pool has a connection open or on its way, and
-// only up to Options::max_loaded_bodies at once (loaded or being loaded), so a destination that
-// is down, or a deep backlog, holds envelopes only.
+// Bodies are loaded from the spool only once the pool has a connection ready for transactions
+// (greeting and EHLO done), one for every other such connection and one more (at most
+// Options::max_loaded_bodies, loaded or being loaded), so a destination that is down, or a deep
+// backlog, holds envelopes only.
 //
 // Pool invariants: open connections <= max_connections; each open connection is connecting,
 // busy with one transaction, or idle (on idle_, with an idle timer); a connection carries at most

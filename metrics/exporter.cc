@@ -111,6 +111,10 @@ class SampleCollector : public prometheus::Collectable {
              MetricType::Counter, sp.commit_seconds);
       scalar("spate_spool_messages", "Messages in the spool with recipients pending.",
              MetricType::Gauge, static_cast<double>(sp.pending_messages));
+      scalar("spate_spool_memtable_bytes", "Memory of the spool's RocksDB memtables.",
+             MetricType::Gauge, static_cast<double>(sp.memtable_bytes));
+      scalar("spate_spool_block_cache_bytes", "Memory of the spool's RocksDB block cache.",
+             MetricType::Gauge, static_cast<double>(sp.block_cache_bytes));
     }
     return out;
   }

@@ -26,6 +26,8 @@ struct SpoolSample {
   uint64_t accepted = 0;
   double commit_seconds = 0;
   uint64_t pending_messages = 0;
+  uint64_t memtable_bytes = 0;
+  uint64_t block_cache_bytes = 0;
 };
 
 // One destination domain's figures on one shard ("other" may come from several: summed).

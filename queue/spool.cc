@@ -10,8 +10,10 @@
 #include <unordered_map>
 #include <variant>
 
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
 #include "core/log.h"
@@ -56,6 +58,13 @@ int64_t NowMs() {
       .count();
 }
 
+// RocksDB memory: all memtables together, and the shared block cache.
+constexpr size_t kMemtableBudget = 128 << 20;
+constexpr size_t kBlockCacheBytes = 16 << 20;
+
+// Commit queue slots kept between batches.
+constexpr size_t kKeptQueueCapacity = 1 << 16;
+
 using records::MessageKey;
 using records::RcptKey;
 using records::RcptRecord;
@@ -88,7 +97,9 @@ struct Spool::Impl {
     uint16_t attempts;
     int64_t next_attempt_ms;
   };
-  using Request = std::variant<AcceptReq, FinishReq, DeferReq>;
+  // An accepted message is held by pointer: a slot of the queue is then 32 bytes, not the size
+  // of a NewMessage, so a burst of a million outcomes costs 32 MB, not 300.
+  using Request = std::variant<std::unique_ptr<AcceptReq>, FinishReq, DeferReq>;
   struct ReadReq {
     MessageId id;
     BodyDone done;
@@ -172,6 +183,9 @@ struct Spool::Impl {
       }
       CommitBatch(batch);
       batch.clear();
+      // A burst (a whole campaign deferred at once) leaves no large buffer behind.
+      if (batch.capacity() > kKeptQueueCapacity)
+        std::vector<Request>().swap(batch);
     }
   }
 
@@ -180,8 +194,8 @@ struct Spool::Impl {
     // commit thread at 100 KB messages (bench/results/profile-100k).
     size_t reserve = 64;
     for (const Request& r : batch) {
-      if (const auto* a = std::get_if<AcceptReq>(&r)) {
-        reserve += a->message.body.size() + 256 + a->message.rcpt_to.size() * 96;
+      if (const auto* a = std::get_if<std::unique_ptr<AcceptReq>>(&r)) {
+        reserve += (*a)->message.body.size() + 256 + (*a)->message.rcpt_to.size() * 96;
       } else {
         reserve += 48;
       }
@@ -201,7 +215,8 @@ struct Spool::Impl {
     uint64_t deferred = 0;
     int64_t now_ms = NowMs();
     for (Request& r : batch) {
-      if (auto* a = std::get_if<AcceptReq>(&r)) {
+      if (auto* ap = std::get_if<std::unique_ptr<AcceptReq>>(&r)) {
+        AcceptReq* a = ap->get();
         MessageId id = NextId();
         const NewMessage& m = a->message;
         std::string key = MessageKey(id);
@@ -327,13 +342,23 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
   // Everything acknowledged is in the WAL: recover every complete synced batch.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_options.max_total_wal_size = 256 << 20;
+  // RocksDB's memory is bounded as a whole, whatever the load: memtables of every column family
+  // together (flushed early past this), and one block cache shared by all of them (each
+  // column family would otherwise make its own).
+  db_options.db_write_buffer_size = kMemtableBudget;
+  rocksdb::BlockBasedTableOptions table_options;
+  table_options.block_cache = rocksdb::NewLRUCache(kBlockCacheBytes);
+  std::shared_ptr<rocksdb::TableFactory> table_factory(
+      rocksdb::NewBlockBasedTableFactory(table_options));
   rocksdb::ColumnFamilyOptions body_options;
   // Large memtables: most bodies are delivered and SingleDelete'd before a flush, and then
   // never written to an SST at all.
-  body_options.write_buffer_size = 128 << 20;
-  body_options.max_write_buffer_number = 4;
+  body_options.write_buffer_size = 32 << 20;
+  body_options.max_write_buffer_number = 3;
+  body_options.table_factory = table_factory;
   rocksdb::ColumnFamilyOptions small_options;
   small_options.write_buffer_size = 32 << 20;
+  small_options.table_factory = table_factory;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, small_options},
       {"body", body_options},
@@ -461,7 +486,8 @@ void Spool::Start() {
 }
 
 void Spool::Accept(NewMessage&& message, AcceptDone done) {
-  impl_->Enqueue(Impl::AcceptReq{std::move(message), std::move(done)});
+  impl_->Enqueue(
+      std::make_unique<Impl::AcceptReq>(Impl::AcceptReq{std::move(message), std::move(done)}));
 }
 
 void Spool::Finish(MessageId id, uint32_t index) {
@@ -481,8 +507,21 @@ void Spool::ReadBody(MessageId id, BodyDone done) {
 }
 
 SpoolStats Spool::stats() const {
-  std::lock_guard lock(impl_->stats_mu);
-  return impl_->stats;
+  SpoolStats out;
+  {
+    std::lock_guard lock(impl_->stats_mu);
+    out = impl_->stats;
+  }
+  // Thread-safe property reads (no lock of ours).
+  for (rocksdb::ColumnFamilyHandle* h : impl_->handles) {
+    uint64_t v = 0;
+    if (impl_->db->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables, &v))
+      out.memtable_bytes += v;
+  }
+  uint64_t cache = 0;
+  if (impl_->db->GetIntProperty(rocksdb::DB::Properties::kBlockCacheUsage, &cache))
+    out.block_cache_bytes = cache;
+  return out;
 }
 
 }  // namespace spate::queue

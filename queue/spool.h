@@ -104,6 +104,9 @@ struct SpoolStats {
   uint64_t deferred = 0;      // recipient states rewritten
   double commit_seconds = 0;  // total time in Write(), sync included
   uint64_t pending_messages = 0;
+  // RocksDB's own memory now: memtables of every column family, and the block cache.
+  uint64_t memtable_bytes = 0;
+  uint64_t block_cache_bytes = 0;
 };
 
 class Spool {

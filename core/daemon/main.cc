@@ -6,6 +6,9 @@
 // stops in order (shards, then the spool) so that nothing accepted is lost.
 // The daemon is the only code that includes every module and wires them together.
 
+#include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +17,7 @@
 #include <vector>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -214,6 +218,14 @@ int Run(int argc, char** argv) {
                 : config.log_level == "error" ? log::Level::kError
                                               : log::Level::kInfo);
 
+  // Every connection is a descriptor: take all the kernel allows this process (systemd and
+  // shells often start it at a soft limit of 1,024).
+  if (rlimit nofile{};
+      getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+
   // Signals are taken by sigwait() on this thread only; every thread started below inherits
   // the mask. SIGPIPE is ignored: a peer that goes away is an error code, not a death.
   sigset_t signals;
@@ -243,6 +255,7 @@ int Run(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<queue::Spool> spool = std::move(spool_or).value();
+  SPATE_LOG(kInfo, "spool open: %s", config.spool_path.c_str());
 
   // One listening socket per shard on the same address (SO_REUSEPORT: the kernel spreads the
   // clients). Port 0 picks a port once; the other shards bind that same port.
@@ -293,7 +306,8 @@ int Run(int argc, char** argv) {
           });
         }
         queue::SpoolStats sp = spool_ptr->stats();
-        sample.spool = {sp.batches, sp.accepted, sp.commit_seconds, sp.pending_messages};
+        sample.spool = {sp.batches,          sp.accepted,       sp.commit_seconds,
+                        sp.pending_messages, sp.memtable_bytes, sp.block_cache_bytes};
         return sample;
       },
       &error);
@@ -337,9 +351,12 @@ int Run(int argc, char** argv) {
   // while the scan goes on. Outcomes meanwhile wait in the commit queue until Start().
   size_t recovered_msgs = 0;
   size_t recovered_rcpts = 0;
+  int64_t first_due_ms = INT64_MAX;  // the earliest retry time among them
   if (auto r = spool->Recover([&](queue::RecoveredMessage&& m) {
         ++recovered_msgs;
         recovered_rcpts += m.recipients.size();
+        for (const queue::PendingRecipient& p : m.recipients)
+          first_due_ms = std::min(first_due_ms, p.next_attempt_ms);
         dispatcher.DispatchRecovered(std::move(m));
       });
       !r) {
@@ -351,6 +368,7 @@ int Run(int argc, char** argv) {
     return 1;
   }
   spool->Start();
+  ReleaseFreeMemory();  // what the scan needed on the way
 
   const char* auth_mode = !users                                  ? "off"
                           : tls_context && !config.auth_plaintext ? "tls-only"
@@ -358,13 +376,17 @@ int Run(int argc, char** argv) {
   std::string smtps;  // "smtps=ADDR " when the implicit TLS port is on
   if (!config.implicit_tls_listen.text.empty())
     smtps = "smtps=" + FormatAddress(implicit_tls_addr) + " ";
-  SPATE_LOG(kInfo,
-            "spate ready: smtp=%s %smetrics=%s:%d spool=%s shards=%u recovered_messages=%zu "
-            "recovered_recipients=%zu starttls=%s auth=%s",
-            FormatAddress(listen_addr).c_str(), smtps.c_str(),
-            config.metrics_listen.text.substr(0, config.metrics_listen.text.rfind(':')).c_str(),
-            exporter->port(), config.spool_path.c_str(), config.shards, recovered_msgs,
-            recovered_rcpts, tls_context ? "on" : "off", auth_mode);
+  SPATE_LOG(
+      kInfo,
+      "spate ready: smtp=%s %smetrics=%s:%d spool=%s shards=%u recovered_messages=%zu "
+      "recovered_recipients=%zu recovered_first_due_in=%.1fs starttls=%s auth=%s",
+      FormatAddress(listen_addr).c_str(), smtps.c_str(),
+      config.metrics_listen.text.substr(0, config.metrics_listen.text.rfind(':')).c_str(),
+      exporter->port(), config.spool_path.c_str(), config.shards, recovered_msgs, recovered_rcpts,
+      recovered_rcpts == 0
+          ? 0.0
+          : std::max<double>(0, static_cast<double>(first_due_ms - Clock::Real().WallMs()) / 1000),
+      tls_context ? "on" : "off", auth_mode);
 
   int sig = 0;
   sigwait(&signals, &sig);
