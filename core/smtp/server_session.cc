@@ -40,6 +40,7 @@
 #include "core/smtp/address.h"
 #include "core/smtp/ascii.h"
 #include "core/smtp/errc.h"
+#include "core/smtp/internal/esmtp_params.h"
 
 namespace spate::smtp {
 namespace {
@@ -52,8 +53,6 @@ constexpr size_t kMaxAuthLine = 12288;
 constexpr size_t kMailLineExtra = 26 + 15 + 10 + 130 + 500;
 // RCPT: NOTIFY and ORCPT, 530 (RFC 3461 §5.4).
 constexpr size_t kRcptLineExtra = 530;
-constexpr size_t kMaxEnvid = 100;  // RFC 3461 §4.4
-constexpr size_t kMaxOrcpt = 500;  // RFC 3461 §4.2, the whole value
 
 // AUTH LOGIN's challenges (draft-murchison-sasl-login): "Username:" and "Password:" in base64.
 constexpr std::string_view kLoginUser = "334 VXNlcm5hbWU6";
@@ -71,119 +70,6 @@ bool ConsumePrefixNoCase(std::string_view* s, std::string_view prefix) {
     return false;
   }
   s->remove_prefix(prefix.size());
-  return true;
-}
-
-bool IsAlnum(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-struct Param {
-  std::string_view keyword;
-  std::string_view value;
-  bool has_value = false;
-};
-
-// Splits what follows a path: *(SP esmtp-param) with
-//   esmtp-param = esmtp-keyword ["=" esmtp-value]
-//   esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
-//   esmtp-value = 1*(%d33-60 / %d62-126)            (RFC 5321 §4.1.2)
-// Runs of SP between parameters are tolerated. Returns false on a syntax error.
-bool ParseParams(std::string_view rest, std::vector<Param>* params) {
-  while (!rest.empty()) {
-    if (rest[0] != ' ') {
-      return false;
-    }
-    while (!rest.empty() && rest[0] == ' ') {
-      rest.remove_prefix(1);
-    }
-    if (rest.empty()) {
-      break;
-    }
-    const size_t end = std::min(rest.find(' '), rest.size());
-    const std::string_view item = rest.substr(0, end);
-    rest.remove_prefix(end);
-    Param param;
-    const size_t eq = item.find('=');
-    param.keyword = item.substr(0, eq);
-    if (param.keyword.empty() || !IsAlnum(param.keyword[0])) {
-      return false;
-    }
-    for (char c : param.keyword) {
-      if (!IsAlnum(c) && c != '-') {
-        return false;
-      }
-    }
-    if (eq != std::string_view::npos) {
-      param.has_value = true;
-      param.value = item.substr(eq + 1);
-      if (param.value.empty()) {
-        return false;
-      }
-      for (char c : param.value) {
-        if (c < 33 || c > 126 || c == '=') {
-          return false;
-        }
-      }
-    }
-    params->push_back(param);
-  }
-  return true;
-}
-
-// RFC 1870 §3: size-value ::= 1*20DIGIT. Saturates instead of overflowing.
-bool ParseSize(std::string_view s, uint64_t* size) {
-  if (s.empty() || s.size() > 20) {
-    return false;
-  }
-  uint64_t value = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') {
-      return false;
-    }
-    const uint64_t digit = static_cast<uint64_t>(c - '0');
-    value = value > (UINT64_MAX - digit) / 10 ? UINT64_MAX : value * 10 + digit;
-  }
-  *size = value;
-  return true;
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
-// RFC 3461 §4: xtext = *( xchar / hexchar ); xchar is "!".."~" but "+" and "="; hexchar is "+"
-// and two upper-case hex digits. The decoded text must be printable US-ASCII (graphic and SP),
-// as §4.2 and §4.4 require of ORCPT and ENVID.
-bool DecodeXtext(std::string_view in, std::string* out) {
-  out->clear();
-  for (size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c == '+') {
-      if (i + 2 >= in.size()) {
-        return false;
-      }
-      const int hi = HexValue(in[i + 1]);
-      const int lo = HexValue(in[i + 2]);
-      if (hi < 0 || lo < 0) {
-        return false;
-      }
-      c = static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else if (c < 33 || c > 126 || c == '=') {
-      return false;
-    }
-    if (c < 32 || c > 126) {
-      return false;
-    }
-    out->push_back(c);
-  }
   return true;
 }
 
@@ -837,7 +723,7 @@ void ServerSession::AddHeaders(ReceivedMessage& message) {
     if (!has_message_id) {
       std::string nonce;
       for (char c : options_.id_nonce) {
-        if (IsAlnum(c) || c == '-' || c == '_') {
+        if (IsAsciiAlnum(c) || c == '-' || c == '_') {
           nonce += c;
         }
       }
@@ -1024,93 +910,33 @@ void ServerSession::Mail(std::string_view arg) {
     Refuse("501 5.1.7 Bad sender address syntax");
     return;
   }
-  std::vector<Param> params;
-  if (!ParseParams(arg.substr(used), &params)) {
-    Refuse("501 5.5.4 Bad MAIL parameter syntax");
+  internal::MailParams params;
+  if (const std::string_view refusal =
+          internal::ParseMailParams(arg.substr(used), options_.auth, &params);
+      !refusal.empty()) {
+    Refuse(refusal);
     return;
   }
-  bool has_size = false;
-  bool has_body = false;
-  bool has_auth = false;
-  bool has_envid = false;
-  bool smtputf8 = false;
-  uint64_t size = 0;
-  bool body_8bit = false;
-  ReceivedMessage::Ret ret = ReceivedMessage::Ret::kUnset;
-  std::string envid;
-  for (const Param& param : params) {
-    if (EqualsNoCase(param.keyword, "SIZE")) {  // RFC 1870 §3
-      if (has_size || !param.has_value || !ParseSize(param.value, &size)) {
-        Refuse("501 5.5.4 Bad SIZE parameter");
-        return;
-      }
-      has_size = true;
-    } else if (EqualsNoCase(param.keyword, "BODY")) {  // RFC 6152 §2
-      if (has_body || !param.has_value ||
-          !(EqualsNoCase(param.value, "7BIT") || EqualsNoCase(param.value, "8BITMIME"))) {
-        Refuse("501 5.5.4 Bad BODY parameter");
-        return;
-      }
-      has_body = true;
-      body_8bit = EqualsNoCase(param.value, "8BITMIME");
-    } else if (EqualsNoCase(param.keyword, "SMTPUTF8")) {  // RFC 6531 §3.4: no value
-      // A repeat says nothing new and is accepted, as Postfix does: Python's smtplib sends it
-      // twice when the caller asks for SMTPUTF8 and the addresses need it anyway.
-      if (param.has_value) {
-        Refuse("501 5.5.4 Bad SMTPUTF8 parameter");
-        return;
-      }
-      smtputf8 = true;
-    } else if (EqualsNoCase(param.keyword, "RET")) {  // RFC 3461 §4.3, §4.5
-      const bool full = EqualsNoCase(param.value, "FULL");
-      if (ret != ReceivedMessage::Ret::kUnset || !param.has_value ||
-          !(full || EqualsNoCase(param.value, "HDRS"))) {
-        Refuse("501 5.5.4 Bad RET parameter");
-        return;
-      }
-      ret = full ? ReceivedMessage::Ret::kFull : ReceivedMessage::Ret::kHdrs;
-    } else if (EqualsNoCase(param.keyword, "ENVID")) {  // RFC 3461 §4.4, §4.5
-      if (has_envid || !param.has_value || !DecodeXtext(param.value, &envid) ||
-          envid.size() > kMaxEnvid) {
-        Refuse("501 5.5.4 Bad ENVID parameter");
-        return;
-      }
-      has_envid = true;
-    } else if (options_.auth && EqualsNoCase(param.keyword, "AUTH")) {
-      // RFC 4954 §5: the identity that submitted the message to the client, "<>" if unknown.
-      // Only trusted from a trusted client; this server trusts none, so it is checked and
-      // dropped.
-      std::string ignored;
-      if (has_auth || !param.has_value ||
-          !(param.value == "<>" || DecodeXtext(param.value, &ignored))) {
-        Refuse("501 5.5.4 Bad AUTH parameter");
-        return;
-      }
-      has_auth = true;
-    } else {
-      Refuse("555 5.5.4 Unsupported MAIL parameter");  // §4.1.1.11
-      return;
-    }
-  }
-  if (has_size && options_.max_message_size != 0 && size > options_.max_message_size) {
+  if (params.has_size && options_.max_message_size != 0 &&
+      params.size > options_.max_message_size) {
     // RFC 1870 §6.1; a policy outcome, not a client error.
     Say("552 5.3.4 Message size exceeds fixed maximum message size");
     return;
   }
-  if (!smtputf8 && HasNonAscii(path->mailbox)) {
+  if (!params.smtputf8 && HasNonAscii(path->mailbox)) {
     Say("550 5.6.7 Non-ASCII addresses not permitted for that sender");  // RFC 6531 §3.5
     return;
   }
   txn_.mail_from = std::move(path->mailbox);
-  txn_.body_8bit = body_8bit;
-  txn_.smtputf8 = smtputf8;
-  txn_.ret = ret;
-  txn_.envid = std::move(envid);
-  if (has_size) {
+  txn_.body_8bit = params.body_8bit;
+  txn_.smtputf8 = params.smtputf8;
+  txn_.ret = params.ret;
+  txn_.envid = std::move(params.envid);
+  if (params.has_size) {
     // RFC 1870 §3: the client's estimate. Room for it (and for the headers we add) up front
     // saves growing the body by copies; capped, as the figure is only the client's word.
     constexpr uint64_t kMaxReserve = 4 << 20;
-    txn_.body.reserve(static_cast<size_t>(std::min(size, kMaxReserve)) + 512);
+    txn_.body.reserve(static_cast<size_t>(std::min(params.size, kMaxReserve)) + 512);
   }
   state_ = State::kMail;
   Say("250 2.1.0 Ok");
@@ -1144,65 +970,11 @@ void ServerSession::Rcpt(std::string_view arg) {
     }
     return;
   }
-  std::vector<Param> params;
-  if (!ParseParams(arg.substr(used), &params)) {
-    Refuse("501 5.5.4 Bad RCPT parameter syntax");
-    return;
-  }
   DsnRecipient dsn;
-  bool has_orcpt = false;
-  for (const Param& param : params) {
-    if (EqualsNoCase(param.keyword, "NOTIFY")) {
-      // RFC 3461 §4.1: "NEVER" alone, or a list of SUCCESS, FAILURE, DELAY; §4.5: once.
-      bool ok = dsn.notify == 0 && param.has_value;
-      std::string_view list = param.value;
-      while (ok) {
-        const size_t comma = list.find(',');
-        const std::string_view item = list.substr(0, comma);
-        uint8_t bit = 0;
-        if (EqualsNoCase(item, "NEVER")) {
-          bit = kNotifyNever;
-        } else if (EqualsNoCase(item, "SUCCESS")) {
-          bit = kNotifySuccess;
-        } else if (EqualsNoCase(item, "FAILURE")) {
-          bit = kNotifyFailure;
-        } else if (EqualsNoCase(item, "DELAY")) {
-          bit = kNotifyDelay;
-        }
-        ok = bit != 0 && (dsn.notify & bit) == 0;
-        dsn.notify |= bit;
-        if (comma == std::string_view::npos) {
-          break;
-        }
-        list.remove_prefix(comma + 1);
-      }
-      if (!ok || ((dsn.notify & kNotifyNever) != 0 && dsn.notify != kNotifyNever)) {
-        Refuse("501 5.5.4 Bad NOTIFY parameter");
-        return;
-      }
-    } else if (EqualsNoCase(param.keyword, "ORCPT")) {
-      // RFC 3461 §4.2: addr-type ";" xtext, addr-type an atom; at most 500 characters.
-      const size_t semi = param.value.find(';');
-      bool ok = !has_orcpt && param.has_value && param.value.size() <= kMaxOrcpt &&
-                semi != std::string_view::npos && semi > 0;
-      std::string decoded;
-      if (ok) {
-        for (char c : param.value.substr(0, semi)) {
-          ok = ok && (IsAlnum(c) ||
-                      std::string_view("!#$%&'*+-/=?^_`{|}~").find(c) != std::string_view::npos);
-        }
-        ok = ok && DecodeXtext(param.value.substr(semi + 1), &decoded);
-      }
-      if (!ok) {
-        Refuse("501 5.5.4 Bad ORCPT parameter");
-        return;
-      }
-      dsn.orcpt = std::string(param.value.substr(0, semi + 1)) + decoded;
-      has_orcpt = true;
-    } else {
-      Refuse("555 5.5.4 Unsupported RCPT parameter");  // §4.1.1.11
-      return;
-    }
+  if (const std::string_view refusal = internal::ParseRcptParams(arg.substr(used), &dsn);
+      !refusal.empty()) {
+    Refuse(refusal);
+    return;
   }
   if (!(options_.client_may_relay || authenticated_) &&
       path->local_part.find_first_of("%!@") != std::string::npos) {
@@ -1287,7 +1059,7 @@ void ServerSession::Bdat(std::string_view arg) {
   const std::string_view size_text = arg.substr(0, sp);
   const std::string_view marker = sp == std::string_view::npos ? "" : arg.substr(sp + 1);
   uint64_t size = 0;
-  if (!ParseSize(size_text, &size) || !(marker.empty() || EqualsNoCase(marker, "LAST"))) {
+  if (!internal::ParseSize(size_text, &size) || !(marker.empty() || EqualsNoCase(marker, "LAST"))) {
     // Where the chunk ends is unknown: nothing that follows can be trusted to be a command.
     Say("501 5.5.4 Syntax: BDAT chunk-size [LAST]");
     Say("421 4.5.0 " + options_.hostname + " Error: lost the BDAT framing, closing connection");
