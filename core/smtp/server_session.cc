@@ -41,6 +41,7 @@
 #include "core/smtp/ascii.h"
 #include "core/smtp/errc.h"
 #include "core/smtp/internal/esmtp_params.h"
+#include "core/smtp/internal/sasl.h"
 
 namespace spate::smtp {
 namespace {
@@ -54,14 +55,6 @@ constexpr size_t kMailLineExtra = 26 + 15 + 10 + 130 + 500;
 // RCPT: NOTIFY and ORCPT, 530 (RFC 3461 §5.4).
 constexpr size_t kRcptLineExtra = 530;
 
-// AUTH LOGIN's challenges (draft-murchison-sasl-login): "Username:" and "Password:" in base64.
-constexpr std::string_view kLoginUser = "334 VXNlcm5hbWU6";
-constexpr std::string_view kLoginPassword = "334 UGFzc3dvcmQ6";
-// Which response a 334 asked for (ServerSession::auth_step_).
-constexpr uint8_t kStepPlain = 0;
-constexpr uint8_t kStepLoginUser = 1;
-constexpr uint8_t kStepLoginPassword = 2;
-
 constexpr std::string_view kSendRset = "503 5.5.1 Error: transaction failed, send RSET first";
 constexpr std::string_view kNeedMail = "503 5.5.1 Error: need MAIL command";
 
@@ -70,61 +63,6 @@ bool ConsumePrefixNoCase(std::string_view* s, std::string_view prefix) {
     return false;
   }
   s->remove_prefix(prefix.size());
-  return true;
-}
-
-int Base64Value(char c) {
-  if (c >= 'A' && c <= 'Z') {
-    return c - 'A';
-  }
-  if (c >= 'a' && c <= 'z') {
-    return c - 'a' + 26;
-  }
-  if (c >= '0' && c <= '9') {
-    return c - '0' + 52;
-  }
-  if (c == '+') {
-    return 62;
-  }
-  if (c == '/') {
-    return 63;
-  }
-  return -1;
-}
-
-// RFC 4648 §4, padded, no white space (RFC 4954 §4: a response is a base64 string).
-bool DecodeBase64(std::string_view in, std::string* out) {
-  out->clear();
-  if (in.size() % 4 != 0) {
-    return false;
-  }
-  for (size_t i = 0; i < in.size(); i += 4) {
-    uint32_t bits = 0;
-    int pad = 0;
-    for (size_t j = 0; j < 4; ++j) {
-      const char c = in[i + j];
-      int v = 0;
-      if (c == '=') {
-        if (i + 4 != in.size() || j < 2) {
-          return false;
-        }
-        ++pad;
-      } else {
-        v = Base64Value(c);
-        if (v < 0 || pad > 0) {
-          return false;
-        }
-      }
-      bits = (bits << 6) | static_cast<uint32_t>(v);
-    }
-    out->push_back(static_cast<char>(bits >> 16));
-    if (pad < 2) {
-      out->push_back(static_cast<char>((bits >> 8) & 0xff));
-    }
-    if (pad < 1) {
-      out->push_back(static_cast<char>(bits & 0xff));
-    }
-  }
   return true;
 }
 
@@ -358,19 +296,14 @@ void ServerSession::OnTlsStarted(TlsInfo info) {
 }
 
 std::optional<AuthRequest> ServerSession::TakeAuthRequest() {
-  if (!auth_ready_) {
-    return std::nullopt;
-  }
-  auth_ready_ = false;
-  return std::exchange(auth_, AuthRequest{});
+  return std::exchange(auth_request_, std::nullopt);
 }
 
 void ServerSession::OnAuthResult(bool ok) {
   if (state_ != State::kAuthCheck) {
     return;  // nothing asked (or the session closed meanwhile)
   }
-  auth_ = AuthRequest{};
-  auth_ready_ = false;
+  auth_request_.reset();
   state_ = State::kGreeted;
   const std::string user = std::exchange(auth_candidate_, std::string());
   if (closed_) {
@@ -1151,70 +1084,36 @@ void ServerSession::Auth(std::string_view arg) {
     Refuse("504 5.5.4 Unrecognized authentication type");  // §4
     return;
   }
-  auth_ = AuthRequest{};
-  auth_.mechanism = plain ? "PLAIN" : "LOGIN";
+  const std::string_view challenge = sasl_.Begin(plain);
   state_ = State::kAuth;
   if (!has_initial) {
-    auth_step_ = plain ? kStepPlain : kStepLoginUser;
-    Say(plain ? "334 " : kLoginUser);
+    Say(challenge);
     return;
   }
-  // "=" is an empty initial response (§4).
-  auth_step_ = plain ? kStepPlain : kStepLoginUser;
-  AuthResponse(initial == "=" ? "" : initial);
+  AuthResponse(initial == "=" ? "" : initial);  // "=" is an empty initial response (§4)
 }
 
 // A SASL response (a line after a 334, or the initial response).
 void ServerSession::AuthResponse(std::string_view line) {
-  if (line == "*") {
-    AuthFail("501 5.0.0 Authentication cancelled");  // RFC 4954 §4
-    return;
-  }
-  std::string decoded;
-  if (!DecodeBase64(line, &decoded)) {
-    AuthFail("501 5.5.2 Cannot decode response");  // RFC 4954 §4
-    return;
-  }
-  switch (auth_step_) {
-    case kStepPlain:
-      AuthPlain(decoded);
+  AuthRequest credentials;
+  const internal::SaslServer::Step step = sasl_.Respond(line, &credentials);
+  switch (step.outcome) {
+    case internal::SaslServer::Outcome::kChallenge:
+      Say(step.reply);
       return;
-    case kStepLoginUser:
-      auth_.user = std::move(decoded);
-      auth_step_ = kStepLoginPassword;
-      Say(kLoginPassword);
+    case internal::SaslServer::Outcome::kFailed:
+      AuthFail(step.reply);
       return;
-    default:
-      auth_.password = std::move(decoded);
-      AuthComplete();
-      return;
+    case internal::SaslServer::Outcome::kComplete:
+      break;
   }
-}
-
-// RFC 4616 §2: message = [authzid] UTF8NUL authcid UTF8NUL passwd, authcid and passwd not
-// empty. Anything else fails the exchange as bad credentials would.
-void ServerSession::AuthPlain(std::string_view message) {
-  const size_t nul1 = message.find('\0');
-  const size_t nul2 = nul1 == std::string_view::npos ? nul1 : message.find('\0', nul1 + 1);
-  if (nul2 == std::string_view::npos || message.find('\0', nul2 + 1) != std::string_view::npos ||
-      nul2 == nul1 + 1 || nul2 + 1 == message.size()) {
-    AuthFail("535 5.7.8 Authentication credentials invalid");
-    return;
-  }
-  auth_.authzid = std::string(message.substr(0, nul1));
-  auth_.user = std::string(message.substr(nul1 + 1, nul2 - nul1 - 1));
-  auth_.password = std::string(message.substr(nul2 + 1));
-  AuthComplete();
-}
-
-void ServerSession::AuthComplete() {
-  auth_candidate_ = auth_.user;
-  auth_ready_ = true;
+  auth_candidate_ = credentials.user;
+  auth_request_ = std::move(credentials);
   state_ = State::kAuthCheck;
 }
 
 void ServerSession::AuthFail(std::string_view reply) {
-  auth_ = AuthRequest{};
+  sasl_ = internal::SaslServer();
   state_ = State::kGreeted;
   Refuse(reply);
 }

@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "core/smtp/internal/sasl.h"
 
 namespace spate::smtp {
 
@@ -247,8 +248,6 @@ class ServerSession {
   void StartTls(std::string_view arg);
   void Auth(std::string_view arg);
   void AuthResponse(std::string_view line);
-  void AuthPlain(std::string_view message);
-  void AuthComplete();
   void AuthFail(std::string_view reply);
   void RefuseData(std::string_view reply);
   std::string ReceivedHeader(const ReceivedMessage& message) const;
@@ -269,10 +268,9 @@ class ServerSession {
   TlsInfo tls_info_;
   bool authenticated_ = false;
   std::string auth_user_;
-  AuthRequest auth_;            // the exchange in progress (kAuth, kAuthCheck)
-  uint8_t auth_step_ = 0;       // kAuth: which response the 334 asked for (see Auth())
-  bool auth_ready_ = false;     // auth_ is complete and not yet taken
-  std::string auth_candidate_;  // the user of the credentials being checked
+  internal::SaslServer sasl_;                // the exchange in progress (kAuth)
+  std::optional<AuthRequest> auth_request_;  // complete, not yet taken (kAuthCheck)
+  std::string auth_candidate_;               // the user of the credentials being checked
   std::chrono::system_clock::time_point now_{};
   uint64_t messages_ = 0;  // messages handed out, for Message-IDs
   // Unconsumed input. Unless paused: the start of a command line, shorter than its limit, with
