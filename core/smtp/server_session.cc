@@ -42,6 +42,7 @@
 #include "core/smtp/errc.h"
 #include "core/smtp/internal/esmtp_params.h"
 #include "core/smtp/internal/sasl.h"
+#include "core/smtp/internal/trace_headers.h"
 
 namespace spate::smtp {
 namespace {
@@ -73,74 +74,6 @@ std::string_view SkipSpaces(std::string_view s) {
     s.remove_prefix(1);
   }
   return s;
-}
-
-struct CivilTime {
-  int year;
-  unsigned month;    // 1..12
-  unsigned day;      // 1..31
-  unsigned weekday;  // 0 = Sunday
-  int hour;
-  int minute;
-  int second;
-};
-
-CivilTime ToCivil(std::chrono::system_clock::time_point t) {
-  using namespace std::chrono;
-  const sys_seconds secs = floor<seconds>(t);
-  const sys_days day = floor<days>(secs);
-  const year_month_day ymd(day);
-  const hh_mm_ss<seconds> hms(secs - day);
-  return CivilTime{static_cast<int>(ymd.year()),           static_cast<unsigned>(ymd.month()),
-                   static_cast<unsigned>(ymd.day()),       weekday(day).c_encoding(),
-                   static_cast<int>(hms.hours().count()),  static_cast<int>(hms.minutes().count()),
-                   static_cast<int>(hms.seconds().count())};
-}
-
-// RFC 5322 §3.3 date-time, in UTC: "Tue, 02 Jan 2024 03:04:05 +0000".
-std::string FormatDate(std::chrono::system_clock::time_point t) {
-  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  const CivilTime c = ToCivil(t);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%s, %02u %s %04d %02d:%02d:%02d +0000", kDays[c.weekday % 7],
-                c.day, kMonths[(c.month + 11) % 12], c.year, c.hour, c.minute, c.second);
-  return buf;
-}
-
-// "20240102030405", for Message-IDs.
-std::string CompactTime(std::chrono::system_clock::time_point t) {
-  const CivilTime c = ToCivil(t);
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%04d%02u%02u%02d%02d%02d", c.year, c.month, c.day, c.hour,
-                c.minute, c.second);
-  return buf;
-}
-
-// What the client wrote, safe inside a header: printable US-ASCII, anything else becomes '?'.
-std::string HeaderSafe(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c < 33 || c > 126) {
-      c = '?';
-    }
-  }
-  return out;
-}
-
-// A header field's first line: field-name ":" with field-name = 1*ftext (RFC 5322 §3.6.8,
-// %d33-57 / %d59-126). Stores the name.
-bool IsFieldLine(std::string_view line, std::string_view* name) {
-  size_t i = 0;
-  while (i < line.size() && line[i] >= 33 && line[i] <= 126 && line[i] != ':') {
-    ++i;
-  }
-  if (i == 0 || i >= line.size() || line[i] != ':') {
-    return false;
-  }
-  *name = line.substr(0, i);
-  return true;
 }
 
 }  // namespace
@@ -605,110 +538,30 @@ void ServerSession::FinishChunk() {
 
 // RFC 5321 §4.4: a Received: line first. RFC 5322 §3.6: Date: and Message-ID: are required
 // (Message-ID "SHOULD"); if the client left them out, they are added at the end of the header
-// section. The header section is the leading run of header fields (and their continuation
-// lines); it ends at the empty line, or at the first line that is no header field, in which case
-// an empty line is added after the new fields so the rest stays body.
+// section.
 void ServerSession::AddHeaders(ReceivedMessage& message) {
   ++messages_;
-  std::string& body = message.body;
   if (options_.add_missing_headers) {
-    bool has_date = false;
-    bool has_message_id = false;
-    bool in_field = false;
-    size_t insert_at = body.size();
-    std::string before;  // ends an unterminated last header line
-    std::string after;   // separates the new fields from a body without an empty line
-    size_t pos = 0;
-    while (pos < body.size()) {
-      const size_t eol = body.find("\r\n", pos);
-      const std::string_view line = std::string_view(body).substr(
-          pos, eol == std::string::npos ? std::string::npos : eol - pos);
-      std::string_view name;
-      if (line.empty()) {
-        insert_at = pos;  // the empty line between header and body
-        break;
-      }
-      if (line[0] == ' ' || line[0] == '\t') {
-        if (!in_field) {
-          insert_at = pos;
-          after = "\r\n";
-          break;
-        }
-      } else if (IsFieldLine(line, &name)) {
-        in_field = true;
-        has_date = has_date || EqualsNoCase(name, "Date");
-        has_message_id = has_message_id || EqualsNoCase(name, "Message-ID");
-      } else {
-        insert_at = pos;
-        after = "\r\n";
-        break;
-      }
-      if (eol == std::string::npos) {
-        before = "\r\n";  // the header section is the whole body, its last line unterminated
-        break;
-      }
-      pos = eol + 2;
-    }
-    std::string fields;
-    if (!has_date) {
-      fields += "Date: " + FormatDate(now_) + "\r\n";
-    }
-    if (!has_message_id) {
-      std::string nonce;
-      for (char c : options_.id_nonce) {
-        if (IsAsciiAlnum(c) || c == '-' || c == '_') {
-          nonce += c;
-        }
-      }
-      fields += "Message-ID: <" + CompactTime(now_) + "." + (nonce.empty() ? "" : nonce + ".") +
-                std::to_string(messages_) + "@" + options_.hostname + ">\r\n";
-    }
-    if (!fields.empty()) {
-      body.insert(insert_at, before + fields + after);
-    }
+    internal::AddMissingFields(
+        &message.body, now_,
+        {.hostname = options_.hostname, .nonce = options_.id_nonce, .number = messages_});
   }
   if (options_.add_received) {
-    body.insert(0, ReceivedHeader(message));
+    message.body.insert(
+        0, internal::ReceivedHeader(
+               {.helo = helo_,
+                .client_address = options_.client_address,
+                .hostname = options_.hostname,
+                .ehlo = ehlo_,
+                .smtputf8 = message.smtputf8,
+                .tls = InTls(),
+                .authenticated = authenticated_,
+                .tls_version = tls_info_.version,
+                .tls_cipher = tls_info_.cipher,
+                .recipient = message.rcpt_to.size() == 1 ? std::string_view(message.rcpt_to[0])
+                                                         : std::string_view()},
+               now_));
   }
-}
-
-// RFC 5321 §4.4 Time-stamp-line:
-//   Received: from <helo> ([<address>])
-//   	by <hostname> (spate) with <protocol> (<tls version> <cipher>)
-//   	for <rcpt>; <date>
-// The protocol is one of RFC 3848 (ESMTP, ESMTPA, ESMTPS, ESMTPSA; SMTP after HELO) or, with
-// SMTPUTF8, RFC 6531 §3.7.3 (UTF8SMTP...). TCP-info is an address literal (§4.4); "for" only
-// when there is exactly one recipient, so a Bcc list is not disclosed.
-std::string ServerSession::ReceivedHeader(const ReceivedMessage& message) const {
-  std::string protocol;
-  if (!ehlo_) {
-    protocol = "SMTP";
-  } else {
-    protocol = message.smtputf8 ? "UTF8SMTP" : "ESMTP";
-    if (InTls()) {
-      protocol += 'S';
-    }
-    if (authenticated_) {
-      protocol += 'A';
-    }
-  }
-  std::string r = "Received: from " + HeaderSafe(helo_);
-  if (!options_.client_address.empty()) {
-    r += " ([" + HeaderSafe(options_.client_address) + "])";
-  }
-  r += "\r\n\tby " + options_.hostname + " (spate) with " + protocol;
-  if (InTls() && !(tls_info_.version.empty() && tls_info_.cipher.empty())) {
-    std::string tls = HeaderSafe(tls_info_.version);
-    if (!tls_info_.cipher.empty()) {
-      tls += (tls.empty() ? "" : " ") + HeaderSafe(tls_info_.cipher);
-    }
-    r += " (" + tls + ")";
-  }
-  if (message.rcpt_to.size() == 1) {
-    r += "\r\n\tfor <" + message.rcpt_to[0] + ">";
-  }
-  r += "; " + FormatDate(now_) + "\r\n";
-  return r;
 }
 
 // `line` ends in LF and may be an overlong line completed in one piece.

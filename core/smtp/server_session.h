@@ -250,7 +250,6 @@ class ServerSession {
   void AuthResponse(std::string_view line);
   void AuthFail(std::string_view reply);
   void RefuseData(std::string_view reply);
-  std::string ReceivedHeader(const ReceivedMessage& message) const;
   bool MayRelayTo(const Path& path) const;
   void Say(std::string_view reply);
   void Refuse(std::string_view reply);
