@@ -202,7 +202,7 @@ class ServerSession {
   bool closed() const;
 
  private:
-  // The implementation is in server_session.cc; see there for the state machine.
+  // Commands and the state machine: server_session.cc; the data phase: server_session_data.cc.
   enum class State : uint8_t {
     kStart,      // no EHLO/HELO yet
     kGreeted,    // EHLO/HELO done, no transaction
