@@ -50,6 +50,7 @@
 
 #include "core/result.h"
 #include "core/smtp/internal/sasl.h"
+#include "core/smtp/internal/trace_headers.h"
 
 namespace spate::smtp {
 
@@ -238,7 +239,6 @@ class ServerSession {
   void StartBody();
   void EndOfData();
   void FinishChunk();
-  void AddHeaders(ReceivedMessage& message);
   void HandleCommandLine(std::string_view line);
   void Hello(std::string_view arg, bool extended);
   void Mail(std::string_view arg);
@@ -288,7 +288,8 @@ class ServerSession {
   size_t data_size_ = 0;  // octets of the (unstuffed) message so far
   bool data_too_big_ = false;
   bool line_too_long_ = false;
-  bool bare_newline_ = false;  // a bare CR or LF was seen (BareLfPolicy::kReject)
+  bool bare_newline_ = false;    // a bare CR or LF was seen (BareLfPolicy::kReject)
+  internal::TraceFields trace_;  // the fields added to the message, written as its text comes
   // BDAT: octets of the current chunk still to read, whether they belong to the transaction
   // (else they are read and dropped, and `chunk_refusal_` answers), and whether it is the LAST.
   uint64_t chunk_left_ = 0;

@@ -147,7 +147,11 @@ void ServerSession::AppendBody(const char* data, size_t size) {
     }
     return;
   }
-  txn_.body.append(data, size);
+  if (trace_.open()) {
+    trace_.Append(&txn_.body, std::string_view(data, size));  // still in the header section
+  } else {
+    txn_.body.append(data, size);
+  }
 }
 
 void ServerSession::StartBody() {
@@ -157,6 +161,26 @@ void ServerSession::StartBody() {
   data_too_big_ = false;
   line_too_long_ = false;
   bare_newline_ = false;
+  // The added fields: everything the Received: line says is known by now (RCPT cannot follow
+  // DATA or BDAT, RFC 3030 §2; nor can AUTH, STARTTLS or EHLO without ending the transaction),
+  // so it goes in before the first octet of text. The message number is the one EndOfData()
+  // gives it if it is stored: no other message can come first.
+  const internal::ReceivedInfo received{.helo = helo_,
+                                        .client_address = options_.client_address,
+                                        .hostname = options_.hostname,
+                                        .ehlo = ehlo_,
+                                        .smtputf8 = txn_.smtputf8,
+                                        .tls = InTls(),
+                                        .authenticated = authenticated_,
+                                        .tls_version = tls_info_.version,
+                                        .tls_cipher = tls_info_.cipher,
+                                        .recipient = txn_.rcpt_to.size() == 1
+                                                         ? std::string_view(txn_.rcpt_to[0])
+                                                         : std::string_view()};
+  const internal::MessageIdInfo id{
+      .hostname = options_.hostname, .nonce = options_.id_nonce, .number = messages_ + 1};
+  trace_.Start(&txn_.body, now_, options_.add_received ? &received : nullptr,
+               options_.add_missing_headers ? &id : nullptr);
 }
 
 // The message is complete (after "." or BDAT LAST): refused, or handed to the spool.
@@ -186,7 +210,8 @@ void ServerSession::EndOfData() {
   if (authenticated_) {
     txn_.auth_user = auth_user_;
   }
-  AddHeaders(txn_);
+  ++messages_;
+  trace_.Finish(&txn_.body, now_);
   ready_ = std::move(txn_);
   txn_ = ReceivedMessage{};
   state_ = State::kCommit;
@@ -218,34 +243,6 @@ void ServerSession::FinishChunk() {
     BareCr();  // the message ends in a CR
   }
   EndOfData();
-}
-
-// RFC 5321 §4.4: a Received: line first. RFC 5322 §3.6: Date: and Message-ID: are required
-// (Message-ID "SHOULD"); if the client left them out, they are added at the end of the header
-// section.
-void ServerSession::AddHeaders(ReceivedMessage& message) {
-  ++messages_;
-  if (options_.add_missing_headers) {
-    internal::AddMissingFields(
-        &message.body, now_,
-        {.hostname = options_.hostname, .nonce = options_.id_nonce, .number = messages_});
-  }
-  if (options_.add_received) {
-    message.body.insert(
-        0, internal::ReceivedHeader(
-               {.helo = helo_,
-                .client_address = options_.client_address,
-                .hostname = options_.hostname,
-                .ehlo = ehlo_,
-                .smtputf8 = message.smtputf8,
-                .tls = InTls(),
-                .authenticated = authenticated_,
-                .tls_version = tls_info_.version,
-                .tls_cipher = tls_info_.cipher,
-                .recipient = message.rcpt_to.size() == 1 ? std::string_view(message.rcpt_to[0])
-                                                         : std::string_view()},
-               now_));
-  }
 }
 
 }  // namespace spate::smtp

@@ -1,27 +1,26 @@
 // core/smtp/internal/trace_headers.h
 //
 // The header fields the server session adds to a message (ServerSession::Options::add_received,
-// add_missing_headers): a Received: line first (RFC 5321 §4.4), and Date: and Message-ID:
-// (RFC 5322 §3.6.1, §3.6.4) at the end of the header section when the client left them out.
-// Times are written in UTC. Private to ServerSession (core/smtp/server_session.h).
-// Threading: pure functions, any thread.
+// add_missing_headers): a Received: line first (RFC 5321 §4.4), and Date: (required) and
+// Message-ID: ("SHOULD", RFC 5322 §3.6, §3.6.1, §3.6.4) at the end of the header section when
+// the client left them out.
+//
+// TraceFields writes them while the message text is being stored, so that no stored octet is
+// ever moved to make room: the Received: line goes in before the first octet of text, and the
+// header section is followed line by line so that the missing fields go in where it ends, before
+// the line that ends it is stored. Only the start of a line is held back, until it shows whether
+// it is a header field. Times are written in UTC.
+// Private to ServerSession (core/smtp/server_session.h).
+// Threading: a TraceFields belongs to its session, on the session's shard.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace spate::smtp::internal {
-
-// RFC 5322 §3.3 date-time, in UTC: "Tue, 02 Jan 2024 03:04:05 +0000".
-std::string FormatDate(std::chrono::system_clock::time_point t);
-
-// "20240102030405", for Message-IDs.
-std::string CompactTime(std::chrono::system_clock::time_point t);
-
-// What the client wrote, safe inside a header: printable US-ASCII, anything else becomes '?'.
-std::string HeaderSafe(std::string_view s);
 
 // What the Received: line says besides the time (RFC 5321 §4.4 Time-stamp-line).
 struct ReceivedInfo {
@@ -39,14 +38,6 @@ struct ReceivedInfo {
   std::string_view recipient;
 };
 
-// The Received: line, CRLF included:
-//   Received: from <helo> ([<address>])
-//   	by <hostname> (spate) with <protocol> (<tls version> <cipher>)
-//   	for <rcpt>; <date>
-// The protocol is one of RFC 3848 (ESMTP, ESMTPA, ESMTPS, ESMTPSA; SMTP after HELO) or, with
-// SMTPUTF8, RFC 6531 §3.7.3 (UTF8SMTP...). TCP-info is an address literal (§4.4).
-std::string ReceivedHeader(const ReceivedInfo& info, std::chrono::system_clock::time_point now);
-
 // What the Message-ID: says besides the time: <time.[nonce.]number@hostname>.
 struct MessageIdInfo {
   std::string_view hostname;
@@ -54,11 +45,66 @@ struct MessageIdInfo {
   uint64_t number = 0;     // the message's number in its session, from 1
 };
 
-// Adds the Date: and Message-ID: fields that `body` lacks at the end of its header section. The
-// header section is the leading run of header fields (and their continuation lines); it ends at
-// the empty line, or at the first line that is no header field, in which case an empty line is
-// added after the new fields so the rest stays body.
-void AddMissingFields(std::string* body, std::chrono::system_clock::time_point now,
-                      const MessageIdInfo& id);
+// The added fields of one message at a time. The text given to Append() is the message as
+// stored: dot-unstuffed, and, for a message that is accepted, with CRLF line ends only (a bare
+// CR or LF is refused or made CRLF before it gets here). What a refused message gets does not
+// matter: its body is dropped.
+//
+// The Received: line:
+//   Received: from <helo> ([<address>])
+//   	by <hostname> (spate) with <protocol> (<tls version> <cipher>)
+//   	for <rcpt>; <date>
+// The protocol is one of RFC 3848 (ESMTP, ESMTPA, ESMTPS, ESMTPSA; SMTP after HELO) or, with
+// SMTPUTF8, RFC 6531 §3.7.3 (UTF8SMTP...). TCP-info is an address literal (§4.4).
+//
+// The header section is the leading run of header fields (field-name ":", RFC 5322 §2.2, and
+// their continuation lines, §2.2.3). It ends at the empty line, where the missing fields go in
+// before it; or at the first line that is no header field, where they go in before it followed
+// by an empty line, so that the line stays body; or with the text, where they go last (after a
+// CRLF that ends an unterminated last field).
+class TraceFields {
+ public:
+  // Starts a message whose body, *body, is empty: writes the Received: line when `received` is
+  // given, and looks for the end of the header section when `missing` is (its views must stay
+  // valid until Finish()). `now` stamps the fields until Finish() says otherwise.
+  void Start(std::string* body, std::chrono::system_clock::time_point now,
+             const ReceivedInfo* received, const MessageIdInfo* missing);
+
+  // Whether Append() still follows the header section. Once not, the caller may append the
+  // text to the body itself.
+  bool open() const { return state_ != State::kClosed; }
+
+  // Appends message text to *body.
+  void Append(std::string* body, std::string_view text);
+
+  // The message is complete and accepted, at `now`: a header section still open ends here,
+  // and the time stamps are rewritten in place if `now` is another time than Start()'s (the
+  // fields then say when the data ended).
+  void Finish(std::string* body, std::chrono::system_clock::time_point now);
+
+ private:
+  // Any state but kClosed: Date: or Message-ID: is still missing.
+  enum class State : uint8_t {
+    kClosed,     // not following (nothing to add, both fields seen, or the section has ended)
+    kLineStart,  // a header section line starts
+    kName,       // a line starts with field-name octets, held back in name_
+    kField,      // inside a header field line or its continuation, up to its LF
+  };
+
+  void CloseSection(std::string* body, std::string_view separator);
+  void WriteMissing(std::string* body);
+
+  State state_ = State::kClosed;
+  std::chrono::system_clock::time_point stamp_{};  // the time written so far
+  MessageIdInfo id_;
+  std::string name_;  // kName: the start of the line, not yet in the body
+  bool in_field_ = false;
+  bool has_date_ = false;
+  bool has_message_id_ = false;
+  // Where the time stamps start in the body; npos: not written.
+  size_t received_date_at_ = std::string::npos;
+  size_t date_at_ = std::string::npos;
+  size_t id_time_at_ = std::string::npos;
+};
 
 }  // namespace spate::smtp::internal
