@@ -21,25 +21,25 @@
 // copied into in_. While the session is paused (kCommit, kAuthCheck) the input is appended to in_
 // and consumed from there afterwards, moving an offset instead of erasing.
 //
-// Message text is scanned by a small machine (Scan) over five states. In the data phase of DATA
-// only a '.' at the start of a line and the CR after it are held back, so that ".\r\n" can end the
-// data (RFC 5321 §4.1.1.4) and a leading '.' can be removed (§4.5.2). BDAT chunks go through the
-// same scanner without the dot rules (RFC 3030 §2: no transparency, no terminator), so that both
-// kinds of message get the same bare CR/LF policy and line limit. Text is copied a run at a time
-// (memchr for LF, then CR); only a line start is ever a CRLF away from its predecessor.
+// Elsewhere: the data phase (message text, the verdict after it) in server_session_data.cc; MAIL
+// and RCPT parameters in internal/esmtp_params, AUTH exchanges in internal/sasl, the fields added
+// to a message in internal/trace_headers.
 #include "core/smtp/server_session.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
 #include <utility>
-#include <vector>
 
 #include "core/smtp/address.h"
 #include "core/smtp/ascii.h"
 #include "core/smtp/errc.h"
+#include "core/smtp/internal/esmtp_params.h"
+#include "core/smtp/internal/sasl.h"
 
 namespace spate::smtp {
 namespace {
@@ -52,16 +52,6 @@ constexpr size_t kMaxAuthLine = 12288;
 constexpr size_t kMailLineExtra = 26 + 15 + 10 + 130 + 500;
 // RCPT: NOTIFY and ORCPT, 530 (RFC 3461 §5.4).
 constexpr size_t kRcptLineExtra = 530;
-constexpr size_t kMaxEnvid = 100;  // RFC 3461 §4.4
-constexpr size_t kMaxOrcpt = 500;  // RFC 3461 §4.2, the whole value
-
-// AUTH LOGIN's challenges (draft-murchison-sasl-login): "Username:" and "Password:" in base64.
-constexpr std::string_view kLoginUser = "334 VXNlcm5hbWU6";
-constexpr std::string_view kLoginPassword = "334 UGFzc3dvcmQ6";
-// Which response a 334 asked for (ServerSession::auth_step_).
-constexpr uint8_t kStepPlain = 0;
-constexpr uint8_t kStepLoginUser = 1;
-constexpr uint8_t kStepLoginPassword = 2;
 
 constexpr std::string_view kSendRset = "503 5.5.1 Error: transaction failed, send RSET first";
 constexpr std::string_view kNeedMail = "503 5.5.1 Error: need MAIL command";
@@ -74,174 +64,6 @@ bool ConsumePrefixNoCase(std::string_view* s, std::string_view prefix) {
   return true;
 }
 
-bool IsAlnum(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-struct Param {
-  std::string_view keyword;
-  std::string_view value;
-  bool has_value = false;
-};
-
-// Splits what follows a path: *(SP esmtp-param) with
-//   esmtp-param = esmtp-keyword ["=" esmtp-value]
-//   esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
-//   esmtp-value = 1*(%d33-60 / %d62-126)            (RFC 5321 §4.1.2)
-// Runs of SP between parameters are tolerated. Returns false on a syntax error.
-bool ParseParams(std::string_view rest, std::vector<Param>* params) {
-  while (!rest.empty()) {
-    if (rest[0] != ' ') {
-      return false;
-    }
-    while (!rest.empty() && rest[0] == ' ') {
-      rest.remove_prefix(1);
-    }
-    if (rest.empty()) {
-      break;
-    }
-    const size_t end = std::min(rest.find(' '), rest.size());
-    const std::string_view item = rest.substr(0, end);
-    rest.remove_prefix(end);
-    Param param;
-    const size_t eq = item.find('=');
-    param.keyword = item.substr(0, eq);
-    if (param.keyword.empty() || !IsAlnum(param.keyword[0])) {
-      return false;
-    }
-    for (char c : param.keyword) {
-      if (!IsAlnum(c) && c != '-') {
-        return false;
-      }
-    }
-    if (eq != std::string_view::npos) {
-      param.has_value = true;
-      param.value = item.substr(eq + 1);
-      if (param.value.empty()) {
-        return false;
-      }
-      for (char c : param.value) {
-        if (c < 33 || c > 126 || c == '=') {
-          return false;
-        }
-      }
-    }
-    params->push_back(param);
-  }
-  return true;
-}
-
-// RFC 1870 §3: size-value ::= 1*20DIGIT. Saturates instead of overflowing.
-bool ParseSize(std::string_view s, uint64_t* size) {
-  if (s.empty() || s.size() > 20) {
-    return false;
-  }
-  uint64_t value = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') {
-      return false;
-    }
-    const uint64_t digit = static_cast<uint64_t>(c - '0');
-    value = value > (UINT64_MAX - digit) / 10 ? UINT64_MAX : value * 10 + digit;
-  }
-  *size = value;
-  return true;
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
-// RFC 3461 §4: xtext = *( xchar / hexchar ); xchar is "!".."~" but "+" and "="; hexchar is "+"
-// and two upper-case hex digits. The decoded text must be printable US-ASCII (graphic and SP),
-// as §4.2 and §4.4 require of ORCPT and ENVID.
-bool DecodeXtext(std::string_view in, std::string* out) {
-  out->clear();
-  for (size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c == '+') {
-      if (i + 2 >= in.size()) {
-        return false;
-      }
-      const int hi = HexValue(in[i + 1]);
-      const int lo = HexValue(in[i + 2]);
-      if (hi < 0 || lo < 0) {
-        return false;
-      }
-      c = static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else if (c < 33 || c > 126 || c == '=') {
-      return false;
-    }
-    if (c < 32 || c > 126) {
-      return false;
-    }
-    out->push_back(c);
-  }
-  return true;
-}
-
-int Base64Value(char c) {
-  if (c >= 'A' && c <= 'Z') {
-    return c - 'A';
-  }
-  if (c >= 'a' && c <= 'z') {
-    return c - 'a' + 26;
-  }
-  if (c >= '0' && c <= '9') {
-    return c - '0' + 52;
-  }
-  if (c == '+') {
-    return 62;
-  }
-  if (c == '/') {
-    return 63;
-  }
-  return -1;
-}
-
-// RFC 4648 §4, padded, no white space (RFC 4954 §4: a response is a base64 string).
-bool DecodeBase64(std::string_view in, std::string* out) {
-  out->clear();
-  if (in.size() % 4 != 0) {
-    return false;
-  }
-  for (size_t i = 0; i < in.size(); i += 4) {
-    uint32_t bits = 0;
-    int pad = 0;
-    for (size_t j = 0; j < 4; ++j) {
-      const char c = in[i + j];
-      int v = 0;
-      if (c == '=') {
-        if (i + 4 != in.size() || j < 2) {
-          return false;
-        }
-        ++pad;
-      } else {
-        v = Base64Value(c);
-        if (v < 0 || pad > 0) {
-          return false;
-        }
-      }
-      bits = (bits << 6) | static_cast<uint32_t>(v);
-    }
-    out->push_back(static_cast<char>(bits >> 16));
-    if (pad < 2) {
-      out->push_back(static_cast<char>((bits >> 8) & 0xff));
-    }
-    if (pad < 1) {
-      out->push_back(static_cast<char>(bits & 0xff));
-    }
-  }
-  return true;
-}
-
 // Drops the SP that RFC 5321 §4.1.1.2/§4.1.1.3 does not allow between "FROM:"/"TO:" and the path,
 // but that common clients send ("MAIL FROM: <a@example.com>"); Postfix and Exim accept it too.
 std::string_view SkipSpaces(std::string_view s) {
@@ -249,74 +71,6 @@ std::string_view SkipSpaces(std::string_view s) {
     s.remove_prefix(1);
   }
   return s;
-}
-
-struct CivilTime {
-  int year;
-  unsigned month;    // 1..12
-  unsigned day;      // 1..31
-  unsigned weekday;  // 0 = Sunday
-  int hour;
-  int minute;
-  int second;
-};
-
-CivilTime ToCivil(std::chrono::system_clock::time_point t) {
-  using namespace std::chrono;
-  const sys_seconds secs = floor<seconds>(t);
-  const sys_days day = floor<days>(secs);
-  const year_month_day ymd(day);
-  const hh_mm_ss<seconds> hms(secs - day);
-  return CivilTime{static_cast<int>(ymd.year()),           static_cast<unsigned>(ymd.month()),
-                   static_cast<unsigned>(ymd.day()),       weekday(day).c_encoding(),
-                   static_cast<int>(hms.hours().count()),  static_cast<int>(hms.minutes().count()),
-                   static_cast<int>(hms.seconds().count())};
-}
-
-// RFC 5322 §3.3 date-time, in UTC: "Tue, 02 Jan 2024 03:04:05 +0000".
-std::string FormatDate(std::chrono::system_clock::time_point t) {
-  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  const CivilTime c = ToCivil(t);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%s, %02u %s %04d %02d:%02d:%02d +0000", kDays[c.weekday % 7],
-                c.day, kMonths[(c.month + 11) % 12], c.year, c.hour, c.minute, c.second);
-  return buf;
-}
-
-// "20240102030405", for Message-IDs.
-std::string CompactTime(std::chrono::system_clock::time_point t) {
-  const CivilTime c = ToCivil(t);
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%04d%02u%02u%02d%02d%02d", c.year, c.month, c.day, c.hour,
-                c.minute, c.second);
-  return buf;
-}
-
-// What the client wrote, safe inside a header: printable US-ASCII, anything else becomes '?'.
-std::string HeaderSafe(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c < 33 || c > 126) {
-      c = '?';
-    }
-  }
-  return out;
-}
-
-// A header field's first line: field-name ":" with field-name = 1*ftext (RFC 5322 §3.6.8,
-// %d33-57 / %d59-126). Stores the name.
-bool IsFieldLine(std::string_view line, std::string_view* name) {
-  size_t i = 0;
-  while (i < line.size() && line[i] >= 33 && line[i] <= 126 && line[i] != ':') {
-    ++i;
-  }
-  if (i == 0 || i >= line.size() || line[i] != ':') {
-    return false;
-  }
-  *name = line.substr(0, i);
-  return true;
 }
 
 }  // namespace
@@ -472,19 +226,14 @@ void ServerSession::OnTlsStarted(TlsInfo info) {
 }
 
 std::optional<AuthRequest> ServerSession::TakeAuthRequest() {
-  if (!auth_ready_) {
-    return std::nullopt;
-  }
-  auth_ready_ = false;
-  return std::exchange(auth_, AuthRequest{});
+  return std::exchange(auth_request_, std::nullopt);
 }
 
 void ServerSession::OnAuthResult(bool ok) {
   if (state_ != State::kAuthCheck) {
     return;  // nothing asked (or the session closed meanwhile)
   }
-  auth_ = AuthRequest{};
-  auth_ready_ = false;
+  auth_request_.reset();
   state_ = State::kGreeted;
   const std::string user = std::exchange(auth_candidate_, std::string());
   if (closed_) {
@@ -584,312 +333,6 @@ size_t ServerSession::Consume(std::string_view in) {
     pos += len;
   }
   return pos;
-}
-
-// Message text: with `dot_rules` (DATA) up to and including the final ".\r\n", or all of `in`;
-// without (a BDAT chunk) all of `in`.
-size_t ServerSession::ScanText(std::string_view in, bool dot_rules) {
-  size_t i = 0;
-  while (i < in.size()) {
-    const char c = in[i];
-    switch (scan_) {
-      case Scan::kLineStart:
-        if (dot_rules && c == '.') {
-          scan_ = Scan::kDot;
-          ++i;
-        } else {
-          scan_ = Scan::kText;
-        }
-        break;
-      case Scan::kDot:
-        if (c == '\r') {
-          scan_ = Scan::kDotCr;
-          ++i;
-        } else {
-          scan_ = Scan::kText;  // a leading dot followed by more text is removed (§4.5.2)
-        }
-        break;
-      case Scan::kDotCr:
-        if (c == '\n') {
-          EndOfData();  // <CRLF>.<CRLF> (§4.1.1.4)
-          return i + 1;
-        }
-        AppendBody("\r", 1);  // ".\r" and more: the dot was stuffing, the CR is text
-        scan_ = Scan::kCr;
-        break;
-      case Scan::kCr:
-        if (c == '\n') {
-          AppendBody("\n", 1);
-          line_len_ = 0;
-          scan_ = Scan::kLineStart;
-          ++i;
-        } else {
-          BareCr();
-          scan_ = Scan::kText;
-        }
-        break;
-      case Scan::kText: {
-        // A run of text up to the next CR or LF. An LF met here follows no CR: it is bare. It
-        // never starts a line (it cannot lead to a terminator: SMTP smuggling), though it does
-        // end one for the length limit, as the MTAs downstream will count it.
-        const char* p = in.data() + i;
-        const size_t n = in.size() - i;
-        const char* lf = static_cast<const char*>(std::memchr(p, '\n', n));
-        const size_t to_lf = lf == nullptr ? n : static_cast<size_t>(lf - p);
-        const char* cr = static_cast<const char*>(std::memchr(p, '\r', to_lf));
-        const size_t run = cr == nullptr ? to_lf : static_cast<size_t>(cr - p);
-        if (run > 0) {
-          AppendBody(p, run);
-        }
-        i += run;
-        if (run == n) {
-          break;
-        }
-        ++i;
-        if (cr != nullptr) {
-          AppendBody("\r", 1);
-          scan_ = Scan::kCr;
-        } else {
-          BareLf();
-        }
-        break;
-      }
-    }
-  }
-  return in.size();
-}
-
-// BDAT chunk octets (RFC 3030 §2): exactly as many as announced, whatever they hold.
-size_t ServerSession::ConsumeChunk(std::string_view in) {
-  const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, in.size()));
-  if (chunk_refusal_.empty()) {
-    ScanText(in.substr(0, n), false);
-  }
-  chunk_left_ -= n;
-  if (chunk_left_ == 0) {
-    FinishChunk();
-  }
-  return n;
-}
-
-// RFC 5321 §2.3.8: a client must not send a CR or LF but as CRLF. Either the message is refused
-// at its end or the octet is stored as CRLF (Options::bare_lf).
-void ServerSession::BareLf() {
-  if (options_.bare_lf == BareLfPolicy::kNormalise) {
-    AppendBody("\r\n", 2);
-  } else {
-    bare_newline_ = true;
-    AppendBody("\n", 1);
-  }
-  line_len_ = 0;
-}
-
-// The CR is already stored; what followed it was no LF.
-void ServerSession::BareCr() {
-  if (options_.bare_lf == BareLfPolicy::kNormalise) {
-    AppendBody("\n", 1);
-    line_len_ = 0;
-  } else {
-    bare_newline_ = true;
-  }
-}
-
-void ServerSession::AppendBody(const char* data, size_t size) {
-  line_len_ += size;
-  data_size_ += size;
-  // RFC 5321 §4.5.3.1.6: the limit does not count a stuffing dot, which never reaches here.
-  if (line_len_ > options_.max_text_line) {
-    line_too_long_ = true;
-  }
-  if (options_.max_message_size != 0 && data_size_ > options_.max_message_size) {
-    data_too_big_ = true;
-  }
-  if (data_too_big_ || line_too_long_ || bare_newline_) {
-    // The message will be refused: keep reading to its end, storing nothing.
-    if (txn_.body.capacity() != 0) {
-      std::string().swap(txn_.body);
-    }
-    return;
-  }
-  txn_.body.append(data, size);
-}
-
-void ServerSession::StartBody() {
-  scan_ = Scan::kLineStart;  // the line after DATA starts a line: "." right away ends the data
-  line_len_ = 0;
-  data_size_ = 0;
-  data_too_big_ = false;
-  line_too_long_ = false;
-  bare_newline_ = false;
-}
-
-// The message is complete (after "." or BDAT LAST): refused, or handed to the spool.
-void ServerSession::EndOfData() {
-  if (data_too_big_) {
-    // RFC 1870 §6.3 / RFC 5321 §4.5.3.1.9; RFC 3463 X.3.4 "message too big for system".
-    Say("552 5.3.4 Error: message size exceeds fixed maximum message size");
-    ResetTransaction();
-    return;
-  }
-  if (line_too_long_) {
-    // A content problem rather than a storage one, so not 552/5.3.4: 554 "transaction failed"
-    // (RFC 5321 §4.3.2 allows it after the data) with RFC 3463 X.6.0 "other media error".
-    Say("554 5.6.0 Error: message has a text line longer than " +
-        std::to_string(options_.max_text_line) + " octets (RFC 5321 4.5.3.1.6)");
-    ResetTransaction();
-    return;
-  }
-  if (bare_newline_) {
-    // RFC 5321 §2.3.8. The MTAs downstream may read a bare LF or CR as a line end, so such a
-    // message could smuggle a second one past us (SMTP smuggling): refused as a whole.
-    Say("550 5.6.0 Error: message contains bare LF or bare CR, not allowed (RFC 5321 2.3.8)");
-    ResetTransaction();
-    return;
-  }
-  txn_.helo = helo_;
-  if (authenticated_) {
-    txn_.auth_user = auth_user_;
-  }
-  AddHeaders(txn_);
-  ready_ = std::move(txn_);
-  txn_ = ReceivedMessage{};
-  state_ = State::kCommit;
-}
-
-// All octets of a BDAT chunk are read: its reply (RFC 3030 §2).
-void ServerSession::FinishChunk() {
-  if (!chunk_refusal_.empty()) {
-    const std::string reply = std::exchange(chunk_refusal_, std::string());
-    RefuseData(reply);
-    return;
-  }
-  if (data_too_big_) {
-    // Refused at the chunk that went over; the client must not send more (§2), and whatever it
-    // pipelined is read and refused in kBroken. Past LAST the transaction is simply over.
-    Say("552 5.3.4 Error: message size exceeds fixed maximum message size");
-    ResetTransaction();
-    if (!chunk_last_) {
-      state_ = State::kBroken;
-    }
-    return;
-  }
-  if (!chunk_last_) {
-    Say("250 2.0.0 " + std::to_string(chunk_size_) + " octets received");
-    state_ = State::kChunking;
-    return;
-  }
-  if (scan_ == Scan::kCr) {
-    BareCr();  // the message ends in a CR
-  }
-  EndOfData();
-}
-
-// RFC 5321 §4.4: a Received: line first. RFC 5322 §3.6: Date: and Message-ID: are required
-// (Message-ID "SHOULD"); if the client left them out, they are added at the end of the header
-// section. The header section is the leading run of header fields (and their continuation
-// lines); it ends at the empty line, or at the first line that is no header field, in which case
-// an empty line is added after the new fields so the rest stays body.
-void ServerSession::AddHeaders(ReceivedMessage& message) {
-  ++messages_;
-  std::string& body = message.body;
-  if (options_.add_missing_headers) {
-    bool has_date = false;
-    bool has_message_id = false;
-    bool in_field = false;
-    size_t insert_at = body.size();
-    std::string before;  // ends an unterminated last header line
-    std::string after;   // separates the new fields from a body without an empty line
-    size_t pos = 0;
-    while (pos < body.size()) {
-      const size_t eol = body.find("\r\n", pos);
-      const std::string_view line = std::string_view(body).substr(
-          pos, eol == std::string::npos ? std::string::npos : eol - pos);
-      std::string_view name;
-      if (line.empty()) {
-        insert_at = pos;  // the empty line between header and body
-        break;
-      }
-      if (line[0] == ' ' || line[0] == '\t') {
-        if (!in_field) {
-          insert_at = pos;
-          after = "\r\n";
-          break;
-        }
-      } else if (IsFieldLine(line, &name)) {
-        in_field = true;
-        has_date = has_date || EqualsNoCase(name, "Date");
-        has_message_id = has_message_id || EqualsNoCase(name, "Message-ID");
-      } else {
-        insert_at = pos;
-        after = "\r\n";
-        break;
-      }
-      if (eol == std::string::npos) {
-        before = "\r\n";  // the header section is the whole body, its last line unterminated
-        break;
-      }
-      pos = eol + 2;
-    }
-    std::string fields;
-    if (!has_date) {
-      fields += "Date: " + FormatDate(now_) + "\r\n";
-    }
-    if (!has_message_id) {
-      std::string nonce;
-      for (char c : options_.id_nonce) {
-        if (IsAlnum(c) || c == '-' || c == '_') {
-          nonce += c;
-        }
-      }
-      fields += "Message-ID: <" + CompactTime(now_) + "." + (nonce.empty() ? "" : nonce + ".") +
-                std::to_string(messages_) + "@" + options_.hostname + ">\r\n";
-    }
-    if (!fields.empty()) {
-      body.insert(insert_at, before + fields + after);
-    }
-  }
-  if (options_.add_received) {
-    body.insert(0, ReceivedHeader(message));
-  }
-}
-
-// RFC 5321 §4.4 Time-stamp-line:
-//   Received: from <helo> ([<address>])
-//   	by <hostname> (spate) with <protocol> (<tls version> <cipher>)
-//   	for <rcpt>; <date>
-// The protocol is one of RFC 3848 (ESMTP, ESMTPA, ESMTPS, ESMTPSA; SMTP after HELO) or, with
-// SMTPUTF8, RFC 6531 §3.7.3 (UTF8SMTP...). TCP-info is an address literal (§4.4); "for" only
-// when there is exactly one recipient, so a Bcc list is not disclosed.
-std::string ServerSession::ReceivedHeader(const ReceivedMessage& message) const {
-  std::string protocol;
-  if (!ehlo_) {
-    protocol = "SMTP";
-  } else {
-    protocol = message.smtputf8 ? "UTF8SMTP" : "ESMTP";
-    if (InTls()) {
-      protocol += 'S';
-    }
-    if (authenticated_) {
-      protocol += 'A';
-    }
-  }
-  std::string r = "Received: from " + HeaderSafe(helo_);
-  if (!options_.client_address.empty()) {
-    r += " ([" + HeaderSafe(options_.client_address) + "])";
-  }
-  r += "\r\n\tby " + options_.hostname + " (spate) with " + protocol;
-  if (InTls() && !(tls_info_.version.empty() && tls_info_.cipher.empty())) {
-    std::string tls = HeaderSafe(tls_info_.version);
-    if (!tls_info_.cipher.empty()) {
-      tls += (tls.empty() ? "" : " ") + HeaderSafe(tls_info_.cipher);
-    }
-    r += " (" + tls + ")";
-  }
-  if (message.rcpt_to.size() == 1) {
-    r += "\r\n\tfor <" + message.rcpt_to[0] + ">";
-  }
-  r += "; " + FormatDate(now_) + "\r\n";
-  return r;
 }
 
 // `line` ends in LF and may be an overlong line completed in one piece.
@@ -1024,93 +467,33 @@ void ServerSession::Mail(std::string_view arg) {
     Refuse("501 5.1.7 Bad sender address syntax");
     return;
   }
-  std::vector<Param> params;
-  if (!ParseParams(arg.substr(used), &params)) {
-    Refuse("501 5.5.4 Bad MAIL parameter syntax");
+  internal::MailParams params;
+  if (const std::string_view refusal =
+          internal::ParseMailParams(arg.substr(used), options_.auth, &params);
+      !refusal.empty()) {
+    Refuse(refusal);
     return;
   }
-  bool has_size = false;
-  bool has_body = false;
-  bool has_auth = false;
-  bool has_envid = false;
-  bool smtputf8 = false;
-  uint64_t size = 0;
-  bool body_8bit = false;
-  ReceivedMessage::Ret ret = ReceivedMessage::Ret::kUnset;
-  std::string envid;
-  for (const Param& param : params) {
-    if (EqualsNoCase(param.keyword, "SIZE")) {  // RFC 1870 §3
-      if (has_size || !param.has_value || !ParseSize(param.value, &size)) {
-        Refuse("501 5.5.4 Bad SIZE parameter");
-        return;
-      }
-      has_size = true;
-    } else if (EqualsNoCase(param.keyword, "BODY")) {  // RFC 6152 §2
-      if (has_body || !param.has_value ||
-          !(EqualsNoCase(param.value, "7BIT") || EqualsNoCase(param.value, "8BITMIME"))) {
-        Refuse("501 5.5.4 Bad BODY parameter");
-        return;
-      }
-      has_body = true;
-      body_8bit = EqualsNoCase(param.value, "8BITMIME");
-    } else if (EqualsNoCase(param.keyword, "SMTPUTF8")) {  // RFC 6531 §3.4: no value
-      // A repeat says nothing new and is accepted, as Postfix does: Python's smtplib sends it
-      // twice when the caller asks for SMTPUTF8 and the addresses need it anyway.
-      if (param.has_value) {
-        Refuse("501 5.5.4 Bad SMTPUTF8 parameter");
-        return;
-      }
-      smtputf8 = true;
-    } else if (EqualsNoCase(param.keyword, "RET")) {  // RFC 3461 §4.3, §4.5
-      const bool full = EqualsNoCase(param.value, "FULL");
-      if (ret != ReceivedMessage::Ret::kUnset || !param.has_value ||
-          !(full || EqualsNoCase(param.value, "HDRS"))) {
-        Refuse("501 5.5.4 Bad RET parameter");
-        return;
-      }
-      ret = full ? ReceivedMessage::Ret::kFull : ReceivedMessage::Ret::kHdrs;
-    } else if (EqualsNoCase(param.keyword, "ENVID")) {  // RFC 3461 §4.4, §4.5
-      if (has_envid || !param.has_value || !DecodeXtext(param.value, &envid) ||
-          envid.size() > kMaxEnvid) {
-        Refuse("501 5.5.4 Bad ENVID parameter");
-        return;
-      }
-      has_envid = true;
-    } else if (options_.auth && EqualsNoCase(param.keyword, "AUTH")) {
-      // RFC 4954 §5: the identity that submitted the message to the client, "<>" if unknown.
-      // Only trusted from a trusted client; this server trusts none, so it is checked and
-      // dropped.
-      std::string ignored;
-      if (has_auth || !param.has_value ||
-          !(param.value == "<>" || DecodeXtext(param.value, &ignored))) {
-        Refuse("501 5.5.4 Bad AUTH parameter");
-        return;
-      }
-      has_auth = true;
-    } else {
-      Refuse("555 5.5.4 Unsupported MAIL parameter");  // §4.1.1.11
-      return;
-    }
-  }
-  if (has_size && options_.max_message_size != 0 && size > options_.max_message_size) {
+  if (params.has_size && options_.max_message_size != 0 &&
+      params.size > options_.max_message_size) {
     // RFC 1870 §6.1; a policy outcome, not a client error.
     Say("552 5.3.4 Message size exceeds fixed maximum message size");
     return;
   }
-  if (!smtputf8 && HasNonAscii(path->mailbox)) {
+  if (!params.smtputf8 && HasNonAscii(path->mailbox)) {
     Say("550 5.6.7 Non-ASCII addresses not permitted for that sender");  // RFC 6531 §3.5
     return;
   }
   txn_.mail_from = std::move(path->mailbox);
-  txn_.body_8bit = body_8bit;
-  txn_.smtputf8 = smtputf8;
-  txn_.ret = ret;
-  txn_.envid = std::move(envid);
-  if (has_size) {
+  txn_.body_8bit = params.body_8bit;
+  txn_.smtputf8 = params.smtputf8;
+  txn_.ret = params.ret;
+  txn_.envid = std::move(params.envid);
+  if (params.has_size) {
     // RFC 1870 §3: the client's estimate. Room for it (and for the headers we add) up front
     // saves growing the body by copies; capped, as the figure is only the client's word.
     constexpr uint64_t kMaxReserve = 4 << 20;
-    txn_.body.reserve(static_cast<size_t>(std::min(size, kMaxReserve)) + 512);
+    txn_.body.reserve(static_cast<size_t>(std::min(params.size, kMaxReserve)) + 512);
   }
   state_ = State::kMail;
   Say("250 2.1.0 Ok");
@@ -1144,65 +527,11 @@ void ServerSession::Rcpt(std::string_view arg) {
     }
     return;
   }
-  std::vector<Param> params;
-  if (!ParseParams(arg.substr(used), &params)) {
-    Refuse("501 5.5.4 Bad RCPT parameter syntax");
-    return;
-  }
   DsnRecipient dsn;
-  bool has_orcpt = false;
-  for (const Param& param : params) {
-    if (EqualsNoCase(param.keyword, "NOTIFY")) {
-      // RFC 3461 §4.1: "NEVER" alone, or a list of SUCCESS, FAILURE, DELAY; §4.5: once.
-      bool ok = dsn.notify == 0 && param.has_value;
-      std::string_view list = param.value;
-      while (ok) {
-        const size_t comma = list.find(',');
-        const std::string_view item = list.substr(0, comma);
-        uint8_t bit = 0;
-        if (EqualsNoCase(item, "NEVER")) {
-          bit = kNotifyNever;
-        } else if (EqualsNoCase(item, "SUCCESS")) {
-          bit = kNotifySuccess;
-        } else if (EqualsNoCase(item, "FAILURE")) {
-          bit = kNotifyFailure;
-        } else if (EqualsNoCase(item, "DELAY")) {
-          bit = kNotifyDelay;
-        }
-        ok = bit != 0 && (dsn.notify & bit) == 0;
-        dsn.notify |= bit;
-        if (comma == std::string_view::npos) {
-          break;
-        }
-        list.remove_prefix(comma + 1);
-      }
-      if (!ok || ((dsn.notify & kNotifyNever) != 0 && dsn.notify != kNotifyNever)) {
-        Refuse("501 5.5.4 Bad NOTIFY parameter");
-        return;
-      }
-    } else if (EqualsNoCase(param.keyword, "ORCPT")) {
-      // RFC 3461 §4.2: addr-type ";" xtext, addr-type an atom; at most 500 characters.
-      const size_t semi = param.value.find(';');
-      bool ok = !has_orcpt && param.has_value && param.value.size() <= kMaxOrcpt &&
-                semi != std::string_view::npos && semi > 0;
-      std::string decoded;
-      if (ok) {
-        for (char c : param.value.substr(0, semi)) {
-          ok = ok && (IsAlnum(c) ||
-                      std::string_view("!#$%&'*+-/=?^_`{|}~").find(c) != std::string_view::npos);
-        }
-        ok = ok && DecodeXtext(param.value.substr(semi + 1), &decoded);
-      }
-      if (!ok) {
-        Refuse("501 5.5.4 Bad ORCPT parameter");
-        return;
-      }
-      dsn.orcpt = std::string(param.value.substr(0, semi + 1)) + decoded;
-      has_orcpt = true;
-    } else {
-      Refuse("555 5.5.4 Unsupported RCPT parameter");  // §4.1.1.11
-      return;
-    }
+  if (const std::string_view refusal = internal::ParseRcptParams(arg.substr(used), &dsn);
+      !refusal.empty()) {
+    Refuse(refusal);
+    return;
   }
   if (!(options_.client_may_relay || authenticated_) &&
       path->local_part.find_first_of("%!@") != std::string::npos) {
@@ -1287,7 +616,7 @@ void ServerSession::Bdat(std::string_view arg) {
   const std::string_view size_text = arg.substr(0, sp);
   const std::string_view marker = sp == std::string_view::npos ? "" : arg.substr(sp + 1);
   uint64_t size = 0;
-  if (!ParseSize(size_text, &size) || !(marker.empty() || EqualsNoCase(marker, "LAST"))) {
+  if (!internal::ParseSize(size_text, &size) || !(marker.empty() || EqualsNoCase(marker, "LAST"))) {
     // Where the chunk ends is unknown: nothing that follows can be trusted to be a command.
     Say("501 5.5.4 Syntax: BDAT chunk-size [LAST]");
     Say("421 4.5.0 " + options_.hostname + " Error: lost the BDAT framing, closing connection");
@@ -1379,70 +708,36 @@ void ServerSession::Auth(std::string_view arg) {
     Refuse("504 5.5.4 Unrecognized authentication type");  // §4
     return;
   }
-  auth_ = AuthRequest{};
-  auth_.mechanism = plain ? "PLAIN" : "LOGIN";
+  const std::string_view challenge = sasl_.Begin(plain);
   state_ = State::kAuth;
   if (!has_initial) {
-    auth_step_ = plain ? kStepPlain : kStepLoginUser;
-    Say(plain ? "334 " : kLoginUser);
+    Say(challenge);
     return;
   }
-  // "=" is an empty initial response (§4).
-  auth_step_ = plain ? kStepPlain : kStepLoginUser;
-  AuthResponse(initial == "=" ? "" : initial);
+  AuthResponse(initial == "=" ? "" : initial);  // "=" is an empty initial response (§4)
 }
 
 // A SASL response (a line after a 334, or the initial response).
 void ServerSession::AuthResponse(std::string_view line) {
-  if (line == "*") {
-    AuthFail("501 5.0.0 Authentication cancelled");  // RFC 4954 §4
-    return;
-  }
-  std::string decoded;
-  if (!DecodeBase64(line, &decoded)) {
-    AuthFail("501 5.5.2 Cannot decode response");  // RFC 4954 §4
-    return;
-  }
-  switch (auth_step_) {
-    case kStepPlain:
-      AuthPlain(decoded);
+  AuthRequest credentials;
+  const internal::SaslServer::Step step = sasl_.Respond(line, &credentials);
+  switch (step.outcome) {
+    case internal::SaslServer::Outcome::kChallenge:
+      Say(step.reply);
       return;
-    case kStepLoginUser:
-      auth_.user = std::move(decoded);
-      auth_step_ = kStepLoginPassword;
-      Say(kLoginPassword);
+    case internal::SaslServer::Outcome::kFailed:
+      AuthFail(step.reply);
       return;
-    default:
-      auth_.password = std::move(decoded);
-      AuthComplete();
-      return;
+    case internal::SaslServer::Outcome::kComplete:
+      break;
   }
-}
-
-// RFC 4616 §2: message = [authzid] UTF8NUL authcid UTF8NUL passwd, authcid and passwd not
-// empty. Anything else fails the exchange as bad credentials would.
-void ServerSession::AuthPlain(std::string_view message) {
-  const size_t nul1 = message.find('\0');
-  const size_t nul2 = nul1 == std::string_view::npos ? nul1 : message.find('\0', nul1 + 1);
-  if (nul2 == std::string_view::npos || message.find('\0', nul2 + 1) != std::string_view::npos ||
-      nul2 == nul1 + 1 || nul2 + 1 == message.size()) {
-    AuthFail("535 5.7.8 Authentication credentials invalid");
-    return;
-  }
-  auth_.authzid = std::string(message.substr(0, nul1));
-  auth_.user = std::string(message.substr(nul1 + 1, nul2 - nul1 - 1));
-  auth_.password = std::string(message.substr(nul2 + 1));
-  AuthComplete();
-}
-
-void ServerSession::AuthComplete() {
-  auth_candidate_ = auth_.user;
-  auth_ready_ = true;
+  auth_candidate_ = credentials.user;
+  auth_request_ = std::move(credentials);
   state_ = State::kAuthCheck;
 }
 
 void ServerSession::AuthFail(std::string_view reply) {
-  auth_ = AuthRequest{};
+  sasl_ = internal::SaslServer();
   state_ = State::kGreeted;
   Refuse(reply);
 }

@@ -49,6 +49,8 @@
 #include <vector>
 
 #include "core/result.h"
+#include "core/smtp/internal/sasl.h"
+#include "core/smtp/internal/trace_headers.h"
 
 namespace spate::smtp {
 
@@ -201,7 +203,7 @@ class ServerSession {
   bool closed() const;
 
  private:
-  // The implementation is in server_session.cc; see there for the state machine.
+  // Commands and the state machine: server_session.cc; the data phase: server_session_data.cc.
   enum class State : uint8_t {
     kStart,      // no EHLO/HELO yet
     kGreeted,    // EHLO/HELO done, no transaction
@@ -237,7 +239,6 @@ class ServerSession {
   void StartBody();
   void EndOfData();
   void FinishChunk();
-  void AddHeaders(ReceivedMessage& message);
   void HandleCommandLine(std::string_view line);
   void Hello(std::string_view arg, bool extended);
   void Mail(std::string_view arg);
@@ -247,11 +248,8 @@ class ServerSession {
   void StartTls(std::string_view arg);
   void Auth(std::string_view arg);
   void AuthResponse(std::string_view line);
-  void AuthPlain(std::string_view message);
-  void AuthComplete();
   void AuthFail(std::string_view reply);
   void RefuseData(std::string_view reply);
-  std::string ReceivedHeader(const ReceivedMessage& message) const;
   bool MayRelayTo(const Path& path) const;
   void Say(std::string_view reply);
   void Refuse(std::string_view reply);
@@ -269,10 +267,9 @@ class ServerSession {
   TlsInfo tls_info_;
   bool authenticated_ = false;
   std::string auth_user_;
-  AuthRequest auth_;            // the exchange in progress (kAuth, kAuthCheck)
-  uint8_t auth_step_ = 0;       // kAuth: which response the 334 asked for (see Auth())
-  bool auth_ready_ = false;     // auth_ is complete and not yet taken
-  std::string auth_candidate_;  // the user of the credentials being checked
+  internal::SaslServer sasl_;                // the exchange in progress (kAuth)
+  std::optional<AuthRequest> auth_request_;  // complete, not yet taken (kAuthCheck)
+  std::string auth_candidate_;               // the user of the credentials being checked
   std::chrono::system_clock::time_point now_{};
   uint64_t messages_ = 0;  // messages handed out, for Message-IDs
   // Unconsumed input. Unless paused: the start of a command line, shorter than its limit, with
@@ -291,7 +288,8 @@ class ServerSession {
   size_t data_size_ = 0;  // octets of the (unstuffed) message so far
   bool data_too_big_ = false;
   bool line_too_long_ = false;
-  bool bare_newline_ = false;  // a bare CR or LF was seen (BareLfPolicy::kReject)
+  bool bare_newline_ = false;    // a bare CR or LF was seen (BareLfPolicy::kReject)
+  internal::TraceFields trace_;  // the fields added to the message, written as its text comes
   // BDAT: octets of the current chunk still to read, whether they belong to the transaction
   // (else they are read and dropped, and `chunk_refusal_` answers), and whether it is the LAST.
   uint64_t chunk_left_ = 0;

@@ -1045,21 +1045,35 @@ std::vector<Case> ParameterCases() {
 }
 
 // Headers the session adds (RFC 5321 §4.4, RFC 5322 §3.6). Fixed clock: kNow.
-std::vector<Case> HeaderCases() {
-  const ServerSession::Options headers = With([](auto& o) {
+ServerSession::Options HeaderOptions() {
+  return With([](auto& o) {
     o.add_received = true;
     o.add_missing_headers = true;
     o.client_address = "192.0.2.1";
     o.id_nonce = "n0nce/";  // the '/' is dropped
   });
-  const std::string received_one =
-      "Received: from client.test ([192.0.2.1])\r\n\tby mx.test (spate) with ESMTP\r\n\tfor "
-      "<b@y.test>; " +
-      kNowText + "\r\n";
-  const std::string date = "Date: " + kNowText + "\r\n";
-  auto id = [](int n) {
-    return "Message-ID: <20240102030405.n0nce." + std::to_string(n) + "@mx.test>\r\n";
-  };
+}
+
+// The Received: line after EHLO client.test, for the one recipient b@y.test.
+const std::string kReceivedOne =
+    "Received: from client.test ([192.0.2.1])\r\n\tby mx.test (spate) with ESMTP\r\n\tfor "
+    "<b@y.test>; " +
+    kNowText + "\r\n";
+const std::string kDate = "Date: " + kNowText + "\r\n";
+
+// The Message-ID: of the session's n-th stored message, under HeaderOptions().
+std::string MessageId(int n) {
+  return "Message-ID: <20240102030405.n0nce." + std::to_string(n) + "@mx.test>\r\n";
+}
+
+// "BDAT <size>[ LAST]" and the chunk.
+std::string Bdat(std::string_view chunk, bool last = false) {
+  return "BDAT " + std::to_string(chunk.size()) + (last ? " LAST" : "") + "\r\n" +
+         std::string(chunk);
+}
+
+std::vector<Case> HeaderCases() {
+  const ServerSession::Options headers = HeaderOptions();
   std::vector<Case> cases;
   cases.push_back(
       {"headers_added",
@@ -1072,19 +1086,19 @@ std::vector<Case> HeaderCases() {
        kEhloThenTxnReplies + Queued(1) + kMailOk + kRcptOk + kRcptOk + kGoAhead + Queued(2) +
            kMailOk + kRcptOk + kGoAhead + Queued(3) + kMailOk + kRcptOk + kGoAhead + Queued(4) +
            kMailOk + kRcptOk + kGoAhead + Queued(5) + kMailOk + kRcptOk + kGoAhead + Queued(6),
-       {SimpleMsg(received_one + "Subject: x\r\n" + date + id(1) +
+       {SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(1) +
                   "\r\nhi\r\nDate: in the body\r\n"),
         Msg("client.test", "a@x.test", {"b@y.test", "c@y.test"},
             "Received: from client.test ([192.0.2.1])\r\n\tby mx.test (spate) with ESMTP; " +
                 kNowText +
                 "\r\ndate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMESSAGE-ID: <a@b>\r\n\r\nx\r\n"),
         // No header section: the fields go first, then an empty line keeps the text body.
-        SimpleMsg(received_one + date + id(3) + "\r\nhello\r\nDate: x\r\n"),
+        SimpleMsg(kReceivedOne + kDate + MessageId(3) + "\r\nhello\r\nDate: x\r\n"),
         // All header: the fields go at the end; folded lines belong to their field.
-        SimpleMsg(received_one + "Subject: a\r\n b\r\n\tc\r\nDate: d\r\n" + id(4)),
-        SimpleMsg(received_one + date + id(5)),
+        SimpleMsg(kReceivedOne + "Subject: a\r\n b\r\n\tc\r\nDate: d\r\n" + MessageId(4)),
+        SimpleMsg(kReceivedOne + kDate + MessageId(5)),
         // A first line that starts with white space is no header field.
-        SimpleMsg(received_one + date + id(6) + "\r\n folded\r\n\r\n")},
+        SimpleMsg(kReceivedOne + kDate + MessageId(6) + "\r\n folded\r\n\r\n")},
        false,
        headers});
   // HELO: plain SMTP; an unterminated BDAT header line is ended before the added fields; the
@@ -1095,7 +1109,7 @@ std::vector<Case> HeaderCases() {
                    {Msg("client\x80.test", "a@x.test", {"b@y.test"},
                         "Received: from client?.test ([192.0.2.1])\r\n\tby mx.test (spate) with "
                         "SMTP\r\n\tfor <b@y.test>; " +
-                            kNowText + "\r\nSubject: x\r\n" + date + id(1))},
+                            kNowText + "\r\nSubject: x\r\n" + kDate + MessageId(1))},
                    false,
                    headers});
   cases.push_back(
@@ -1121,7 +1135,7 @@ std::vector<Case> HeaderCases() {
   cases.push_back({"headers_missing_only",
                    kEhloThenTxn + "Subject: x\r\n\r\n.\r\n",
                    kEhloThenTxnReplies + Queued(1),
-                   {SimpleMsg("Subject: x\r\n" + date +
+                   {SimpleMsg("Subject: x\r\n" + kDate +
                               "Message-ID: <20240102030405.1@mx.test>\r\n"
                               "\r\n")},
                    false,
@@ -1129,10 +1143,142 @@ std::vector<Case> HeaderCases() {
   return cases;
 }
 
+// Where the header section ends (the first empty line, or the first line that is no header
+// field), wherever the chunks and the feeds cut the text: the missing Date: and Message-ID: go
+// there, never elsewhere.
+std::vector<Case> HeaderSectionCases() {
+  const std::string txn = kEhlo + kMail + kRcpt;
+  const std::string txn_replies = kGreeting + EhloReply() + kMailOk + kRcptOk;
+  const std::string next = kMailOk + kRcptOk;
+  std::vector<Case> cases;
+  // BDAT chunk boundaries inside a field name, between the CR and the LF of the empty line,
+  // inside a first line that turns out to be no field, right before the empty line.
+  cases.push_back(
+      {"header_section_ends_inside_a_chunk",
+       txn + Bdat("Subject: x\r\nFro") + Bdat("m: y\r\n\r\nbody\r\nmore") + Bdat("\r\n.", true) +
+           kMail + kRcpt + Bdat("Subject: x\r\n\r") + Bdat("\nbody\r\n", true) + kMail + kRcpt +
+           Bdat("Subjec") + Bdat("t x\r\nDate: d\r\n", true) + kMail + kRcpt +
+           Bdat("Subject: x\r\n") + Bdat("\r\nbody", true),
+       txn_replies + Octets(15) + Octets(18) + Queued(1) + next + Octets(13) + Queued(2) + next +
+           Octets(6) + Queued(3) + next + Octets(12) + Queued(4),
+       {SimpleMsg(kReceivedOne + "Subject: x\r\nFrom: y\r\n" + kDate + MessageId(1) +
+                  "\r\nbody\r\nmore\r\n."),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(2) + "\r\nbody\r\n"),
+        SimpleMsg(kReceivedOne + kDate + MessageId(3) + "\r\nSubject x\r\nDate: d\r\n"),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(4) + "\r\nbody")},
+       false,
+       HeaderOptions()});
+  // DATA: the header section is what remains after unstuffing (a leading "." is not part of it).
+  cases.push_back({"header_section_after_unstuffing",
+                   kEhloThenTxn + "..X-Dot: y\r\nSubject: x\r\n\r\n.body\r\n..\r\n.\r\n",
+                   kEhloThenTxnReplies + Queued(1),
+                   {SimpleMsg(kReceivedOne + ".X-Dot: y\r\nSubject: x\r\n" + kDate + MessageId(1) +
+                              "\r\nbody\r\n.\r\n")},
+                   false,
+                   HeaderOptions()});
+  // Fields already there (any case, folded, split between chunks) are not added again; the
+  // Message-ID number counts every stored message, with or without an added Message-ID.
+  cases.push_back({"headers_already_present",
+                   kEhloThenTxn + "Message-ID: <m@x>\r\nSubject: s\r\nDATE:\r\n " + kNowText +
+                       "\r\n\r\nbody\r\n.\r\n" + kMail + kRcpt + Bdat("Da") +
+                       Bdat("te: x\r\nMessage-") + Bdat("ID: <a@b>\r\n\r\nz", true) + kMail +
+                       kRcpt + kData + "message-id: <q@r>\r\n\r\nx\r\n.\r\n" + kMail + kRcpt +
+                       kData + "date: d\r\n\r\n.\r\n",
+                   kEhloThenTxnReplies + Queued(1) + next + Octets(2) + Octets(15) + Queued(2) +
+                       next + kGoAhead + Queued(3) + next + kGoAhead + Queued(4),
+                   {SimpleMsg(kReceivedOne + "Message-ID: <m@x>\r\nSubject: s\r\nDATE:\r\n " +
+                              kNowText + "\r\n\r\nbody\r\n"),
+                    SimpleMsg(kReceivedOne + "Date: x\r\nMessage-ID: <a@b>\r\n\r\nz"),
+                    SimpleMsg(kReceivedOne + "message-id: <q@r>\r\n" + kDate + "\r\nx\r\n"),
+                    SimpleMsg(kReceivedOne + "date: d\r\n" + MessageId(4) + "\r\n")},
+                   false,
+                   HeaderOptions()});
+  // The header section ends exactly where the data does: after its empty line, after its last
+  // field (with or without CRLF, in a chunk of its own or not), or inside a last line that is no
+  // field.
+  cases.push_back(
+      {"header_section_ends_at_end_of_data",
+       kEhloThenTxn + "Subject: x\r\n\r\n.\r\n" + kMail + kRcpt + Bdat("Subject: x\r\n\r\n", true) +
+           kMail + kRcpt + Bdat("Subject: x\r\n", true) + kMail + kRcpt + Bdat("Subject: x\r\n") +
+           "BDAT 0 LAST\r\n" + kMail + kRcpt + Bdat("Subject: x\r\nnot a field", true) + kMail +
+           kRcpt + Bdat("Subject: x\r\nword", true) + kMail + kRcpt + Bdat("Subject: x") +
+           "BDAT 0 LAST\r\n",
+       kEhloThenTxnReplies + Queued(1) + next + Queued(2) + next + Queued(3) + next + Octets(12) +
+           Queued(4) + next + Queued(5) + next + Queued(6) + next + Octets(10) + Queued(7),
+       {SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(1) + "\r\n"),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(2) + "\r\n"),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(3)),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(4)),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(5) + "\r\nnot a field"),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(6) + "\r\nword"),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(7))},
+       false,
+       HeaderOptions()});
+  // No header section: the first line is empty, or no field (":" first, an 8-bit octet or a NUL
+  // in the name, a space in it). The fields go first, then an empty line.
+  cases.push_back(
+      {"body_without_headers",
+       kEhloThenTxn + "hello world\r\n\r\nbye\r\n.\r\n" + kMail + kRcpt + kData +
+           "\r\nbody\r\n.\r\n" + kMail + kRcpt + kData + ": x\r\n.\r\n" + kMail + kRcpt + kData +
+           "\xc3\xa9t\xc3\xa9: x\r\n.\r\n" + kMail + kRcpt + kData + "a\0b: y\r\n.\r\n"s + kMail +
+           kRcpt + Bdat("no header", true),
+       kEhloThenTxnReplies + Queued(1) + next + kGoAhead + Queued(2) + next + kGoAhead + Queued(3) +
+           next + kGoAhead + Queued(4) + next + kGoAhead + Queued(5) + next + Queued(6),
+       {SimpleMsg(kReceivedOne + kDate + MessageId(1) + "\r\nhello world\r\n\r\nbye\r\n"),
+        SimpleMsg(kReceivedOne + kDate + MessageId(2) + "\r\nbody\r\n"),
+        SimpleMsg(kReceivedOne + kDate + MessageId(3) + "\r\n: x\r\n"),
+        SimpleMsg(kReceivedOne + kDate + MessageId(4) + "\r\n\xc3\xa9t\xc3\xa9: x\r\n"),
+        SimpleMsg(kReceivedOne + kDate + MessageId(5) + "\r\na\0b: y\r\n"s),
+        SimpleMsg(kReceivedOne + kDate + MessageId(6) + "\r\nno header")},
+       false,
+       HeaderOptions()});
+  // Bare LF and bare CR stored as CRLF: they end header lines, and make empty lines, as CRLF.
+  ServerSession::Options normalise = HeaderOptions();
+  normalise.bare_lf = BareLfPolicy::kNormalise;
+  cases.push_back(
+      {"header_section_bare_lf_normalised",
+       kEhloThenTxn + "Subject: x\nFrom: y\r\n\nbody\r\n.\r\n" + kMail + kRcpt + kData +
+           "Subject: x\r\r\nbody\r\n.\r\n" + kMail + kRcpt + kData + "\nbody\r\n.\r\n" + kMail +
+           kRcpt + Bdat("Subject: x\r", true) + kMail + kRcpt + Bdat("Subject: x\r") +
+           Bdat("\rbody", true),
+       kEhloThenTxnReplies + Queued(1) + next + kGoAhead + Queued(2) + next + kGoAhead + Queued(3) +
+           next + Queued(4) + next + Octets(11) + Queued(5),
+       {SimpleMsg(kReceivedOne + "Subject: x\r\nFrom: y\r\n" + kDate + MessageId(1) +
+                  "\r\nbody\r\n"),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(2) + "\r\nbody\r\n"),
+        SimpleMsg(kReceivedOne + kDate + MessageId(3) + "\r\nbody\r\n"),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(4)),
+        SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(5) + "\r\nbody")},
+       false,
+       normalise});
+  // Limits count the client's octets only, never the added fields; a message refused on the way
+  // (a header line too long, too big at a chunk) is dropped whole and takes no Message-ID
+  // number.
+  const std::string line100 = std::string(98, 'z') + "\r\n";
+  const std::string exact = "Subject: x\r\n\r\n" + Repeat(line100, 99) + std::string(86, 'z');
+  cases.push_back(
+      {"header_section_limits",
+       kEhloThenTxn + std::string(1001, 'X') + ": y\r\n\r\n.\r\n" + kMail + kRcpt +
+           Bdat("Subject: x\r\n") + Bdat(Repeat(line100, 100)) + kRset + kMail + kRcpt +
+           Bdat(exact, true) + kMail + kRcpt + Bdat(exact + "z", true) +
+           "MAIL FROM:<a@x.test> SIZE=20\r\n" + kRcpt + kData + "Subject: ok\r\n\r\nz\r\n.\r\n",
+       kEhloThenTxnReplies +
+           "554 5.6.0 Error: message has a text line longer than 1000 octets "
+           "(RFC 5321 4.5.3.1.6)\r\n" +
+           next + Octets(12) + kTooBig + kOk + next + Queued(1) + next + kTooBig + next + kGoAhead +
+           Queued(2),
+       {SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(1) + "\r\n" +
+                  Repeat(line100, 99) + std::string(86, 'z')),
+        SimpleMsg(kReceivedOne + "Subject: ok\r\n" + kDate + MessageId(2) + "\r\nz\r\n")},
+       false,
+       HeaderOptions()});
+  return cases;
+}
+
 std::vector<Case> AllCases() {
   std::vector<Case> all;
   for (auto* make : {&BasicCases, &SmugglingCases, &LimitCases, &CommandCases, &StartTlsCases,
-                     &AuthCases, &BdatCases, &ParameterCases, &HeaderCases}) {
+                     &AuthCases, &BdatCases, &ParameterCases, &HeaderCases, &HeaderSectionCases}) {
     for (Case& c : make()) {
       all.push_back(std::move(c));
     }
@@ -1390,6 +1536,38 @@ TEST(ServerSessionTest, ImplicitTlsInfoBeforeStart) {
             "TLS_AES_256_GCM_SHA384)\r\n\tfor <b@y.test>; " +
                 kNowText + "\r\nx\r\n");
   EXPECT_EQ(session.TakeOutput(), kEhloThenTxnReplies);
+}
+
+// The added fields carry the time the data ended (the final "." or BDAT LAST), as the glue last
+// set it, whenever the data phase began.
+TEST(ServerSessionTest, AddedFieldsCarryTheTimeTheDataEnded) {
+  ServerSession session(With([](auto& o) {
+    o.add_received = true;
+    o.add_missing_headers = true;
+  }));
+  const auto earlier = kNow - std::chrono::hours(25) - std::chrono::seconds(1);
+  auto expected = [](int n) {
+    return "Received: from client.test\r\n\tby mx.test (spate) with ESMTP\r\n\tfor <b@y.test>; " +
+           kNowText + "\r\nSubject: x\r\nDate: " + kNowText + "\r\nMessage-ID: <20240102030405." +
+           std::to_string(n) + "@mx.test>\r\n\r\nhi\r\n";
+  };
+  session.SetNow(earlier);
+  session.Start();
+  session.Feed(kEhloThenTxn + "Subject: x\r\n\r\nhi\r\n");
+  session.SetNow(kNow);
+  session.Feed(".\r\n");
+  std::optional<ReceivedMessage> m = session.TakeMessage();
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->body, expected(1));
+  session.OnCommitted(std::string("Q1"));
+
+  session.SetNow(earlier);
+  session.Feed(kMail + kRcpt + Bdat("Subject: x\r\n\r\n"));
+  session.SetNow(kNow);
+  session.Feed(Bdat("hi\r\n", true));
+  m = session.TakeMessage();
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->body, expected(2));
 }
 
 TEST(ServerSessionTest, TimeoutSays421AndCloses) {

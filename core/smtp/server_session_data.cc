@@ -1,0 +1,248 @@
+// core/smtp/server_session_data.cc
+//
+// ServerSession's data phase: the message text of DATA and of BDAT chunks, from the first octet
+// to the verdict after the final "." or the LAST chunk (see server_session.h for the contract,
+// server_session.cc for the commands and the state machine).
+//
+// Message text is scanned by a small machine (Scan) over five states. In the data phase of DATA
+// only a '.' at the start of a line and the CR after it are held back, so that ".\r\n" can end the
+// data (RFC 5321 §4.1.1.4) and a leading '.' can be removed (§4.5.2). BDAT chunks go through the
+// same scanner without the dot rules (RFC 3030 §2: no transparency, no terminator), so that both
+// kinds of message get the same bare CR/LF policy and line limit. Text is copied a run at a time
+// (memchr for LF, then CR); only a line start is ever a CRLF away from its predecessor.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "core/smtp/internal/trace_headers.h"
+#include "core/smtp/server_session.h"
+
+namespace spate::smtp {
+
+// Message text: with `dot_rules` (DATA) up to and including the final ".\r\n", or all of `in`;
+// without (a BDAT chunk) all of `in`.
+size_t ServerSession::ScanText(std::string_view in, bool dot_rules) {
+  size_t i = 0;
+  while (i < in.size()) {
+    const char c = in[i];
+    switch (scan_) {
+      case Scan::kLineStart:
+        if (dot_rules && c == '.') {
+          scan_ = Scan::kDot;
+          ++i;
+        } else {
+          scan_ = Scan::kText;
+        }
+        break;
+      case Scan::kDot:
+        if (c == '\r') {
+          scan_ = Scan::kDotCr;
+          ++i;
+        } else {
+          scan_ = Scan::kText;  // a leading dot followed by more text is removed (§4.5.2)
+        }
+        break;
+      case Scan::kDotCr:
+        if (c == '\n') {
+          EndOfData();  // <CRLF>.<CRLF> (§4.1.1.4)
+          return i + 1;
+        }
+        AppendBody("\r", 1);  // ".\r" and more: the dot was stuffing, the CR is text
+        scan_ = Scan::kCr;
+        break;
+      case Scan::kCr:
+        if (c == '\n') {
+          AppendBody("\n", 1);
+          line_len_ = 0;
+          scan_ = Scan::kLineStart;
+          ++i;
+        } else {
+          BareCr();
+          scan_ = Scan::kText;
+        }
+        break;
+      case Scan::kText: {
+        // A run of text up to the next CR or LF. An LF met here follows no CR: it is bare. It
+        // never starts a line (it cannot lead to a terminator: SMTP smuggling), though it does
+        // end one for the length limit, as the MTAs downstream will count it.
+        const char* p = in.data() + i;
+        const size_t n = in.size() - i;
+        const char* lf = static_cast<const char*>(std::memchr(p, '\n', n));
+        const size_t to_lf = lf == nullptr ? n : static_cast<size_t>(lf - p);
+        const char* cr = static_cast<const char*>(std::memchr(p, '\r', to_lf));
+        const size_t run = cr == nullptr ? to_lf : static_cast<size_t>(cr - p);
+        if (run > 0) {
+          AppendBody(p, run);
+        }
+        i += run;
+        if (run == n) {
+          break;
+        }
+        ++i;
+        if (cr != nullptr) {
+          AppendBody("\r", 1);
+          scan_ = Scan::kCr;
+        } else {
+          BareLf();
+        }
+        break;
+      }
+    }
+  }
+  return in.size();
+}
+
+// BDAT chunk octets (RFC 3030 §2): exactly as many as announced, whatever they hold.
+size_t ServerSession::ConsumeChunk(std::string_view in) {
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, in.size()));
+  if (chunk_refusal_.empty()) {
+    ScanText(in.substr(0, n), false);
+  }
+  chunk_left_ -= n;
+  if (chunk_left_ == 0) {
+    FinishChunk();
+  }
+  return n;
+}
+
+// RFC 5321 §2.3.8: a client must not send a CR or LF but as CRLF. Either the message is refused
+// at its end or the octet is stored as CRLF (Options::bare_lf).
+void ServerSession::BareLf() {
+  if (options_.bare_lf == BareLfPolicy::kNormalise) {
+    AppendBody("\r\n", 2);
+  } else {
+    bare_newline_ = true;
+    AppendBody("\n", 1);
+  }
+  line_len_ = 0;
+}
+
+// The CR is already stored; what followed it was no LF.
+void ServerSession::BareCr() {
+  if (options_.bare_lf == BareLfPolicy::kNormalise) {
+    AppendBody("\n", 1);
+    line_len_ = 0;
+  } else {
+    bare_newline_ = true;
+  }
+}
+
+void ServerSession::AppendBody(const char* data, size_t size) {
+  line_len_ += size;
+  data_size_ += size;
+  // RFC 5321 §4.5.3.1.6: the limit does not count a stuffing dot, which never reaches here.
+  if (line_len_ > options_.max_text_line) {
+    line_too_long_ = true;
+  }
+  if (options_.max_message_size != 0 && data_size_ > options_.max_message_size) {
+    data_too_big_ = true;
+  }
+  if (data_too_big_ || line_too_long_ || bare_newline_) {
+    // The message will be refused: keep reading to its end, storing nothing.
+    if (txn_.body.capacity() != 0) {
+      std::string().swap(txn_.body);
+    }
+    return;
+  }
+  if (trace_.open()) {
+    trace_.Append(&txn_.body, std::string_view(data, size));  // still in the header section
+  } else {
+    txn_.body.append(data, size);
+  }
+}
+
+void ServerSession::StartBody() {
+  scan_ = Scan::kLineStart;  // the line after DATA starts a line: "." right away ends the data
+  line_len_ = 0;
+  data_size_ = 0;
+  data_too_big_ = false;
+  line_too_long_ = false;
+  bare_newline_ = false;
+  // The added fields: everything the Received: line says is known by now (RCPT cannot follow
+  // DATA or BDAT, RFC 3030 §2; nor can AUTH, STARTTLS or EHLO without ending the transaction),
+  // so it goes in before the first octet of text. The message number is the one EndOfData()
+  // gives it if it is stored: no other message can come first.
+  const internal::ReceivedInfo received{.helo = helo_,
+                                        .client_address = options_.client_address,
+                                        .hostname = options_.hostname,
+                                        .ehlo = ehlo_,
+                                        .smtputf8 = txn_.smtputf8,
+                                        .tls = InTls(),
+                                        .authenticated = authenticated_,
+                                        .tls_version = tls_info_.version,
+                                        .tls_cipher = tls_info_.cipher,
+                                        .recipient = txn_.rcpt_to.size() == 1
+                                                         ? std::string_view(txn_.rcpt_to[0])
+                                                         : std::string_view()};
+  const internal::MessageIdInfo id{
+      .hostname = options_.hostname, .nonce = options_.id_nonce, .number = messages_ + 1};
+  trace_.Start(&txn_.body, now_, options_.add_received ? &received : nullptr,
+               options_.add_missing_headers ? &id : nullptr);
+}
+
+// The message is complete (after "." or BDAT LAST): refused, or handed to the spool.
+void ServerSession::EndOfData() {
+  if (data_too_big_) {
+    // RFC 1870 §6.3 / RFC 5321 §4.5.3.1.9; RFC 3463 X.3.4 "message too big for system".
+    Say("552 5.3.4 Error: message size exceeds fixed maximum message size");
+    ResetTransaction();
+    return;
+  }
+  if (line_too_long_) {
+    // A content problem rather than a storage one, so not 552/5.3.4: 554 "transaction failed"
+    // (RFC 5321 §4.3.2 allows it after the data) with RFC 3463 X.6.0 "other media error".
+    Say("554 5.6.0 Error: message has a text line longer than " +
+        std::to_string(options_.max_text_line) + " octets (RFC 5321 4.5.3.1.6)");
+    ResetTransaction();
+    return;
+  }
+  if (bare_newline_) {
+    // RFC 5321 §2.3.8. The MTAs downstream may read a bare LF or CR as a line end, so such a
+    // message could smuggle a second one past us (SMTP smuggling): refused as a whole.
+    Say("550 5.6.0 Error: message contains bare LF or bare CR, not allowed (RFC 5321 2.3.8)");
+    ResetTransaction();
+    return;
+  }
+  txn_.helo = helo_;
+  if (authenticated_) {
+    txn_.auth_user = auth_user_;
+  }
+  ++messages_;
+  trace_.Finish(&txn_.body, now_);
+  ready_ = std::move(txn_);
+  txn_ = ReceivedMessage{};
+  state_ = State::kCommit;
+}
+
+// All octets of a BDAT chunk are read: its reply (RFC 3030 §2).
+void ServerSession::FinishChunk() {
+  if (!chunk_refusal_.empty()) {
+    const std::string reply = std::exchange(chunk_refusal_, std::string());
+    RefuseData(reply);
+    return;
+  }
+  if (data_too_big_) {
+    // Refused at the chunk that went over; the client must not send more (§2), and whatever it
+    // pipelined is read and refused in kBroken. Past LAST the transaction is simply over.
+    Say("552 5.3.4 Error: message size exceeds fixed maximum message size");
+    ResetTransaction();
+    if (!chunk_last_) {
+      state_ = State::kBroken;
+    }
+    return;
+  }
+  if (!chunk_last_) {
+    Say("250 2.0.0 " + std::to_string(chunk_size_) + " octets received");
+    state_ = State::kChunking;
+    return;
+  }
+  if (scan_ == Scan::kCr) {
+    BareCr();  // the message ends in a CR
+  }
+  EndOfData();
+}
+
+}  // namespace spate::smtp
