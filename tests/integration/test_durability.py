@@ -18,17 +18,20 @@ class Durability(unittest.TestCase):
         self.dir = harness.tempdir()
         self.sink = None
         self.spate = None
+        # The destination while it is down: connections are refused, and no other process can
+        # take the port meanwhile.
+        self.closed = harness.ClosedPort()
 
     def tearDown(self):
         if self.spate:
             self.spate.stop()
         if self.sink:
             self.sink.stop()
+        self.closed.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def test_kill9_then_restart_delivers_everything(self):
-        closed_port = harness.free_port()  # nothing listens there
-        self.spate = harness.Spate(self.dir, {"dest.test": closed_port}, shards=2)
+        self.spate = harness.Spate(self.dir, {"dest.test": self.closed.port}, shards=2)
         self.spate.start()
         queue_ids = []
         with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
@@ -66,14 +69,13 @@ class Durability(unittest.TestCase):
 
     def test_sigterm_keeps_queue(self):
         # A clean stop with mail still queued keeps it: the next start recovers it.
-        closed_port = harness.free_port()
-        self.spate = harness.Spate(self.dir, {"dest.test": closed_port}, shards=1)
+        self.spate = harness.Spate(self.dir, {"dest.test": self.closed.port}, shards=1)
         self.spate.start()
         with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
             for n in range(5):
                 smtp.sendmail("s@campaign.test", [f"u{n}@dest.test"], f"X-Seq: {n}\r\n\r\nx\r\n")
         self.assertEqual(self.spate.stop(), 0)
-        self.spate = harness.Spate(self.dir, {"dest.test": closed_port}, shards=1)
+        self.spate = harness.Spate(self.dir, {"dest.test": self.closed.port}, shards=1)
         self.assertIn("recovered_messages=5", self.spate.start())
 
 
