@@ -217,7 +217,7 @@ TEST_F(SpoolTest, ConcurrentAcceptsGetDistinctIncreasingIdsAndTheirMessageBack) 
   EXPECT_GE(s.batches, 1u);
   EXPECT_LE(s.batches, static_cast<uint64_t>(kTotal));
   EXPECT_EQ(s.pending_messages, static_cast<uint64_t>(kTotal));
-  EXPECT_GE(s.commit_seconds, 0.0);
+  EXPECT_GT(s.commit_seconds, 0.0) << "time in synced writes is counted";
 }
 
 TEST_F(SpoolTest, ReopenRecoversEveryMessageIntact) {
