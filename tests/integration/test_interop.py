@@ -382,5 +382,39 @@ class GreetingDelay(Base):
         self.assertIn("waited", self.delivered(f"patient@{DEST}"))
 
 
+class IdleClient(Base):
+    """[server] command_timeout: a client that stops talking is told so and let go (RFC 5321
+    §4.5.3.2: 421, then close), mid-transaction too, and what it left unfinished is not queued."""
+    SERVER = {"command_timeout": "1s"}
+
+    def test_silent_after_greeting_gets_421(self):
+        w = self.wire()
+        self.assertEqual(w.reply()[0], 220)
+        self.assertEqual(w.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(w.reply(), (421, "421 4.4.2 spate.test Error: timeout exceeded"))
+        self.assertTrue(w.closed())
+
+    def test_silent_inside_the_data_gets_421_and_nothing_is_queued(self):
+        w = self.wire()
+        self.assertEqual(w.reply()[0], 220)
+        self.assertEqual(w.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(w.cmd("MAIL FROM:<sender@src.test>")[0], 250)
+        self.assertEqual(w.cmd(f"RCPT TO:<idle@{DEST}>")[0], 250)
+        self.assertEqual(w.cmd("DATA")[0], 354)
+        w.sock.sendall(b"Subject: never finished\r\n\r\n")
+        self.assertEqual(w.reply(), (421, "421 4.4.2 spate.test Error: timeout exceeded"))
+        self.assertTrue(w.closed())
+        self.not_delivered(f"idle@{DEST}")
+
+    def test_a_client_that_keeps_talking_is_not_timed_out(self):
+        # Each command comes within the timeout; together they take well over it.
+        w = self.wire()
+        self.assertEqual(w.reply()[0], 220)
+        for _ in range(5):
+            time.sleep(0.4)
+            self.assertEqual(w.cmd("NOOP")[0], 250)
+        self.assertEqual(w.cmd("QUIT")[0], 221)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
