@@ -174,13 +174,15 @@ class Spate:
     """One spate process with its own spool and config in `workdir`."""
 
     def __init__(self, workdir, routes, shards=2, extra="", delivery=None,
-                 log_deliveries=False, server=None, sections=None, log_level=None):
+                 log_deliveries=False, server=None, sections=None, log_level=None,
+                 listen="127.0.0.1:0"):
         """`delivery`: [delivery] settings that override the defaults below (or add to them),
         e.g. {"max_connections": 3, "idle_timeout": "300ms"}. `extra`: raw TOML lines for
         [delivery]. `log_deliveries`: [log] deliveries, one log line per outcome.
         `server`: more [server] settings, e.g. {"relay_networks": ["10.0.0.0/8"]}.
         `sections`: more tables, e.g. {"tls": {"certificate": "...", "key": "..."}}.
-        `log_level`: [log] level, e.g. "debug" (default: spate's, info)."""
+        `log_level`: [log] level, e.g. "debug" (default: spate's, info).
+        `listen`: [server] listen, e.g. "[::1]:0"; the port is always 0, read back at start."""
         self.workdir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.config = os.path.join(workdir, "spate.toml")
@@ -196,7 +198,7 @@ class Spate:
         with open(self.config, "w") as f:
             f.write(f"""
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 hostname = "spate.test"
 {server_lines}
 [spool]
@@ -225,7 +227,7 @@ deliveries = {_toml_value(log_deliveries)}
         self.proc = subprocess.Popen([SPATE, "--config", self.config], stdout=self.log,
                                      stderr=subprocess.STDOUT)
         ready = wait_for(self._ready_line, 30, "spate ready line")
-        self.smtp_port = int(re.search(r"smtp=127\.0\.0\.1:(\d+)", ready).group(1))
+        self.smtp_port = int(re.search(r"smtp=(?:127\.0\.0\.1|\[::1\]):(\d+)", ready).group(1))
         self.metrics_port = int(re.search(r"metrics=127\.0\.0\.1:(\d+)", ready).group(1))
         smtps = re.search(r"smtps=127\.0\.0\.1:(\d+)", ready)
         self.smtps_port = int(smtps.group(1)) if smtps else None  # implicit TLS, when on

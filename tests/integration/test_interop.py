@@ -30,8 +30,8 @@ class Wire:
     """A raw SMTP client: reads replies byte by byte, so nothing is read ahead of the reply
     asked for."""
 
-    def __init__(self, port, source="127.0.0.1"):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+    def __init__(self, port, source="127.0.0.1", host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=10,
                                              source_address=(source, 0))
 
     def line(self):
@@ -414,6 +414,51 @@ class IdleClient(Base):
             time.sleep(0.4)
             self.assertEqual(w.cmd("NOOP")[0], 250)
         self.assertEqual(w.cmd("QUIT")[0], 221)
+
+
+class Ipv6Client(unittest.TestCase):
+    """An IPv6 client is counted by its /64 (one host usually has a whole /64 to pick addresses
+    from), and its trace header names it as an IPv6 address literal (RFC 5321 §4.1.3)."""
+
+    @classmethod
+    def setUpClass(cls):
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::1", 0))
+        except OSError as e:
+            raise unittest.SkipTest(f"no IPv6 loopback here: {e}")
+        cls.dir = harness.tempdir()
+        cls.sink = harness.Sink(cls.dir, "dest")
+        cls.spate = harness.Spate(cls.dir, {DEST: cls.sink.port}, listen="[::1]:0",
+                                  server={"max_connections_per_client": 1,
+                                          "relay_networks": ["::1/128"]})
+        cls.spate.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.spate.stop()
+        cls.sink.stop()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def wire(self):
+        w = Wire(self.spate.smtp_port, source="::1", host="::1")
+        self.addCleanup(w.close)
+        return w
+
+    def test_second_connection_from_the_same_64_is_refused(self):
+        first = self.wire()
+        self.assertEqual(first.reply()[0], 220)
+        second = self.wire()
+        self.assertEqual(second.reply(),
+                         (421, "421 4.7.0 spate.test Too many connections from your address"))
+        self.assertTrue(second.closed())
+        self.assertEqual(first.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(first.cmd("MAIL FROM:<sender@src.test>")[0], 250)
+        self.assertEqual(first.cmd(f"RCPT TO:<six@{DEST}>")[0], 250)
+        self.assertEqual(first.cmd("DATA")[0], 354)
+        self.assertEqual(first.cmd("Subject: v6\r\n\r\nover IPv6\r\n.")[0], 250)
+        self.assertRegex(self.sink.wait_for_rcpt(f"six@{DEST}"),
+                         r"Received: from client\.test \(\[IPv6:::1\]\)")
 
 
 if __name__ == "__main__":
