@@ -11,6 +11,7 @@ A destination that must refuse connections is a ClosedPort: bound and held, neve
 """
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -175,14 +176,17 @@ class Spate:
 
     def __init__(self, workdir, routes, shards=2, extra="", delivery=None,
                  log_deliveries=False, server=None, sections=None, log_level=None,
-                 listen="127.0.0.1:0"):
+                 listen="127.0.0.1:0", may_fill_disk=False):
         """`delivery`: [delivery] settings that override the defaults below (or add to them),
         e.g. {"max_connections": 3, "idle_timeout": "300ms"}. `extra`: raw TOML lines for
         [delivery]. `log_deliveries`: [log] deliveries, one log line per outcome.
         `server`: more [server] settings, e.g. {"relay_networks": ["10.0.0.0/8"]}.
         `sections`: more tables, e.g. {"tls": {"certificate": "...", "key": "..."}}.
         `log_level`: [log] level, e.g. "debug" (default: spate's, info).
-        `listen`: [server] listen, e.g. "[::1]:0"; the port is always 0, read back at start."""
+        `listen`: [server] listen, e.g. "[::1]:0"; the port is always 0, read back at start.
+        `may_fill_disk`: spate keeps SIGXFSZ ignored (as Python has it), so that a test may cap
+        its file sizes (RLIMIT_FSIZE, fill_disk()) to act out a full disk: its writes then fail
+        with EFBIG instead of the signal killing it."""
         self.workdir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.config = os.path.join(workdir, "spate.toml")
@@ -218,6 +222,7 @@ deliveries = {_toml_value(log_deliveries)}
 {section_lines}
 """)
         self.proc = None
+        self.may_fill_disk = may_fill_disk
         self.log_path = os.path.join(workdir, "spate.log")
 
     def start(self):
@@ -225,7 +230,8 @@ deliveries = {_toml_value(log_deliveries)}
         self._ready_seen = self._ready_count()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([SPATE, "--config", self.config], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT,
+                                     restore_signals=not self.may_fill_disk)
         ready = wait_for(self._ready_line, 30, "spate ready line")
         self.smtp_port = int(re.search(r"smtp=(?:127\.0\.0\.1|\[::1\]):(\d+)", ready).group(1))
         self.metrics_port = int(re.search(r"metrics=127\.0\.0\.1:(\d+)", ready).group(1))
@@ -247,6 +253,18 @@ deliveries = {_toml_value(log_deliveries)}
     def read_log(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
+
+    def fill_disk(self):
+        """From now on no file of spate's may grow past the size of its spool's largest
+        write-ahead log (the one being appended to): its next commit fails as on a full disk.
+        Needs may_fill_disk. Files smaller than that (RocksDB's info log, the log of this test)
+        still take their lines."""
+        assert self.may_fill_disk
+        wal = max(os.path.getsize(os.path.join(self.spool, f)) for f in os.listdir(self.spool)
+                  if f.endswith(".log"))
+        _, hard = resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (wal, hard))
+        return wal
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
