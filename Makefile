@@ -3,13 +3,14 @@
 #   ./deploy/install-deps.sh && make test    build, then run the whole test suite (ctest)
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+COV_BUILD  ?= build-cov
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZERS    := server_session address reply_parser client_session
 JOBS       ?= 2
 ARGS       ?=
 
-.PHONY: all build run test asan-test fuzz fuzz-build micro-bench format clean bench bench-smoke
+.PHONY: all build run test asan-test coverage fuzz fuzz-build micro-bench format clean bench bench-smoke
 
 all: build
 
@@ -28,6 +29,16 @@ asan-test:
 	cmake --preset asan -B $(ASAN_BUILD) >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+
+# Line coverage (README.md, "Coverage"): the suite in its own gcov build, then per-module text
+# and HTML reports in $(COV_BUILD)/coverage/ (tests/coverage-report.sh). Counts start from zero
+# each run. A failing test still gets its report, and then fails the target.
+coverage:
+	cmake --preset coverage -B $(COV_BUILD) >/dev/null
+	cmake --build $(COV_BUILD) -j $(JOBS)
+	find $(COV_BUILD) -name '*.gcda' -delete
+	@status=0; ctest --test-dir $(COV_BUILD) --output-on-failure -j $(JOBS) || status=$$?; \
+	  ./tests/coverage-report.sh $(COV_BUILD) && exit $$status
 
 # The end-to-end benchmark (bench/README.md): spate and Postfix between spate-blast and
 # spate-sink; JSON summary on stdout, JSON and PNG plots in bench/results/.
@@ -69,4 +80,4 @@ format:
 	git ls-files '*.h' '*.cc' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(COV_BUILD)

@@ -15,6 +15,8 @@ packages=(
   postfix swaks libnet-ssleay-perl libio-socket-ssl-perl curl procps
   # benchmark plots (bench/plot.py)
   gnuplot-nox
+  # line coverage reports (make coverage)
+  gcovr
 )
 
 missing=()

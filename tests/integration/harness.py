@@ -2,9 +2,16 @@
 
 Starts spate with a temporary spool and config, Postfix's smtp-sink as the destination, and
 reads /metrics. Every wait is on a condition with a deadline, never a bare sleep.
+
+Ports: no test picks a port number and hopes it stays free. spate (and spate-sink) bind port 0
+and report the port they got. Postfix's smtp-sink cannot, so start_on_a_free_port() picks a
+candidate, starts it, and waits until that very process listens there; when another process took
+the port first, smtp-sink exits with "Address already in use" and the next candidate is tried.
+A destination that must refuse connections is a ClosedPort: bound and held, never listening.
 """
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -17,11 +24,89 @@ SPATE = os.environ.get("SPATE_BIN", "build/core/spate")
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
 
-def free_port():
-    """A loopback port that nothing listens on right now."""
+PORT_ATTEMPTS = 20
+
+
+def _candidate_port():
+    """A loopback port that was free a moment ago: only a candidate, anyone may take it next."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _socket_inodes(pid):
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            link = os.readlink(os.path.join(fd_dir, name))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:["):-1])
+    return inodes
+
+
+def listens_on(pid, port):
+    """True when process `pid` itself holds a TCP socket listening on `port` (any address)."""
+    listeners = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local_address is ADDR:PORT in hex; st 0A is LISTEN; field 9 is the inode.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                listeners.add(fields[9])
+    return bool(listeners & _socket_inodes(pid))
+
+
+def start_on_a_free_port(launch, what, log_path, timeout=10):
+    """For servers that cannot bind port 0 and say which port they got: `launch(port)` starts
+    one on `port`, its error output going to the file `log_path`, and returns its Popen. Returns
+    (proc, port) once that very process listens on the port. A server that exits saying the
+    address is in use lost the candidate port to another process: it is started again on another
+    one. Any other early exit fails."""
+    for _ in range(PORT_ATTEMPTS):
+        port = _candidate_port()
+        proc = launch(port)
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                with open(log_path, "rb") as f:
+                    err = f.read().decode("utf-8", "replace")
+                if "in use" in err:
+                    break  # lost the race: the next candidate
+                raise AssertionError(f"{what} on port {port} exited: {err}")
+            if listens_on(proc.pid, port):
+                return proc, port
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait(10)
+                raise AssertionError(f"timed out after {timeout}s waiting for {what} on {port}")
+            time.sleep(0.05)
+    raise AssertionError(f"{what}: {PORT_ATTEMPTS} candidate ports in a row were taken")
+
+
+class ClosedPort:
+    """A loopback port where a connection is refused, for as long as this object lives: the
+    socket is bound and never listens, so no other process can bind the port meanwhile (a port
+    that was merely free when picked may be anyone's by the time spate connects to it)."""
+
+    def __init__(self):
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+
+    def close(self):
+        self._sock.close()
 
 
 def wait_for(predicate, timeout, what):
@@ -40,7 +125,6 @@ class Sink:
     """Postfix's smtp-sink on a loopback port, dumping each transaction to a file."""
 
     def __init__(self, workdir, name):
-        self.port = free_port()
         self.dir = os.path.join(workdir, f"sink-{name}")
         os.makedirs(self.dir)
         args = [SMTP_SINK]
@@ -50,20 +134,17 @@ class Sink:
             os.chmod(workdir, 0o755)
             os.chmod(self.dir, 0o777)
             args += ["-u", "nobody"]
-        # -d: one file per mail transaction; 256: listen backlog.
-        args += ["-d", os.path.join(self.dir, "%M."), f"127.0.0.1:{self.port}", "256"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(self._listening, 10, f"smtp-sink on port {self.port}")
+        # -d: one file per mail transaction. Its stderr goes beside the dump directory.
+        args += ["-d", os.path.join(self.dir, "%M.")]
+        self.log_path = os.path.join(workdir, f"sink-{name}.log")
 
-    def _listening(self):
-        if self.proc.poll() is not None:
-            raise AssertionError("smtp-sink exited: " + self.proc.stderr.read().decode())
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.recv(100)
-            return True
-        except OSError:
-            return False
+        def launch(port):
+            with open(self.log_path, "wb") as log:
+                # 256: listen backlog.
+                return subprocess.Popen(args + [f"127.0.0.1:{port}", "256"],
+                                        stdout=subprocess.DEVNULL, stderr=log)
+
+        self.proc, self.port = start_on_a_free_port(launch, "smtp-sink", self.log_path)
 
     def transactions(self):
         """The dumped transactions: list of (recipients, text)."""
@@ -94,13 +175,18 @@ class Spate:
     """One spate process with its own spool and config in `workdir`."""
 
     def __init__(self, workdir, routes, shards=2, extra="", delivery=None,
-                 log_deliveries=False, server=None, sections=None, log_level=None):
+                 log_deliveries=False, server=None, sections=None, log_level=None,
+                 listen="127.0.0.1:0", may_fill_disk=False):
         """`delivery`: [delivery] settings that override the defaults below (or add to them),
         e.g. {"max_connections": 3, "idle_timeout": "300ms"}. `extra`: raw TOML lines for
         [delivery]. `log_deliveries`: [log] deliveries, one log line per outcome.
         `server`: more [server] settings, e.g. {"relay_networks": ["10.0.0.0/8"]}.
         `sections`: more tables, e.g. {"tls": {"certificate": "...", "key": "..."}}.
-        `log_level`: [log] level, e.g. "debug" (default: spate's, info)."""
+        `log_level`: [log] level, e.g. "debug" (default: spate's, info).
+        `listen`: [server] listen, e.g. "[::1]:0"; the port is always 0, read back at start.
+        `may_fill_disk`: spate keeps SIGXFSZ ignored (as Python has it), so that a test may cap
+        its file sizes (RLIMIT_FSIZE, fill_disk()) to act out a full disk: its writes then fail
+        with EFBIG instead of the signal killing it."""
         self.workdir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.config = os.path.join(workdir, "spate.toml")
@@ -116,7 +202,7 @@ class Spate:
         with open(self.config, "w") as f:
             f.write(f"""
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 hostname = "spate.test"
 {server_lines}
 [spool]
@@ -136,6 +222,7 @@ deliveries = {_toml_value(log_deliveries)}
 {section_lines}
 """)
         self.proc = None
+        self.may_fill_disk = may_fill_disk
         self.log_path = os.path.join(workdir, "spate.log")
 
     def start(self):
@@ -143,9 +230,10 @@ deliveries = {_toml_value(log_deliveries)}
         self._ready_seen = self._ready_count()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([SPATE, "--config", self.config], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT,
+                                     restore_signals=not self.may_fill_disk)
         ready = wait_for(self._ready_line, 30, "spate ready line")
-        self.smtp_port = int(re.search(r"smtp=127\.0\.0\.1:(\d+)", ready).group(1))
+        self.smtp_port = int(re.search(r"smtp=(?:127\.0\.0\.1|\[::1\]):(\d+)", ready).group(1))
         self.metrics_port = int(re.search(r"metrics=127\.0\.0\.1:(\d+)", ready).group(1))
         smtps = re.search(r"smtps=127\.0\.0\.1:(\d+)", ready)
         self.smtps_port = int(smtps.group(1)) if smtps else None  # implicit TLS, when on
@@ -165,6 +253,18 @@ deliveries = {_toml_value(log_deliveries)}
     def read_log(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
+
+    def fill_disk(self):
+        """From now on no file of spate's may grow past the size of its spool's largest
+        write-ahead log (the one being appended to): its next commit fails as on a full disk.
+        Needs may_fill_disk. Files smaller than that (RocksDB's info log, the log of this test)
+        still take their lines."""
+        assert self.may_fill_disk
+        wal = max(os.path.getsize(os.path.join(self.spool, f)) for f in os.listdir(self.spool)
+                  if f.endswith(".log"))
+        _, hard = resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE, (wal, hard))
+        return wal
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

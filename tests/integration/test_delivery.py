@@ -62,6 +62,7 @@ class ScriptedConnection:
         self.quit = False       # the client sent QUIT
         self.peer_closed = False  # the client closed its side
         self.max_unanswered = 0  # most commands received and not yet answered at once
+        self.stalled = False    # went silent at MAIL (ScriptedServer stalls)
         self.buf = b""
 
     # --- input -----------------------------------------------------------------------------
@@ -154,6 +155,19 @@ class ScriptedConnection:
             with srv.lock:
                 self.commands.append((time.monotonic(), line))
             verb = line.split(" ", 1)[0].upper()
+            if verb == "MAIL":
+                with srv.lock:
+                    stall = srv.stalls_left > 0
+                    if stall:
+                        srv.stalls_left -= 1
+                if stall:
+                    # Goes silent: reads whatever comes and answers nothing, until the client
+                    # gives up and closes (or IO_TIMEOUT passes).
+                    self.stalled = True
+                    deadline = time.monotonic() + IO_TIMEOUT
+                    while self._fill(deadline - time.monotonic()) == "data":
+                        pass
+                    return
             if verb == "MAIL" and srv.hold_mail_until_data:
                 # RFC 2920: a pipelining client sends MAIL, the RCPTs and DATA without waiting.
                 # Hold the MAIL reply until that DATA line is here (or the deadline passes).
@@ -266,6 +280,7 @@ class ScriptedServer:
     data_delay: seconds before answering the end of data.
     drops: the first `drops` transactions that reach the end of data get no reply: the server
         closes the connection instead.
+    stalls: the first `stalls` connections go silent at MAIL: they read on and answer nothing.
     max_concurrent: a connection counts as open from its accept until its session is over:
         the server sent 221 or hung up, or the client's FIN arrived (spate shuts a connection
         down as soon as it has the 221, and may connect again before our thread closes).
@@ -273,8 +288,9 @@ class ScriptedServer:
 
     def __init__(self, pipelining=True, hold_mail_until_data=False, hold_deadline=2.0,
                  lockstep_probe=0.0, data_delay=0.0, drops=0, rcpt_reply=default_rcpt_reply,
-                 smtputf8=False):
+                 smtputf8=False, stalls=0):
         self.smtputf8 = smtputf8
+        self.stalls_left = stalls
         self.pipelining = pipelining
         self.hold_mail_until_data = hold_mail_until_data
         self.hold_deadline = hold_deadline
@@ -391,6 +407,7 @@ class DeliveryTest(unittest.TestCase):
         return s
 
     def start_spate(self, routes, delivery=None):
+        """spate routing each domain of `routes` to its port; `delivery`: more [delivery]."""
         self.spate = harness.Spate(self.dir, routes, shards=2, delivery=delivery,
                                    log_deliveries=True)
         self.spate.start()
@@ -663,6 +680,94 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(seq_of(txns[1].body), 5)
         self.assertRegex(self.spate.read_log(), r"deferred .*rcpt=<x@drop\.test>")
 
+
+    def silent_then_retried(self, domain, delivery):
+        """One message to a server whose first connection goes silent at MAIL; returns how long
+        that connection waited after the client's last command before the client closed it."""
+        srv = self.server(stalls=1)
+        self.start_spate({domain: srv.port},
+                         delivery={"retry_base": "200ms", "retry_max": "1s", **delivery})
+        self.submit([([f"x@{domain}"], message(7, f"x@{domain}"))])
+        harness.wait_for(lambda: self.deliveries(domain, "delivered") >= 1, 30,
+                         "the delivery after the retry")
+        self.assertEqual(self.deliveries(domain, "deferred"), 1)
+        self.assertEqual([seq_of(t.body) for t in srv.delivered()], [7])
+        self.assertRegex(self.spate.read_log(), rf"deferred .*rcpt=<x@{re.escape(domain)}>")
+        first = srv.snapshot()[0]
+        self.assertTrue(first.stalled)
+        self.assertTrue(first.peer_closed, "spate closed the silent connection")
+        return first.ended - first.commands[-1][0]
+
+    def test_silent_server_times_out_and_the_mail_is_retried(self):
+        waited = self.silent_then_retried("silent.test",
+                                          {"connect_timeout": "1s", "reply_timeout": "1s"})
+        self.assertLess(waited, IO_TIMEOUT / 2, "ended by spate's timeout, not the server's")
+
+    # Known defect: the timer armed at connect (connect_timeout) still runs when the first
+    # command goes out, and Touch() only arms one when none runs, so the first reply may be
+    # waited for up to connect_timeout. Remove the decorator with the fix (an unexpected
+    # success fails the run).
+    @unittest.expectedFailure
+    def test_reply_timeout_shorter_than_connect_timeout_is_kept(self):
+        waited = self.silent_then_retried("silent.test",
+                                          {"connect_timeout": "5s", "reply_timeout": "1s"})
+        self.assertLess(waited, 3.0, "reply_timeout = 1s")
+
+    def test_smarthost_takes_every_domain_without_a_route(self):
+        routed, smarthost = self.server(), self.server()
+        self.start_spate({"routed.test": routed.port},
+                         delivery={"smarthost": f"127.0.0.1:{smarthost.port}"})
+        self.submit([(["a@routed.test"], message(8, "a@routed.test")),
+                     (["b@anywhere.test", "c@elsewhere.test"], message(9, "b, c"))])
+        harness.wait_for(lambda: len(routed.delivered()) + len(smarthost.delivered()) >= 3, 20,
+                         "3 transactions delivered")
+        self.assertEqual([t.accepted() for t in routed.delivered()], [["a@routed.test"]])
+        self.assertEqual(sorted(r for t in smarthost.delivered() for r in t.accepted()),
+                         ["b@anywhere.test", "c@elsewhere.test"])
+        self.assertEqual({seq_of(t.body) for t in smarthost.delivered()}, {9})
+
+    def test_no_route_and_no_smarthost_keeps_the_mail_deferred(self):
+        srv = self.server()
+        self.start_spate({"routed.test": srv.port})
+        self.submit([(["lost@nowhere.test"], message(10, "lost@nowhere.test"))])
+        harness.wait_for(lambda: self.deliveries("nowhere.test", "deferred") >= 1, 20,
+                         "a deferral for want of a route")
+        self.assertRegex(self.spate.read_log(),
+                         r"deferred .*rcpt=<lost@nowhere\.test>.*451 4\.4\.0 no route to "
+                         r"nowhere\.test")
+        self.assertEqual(self.deliveries("nowhere.test", "failed"), 0)
+        self.assertEqual(self.spate.metric("spate_spool_messages"), 1, "the mail is kept")
+        self.assertEqual(srv.transactions(), [])
+
+    def test_recipients_split_by_max_recipients_per_transaction(self):
+        domain = "split.test"
+        srv = self.server()
+        self.start_spate({domain: srv.port}, delivery={"max_recipients_per_transaction": 2})
+        rcpts = [f"r{i}@{domain}" for i in range(5)]
+        self.submit([(rcpts, message(11, ", ".join(rcpts)))])
+        harness.wait_for(lambda: self.deliveries(domain, "delivered") >= 5, 20,
+                         "5 deliveries in /metrics")
+        txns = srv.delivered()
+        self.assertEqual(sorted(len(t.accepted()) for t in txns), [1, 2, 2],
+                         "5 recipients, at most 2 a transaction")
+        self.assertEqual(sorted(r for t in txns for r in t.accepted()), rcpts,
+                         "each recipient exactly once")
+        self.assertEqual({t.body for t in txns}, {txns[0].body}, "the same body each time")
+        harness.wait_for(lambda: self.spate.metric("spate_spool_messages") == 0, 10,
+                         "an empty spool")
+
+    def test_one_message_to_two_domains_reaches_both(self):
+        a, b = self.server(), self.server()
+        self.start_spate({"a.test": a.port, "b.test": b.port})
+        self.submit([(["x@a.test", "y@b.test", "z@a.test"], message(12, "x, y, z"))])
+        harness.wait_for(lambda: len(a.delivered()) + len(b.delivered()) >= 2, 20,
+                         "a transaction at each destination")
+        self.assertEqual([sorted(t.accepted()) for t in a.delivered()], [["x@a.test", "z@a.test"]])
+        self.assertEqual([t.accepted() for t in b.delivered()], [["y@b.test"]])
+        self.assertEqual(a.delivered()[0].body, b.delivered()[0].body)
+        self.assertEqual(seq_of(a.delivered()[0].body), 12)
+        harness.wait_for(lambda: self.spate.metric("spate_spool_messages") == 0, 10,
+                         "an empty spool: each domain finished its own recipients")
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

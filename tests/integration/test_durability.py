@@ -18,17 +18,20 @@ class Durability(unittest.TestCase):
         self.dir = harness.tempdir()
         self.sink = None
         self.spate = None
+        # The destination while it is down: connections are refused, and no other process can
+        # take the port meanwhile.
+        self.closed = harness.ClosedPort()
 
     def tearDown(self):
         if self.spate:
             self.spate.stop()
         if self.sink:
             self.sink.stop()
+        self.closed.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def test_kill9_then_restart_delivers_everything(self):
-        closed_port = harness.free_port()  # nothing listens there
-        self.spate = harness.Spate(self.dir, {"dest.test": closed_port}, shards=2)
+        self.spate = harness.Spate(self.dir, {"dest.test": self.closed.port}, shards=2)
         self.spate.start()
         queue_ids = []
         with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
@@ -66,16 +69,42 @@ class Durability(unittest.TestCase):
 
     def test_sigterm_keeps_queue(self):
         # A clean stop with mail still queued keeps it: the next start recovers it.
-        closed_port = harness.free_port()
-        self.spate = harness.Spate(self.dir, {"dest.test": closed_port}, shards=1)
+        self.spate = harness.Spate(self.dir, {"dest.test": self.closed.port}, shards=1)
         self.spate.start()
         with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
             for n in range(5):
                 smtp.sendmail("s@campaign.test", [f"u{n}@dest.test"], f"X-Seq: {n}\r\n\r\nx\r\n")
         self.assertEqual(self.spate.stop(), 0)
-        self.spate = harness.Spate(self.dir, {"dest.test": closed_port}, shards=1)
+        self.spate = harness.Spate(self.dir, {"dest.test": self.closed.port}, shards=1)
         self.assertIn("recovered_messages=5", self.spate.start())
 
+
+    def test_full_disk_is_answered_451_and_nothing_is_half_stored(self):
+        # RFC 5321 §4.2.3: 451 local error in processing; the client keeps the message.
+        self.sink = harness.Sink(self.dir, "dest")
+        self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=1,
+                                   may_fill_disk=True)
+        self.spate.start()
+        # A large first message, so the write-ahead log is the spool's largest file.
+        big = "Subject: big\r\n\r\n" + ("x" * 998 + "\r\n") * 2048
+        with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
+            smtp.sendmail("s@campaign.test", ["big@dest.test"], big)
+            self.sink.wait_for_rcpt("big@dest.test")
+            harness.wait_for(lambda: self.spate.metric("spate_spool_messages") == 0, 30,
+                             "the first message done with")
+            self.spate.fill_disk()
+            self.assertEqual(smtp.mail("s@campaign.test")[0], 250)
+            self.assertEqual(smtp.rcpt("full@dest.test")[0], 250)
+            code, reply = smtp.data(b"Subject: full\r\n\r\nnowhere to go\r\n")
+            self.assertEqual((code, reply), (451, b"4.3.0 Error: queue file write error"))
+            self.assertEqual(smtp.noop()[0], 250, "the session goes on")
+        self.assertEqual(self.spate.metric("spate_messages_received_total"), 1)
+        self.assertEqual(self.spate.stop(), 0, "a clean stop, the failed write notwithstanding")
+        self.assertRegex(self.spate.read_log(), r"spool commit failed")
+        # Nothing of the refused message was stored: a restart finds an empty spool.
+        self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=1)
+        self.assertIn("recovered_messages=0", self.spate.start())
+        self.assertEqual([r for r, _ in self.sink.transactions() if "full@dest.test" in r], [])
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -30,8 +30,8 @@ class Wire:
     """A raw SMTP client: reads replies byte by byte, so nothing is read ahead of the reply
     asked for."""
 
-    def __init__(self, port, source="127.0.0.1"):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+    def __init__(self, port, source="127.0.0.1", host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=10,
                                              source_address=(source, 0))
 
     def line(self):
@@ -380,6 +380,85 @@ class GreetingDelay(Base):
         code, text = w.cmd("Subject: patient\r\n\r\nwaited\r\n.")
         self.assertEqual(code, 250, text)
         self.assertIn("waited", self.delivered(f"patient@{DEST}"))
+
+
+class IdleClient(Base):
+    """[server] command_timeout: a client that stops talking is told so and let go (RFC 5321
+    §4.5.3.2: 421, then close), mid-transaction too, and what it left unfinished is not queued."""
+    SERVER = {"command_timeout": "1s"}
+
+    def test_silent_after_greeting_gets_421(self):
+        w = self.wire()
+        self.assertEqual(w.reply()[0], 220)
+        self.assertEqual(w.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(w.reply(), (421, "421 4.4.2 spate.test Error: timeout exceeded"))
+        self.assertTrue(w.closed())
+
+    def test_silent_inside_the_data_gets_421_and_nothing_is_queued(self):
+        w = self.wire()
+        self.assertEqual(w.reply()[0], 220)
+        self.assertEqual(w.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(w.cmd("MAIL FROM:<sender@src.test>")[0], 250)
+        self.assertEqual(w.cmd(f"RCPT TO:<idle@{DEST}>")[0], 250)
+        self.assertEqual(w.cmd("DATA")[0], 354)
+        w.sock.sendall(b"Subject: never finished\r\n\r\n")
+        self.assertEqual(w.reply(), (421, "421 4.4.2 spate.test Error: timeout exceeded"))
+        self.assertTrue(w.closed())
+        self.not_delivered(f"idle@{DEST}")
+
+    def test_a_client_that_keeps_talking_is_not_timed_out(self):
+        # Each command comes within the timeout; together they take well over it.
+        w = self.wire()
+        self.assertEqual(w.reply()[0], 220)
+        for _ in range(5):
+            time.sleep(0.4)
+            self.assertEqual(w.cmd("NOOP")[0], 250)
+        self.assertEqual(w.cmd("QUIT")[0], 221)
+
+
+class Ipv6Client(unittest.TestCase):
+    """An IPv6 client is counted by its /64 (one host usually has a whole /64 to pick addresses
+    from), and its trace header names it as an IPv6 address literal (RFC 5321 §4.1.3)."""
+
+    @classmethod
+    def setUpClass(cls):
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::1", 0))
+        except OSError as e:
+            raise unittest.SkipTest(f"no IPv6 loopback here: {e}")
+        cls.dir = harness.tempdir()
+        cls.sink = harness.Sink(cls.dir, "dest")
+        cls.spate = harness.Spate(cls.dir, {DEST: cls.sink.port}, listen="[::1]:0",
+                                  server={"max_connections_per_client": 1,
+                                          "relay_networks": ["::1/128"]})
+        cls.spate.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.spate.stop()
+        cls.sink.stop()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def wire(self):
+        w = Wire(self.spate.smtp_port, source="::1", host="::1")
+        self.addCleanup(w.close)
+        return w
+
+    def test_second_connection_from_the_same_64_is_refused(self):
+        first = self.wire()
+        self.assertEqual(first.reply()[0], 220)
+        second = self.wire()
+        self.assertEqual(second.reply(),
+                         (421, "421 4.7.0 spate.test Too many connections from your address"))
+        self.assertTrue(second.closed())
+        self.assertEqual(first.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(first.cmd("MAIL FROM:<sender@src.test>")[0], 250)
+        self.assertEqual(first.cmd(f"RCPT TO:<six@{DEST}>")[0], 250)
+        self.assertEqual(first.cmd("DATA")[0], 354)
+        self.assertEqual(first.cmd("Subject: v6\r\n\r\nover IPv6\r\n.")[0], 250)
+        self.assertRegex(self.sink.wait_for_rcpt(f"six@{DEST}"),
+                         r"Received: from client\.test \(\[IPv6:::1\]\)")
 
 
 if __name__ == "__main__":

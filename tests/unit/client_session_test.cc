@@ -702,3 +702,53 @@ TEST(ClientSessionSmtpUtf8Test, NotSentForAsciiMessages) {
 
 }  // namespace
 }  // namespace spate::delivery
+
+namespace spate::delivery {
+namespace {
+
+// RFC 5321 §4.1.1.1: EHLO lines are "keyword [params]"; blanks a server leaves at the end of a
+// line are not part of the keyword or its parameter.
+TEST(ClientSessionEhloTest, TrailingBlanksOnAKeywordLineAreIgnored) {
+  ClientSession s =
+      ReadySession("250-mx.test\r\n250-PIPELINING\t\r\n250-SIZE 5000 \r\n250 8BITMIME\r\n");
+  EXPECT_TRUE(s.pipelining());
+  EXPECT_EQ(s.server_max_size(), 5000u);
+  Envelope env;
+  env.mail_from = "a@src.test";
+  env.rcpt_to = {"b@dest.test", "c@dest.test"};
+  env.size_hint = 3;
+  s.Submit(env, "x\r\n");
+  // PIPELINING was understood: the whole group goes out at once, SIZE declared (RFC 1870).
+  EXPECT_EQ(s.TakeOutput(),
+            "MAIL FROM:<a@src.test> SIZE=3\r\nRCPT TO:<b@dest.test>\r\nRCPT TO:<c@dest.test>\r\n"
+            "DATA\r\n");
+}
+
+// A reply line that is not "ddd[ -]text" ends the conversation: every recipient waiting for an
+// answer is told why, and the session closes (its caller defers them).
+TEST(ClientSessionReplyTest, MalformedReplyClosesWithTheReason) {
+  ClientSession s = ReadySession("250-mx.test\r\n250 PIPELINING\r\n");
+  Envelope env;
+  env.mail_from = "a@src.test";
+  env.rcpt_to = {"b@dest.test"};
+  uint32_t id = s.Submit(env, "x\r\n");
+  (void)s.TakeOutput();
+  s.OnBytes("25O 2.1.0 Ok\r\n");
+  EXPECT_TRUE(s.closed());
+  std::vector<Event> events = s.TakeEvents();
+  ASSERT_FALSE(events.empty());
+  bool told = false;
+  for (const Event& e : events) {
+    if (const auto* r = std::get_if<RecipientResult>(&e)) {
+      EXPECT_EQ(r->transaction_id, id);
+      EXPECT_EQ(r->reply.code / 100, 4) << "a broken conversation is not the recipient's fault";
+      EXPECT_NE(r->reply.text.find("malformed reply"), std::string::npos) << r->reply.text;
+      told = true;
+    }
+  }
+  EXPECT_TRUE(told);
+  EXPECT_TRUE(std::holds_alternative<Closed>(events.back()));
+}
+
+}  // namespace
+}  // namespace spate::delivery

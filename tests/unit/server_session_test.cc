@@ -22,6 +22,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/smtp/errc.h"
 #include "core/smtp/reply.h"
 
 namespace spate::smtp {
@@ -1816,6 +1817,72 @@ TEST(ServerSessionHelloTest, ControlOctetsInTheArgumentAreRefused) {
   (void)session.TakeOutput();
   session.Feed("EHLO [192.0.2.1]\r\n");
   EXPECT_EQ(session.TakeOutput().substr(0, 4), "250-");
+}
+
+}  // namespace
+}  // namespace spate::smtp
+
+namespace spate::smtp {
+namespace {
+
+// Reply of a fresh session, past its greeting and EHLO, to one command line.
+std::string ReplyTo(const ServerSession::Options& options, const std::string& line) {
+  ServerSession session(options);
+  session.Start();
+  session.Feed(kEhlo);
+  (void)session.TakeOutput();
+  session.Feed(line + "\r\n");
+  return session.TakeOutput();
+}
+
+// RFC 5321 §4.1.2 with the tolerance the parameter parser states: runs of SP between and after
+// parameters.
+TEST(ServerSessionParamsTest, SpacesAfterTheLastParameterAreTolerated) {
+  EXPECT_EQ(ReplyTo(TestOptions(), "MAIL FROM:<a@x.test> SIZE=100   "), kMailOk);
+  EXPECT_EQ(ReplyTo(TestOptions(), "MAIL FROM:<a@x.test>  SIZE=100  BODY=8BITMIME "), kMailOk);
+}
+
+// RFC 3461 §4: ENVID and ORCPT are xtext whose decoding is printable US-ASCII; a "+XX" that
+// decodes to a control octet is as bad as a raw one.
+TEST(ServerSessionParamsTest, XtextThatDecodesToAControlOctetIsRefused) {
+  EXPECT_EQ(ReplyTo(TestOptions(), "MAIL FROM:<a@x.test> ENVID=ok+2Bfine"), kMailOk);
+  EXPECT_EQ(ReplyTo(TestOptions(), "MAIL FROM:<a@x.test> ENVID=a+0Ab"),
+            "501 5.5.4 Bad ENVID parameter\r\n");
+  EXPECT_EQ(ReplyTo(TestOptions(), "MAIL FROM:<a@x.test> ENVID=a+7Fb"),
+            "501 5.5.4 Bad ENVID parameter\r\n");
+}
+
+// RFC 4954 §5: MAIL's AUTH= is "<>" or xtext; this server checks it and trusts none.
+TEST(ServerSessionParamsTest, MailAuthParameterIsCheckedAndDropped) {
+  auto auth = With([](auto& o) {
+    o.auth = true;
+    o.auth_plaintext = true;
+  });
+  EXPECT_EQ(ReplyTo(auth, "MAIL FROM:<a@x.test> AUTH=<>"), kMailOk);
+  EXPECT_EQ(ReplyTo(auth, "MAIL FROM:<a@x.test> AUTH=alice+40x.test"), kMailOk);
+  for (const char* bad : {"AUTH", "AUTH=+4", "AUTH=a+0Db", "AUTH=<> AUTH=<>"}) {
+    EXPECT_EQ(ReplyTo(auth, std::string("MAIL FROM:<a@x.test> ") + bad),
+              "501 5.5.4 Bad AUTH parameter\r\n")
+        << bad;
+  }
+}
+
+TEST(ServerSessionTest, StartTwiceGreetsOnce) {
+  ServerSession session(TestOptions());
+  session.Start();
+  session.Start();
+  EXPECT_EQ(session.TakeOutput(), kGreeting);
+}
+
+TEST(SmtpErrcTest, EachErrorSaysWhatFailed) {
+  EXPECT_EQ(make_error_code(Errc::kMalformedReply).message(), "malformed SMTP reply");
+  EXPECT_EQ(make_error_code(Errc::kReplyTooLong).message(), "SMTP reply too long");
+  EXPECT_EQ(make_error_code(Errc::kUnexpectedReply).message(), "unexpected SMTP reply");
+  EXPECT_EQ(make_error_code(Errc::kBadAddress).message(), "bad address syntax");
+  EXPECT_EQ(make_error_code(Errc::kAddressTooLong).message(), "address too long");
+  EXPECT_EQ(make_error_code(Errc::kAddressNotAscii).message(), "non-ASCII address");
+  EXPECT_EQ(std::error_code(99, ErrorCategory()).message(), "unknown smtp error 99");
+  EXPECT_STREQ(ErrorCategory().name(), "spate.smtp");
 }
 
 }  // namespace

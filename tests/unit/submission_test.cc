@@ -129,36 +129,58 @@ TEST(AuthFailuresTest, SizeIsCapped) {
   AuthClock::time_point t0{};
   for (int i = 0; i < 100; ++i)
     failures.RecordFailure("192.0.2." + std::to_string(i), t0);
-  EXPECT_LE(failures.size(), 4u);
-  // Expired entries make room first.
-  for (int i = 0; i < 4; ++i)
-    failures.RecordFailure("198.51.100." + std::to_string(i), t0 + std::chrono::seconds(20));
-  EXPECT_FALSE(failures.RecordFailure("203.0.113.1", t0 + std::chrono::seconds(40)));
-  EXPECT_LE(failures.size(), 4u);
+  EXPECT_EQ(failures.size(), 4u) << "full, never over";
+}
+
+// When the table is full, expired entries make room first: every one of them goes, and no
+// client whose failures still count loses them.
+TEST(AuthFailuresTest, ExpiredEntriesMakeRoomFirst) {
+  AuthFailures failures(2, std::chrono::seconds(10), /*max_entries=*/4);
+  AuthClock::time_point t0{};
+  failures.RecordFailure("192.0.2.1", t0);  // expire at t0 + 10 s
+  failures.RecordFailure("192.0.2.2", t0);
+  EXPECT_FALSE(failures.RecordFailure("198.51.100.1", t0 + std::chrono::seconds(5)));
+  EXPECT_TRUE(failures.RecordFailure("198.51.100.1", t0 + std::chrono::seconds(8)));   // blocked
+  EXPECT_FALSE(failures.RecordFailure("198.51.100.2", t0 + std::chrono::seconds(8)));  // one
+  ASSERT_EQ(failures.size(), 4u);
+
+  // Full, and the first two have expired: a new client takes the room they leave.
+  auto t1 = t0 + std::chrono::seconds(12);
+  EXPECT_FALSE(failures.RecordFailure("203.0.113.1", t1));
+  EXPECT_EQ(failures.size(), 3u) << "both expired entries went, not one arbitrary entry";
+  EXPECT_TRUE(failures.Blocked("198.51.100.1", t1)) << "a blocked client stays blocked";
+  EXPECT_TRUE(failures.RecordFailure("198.51.100.2", t1)) << "its earlier failure still counts";
+
+  // Full of live entries: the cap still holds.
+  EXPECT_FALSE(failures.RecordFailure("203.0.113.2", t1));
+  EXPECT_EQ(failures.size(), 4u);
+  EXPECT_FALSE(failures.RecordFailure("203.0.113.3", t1));
+  EXPECT_EQ(failures.size(), 4u);
 }
 
 // Shards record failures on their own threads: the client is locked out at exactly
-// max_failures in total, however they race.
+// max_failures in total, however they race. One failure short is not enough; the next one is.
 TEST(AuthFailuresTest, ExactAcrossThreads) {
-  constexpr unsigned kMax = 100;
+  constexpr unsigned kThreads = 4;
+  constexpr unsigned kEach = 25;
+  constexpr unsigned kMax = kThreads * kEach + 1;
   AuthFailures failures(kMax, std::chrono::seconds(600));
   AuthClock::time_point now{};
   std::atomic<unsigned> reached{0};
-  std::atomic<unsigned> recorded{0};
   std::vector<std::thread> shards;
-  for (int t = 0; t < 4; ++t) {
+  for (unsigned t = 0; t < kThreads; ++t) {
     shards.emplace_back([&] {
-      for (unsigned i = 0; i < kMax / 4; ++i) {
+      for (unsigned i = 0; i < kEach; ++i) {
         if (failures.RecordFailure("192.0.2.9", now))
           reached.fetch_add(1);
-        recorded.fetch_add(1);
       }
     });
   }
   for (std::thread& t : shards)
     t.join();
-  EXPECT_EQ(recorded.load(), kMax);
-  EXPECT_EQ(reached.load(), 1u) << "only the failure that makes kMax reaches it";
+  EXPECT_EQ(reached.load(), 0u) << "counted more failures than were made";
+  EXPECT_FALSE(failures.Blocked("192.0.2.9", now));
+  EXPECT_TRUE(failures.RecordFailure("192.0.2.9", now)) << "lost a failure in the race";
   EXPECT_TRUE(failures.Blocked("192.0.2.9", now));
 }
 
