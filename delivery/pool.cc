@@ -176,8 +176,13 @@ class ClientConnection final : public Connection {
   void Touch(Seconds timeout) {
     timeout_ = ToDuration(timeout);
     last_activity_ = reactor().now();
+    const Clock::time_point due = last_activity_ + timeout_;
+    // A shorter timeout than the armed one (reply_timeout after connect_timeout) takes effect
+    // now; a longer one when the armed timer fires and finds the deadline moved on.
+    if (timer_.valid() && timer_.deadline > due)
+      reactor().CancelTimer(timer_);
     if (!timer_.valid())
-      ArmTimer(last_activity_ + timeout_);
+      ArmTimer(due);
   }
 
   void ArmTimer(Clock::time_point at) {

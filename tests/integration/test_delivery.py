@@ -703,11 +703,8 @@ class DeliveryTest(unittest.TestCase):
                                           {"connect_timeout": "1s", "reply_timeout": "1s"})
         self.assertLess(waited, IO_TIMEOUT / 2, "ended by spate's timeout, not the server's")
 
-    # Known defect: the timer armed at connect (connect_timeout) still runs when the first
-    # command goes out, and Touch() only arms one when none runs, so the first reply may be
-    # waited for up to connect_timeout. Remove the decorator with the fix (an unexpected
-    # success fails the run).
-    @unittest.expectedFailure
+    # The timer armed at connect (connect_timeout) must give way to a shorter reply_timeout
+    # once the first command goes out.
     def test_reply_timeout_shorter_than_connect_timeout_is_kept(self):
         waited = self.silent_then_retried("silent.test",
                                           {"connect_timeout": "5s", "reply_timeout": "1s"})
