@@ -652,9 +652,11 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="run-e2e.sh",
         description="End-to-end benchmark: spate-blast -> MTA (spate, Postfix) -> spate-sink.")
-    ap.add_argument("--suite", choices=["none", "full"], default="none",
+    ap.add_argument("--suite", choices=["none", "full", "memory"], default="none",
                     help="full: the README's measurements (2 KB vs Postfix, 100 KB, latency "
-                    "at half load); none: one scenario from the flags below")
+                    "at half load); memory: bench/memory.py (1M recipients queued, kill -9 "
+                    "restart, idle connections, 200k domains); none: one scenario from the "
+                    "flags below")
     ap.add_argument("--targets", default="direct,spate,postfix",
                     help="comma list of direct, spate, postfix")
     ap.add_argument("--messages", type=int, default=200000)
@@ -699,6 +701,12 @@ def parse_args(argv):
 
 
 def main(argv):
+    if "--suite" in argv and argv[argv.index("--suite") + 1:][:1] == ["memory"]:
+        # The memory suite has its own driver and flags (bench/memory.py --help).
+        import memory
+        rest = [a for i, a in enumerate(argv)
+                if a != "--suite" and not (i > 0 and argv[i - 1] == "--suite")]
+        return memory.main(rest)
     p = parse_args(argv)
     bins = binaries(p)
     os.makedirs(p.out, exist_ok=True)

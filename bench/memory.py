@@ -300,7 +300,7 @@ def main(argv):
     ap.add_argument("--stop-after-kill", action="store_true",
                     help="queue: leave the spool as the kill -9 left it (with --keep)")
     p = ap.parse_args(argv)
-    bins = {"spate": os.path.join(p.build, "core/daemon/spate"),
+    bins = {"spate": os.path.join(p.build, "core/spate"),
             "blast": os.path.join(p.build, "bench/spate-blast"),
             "sink": os.path.join(p.build, "bench/spate-sink")}
     tmp = tempfile.mkdtemp(prefix="spate-mem-", dir=p.tmpdir)
