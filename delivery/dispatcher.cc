@@ -59,22 +59,42 @@ void Dispatcher::Split(MessageRef message, Body body, const std::vector<uint16_t
                        const std::vector<int64_t>& due_ms) {
   // Per shard, the jobs of the domains it owns; per domain, its job's slot. Linear in the
   // recipients: a message to 1,000 domains is not 1,000 x 1,000 comparisons.
+  // A few domains (the usual message) are found by comparing; past kLinearDomains, by hash.
+  constexpr size_t kLinearDomains = 8;
   std::vector<std::vector<DomainJob>> per_shard(targets_.size());
-  std::unordered_map<std::string, std::pair<ShardId, size_t>> slot;
+  std::vector<std::pair<ShardId, size_t>> slots;  // first-seen order
+  std::unordered_map<std::string, size_t> index;  // copies: the jobs move as vectors grow
   const ShardId n = shards();
   const uint32_t count = message->recipients();
   for (uint32_t p = 0; p < count; ++p) {
     std::string domain = DomainOf(message->address(p));
-    auto [it, fresh] = slot.try_emplace(domain);
-    if (fresh) {
+    size_t found = slots.size();
+    if (slots.size() <= kLinearDomains) {
+      for (size_t i = 0; i < slots.size(); ++i) {
+        if (per_shard[slots[i].first][slots[i].second].domain == domain) {
+          found = i;
+          break;
+        }
+      }
+    } else {
+      if (index.empty()) {
+        for (size_t i = 0; i < slots.size(); ++i)
+          index.emplace(per_shard[slots[i].first][slots[i].second].domain, i);
+      }
+      if (auto it = index.find(domain); it != index.end())
+        found = it->second;
+    }
+    if (found == slots.size()) {
       ShardId owner = OwnerOf(domain, n);
-      it->second = {owner, per_shard[owner].size()};
+      slots.emplace_back(owner, per_shard[owner].size());
       DomainJob& dj = per_shard[owner].emplace_back();
       dj.domain = std::move(domain);
       dj.job.message = message;
       dj.job.body = body;
+      if (!index.empty())
+        index.emplace(dj.domain, found);
     }
-    Job& job = per_shard[it->second.first][it->second.second].job;
+    Job& job = per_shard[slots[found].first][slots[found].second].job;
     job.recipients.push_back({p, attempts.empty() ? uint16_t{0} : attempts[p]});
     // The job is due when its last recipient is (recipients keep their retry time).
     if (!due_ms.empty())

@@ -2,7 +2,9 @@
 //
 // Google Benchmark micro-benchmarks of the hot paths: SMTP command parsing and the data phase
 // (server session), dot-stuffing (client), reply parsing, a spool commit batch (real RocksDB,
-// synced and not), and a cross-shard message (reactor inbox + eventfd wake-up, round trip).
+// synced and not), a cross-shard message (reactor inbox + eventfd wake-up, round trip), the
+// delivery scheduler (jobs in and out of its time buckets) and the dispatcher's split of a
+// message by domain.
 // Run: make micro-bench   (not part of the test suite: numbers, not verdicts).
 #include <atomic>
 #include <filesystem>
@@ -15,10 +17,13 @@
 #include <benchmark/benchmark.h>
 
 #include "core/allocator.h"
+#include "core/clock.h"
 #include "core/reactor.h"
 #include "core/smtp/reply_parser.h"
 #include "core/smtp/server_session.h"
+#include "delivery/dispatcher.h"
 #include "delivery/dot_stuff.h"
+#include "delivery/scheduler.h"
 #include "queue/spool.h"
 
 namespace spate {
@@ -184,6 +189,62 @@ void BM_CrossShardRoundTrip(benchmark::State& state) {
   b_thread.join();
 }
 BENCHMARK(BM_CrossShardRoundTrip)->UseRealTime();
+
+// The scheduler: `range(0)` jobs deferred over the next minute, then every one released
+// (the clock jumps past them). Per job: one Add and one release.
+void BM_Scheduler(benchmark::State& state) {
+  ManualClock clock;
+  auto reactor = Reactor::Create(64, &clock);
+  auto message = std::make_shared<delivery::Message>();
+  message->AddRecipient("user@example.test", 0);
+  const size_t n = static_cast<size_t>(state.range(0));
+  size_t released = 0;
+  delivery::Scheduler scheduler(**reactor, [&released](delivery::Job&&) { ++released; });
+  for (auto _ : state) {
+    const int64_t now = clock.WallMs();
+    for (size_t i = 0; i < n; ++i) {
+      delivery::Job job;
+      job.message = message;
+      job.recipients.push_back({0, 1});
+      job.due_ms = now + 1 + static_cast<int64_t>(i * 60000 / n);
+      scheduler.Add(std::move(job));
+    }
+    clock.Advance(std::chrono::minutes(2));
+    while (scheduler.size() > 0)
+      (*reactor)->RunOnce((*reactor)->now());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(released));
+}
+BENCHMARK(BM_Scheduler)->Arg(10000)->Arg(100000)->Unit(benchmark::kMillisecond);
+
+// The dispatcher's work for one accepted message of `range(0)` recipients over as many
+// domains, on two shards (the posted tasks are run and dropped: no engine behind them).
+void BM_DispatchAccepted(benchmark::State& state) {
+  auto a = Reactor::Create(64);
+  auto b = Reactor::Create(64);
+  delivery::Dispatcher dispatcher(2);
+  dispatcher.Attach(0, a->get(), nullptr);
+  dispatcher.Attach(1, b->get(), nullptr);
+  const int rcpts = static_cast<int>(state.range(0));
+  const std::string body = Body(2048);
+  for (auto _ : state) {
+    queue::NewMessage m;
+    m.mail_from = "sender@campaign.test";
+    for (int i = 0; i < rcpts; ++i)
+      m.rcpt_to.push_back("user" + std::to_string(i) + "@d" + std::to_string(i) + ".test");
+    m.body = body;
+    dispatcher.DispatchAccepted(1, std::move(m));
+    state.PauseTiming();
+    // Drop the posted tasks without running them (no Delivery is attached).
+    a = Reactor::Create(64);
+    b = Reactor::Create(64);
+    dispatcher.Attach(0, a->get(), nullptr);
+    dispatcher.Attach(1, b->get(), nullptr);
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(state.iterations() * rcpts);
+}
+BENCHMARK(BM_DispatchAccepted)->Arg(1)->Arg(10)->Arg(100);
 
 }  // namespace
 }  // namespace spate
