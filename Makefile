@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 COV_BUILD  ?= build-cov
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZERS    := server_session address reply_parser client_session
+FUZZERS    := server_session address reply_parser client_session records
 JOBS       ?= 2
 ARGS       ?=
 

@@ -126,8 +126,11 @@ bool DecodeEnvelope(std::string_view value, RecoveredMessage* out,
   out->body_8bit = (flags & kFlag8Bit) != 0;
   out->smtputf8 = (flags & kFlagSmtpUtf8) != 0;
   uint32_t n = static_cast<uint32_t>(r.Num(4));
-  if (!r.ok || version != kEnvelopeVersion || n == 0 || n > r.in.size())
+  // Unknown flag bits or RET values are damage, not a newer format (that would bump version).
+  if (!r.ok || version != kEnvelopeVersion || (flags & ~(kFlag8Bit | kFlagSmtpUtf8)) != 0 ||
+      out->ret > 2 || n == 0 || n > r.in.size()) {
     return false;  // each recipient takes at least 9 bytes: n is bounded by what is left
+  }
   all->clear();
   all->reserve(n);
   for (uint32_t i = 0; i < n && r.ok; ++i) {
@@ -136,6 +139,8 @@ bool DecodeEnvelope(std::string_view value, RecoveredMessage* out,
     p.address = r.Str();
     p.dsn.notify = static_cast<uint8_t>(r.Num(1));
     p.dsn.orcpt = r.Str();
+    if (p.dsn.notify > 15)
+      return false;  // NEVER, SUCCESS, FAILURE, DELAY: four bits
     all->push_back(std::move(p));
   }
   return r.ok && r.in.empty();
