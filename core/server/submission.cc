@@ -30,16 +30,18 @@ std::string Printable(std::string_view s) {
 }
 }  // namespace
 
-SubmissionServer::SubmissionServer(Shard& shard, const Options& options, MessageStore& store,
-                                   Stats& stats, int listen_fd, Accepted on_accepted,
-                                   int implicit_tls_fd, Security security)
-    : shard_(shard),
+SubmissionServer::SubmissionServer(Reactor& reactor, ShardId shard_id, ShardId shard_count,
+                                   const Options& options, MessageStore& store, Stats& stats,
+                                   int listen_fd, Accepted on_accepted, int implicit_tls_fd,
+                                   Security security)
+    : reactor_(reactor),
+      shard_id_(shard_id),
       options_(options),
       store_(store),
       stats_(stats),
       on_accepted_(std::move(on_accepted)),
       security_(security),
-      max_connections_((options.max_connections + shard.count() - 1) / shard.count()),
+      max_connections_((options.max_connections + shard_count - 1) / shard_count),
       clients_(security.clients),
       auth_failures_(security.auth_failures) {
   if (clients_ == nullptr) {
@@ -76,7 +78,7 @@ void SubmissionServer::ArmAccept(Listener& listener) {
   if (shutting_down_)
     return;
   listener.accepting = true;
-  listener.op = shard_.reactor().Accept(listener.fd, [this, &listener](int res) {
+  listener.op = reactor_.Accept(listener.fd, [this, &listener](int res) {
     listener.accepting = false;
     if (shutting_down_) {
       if (res >= 0)
@@ -110,7 +112,7 @@ void SubmissionServer::OnAccept(Listener& listener, int fd) {
     return;
   }
   SPATE_LOG(kDebug, "accepted a connection from %s on shard %u", client.c_str(),
-            static_cast<unsigned>(shard_.id()));
+            static_cast<unsigned>(shard_id_));
   // From here the connection owns the count: its OnClosed() removes it.
   auto* conn = new ServerConnection(*this, fd, next_conn_id_++, peer, listener.implicit_tls);
   conn->Start();
@@ -140,16 +142,16 @@ void SubmissionServer::VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& re
   std::string user = request.user;
   security_.verifier->Verify(
       std::move(request.user), std::move(request.password),
-      [this, shard = &shard_, conn_id = conn.id(), authzid_ok, user = std::move(user),
+      [this, reactor = &reactor_, conn_id = conn.id(), authzid_ok, user = std::move(user),
        mechanism = std::move(request.mechanism), address = conn.client_address(),
        key = conn.client_key()](bool verified) {
         // On a verifier worker: carry the verdict back to the connection's shard.
-        shard->Post([this, conn_id, ok = verified && authzid_ok, user, mechanism, address, key] {
+        reactor->Post([this, conn_id, ok = verified && authzid_ok, user, mechanism, address, key] {
           SPATE_LOG(kInfo, "auth %s: mechanism=%s user=%s client=%s shard=%u", ok ? "ok" : "failed",
                     Printable(mechanism).c_str(), Printable(user).c_str(), address.c_str(),
-                    static_cast<unsigned>(shard_.id()));
+                    static_cast<unsigned>(shard_id_));
           // Counted even when the connection has gone meanwhile: closing does not undo a try.
-          const bool locked_out = !ok && auth_failures_->RecordFailure(key, shard_.reactor().now());
+          const bool locked_out = !ok && auth_failures_->RecordFailure(key, reactor_.now());
           auto it = conns_.find(conn_id);
           if (it != conns_.end())
             it->second->OnAuthVerdict(ok, locked_out);
@@ -195,16 +197,16 @@ void SubmissionServer::Commit(ServerConnection& conn) {
     return;  // already handed over; waiting for its commit
   queue::NewMessage message = ToSpoolMessage(std::move(*received));
   uint64_t conn_id = conn.id();
-  Shard* shard = &shard_;
+  Reactor* reactor = &reactor_;
   store_.Accept(std::move(message),
-                [this, shard, conn_id](Result<queue::MessageId> id, queue::NewMessage&& stored) {
+                [this, reactor, conn_id](Result<queue::MessageId> id, queue::NewMessage&& stored) {
                   // On the store's thread (the spool's commit thread): the durable message goes on
                   // to delivery from here, and the outcome back to the connection's shard for its
                   // reply.
                   const size_t recipients = stored.rcpt_to.size();
                   if (id && on_accepted_)
                     on_accepted_(*id, std::move(stored));
-                  shard->Post([this, conn_id, id, recipients] {
+                  reactor->Post([this, conn_id, id, recipients] {
                     auto it = conns_.find(conn_id);
                     if (!id) {
                       SPATE_LOG(kError, "spool commit failed: %s", id.error().message().c_str());
@@ -224,7 +226,7 @@ void SubmissionServer::Shutdown() noexcept {
   shutting_down_ = true;
   for (Listener& l : listeners_) {
     if (l.accepting)
-      shard_.reactor().Cancel(l.op);
+      reactor_.Cancel(l.op);
   }
   // Sessions end now. A message already handed to the spool is committed and delivered after
   // the next start; one still being received was never acknowledged, so the client keeps it.

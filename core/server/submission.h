@@ -46,7 +46,8 @@
 //  - Greeting delay ([server] greeting_delay, default 0): the 220 waits; a client that talks
 //    first gets 554 5.5.0 and is closed (the session's rule, RFC 5321 §3.1; Postfix postscreen's
 //    pregreet test). Not on the implicit TLS port, where the client speaks first by design.
-// Threading: lives on its shard.
+// Threading: lives on its shard's reactor thread; the store's and the verifier's callbacks come
+// back to it through Post().
 #pragma once
 
 #include <array>
@@ -142,11 +143,15 @@ class SubmissionServer : public Service {
   // that one thread for all of them.
   using Accepted = std::function<void(queue::MessageId, queue::NewMessage&&)>;
 
-  // Takes ownership of `listen_fd` and of `implicit_tls_fd` (-1: none), bound and listening
-  // sockets. An implicit TLS listener needs security.tls. Borrows the rest for its life.
-  SubmissionServer(Shard& shard, const Options& options, MessageStore& store, Stats& stats,
-                   int listen_fd, Accepted on_accepted, int implicit_tls_fd = -1,
-                   Security security = {});
+  // Runs on `reactor`, the loop of shard `shard_id` of `shard_count` (the daemon passes its
+  // Shard's; a test may turn a reactor of its own). The shard count splits [server]
+  // max_connections; the id is for logs. Takes ownership of `listen_fd` and of
+  // `implicit_tls_fd` (-1: none), bound and listening sockets. An implicit TLS listener needs
+  // security.tls. Borrows the rest for its life; `reactor` must outlive the store's callbacks
+  // too (they are posted to it).
+  SubmissionServer(Reactor& reactor, ShardId shard_id, ShardId shard_count, const Options& options,
+                   MessageStore& store, Stats& stats, int listen_fd, Accepted on_accepted,
+                   int implicit_tls_fd = -1, Security security = {});
   ~SubmissionServer() override;
 
   void Start();
@@ -171,7 +176,8 @@ class SubmissionServer : public Service {
   // shard, after the failure, if any, is counted.
   void VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& request);
 
-  Shard& shard_;
+  Reactor& reactor_;
+  ShardId shard_id_;
   const Options& options_;
   MessageStore& store_;
   Stats& stats_;

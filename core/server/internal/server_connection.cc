@@ -30,7 +30,7 @@ Clock::duration ToClock(D d) {
 
 ServerConnection::ServerConnection(SubmissionServer& server, int fd, uint64_t id,
                                    const sockaddr_storage& peer, bool implicit_tls)
-    : Connection(server.shard_.reactor(), fd),
+    : Connection(server.reactor_, fd),
       server_(server),
       id_(id),
       implicit_tls_(implicit_tls),
