@@ -333,7 +333,7 @@ int Run(int argc, char** argv) {
       dispatcher.Attach(static_cast<ShardId>(i), &shard.reactor(), d.get());
       shard.AddService(std::move(d));
       auto s = std::make_unique<server::SubmissionServer>(
-          shard, server_options, store, *server_stats[i], fd,
+          shard.reactor(), shard.id(), shard.count(), server_options, store, *server_stats[i], fd,
           [&dispatcher](queue::MessageId id, queue::NewMessage&& m) {
             dispatcher.DispatchAccepted(id, std::move(m));
           },

@@ -21,11 +21,11 @@
 //    reading and hands them to auth::Verifier, whose worker computes the PBKDF2 off this
 //    reactor and posts the verdict back here; the connection, looked up by id (it may be gone),
 //    gives it to the session and reads again. Failures are counted per client address in one
-//    table shared by all shards (AuthFailures), since SO_REUSEPORT spreads one client's
-//    connections over the shards: at [auth] max_failures in total the client gets 421 4.7.0
-//    and is disconnected, and later AUTH from that address get the same until the failures age
-//    out ([auth] failure_window). A failure is counted even when its connection closed while it
-//    was being verified.
+//    table shared by all shards (AuthFailures, core/server/admission.h), since SO_REUSEPORT
+//    spreads one client's connections over the shards: at [auth] max_failures in total the
+//    client gets 421 4.7.0 and is disconnected, and later AUTH from that address get the same
+//    until the failures age out ([auth] failure_window). A failure is counted even when its
+//    connection closed while it was being verified.
 //  - Relay control: the peer address (getpeername) against [server] relay_networks.
 //
 // Limits against clients that hold resources (RFC 5321 §4.5.3 sets minimums, not maximums):
@@ -35,9 +35,10 @@
 //    connections from your address" (RFC 5321 §3.8, §4.2.3: 421, then close). The per-client
 //    count is exact across shards: SO_REUSEPORT spreads one client's connections over the
 //    shards by source port, so each shard counting alone would allow up to shards times the
-//    limit. The table (ClientConnections) is shared and locked at accept and close only. A
-//    client is its IPv4 address or its IPv6 /64, as for AUTH failures. On the implicit TLS port
-//    the refusal is a bare close: a reply in the clear means nothing to a TLS client.
+//    limit. The table (ClientConnections, core/server/admission.h) is shared and locked at
+//    accept and close only. A client is its IPv4 address or its IPv6 /64, as for AUTH failures.
+//    On the implicit TLS port the refusal is a bare close: a reply in the clear means nothing to
+//    a TLS client.
 //  - Data rate: once [server] data_rate_grace has passed in the data phase (DATA, BDAT), a client
 //    whose average rate since the data phase began is under min_data_rate gets "421 4.4.2
 //    <hostname> Error: data rate too low" and is closed. The command timeout alone would let a
@@ -45,7 +46,8 @@
 //  - Greeting delay ([server] greeting_delay, default 0): the 220 waits; a client that talks
 //    first gets 554 5.5.0 and is closed (the session's rule, RFC 5321 §3.1; Postfix postscreen's
 //    pregreet test). Not on the implicit TLS port, where the client speaks first by design.
-// Threading: lives on its shard.
+// Threading: lives on its shard's reactor thread; the store's and the verifier's callbacks come
+// back to it through Post().
 #pragma once
 
 #include <array>
@@ -53,7 +55,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -61,6 +62,7 @@
 #include "core/clock.h"
 #include "core/counter.h"
 #include "core/net.h"
+#include "core/server/admission.h"
 #include "core/shard.h"
 #include "core/smtp/server_session.h"
 #include "queue/spool.h"
@@ -125,62 +127,6 @@ class SpoolStore final : public MessageStore {
   queue::Spool& spool_;
 };
 
-// Open submission connections per client, shared by every shard's server so that [server]
-// max_connections_per_client holds exactly whichever shards the kernel picks. Used at accept and
-// close only (the cold path), so one mutex is enough. Only clients with a connection open have
-// an entry: its size is bounded by the connections themselves.
-// Threading: any thread.
-class ClientConnections {
- public:
-  explicit ClientConnections(unsigned max_per_client) : max_per_client_(max_per_client) {}
-
-  // Counts one more connection of `client`; false, counting nothing, when it already has
-  // max_per_client (0: no limit).
-  bool TryAdd(const std::string& client);
-  // Each successful TryAdd() is matched by one Remove().
-  void Remove(const std::string& client);
-
- private:
-  const unsigned max_per_client_;
-  std::mutex mu_;
-  std::unordered_map<std::string, unsigned> open_;  // guarded by mu_
-};
-
-// Failed AUTH per client (IPv4 address or IPv6 /64), shared by every shard's server so that
-// [auth] max_failures holds in total whichever shards the kernel picks. Used when an AUTH
-// begins (Blocked) and when its verdict arrives (RecordFailure) only, the cold path, so one
-// mutex is enough. A client's failures are forgotten `window` after its last one. The table
-// holds at most `max_entries`; past that, expired entries are dropped and, if that is not
-// enough, an arbitrary one (an attacker with many addresses only makes it forget some).
-// Attempts already being verified when a client reaches the limit still complete (at most one
-// per open connection of that client); each then closes its connection too.
-// Threading: any thread.
-class AuthFailures {
- public:
-  using Clock = std::chrono::steady_clock;
-  static constexpr size_t kDefaultMaxEntries = 65536;
-
-  AuthFailures(unsigned max_failures, Clock::duration window,
-               size_t max_entries = kDefaultMaxEntries);
-
-  // True when `client` has reached max_failures within the window and may not try again yet.
-  bool Blocked(const std::string& client, Clock::time_point now);
-  // Counts one failure of `client`; true when it has now reached max_failures.
-  bool RecordFailure(const std::string& client, Clock::time_point now);
-  size_t size();
-
- private:
-  struct Entry {
-    unsigned count = 0;
-    Clock::time_point expires{};
-  };
-  const unsigned max_failures_;
-  const Clock::duration window_;
-  const size_t max_entries_;
-  std::mutex mu_;
-  std::unordered_map<std::string, Entry> failures_;  // guarded by mu_
-};
-
 // What every shard's server shares: made once at start-up by main, outliving the shards. The
 // TLS context is read-only from then on (any thread); the others have their own locks.
 struct Security {
@@ -197,11 +143,15 @@ class SubmissionServer : public Service {
   // that one thread for all of them.
   using Accepted = std::function<void(queue::MessageId, queue::NewMessage&&)>;
 
-  // Takes ownership of `listen_fd` and of `implicit_tls_fd` (-1: none), bound and listening
-  // sockets. An implicit TLS listener needs security.tls. Borrows the rest for its life.
-  SubmissionServer(Shard& shard, const Options& options, MessageStore& store, Stats& stats,
-                   int listen_fd, Accepted on_accepted, int implicit_tls_fd = -1,
-                   Security security = {});
+  // Runs on `reactor`, the loop of shard `shard_id` of `shard_count` (the daemon passes its
+  // Shard's; a test may turn a reactor of its own). The shard count splits [server]
+  // max_connections; the id is for logs. Takes ownership of `listen_fd` and of
+  // `implicit_tls_fd` (-1: none), bound and listening sockets. An implicit TLS listener needs
+  // security.tls. Borrows the rest for its life; `reactor` must outlive the store's callbacks
+  // too (they are posted to it).
+  SubmissionServer(Reactor& reactor, ShardId shard_id, ShardId shard_count, const Options& options,
+                   MessageStore& store, Stats& stats, int listen_fd, Accepted on_accepted,
+                   int implicit_tls_fd = -1, Security security = {});
   ~SubmissionServer() override;
 
   void Start();
@@ -226,7 +176,8 @@ class SubmissionServer : public Service {
   // shard, after the failure, if any, is counted.
   void VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& request);
 
-  Shard& shard_;
+  Reactor& reactor_;
+  ShardId shard_id_;
   const Options& options_;
   MessageStore& store_;
   Stats& stats_;
