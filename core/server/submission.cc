@@ -39,11 +39,12 @@ SubmissionServer::SubmissionServer(Reactor& reactor, ShardId shard_id, ShardId s
       options_(options),
       store_(store),
       stats_(stats),
-      on_accepted_(std::move(on_accepted)),
+      handoff_(std::make_shared<Handoff>()),
       security_(security),
       max_connections_((options.max_connections + shard_count - 1) / shard_count),
       clients_(security.clients),
       auth_failures_(security.auth_failures) {
+  handoff_->on_accepted = std::move(on_accepted);
   if (clients_ == nullptr) {
     own_clients_ = std::make_unique<ClientConnections>(options.max_connections_per_client);
     clients_ = own_clients_.get();
@@ -61,6 +62,13 @@ SubmissionServer::SubmissionServer(Reactor& reactor, ShardId shard_id, ShardId s
 }
 
 SubmissionServer::~SubmissionServer() {
+  {
+    // A commit finishing now on the store's thread either handed its message on already or
+    // sees the server gone.
+    std::lock_guard lock(handoff_->mu);
+    handoff_->alive = false;
+    handoff_->on_accepted = nullptr;
+  }
   for (Listener& l : listeners_) {
     if (l.fd >= 0)
       close(l.fd);
@@ -198,28 +206,35 @@ void SubmissionServer::Commit(ServerConnection& conn) {
   queue::NewMessage message = ToSpoolMessage(std::move(*received));
   uint64_t conn_id = conn.id();
   Reactor* reactor = &reactor_;
-  store_.Accept(std::move(message),
-                [this, reactor, conn_id](Result<queue::MessageId> id, queue::NewMessage&& stored) {
-                  // On the store's thread (the spool's commit thread): the durable message goes on
-                  // to delivery from here, and the outcome back to the connection's shard for its
-                  // reply.
-                  const size_t recipients = stored.rcpt_to.size();
-                  if (id && on_accepted_)
-                    on_accepted_(*id, std::move(stored));
-                  reactor->Post([this, conn_id, id, recipients] {
-                    auto it = conns_.find(conn_id);
-                    if (!id) {
-                      SPATE_LOG(kError, "spool commit failed: %s", id.error().message().c_str());
-                      if (it != conns_.end())
-                        it->second->Committed(Unexpected{id.error()});
-                      return;
-                    }
-                    stats_.messages_received.Add();
-                    stats_.recipients_received.Add(recipients);
-                    if (it != conns_.end())
-                      it->second->Committed(queue::FormatId(*id));
-                  });
-                });
+  store_.Accept(std::move(message), [this, reactor, conn_id, handoff = handoff_](
+                                        Result<queue::MessageId> id, queue::NewMessage&& stored) {
+    // On the store's thread (the spool's commit thread): the durable message goes on to
+    // delivery from here, and the outcome back to the connection's shard for its reply. At
+    // shutdown the server may be gone already (the spool finishes its queue after the shards):
+    // then nothing is handed on (the message is durable: the next start delivers it) and the
+    // posted reply never runs (the shard's loop has ended).
+    const size_t recipients = stored.rcpt_to.size();
+    {
+      std::lock_guard lock(handoff->mu);
+      if (!handoff->alive)
+        return;
+      if (id && handoff->on_accepted)
+        handoff->on_accepted(*id, std::move(stored));
+    }
+    reactor->Post([this, conn_id, id, recipients] {
+      auto it = conns_.find(conn_id);
+      if (!id) {
+        SPATE_LOG(kError, "spool commit failed: %s", id.error().message().c_str());
+        if (it != conns_.end())
+          it->second->Committed(Unexpected{id.error()});
+        return;
+      }
+      stats_.messages_received.Add();
+      stats_.recipients_received.Add(recipients);
+      if (it != conns_.end())
+        it->second->Committed(queue::FormatId(*id));
+    });
+  });
 }
 
 void SubmissionServer::Shutdown() noexcept {

@@ -182,7 +182,16 @@ class SubmissionServer : public Service {
   MessageStore& store_;
   Stats& stats_;
   std::array<Listener, 2> listeners_;  // submission, implicit TLS (fd -1: none)
-  Accepted on_accepted_;
+  // What a commit callback needs of the server, shared with the callbacks still queued in the
+  // store: they run on its thread and may outlive the server at shutdown. The one shared_ptr
+  // between a shard and another thread here; its mutex is taken once per commit, on the store's
+  // thread, and once at destruction.
+  struct Handoff {
+    std::mutex mu;
+    bool alive = true;     // guarded by mu
+    Accepted on_accepted;  // guarded by mu
+  };
+  std::shared_ptr<Handoff> handoff_;
   Security security_;
   bool shutting_down_ = false;
   size_t max_connections_;  // this shard's share of [server] max_connections
