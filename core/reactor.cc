@@ -253,9 +253,18 @@ void Reactor::CancelTimer(TimerId& id) {
 }
 
 void Reactor::RunTimers() {
-  while (!timers_.empty() && timers_.begin()->first.first <= now_) {
-    auto node = timers_.extract(timers_.begin());
+  // Only the timers armed before this pass: one that a timer arms for now (the rest of a batch
+  // "at the next turn") runs at the next turn, after the I/O that waits.
+  const uint64_t last = timer_seq_;
+  auto it = timers_.begin();
+  while (it != timers_.end() && it->first.first <= now_) {
+    if (it->first.second > last) {
+      ++it;
+      continue;
+    }
+    auto node = timers_.extract(it);
     node.mapped()();
+    it = timers_.begin();  // the callback may have added or cancelled timers
   }
 }
 

@@ -171,7 +171,10 @@ Clock::duration Delivery::Impl::Backoff(uint16_t attempts) {
 }
 
 void Delivery::Impl::Reschedule(Job&& job, std::vector<Recipient>&& deferred) {
-  if (deferred.empty())
+  // After Shutdown() the only deferrals are the recipients of the transactions it aborted: no
+  // server refused them, so the spool keeps them as they were (due at the next start, with the
+  // attempts they had).
+  if (deferred.empty() || shutting_down_)
     return;
   job.recipients = std::move(deferred);
   uint16_t attempts = 0;
@@ -185,8 +188,6 @@ void Delivery::Impl::Reschedule(Job&& job, std::vector<Recipient>&& deferred) {
   for (const Recipient& r : job.recipients)
     spool.Defer(job.message->id, job.message->spool_index(r.pos), r.attempts, job.due_ms);
   job.body.reset();  // read again from the spool when due: deferred mail costs no body memory
-  if (shutting_down_)
-    return;
   scheduler.Add(std::move(job));
 }
 

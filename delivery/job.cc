@@ -47,9 +47,10 @@ void Message::AddRecipient(std::string_view address, uint32_t spool_index) {
   if (spool_index != recipients() && indices_.empty()) {
     for (uint32_t p = 0; p < recipients(); ++p)
       indices_.push_back(p);
-  }
-  if (!indices_.empty())
+    indices_.push_back(spool_index);  // also when it is the first: indices_ was empty
+  } else if (!indices_.empty()) {
     indices_.push_back(spool_index);
+  }
   addresses_.append(address);
   offsets_.push_back(static_cast<uint32_t>(addresses_.size()));
 }

@@ -1,0 +1,926 @@
+// tests/unit/delivery_engine_test.cc
+//
+// The delivery engine of one shard (delivery/delivery.h) as a component: a real io_uring reactor
+// driven by a ManualClock, a FakeSpool (tests/unit/fake_spool.h) and a scripted SMTP peer on
+// 127.0.0.1 (port 0, the bound port read back). Time moves only when a test says so, so idle
+// timeouts, backoffs and retry times are exact; the loop is turned until a condition holds, with
+// a generous real-time bound, and nothing sleeps. The peer runs on its own thread: a poll() loop
+// over its listening socket and its connections, answering each command as scripted and
+// recording what it saw.
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "core/clock.h"
+#include "core/net.h"
+#include "core/reactor.h"
+#include "delivery/delivery.h"
+#include "delivery/job.h"
+#include "delivery/options.h"
+#include "delivery/routing.h"
+#include "delivery/scheduler.h"
+#include "delivery/stats.h"
+#include "tests/unit/fake_spool.h"
+
+namespace spate::delivery {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kRealTimeBound = 20s;  // a condition that takes longer has failed
+constexpr char kDomain[] = "example.test";
+
+// Closes a descriptor at the end of its scope.
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() { Reset(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  void Reset(int fd = -1) {
+    if (fd_ >= 0)
+      close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_;
+};
+
+Endpoint LoopbackEndpoint(uint16_t port) {
+  Endpoint e;
+  e.text = "127.0.0.1:" + std::to_string(port);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::memcpy(&e.addr, &a, sizeof a);
+  e.len = sizeof a;
+  return e;
+}
+
+// A TCP socket bound to 127.0.0.1 on a port the kernel picks, read back into `port`.
+int BindLoopback(uint16_t* port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) {
+    close(fd);
+    return -1;
+  }
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+// A port that refuses connections: bound for the test's life (no one else gets it), never
+// listening.
+class ClosedPort {
+ public:
+  ClosedPort() : fd_(BindLoopback(&port_)) {}
+  bool ok() const { return fd_.get() >= 0; }
+  Endpoint endpoint() const { return LoopbackEndpoint(port_); }
+
+ private:
+  uint16_t port_ = 0;
+  Fd fd_;
+};
+
+// A scripted SMTP server. It offers PIPELINING, answers MAIL 250, RCPT as scripted per address
+// (then 250), DATA 354 when a recipient was accepted (else 554, RFC 2920 §3.1), the end of data
+// 250, QUIT 221 and then hangs up. It can hold its greeting or its reply to the end of data
+// until told, or hang up on every connection as soon as it is accepted.
+// Threading: its own thread serves; every method is for the test thread.
+class ScriptedPeer {
+ public:
+  struct Transaction {
+    std::string mail_from;
+    std::vector<std::string> rcpt_to;  // every RCPT, as sent
+    std::string body;                  // un-stuffed (RFC 5321 §4.5.2), without the final "."
+    bool data_ended = false;           // the end of data came (and was answered unless held)
+  };
+  struct Connection {
+    std::vector<std::string> commands;  // verbs in order; "." for the end of data
+    std::vector<Transaction> transactions;
+    bool quit = false;    // QUIT came (answered 221, then the peer hung up)
+    bool closed = false;  // over: after QUIT, or the client closed
+  };
+
+  ScriptedPeer() {
+    listen_.Reset(BindLoopback(&port_));
+    if (listen_.get() < 0 || listen(listen_.get(), 64) < 0) {
+      listen_.Reset();
+      return;
+    }
+    wake_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~ScriptedPeer() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    Wake();
+    if (thread_.joinable())
+      thread_.join();
+  }
+  ScriptedPeer(const ScriptedPeer&) = delete;
+  ScriptedPeer& operator=(const ScriptedPeer&) = delete;
+
+  bool ok() const { return listen_.get() >= 0 && wake_.get() >= 0; }
+  Endpoint endpoint() const { return LoopbackEndpoint(port_); }
+
+  // RCPT replies for `address`, one per RCPT naming it, in order; then 250.
+  void ScriptRcpt(const std::string& address, std::vector<std::string> replies) {
+    Set([&] { rcpt_replies_[address] = std::move(replies); });
+  }
+  void HoldGreeting(bool hold) {
+    Set([&] { hold_greeting_ = hold; });
+  }
+  void HoldDataEnd(bool hold) {
+    Set([&] { hold_data_end_ = hold; });
+  }
+  void HangUpOnAccept(bool hang_up) {
+    Set([&] { hang_up_ = hang_up; });
+  }
+
+  std::vector<Connection> connections() const {
+    std::lock_guard lock(mu_);
+    return connections_;
+  }
+  size_t accepted() const {
+    std::lock_guard lock(mu_);
+    return connections_.size();
+  }
+  size_t max_concurrent() const {
+    std::lock_guard lock(mu_);
+    return max_open_;
+  }
+  // Commands named `verb` over every connection.
+  size_t count(std::string_view verb) const {
+    std::lock_guard lock(mu_);
+    size_t n = 0;
+    for (const Connection& c : connections_)
+      n += static_cast<size_t>(std::count(c.commands.begin(), c.commands.end(), verb));
+    return n;
+  }
+  // Every transaction that reached its end of data, connection by connection.
+  std::vector<Transaction> transactions() const {
+    std::lock_guard lock(mu_);
+    std::vector<Transaction> out;
+    for (const Connection& c : connections_) {
+      for (const Transaction& t : c.transactions) {
+        if (t.data_ended)
+          out.push_back(t);
+      }
+    }
+    return out;
+  }
+
+ private:
+  struct Session {
+    Fd fd;
+    size_t index = 0;  // into connections_
+    std::string in;
+    std::string out;  // replies of this pass
+    bool greeted = false;
+    bool in_data = false;
+    bool data_reply_due = false;  // the end of data came; its reply is held
+    size_t accepted_rcpts = 0;
+    bool done = false;
+  };
+
+  template <typename F>
+  void Set(F&& f) {
+    {
+      std::lock_guard lock(mu_);
+      f();
+    }
+    Wake();
+  }
+  void Wake() {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = write(wake_.get(), &one, sizeof one);
+  }
+
+  void Loop() {
+    std::vector<std::unique_ptr<Session>> sessions;
+    for (;;) {
+      std::vector<pollfd> fds = {{listen_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
+      for (auto& s : sessions)
+        fds.push_back({s->fd.get(), POLLIN, 0});
+      if (poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR)
+        return;
+      if (fds[1].revents & POLLIN) {
+        uint64_t n;
+        [[maybe_unused]] ssize_t r = read(wake_.get(), &n, sizeof n);
+      }
+      std::lock_guard lock(mu_);
+      if (stop_)
+        return;
+      for (size_t i = 0; i < sessions.size(); ++i) {
+        if ((fds[i + 2].revents & (POLLIN | POLLHUP | POLLERR)) != 0)
+          Read(*sessions[i]);
+      }
+      if (fds[0].revents & POLLIN)
+        Accept(sessions);
+      for (auto& s : sessions) {
+        Serve(*s);
+        Flush(*s);  // then a session that is over is closed below
+      }
+      std::erase_if(sessions, [](const auto& s) { return s->done; });
+    }
+  }
+
+  void Accept(std::vector<std::unique_ptr<Session>>& sessions) {
+    int fd = accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0)
+      return;
+    connections_.emplace_back();
+    if (hang_up_) {
+      close(fd);
+      connections_.back().closed = true;
+      return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    auto s = std::make_unique<Session>();
+    s->fd.Reset(fd);
+    s->index = connections_.size() - 1;
+    sessions.push_back(std::move(s));
+    ++open_;
+    max_open_ = std::max(max_open_, open_);
+  }
+
+  void Read(Session& s) {
+    char buf[65536];
+    ssize_t n = recv(s.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      s.in.append(buf, static_cast<size_t>(n));
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      End(s);
+    }
+  }
+
+  void End(Session& s) {
+    if (s.done)
+      return;
+    s.done = true;
+    connections_[s.index].closed = true;
+    --open_;
+  }
+
+  // Replies are batched per pass and written together (a pipelined group's replies in one
+  // segment, as RFC 2920 §3.2 asks of servers).
+  void Send(Session& s, std::string_view reply) {
+    s.out.append(reply);
+    s.out += "\r\n";
+  }
+  void Flush(Session& s) {
+    if (s.out.empty() || s.fd.get() < 0)
+      return;
+    if (send(s.fd.get(), s.out.data(), s.out.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(s.out.size()))
+      End(s);
+    s.out.clear();
+  }
+
+  // Answers every complete command line buffered, as far as the script lets it.
+  void Serve(Session& s) {
+    Connection& c = connections_[s.index];
+    if (s.done)
+      return;
+    if (!s.greeted) {
+      if (hold_greeting_)
+        return;
+      s.greeted = true;
+      Send(s, "220 peer.test ESMTP scripted");
+    }
+    while (!s.done) {
+      if (s.data_reply_due) {
+        if (hold_data_end_)
+          return;
+        s.data_reply_due = false;
+        Send(s, "250 2.0.0 queued");
+        continue;
+      }
+      size_t eol = s.in.find("\r\n");
+      if (eol == std::string::npos)
+        return;
+      std::string line = s.in.substr(0, eol);
+      s.in.erase(0, eol + 2);
+      if (s.in_data) {
+        Transaction& t = c.transactions.back();
+        if (line == ".") {
+          s.in_data = false;
+          t.data_ended = true;
+          c.commands.push_back(".");
+          s.data_reply_due = true;
+        } else {
+          t.body += line.starts_with('.') ? line.substr(1) : line;
+          t.body += "\r\n";
+        }
+        continue;
+      }
+      std::string verb = line.substr(0, 4);
+      for (char& ch : verb)
+        ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      c.commands.push_back(verb);
+      if (verb == "EHLO") {
+        Send(s, "250-peer.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES");
+      } else if (verb == "HELO") {
+        Send(s, "250 peer.test");
+      } else if (verb == "MAIL") {
+        Transaction& t = c.transactions.emplace_back();
+        t.mail_from = Between(line, '<', '>');
+        s.accepted_rcpts = 0;
+        Send(s, "250 2.1.0 ok");
+      } else if (verb == "RCPT" && !c.transactions.empty()) {
+        std::string address = Between(line, '<', '>');
+        c.transactions.back().rcpt_to.push_back(address);
+        std::string reply = "250 2.1.5 ok";
+        auto it = rcpt_replies_.find(address);
+        if (it != rcpt_replies_.end() && !it->second.empty()) {
+          reply = it->second.front();
+          it->second.erase(it->second.begin());
+        }
+        if (reply[0] == '2')
+          ++s.accepted_rcpts;
+        Send(s, reply);
+      } else if (verb == "DATA" && !c.transactions.empty()) {
+        if (s.accepted_rcpts > 0) {
+          s.in_data = true;
+          Send(s, "354 go ahead");
+        } else {
+          Send(s, "554 5.5.1 no valid recipients");
+        }
+      } else if (verb == "RSET" || verb == "NOOP") {
+        Send(s, "250 2.0.0 ok");
+      } else if (verb == "QUIT") {
+        c.quit = true;
+        // Counted as closed before the 221 goes out: the client opens its next connection
+        // only after reading it, so the concurrent count is never one too high.
+        Send(s, "221 2.0.0 bye");
+        End(s);
+      } else {
+        Send(s, "502 5.5.2 unknown command");
+      }
+    }
+  }
+
+  static std::string Between(const std::string& line, char open, char close) {
+    size_t a = line.find(open);
+    size_t b = line.find(close, a == std::string::npos ? 0 : a);
+    if (a == std::string::npos || b == std::string::npos)
+      return "";
+    return line.substr(a + 1, b - a - 1);
+  }
+
+  uint16_t port_ = 0;
+  Fd listen_;
+  Fd wake_;
+  std::thread thread_;
+  mutable std::mutex mu_;
+  bool stop_ = false;
+  std::map<std::string, std::vector<std::string>> rcpt_replies_;
+  bool hold_greeting_ = false;
+  bool hold_data_end_ = false;
+  bool hang_up_ = false;
+  std::vector<Connection> connections_;
+  size_t open_ = 0;
+  size_t max_open_ = 0;
+};
+
+// local@kDomain.
+std::string Rcpt(const std::string& local) {
+  return local + "@" + kDomain;
+}
+
+// The message bytes of message `id`: canonical (CRLF), with a line that needs dot-stuffing.
+std::string BodyOf(queue::MessageId id) {
+  return "Subject: message " + std::to_string(id) + "\r\n\r\nHello " + std::to_string(id) +
+         ".\r\n.a line that starts with a dot\r\n";
+}
+
+class DeliveryEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto r = Reactor::Create(256, &clock_);
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    reactor_ = std::move(r).value();
+    ASSERT_TRUE(peer_.ok());
+    options_.log_deliveries = false;
+  }
+
+  void TearDown() override {
+    if (delivery_ != nullptr) {
+      // Connections still open end here; the ring then has only its own wake-up read.
+      delivery_->Shutdown();
+      EXPECT_TRUE(RunUntil([&] { return reactor_->pending_ops() <= 1; }));
+      delivery_.reset();
+    }
+  }
+
+  // Starts the engine with options_; `kDomain` (and every other domain) goes to `route`,
+  // the scripted peer by default.
+  void Start(std::optional<Endpoint> route = std::nullopt) {
+    routing_ = std::make_unique<StaticRouting>(std::map<std::string, Endpoint>{},
+                                               route ? *route : peer_.endpoint());
+    StartWith(*routing_);
+  }
+  void StartWith(Routing& routing) {
+    delivery_ = std::make_unique<Delivery>(*reactor_, options_, spool_, routing, stats_, 42);
+  }
+
+  // Turns the loop until `done()`, at most kRealTimeBound of real time. The clock stands still.
+  bool RunUntil(const std::function<bool()>& done) {
+    const auto end = std::chrono::steady_clock::now() + kRealTimeBound;
+    for (;;) {
+      if (done())
+        return true;
+      if (std::chrono::steady_clock::now() >= end)
+        return false;
+      reactor_->RunOnce(reactor_->now() + 10ms);
+      if (each_turn_)
+        each_turn_();
+    }
+  }
+  // A few turns, for what must not happen: only timers and the peer could make it happen.
+  void RunTurns(int turns = 10) {
+    for (int i = 0; i < turns; ++i)
+      reactor_->RunOnce(reactor_->now() + 5ms);
+  }
+  // Moves time on; the timers due by then fire at this turn.
+  void Advance(std::chrono::nanoseconds d) {
+    clock_.Advance(d);
+    reactor_->RunOnce(reactor_->now());
+  }
+
+  // A job of message `id` to `rcpts` (spool indices 0..n-1), as submission hands it over (with
+  // its body) or as recovery does (`with_body` false: read from the spool when needed).
+  Job MakeJob(queue::MessageId id, const std::vector<std::string>& rcpts, bool with_body = true) {
+    auto m = std::make_shared<Message>();
+    m->id = id;
+    m->mail_from = "sender@origin.test";
+    const std::string body = BodyOf(id);
+    m->body_size = body.size();
+    for (uint32_t i = 0; i < rcpts.size(); ++i)
+      m->AddRecipient(rcpts[i], i);
+    spool_.SetBody(id, body);
+    Job job;
+    job.message = std::move(m);
+    if (with_body)
+      job.body = std::make_shared<const std::string>(body);
+    for (uint32_t i = 0; i < rcpts.size(); ++i)
+      job.recipients.push_back({i, 0});
+    return job;
+  }
+  void Enqueue(Job&& job) { delivery_->Enqueue(kDomain, std::move(job)); }
+
+  DomainStats& domain_stats() { return stats_.ForDomain(kDomain); }
+  // Milliseconds from now (the manual wall clock) to `at`.
+  int64_t FromNow(int64_t at) const { return at - clock_.WallMs(); }
+
+  ManualClock clock_;
+  std::unique_ptr<Reactor> reactor_;
+  Stats stats_{100};
+  FakeSpool spool_;
+  ScriptedPeer peer_;
+  std::unique_ptr<Routing> routing_;
+  Options options_;
+  std::function<void()> each_turn_;  // runs after every turn of RunUntil
+  std::unique_ptr<Delivery> delivery_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The pool
+
+TEST_F(DeliveryEngineTest, PoolNeverOpensMoreThanMaxConnectionsAndFinishesEveryRecipientOnce) {
+  options_.max_connections = 2;
+  options_.max_messages_per_connection = 4;  // connections come and go while the queue drains
+  Start();
+  constexpr int kJobs = 20;
+  long most_open = 0;
+  each_turn_ = [&] { most_open = std::max(most_open, delivery_->open_connections(kDomain)); };
+  for (int i = 1; i <= kJobs; ++i)
+    Enqueue(MakeJob(i, {Rcpt("user" + std::to_string(i)), Rcpt("other")}));
+  most_open = std::max(most_open, delivery_->open_connections(kDomain));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 2 * kJobs; }));
+
+  EXPECT_EQ(most_open, 2);
+  EXPECT_EQ(peer_.max_concurrent(), 2u);  // both were used, never a third
+  EXPECT_GE(peer_.accepted(), static_cast<size_t>(kJobs / 4));
+  for (const auto& c : peer_.connections())
+    EXPECT_LE(c.transactions.size(), 4u);
+  for (int i = 1; i <= kJobs; ++i) {
+    EXPECT_EQ(spool_.finishes(i, 0), 1u) << "message " << i;
+    EXPECT_EQ(spool_.finishes(i, 1), 1u) << "message " << i;
+  }
+  EXPECT_TRUE(spool_.deferred().empty());
+  EXPECT_TRUE(spool_.reads().empty());  // fresh jobs brought their bodies
+  EXPECT_EQ(domain_stats().delivered.Get(), 2u * kJobs);
+  EXPECT_EQ(peer_.transactions().size(), static_cast<size_t>(kJobs));
+}
+
+TEST_F(DeliveryEngineTest, ConnectionQuitsAfterMaxMessagesAndTheNextOneTakesOver) {
+  options_.max_connections = 1;
+  options_.max_messages_per_connection = 3;
+  Start();
+  for (int i = 1; i <= 7; ++i)
+    Enqueue(MakeJob(i, {Rcpt("rcpt" + std::to_string(i))}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 7; }));
+  ASSERT_TRUE(RunUntil([&] { return peer_.count("QUIT") == 2; }));
+
+  const auto conns = peer_.connections();
+  ASSERT_EQ(conns.size(), 3u);  // ceil(7 / 3)
+  EXPECT_EQ(conns[0].transactions.size(), 3u);
+  EXPECT_EQ(conns[1].transactions.size(), 3u);
+  EXPECT_EQ(conns[2].transactions.size(), 1u);
+  for (int c = 0; c < 2; ++c) {
+    // QUIT right after the third end of data, nothing in between.
+    const auto& cmds = conns[c].commands;
+    ASSERT_GE(cmds.size(), 2u);
+    EXPECT_EQ(cmds.back(), "QUIT") << "connection " << c;
+    EXPECT_EQ(cmds[cmds.size() - 2], ".") << "connection " << c;
+    EXPECT_TRUE(conns[c].quit);
+  }
+  EXPECT_FALSE(conns[2].quit);  // the last one stays open for more mail
+  EXPECT_EQ(delivery_->open_connections(kDomain), 1);
+  // Each message went once, in order.
+  const auto txns = peer_.transactions();
+  ASSERT_EQ(txns.size(), 7u);
+  for (int i = 0; i < 7; ++i) {
+    EXPECT_EQ(txns[i].rcpt_to, std::vector<std::string>{Rcpt("rcpt" + std::to_string(i + 1))});
+    EXPECT_EQ(txns[i].body, BodyOf(i + 1));
+  }
+}
+
+TEST_F(DeliveryEngineTest, RecipientsBeyondMaxPerTransactionGoInFurtherTransactionsSameBody) {
+  options_.max_recipients_per_transaction = 2;
+  Start();
+  std::vector<std::string> rcpts;
+  for (int i = 0; i < 5; ++i)
+    rcpts.push_back(Rcpt("r" + std::to_string(i)));
+  Enqueue(MakeJob(9, rcpts));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 5; }));
+
+  const auto txns = peer_.transactions();
+  ASSERT_EQ(txns.size(), 3u);  // 2 + 2 + 1
+  std::multiset<std::string> seen;
+  std::multiset<size_t> sizes;
+  for (const auto& t : txns) {
+    sizes.insert(t.rcpt_to.size());
+    seen.insert(t.rcpt_to.begin(), t.rcpt_to.end());
+    EXPECT_EQ(t.body, BodyOf(9));
+    EXPECT_EQ(t.mail_from, "sender@origin.test");
+  }
+  EXPECT_EQ(sizes, (std::multiset<size_t>{1, 2, 2}));
+  EXPECT_EQ(seen, std::multiset<std::string>(rcpts.begin(), rcpts.end()));
+  for (uint32_t i = 0; i < 5; ++i)
+    EXPECT_EQ(spool_.finishes(9, i), 1u) << "recipient " << i;
+  EXPECT_TRUE(spool_.reads().empty());  // the parts shared the body they came with
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outcomes and retries
+
+TEST_F(DeliveryEngineTest, DeliveredFailedAndDeferredRecipientsThenTheRetryDelivers) {
+  options_.retry_base = Seconds(60);
+  Start();
+  const std::string ok = Rcpt("ok");
+  const std::string reject = Rcpt("reject");
+  const std::string later = Rcpt("later");
+  peer_.ScriptRcpt(reject, {"550 5.1.1 no such user"});
+  peer_.ScriptRcpt(later, {"451 4.2.0 try again later"});
+  Enqueue(MakeJob(5, {ok, reject, later}));
+  ASSERT_TRUE(
+      RunUntil([&] { return spool_.finished().size() == 2 && spool_.deferred().size() == 1; }));
+
+  EXPECT_EQ(spool_.finishes(5, 0), 1u);  // 250: delivered
+  EXPECT_EQ(spool_.finishes(5, 1), 1u);  // 550: failed, out of the queue too
+  EXPECT_EQ(domain_stats().delivered.Get(), 1u);
+  EXPECT_EQ(domain_stats().failed.Get(), 1u);
+  EXPECT_EQ(domain_stats().deferred.Get(), 1u);
+  ASSERT_EQ(spool_.deferred().size(), 1u);
+  const FakeSpool::Deferred d = spool_.deferred()[0];
+  EXPECT_EQ(d.id, 5u);
+  EXPECT_EQ(d.index, 2u);
+  EXPECT_EQ(d.attempts, 1);
+  EXPECT_GE(FromNow(d.next_attempt_ms), 48000);  // retry_base - 20%
+  EXPECT_LE(FromNow(d.next_attempt_ms), 72000);  // retry_base + 20%
+  EXPECT_EQ(delivery_->scheduled(), 1u);
+  EXPECT_TRUE(spool_.reads().empty());
+
+  // Not before its time...
+  Advance(std::chrono::milliseconds(FromNow(d.next_attempt_ms) - 1));
+  RunTurns();
+  EXPECT_EQ(delivery_->scheduled(), 1u);
+  EXPECT_EQ(peer_.transactions().size(), 1u);
+  // ...then retried, with the body read again from the spool: the deferred job let it go.
+  Advance(std::chrono::milliseconds(Scheduler::kGranularityMs + 1));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 3; }));
+  EXPECT_EQ(spool_.finishes(5, 2), 1u);
+  EXPECT_EQ(spool_.reads(), std::vector<queue::MessageId>{5});
+  EXPECT_EQ(spool_.deferred().size(), 1u);
+  const auto txns = peer_.transactions();
+  ASSERT_EQ(txns.size(), 2u);
+  EXPECT_EQ(txns[1].rcpt_to, std::vector<std::string>{later});
+  EXPECT_EQ(txns[1].body, BodyOf(5));
+  EXPECT_EQ(domain_stats().delivered.Get(), 2u);
+  EXPECT_EQ(delivery_->scheduled(), 0u);
+}
+
+TEST_F(DeliveryEngineTest, RepeatedDeferralsDoubleTheDelayUpToRetryMax) {
+  options_.retry_base = Seconds(10);
+  options_.retry_max = Seconds(40);
+  Start();
+  const std::string later = Rcpt("later");
+  peer_.ScriptRcpt(later, std::vector<std::string>(5, "451 4.3.0 busy"));
+  Enqueue(MakeJob(3, {later}));
+  const double expected_s[] = {10, 20, 40, 40, 40};
+  for (size_t k = 0; k < 5; ++k) {
+    ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == k + 1; })) << "attempt " << k;
+    const FakeSpool::Deferred d = spool_.deferred()[k];
+    EXPECT_EQ(d.attempts, k + 1);
+    const int64_t delay = FromNow(d.next_attempt_ms);
+    EXPECT_GE(delay, std::llround(expected_s[k] * 800)) << "attempt " << k + 1;
+    EXPECT_LE(delay, std::llround(expected_s[k] * 1200)) << "attempt " << k + 1;
+    Advance(std::chrono::milliseconds(delay + Scheduler::kGranularityMs + 1));
+  }
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 1; }));
+  EXPECT_EQ(spool_.deferred().size(), 5u);
+  EXPECT_EQ(peer_.count("RCPT"), 6u);
+  EXPECT_EQ(spool_.reads_of(3), 5u);  // each retry read the body again
+}
+
+TEST_F(DeliveryEngineTest, RefusedConnectionDefersTheWholeQueueAndReadsNoBody) {
+  ClosedPort closed;
+  ASSERT_TRUE(closed.ok());
+  options_.max_connections = 1;
+  options_.retry_base = Seconds(60);
+  Start(closed.endpoint());
+  // Recovered mail (no body in memory) and fresh mail, all for a host that is down.
+  for (int i = 1; i <= 3; ++i)
+    Enqueue(MakeJob(i, {Rcpt("a" + std::to_string(i))}, /*with_body=*/false));
+  for (int i = 4; i <= 6; ++i)
+    Enqueue(MakeJob(i, {Rcpt("a" + std::to_string(i))}));
+  EXPECT_EQ(delivery_->open_connections(kDomain), 1);
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 6; }));
+  RunTurns();
+
+  // One failed attempt deferred all six (the clock never moved, so no second attempt could be
+  // made after the hold), each once.
+  EXPECT_EQ(spool_.deferred().size(), 6u);
+  for (int i = 1; i <= 6; ++i) {
+    auto it = std::find_if(spool_.deferred().begin(), spool_.deferred().end(),
+                           [&](const auto& d) { return d.id == static_cast<uint64_t>(i); });
+    ASSERT_NE(it, spool_.deferred().end()) << "message " << i;
+    EXPECT_EQ(it->attempts, 1);
+    EXPECT_GE(FromNow(it->next_attempt_ms), 48000);
+  }
+  EXPECT_TRUE(spool_.reads().empty());
+  EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_EQ(delivery_->open_connections(kDomain), 0);
+  EXPECT_EQ(delivery_->scheduled(), 6u);
+  EXPECT_EQ(domain_stats().deferred.Get(), 6u);
+
+  // Due again, still down: deferred again, still without reading a body.
+  Advance(73s);
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 12; }));
+  for (size_t k = 6; k < 12; ++k)
+    EXPECT_EQ(spool_.deferred()[k].attempts, 2);
+  EXPECT_TRUE(spool_.reads().empty());
+}
+
+TEST_F(DeliveryEngineTest, HostThatHangsUpBeforeItsGreetingCostsOneConnectionForTheQueue) {
+  peer_.HangUpOnAccept(true);
+  options_.max_connections = 1;
+  Start();
+  for (int i = 1; i <= 6; ++i)
+    Enqueue(MakeJob(i, {Rcpt("a" + std::to_string(i))}, /*with_body=*/false));
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 6; }));
+  RunTurns();
+  EXPECT_EQ(peer_.accepted(), 1u);
+  EXPECT_TRUE(spool_.reads().empty());
+  EXPECT_EQ(delivery_->scheduled(), 6u);
+
+  // Mail that comes right after waits out a hold instead of hammering the host: no new
+  // connection until min(retry_base, 5 s) has passed, then one, which defers it.
+  Enqueue(MakeJob(7, {Rcpt("a7")}));
+  RunTurns();
+  EXPECT_EQ(peer_.accepted(), 1u);
+  EXPECT_EQ(spool_.deferred().size(), 6u);
+  Advance(4900ms);
+  RunTurns();
+  EXPECT_EQ(peer_.accepted(), 1u);
+  Advance(100ms);
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 7; }));
+  EXPECT_EQ(peer_.accepted(), 2u);
+  EXPECT_EQ(spool_.deferred()[6].id, 7u);
+  EXPECT_EQ(spool_.deferred()[6].attempts, 1);
+}
+
+TEST_F(DeliveryEngineTest, NoRouteDefersWith451AndKeepsTheMail) {
+  routing_ = std::make_unique<StaticRouting>(std::map<std::string, Endpoint>{}, std::nullopt);
+  options_.log_deliveries = true;  // the reply is in the delivery log line, where operators see it
+  StartWith(*routing_);
+  ::testing::internal::CaptureStderr();
+  Enqueue(MakeJob(7, {Rcpt("a"), Rcpt("b")}));
+  RunTurns();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+
+  ASSERT_EQ(spool_.deferred().size(), 2u);
+  for (uint32_t i = 0; i < 2; ++i) {
+    const FakeSpool::Deferred& d = spool_.deferred()[i];
+    EXPECT_EQ(d.id, 7u);
+    EXPECT_EQ(d.index, i);
+    EXPECT_EQ(d.attempts, 1);
+    EXPECT_GE(FromNow(d.next_attempt_ms), 48000);
+    EXPECT_LE(FromNow(d.next_attempt_ms), 72000);
+  }
+  EXPECT_NE(log.find("reply=\"451 4.4.0 no route to example.test"), std::string::npos) << log;
+  EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_EQ(delivery_->scheduled(), 1u);  // kept, to be tried again
+  EXPECT_EQ(peer_.accepted(), 0u);
+
+  // Due again, still without a route: deferred again, and still kept.
+  Advance(73s);
+  RunTurns();
+  ASSERT_EQ(spool_.deferred().size(), 4u);
+  EXPECT_EQ(spool_.deferred()[2].attempts, 2);
+  EXPECT_EQ(spool_.deferred()[3].attempts, 2);
+  EXPECT_EQ(delivery_->scheduled(), 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies
+
+TEST_F(DeliveryEngineTest, RecoveredBodiesAreReadOnlyOnceAConnectionIsReadyAndAtMostTheLimit) {
+  options_.max_connections = 4;
+  options_.max_loaded_bodies = 2;
+  Start();
+  peer_.HoldGreeting(true);
+  spool_.HoldReads(true);
+  constexpr int kJobs = 8;
+  for (int i = 1; i <= kJobs; ++i)
+    Enqueue(MakeJob(i, {Rcpt("r" + std::to_string(i))}, /*with_body=*/false));
+  ASSERT_TRUE(RunUntil([&] { return peer_.accepted() == 4; }));
+  RunTurns();
+  EXPECT_TRUE(spool_.reads().empty());  // connected, but no greeting and EHLO yet
+
+  peer_.HoldGreeting(false);
+  ASSERT_TRUE(RunUntil([&] { return peer_.count("EHLO") == 4 && spool_.held() == 2; }));
+  RunTurns();
+  EXPECT_EQ(spool_.held(), 2u);  // four connections ready, two bodies at a time
+  while (spool_.finished().size() < kJobs) {
+    ASSERT_TRUE(RunUntil([&] { return spool_.held() > 0 || spool_.finished().size() == kJobs; }));
+    spool_.ReleaseOne();
+  }
+  EXPECT_EQ(spool_.max_held(), 2u);
+  for (int i = 1; i <= kJobs; ++i) {
+    EXPECT_EQ(spool_.reads_of(i), 1u) << "message " << i;
+    EXPECT_EQ(spool_.finishes(i, 0), 1u) << "message " << i;
+  }
+  for (const auto& t : peer_.transactions()) {
+    ASSERT_EQ(t.rcpt_to.size(), 1u);
+    EXPECT_EQ(t.body, BodyOf(std::stoi(t.rcpt_to[0].substr(1))));
+  }
+}
+
+TEST_F(DeliveryEngineTest, FailedBodyReadRetriesTheJobLater) {
+  Start();
+  spool_.FailNextRead(4);
+  Enqueue(MakeJob(4, {Rcpt("r")}, /*with_body=*/false));
+  ASSERT_TRUE(RunUntil([&] { return spool_.reads().size() == 1 && delivery_->scheduled() == 1; }));
+  RunTurns();
+  EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_TRUE(spool_.deferred().empty());
+  EXPECT_EQ(peer_.count("MAIL"), 0u);
+
+  Advance(61s);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 1; }));
+  EXPECT_EQ(spool_.reads_of(4), 2u);
+  ASSERT_EQ(peer_.transactions().size(), 1u);
+  EXPECT_EQ(peer_.transactions()[0].body, BodyOf(4));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+TEST_F(DeliveryEngineTest, IdleConnectionQuitsAfterIdleTimeoutAndTheDestinationIsForgotten) {
+  options_.idle_timeout = Seconds(5);
+  Start();
+  Enqueue(MakeJob(1, {Rcpt("a")}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 1; }));
+  EXPECT_EQ(delivery_->open_connections(kDomain), 1);
+
+  Advance(4900ms);
+  RunTurns();
+  EXPECT_FALSE(peer_.connections()[0].quit);
+  EXPECT_EQ(delivery_->open_connections(kDomain), 1);
+  Advance(200ms);
+  ASSERT_TRUE(RunUntil([&] { return peer_.count("QUIT") == 1; }));
+  ASSERT_TRUE(RunUntil([&] { return delivery_->open_connections(kDomain) == 0; }));
+  EXPECT_EQ(peer_.connections()[0].transactions.size(), 1u);
+  EXPECT_EQ(delivery_->destinations(), 1u);
+
+  Advance(5s);
+  RunTurns();
+  Advance(5s);
+  RunTurns();
+  EXPECT_EQ(delivery_->destinations(), 0u);
+  EXPECT_EQ(delivery_->open_connections(kDomain), -1);
+
+  // Mail for it again: a new destination, a new connection, delivered.
+  Enqueue(MakeJob(2, {Rcpt("b")}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 2; }));
+  EXPECT_EQ(spool_.finishes(2, 0), 1u);
+  EXPECT_EQ(peer_.accepted(), 2u);
+  EXPECT_EQ(delivery_->destinations(), 1u);
+}
+
+TEST_F(DeliveryEngineTest, JobDueInTheFutureWaitsInTheSchedulerUntilThen) {
+  Start();
+  Job job = MakeJob(6, {Rcpt("a")});
+  job.due_ms = clock_.WallMs() + 30000;
+  Enqueue(std::move(job));
+  EXPECT_EQ(delivery_->scheduled(), 1u);
+  EXPECT_EQ(delivery_->destinations(), 0u);
+
+  Advance(29900ms);
+  RunTurns();
+  EXPECT_EQ(delivery_->scheduled(), 1u);
+  EXPECT_EQ(peer_.accepted(), 0u);
+  Advance(std::chrono::milliseconds(100 + Scheduler::kGranularityMs));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 1; }));
+  EXPECT_EQ(delivery_->scheduled(), 0u);
+  EXPECT_EQ(spool_.reads(), std::vector<queue::MessageId>{6});  // let go of while it waited
+  ASSERT_EQ(peer_.transactions().size(), 1u);
+  EXPECT_EQ(peer_.transactions()[0].body, BodyOf(6));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+TEST_F(DeliveryEngineTest, ShutdownDropsQueuesAndConnectionsAndRecordsNoOutcome) {
+  options_.max_connections = 1;
+  Start();
+  peer_.HoldDataEnd(true);  // the first transaction stays in flight
+  for (int i = 1; i <= 3; ++i)
+    Enqueue(MakeJob(i, {Rcpt("r" + std::to_string(i))}));
+  Job later = MakeJob(4, {Rcpt("r4")});
+  later.due_ms = clock_.WallMs() + 60000;
+  Enqueue(std::move(later));
+  ASSERT_TRUE(RunUntil([&] { return peer_.count(".") == 1; }));
+  EXPECT_EQ(delivery_->scheduled(), 1u);
+
+  delivery_->Shutdown();
+  ASSERT_TRUE(RunUntil([&] { return delivery_->open_connections(kDomain) <= 0; }));
+  peer_.HoldDataEnd(false);
+  ASSERT_TRUE(RunUntil([&] { return peer_.connections()[0].closed; }));
+  Advance(61s);
+  RunTurns();
+
+  // Nothing recorded: every recipient is still pending in the spool for the next start.
+  EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_TRUE(spool_.deferred().empty());
+  EXPECT_EQ(delivery_->scheduled(), 0u);
+  EXPECT_FALSE(peer_.connections()[0].quit);  // dropped, not ended politely
+  EXPECT_EQ(peer_.accepted(), 1u);
+  // Mail that arrives now is left for the next start too.
+  Enqueue(MakeJob(5, {Rcpt("r5")}));
+  RunTurns();
+  EXPECT_EQ(peer_.accepted(), 1u);
+  EXPECT_TRUE(spool_.finished().empty());
+}
+
+}  // namespace
+}  // namespace spate::delivery
