@@ -5,7 +5,7 @@
 //
 // Ready queue: jobs that are due wait in `pending_` without a body or in `ready_` with one.
 // Bodies are loaded from the spool only once the pool has a connection ready for transactions
-// (greeting and EHLO done), one for every other such connection and one more (at most
+// (greeting and EHLO done), one for every fourth such connection and one more (at most
 // Options::max_loaded_bodies, loaded or being loaded), so a destination that is down, or a deep
 // backlog, holds envelopes only.
 //
