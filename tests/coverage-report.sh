@@ -25,8 +25,10 @@ filter() {
   if [ "$1" = core ]; then echo '^core/[^/]+$'; else echo "^$1/"; fi
 }
 
-# One pass of gcov over every .gcda; the reports below read its JSON.
-gcovr --root . "$build" -j 2 --exclude '^tests/' --exclude '^bench/' --exclude "^$build/" \
+# One pass of gcov over every .gcda; the reports below read its JSON. core/task.h is left out:
+# gcovr 5.2 cannot parse gcov's report of its templates (it hangs with -j 2 on the error); its
+# lines are reached through the reactor's tests anyway.
+gcovr --root . "$build" -j 2 --gcov-ignore-parse-errors --gcov-exclude '.*task\.h.*' --exclude '^tests/' --exclude '^bench/' --exclude "^$build/" \
   --json "$out/coverage.json"
 gcovr --add-tracefile "$out/coverage.json" --root . --html-details "$out/index.html" \
   --html-title "spate: line coverage" >/dev/null

@@ -346,6 +346,45 @@ TEST_F(DispatcherTest, AcceptedMessageGoesToEachShardWithTheDomainsItOwns) {
   EXPECT_EQ(shards_[1].stats.ForDomain(b2).queued.Get(), 1);
 }
 
+// Past eight domains a message's recipients are grouped by hash, not by comparing: the same
+// result. 30 recipients over 15 domains, every domain twice, far apart in the list.
+TEST_F(DispatcherTest, AMessageToManyDomainsIsSplitTheSameWay) {
+  std::vector<std::string> domains;
+  for (int i = 0; i < 15; ++i)
+    domains.push_back("many" + std::to_string(i) + ".test");
+  queue::NewMessage m;
+  m.mail_from = "sender@origin.test";
+  for (int round = 0; round < 2; ++round) {
+    for (const std::string& d : domains)
+      m.rcpt_to.push_back("u" + std::to_string(m.rcpt_to.size()) + "@" + d);
+  }
+  m.rcpt_to[20] = "U20@MANY5.TEST";  // the 2nd recipient of many5.test, in upper case
+  m.body = "Subject: hi\r\n\r\nhi\r\n";
+  dispatcher_.DispatchAccepted(44, std::move(m));
+  Turn(0);
+  Turn(1);
+  for (ShardId s = 0; s < kShards; ++s) {
+    std::vector<std::string> asked_want;
+    std::vector<uint32_t> want;
+    for (size_t i = 0; i < domains.size(); ++i) {
+      if (OwnerOf(domains[i], kShards) != s)
+        continue;
+      asked_want.push_back(domains[i]);  // once each, in first-seen order
+      want.push_back(static_cast<uint32_t>(i));
+      want.push_back(static_cast<uint32_t>(i + domains.size()));
+      EXPECT_EQ(shards_[s].stats.ForDomain(domains[i]).queued.Get(), 2) << domains[i];
+      // One job per domain: its two recipients share one retry time.
+      EXPECT_EQ(NextAttempt(s, 44, static_cast<uint32_t>(i)),
+                NextAttempt(s, 44, static_cast<uint32_t>(i + domains.size())))
+          << domains[i];
+    }
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(shards_[s].routing.asked, asked_want) << "shard " << s;
+    EXPECT_EQ(Deferred(s, 44), want) << "shard " << s;
+  }
+  EXPECT_EQ(Deferred(0, 44).size() + Deferred(1, 44).size(), 30u);
+}
+
 TEST_F(DispatcherTest, RecoveredRecipientsKeepTheirSpoolIndexAttemptsAndRetryTime) {
   const std::string& a1 = domains_[0][0];
   const std::string& a2 = domains_[0][1];

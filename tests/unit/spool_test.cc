@@ -681,6 +681,31 @@ TEST_F(SpoolDamageTest, AFinishedMessageLeftBehindIsRemoved) {
   EXPECT_TRUE(raw.Get(RawDb::kBody, Key(second_)).has_value());
 }
 
+// Recipient records whose message is gone (before the first message, between two, after the
+// last): only damage leaves them. Recovery walks past them, hands over the messages as they
+// are, and removes them.
+TEST_F(SpoolDamageTest, StrayRecipientRecordsAreRemoved) {
+  TwoMessages();
+  {
+    RawDb raw(path());
+    raw.Put(RawDb::kRcpt, Key(first_ - 1, 0), "D");
+    raw.Put(RawDb::kRcpt, Key(first_ + 1, 3), "P");  // garbage, but nobody's: not read
+    raw.Put(RawDb::kRcpt, Key(second_ + 1, 0), "D");
+    raw.Put(RawDb::kRcpt, Key(first_, 1), "D");  // the real one: r1 finished
+  }
+  std::vector<RecoveredMessage> recovered;
+  Result<void> r = Reopen(&recovered);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  ASSERT_EQ(recovered.size(), 2u);
+  EXPECT_EQ(recovered[0].id, first_);
+  ASSERT_EQ(recovered[0].recipients.size(), 1u);
+  EXPECT_EQ(recovered[0].recipients[0].address, "r0@example.com");
+  EXPECT_EQ(recovered[1].id, second_);
+  RawDb raw(path());
+  EXPECT_EQ(raw.Count(RawDb::kRcpt), 1u) << "only the record of a message still there is left";
+  EXPECT_TRUE(raw.Get(RawDb::kRcpt, Key(first_, 1)).has_value());
+}
+
 TEST_F(SpoolDamageTest, AnEnvelopeKeyThatDoesNotDecodeIsSkipped) {
   TwoMessages();
   { RawDb(path()).Put(RawDb::kEnvelope, "abc", "whatever"); }
