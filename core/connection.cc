@@ -49,6 +49,15 @@ void Connection::ResumeReading() {
 void Connection::ArmRecv() {
   if (recv_in_flight_ || closing_ || finished_ || paused_ || !reading_)
     return;
+  if (output_limit_ != 0 && queued_output() > output_limit_) {
+    // The peer is not reading what we say: stop listening to it until it does (ArmSend()
+    // resumes). Its input waits in the kernel, then TCP pushes back on it.
+    if (!output_blocked_ && output_paused_counter_ != nullptr)
+      output_paused_counter_->Add();
+    output_blocked_ = true;
+    return;
+  }
+  output_blocked_ = false;
   recv_in_flight_ = true;
   // The reactor's pooled buffers: an idle connection holds none (in_ is used only on kernels
   // without buffer rings).
@@ -121,6 +130,8 @@ void Connection::ArmSend() {
       } else {
         out_offset_ += static_cast<size_t>(res);
         ArmSend();
+        if (output_blocked_ && queued_output() <= output_limit_ / 2)
+          ArmRecv();
       }
     }
     --busy_;

@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "core/counter.h"
 #include "core/reactor.h"
 
 namespace spate {
@@ -34,6 +35,16 @@ class Connection {
   // peer) until ResumeReading(). A recv already in the ring still delivers its chunk.
   void PauseReading() { paused_ = true; }
   void ResumeReading();
+  // Output backpressure: while more than `bytes` of output is queued (the peer does not read
+  // its replies), no input is read either, so a peer that pipelines without reading cannot grow
+  // our memory; reading resumes once the output has drained to half of it. `paused`, when set,
+  // counts each stop. 0: no bound (the default). Not for a client connection whose peer applies
+  // the same rule: two sides that both wait for the other to read would never move.
+  void SetOutputLimit(size_t bytes, Counter* paused = nullptr) {
+    output_limit_ = bytes;
+    output_paused_counter_ = paused;
+  }
+  bool output_blocked() const { return output_blocked_; }
   // Connects the socket (non-blocking, through the ring); OnConnected() follows. `addr` is
   // copied, so the caller's may go.
   void Connect(const sockaddr_storage& addr, socklen_t len);
@@ -81,9 +92,12 @@ class Connection {
   sockaddr_storage peer_{};
   bool recv_in_flight_ = false;
   bool paused_ = false;
-  int busy_ = 0;           // > 0 while one of our callbacks runs: no self-deletion then
-  bool closing_ = false;   // no more input wanted; shut down once output is sent
-  bool finished_ = false;  // OnClosed() delivered
+  size_t output_limit_ = 0;  // SetOutputLimit(); 0: none
+  Counter* output_paused_counter_ = nullptr;
+  bool output_blocked_ = false;  // not reading: too much output queued
+  int busy_ = 0;                 // > 0 while one of our callbacks runs: no self-deletion then
+  bool closing_ = false;         // no more input wanted; shut down once output is sent
+  bool finished_ = false;        // OnClosed() delivered
 };
 
 // Socket helpers (blocking-free syscalls only). Addresses are "host:port" with a numeric host or

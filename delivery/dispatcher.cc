@@ -8,7 +8,14 @@
 
 namespace spate::delivery {
 
-Dispatcher::Dispatcher(ShardId shards) : targets_(shards) {}
+Dispatcher::Dispatcher(ShardId shards, std::string postmaster)
+    : targets_(shards), postmaster_(std::move(postmaster)) {}
+
+std::string_view Dispatcher::Routable(std::string_view address) const {
+  if (!postmaster_.empty() && address.find('@') == std::string_view::npos)
+    return postmaster_;
+  return address;
+}
 
 void Dispatcher::Attach(ShardId id, Reactor* reactor, Delivery* delivery) {
   SPATE_CHECK(id < targets_.size());
@@ -24,10 +31,10 @@ void Dispatcher::DispatchAccepted(queue::MessageId id, queue::NewMessage&& m) {
   message->smtputf8 = m.smtputf8;
   size_t bytes = 0;
   for (const std::string& r : m.rcpt_to)
-    bytes += r.size();
+    bytes += Routable(r).size();
   message->Reserve(m.rcpt_to.size(), bytes);
   for (uint32_t i = 0; i < m.rcpt_to.size(); ++i)
-    message->AddRecipient(m.rcpt_to[i], i);
+    message->AddRecipient(Routable(m.rcpt_to[i]), i);
   Body body = std::make_shared<const std::string>(std::move(m.body));
   Split(std::move(message), std::move(body), {}, {});
 }
@@ -45,10 +52,10 @@ void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
   due.reserve(m.recipients.size());
   size_t bytes = 0;
   for (const queue::PendingRecipient& r : m.recipients)
-    bytes += r.address.size();
+    bytes += Routable(r.address).size();
   message->Reserve(m.recipients.size(), bytes);
   for (const queue::PendingRecipient& r : m.recipients) {
-    message->AddRecipient(r.address, r.index);
+    message->AddRecipient(Routable(r.address), r.index);
     attempts.push_back(r.attempts);
     due.push_back(r.next_attempt_ms);
   }

@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/reactor.h"
@@ -24,7 +26,10 @@ class Delivery;
 
 class Dispatcher {
  public:
-  explicit Dispatcher(ShardId shards);
+  // `postmaster` takes every recipient without a domain (the server already stores
+  // "<postmaster>" as it, so only a spool written before that rule holds one): no job is ever
+  // made for a recipient that cannot be routed.
+  explicit Dispatcher(ShardId shards, std::string postmaster = {});
 
   // Shard `id`'s engine, reached through `reactor` (which runs it).
   void Attach(ShardId id, Reactor* reactor, Delivery* delivery);
@@ -52,7 +57,10 @@ class Dispatcher {
   void Split(MessageRef message, Body body, const std::vector<uint16_t>& attempts,
              const std::vector<int64_t>& due_ms);
 
+  std::string_view Routable(std::string_view address) const;
+
   std::vector<Target> targets_;
+  std::string postmaster_;
 };
 
 }  // namespace spate::delivery

@@ -73,6 +73,10 @@ class SampleCollector : public prometheus::Collectable {
            MetricType::Counter, static_cast<double>(refused_conns));
     scalar("spate_inbound_connections", "Submission connections open now.", MetricType::Gauge,
            static_cast<double>(inbound));
+    scalar("spate_connections_output_paused_total",
+           "Times a submission connection stopped reading its client because the client was "
+           "not reading its replies (more than 64 KiB queued).",
+           MetricType::Counter, static_cast<double>(sample.output_paused));
     scalar("spate_shards", "Reactor shards running.", MetricType::Gauge,
            static_cast<double>(sample.shards));
 

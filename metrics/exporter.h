@@ -47,6 +47,7 @@ struct Sample {
   uint64_t connections_accepted = 0;
   uint64_t connections_refused = 0;
   int64_t inbound_connections = 0;
+  uint64_t output_paused = 0;  // submission connections that stopped reading (backpressure)
   unsigned shards = 0;
   std::vector<DomainSample> domains;
   SpoolSample spool;

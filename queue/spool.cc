@@ -137,6 +137,7 @@ struct Spool::Impl {
   std::mutex read_mu;
   std::condition_variable read_cv;
   std::deque<ReadReq> reads;
+  bool read_stopping = false;  // under read_mu (`stopping` is the commit thread's, under mu)
   std::thread read_thread;
 
   mutable std::mutex stats_mu;
@@ -148,7 +149,10 @@ struct Spool::Impl {
       stopping = true;
     }
     cv.notify_all();
-    { std::lock_guard lock(read_mu); }
+    {
+      std::lock_guard lock(read_mu);
+      read_stopping = true;
+    }
     read_cv.notify_all();
     if (commit_thread.joinable())
       commit_thread.join();
@@ -304,7 +308,7 @@ struct Spool::Impl {
       ReadReq req;
       {
         std::unique_lock lock(read_mu);
-        read_cv.wait(lock, [&] { return stopping || !reads.empty(); });
+        read_cv.wait(lock, [&] { return read_stopping || !reads.empty(); });
         if (reads.empty())
           return;
         req = std::move(reads.front());

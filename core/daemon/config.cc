@@ -244,6 +244,17 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   server.String("implicit_tls_listen", &implicit_tls_listen);
   server.StringList("relay_networks", &relay_networks);
   server.StringList("local_domains", &c.local_domains);
+  server.String("postmaster", &c.postmaster);
+  std::string bare_lf = "reject";
+  std::string nul = "reject";
+  server.String("bare_lf", &bare_lf);
+  server.String("nul", &nul);
+  if (bare_lf != "reject" && bare_lf != "normalise")
+    server.Fail("bare_lf", "must be \"reject\" or \"normalise\"");
+  if (nul != "reject" && nul != "strip")
+    server.Fail("nul", "must be \"reject\" or \"strip\"");
+  c.bare_lf_normalise = bare_lf == "normalise";
+  c.nul_strip = nul == "strip";
   server.RejectUnknown();
 
   TableReader tls(root["tls"].as_table(), "tls", error);
@@ -365,6 +376,17 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     c.hostname = HostName();
   if (c.helo_name.empty())
     c.helo_name = c.hostname;
+  if (c.postmaster.empty())
+    c.postmaster = "postmaster@" + c.hostname;
+  {
+    // A mailbox with a domain: the point is that no recipient is ever queued without one.
+    const size_t at = c.postmaster.rfind('@');
+    if (at == 0 || at == std::string::npos || at + 1 == c.postmaster.size() ||
+        c.postmaster.find_first_of(" <>\r\n") != std::string::npos) {
+      *error = "[server] postmaster: \"" + c.postmaster + "\" is not a mailbox (want user@domain)";
+      return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+    }
+  }
   if (c.shards == 0)
     c.shards = std::max(1u, std::thread::hardware_concurrency());
   if (c.retry_max < c.retry_base)

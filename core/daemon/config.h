@@ -53,6 +53,12 @@ struct Config {
   // local_domains unless they authenticated.
   std::vector<Network> relay_networks;
   std::vector<std::string> local_domains;  // lower case
+  // [server] where "RCPT TO:<postmaster>" goes (RFC 5321 §4.5.1); default postmaster@hostname.
+  std::string postmaster;
+  // [server] message text with a bare CR or LF: "reject" (550 5.6.0) or "normalise" (CRLF);
+  // with a NUL: "reject" (550 5.6.0) or "strip".
+  bool bare_lf_normalise = false;
+  bool nul_strip = false;
   // [tls]: PEM paths, loaded at start-up. Both empty: no STARTTLS and no implicit TLS.
   std::string tls_certificate;
   std::string tls_key;

@@ -298,6 +298,7 @@ int Run(int argc, char** argv) {
           sample.connections_accepted += s->connections_accepted.Get();
           sample.connections_refused += s->connections_refused.Get();
           sample.inbound_connections += s->connections_inbound.Get();
+          sample.output_paused += s->output_paused.Get();
         }
         for (const auto& d : delivery_stats) {
           d->ForEachDomain([&](const delivery::DomainStats& ds) {
@@ -320,7 +321,7 @@ int Run(int argc, char** argv) {
   // Every accepted or recovered message goes through the dispatcher straight to the shards
   // that own its domains.
   std::vector<std::unique_ptr<Shard>> shards;
-  delivery::Dispatcher dispatcher(static_cast<ShardId>(config.shards));
+  delivery::Dispatcher dispatcher(static_cast<ShardId>(config.shards), config.postmaster);
   for (unsigned i = 0; i < config.shards; ++i) {
     shards.push_back(std::make_unique<Shard>(static_cast<ShardId>(i), config.shards));
   }

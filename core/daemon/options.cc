@@ -19,6 +19,9 @@ server::Options ServerOptions(const Config& c) {
   o.auth_plaintext = c.auth_plaintext;
   o.auth_max_failures = c.auth_max_failures;
   o.auth_failure_window = c.auth_failure_window;
+  o.postmaster = c.postmaster;
+  o.bare_lf = c.bare_lf_normalise ? smtp::BareLfPolicy::kNormalise : smtp::BareLfPolicy::kReject;
+  o.nul = c.nul_strip ? smtp::NulPolicy::kStrip : smtp::NulPolicy::kReject;
   return o;
 }
 

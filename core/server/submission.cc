@@ -167,10 +167,16 @@ void SubmissionServer::VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& re
       });
 }
 
-queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received) {
+queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_view postmaster) {
   queue::NewMessage m;
   m.mail_from = std::move(received.mail_from);
   m.rcpt_to = std::move(received.rcpt_to);
+  for (std::string& rcpt : m.rcpt_to) {
+    // The session accepts one recipient without a domain: "<postmaster>" (RFC 5321 §4.1.1.3),
+    // in any case. It is delivered to the configured mailbox, like Postfix's alias.
+    if (rcpt.find('@') == std::string::npos)
+      rcpt = postmaster;
+  }
   m.body = std::move(received.body);
   m.body_8bit = received.body_8bit;
   m.smtputf8 = received.smtputf8;
@@ -203,7 +209,7 @@ void SubmissionServer::Commit(ServerConnection& conn) {
   std::optional<smtp::ReceivedMessage> received = conn.session().TakeMessage();
   if (!received)
     return;  // already handed over; waiting for its commit
-  queue::NewMessage message = ToSpoolMessage(std::move(*received));
+  queue::NewMessage message = ToSpoolMessage(std::move(*received), options_.postmaster);
   uint64_t conn_id = conn.id();
   Reactor* reactor = &reactor_;
   store_.Accept(std::move(message), [this, reactor, conn_id, handoff = handoff_](

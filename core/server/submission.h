@@ -96,6 +96,12 @@ struct Options {
   bool auth_plaintext = false;
   unsigned auth_max_failures = 5;
   Seconds auth_failure_window{600};
+  // RFC 5321 §4.5.1: "RCPT TO:<postmaster>" (no domain) must be accepted; it is stored as this
+  // address, so no message is ever queued for a recipient without a domain.
+  std::string postmaster = "postmaster@localhost";
+  // Message text with a bare CR or LF, or a NUL (core/smtp/server_session.h).
+  smtp::BareLfPolicy bare_lf = smtp::BareLfPolicy::kReject;
+  smtp::NulPolicy nul = smtp::NulPolicy::kReject;
 };
 
 // Counters of one shard's server (single writer: the shard; read by the metrics exporter).
@@ -105,7 +111,13 @@ struct Stats {
   Counter connections_accepted;
   Counter connections_refused;  // over max_connections(_per_client): 421 at accept
   Gauge connections_inbound;
+  // Times a connection stopped reading because its client was not reading its replies (more
+  // than kMaxQueuedOutput queued): a client pipelining without reading cannot grow memory.
+  Counter output_paused;
 };
+
+// Output a submission connection queues before it stops reading its client (see Stats).
+inline constexpr size_t kMaxQueuedOutput = 64 << 10;
 
 // Where accepted messages go to be made durable: the spool (SpoolStore), or a test's fake.
 class MessageStore {
@@ -204,7 +216,8 @@ class SubmissionServer : public Service {
 };
 
 // The spool's form of a received message: everything it must keep, DSN parameters included
-// (RFC 3461 §4: they travel with the message until its notices are sent).
-queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received);
+// (RFC 3461 §4: they travel with the message until its notices are sent). The bare
+// "<postmaster>" recipient becomes `postmaster` (Options::postmaster).
+queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_view postmaster);
 
 }  // namespace spate::server

@@ -22,7 +22,8 @@
 //  - A command line may end in CRLF or, leniently, a bare LF. In the data phase only CRLF ends a
 //    line: a bare CR or LF never makes a "." line (SMTP smuggling defence). A message holding a
 //    bare CR or LF (DATA or BDAT) is refused (550 5.6.0) or stored with CRLF in its place, as
-//    Options::bare_lf says. A refused DATA or BDAT leaves the session wanting RSET (or EHLO/HELO):
+//    Options::bare_lf says; one holding a NUL is refused (550 5.6.0) or stored without it, as
+//    Options::nul says. A refused DATA or BDAT leaves the session wanting RSET (or EHLO/HELO):
 //    whatever the client pipelined behind it can never start a transaction (RFC 2920 §3.1).
 //  - BDAT chunks are read by their announced size, whatever they hold (RFC 3030 §2); a BDAT line
 //    whose size cannot be parsed loses the framing: 501 5.5.4 and close.
@@ -112,6 +113,13 @@ enum class BareLfPolicy : uint8_t {
   kNormalise,  // store each bare LF and each bare CR as CRLF (it still never ends the data)
 };
 
+// What to do with a NUL octet in message text. RFC 5322 §3.5 allows none in a message, and a
+// next hop that drops NULs would read "\r\n\0.\r\n" as an end of data: SMTP smuggling one hop on.
+enum class NulPolicy : uint8_t {
+  kReject,  // refuse the message after its end: 550 5.6.0
+  kStrip,   // store the message without its NULs (Postfix's message_strip_characters = \0)
+};
+
 class ServerSession {
  public:
   struct Options {
@@ -139,6 +147,8 @@ class ServerSession {
     std::string client_address;  // "192.0.2.1" or "IPv6:2001:db8::1"
     // RFC 5321 §2.3.8: bare CR or LF in message text (DATA or BDAT).
     BareLfPolicy bare_lf = BareLfPolicy::kReject;
+    // NUL in message text (DATA or BDAT).
+    NulPolicy nul = NulPolicy::kReject;
     // Headers the session adds to each message: Received: first (RFC 5321 §4.4), and Date: and
     // Message-ID: at the end of the header section when missing (RFC 5322 §3.6).
     bool add_received = true;
@@ -236,6 +246,8 @@ class ServerSession {
   void BareLf();
   void BareCr();
   void AppendBody(const char* data, size_t size);
+  // A run of text without CR or LF: AppendBody() after the NUL policy.
+  void AppendText(const char* data, size_t size);
   void StartBody();
   void EndOfData();
   void FinishChunk();
@@ -289,6 +301,7 @@ class ServerSession {
   bool data_too_big_ = false;
   bool line_too_long_ = false;
   bool bare_newline_ = false;    // a bare CR or LF was seen (BareLfPolicy::kReject)
+  bool nul_ = false;             // a NUL was seen (NulPolicy::kReject)
   internal::TraceFields trace_;  // the fields added to the message, written as its text comes
   // BDAT: octets of the current chunk still to read, whether they belong to the transaction
   // (else they are read and dropped, and `chunk_refusal_` answers), and whether it is the LAST.

@@ -75,7 +75,7 @@ size_t ServerSession::ScanText(std::string_view in, bool dot_rules) {
         const char* cr = static_cast<const char*>(std::memchr(p, '\r', to_lf));
         const size_t run = cr == nullptr ? to_lf : static_cast<size_t>(cr - p);
         if (run > 0) {
-          AppendBody(p, run);
+          AppendText(p, run);
         }
         i += run;
         if (run == n) {
@@ -130,6 +130,30 @@ void ServerSession::BareCr() {
   }
 }
 
+// Every octet of text but CR, LF and a line's leading dot comes through here, so this is the one
+// place a NUL can be met.
+void ServerSession::AppendText(const char* data, size_t size) {
+  const char* nul = static_cast<const char*>(std::memchr(data, '\0', size));
+  if (nul == nullptr) {
+    AppendBody(data, size);
+    return;
+  }
+  if (options_.nul == NulPolicy::kReject) {
+    nul_ = true;
+    AppendBody(data, size);  // counted for the limits; nothing is stored from now on
+    return;
+  }
+  const char* end = data + size;
+  while (nul != nullptr) {
+    if (nul > data)
+      AppendBody(data, static_cast<size_t>(nul - data));
+    data = nul + 1;
+    nul = static_cast<const char*>(std::memchr(data, '\0', static_cast<size_t>(end - data)));
+  }
+  if (data < end)
+    AppendBody(data, static_cast<size_t>(end - data));
+}
+
 void ServerSession::AppendBody(const char* data, size_t size) {
   line_len_ += size;
   data_size_ += size;
@@ -140,7 +164,7 @@ void ServerSession::AppendBody(const char* data, size_t size) {
   if (options_.max_message_size != 0 && data_size_ > options_.max_message_size) {
     data_too_big_ = true;
   }
-  if (data_too_big_ || line_too_long_ || bare_newline_) {
+  if (data_too_big_ || line_too_long_ || bare_newline_ || nul_) {
     // The message will be refused: keep reading to its end, storing nothing.
     if (txn_.body.capacity() != 0) {
       std::string().swap(txn_.body);
@@ -161,6 +185,7 @@ void ServerSession::StartBody() {
   data_too_big_ = false;
   line_too_long_ = false;
   bare_newline_ = false;
+  nul_ = false;
   // The added fields: everything the Received: line says is known by now (RCPT cannot follow
   // DATA or BDAT, RFC 3030 §2; nor can AUTH, STARTTLS or EHLO without ending the transaction),
   // so it goes in before the first octet of text. The message number is the one EndOfData()
@@ -203,6 +228,13 @@ void ServerSession::EndOfData() {
     // RFC 5321 §2.3.8. The MTAs downstream may read a bare LF or CR as a line end, so such a
     // message could smuggle a second one past us (SMTP smuggling): refused as a whole.
     Say("550 5.6.0 Error: message contains bare LF or bare CR, not allowed (RFC 5321 2.3.8)");
+    ResetTransaction();
+    return;
+  }
+  if (nul_) {
+    // RFC 5322 §3.5: no NUL in a message. A next hop that drops it could see an end of data
+    // where we saw text (SMTP smuggling one hop later): refused as a whole, like a bare LF.
+    Say("550 5.6.0 Error: message contains NUL octets, not allowed (RFC 5322 3.5)");
     ResetTransaction();
     return;
   }

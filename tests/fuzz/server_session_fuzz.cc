@@ -16,6 +16,7 @@
 //   flags2: 0x01 pregreet: the first chunk is fed before Start()
 //           0x02 bare_lf = kNormalise  0x04 add no headers
 //           0x08 lazy AUTH check: answered only after the next chunk was fed
+//           0x10 nul = kStrip
 // Limits are small (64 KiB messages, 5 recipients) so the limit paths are reachable;
 // local_domains is {"example.com"}.
 //
@@ -33,9 +34,10 @@
 //    pipelined behind it was discarded: CVE-2011-0411);
 //  - a message has 1..max_recipients recipients, addresses of at most 256 octets without
 //    control octets (and ASCII without SMTPUTF8), a body with no bare CR or LF (refused, or
-//    normalised: Options::bare_lf), within the size limit (plus room for the headers the
-//    session adds), with no line over 1000 octets (RFC 5322 §2.1.1) and no line after the
-//    header section over max_text_line (a BDAT message may end without CRLF: not checked);
+//    normalised: Options::bare_lf) and no NUL (refused or stripped: Options::nul), within the size
+//    limit (plus room for the headers the session adds), with no line over 1000 octets (RFC 5322
+//    §2.1.1) and no line after the header section over max_text_line (a BDAT message may end
+//    without CRLF: not checked);
 //  - no open relay: without client_may_relay and without an authenticated user, every
 //    recipient is in local_domains (or is the bare postmaster), with no '%', '!' or '@' in its
 //    local part.
@@ -305,6 +307,7 @@ class Driver {
         FUZZ_CHECK(i > 0 && m.body[i - 1] == '\r');
       }
     }
+    FUZZ_CHECK(m.body.find('\0') == std::string::npos);  // refused or stripped (smuggling)
     FUZZ_CHECK(m.body.size() <= max_message_size_ + kAddedHeadersRoom);
     std::string_view body = m.body;
     bool in_header = true;
@@ -362,6 +365,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.client_address = "192.0.2.1";
   options.bare_lf = (flags2 & 0x02) != 0 ? spate::smtp::BareLfPolicy::kNormalise
                                          : spate::smtp::BareLfPolicy::kReject;
+  options.nul =
+      (flags2 & 0x10) != 0 ? spate::smtp::NulPolicy::kStrip : spate::smtp::NulPolicy::kReject;
   options.add_received = (flags2 & 0x04) == 0;
   options.add_missing_headers = (flags2 & 0x04) == 0;
   options.id_nonce = "fuzz";

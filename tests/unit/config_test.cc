@@ -58,6 +58,9 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_EQ(c.metrics_max_domains, 1000u);
   EXPECT_FALSE(c.hostname.empty());  // "" means this host's name
   EXPECT_EQ(c.helo_name, c.hostname);
+  EXPECT_EQ(c.postmaster, "postmaster@" + c.hostname);  // "" means postmaster@hostname
+  EXPECT_FALSE(c.bare_lf_normalise);                    // "reject"
+  EXPECT_FALSE(c.nul_strip);                            // "reject"
   EXPECT_TRUE(c.smarthost_text.empty());
   EXPECT_EQ(c.max_connections, 16u);
   EXPECT_EQ(c.max_messages_per_connection, 1000u);
@@ -120,6 +123,9 @@ max_connections_per_client = 0
 min_data_rate = 0
 data_rate_grace = "5s"
 greeting_delay = "6s"
+postmaster = "abuse@example.org"
+bare_lf = "normalise"
+nul = "strip"
 [spool]
 path = "/var/lib/spate"
 sync = false
@@ -155,6 +161,9 @@ deliveries = false
   EXPECT_EQ(c.min_data_rate, 0u);               // no minimum data rate
   EXPECT_EQ(c.data_rate_grace, 5s);
   EXPECT_EQ(c.greeting_delay, 6s);
+  EXPECT_EQ(c.postmaster, "abuse@example.org");
+  EXPECT_TRUE(c.bare_lf_normalise);
+  EXPECT_TRUE(c.nul_strip);
   EXPECT_EQ(c.spool_path, "/var/lib/spate");
   EXPECT_FALSE(c.spool_sync);
   EXPECT_EQ(c.metrics_max_domains, 3u);
@@ -253,6 +262,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"SmarthostBadPort", "[delivery]\nsmarthost = \"127.0.0.1:x\"\n", "smarthost"},
         BadConfig{"RouteWithoutPort", "[routes]\n\"Example.com\" = \"127.0.0.1\"\n", "example.com"},
         BadConfig{"RouteNotAString", "[routes]\n\"example.org\" = 25\n", "example.org"},
+        BadConfig{"BareLfWord", "[server]\nbare_lf = \"allow\"\n", "bare_lf"},
+        BadConfig{"NulWord", "[server]\nnul = \"allow\"\n", "nul"},
+        BadConfig{"PostmasterWithoutDomain", "[server]\npostmaster = \"root\"\n", "postmaster"},
+        BadConfig{"PostmasterEmptyDomain", "[server]\npostmaster = \"root@\"\n", "postmaster"},
         BadConfig{"SyntaxError", "[server\nlisten = 1\n", "line 1"}),
     [](const ::testing::TestParamInfo<BadConfig>& p) { return std::string(p.param.name); });
 

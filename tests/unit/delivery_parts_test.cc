@@ -304,7 +304,7 @@ class DispatcherTest : public ::testing::Test {
 
   ManualClock clock_;
   Options options_;
-  Dispatcher dispatcher_{kShards};
+  Dispatcher dispatcher_{kShards, "pm@pm.test"};
   std::vector<std::string> domains_[kShards];  // two domains owned by each shard
   Shard shards_[kShards];
 };
@@ -383,6 +383,34 @@ TEST_F(DispatcherTest, AMessageToManyDomainsIsSplitTheSameWay) {
     EXPECT_EQ(Deferred(s, 44), want) << "shard " << s;
   }
   EXPECT_EQ(Deferred(0, 44).size() + Deferred(1, 44).size(), 30u);
+}
+
+// RFC 5321 §4.5.1: "<postmaster>" has no domain. The server stores it as [server] postmaster;
+// one found without a domain (a spool from before that rule) goes there too, never to a
+// destination named "".
+TEST_F(DispatcherTest, ARecipientWithoutADomainGoesToThePostmaster) {
+  const ShardId pm_shard = OwnerOf("pm.test", kShards);
+  queue::RecoveredMessage m;
+  m.id = 33;
+  m.mail_from = "sender@origin.test";
+  m.recipients = {{0, "Postmaster", {}, 0, 0}, {1, "u@" + domains_[0][0], {}, 0, 0}};
+  dispatcher_.DispatchRecovered(std::move(m));
+  queue::NewMessage n;
+  n.rcpt_to = {"postmaster"};
+  n.body = "Subject: hi\r\n\r\nhi\r\n";
+  dispatcher_.DispatchAccepted(34, std::move(n));
+  Turn(0);
+  Turn(1);
+  for (ShardId s = 0; s < kShards; ++s) {
+    for (const std::string& d : shards_[s].routing.asked)
+      EXPECT_FALSE(d.empty()) << "a destination without a domain, shard " << s;
+  }
+  const std::vector<std::string>& asked = shards_[pm_shard].routing.asked;
+  EXPECT_EQ(std::count(asked.begin(), asked.end(), "pm.test"), 2) << "one job per message";
+  const std::vector<uint32_t> deferred33 = Deferred(pm_shard, 33);
+  EXPECT_TRUE(!deferred33.empty() && deferred33.front() == 0u);
+  EXPECT_EQ(Deferred(pm_shard, 34), std::vector<uint32_t>{0});
+  EXPECT_EQ(shards_[pm_shard].stats.ForDomain("pm.test").queued.Get(), 2);
 }
 
 TEST_F(DispatcherTest, RecoveredRecipientsKeepTheirSpoolIndexAttemptsAndRetryTime) {

@@ -94,6 +94,8 @@ const std::string kTooBig = "552 5.3.4 Error: message size exceeds fixed maximum
 const std::string kCommitFailed = "451 4.3.0 Error: queue file write error\r\n";
 const std::string kBareRefused =
     "550 5.6.0 Error: message contains bare LF or bare CR, not allowed (RFC 5321 2.3.8)\r\n";
+const std::string kNulRefused =
+    "550 5.6.0 Error: message contains NUL octets, not allowed (RFC 5322 3.5)\r\n";
 const std::string kTlsReady = "220 2.0.0 Ready to start TLS\r\n";
 const std::string kTlsActive = "503 5.5.1 Error: TLS already active\r\n";
 const std::string kSendEhlo = "503 5.5.1 Error: send EHLO first\r\n";
@@ -361,17 +363,19 @@ std::vector<Case> BasicCases() {
   return cases;
 }
 
-// SMTP smuggling (CVE-2023-51766 and friends): an end of data made of a bare LF or a bare CR must
-// not end the data, so the commands after it stay message text: under either bare_lf policy
-// there is exactly one message (normalised) or one refusal, never two messages.
+// SMTP smuggling (CVE-2023-51766 and friends): an end of data made of a bare LF, a bare CR or a
+// NUL must not end the data, so the commands after it stay message text: under either policy
+// there is exactly one message (normalised, or stripped of its NULs) or one refusal, never two
+// messages.
 std::vector<Case> SmugglingCases() {
   const std::string smuggled = "MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@y.test>\r\n" + kData +
                                "From: spoofed\r\n\r\nevil\r\n";
   struct Variant {
     std::string name;
     std::string fake_end;    // what follows "hi"
-    std::string normalised;  // how it is stored under kNormalise
+    std::string normalised;  // how it is stored under kNormalise, or with NULs stripped
     bool bare;               // holds a bare CR or LF: refused under kReject
+    bool nul = false;        // holds a NUL: refused under NulPolicy::kReject (the default)
   };
   const std::vector<Variant> variants = {
       {"lf_dot_lf", "\n.\n", "\r\n.\r\n", true},
@@ -384,18 +388,29 @@ std::vector<Case> SmugglingCases() {
       {"crlf_dot_cr", "\r\n.\r", "\r\n\r\n", true},
       {"crlf_dot_cr_cr_lf", "\r\n.\r\r\n", "\r\n\r\n\r\n", true},
       {"lf_lf_dot_lf", "\n\n.\n", "\r\n\r\n.\r\n", true},
-      {"crlf_nul_dot_crlf", "\r\n\0.\r\n"s, "\r\n\0.\r\n"s, false},  // NUL kept as is
+      // A next hop that drops NULs would see "\r\n.\r\n" in these. Stripped, the dot that
+      // followed the NUL is text (dot-stuffed again when relayed); one that led its line before
+      // the NUL was stuffing, and is removed.
+      {"crlf_nul_dot_crlf", "\r\n\0.\r\n"s, "\r\n.\r\n", false, true},
       {"crlf_dot_space_crlf", "\r\n. \r\n", "\r\n \r\n", false},
-      {"crlf_dot_nul_crlf", "\r\n.\0\r\n"s, "\r\n\0\r\n"s, false},
+      {"crlf_dot_nul_crlf", "\r\n.\0\r\n"s, "\r\n\r\n", false, true},
+      {"crlf_nul_nul_dot_nul_crlf", "\r\n\0\0.\0\r\n"s, "\r\n.\r\n", false, true},
   };
-  const ServerSession::Options normalise =
-      With([](auto& o) { o.bare_lf = BareLfPolicy::kNormalise; });
+  const ServerSession::Options normalise = With([](auto& o) {
+    o.bare_lf = BareLfPolicy::kNormalise;
+    o.nul = NulPolicy::kStrip;
+  });
   std::vector<Case> cases;
   for (const Variant& v : variants) {
     const std::string input = kEhloThenTxn + "hi" + v.fake_end + smuggled + ".\r\n" + kQuit;
+    const bool refused = v.bare || v.nul;
     cases.push_back({"smuggling_reject_" + v.name, input,
-                     kEhloThenTxnReplies + (v.bare ? kBareRefused : Queued(1)) + kBye,
-                     v.bare
+                     kEhloThenTxnReplies +
+                         (v.bare  ? kBareRefused
+                          : v.nul ? kNulRefused
+                                  : Queued(1)) +
+                         kBye,
+                     refused
                          ? std::vector<ReceivedMessage>{}
                          : std::vector<ReceivedMessage>{SimpleMsg("hi" + v.normalised + smuggled)},
                      true});
@@ -406,6 +421,36 @@ std::vector<Case> SmugglingCases() {
                      true,
                      normalise});
   }
+  // NUL is its own policy: bare LFs normalised does not let a NUL through, and the other way.
+  cases.push_back({"nul_refused_with_bare_lf_normalised",
+                   kEhloThenTxn + "a\0b\r\n.\r\n"s + kQuit,
+                   kEhloThenTxnReplies + kNulRefused + kBye,
+                   {},
+                   true,
+                   With([](auto& o) { o.bare_lf = BareLfPolicy::kNormalise; })});
+  cases.push_back({"bare_lf_refused_with_nul_stripped",
+                   kEhloThenTxn + "a\0b\nc\r\n.\r\n"s + kQuit,
+                   kEhloThenTxnReplies + kBareRefused + kBye,
+                   {},
+                   true,
+                   With([](auto& o) { o.nul = NulPolicy::kStrip; })});
+  // In a BDAT chunk too (RFC 3030: no terminator, but the next hop may use DATA).
+  cases.push_back({"nul_refused_in_bdat",
+                   kEhlo + kMail + kRcpt + "BDAT 8 LAST\r\na\0.\r\nb\r\n"s + kQuit,
+                   kGreeting + EhloReply() + kMailOk + kRcptOk + kNulRefused + kBye,
+                   {},
+                   true});
+  cases.push_back({"nul_stripped_in_bdat",
+                   kEhlo + kMail + kRcpt + "BDAT 8 LAST\r\na\0.\r\nb\r\n"s + kQuit,
+                   kGreeting + EhloReply() + kMailOk + kRcptOk + Queued(1) + kBye,
+                   {SimpleMsg("a.\r\nb\r\n")},
+                   true,
+                   With([](auto& o) { o.nul = NulPolicy::kStrip; })});
+  // A refused message is gone, the session goes on: the next transaction works.
+  cases.push_back({"nul_refused_then_next_message",
+                   kEhloThenTxn + "a\0\r\n.\r\n"s + kMail + kRcpt + kData + "ok\r\n.\r\n",
+                   kEhloThenTxnReplies + kNulRefused + kMailOk + kRcptOk + kGoAhead + Queued(1),
+                   {SimpleMsg("ok\r\n")}});
   // The same tricks right at the start of the data, where a line starts without a CRLF.
   for (const auto& [name, start, stored] :
        std::vector<std::tuple<std::string, std::string, std::string>>{
@@ -1215,22 +1260,21 @@ std::vector<Case> HeaderSectionCases() {
         SimpleMsg(kReceivedOne + "Subject: x\r\n" + kDate + MessageId(7))},
        false,
        HeaderOptions()});
-  // No header section: the first line is empty, or no field (":" first, an 8-bit octet or a NUL
-  // in the name, a space in it). The fields go first, then an empty line.
+  // No header section: the first line is empty, or no field (":" first, an 8-bit octet in the
+  // name, a space in it; a NUL never gets this far: the message is refused, or it is stripped). The
+  // fields go first, then an empty line.
   cases.push_back(
       {"body_without_headers",
        kEhloThenTxn + "hello world\r\n\r\nbye\r\n.\r\n" + kMail + kRcpt + kData +
            "\r\nbody\r\n.\r\n" + kMail + kRcpt + kData + ": x\r\n.\r\n" + kMail + kRcpt + kData +
-           "\xc3\xa9t\xc3\xa9: x\r\n.\r\n" + kMail + kRcpt + kData + "a\0b: y\r\n.\r\n"s + kMail +
-           kRcpt + Bdat("no header", true),
+           "\xc3\xa9t\xc3\xa9: x\r\n.\r\n" + kMail + kRcpt + Bdat("no header", true),
        kEhloThenTxnReplies + Queued(1) + next + kGoAhead + Queued(2) + next + kGoAhead + Queued(3) +
-           next + kGoAhead + Queued(4) + next + kGoAhead + Queued(5) + next + Queued(6),
+           next + kGoAhead + Queued(4) + next + Queued(5),
        {SimpleMsg(kReceivedOne + kDate + MessageId(1) + "\r\nhello world\r\n\r\nbye\r\n"),
         SimpleMsg(kReceivedOne + kDate + MessageId(2) + "\r\nbody\r\n"),
         SimpleMsg(kReceivedOne + kDate + MessageId(3) + "\r\n: x\r\n"),
         SimpleMsg(kReceivedOne + kDate + MessageId(4) + "\r\n\xc3\xa9t\xc3\xa9: x\r\n"),
-        SimpleMsg(kReceivedOne + kDate + MessageId(5) + "\r\na\0b: y\r\n"s),
-        SimpleMsg(kReceivedOne + kDate + MessageId(6) + "\r\nno header")},
+        SimpleMsg(kReceivedOne + kDate + MessageId(5) + "\r\nno header")},
        false,
        HeaderOptions()});
   // Bare LF and bare CR stored as CRLF: they end header lines, and make empty lines, as CRLF.

@@ -50,7 +50,7 @@ TEST(ToSpoolMessageTest, KeepsEnvelopeBodyAndDsnParameters) {
   r.envid = "campaign-42";
   r.auth_user = "mailer";
   r.dsn = {{smtp::kNotifySuccess | smtp::kNotifyFailure, "rfc822;a@x.test"}, {}};
-  queue::NewMessage m = ToSpoolMessage(std::move(r));
+  queue::NewMessage m = ToSpoolMessage(std::move(r), "pm@x.test");
   EXPECT_EQ(m.mail_from, "sender@campaign.test");
   EXPECT_EQ(m.rcpt_to, (std::vector<std::string>{"a@x.test", "b@y.test"}));
   EXPECT_EQ(m.body, "Subject: hi\r\n\r\nbody\r\n");
@@ -71,10 +71,20 @@ TEST(ToSpoolMessageTest, NoDsnParametersStoresNone) {
   r.rcpt_to = {"a@x.test"};
   r.dsn = {{}};
   r.ret = smtp::ReceivedMessage::Ret::kFull;
-  queue::NewMessage m = ToSpoolMessage(std::move(r));
+  queue::NewMessage m = ToSpoolMessage(std::move(r), "pm@x.test");
   EXPECT_TRUE(m.dsn.empty());
   EXPECT_EQ(m.ret, 1);
   EXPECT_EQ(m.mail_from, "");  // the null sender stays null
+}
+
+// RFC 5321 §4.1.1.3, §4.5.1: "<postmaster>" without a domain, in any case, is stored as the
+// configured postmaster; "postmaster@domain" is an address like any other.
+TEST(ToSpoolMessageTest, TheBarePostmasterBecomesTheConfiguredMailbox) {
+  smtp::ReceivedMessage r;
+  r.rcpt_to = {"Postmaster", "a@x.test", "postmaster@y.test", "POSTMASTER"};
+  queue::NewMessage m = ToSpoolMessage(std::move(r), "pm@ops.test");
+  EXPECT_EQ(m.rcpt_to, (std::vector<std::string>{"pm@ops.test", "a@x.test", "postmaster@y.test",
+                                                 "pm@ops.test"}));
 }
 
 // [server] max_connections_per_client: one table for all shards, so the count is exact
@@ -627,6 +637,77 @@ TEST_F(SubmissionServerTest, AnOutcomeForAConnectionAlreadyGoneIsHandedOnAndHarm
   std::vector<Handed> got = handed();
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].id, kId);
+}
+
+// RFC 5321 §4.5.1: "RCPT TO:<Postmaster>" is accepted from anyone and handed on as the
+// configured mailbox, never as a recipient without a domain.
+TEST_F(SubmissionServerTest, MailToTheBarePostmasterGoesToTheConfiguredMailbox) {
+  options_.postmaster = "ops@b.test";
+  StartServer();
+  Client c(port_);
+  ASSERT_EQ(ReadReply(c).rfind("220 mx.test ", 0), 0u);
+  ASSERT_EQ(Say(c, "EHLO client.test\r\n").rfind("250-mx.test", 0), 0u);
+  ASSERT_EQ(Say(c, "MAIL FROM:<sender@a.test>\r\n").substr(0, 4), "250 ");
+  ASSERT_EQ(Say(c, "RCPT TO:<Postmaster>\r\n").substr(0, 4), "250 ");
+  ASSERT_EQ(Say(c, "DATA\r\n").substr(0, 4), "354 ");
+  c.Send(std::string(kText) + ".\r\n");
+  ASSERT_TRUE(StoreHolds(1));
+  store_.Complete(kId);
+  EXPECT_EQ(ReadReply(c).substr(0, 4), "250 ");
+  std::vector<Handed> got = handed();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].message.rcpt_to, std::vector<std::string>{"ops@b.test"});
+}
+
+// A client that pipelines commands and never reads the replies: once more than
+// kMaxQueuedOutput of replies is queued the server stops reading it (what it sends waits in the
+// kernel, then TCP pushes back), and reads on once the client takes its replies; every command
+// is answered, in order. Without the bound the server would read and queue replies for ever.
+// EHLO: 8 octets in, some 200 out, so the kernel's buffers on both sides fill quickly.
+TEST_F(SubmissionServerTest, AClientThatDoesNotReadItsRepliesIsNotReadEither) {
+  StartServer();
+  Client c(port_);
+  ASSERT_EQ(ReadReply(c).rfind("220 mx.test ", 0), 0u);
+  std::string ehlos;
+  for (int i = 0; i < 1000; ++i)
+    ehlos += "EHLO c.t\r\n";
+  size_t sent_commands = 0;
+  // Sends without blocking while the server reads; stops once the server has stopped reading
+  // for a while (its socket's receive queue holds what we sent).
+  int stalled_turns = 0;
+  while (stalled_turns < 50 && sent_commands < 2000000) {
+    ssize_t n = send(c.fd(), ehlos.data(), ehlos.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == static_cast<ssize_t>(ehlos.size())) {
+      sent_commands += 1000;
+    } else {
+      ASSERT_TRUE(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) << "short send " << n;
+    }
+    reactor_->RunOnce(clock_.Now());
+    const bool stalled = stats_.output_paused.Get() > 0 && UnreadByServer(c) > 0;
+    stalled_turns = stalled ? stalled_turns + 1 : 0;
+  }
+  EXPECT_GE(stats_.output_paused.Get(), 1u) << "the server never stopped reading";
+  EXPECT_GT(UnreadByServer(c), 0) << "the server read everything the client sent";
+  // Now the client reads: every EHLO gets its reply, and the server reads the rest.
+  size_t replies = 0;
+  std::string buffered;
+  const auto end = std::chrono::steady_clock::now() + kBound;
+  while (replies < sent_commands && std::chrono::steady_clock::now() < end) {
+    reactor_->RunOnce(clock_.Now());
+    char buf[65536];
+    ssize_t n = recv(c.fd(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0)
+      buffered.append(buf, static_cast<size_t>(n));
+    size_t pos = 0;
+    for (size_t eol; (eol = buffered.find("\r\n", pos)) != std::string::npos; pos = eol + 2) {
+      ASSERT_EQ(buffered.compare(pos, 3, "250"), 0) << buffered.substr(pos, eol - pos);
+      if (eol - pos < 4 || buffered[pos + 3] == ' ')
+        ++replies;  // the last line of a reply (RFC 5321 §4.2.1)
+    }
+    buffered.erase(0, pos);
+  }
+  EXPECT_EQ(replies, sent_commands);
+  EXPECT_EQ(UnreadByServer(c), 0);
 }
 
 // [server] command_timeout (RFC 5321 §4.5.3.2.7): an idle client is told 421 4.4.2 and closed,

@@ -41,6 +41,7 @@ ServerConnection::ServerConnection(SubmissionServer& server, int fd, uint64_t id
 ServerConnection::~ServerConnection() = default;
 
 void ServerConnection::Start() {
+  SetOutputLimit(kMaxQueuedOutput, &server_.stats_.output_paused);
   server_.conns_.emplace(id_, this);
   server_.stats_.connections_accepted.Add();
   server_.stats_.connections_inbound.Add(1);
@@ -139,6 +140,8 @@ smtp::ServerSession::Options ServerConnection::SessionOptions(const SubmissionSe
     o.client_may_relay = o.client_may_relay || n.Contains(peer);
   o.local_domains = c.local_domains;
   o.client_address = client_address;
+  o.bare_lf = c.bare_lf;
+  o.nul = c.nul;
   // Unique Message-IDs across sessions and shards: 16 random letters and digits.
   static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
   uint8_t random[16];
