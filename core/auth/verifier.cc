@@ -1,21 +1,13 @@
 // core/auth/verifier.cc
 #include "core/auth/verifier.h"
 
-#include <openssl/mem.h>
-
 #include "core/auth/credentials.h"
+#include "core/wipe.h"
 
 namespace spate::auth {
-namespace {
 
-// A password is wiped once it has been checked (or dropped), not left in freed memory.
-void Wipe(std::string& s) {
-  if (!s.empty())
-    OPENSSL_cleanse(s.data(), s.size());
-  s.clear();
-}
-
-}  // namespace
+// A password is wiped once it has been checked (or dropped), and so is every string it was
+// moved out of: a short one (SSO) keeps its bytes when moved from.
 
 Verifier::Verifier(const CredentialStore& store, unsigned threads) : store_(store) {
   if (threads == 0)
@@ -35,6 +27,7 @@ void Verifier::Verify(std::string user, std::string password, Done done) {
     if (!stopping_) {
       queue_.push_back({std::move(user), std::move(password), std::move(done)});
       cv_.notify_one();
+      Wipe(password);
       return;
     }
   }
@@ -66,6 +59,7 @@ void Verifier::Run() {
       if (stopping_)
         return;
       r = std::move(queue_.front());
+      Wipe(queue_.front().password);
       queue_.pop_front();
     }
     bool ok = store_.Verify(r.user, r.password);

@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/server/internal/server_connection.h"
 #include "core/smtp/server_session.h"
+#include "core/wipe.h"
 
 namespace spate::server {
 
@@ -165,6 +166,8 @@ void SubmissionServer::VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& re
             it->second->OnAuthVerdict(ok, locked_out);
         });
       });
+  // The verifier wipes the password it was given; a short string moved from keeps its bytes.
+  Wipe(request.password);
 }
 
 queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_view postmaster) {

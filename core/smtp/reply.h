@@ -12,9 +12,9 @@
 namespace spate::smtp {
 
 struct Reply {
-  uint16_t code = 0;      // 200..599; 0 when no reply was received (synthetic outcomes)
-  std::string enhanced;   // "2.0.0"; empty when absent (RFC 2034 §3)
-  std::string text;       // the text of every line after code and enhanced code, joined by '\n'
+  uint16_t code = 0;     // 200..599; 0 when no reply was received (synthetic outcomes)
+  std::string enhanced;  // "2.0.0"; empty when absent (RFC 2034 §3)
+  std::string text;      // the text of every line after code and enhanced code, joined by '\n'
 
   bool positive() const { return code >= 200 && code < 400; }
   bool transient() const { return code >= 400 && code < 500; }

@@ -40,6 +40,7 @@
 #include "core/smtp/errc.h"
 #include "core/smtp/internal/esmtp_params.h"
 #include "core/smtp/internal/sasl.h"
+#include "core/wipe.h"
 
 namespace spate::smtp {
 namespace {
@@ -138,8 +139,10 @@ void ServerSession::Feed(std::string_view in) {
       LineTooLong();
     } else {
       in_.append(in.data(), len);
-      const std::string line = std::exchange(in_, std::string());
+      std::string line = std::exchange(in_, std::string());
       HandleCommandLine(line);
+      if (secret_seen_)
+        Wipe(line);
     }
     in.remove_prefix(len);
     if (closed_ || tls_requested_) {
@@ -154,6 +157,7 @@ void ServerSession::Feed(std::string_view in) {
   if (!closed_ && !tls_requested_ && used < in.size()) {
     in_.append(in.substr(used));
   }
+  ScrubInput();
 }
 
 std::optional<ReceivedMessage> ServerSession::TakeMessage() {
@@ -226,14 +230,32 @@ void ServerSession::OnTlsStarted(TlsInfo info) {
 }
 
 std::optional<AuthRequest> ServerSession::TakeAuthRequest() {
-  return std::exchange(auth_request_, std::nullopt);
+  // Copied, then wiped: a short password moved from would leave its bytes in auth_request_.
+  std::optional<AuthRequest> out = auth_request_;
+  DropAuthRequest();
+  return out;
+}
+
+void ServerSession::DropAuthRequest() {
+  if (auth_request_)
+    Wipe(auth_request_->password);
+  auth_request_.reset();
+}
+
+// After a SASL response was read: no copy of it stays in the input buffer, neither in its
+// consumed part nor in the spare capacity an erase left behind.
+void ServerSession::ScrubInput() {
+  if (!secret_seen_)
+    return;
+  WipePrefix(in_, in_off_);
+  WipeSpare(in_);
 }
 
 void ServerSession::OnAuthResult(bool ok) {
   if (state_ != State::kAuthCheck) {
     return;  // nothing asked (or the session closed meanwhile)
   }
-  auth_request_.reset();
+  DropAuthRequest();
   state_ = State::kGreeted;
   const std::string user = std::exchange(auth_candidate_, std::string());
   if (closed_) {
@@ -719,6 +741,7 @@ void ServerSession::Auth(std::string_view arg) {
 
 // A SASL response (a line after a 334, or the initial response).
 void ServerSession::AuthResponse(std::string_view line) {
+  secret_seen_ = true;
   AuthRequest credentials;
   const internal::SaslServer::Step step = sasl_.Respond(line, &credentials);
   switch (step.outcome) {
@@ -732,7 +755,8 @@ void ServerSession::AuthResponse(std::string_view line) {
       break;
   }
   auth_candidate_ = credentials.user;
-  auth_request_ = std::move(credentials);
+  auth_request_ = credentials;
+  Wipe(credentials.password);
   state_ = State::kAuthCheck;
 }
 
@@ -770,6 +794,7 @@ void ServerSession::ResumeBuffered() {
     in_.erase(0, in_off_);  // leaves an unfinished command line, or nothing
     in_off_ = 0;
   }
+  ScrubInput();
 }
 
 }  // namespace spate::smtp

@@ -47,6 +47,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/result.h"
@@ -209,6 +210,11 @@ class ServerSession {
   // Bytes to send. Empty when there is nothing.
   std::string TakeOutput();
 
+  // Whether input fed since the last call carried AUTH credentials (a SASL response). The
+  // session wipes its own copies (its input buffer, the decoded strings); the glue wipes the
+  // buffer it fed from, e.g. the TLS plaintext.
+  bool TakeSecretSeen() { return std::exchange(secret_seen_, false); }
+
   // True once QUIT was answered or the session gave up (421): send the output, then close.
   bool closed() const;
 
@@ -261,6 +267,8 @@ class ServerSession {
   void Auth(std::string_view arg);
   void AuthResponse(std::string_view line);
   void AuthFail(std::string_view reply);
+  void DropAuthRequest();  // wipes its password first
+  void ScrubInput();
   void RefuseData(std::string_view reply);
   bool MayRelayTo(const Path& path) const;
   void Say(std::string_view reply);
@@ -281,6 +289,7 @@ class ServerSession {
   std::string auth_user_;
   internal::SaslServer sasl_;                // the exchange in progress (kAuth)
   std::optional<AuthRequest> auth_request_;  // complete, not yet taken (kAuthCheck)
+  bool secret_seen_ = false;                 // a SASL response was read (TakeSecretSeen())
   std::string auth_candidate_;               // the user of the credentials being checked
   std::chrono::system_clock::time_point now_{};
   uint64_t messages_ = 0;  // messages handed out, for Message-IDs

@@ -13,6 +13,7 @@
 #include "core/server/admission.h"
 #include "core/server/submission.h"
 #include "core/tls/tls.h"
+#include "core/wipe.h"
 
 namespace spate::server {
 
@@ -105,6 +106,8 @@ void ServerConnection::OnData(std::string_view data) noexcept {
   }
   if (!plain.empty()) {
     FeedSession(plain);
+    if (session_.TakeSecretSeen())
+      Wipe(plain);  // it held AUTH credentials (the session wiped its own copies)
   } else {
     Process();
   }
@@ -262,6 +265,7 @@ void ServerConnection::Process() {
 
 bool ServerConnection::Authenticate(smtp::AuthRequest&& request) {
   if (server_.auth_failures_->Blocked(client_key_, reactor().now())) {
+    Wipe(request.password);
     TooManyFailures();
     return false;
   }

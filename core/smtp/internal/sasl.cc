@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/smtp/server_session.h"
+#include "core/wipe.h"
 
 namespace spate::smtp::internal {
 namespace {
@@ -100,27 +101,36 @@ SaslServer::Step SaslServer::Respond(std::string_view line, AuthRequest* credent
   if (line == "*") {
     return {Outcome::kFailed, "501 5.0.0 Authentication cancelled"};  // RFC 4954 §4
   }
+  // The decoded response holds the password (PLAIN's, or LOGIN's second): wiped on every path,
+  // and the credentials get copies, never a moved-from buffer.
   std::string decoded;
   if (!DecodeBase64(line, &decoded)) {
+    Wipe(decoded);  // what was decoded before the bad octet
     return {Outcome::kFailed, "501 5.5.2 Cannot decode response"};  // RFC 4954 §4
   }
   switch (awaiting_) {
-    case Awaiting::kPlain:
-      if (!ParsePlain(decoded, credentials)) {
+    case Awaiting::kPlain: {
+      const bool ok = ParsePlain(decoded, credentials);
+      Wipe(decoded);
+      if (!ok) {
         return {Outcome::kFailed, kInvalid};
       }
       credentials->mechanism = "PLAIN";
       return {Outcome::kComplete, ""};
+    }
     case Awaiting::kLoginUser:
-      user_ = std::move(decoded);
+      user_ = decoded;
+      Wipe(decoded);
       awaiting_ = Awaiting::kLoginPassword;
       return {Outcome::kChallenge, kLoginPassword};
     case Awaiting::kLoginPassword:
       break;
   }
   credentials->mechanism = "LOGIN";
-  credentials->user = std::exchange(user_, std::string());
-  credentials->password = std::move(decoded);
+  credentials->user = user_;
+  Wipe(user_);
+  credentials->password = decoded;
+  Wipe(decoded);
   return {Outcome::kComplete, ""};
 }
 
