@@ -137,6 +137,13 @@ void Delivery::Impl::Record(Destination& dest, const Job& job, size_t i, const s
   DomainStats& st = dest.stats();
   if (reply.positive() || reply.permanent())
     ++finished_since_trim;
+  if (shutting_down_ && !reply.positive() && !reply.permanent()) {
+    // A transaction cut off by Shutdown(): no attempt, whatever reply the connection made up.
+    // Neither counted nor logged as deferred; the spool keeps the recipient as it was (see
+    // Reschedule()).
+    deferred->push_back(r);
+    return;
+  }
   if (reply.positive()) {
     outcome = "delivered";
     st.delivered.Add();

@@ -909,9 +909,12 @@ TEST_F(DeliveryEngineTest, ShutdownDropsQueuesAndConnectionsAndRecordsNoOutcome)
   Advance(61s);
   RunTurns();
 
-  // Nothing recorded: every recipient is still pending in the spool for the next start.
+  // Nothing recorded: every recipient is still pending in the spool for the next start. The
+  // transaction cut off was no attempt (no server refused it): not counted as deferred either.
   EXPECT_TRUE(spool_.finished().empty());
   EXPECT_TRUE(spool_.deferred().empty());
+  EXPECT_EQ(domain_stats().deferred.Get(), 0u);
+  EXPECT_EQ(domain_stats().delivered.Get(), 0u);
   EXPECT_EQ(delivery_->scheduled(), 0u);
   EXPECT_FALSE(peer_.connections()[0].quit);  // dropped, not ended politely
   EXPECT_EQ(peer_.accepted(), 1u);
