@@ -13,8 +13,11 @@ enum class Errc {
   kCorruption,  // a record that does not decode
   kNotFound,    // a body or envelope that should be there is not
   kShutdown,    // the spool is stopping and takes no more work
+  kNoSpace,     // refused: the file system is under [spool] min_free_space (or full)
 };
 
+// kNoSpace is equivalent to std::errc::no_space_on_device, so that code that knows nothing of
+// the spool (the SMTP session) can tell it apart.
 const std::error_category& ErrorCategory();
 inline std::error_code make_error_code(Errc e) {
   return {static_cast<int>(e), ErrorCategory()};

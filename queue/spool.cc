@@ -1,17 +1,24 @@
 #include "queue/spool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
+#include <cstdarg>
 #include <cstring>
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <thread>
 #include <unordered_map>
 #include <variant>
 
+#include <sys/statvfs.h>
+
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -37,8 +44,15 @@ class Category : public std::error_category {
         return "spool record not found";
       case Errc::kShutdown:
         return "spool shutting down";
+      case Errc::kNoSpace:
+        return "spool file system full (under min_free_space)";
     }
     return "spool error";
+  }
+  std::error_condition default_error_condition(int c) const noexcept override {
+    if (static_cast<Errc>(c) == Errc::kNoSpace)
+      return std::errc::no_space_on_device;
+    return std::error_condition(c, *this);
   }
 };
 
@@ -69,7 +83,64 @@ using records::MessageKey;
 using records::RcptKey;
 using records::RcptRecord;
 
+// RocksDB's own log lines go to ours (warnings and errors only), not to a LOG file in the spool:
+// a file it would write to while the disk is full, and one more thing to rotate. While the
+// database is being opened they are debug lines: a failure there is Open()'s error (and opening
+// a new spool "fails" to read the directory it then creates).
+class SpoolLogger final : public rocksdb::Logger {
+ public:
+  SpoolLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  void SetOpening(bool opening) { opening_.store(opening, std::memory_order_relaxed); }
+  using rocksdb::Logger::Logv;
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel())
+      return;
+    char line[1024];
+    std::vsnprintf(line, sizeof line, format, ap);
+    if (opening_.load(std::memory_order_relaxed)) {
+      SPATE_LOG(kDebug, "spool: rocksdb: %s", line);
+    } else if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      SPATE_LOG(kError, "spool: rocksdb: %s", line);
+    } else {
+      SPATE_LOG(kWarn, "spool: rocksdb: %s", line);
+    }
+  }
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+
+ private:
+  std::atomic<bool> opening_{true};
+};
+
+// Free space of the file system holding `path`: what an unprivileged writer may use, and the
+// size of it all. False when it cannot be known (then nothing is refused for it).
+bool FreeSpace(const std::string& path, uint64_t* free_bytes, uint64_t* total_bytes) {
+  struct statvfs st {};
+  if (statvfs(path.c_str(), &st) != 0)
+    return false;
+  *free_bytes = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  *total_bytes = static_cast<uint64_t>(st.f_blocks) * st.f_frsize;
+  return true;
+}
+
+constexpr auto kReminderInterval = std::chrono::seconds(60);
+
 }  // namespace
+
+const char* HealthName(Health health) {
+  switch (health) {
+    case Health::kOk:
+      return "ok";
+    case Health::kLowSpace:
+      return "low_space";
+    case Health::kFailed:
+      return "failed";
+    case Health::kStalled:
+      return "stalled";
+  }
+  return "unknown";
+}
 
 const std::error_category& ErrorCategory() {
   static const Category c;
@@ -106,6 +177,14 @@ struct Spool::Impl {
   };
 
   Options options;
+  // The database, and what it was opened with (to open it again after a fatal error). `db` and
+  // the handles change only on the commit thread, under db_mu exclusively (Reopen()); the
+  // reader thread and stats() read them under db_mu shared. `db` is null after a reopen that
+  // failed, until one succeeds.
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cf_descriptors;
+  std::shared_ptr<SpoolLogger> logger = std::make_shared<SpoolLogger>();
+  mutable std::shared_mutex db_mu;
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::ColumnFamilyHandle* body_cf = nullptr;
@@ -143,6 +222,199 @@ struct Spool::Impl {
   mutable std::mutex stats_mu;
   SpoolStats stats;
 
+  // Health. The listener (RocksDB's threads) sets the atomics; the commit thread decides the
+  // rest and publishes `health`.
+  std::atomic<Health> health{Health::kOk};
+  std::atomic<bool> bg_error{false};  // RocksDB stopped on a background error
+  std::atomic<bool> bg_error_nospace{false};
+  std::atomic<int> stalled_cfs{0};  // column families whose writes are stopped
+  bool low_space = false;           // commit thread: under the watermark
+  bool write_failed = false;        // commit thread: the last write failed
+  bool write_failed_nospace = false;
+  std::string last_error;               // what the last failure said
+  uint64_t free_at_check = UINT64_MAX;  // at the last statvfs
+  uint64_t watermark = 0;               // bytes that must stay free
+  uint64_t written_since_check = 0;     // bytes of batches since then
+  std::chrono::steady_clock::time_point last_check{};
+  std::chrono::steady_clock::time_point last_reminder{};
+  uint64_t refused_since_change = 0;  // accepts refused since the health last changed
+
+  class Listener final : public rocksdb::EventListener {
+   public:
+    explicit Listener(Impl* impl) : impl_(impl) {}
+    void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
+      if (error == nullptr || error->ok())
+        return;
+      impl_->bg_error_nospace.store(error->IsNoSpace(), std::memory_order_relaxed);
+      impl_->bg_error.store(true, std::memory_order_relaxed);
+    }
+    void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+      if (info.new_bg_error.ok())
+        impl_->bg_error.store(false, std::memory_order_relaxed);
+    }
+    void OnStallConditionsChanged(const rocksdb::WriteStallInfo& info) override {
+      const bool was = info.condition.prev == rocksdb::WriteStallCondition::kStopped;
+      const bool is = info.condition.cur == rocksdb::WriteStallCondition::kStopped;
+      if (is && !was)
+        impl_->stalled_cfs.fetch_add(1, std::memory_order_relaxed);
+      if (was && !is)
+        impl_->stalled_cfs.fetch_sub(1, std::memory_order_relaxed);
+    }
+
+   private:
+    Impl* impl_;
+  };
+
+  // Looks at the free space (every check_interval, or now if `force`) and at what RocksDB and
+  // the last write said; tries to resume a failed database once there is room; publishes the
+  // health and logs a change once (and a reminder every minute while it lasts).
+  void Watch(bool force) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && now - last_check < options.check_interval)
+      return;
+    last_check = now;
+    uint64_t free_bytes = 0;
+    uint64_t total = 0;
+    const bool known = options.free_space ? options.free_space(&free_bytes, &total)
+                                          : FreeSpace(options.path, &free_bytes, &total);
+    if (known) {
+      watermark = std::max<uint64_t>(options.min_free_bytes,
+                                     static_cast<uint64_t>(options.min_free_ratio * total));
+      free_at_check = free_bytes;
+      // Out of it again only with a twentieth to spare, so a disk right at the mark does not
+      // flap between refusing and accepting.
+      low_space = low_space ? free_bytes < watermark + watermark / 20 : free_bytes < watermark;
+    } else {
+      free_at_check = UINT64_MAX;
+      low_space = false;
+    }
+    written_since_check = 0;
+    const bool failed = write_failed || bg_error.load(std::memory_order_relaxed) || !db;
+    if (failed && !low_space) {
+      // Room again (or it was no space problem): out of read-only mode, and the next batch
+      // tries for real. Resume() is a no-op on a database without a background error, and
+      // brings one back from a recoverable error (ENOSPC). After a fatal one (an I/O error in
+      // the WAL) RocksDB takes no more writes until it is opened again: then it is, and it
+      // recovers every synced batch from its WAL, which is all the spool ever acknowledged.
+      rocksdb::Status s = db ? db->Resume() : rocksdb::Status::IOError("spool is closed");
+      if (!s.ok())
+        s = Reopen();
+      if (s.ok()) {
+        write_failed = false;
+        bg_error.store(false, std::memory_order_relaxed);
+      } else {
+        last_error = s.ToString();
+      }
+    }
+    Publish(now);
+  }
+
+  rocksdb::Status OpenDb() {
+    rocksdb::DB* opened = nullptr;
+    std::vector<rocksdb::ColumnFamilyHandle*> opened_handles;
+    logger->SetOpening(true);
+    rocksdb::Status s =
+        rocksdb::DB::Open(db_options, options.path, cf_descriptors, &opened_handles, &opened);
+    logger->SetOpening(false);
+    if (!s.ok())
+      return s;
+    db.reset(opened);
+    handles = std::move(opened_handles);
+    body_cf = handles[1];
+    envelope_cf = handles[2];
+    rcpt_cf = handles[3];
+    return s;
+  }
+
+  void CloseDb() {
+    if (!db)
+      return;
+    for (auto* h : handles)
+      db->DestroyColumnFamilyHandle(h);
+    handles.clear();
+    body_cf = envelope_cf = rcpt_cf = nullptr;
+    rocksdb::Status s = db->Close();
+    if (!s.ok())
+      SPATE_LOG(kError, "spool: close: %s", s.ToString().c_str());
+    db.reset();
+  }
+
+  // Commit thread only: closes the database and opens it again (see Watch()).
+  rocksdb::Status Reopen() {
+    std::unique_lock lock(db_mu);
+    CloseDb();
+    rocksdb::Status s = OpenDb();
+    if (s.ok()) {
+      SPATE_LOG(kWarn, "spool: opened again after a fatal error");
+    } else {
+      SPATE_LOG(kError, "spool: cannot open again after a fatal error: %s", s.ToString().c_str());
+    }
+    return s;
+  }
+
+  Health Compute() const {
+    const bool bg = bg_error.load(std::memory_order_relaxed);
+    const bool nospace = (write_failed && write_failed_nospace) ||
+                         (bg && bg_error_nospace.load(std::memory_order_relaxed));
+    if (low_space || nospace)
+      return Health::kLowSpace;
+    if (write_failed || bg)
+      return Health::kFailed;
+    if (stalled_cfs.load(std::memory_order_relaxed) > 0)
+      return Health::kStalled;
+    return Health::kOk;
+  }
+
+  void Publish(std::chrono::steady_clock::time_point now) {
+    const Health next = Compute();
+    const Health prev = health.exchange(next, std::memory_order_relaxed);
+    {
+      std::lock_guard lock(stats_mu);
+      stats.health = next;
+      stats.free_bytes = free_at_check == UINT64_MAX ? 0 : free_at_check;
+    }
+    if (next == prev) {
+      if (next != Health::kOk && now - last_reminder >= kReminderInterval) {
+        last_reminder = now;
+        SPATE_LOG(kWarn, "spool: still refusing new mail (%s): %llu refused in the last %lld s",
+                  Why(next).c_str(), static_cast<unsigned long long>(refused_since_change),
+                  static_cast<long long>(kReminderInterval.count()));
+        refused_since_change = 0;
+      }
+      return;
+    }
+    last_reminder = now;
+    if (next == Health::kOk) {
+      SPATE_LOG(kWarn, "spool: accepting new mail again (was %s); %llu messages refused meanwhile",
+                HealthName(prev), static_cast<unsigned long long>(refused_since_change));
+    } else {
+      SPATE_LOG(kError, "spool: refusing new mail (%s); deliveries go on", Why(next).c_str());
+    }
+    refused_since_change = 0;
+  }
+
+  std::string Why(Health h) const {
+    char buf[256];
+    switch (h) {
+      case Health::kLowSpace:
+        if (low_space) {
+          std::snprintf(buf, sizeof buf,
+                        "452 4.3.1: %llu MB free on %s, under min_free_space %llu MB",
+                        static_cast<unsigned long long>(free_at_check >> 20), options.path.c_str(),
+                        static_cast<unsigned long long>(watermark >> 20));
+          return buf;
+        }
+        return "452 4.3.1: the file system is full: " + last_error;
+      case Health::kFailed:
+        return "451 4.3.0: " + (last_error.empty() ? std::string("background error") : last_error);
+      case Health::kStalled:
+        return "451 4.3.0: RocksDB stopped writes until compaction catches up";
+      case Health::kOk:
+        break;
+    }
+    return "ok";
+  }
+
   ~Impl() {
     {
       std::lock_guard lock(mu);
@@ -158,13 +430,7 @@ struct Spool::Impl {
       commit_thread.join();
     if (read_thread.joinable())
       read_thread.join();
-    if (db) {
-      for (auto* h : handles)
-        db->DestroyColumnFamilyHandle(h);
-      rocksdb::Status s = db->Close();
-      if (!s.ok())
-        SPATE_LOG(kError, "spool: close: %s", s.ToString().c_str());
-    }
+    CloseDb();
   }
 
   MessageId NextId() {
@@ -178,33 +444,98 @@ struct Spool::Impl {
   void CommitLoop() {
     std::vector<Request> batch;
     for (;;) {
+      bool stop;
       {
         std::unique_lock lock(mu);
-        cv.wait(lock, [&] { return stopping || !queue.empty(); });
+        // Woken by work, or every check_interval to watch the disk (and resume a failed
+        // database) while nothing comes.
+        cv.wait_for(lock, options.check_interval, [&] { return stopping || !queue.empty(); });
         if (queue.empty() && stopping)
           return;
+        stop = stopping;
         batch.swap(queue);
       }
-      CommitBatch(batch);
+      Watch(false);
+      if (batch.empty())
+        continue;
+      std::vector<Request> again = CommitBatch(batch);
       batch.clear();
+      if (!again.empty()) {
+        if (stop) {
+          // Not recorded: those recipients are still pending on disk and are delivered again
+          // after the restart (at least once). The accepts still queued get their answer.
+          SPATE_LOG(kError,
+                    "spool: stopping with %zu delivery outcomes not written (%s); they are "
+                    "delivered again after the restart",
+                    again.size(), last_error.c_str());
+        } else {
+          std::unique_lock lock(mu);
+          // Ahead of what came meanwhile, in their order; tried again after a check interval
+          // (and a Resume()), not in a tight loop against a broken disk.
+          queue.insert(queue.begin(), std::make_move_iterator(again.begin()),
+                       std::make_move_iterator(again.end()));
+          std::lock_guard stats_lock(stats_mu);
+          stats.outcomes_retried += again.size();
+        }
+        if (!stop) {
+          std::unique_lock lock(mu);
+          cv.wait_for(lock, options.check_interval, [&] { return stopping; });
+        }
+      }
       // A burst (a whole campaign deferred at once) leaves no large buffer behind.
       if (batch.capacity() > kKeptQueueCapacity)
         std::vector<Request>().swap(batch);
     }
   }
 
-  void CommitBatch(std::vector<Request>& batch) {
+  // Writes one batch; returns the Finish/Defer requests of a batch whose write failed, to be
+  // queued again.
+  std::vector<Request> CommitBatch(std::vector<Request>& batch) {
     // Room for the whole batch up front: growing the batch's buffer by copies was 8% of the
     // commit thread at 100 KB messages (bench/results/profile-100k).
     size_t reserve = 64;
+    bool any_accept = false;
     for (const Request& r : batch) {
       if (const auto* a = std::get_if<std::unique_ptr<AcceptReq>>(&r)) {
         reserve += (*a)->message.body.size() + 256 + (*a)->message.rcpt_to.size() * 96;
+        any_accept = true;
       } else {
         reserve += 48;
       }
     }
-    rocksdb::WriteBatch wb(reserve);
+    // New messages only while the disk keeps its watermark: looked at again now if this batch
+    // would take it there (a burst of large messages between two checks), and refused if it
+    // still would.
+    auto no_room = [&] {
+      return any_accept && free_at_check != UINT64_MAX &&
+             written_since_check + reserve + watermark > free_at_check;
+    };
+    if (no_room())
+      Watch(true);
+    const Health h = Compute();
+    const bool full = h == Health::kLowSpace || no_room();
+    const bool refuse = full || h == Health::kFailed;
+    const std::error_code refusal =
+        full ? make_error_code(Errc::kNoSpace) : make_error_code(Errc::kIo);
+    std::vector<Request> outcomes;  // kept for a retry, should the write fail
+    if (!db) {
+      // Closed after a fatal error and not open again yet (Watch() keeps trying): nothing can
+      // be written, so accepts are refused and outcomes wait.
+      uint64_t n = 0;
+      for (Request& r : batch) {
+        if (auto* ap = std::get_if<std::unique_ptr<AcceptReq>>(&r)) {
+          ++n;
+          (*ap)->done(Unexpected{refusal}, std::move((*ap)->message));
+        } else {
+          outcomes.push_back(std::move(r));
+        }
+      }
+      refused_since_change += n;
+      std::lock_guard lock(stats_mu);
+      stats.refused += n;
+      return outcomes;
+    }
+    rocksdb::WriteBatch wb(refuse ? 64 : reserve);
     std::vector<std::pair<AcceptReq*, MessageId>> accepted;
     // The state of every message this batch touches, as it was before: a failed write puts it
     // back, so memory keeps matching disk.
@@ -218,9 +549,16 @@ struct Spool::Impl {
     uint64_t finished = 0;
     uint64_t deferred = 0;
     int64_t now_ms = NowMs();
+    uint64_t refused = 0;
     for (Request& r : batch) {
       if (auto* ap = std::get_if<std::unique_ptr<AcceptReq>>(&r)) {
         AcceptReq* a = ap->get();
+        if (refuse) {
+          // Nothing stored: the client is told to try again later (452 4.3.1 or 451 4.3.0).
+          ++refused;
+          a->done(Unexpected{refusal}, std::move(a->message));
+          continue;
+        }
         MessageId id = NextId();
         const NewMessage& m = a->message;
         std::string key = MessageKey(id);
@@ -236,6 +574,7 @@ struct Spool::Impl {
                                 std::vector<bool>(m.rcpt_to.size(), false)};
         accepted.emplace_back(a, id);
       } else if (auto* f = std::get_if<FinishReq>(&r)) {
+        outcomes.push_back(*f);
         auto it = remaining.find(f->id);
         if (it == remaining.end() || !IsWaiting(it->second, f->index)) {
           continue;  // already finished (a duplicate outcome): harmless
@@ -259,6 +598,7 @@ struct Spool::Impl {
           p.recorded[f->index] = true;
         }
       } else if (auto* d = std::get_if<DeferReq>(&r)) {
+        outcomes.push_back(*d);
         auto it = remaining.find(d->id);
         if (it == remaining.end() || !IsWaiting(it->second, d->index)) {
           continue;  // finished already: never bring its record back
@@ -273,11 +613,23 @@ struct Spool::Impl {
     rocksdb::WriteOptions wo;
     wo.sync = options.sync;
     auto start = std::chrono::steady_clock::now();
-    rocksdb::Status s = wb.Count() > 0 ? db->Write(wo, &wb) : rocksdb::Status::OK();
+    rocksdb::Status s = wb.Count() == 0 ? rocksdb::Status::OK()
+                        : db            ? db->Write(wo, &wb)
+                                        : rocksdb::Status::IOError("spool is closed");
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (refused != 0) {
+      refused_since_change += refused;
+      std::lock_guard lock(stats_mu);
+      stats.refused += refused;
+    }
     if (!s.ok()) {
-      std::error_code ec = ToError(s, "commit");
+      // Logged once, as the health changes (Publish), not once per batch.
+      write_failed = true;
+      write_failed_nospace = s.IsNoSpace();
+      last_error = s.ToString();
+      const std::error_code ec =
+          s.IsNoSpace() ? make_error_code(Errc::kNoSpace) : make_error_code(Errc::kIo);
       // Nothing of this batch is stored: put the pending state back as it was.
       for (auto& [id, state] : before) {
         if (state) {
@@ -286,10 +638,18 @@ struct Spool::Impl {
           remaining.erase(id);
         }
       }
+      refused_since_change += accepted.size();
+      {
+        std::lock_guard lock(stats_mu);
+        ++stats.write_errors;
+        stats.refused += accepted.size();
+      }
       for (auto& [a, id] : accepted)
         a->done(Unexpected{ec}, std::move(a->message));
-      return;
+      Publish(std::chrono::steady_clock::now());
+      return outcomes;
     }
+    written_since_check += wb.GetDataSize();
     {
       std::lock_guard lock(stats_mu);
       ++stats.batches;
@@ -301,6 +661,7 @@ struct Spool::Impl {
     }
     for (auto& [a, id] : accepted)
       a->done(id, std::move(a->message));
+    return {};
   }
 
   void ReadLoop() {
@@ -315,7 +676,12 @@ struct Spool::Impl {
         reads.pop_front();
       }
       std::string body;
-      rocksdb::Status s = db->Get(rocksdb::ReadOptions(), body_cf, MessageKey(req.id), &body);
+      rocksdb::Status s;
+      {
+        std::shared_lock lock(db_mu);
+        s = db ? db->Get(rocksdb::ReadOptions(), body_cf, MessageKey(req.id), &body)
+               : rocksdb::Status::IOError("spool is closed");
+      }
       if (s.ok()) {
         req.done(std::move(body));
       } else {
@@ -339,13 +705,15 @@ Spool::~Spool() = default;
 Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* error) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  rocksdb::DBOptions db_options;
+  rocksdb::DBOptions& db_options = impl->db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.IncreaseParallelism(2);
   // Everything acknowledged is in the WAL: recover every complete synced batch.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_options.max_total_wal_size = 256 << 20;
+  db_options.info_log = impl->logger;
+  db_options.listeners.push_back(std::make_shared<Impl::Listener>(impl.get()));
   // RocksDB's memory is bounded as a whole, whatever the load: memtables of every column family
   // together (flushed early past this), and one block cache shared by all of them (each
   // column family would otherwise make its own).
@@ -363,23 +731,19 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
   rocksdb::ColumnFamilyOptions small_options;
   small_options.write_buffer_size = 32 << 20;
   small_options.table_factory = table_factory;
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+  impl->cf_descriptors = {
       {rocksdb::kDefaultColumnFamilyName, small_options},
       {"body", body_options},
       {"envelope", small_options},
       {"rcpt", small_options},
   };
-  rocksdb::DB* db = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, cfs, &impl->handles, &db);
+  rocksdb::Status s = impl->OpenDb();
   if (!s.ok()) {
     *error = "cannot open spool " + options.path + ": " + s.ToString();
     return Unexpected{Errc::kIo};
   }
-  impl->db.reset(db);
-  impl->body_cf = impl->handles[1];
-  impl->envelope_cf = impl->handles[2];
-  impl->rcpt_cf = impl->handles[3];
   impl->read_thread = std::thread([d = impl.get()] { d->ReadLoop(); });
+  impl->Watch(true);  // the disk as it is at start-up
   return std::unique_ptr<Spool>(new Spool(std::move(impl)));
 }
 
@@ -510,13 +874,20 @@ void Spool::ReadBody(MessageId id, BodyDone done) {
   impl_->read_cv.notify_one();
 }
 
+Health Spool::health() const {
+  return impl_->health.load(std::memory_order_relaxed);
+}
+
 SpoolStats Spool::stats() const {
   SpoolStats out;
   {
     std::lock_guard lock(impl_->stats_mu);
     out = impl_->stats;
   }
-  // Thread-safe property reads (no lock of ours).
+  // Thread-safe property reads; db_mu only keeps a reopen away.
+  std::shared_lock lock(impl_->db_mu);
+  if (!impl_->db)
+    return out;
   for (rocksdb::ColumnFamilyHandle* h : impl_->handles) {
     uint64_t v = 0;
     if (impl_->db->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables, &v))

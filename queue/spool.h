@@ -33,6 +33,19 @@
 //
 // Record codecs: queue/records.h.
 //
+// Health: the spool refuses new messages rather than let RocksDB meet a full disk (which it does
+// not survive: Debian's build aborts in WritableFileWriter after ENOSPC) or a broken one. The
+// commit thread looks at the file system's free space (statvfs) every check_interval, and again
+// before a batch whose size would take it under the watermark ([spool] min_free_space: the
+// larger of min_free_bytes and min_free_ratio of the file system); under it, accepts fail with
+// Errc::kNoSpace (452 4.3.1) while Finish and Defer go on being written (deliveries free
+// space). A failed write, or a RocksDB background error, makes the spool kFailed: accepts fail
+// with kIo (451 4.3.0), and every check_interval it calls DB::Resume() and tries again; the
+// Finish/Defer records of a failed batch are queued again, never dropped (at shutdown they are
+// left out, and those recipients are delivered again after the restart: at least once). A
+// write stall (RocksDB stopped writes until compaction catches up) is kStalled. health() says
+// which, from any thread, so the server can refuse at MAIL; each change is logged once.
+//
 // Threading: Accept/Finish/Defer/ReadBody from any thread; their callbacks run on the spool's
 // own threads (commit, reader) and must only hand work on (e.g. post to a shard). The reader
 // thread runs from Open(), so bodies can be read while Recover() still streams; the commit
@@ -97,6 +110,15 @@ struct RecoveredMessage {
   std::vector<PendingRecipient> recipients;  // only the pending ones
 };
 
+// Whether the spool takes new messages (see "Health" above).
+enum class Health : uint8_t {
+  kOk,
+  kLowSpace,  // free space under the watermark, or RocksDB met ENOSPC: accepts get kNoSpace
+  kFailed,    // a write failed or RocksDB stopped on a background error: accepts get kIo
+  kStalled,   // RocksDB stopped writes until compaction catches up: commits wait
+};
+const char* HealthName(Health health);  // "ok", "low_space", "failed", "stalled"
+
 struct SpoolStats {
   uint64_t batches = 0;       // synced writes
   uint64_t accepted = 0;      // messages made durable
@@ -107,6 +129,11 @@ struct SpoolStats {
   // RocksDB's own memory now: memtables of every column family, and the block cache.
   uint64_t memtable_bytes = 0;
   uint64_t block_cache_bytes = 0;
+  Health health = Health::kOk;
+  uint64_t free_bytes = 0;        // on the spool's file system, at the last check
+  uint64_t refused = 0;           // accepts refused for health (kNoSpace, kIo)
+  uint64_t write_errors = 0;      // batches whose write failed
+  uint64_t outcomes_retried = 0;  // Finish/Defer records written again after a failed batch
 };
 
 class Spool {
@@ -114,6 +141,15 @@ class Spool {
   struct Options {
     std::string path;
     bool sync = true;
+    // [spool] min_free_space: new messages are refused while less than the larger of these is
+    // free on the spool's file system.
+    uint64_t min_free_bytes = uint64_t{256} << 20;
+    double min_free_ratio = 0.02;
+    // How often free space is looked at, and a failed spool tries to resume.
+    std::chrono::milliseconds check_interval{250};
+    // Free and total bytes of the spool's file system; statvfs(path) when empty (a test gives
+    // its own). False: unknown, nothing is refused for it.
+    std::function<bool(uint64_t* free_bytes, uint64_t* total_bytes)> free_space = nullptr;
   };
 
   static Result<std::unique_ptr<Spool>> Open(const Options& options, std::string* error);
@@ -141,6 +177,7 @@ class Spool {
   void ReadBody(MessageId id, BodyDone done);
 
   SpoolStats stats() const;
+  Health health() const;  // any thread; a relaxed read
 
  private:
   struct Impl;

@@ -128,7 +128,10 @@ void BM_SpoolCommitBatch(benchmark::State& state) {
   if (mkdtemp(dir) == nullptr)
     return state.SkipWithError("mkdtemp");
   std::string error;
-  auto spool = queue::Spool::Open({dir, state.range(1) == 1}, &error);
+  queue::Spool::Options options;
+  options.path = dir;
+  options.sync = state.range(1) == 1;
+  auto spool = queue::Spool::Open(options, &error);
   if (!spool)
     return state.SkipWithError(error.c_str());
   (void)(*spool)->Recover([](queue::RecoveredMessage&&) {});

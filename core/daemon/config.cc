@@ -184,6 +184,42 @@ Result<Seconds> ParseDuration(std::string_view text) {
   return Seconds(value * scale);
 }
 
+bool ParseFreeSpace(std::string_view text, uint64_t* bytes, double* ratio) {
+  size_t i = 0;
+  while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.'))
+    ++i;
+  if (i == 0)
+    return false;
+  double value = 0;
+  std::istringstream in{std::string(text.substr(0, i))};
+  if (!(in >> value) || !in.eof() || value < 0)
+    return false;
+  std::string unit(text.substr(i));
+  for (char& ch : unit)
+    ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  if (unit == "%") {
+    if (value > 50)
+      return false;  // a watermark over half the disk is a typo
+    *ratio = std::max(*ratio, value / 100);
+    return true;
+  }
+  static const std::pair<const char*, double> kUnits[] = {{"B", 1},
+                                                          {"KB", 1024.0},
+                                                          {"MB", 1024.0 * 1024},
+                                                          {"GB", 1024.0 * 1024 * 1024},
+                                                          {"TB", 1024.0 * 1024 * 1024 * 1024}};
+  for (const auto& [name, scale] : kUnits) {
+    if (unit == name) {
+      const double b = value * scale;
+      if (b > 1e18)
+        return false;
+      *bytes = std::max(*bytes, static_cast<uint64_t>(b));
+      return true;
+    }
+  }
+  return false;
+}
+
 Result<Config> ParseConfig(std::string_view text, std::string* error) {
   error->clear();
   toml::parse_result parsed = toml::parse(text);
@@ -274,6 +310,24 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   TableReader spool(root["spool"].as_table(), "spool", error);
   spool.String("path", &c.spool_path);
   spool.Bool("sync", &c.spool_sync);
+  std::vector<std::string> min_free = {"2%", "256MB"};
+  if (const toml::table* t = root["spool"].as_table(); t != nullptr &&
+                                                       t->get("min_free_space") != nullptr &&
+                                                       t->get("min_free_space")->is_string()) {
+    min_free.assign(1, "");
+    spool.String("min_free_space", &min_free[0]);
+  } else {
+    spool.StringList("min_free_space", &min_free);
+  }
+  for (const std::string& m : min_free) {
+    if (!ParseFreeSpace(m, &c.spool_min_free_bytes, &c.spool_min_free_ratio)) {
+      spool.Fail("min_free_space",
+                 "must be a share of the disk such as \"2%\" or a size such as \"256MB\" (or "
+                 "a list of both), not \"" +
+                     m + "\"");
+      break;
+    }
+  }
   spool.RejectUnknown();
 
   TableReader metrics(root["metrics"].as_table(), "metrics", error);

@@ -72,6 +72,10 @@ struct Config {
   // [spool]
   std::string spool_path;
   bool spool_sync = true;  // fsync each commit batch before the 250
+  // [spool] min_free_space: "2%", "256MB", or a list of both; new mail is refused (452 4.3.1)
+  // while less than the larger is free on the spool's file system.
+  uint64_t spool_min_free_bytes = 0;
+  double spool_min_free_ratio = 0;
   // [metrics]
   Endpoint metrics_listen;
   size_t metrics_max_domains = 0;  // per shard; further domains are counted as "other"
@@ -105,5 +109,9 @@ std::string_view DefaultConfigText();
 
 // "250ms", "5s", "2m", "1h", or a bare number of seconds.
 Result<Seconds> ParseDuration(std::string_view text);
+
+// A free-space threshold: "5%" (of the file system, 0-50) or a size, "512MB" (B, KB, MB, GB,
+// TB; powers of 1024). Adds to whichever of *ratio and *bytes it names (the larger wins).
+bool ParseFreeSpace(std::string_view text, uint64_t* bytes, double* ratio);
 
 }  // namespace spate

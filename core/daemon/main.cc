@@ -249,7 +249,12 @@ int Run(int argc, char** argv) {
 
   std::error_code fs_error;
   std::filesystem::create_directories(config.spool_path, fs_error);
-  auto spool_or = queue::Spool::Open({config.spool_path, config.spool_sync}, &error);
+  queue::Spool::Options spool_options;
+  spool_options.path = config.spool_path;
+  spool_options.sync = config.spool_sync;
+  spool_options.min_free_bytes = config.spool_min_free_bytes;
+  spool_options.min_free_ratio = config.spool_min_free_ratio;
+  auto spool_or = queue::Spool::Open(spool_options, &error);
   if (!spool_or) {
     std::fprintf(stderr, "spate: %s\n", error.c_str());
     return 1;

@@ -233,7 +233,18 @@ void SubmissionServer::Commit(ServerConnection& conn) {
     reactor->Post([this, conn_id, id, recipients] {
       auto it = conns_.find(conn_id);
       if (!id) {
-        SPATE_LOG(kError, "spool commit failed: %s", id.error().message().c_str());
+        // Said once a minute with a count, not once per message: a full disk refuses them all
+        // (the spool logs why, once).
+        stats_.commits_failed.Add();
+        ++commit_failures_unlogged_;
+        const Reactor::Clock::time_point now = reactor_.now();
+        if (now >= next_commit_failure_log_) {
+          SPATE_LOG(kWarn, "submission: %llu messages refused, their commit failed: %s (shard %u)",
+                    static_cast<unsigned long long>(commit_failures_unlogged_),
+                    id.error().message().c_str(), static_cast<unsigned>(shard_id_));
+          commit_failures_unlogged_ = 0;
+          next_commit_failure_log_ = now + std::chrono::minutes(1);
+        }
         if (it != conns_.end())
           it->second->Committed(Unexpected{id.error()});
         return;

@@ -114,6 +114,8 @@ struct Stats {
   // Times a connection stopped reading because its client was not reading its replies (more
   // than kMaxQueuedOutput queued): a client pipelining without reading cannot grow memory.
   Counter output_paused;
+  // Messages whose commit failed (451 4.3.0, or 452 4.3.1 for a full disk): nothing was stored.
+  Counter commits_failed;
 };
 
 // Output a submission connection queues before it stops reading its client (see Stats).
@@ -126,6 +128,9 @@ class MessageStore {
   // `done` runs once, on any thread, when the message is durable (with its id) or could not be
   // stored (an error); it gets the message back.
   virtual void Accept(queue::NewMessage&& message, queue::Spool::AcceptDone done) = 0;
+  // Whether it takes messages now (any thread, cheap): the session refuses MAIL while it does
+  // not (452 4.3.1 when its disk is full, 451 4.3.0 when it cannot write).
+  virtual smtp::Intake intake() const { return smtp::Intake::kOpen; }
 };
 
 class SpoolStore final : public MessageStore {
@@ -133,6 +138,18 @@ class SpoolStore final : public MessageStore {
   explicit SpoolStore(queue::Spool& spool) : spool_(spool) {}
   void Accept(queue::NewMessage&& message, queue::Spool::AcceptDone done) override {
     spool_.Accept(std::move(message), std::move(done));
+  }
+  smtp::Intake intake() const override {
+    switch (spool_.health()) {
+      case queue::Health::kOk:
+        return smtp::Intake::kOpen;
+      case queue::Health::kLowSpace:
+        return smtp::Intake::kFull;
+      case queue::Health::kFailed:
+      case queue::Health::kStalled:
+        return smtp::Intake::kUnavailable;
+    }
+    return smtp::Intake::kOpen;
   }
 
  private:
@@ -212,6 +229,9 @@ class SubmissionServer : public Service {
   std::unique_ptr<AuthFailures> own_auth_failures_;  // when Security::auth_failures is null
   AuthFailures* auth_failures_;                      // never null
   uint64_t next_conn_id_ = 1;
+  // Failed commits are logged once a minute, with how many there were.
+  uint64_t commit_failures_unlogged_ = 0;
+  Reactor::Clock::time_point next_commit_failure_log_{};
   std::unordered_map<uint64_t, ServerConnection*> conns_;
 };
 

@@ -184,6 +184,10 @@ void ServerSession::OnCommitted(Result<std::string> queue_id) {
   if (queue_id) {
     Say("250 2.0.0 Ok: queued as " + *queue_id);
     errors_ = 0;
+  } else if (queue_id.error() == std::errc::no_space_on_device) {
+    // The spool refused it to keep its free-space watermark: RFC 5321 §4.2.3 452, RFC 3463
+    // X.3.1 "mail system full".
+    Say("452 4.3.1 Error: insufficient system storage, try again later");
   } else {
     // RFC 5321 §4.2.3 451 "local error in processing"; RFC 3463 X.3.0 "other mail system status".
     Say("451 4.3.0 Error: queue file write error");
@@ -504,6 +508,17 @@ void ServerSession::Mail(std::string_view arg) {
   }
   if (!params.smtputf8 && HasNonAscii(path->mailbox)) {
     Say("550 5.6.7 Non-ASCII addresses not permitted for that sender");  // RFC 6531 §3.5
+    return;
+  }
+  // The store cannot take a message now: said at MAIL, before any data is sent for nothing.
+  // Not the client's error (Say, not Refuse): it should try again later.
+  if (intake_ == Intake::kFull) {
+    // RFC 5321 §4.2.3 452 "insufficient system storage"; RFC 3463 X.3.1 "mail system full".
+    Say("452 4.3.1 Error: insufficient system storage, try again later");
+    return;
+  }
+  if (intake_ == Intake::kUnavailable) {
+    Say("451 4.3.0 Error: queue unavailable, try again later");  // RFC 3463 X.3.0
     return;
   }
   txn_.mail_from = std::move(path->mailbox);

@@ -121,6 +121,14 @@ enum class NulPolicy : uint8_t {
   kStrip,   // store the message without its NULs (Postfix's message_strip_characters = \0)
 };
 
+// Whether the store behind the session can take a message now: the glue says so before it
+// feeds input, and MAIL is refused while it cannot (no data is sent for nothing).
+enum class Intake : uint8_t {
+  kOpen,
+  kFull,         // its disk is under the free-space watermark: 452 4.3.1
+  kUnavailable,  // it cannot write (an I/O error, a stall): 451 4.3.0
+};
+
 class ServerSession {
  public:
   struct Options {
@@ -179,11 +187,15 @@ class ServerSession {
   bool in_data() const;
 
   // The spool's answer for the outstanding message: its queue id once durable (250 2.0.0 Ok:
-  // queued as <id>), or an error (451 4.3.0, the client may retry). Resumes buffered input.
+  // queued as <id>), or an error the client may retry: 452 4.3.1 for one equivalent to
+  // std::errc::no_space_on_device, else 451 4.3.0. Resumes buffered input.
   void OnCommitted(Result<std::string> queue_id);
 
   // The command timeout expired: queues 421 4.4.2 and closes (RFC 5321 §4.5.3.2).
   void OnTimeout();
+
+  // The store's state, for the next MAIL (Intake). Open until said otherwise.
+  void SetIntake(Intake intake) { intake_ = intake; }
 
   // Wall-clock time, for Received:/Date: headers: the glue sets it before Feed() (the session
   // reads no clock itself).
@@ -289,8 +301,9 @@ class ServerSession {
   std::string auth_user_;
   internal::SaslServer sasl_;                // the exchange in progress (kAuth)
   std::optional<AuthRequest> auth_request_;  // complete, not yet taken (kAuthCheck)
-  bool secret_seen_ = false;                 // a SASL response was read (TakeSecretSeen())
-  std::string auth_candidate_;               // the user of the credentials being checked
+  Intake intake_ = Intake::kOpen;
+  bool secret_seen_ = false;    // a SASL response was read (TakeSecretSeen())
+  std::string auth_candidate_;  // the user of the credentials being checked
   std::chrono::system_clock::time_point now_{};
   uint64_t messages_ = 0;  // messages handed out, for Message-IDs
   // Unconsumed input. Unless paused: the start of a command line, shorter than its limit, with

@@ -100,7 +100,9 @@ class Durability(unittest.TestCase):
             self.assertEqual(smtp.noop()[0], 250, "the session goes on")
         self.assertEqual(self.spate.metric("spate_messages_received_total"), 1)
         self.assertEqual(self.spate.stop(), 0, "a clean stop, the failed write notwithstanding")
-        self.assertRegex(self.spate.read_log(), r"spool commit failed")
+        log = self.spate.read_log()
+        self.assertRegex(log, r"submission: 1 messages refused, their commit failed")
+        self.assertEqual(log.count("spool: refusing new mail"), 1, "said once, not per message")
         # Nothing of the refused message was stored: a restart finds an empty spool.
         self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=1)
         self.assertIn("recovered_messages=0", self.spate.start())

@@ -9,11 +9,13 @@
 #include "queue/spool.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
@@ -738,28 +740,17 @@ class FileSizeLimit {
   void (*old_handler_)(int) = nullptr;
 };
 
-// The size of the write-ahead log of a spool directory (the largest one, being appended to).
-uintmax_t WalSize(const std::string& path) {
-  uintmax_t size = 0;
-  for (const auto& e : std::filesystem::directory_iterator(path)) {
-    if (e.path().extension() == ".log")
-      size = std::max(size, e.file_size());
-  }
-  return size;
-}
-
 // A commit that cannot be written (a full disk): every Accept of the batch gets the error and its
 // message back, and none of the batch is stored, a Finish included.
 TEST_F(SpoolDamageTest, AWriteThatFailsStoresNothingOfItsBatch) {
   auto spool = Open();
   ASSERT_NE(spool, nullptr);
-  // A large first message, so the log being appended to is the largest file: the limit then
-  // fails only its next append, and RocksDB's own info log (smaller) still takes its lines.
   const std::string big(1 << 20, 'k');
   MessageId kept = AcceptSync(*spool, Msg("a@example.org", {"r0@example.com"}, big));
   Accepted failed;
   {
-    FileSizeLimit full(WalSize(path()));
+    // No file may grow: the log's next append fails, and so would opening the spool again.
+    FileSizeLimit full(1);
     spool->Finish(kept, 0);
     std::promise<Accepted> done;
     auto future = done.get_future();
@@ -783,11 +774,182 @@ TEST_F(SpoolDamageTest, AWriteThatFailsStoresNothingOfItsBatch) {
   ASSERT_EQ(recovered[0].recipients.size(), 1u) << "nor the Finish beside it";
 }
 
+// The file system's free space as a test sets it ([spool] min_free_space against statvfs).
+class FakeDisk {
+ public:
+  static constexpr uint64_t kTotal = uint64_t{1} << 30;
+  void Set(uint64_t free_bytes) { free_.store(free_bytes); }
+  int checks() const { return checks_.load(); }
+  std::function<bool(uint64_t*, uint64_t*)> Probe() {
+    return [this](uint64_t* free_bytes, uint64_t* total) {
+      checks_.fetch_add(1);
+      *free_bytes = free_.load();
+      *total = kTotal;
+      return true;
+    };
+  }
+
+ private:
+  std::atomic<uint64_t> free_{kTotal / 2};
+  std::atomic<int> checks_{0};
+};
+
+class SpoolHealthTest : public SpoolTest {
+ protected:
+  static constexpr uint64_t kMB = 1 << 20;
+
+  std::unique_ptr<Spool> OpenWith(std::chrono::milliseconds interval) {
+    Spool::Options o;
+    o.path = dir_.path() + "/spool";
+    o.min_free_bytes = 100 * kMB;
+    o.min_free_ratio = 0.05;  // 51 MB of the fake 1 GB: the bytes win
+    o.check_interval = interval;
+    o.free_space = disk_.Probe();
+    std::string error;
+    auto spool = Spool::Open(o, &error);
+    EXPECT_TRUE(spool.has_value()) << error;
+    if (!spool)
+      return nullptr;
+    EXPECT_TRUE((*spool)->Recover([](RecoveredMessage&&) {}).has_value());
+    (*spool)->Start();
+    return std::move(spool).value();
+  }
+
+  static Accepted AcceptResult(Spool& spool, NewMessage message) {
+    std::promise<Accepted> done;
+    auto future = done.get_future();
+    spool.Accept(std::move(message), [&done](Result<MessageId> id, NewMessage&& back) {
+      done.set_value(Accepted{std::move(id), std::move(back)});
+    });
+    EXPECT_EQ(future.wait_for(kDeadline), std::future_status::ready);
+    return future.get();
+  }
+
+  static bool WaitForHealth(const Spool& spool, Health want) {
+    auto deadline = std::chrono::steady_clock::now() + kDeadline;
+    while (spool.health() != want && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return spool.health() == want;
+  }
+
+  FakeDisk disk_;
+};
+
+// Under the watermark new messages are refused (kNoSpace, which the session answers 452 4.3.1)
+// while outcomes are still written, since deliveries free space; once there is room again, with
+// a twentieth to spare, the spool accepts by itself.
+TEST_F(SpoolHealthTest, UnderTheWatermarkNewMailIsRefusedOutcomesAreWrittenAndItRecovers) {
+  auto spool = OpenWith(std::chrono::milliseconds(5));
+  ASSERT_NE(spool, nullptr);
+  EXPECT_EQ(spool->health(), Health::kOk);
+  const MessageId kept = AcceptSync(*spool, Msg("a@example.org", {"r0@x.test", "r1@x.test"}, "hi"));
+
+  disk_.Set(99 * kMB);
+  ASSERT_TRUE(WaitForHealth(*spool, Health::kLowSpace));
+  Accepted refused = AcceptResult(*spool, Msg("b@example.org", {"s@x.test"}, "later"));
+  ASSERT_FALSE(refused.id.has_value());
+  EXPECT_EQ(refused.id.error(), make_error_code(Errc::kNoSpace));
+  EXPECT_TRUE(refused.id.error() == std::errc::no_space_on_device)
+      << "what the session tells apart";
+  EXPECT_EQ(refused.message.body, "later") << "the message comes back";
+  spool->Finish(kept, 0);
+  spool->Defer(kept, 1, 1, 12345);
+  WaitForStats(*spool, 1, 1);
+
+  disk_.Set(102 * kMB);  // over the mark, not by a twentieth: still refusing
+  const int checks = disk_.checks();
+  while (disk_.checks() < checks + 3)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(spool->health(), Health::kLowSpace);
+  disk_.Set(106 * kMB);
+  ASSERT_TRUE(WaitForHealth(*spool, Health::kOk));
+  AcceptSync(*spool, Msg("c@example.org", {"t@x.test"}, "now"));
+  SpoolStats st = spool->stats();
+  EXPECT_EQ(st.refused, 1u);
+  EXPECT_EQ(st.free_bytes, 106 * kMB);
+  EXPECT_EQ(st.health, Health::kOk);
+}
+
+// A burst between two checks: a batch that would take the disk under the watermark, counting
+// what the spool wrote since it last looked, makes it look again at once, and is refused if it
+// still would.
+TEST_F(SpoolHealthTest, ABatchThatWouldCrossTheWatermarkIsRefusedBeforeItIsWritten) {
+  disk_.Set(104 * kMB);                          // 4 MB over the mark when the spool opens
+  auto spool = OpenWith(std::chrono::hours(1));  // no periodic check during the test
+  ASSERT_NE(spool, nullptr);
+  const std::string two_mb(2 * kMB, 'b');
+  AcceptSync(*spool, Msg("a@example.org", {"r@x.test"}, two_mb));  // fits: 102 MB left
+  disk_.Set(102 * kMB);                                            // what that write took
+  const int checks = disk_.checks();
+  Accepted big = AcceptResult(*spool, Msg("a@example.org", {"r@x.test"}, two_mb + "x"));
+  ASSERT_FALSE(big.id.has_value());
+  EXPECT_EQ(big.id.error(), make_error_code(Errc::kNoSpace));
+  EXPECT_EQ(disk_.checks(), checks + 1) << "looked again before writing";
+  AcceptSync(*spool, Msg("a@example.org", {"r@x.test"}, std::string(100 << 10, 's')));  // fits
+}
+
+// A batch whose write fails (here: RLIMIT_FSIZE, EFBIG, as a full disk would) loses none of its
+// outcomes: the spool turns kFailed (new mail gets kIo: 451 4.3.0), tries again every check
+// interval, and once the disk takes writes again the Finish is written and mail is accepted.
+TEST_F(SpoolDamageTest, AFailedBatchWritesItsOutcomesOnceTheDiskTakesWritesAgain) {
+  Spool::Options o;
+  o.path = path();
+  o.min_free_bytes = 0;
+  o.min_free_ratio = 0;
+  o.check_interval = std::chrono::milliseconds(20);
+  std::string error;
+  auto opened = Spool::Open(o, &error);
+  ASSERT_TRUE(opened.has_value()) << error;
+  std::unique_ptr<Spool> spool = std::move(opened).value();
+  ASSERT_TRUE(spool->Recover([](RecoveredMessage&&) {}).has_value());
+  spool->Start();
+  const std::string big(1 << 20, 'k');
+  MessageId kept = AcceptSync(*spool, Msg("a@example.org", {"r0@example.com"}, big));
+  {
+    // No file may grow at all: the log's next append fails, and so does opening the spool
+    // again (it writes new files), until the limit goes.
+    FileSizeLimit full(1);
+    spool->Finish(kept, 0);
+    auto deadline = std::chrono::steady_clock::now() + kDeadline;
+    while (spool->stats().write_errors == 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_GE(spool->stats().write_errors, 1u);
+    EXPECT_EQ(spool->health(), Health::kFailed);
+    EXPECT_EQ(spool->stats().finished, 0u);
+    std::promise<Accepted> done;
+    auto future = done.get_future();
+    spool->Accept(Msg("b@example.org", {"s0@example.com"}, "x"),
+                  [&done](Result<MessageId> id, NewMessage&& back) {
+                    done.set_value(Accepted{std::move(id), std::move(back)});
+                  });
+    ASSERT_EQ(future.wait_for(kDeadline), std::future_status::ready);
+    Accepted refused = future.get();
+    ASSERT_FALSE(refused.id.has_value());
+    EXPECT_EQ(refused.id.error(), make_error_code(Errc::kIo));
+  }
+  // The disk takes writes again: the Finish goes in, and new mail with it.
+  WaitForStats(*spool, 1, 0);
+  auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (spool->health() != Health::kOk && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(spool->health(), Health::kOk);
+  EXPECT_GE(spool->stats().outcomes_retried, 1u);
+  MessageId later = AcceptSync(*spool, Msg("c@example.org", {"t0@example.com"}, "y"));
+  spool.reset();
+
+  std::vector<RecoveredMessage> recovered;
+  ASSERT_TRUE(Reopen(&recovered).has_value());
+  ASSERT_EQ(recovered.size(), 1u) << "the finished message is gone, the new one is there";
+  EXPECT_EQ(recovered[0].id, later);
+}
+
 TEST(SpoolErrcTest, EachErrorSaysWhatFailed) {
   EXPECT_EQ(make_error_code(Errc::kIo).message(), "spool I/O error");
   EXPECT_EQ(make_error_code(Errc::kCorruption).message(), "spool record corrupt");
   EXPECT_EQ(make_error_code(Errc::kNotFound).message(), "spool record not found");
   EXPECT_EQ(make_error_code(Errc::kShutdown).message(), "spool shutting down");
+  EXPECT_EQ(make_error_code(Errc::kNoSpace).message(),
+            "spool file system full (under min_free_space)");
   EXPECT_EQ(std::error_code(99, ErrorCategory()).message(), "spool error");
 }
 

@@ -65,12 +65,14 @@ void ServerConnection::Start() {
 
 void ServerConnection::Committed(Result<std::string> queue_id) {
   session_.SetNow(reactor().wall_now());
+  session_.SetIntake(server_.store_.intake());
   session_.OnCommitted(std::move(queue_id));
   Process();
 }
 
 void ServerConnection::OnAuthVerdict(bool ok, bool locked_out) {
   session_.SetNow(reactor().wall_now());
+  session_.SetIntake(server_.store_.intake());
   if (locked_out) {
     session_.OnAuthResult(false);  // 535 5.7.8 first, then the 421
     Flush();
@@ -99,6 +101,7 @@ void ServerConnection::OnData(std::string_view data) noexcept {
     tls_reported_ = true;
     reactor().CancelTimer(handshake_timer_);
     session_.SetNow(reactor().wall_now());
+    session_.SetIntake(server_.store_.intake());
     session_.OnTlsStarted(smtp::TlsInfo{tls_->version(), tls_->cipher()});
     if (implicit_tls_)
       session_.Start();  // the greeting, now inside TLS
@@ -160,6 +163,7 @@ Clock::duration ServerConnection::Timeout() const {
 
 void ServerConnection::Greet() {
   session_.SetNow(reactor().wall_now());
+  session_.SetIntake(server_.store_.intake());
   session_.Start();
   Flush();
   if (session_.closed()) {
@@ -171,6 +175,7 @@ void ServerConnection::Greet() {
 
 void ServerConnection::FeedSession(std::string_view plain) {
   session_.SetNow(reactor().wall_now());
+  session_.SetIntake(server_.store_.intake());
   // The whole chunk goes in at once: if it holds STARTTLS, the session drops whatever follows
   // it (CVE-2011-0411), so nothing of this chunk is left to leak into the TLS stream.
   session_.Feed(plain);
