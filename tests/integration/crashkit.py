@@ -5,6 +5,7 @@ the ledger of what spate answered (Load), and the invariant check over the two (
 Every message carries "X-Seq: <n>", unique over a test, so the sink knows which one it got.
 """
 import collections
+import os
 import random
 import re
 import select
@@ -345,22 +346,21 @@ class Ledger:
         }
 
 
-def report(summary, **more):
+def report(summary, prefix="crash_matrix", **more):
     """The line the test prints for its case."""
     fields = dict(summary, **more)
     missing = fields.pop("missing")
     text = " ".join(f"{k}={v}" for k, v in fields.items())
     if missing:
         text += f" MISSING={missing[:20]}{'...' if len(missing) > 20 else ''}"
-    print(f"crash_matrix: {text}", flush=True)
+    print(f"{prefix}: {text}", flush=True)
 
 
-def seeded_random(default_seed, name):
+def seeded_random(default_seed, name, prefix="crash_matrix"):
     """A random generator for one case: CRASH_SEED from the environment, else the default;
     printed so that a failing run can be replayed."""
-    import os
     seed = int(os.environ.get("CRASH_SEED", default_seed))
-    print(f"crash_matrix: case={name} seed={seed} (CRASH_SEED={seed} replays it)", flush=True)
+    print(f"{prefix}: case={name} seed={seed} (CRASH_SEED={seed} replays it)", flush=True)
     return random.Random(f"{seed}:{name}")
 
 
