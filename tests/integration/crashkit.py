@@ -184,6 +184,15 @@ class _Lines:
                 return None
 
 
+def preload(lib, **variables):
+    """The environment of a spate run with the shim `lib` preloaded, and `variables`. Under
+    AddressSanitizer (make asan-test) the sanitizer's runtime must come first among the
+    libraries unless told otherwise: the shim comes before it, ASan's interceptors after."""
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    return dict(variables, LD_PRELOAD=lib,
+                ASAN_OPTIONS=(asan + ":" if asan else "") + "verify_asan_link_order=0")
+
+
 def message(seq, size=0):
     """The data of message `seq` (no line starts with a dot), `size` octets of body or more."""
     body = f"Subject: {seq}\r\nX-Seq: {seq}\r\n\r\nbody {seq}\r\n"

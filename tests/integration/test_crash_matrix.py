@@ -169,10 +169,9 @@ class CrashMatrix(unittest.TestCase):
         delivery at MAIL meanwhile, so that every sync is one of accepted mail, not of outcomes."""
         stop = os.path.join(self.dir, "stop-after-sync")
         self.sink.hold(10 ** 6, "mail")
-        self.start(env={"LD_PRELOAD": FAULTFS_LIB,
-                        "FAULTFS_DIR": os.path.join(self.dir, "spool"),
-                        "FAULTFS_STOP_OPS": "fdatasync,fsync", "FAULTFS_STOP_SUFFIX": ".log",
-                        "FAULTFS_STOP_CONTROL": stop})
+        self.start(env=crashkit.preload(FAULTFS_LIB, FAULTFS_DIR=os.path.join(self.dir, "spool"),
+                                        FAULTFS_STOP_OPS="fdatasync,fsync",
+                                        FAULTFS_STOP_SUFFIX=".log", FAULTFS_STOP_CONTROL=stop))
         load = crashkit.Load(self.spate.smtp_port, CLIENTS, PER_CLIENT, base=r * 10000)
         harness.wait_for(lambda: load.acked_count() >= acked_before, 30,
                          f"{acked_before} acknowledged")

@@ -64,8 +64,8 @@ class FaultInjection(unittest.TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def shim(self, ops, err, control=True, **more):
-        env = {"LD_PRELOAD": FAULTFS_LIB, "FAULTFS_DIR": self.spool, "FAULTFS_OPS": ops,
-               "FAULTFS_ERRNO": err, "FAULTFS_LOG": self.fault_log}
+        env = crashkit.preload(FAULTFS_LIB, FAULTFS_DIR=self.spool, FAULTFS_OPS=ops,
+                               FAULTFS_ERRNO=err, FAULTFS_LOG=self.fault_log)
         if control:
             env["FAULTFS_CONTROL"] = self.control
         env.update({f"FAULTFS_{k.upper()}": str(v) for k, v in more.items()})
