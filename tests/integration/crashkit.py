@@ -379,7 +379,3 @@ def wait_until_delivered(spate, sink, acked, timeout):
                      "every acknowledged message at the sink")
     harness.wait_for(lambda: spate.metric("spate_spool_messages") == 0, timeout,
                      "an empty spool")
-
-
-def now():
-    return time.monotonic()

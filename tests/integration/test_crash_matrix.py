@@ -74,7 +74,8 @@ class CrashMatrix(unittest.TestCase):
         self.spate.kill9()
         self.kills += 1
         self.assertEqual(self.spate.proc.returncode, -signal.SIGKILL,
-                         "spate ended on its own before the kill:\n" + self.spate.read_log()[-3000:])
+                         "spate ended on its own before the kill:\n" +
+                         self.spate.read_log()[-3000:])
 
     def kill_now(self):
         os.kill(self.spate.proc.pid, signal.SIGKILL)
