@@ -176,7 +176,7 @@ class Spate:
 
     def __init__(self, workdir, routes, shards=2, extra="", delivery=None,
                  log_deliveries=False, server=None, sections=None, log_level=None,
-                 listen="127.0.0.1:0", may_fill_disk=False):
+                 listen="127.0.0.1:0", may_fill_disk=False, env=None):
         """`delivery`: [delivery] settings that override the defaults below (or add to them),
         e.g. {"max_connections": 3, "idle_timeout": "300ms"}. `extra`: raw TOML lines for
         [delivery]. `log_deliveries`: [log] deliveries, one log line per outcome.
@@ -186,7 +186,8 @@ class Spate:
         `listen`: [server] listen, e.g. "[::1]:0"; the port is always 0, read back at start.
         `may_fill_disk`: spate keeps SIGXFSZ ignored (as Python has it), so that a test may cap
         its file sizes (RLIMIT_FSIZE, fill_disk()) to act out a full disk: its writes then fail
-        with EFBIG instead of the signal killing it."""
+        with EFBIG instead of the signal killing it.
+        `env`: more environment variables for the process, e.g. {"LD_PRELOAD": ...}."""
         self.workdir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.config = os.path.join(workdir, "spate.toml")
@@ -222,17 +223,31 @@ deliveries = {_toml_value(log_deliveries)}
 {section_lines}
 """)
         self.proc = None
+        self.env = dict(os.environ, **(env or {}))
         self.may_fill_disk = may_fill_disk
         self.log_path = os.path.join(workdir, "spate.log")
 
     def start(self):
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self):
+        """Starts the process and returns at once, before it is ready (start() waits)."""
         # The log is shared by restarts: this start's ready line is the first one after these.
         self._ready_seen = self._ready_count()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([SPATE, "--config", self.config], stdout=self.log,
-                                     stderr=subprocess.STDOUT,
+                                     stderr=subprocess.STDOUT, env=self.env,
                                      restore_signals=not self.may_fill_disk)
-        ready = wait_for(self._ready_line, 30, "spate ready line")
+
+    def ready(self):
+        """This start's ready line once it is in the log, else None."""
+        lines = [l for l in self.read_log().splitlines() if "spate ready:" in l]
+        return lines[-1] if len(lines) > self._ready_seen else None
+
+    def wait_ready(self, timeout=30):
+        """Waits for the ready line of the process launch() started; reads its ports."""
+        ready = wait_for(self._ready_line, timeout, "spate ready line")
         self.smtp_port = int(re.search(r"smtp=(?:127\.0\.0\.1|\[::1\]):(\d+)", ready).group(1))
         self.metrics_port = int(re.search(r"metrics=127\.0\.0\.1:(\d+)", ready).group(1))
         smtps = re.search(r"smtps=127\.0\.0\.1:(\d+)", ready)
@@ -242,8 +257,7 @@ deliveries = {_toml_value(log_deliveries)}
     def _ready_line(self):
         if self.proc.poll() is not None:
             raise AssertionError("spate exited: " + self.read_log())
-        lines = [l for l in self.read_log().splitlines() if "spate ready:" in l]
-        return lines[-1] if len(lines) > self._ready_seen else None
+        return self.ready()
 
     def _ready_count(self):
         if not os.path.exists(self.log_path):
@@ -267,6 +281,7 @@ deliveries = {_toml_value(log_deliveries)}
         return wal
 
     def kill9(self):
+        """SIGKILL (harmless when the process is gone already), then reaps it."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self.log.close()

@@ -1,0 +1,255 @@
+"""I/O errors under the spool: spate runs with the faultfs shim (tests/faultinject/faultfs.c)
+preloaded, which fails the spool's write, fsync/fdatasync, fallocate... with EIO or ENOSPC
+while a control file exists. Under load the test turns faults on, watches what spate does
+(answers 451/452, or dies), turns them off, restarts spate without the shim on the same spool,
+and checks the invariant: every message answered 250 arrives at the destination. Also: no 250
+for a message whose final "." went out after the faults were on and whose reply came before
+they were off (its commit was written entirely while every write or sync failed).
+
+Each case prints a "faultfs: ..." line with what spate did. CRASH_SEED replays the random
+moments (and the random faults of the recovery case).
+
+Known product defect (the cases pinned with expectedFailure): Debian's RocksDB 7.8 is built
+with assertions on, and after a failed write to the write-ahead log its WritableFileWriter
+aborts the process on the next call (writable_file_writer.h:312,
+AssertFalseAndGetStatusForPrevError: Assertion `sync_without_flush_called_' failed). So a full
+disk kills spate instead of getting 451/452 answers, and spate never resumes once there is
+space again. A failed fdatasync is different: RocksDB keeps the error and spate answers 451
+to every commit until it is restarted.
+"""
+import os
+import shutil
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import crashkit  # noqa: E402
+import harness  # noqa: E402
+
+SEED = 1108
+FAULTFS_LIB = os.environ.get("FAULTFS_LIB", "build/tests/faultinject/libfaultfs.so")
+CLIENTS = 6
+PER_CLIENT = 150        # at most 900 messages a case
+REFUSALS = 20           # faults on until spate refused this many, or died
+WAL_WRITES = "write,pwrite,fallocate"
+WAL_SYNCS = "fdatasync,fsync"
+
+
+def outcome(returncode):
+    if returncode is None:
+        return "alive"
+    if returncode < 0:
+        return f"killed-by-{signal.Signals(-returncode).name}"
+    return f"exit-{returncode}"
+
+
+class FaultInjection(unittest.TestCase):
+    def setUp(self):
+        self.dir = harness.tempdir()
+        self.spool = os.path.join(self.dir, "spool")
+        self.control = os.path.join(self.dir, "faults-on")
+        self.fault_log = os.path.join(self.dir, "faults.log")
+        self.sink = crashkit.HookSink()
+        self.spate = None
+        self.closed = None
+
+    def tearDown(self):
+        if self.spate and self.spate.proc and self.spate.proc.poll() is None:
+            self.spate.kill9()
+        self.sink.stop()
+        if self.closed:
+            self.closed.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def shim(self, ops, err, control=True, **more):
+        env = crashkit.preload(FAULTFS_LIB, FAULTFS_DIR=self.spool, FAULTFS_OPS=ops,
+                               FAULTFS_ERRNO=err, FAULTFS_LOG=self.fault_log)
+        if control:
+            env["FAULTFS_CONTROL"] = self.control
+        env.update({f"FAULTFS_{k.upper()}": str(v) for k, v in more.items()})
+        return env
+
+    def faults_injected(self):
+        if not os.path.exists(self.fault_log):
+            return []
+        with open(self.fault_log) as f:
+            return f.read().splitlines()
+
+    def evidence(self):
+        """spate's own words about the spool: its first error lines, and an assertion."""
+        lines = [l for l in self.spate.read_log().splitlines()
+                 if "spool" in l and "error" in l or "Assertion" in l or "spate:" in l[:7]]
+        firsts, seen = [], set()
+        for l in lines:
+            key = l.split(" ", 1)[-1][:60]
+            if key not in seen:
+                seen.add(key)
+                firsts.append(l.strip()[:300])
+        return firsts[:4]
+
+    def faults_under_load(self, name, ops, err, **more):
+        """Runs spate with the shim under load, faults on from a random moment until it has
+        refused REFUSALS messages or died, then off. Returns what happened."""
+        rng = crashkit.seeded_random(SEED, name, prefix="faultfs")
+        self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=2,
+                                   env=self.shim(ops, err, **more))
+        self.spate.start()
+        load = crashkit.Load(self.spate.smtp_port, CLIENTS, PER_CLIENT)
+        acked_before = rng.randint(30, 120)
+        harness.wait_for(lambda: load.acked_count() >= acked_before, 30,
+                         f"{acked_before} acknowledged")
+        open(self.control, "w").close()
+        on = time.monotonic()
+        harness.wait_for(lambda: self.spate.proc.poll() is not None or
+                         sum(c for code, c in load.replies().items() if code != 250)
+                         >= REFUSALS, 30, "refusals or an exit with faults on")
+        under_fault = load.replies()
+        off = time.monotonic()
+        os.unlink(self.control)
+        # Once the faults are gone, does spate take mail again, without a restart?
+        try:
+            harness.wait_for(lambda: self.spate.proc.poll() is not None or
+                             any(load.sent_dot[s] > off for s in load.acked), 5,
+                             "a 250 after the faults were off")
+        except AssertionError:
+            pass
+        accepts_again = any(load.sent_dot[s] > off for s in load.acked)
+        returncode = self.spate.proc.poll()
+        load.stop()
+        return {
+            "load": load, "on": on, "off": off, "under_fault": under_fault,
+            "accepts_again": accepts_again and returncode is None, "returncode": returncode,
+            "acked_under_fault": load.acked_between(on, off), "evidence": self.evidence(),
+        }
+
+    def restart_and_check(self, name, result, ops, err):
+        """Kills spate (when still up), restarts it without the shim on the same spool, and
+        checks the invariant. Prints what happened."""
+        self.spate.kill9()  # when still up; reaps it either way
+        load = result["load"]
+        acked = set(load.acked)
+        self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=2)
+        ready = self.spate.start()
+        try:
+            crashkit.wait_until_delivered(self.spate, self.sink, acked, 60)
+        except AssertionError:
+            pass  # the assertions below say what is missing
+        ledger = crashkit.Ledger()
+        ledger.add(load)
+        summary = ledger.summary(name, self.sink)
+        injected = self.faults_injected()
+        print(f"faultfs: case={name} ops={ops} errno={err} spate={outcome(result['returncode'])} "
+              f"replies_under_fault={dict(result['under_fault'])} "
+              f"acked_under_fault={len(result['acked_under_fault'])} "
+              f"accepts_again_without_restart={result['accepts_again']} "
+              f"faults_injected={len(injected)} "
+              f"recovered={ready.split('recovered_messages=')[1].split()[0]}", flush=True)
+        crashkit.report(summary, prefix="faultfs")
+        for line in result["evidence"]:
+            print(f"faultfs:   spate said: {line}", flush=True)
+        self.assertTrue(injected, "the shim injected no fault: the test tested nothing")
+        self.assertEqual(summary["missing"], [], "answered 250, never delivered")
+        self.assertEqual(result["acked_under_fault"], set(),
+                         "answered 250 while every write or sync of the spool failed")
+        return summary
+
+    # --- EIO: a crash is tolerated, a lost message is not --------------------------------
+
+    def test_eio_on_wal_write_loses_nothing_acknowledged(self):
+        r = self.faults_under_load("eio_write", WAL_WRITES, "EIO")
+        self.restart_and_check("eio_write", r, WAL_WRITES, "EIO")
+
+    def test_eio_on_wal_sync_is_answered_451_and_loses_nothing(self):
+        r = self.faults_under_load("eio_sync", WAL_SYNCS, "EIO")
+        self.restart_and_check("eio_sync", r, WAL_SYNCS, "EIO")
+        # A failed sync is refused, the client keeps the message (RFC 5321 §4.2.3).
+        self.assertIsNone(r["returncode"], "spate died on a failed fdatasync")
+        self.assertEqual(set(r["under_fault"]) - {250}, {451}, r["under_fault"])
+
+    # --- ENOSPC: a full disk, short writes first (a torn record at the end of the log) ----
+
+    def test_enospc_on_wal_write_loses_nothing_acknowledged(self):
+        r = self.faults_under_load("enospc_write", WAL_WRITES, "ENOSPC", short=1)
+        self.restart_and_check("enospc_write", r, WAL_WRITES, "ENOSPC")
+
+    # Known defect: RocksDB 7.8 (Debian, assertions on) aborts on the write after a failed one,
+    # "Assertion `sync_without_flush_called_' failed" (writable_file_writer.h:312), so spate
+    # dies instead of answering 451/452. Flip once the spool handles the background error
+    # (and [spool] min_free_space refuses mail before the disk is full).
+    @unittest.expectedFailure
+    def test_enospc_is_answered_4xx_and_spate_stays_up(self):
+        r = self.faults_under_load("enospc_stays_up", WAL_WRITES, "ENOSPC", short=1)
+        self.restart_and_check("enospc_stays_up", r, WAL_WRITES, "ENOSPC")
+        self.assertIsNone(r["returncode"], "spate died on a full disk")
+        self.assertTrue(set(r["under_fault"]) - {250} <= {451, 452}, r["under_fault"])
+
+    # Known defect: as above (the abort), and the spool never clears RocksDB's background
+    # error: once there is space again, spate must take mail again without a restart.
+    @unittest.expectedFailure
+    def test_enospc_cleared_spate_accepts_again_without_restart(self):
+        r = self.faults_under_load("enospc_cleared", WAL_WRITES, "ENOSPC", short=1)
+        self.restart_and_check("enospc_cleared", r, WAL_WRITES, "ENOSPC")
+        self.assertTrue(r["accepts_again"], "no 250 once the disk had space again")
+
+    # --- every call fails from a random one on, while a full spool is recovered ----------
+
+    def test_faults_from_a_random_call_on_during_recovery_lose_nothing(self):
+        # FAULTFS_AFTER: the first N calls on the spool's files pass, every later one fails.
+        # Small N hit the opening of the spool (renames, the MANIFEST, flushing the recovered
+        # log to a table), larger ones the recovery scan and the deliveries' Finish commits.
+        rng = crashkit.seeded_random(SEED, "recovery_faults", prefix="faultfs")
+        self.closed = harness.ClosedPort()
+        self.spate = harness.Spate(self.dir, {"dest.test": self.closed.port}, shards=2)
+        self.spate.start()
+        load = crashkit.Load(self.spate.smtp_port, 8, 125, size=256)
+        harness.wait_for(lambda: sum(load.replies().values()) >= 1000, 60,
+                         "1,000 messages answered")
+        self.spate.kill9()
+        load.stop()
+        acked = set(load.acked)
+        rounds = []
+        for r in range(4):
+            err = ["EIO", "ENOSPC"][r % 2]
+            after = rng.randint(0, 250)
+            deliveries = rng.randint(50, 300)
+            self.spate = harness.Spate(
+                self.dir, {"dest.test": self.sink.port}, shards=2,
+                env=self.shim("all", err, control=False, after=after))
+            self.spate.launch()
+            before = self.sink.count
+            # Until it gives up, or has been up and delivering for a while.
+            try:
+                harness.wait_for(lambda: self.spate.proc.poll() is not None or
+                                 self.sink.count - before >= deliveries, 10,
+                                 "an exit or deliveries under faults")
+            except AssertionError:
+                pass
+            returncode = self.spate.proc.poll()
+            ready = self.spate.ready() is not None
+            self.spate.kill9()
+            rounds.append(f"{err}-after-{after}:{outcome(returncode)}/"
+                          f"{'ready' if ready else 'not-ready'}/{self.sink.count - before}sent")
+        evidence = self.evidence()
+        self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=2)
+        self.spate.start()
+        try:
+            crashkit.wait_until_delivered(self.spate, self.sink, acked, 60)
+        except AssertionError:
+            pass  # the assertions below say what is missing
+        ledger = crashkit.Ledger()
+        ledger.add(load)
+        summary = ledger.summary("recovery_faults", self.sink)
+        print(f"faultfs: case=recovery_faults rounds={','.join(rounds)} "
+              f"faults_injected={len(self.faults_injected())}", flush=True)
+        crashkit.report(summary, prefix="faultfs")
+        for line in evidence:
+            print(f"faultfs:   spate said: {line}", flush=True)
+        self.assertTrue(self.faults_injected(), "the shim injected no fault")
+        self.assertEqual(summary["missing"], [], "answered 250, never delivered")
+        self.assertEqual(self.spate.metric("spate_spool_messages"), 0, "mail left queued")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
