@@ -227,6 +227,7 @@ class Load:
         self.sent_dot, self.acked, self.refused, self.replied = {}, set(), {}, {}
         self.mid_data = 0
         self.errors = collections.Counter()   # how sessions ended: exception class names
+        self.early = collections.Counter()    # refusals before the data: code -> count
         self._stop = threading.Event()
         self._resume = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(c,), daemon=True)
@@ -243,6 +244,14 @@ class Load:
         with self.lock:
             out = collections.Counter(self.refused.values())
             out[250] += len(self.acked)
+            return out
+
+    def refusals(self):
+        """Every reply that refused a message, at MAIL, RCPT, DATA or after the final ".":
+        code -> count (a spool that cannot write refuses at MAIL)."""
+        with self.lock:
+            out = collections.Counter(self.refused.values())
+            out.update(self.early)
             return out
 
     def resume(self):
@@ -284,11 +293,15 @@ class Load:
         if code != 250:
             with self.lock:
                 self.errors[f"MAIL {code}"] += 1
+                self.early[code] += 1
+            if 400 <= code < 500:
+                time.sleep(0.01)  # a client waits a little before it tries the next one
             return
         code, _ = smtp.rcpt(f"user{seq}@dest.test")
         if code != 250:
             with self.lock:
                 self.errors[f"RCPT {code}"] += 1
+                self.early[code] += 1
             smtp.rset()
             return
         smtp.putcmd("data")
@@ -296,6 +309,7 @@ class Load:
         if code != 354:
             with self.lock:
                 self.errors[f"DATA {code}"] += 1
+                self.early[code] += 1
             return
         data = message(seq, self.size)
         half = len(data) // 2
