@@ -84,7 +84,7 @@ class ClientConnection final : public Connection {
  protected:
   void OnConnected(int error) noexcept override {
     if (error != 0) {
-      session_.Abort("connect to " + host_.text + ": " + std::strerror(error));
+      session_.Abort("connect to " + host_.text + ": " + log::ErrorText(error));
       Drain();
       return;
     }
@@ -102,7 +102,7 @@ class ClientConnection final : public Connection {
     reactor().CancelTimer(timer_);
     reactor().CancelTimer(idle_timer_);
     if (!session_.closed()) {
-      session_.Abort(error != 0 ? std::string("connection lost: ") + std::strerror(error)
+      session_.Abort(error != 0 ? std::string("connection lost: ") + log::ErrorText(error)
                                 : std::string("connection closed by peer"));
       Drain();
     }
@@ -329,7 +329,7 @@ void Destination::Pump() {
       const Endpoint& host = route_->hosts.front();
       int fd = socket(host.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (fd < 0) {
-        SPATE_LOG(kError, "delivery: socket: %s", std::strerror(errno));
+        SPATE_LOG(kError, "delivery: socket: %s", log::ErrorText(errno));
         break;
       }
       auto* conn = new ClientConnection(*this, host, fd);

@@ -73,6 +73,13 @@ class SampleCollector : public prometheus::Collectable {
            MetricType::Counter, static_cast<double>(refused_conns));
     scalar("spate_inbound_connections", "Submission connections open now.", MetricType::Gauge,
            static_cast<double>(inbound));
+    scalar("spate_commits_failed_total",
+           "Messages refused after their data because the spool could not store them (451 "
+           "4.3.0, or 452 4.3.1 for a full disk).",
+           MetricType::Counter, static_cast<double>(sample.commits_failed));
+    scalar("spate_log_lines_dropped_total",
+           "Log lines dropped because the log writer could not keep up.", MetricType::Counter,
+           static_cast<double>(sample.log_dropped));
     scalar("spate_connections_output_paused_total",
            "Times a submission connection stopped reading its client because the client was "
            "not reading its replies (more than 64 KiB queued).",
@@ -119,6 +126,26 @@ class SampleCollector : public prometheus::Collectable {
              MetricType::Gauge, static_cast<double>(sp.memtable_bytes));
       scalar("spate_spool_block_cache_bytes", "Memory of the spool's RocksDB block cache.",
              MetricType::Gauge, static_cast<double>(sp.block_cache_bytes));
+      auto state = Family("spate_spool_state",
+                          "The spool's health: 1 for its state now (ok; low_space: under "
+                          "min_free_space, new mail 452 4.3.1; failed: a write or RocksDB "
+                          "failed, 451 4.3.0; stalled: RocksDB stopped writes), 0 for the others.",
+                          MetricType::Gauge);
+      for (const char* s : {"ok", "low_space", "failed", "stalled"}) {
+        state.metric.push_back(
+            Value(MetricType::Gauge, sp.health == s ? 1.0 : 0.0, {{"state", s}}));
+      }
+      out.push_back(std::move(state));
+      scalar("spate_spool_free_bytes", "Free space of the spool's file system (last check).",
+             MetricType::Gauge, static_cast<double>(sp.free_bytes));
+      scalar("spate_spool_refused_total",
+             "Messages the spool refused to store for its health (no space, failed writes).",
+             MetricType::Counter, static_cast<double>(sp.refused));
+      scalar("spate_spool_write_errors_total", "Spool batches whose write failed.",
+             MetricType::Counter, static_cast<double>(sp.write_errors));
+      scalar("spate_spool_outcomes_retried_total",
+             "Delivery outcomes written again after a failed batch (none is dropped).",
+             MetricType::Counter, static_cast<double>(sp.outcomes_retried));
     }
     return out;
   }

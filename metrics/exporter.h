@@ -28,6 +28,13 @@ struct SpoolSample {
   uint64_t pending_messages = 0;
   uint64_t memtable_bytes = 0;
   uint64_t block_cache_bytes = 0;
+  // Health (queue/spool.h): its name ("ok", "low_space", "failed", "stalled"), the free space
+  // of the spool's file system, and what it refused or had to write again.
+  std::string health = "ok";
+  uint64_t free_bytes = 0;
+  uint64_t refused = 0;
+  uint64_t write_errors = 0;
+  uint64_t outcomes_retried = 0;
 };
 
 // One destination domain's figures on one shard ("other" may come from several: summed).
@@ -47,7 +54,9 @@ struct Sample {
   uint64_t connections_accepted = 0;
   uint64_t connections_refused = 0;
   int64_t inbound_connections = 0;
-  uint64_t output_paused = 0;  // submission connections that stopped reading (backpressure)
+  uint64_t output_paused = 0;   // submission connections that stopped reading (backpressure)
+  uint64_t commits_failed = 0;  // messages refused after their data: the spool could not take them
+  uint64_t log_dropped = 0;     // log lines dropped: the log writer could not keep up
   unsigned shards = 0;
   std::vector<DomainSample> domains;
   SpoolSample spool;

@@ -233,6 +233,13 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // Log lines from here on go through the writer thread (core/log.h): no reactor waits on
+  // stderr. It goes last, after every other thread, and writes what is still queued.
+  log::StartWriter();
+  struct LogWriterStop {
+    ~LogWriterStop() { log::StopWriter(); }
+  } log_writer_stop;
   signal(SIGPIPE, SIG_IGN);
 
   // Passwords are checked on these threads, never on a shard's (started after the signal mask
@@ -304,6 +311,7 @@ int Run(int argc, char** argv) {
           sample.connections_refused += s->connections_refused.Get();
           sample.inbound_connections += s->connections_inbound.Get();
           sample.output_paused += s->output_paused.Get();
+          sample.commits_failed += s->commits_failed.Get();
         }
         for (const auto& d : delivery_stats) {
           d->ForEachDomain([&](const delivery::DomainStats& ds) {
@@ -312,8 +320,18 @@ int Run(int argc, char** argv) {
           });
         }
         queue::SpoolStats sp = spool_ptr->stats();
-        sample.spool = {sp.batches,          sp.accepted,       sp.commit_seconds,
-                        sp.pending_messages, sp.memtable_bytes, sp.block_cache_bytes};
+        sample.spool = {sp.batches,
+                        sp.accepted,
+                        sp.commit_seconds,
+                        sp.pending_messages,
+                        sp.memtable_bytes,
+                        sp.block_cache_bytes,
+                        queue::HealthName(sp.health),
+                        sp.free_bytes,
+                        sp.refused,
+                        sp.write_errors,
+                        sp.outcomes_retried};
+        sample.log_dropped = log::Dropped();
         return sample;
       },
       &error);

@@ -97,7 +97,7 @@ void SubmissionServer::ArmAccept(Listener& listener) {
     if (res >= 0) {
       OnAccept(listener, res);
     } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
-      SPATE_LOG(kWarn, "accept: %s", std::strerror(-res));
+      SPATE_LOG(kWarn, "accept: %s", log::ErrorText(-res));
     }
     ArmAccept(listener);
   });

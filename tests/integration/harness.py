@@ -268,6 +268,19 @@ deliveries = {_toml_value(log_deliveries)}
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def wait_for_log(self, pattern, timeout=10):
+        """The log once `pattern` (a regex) is in it: spate writes its lines from a thread of
+        its own, a few milliseconds after they were said."""
+        found = []
+        def seen():
+            log = self.read_log()
+            if re.search(pattern, log):
+                found.append(log)
+                return True
+            return False
+        wait_for(seen, timeout, f"{pattern!r} in spate's log")
+        return found[0]
+
     def fill_disk(self):
         """From now on no file of spate's may grow past the size of its spool's largest
         write-ahead log (the one being appended to): its next commit fails as on a full disk.

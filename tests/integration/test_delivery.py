@@ -587,8 +587,8 @@ class DeliveryTest(unittest.TestCase):
                          "the body went to ok1 first, then to defer1 on its retry")
         for t in delivered:
             self.assertEqual(seq_of(t.body), 3)
-        log = self.spate.read_log()
-        self.assertRegex(log, r"failed .*rcpt=<reject1@outcomes\.test>.*550")
+        log = self.spate.wait_for_log(r"deferred .*rcpt=<defer1@outcomes\.test>.*451")
+        log = self.spate.wait_for_log(r"failed .*rcpt=<reject1@outcomes\.test>.*550")
         self.assertRegex(log, r"deferred .*rcpt=<defer1@outcomes\.test>.*451")
 
     def test_dot_stuffing_and_8bit_body_integrity(self):
@@ -678,7 +678,7 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(sorted(txns[1].accepted()), sorted(rcpts))
         self.assertEqual(txns[0].body, txns[1].body)
         self.assertEqual(seq_of(txns[1].body), 5)
-        self.assertRegex(self.spate.read_log(), r"deferred .*rcpt=<x@drop\.test>")
+        self.spate.wait_for_log(r"deferred .*rcpt=<x@drop\.test>")
 
 
     def silent_then_retried(self, domain, delivery):
@@ -692,7 +692,7 @@ class DeliveryTest(unittest.TestCase):
                          "the delivery after the retry")
         self.assertEqual(self.deliveries(domain, "deferred"), 1)
         self.assertEqual([seq_of(t.body) for t in srv.delivered()], [7])
-        self.assertRegex(self.spate.read_log(), rf"deferred .*rcpt=<x@{re.escape(domain)}>")
+        self.spate.wait_for_log(rf"deferred .*rcpt=<x@{re.escape(domain)}>")
         first = srv.snapshot()[0]
         self.assertTrue(first.stalled)
         self.assertTrue(first.peer_closed, "spate closed the silent connection")
@@ -729,9 +729,8 @@ class DeliveryTest(unittest.TestCase):
         self.submit([(["lost@nowhere.test"], message(10, "lost@nowhere.test"))])
         harness.wait_for(lambda: self.deliveries("nowhere.test", "deferred") >= 1, 20,
                          "a deferral for want of a route")
-        self.assertRegex(self.spate.read_log(),
-                         r"deferred .*rcpt=<lost@nowhere\.test>.*451 4\.4\.0 no route to "
-                         r"nowhere\.test")
+        self.spate.wait_for_log(r"deferred .*rcpt=<lost@nowhere\.test>.*451 4\.4\.0 no route to "
+                                r"nowhere\.test")
         self.assertEqual(self.deliveries("nowhere.test", "failed"), 0)
         self.assertEqual(self.spate.metric("spate_spool_messages"), 1, "the mail is kept")
         self.assertEqual(srv.transactions(), [])

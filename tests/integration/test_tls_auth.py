@@ -389,6 +389,8 @@ class AuthLockoutAcrossShards(Base):
             self.assertEqual(code, 421, lines)
             self.assertTrue(w.closed())
             w.sock.close()
+        harness.wait_for(lambda: len(re.findall(r"auth failed: ", self.spate.read_log())) >= 3,
+                         10, "three auth failures logged")
         failed = re.findall(r"auth failed: .* shard=(\d+)", self.spate.read_log())
         self.assertEqual(sorted(failed), ["0", "0", "1"], "three failures, on both shards")
 
