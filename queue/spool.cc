@@ -238,6 +238,8 @@ struct Spool::Impl {
   std::chrono::steady_clock::time_point last_check{};
   std::chrono::steady_clock::time_point last_reminder{};
   uint64_t refused_since_change = 0;  // accepts refused since the health last changed
+  uint64_t finished_since_flush = 0;  // messages removed since the last forced flush
+  std::chrono::steady_clock::time_point last_flush{};
 
   class Listener final : public rocksdb::EventListener {
    public:
@@ -289,6 +291,21 @@ struct Spool::Impl {
       low_space = false;
     }
     written_since_check = 0;
+    if (low_space && db && finished_since_flush > 0 &&
+        now - last_flush >= std::chrono::seconds(1)) {
+      // Deliveries remove messages, but the space stays taken until RocksDB flushes the
+      // memtables and drops the write-ahead log that holds them (a body put and removed in one
+      // memtable never reaches a table file). Short of space, that is not left to the
+      // memtables' own size: flushed now, in the background.
+      rocksdb::FlushOptions fo;
+      fo.wait = false;
+      fo.allow_write_stall = true;
+      rocksdb::Status s = db->Flush(fo, handles);
+      if (!s.ok())
+        SPATE_LOG(kDebug, "spool: flush to free space: %s", s.ToString().c_str());
+      finished_since_flush = 0;
+      last_flush = now;
+    }
     const bool failed = write_failed || bg_error.load(std::memory_order_relaxed) || !db;
     if (failed && !low_space) {
       // Room again (or it was no space problem): out of read-only mode, and the next batch
@@ -510,10 +527,17 @@ struct Spool::Impl {
       return any_accept && free_at_check != UINT64_MAX &&
              written_since_check + reserve + watermark > free_at_check;
     };
-    if (no_room())
+    if (no_room()) {
       Watch(true);
+      if (no_room()) {
+        // As good as at the mark: refused from MAIL on, not after each message's data, until
+        // there is room again (with the hysteresis of Watch()).
+        low_space = true;
+        Publish(std::chrono::steady_clock::now());
+      }
+    }
     const Health h = Compute();
-    const bool full = h == Health::kLowSpace || no_room();
+    const bool full = h == Health::kLowSpace;
     const bool refuse = full || h == Health::kFailed;
     const std::error_code refusal =
         full ? make_error_code(Errc::kNoSpace) : make_error_code(Errc::kIo);
@@ -584,6 +608,7 @@ struct Spool::Impl {
         p.waiting[f->index] = false;
         ++finished;
         if (--p.count == 0) {
+          ++finished_since_flush;
           // The last one: the message goes, and every record of its recipients with it.
           std::string key = MessageKey(f->id);
           wb.SingleDelete(body_cf, key);

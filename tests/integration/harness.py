@@ -109,6 +109,27 @@ class ClosedPort:
         self._sock.close()
 
 
+_UNSHARE = None
+
+
+def unshare_mount():
+    """The command prefix that runs a program in a mount namespace of its own where it may
+    mount: as root, `unshare -m`; otherwise in a user namespace too, `unshare -rm`. Raises when
+    neither works here (the test then fails, saying so)."""
+    global _UNSHARE
+    if _UNSHARE is None:
+        for prefix in (["unshare", "-m", "--propagation", "private"],
+                       ["unshare", "-rm", "--propagation", "private"]):
+            probe = subprocess.run(prefix + ["sh", "-c", "mount -t tmpfs tmpfs /mnt"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if probe.returncode == 0:
+                _UNSHARE = prefix
+                break
+        else:
+            raise AssertionError("cannot make a mount namespace (unshare -m / -rm) for a tmpfs")
+    return list(_UNSHARE)
+
+
 def wait_for(predicate, timeout, what):
     """Polls `predicate` until it returns a true value; fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -176,7 +197,8 @@ class Spate:
 
     def __init__(self, workdir, routes, shards=2, extra="", delivery=None,
                  log_deliveries=False, server=None, sections=None, log_level=None,
-                 listen="127.0.0.1:0", may_fill_disk=False, env=None):
+                 listen="127.0.0.1:0", may_fill_disk=False, env=None, spool=None,
+                 tmpfs_mb=None):
         """`delivery`: [delivery] settings that override the defaults below (or add to them),
         e.g. {"max_connections": 3, "idle_timeout": "300ms"}. `extra`: raw TOML lines for
         [delivery]. `log_deliveries`: [log] deliveries, one log line per outcome.
@@ -187,7 +209,11 @@ class Spate:
         `may_fill_disk`: spate keeps SIGXFSZ ignored (as Python has it), so that a test may cap
         its file sizes (RLIMIT_FSIZE, fill_disk()) to act out a full disk: its writes then fail
         with EFBIG instead of the signal killing it.
-        `env`: more environment variables for the process, e.g. {"LD_PRELOAD": ...}."""
+        `env`: more environment variables for the process, e.g. {"LD_PRELOAD": ...}.
+        `spool`: more [spool] settings, e.g. {"min_free_space": "16MB"}.
+        `tmpfs_mb`: the spool is a tmpfs of that size in a mount namespace of spate's own
+        (unshare), gone with the process: a real file system that fills up. The test reaches
+        it through spool_outside()."""
         self.workdir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.config = os.path.join(workdir, "spate.toml")
@@ -197,6 +223,7 @@ class Spate:
         settings.update(delivery or {})
         delivery_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in settings.items())
         server_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (server or {}).items())
+        spool_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (spool or {}).items())
         section_lines = "\n".join(
             f"[{name}]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in table.items())
             for name, table in (sections or {}).items())
@@ -208,6 +235,7 @@ hostname = "spate.test"
 {server_lines}
 [spool]
 path = "{self.spool}"
+{spool_lines}
 [metrics]
 listen = "127.0.0.1:0"
 [shards]
@@ -223,6 +251,7 @@ deliveries = {_toml_value(log_deliveries)}
 {section_lines}
 """)
         self.proc = None
+        self.tmpfs_mb = tmpfs_mb
         self.env = dict(os.environ, **(env or {}))
         self.may_fill_disk = may_fill_disk
         self.log_path = os.path.join(workdir, "spate.log")
@@ -236,7 +265,15 @@ deliveries = {_toml_value(log_deliveries)}
         # The log is shared by restarts: this start's ready line is the first one after these.
         self._ready_seen = self._ready_count()
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([SPATE, "--config", self.config], stdout=self.log,
+        command = [SPATE, "--config", self.config]
+        if self.tmpfs_mb:
+            os.makedirs(self.spool, exist_ok=True)
+            # The shell mounts the tmpfs over the spool directory, then becomes spate (same
+            # pid): the mount lives and dies with it.
+            command = unshare_mount() + [
+                "sh", "-c", f'mount -t tmpfs -o size={self.tmpfs_mb}m tmpfs "$0" && exec "$@"',
+                self.spool] + command
+        self.proc = subprocess.Popen(command, stdout=self.log,
                                      stderr=subprocess.STDOUT, env=self.env,
                                      restore_signals=not self.may_fill_disk)
 
@@ -263,6 +300,13 @@ deliveries = {_toml_value(log_deliveries)}
         if not os.path.exists(self.log_path):
             return 0
         return len([l for l in self.read_log().splitlines() if "spate ready:" in l])
+
+    def spool_outside(self):
+        """The spool directory as this process reaches it: through spate's own root when the
+        spool is its private tmpfs."""
+        if self.tmpfs_mb:
+            return f"/proc/{self.proc.pid}/root{self.spool}"
+        return self.spool
 
     def read_log(self):
         with open(self.log_path, "rb") as f:

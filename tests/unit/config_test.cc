@@ -58,9 +58,11 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_EQ(c.metrics_max_domains, 1000u);
   EXPECT_FALSE(c.hostname.empty());  // "" means this host's name
   EXPECT_EQ(c.helo_name, c.hostname);
-  EXPECT_EQ(c.postmaster, "postmaster@" + c.hostname);  // "" means postmaster@hostname
-  EXPECT_FALSE(c.bare_lf_normalise);                    // "reject"
-  EXPECT_FALSE(c.nul_strip);                            // "reject"
+  EXPECT_EQ(c.postmaster, "postmaster@" + c.hostname);     // "" means postmaster@hostname
+  EXPECT_FALSE(c.bare_lf_normalise);                       // "reject"
+  EXPECT_FALSE(c.nul_strip);                               // "reject"
+  EXPECT_EQ(c.spool_min_free_bytes, uint64_t{256} << 20);  // ["2%", "256MB"]
+  EXPECT_DOUBLE_EQ(c.spool_min_free_ratio, 0.02);
   EXPECT_TRUE(c.smarthost_text.empty());
   EXPECT_EQ(c.max_connections, 16u);
   EXPECT_EQ(c.max_messages_per_connection, 1000u);
@@ -266,6 +268,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"NulWord", "[server]\nnul = \"allow\"\n", "nul"},
         BadConfig{"PostmasterWithoutDomain", "[server]\npostmaster = \"root\"\n", "postmaster"},
         BadConfig{"PostmasterEmptyDomain", "[server]\npostmaster = \"root@\"\n", "postmaster"},
+        BadConfig{"MinFreeWord", "[spool]\nmin_free_space = \"lots\"\n", "min_free_space"},
+        BadConfig{"MinFreeOverHalf", "[spool]\nmin_free_space = \"60%\"\n", "min_free_space"},
+        BadConfig{"MinFreeUnit", "[spool]\nmin_free_space = [\"5XB\"]\n", "min_free_space"},
+        BadConfig{"MinFreeNumber", "[spool]\nmin_free_space = 5\n", "min_free_space"},
         BadConfig{"SyntaxError", "[server\nlisten = 1\n", "line 1"}),
     [](const ::testing::TestParamInfo<BadConfig>& p) { return std::string(p.param.name); });
 
@@ -302,6 +308,22 @@ TEST(ConfigTest, LoadConfigFileNamesTheFile) {
   ASSERT_FALSE(bad.has_value());
   EXPECT_NE(error.find(path), std::string::npos) << error;
   EXPECT_NE(error.find("cuont"), std::string::npos) << error;
+}
+
+// [spool] min_free_space: one threshold or a list; the larger of each kind holds.
+TEST(ConfigTest, MinFreeSpaceTakesASizeAShareOrBoth) {
+  Config one = MustParse("[spool]\nmin_free_space = \"1GB\"\n");
+  EXPECT_EQ(one.spool_min_free_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(one.spool_min_free_ratio, 0.0);
+  Config share = MustParse("[spool]\nmin_free_space = \"5%\"\n");
+  EXPECT_EQ(share.spool_min_free_bytes, 0u);
+  EXPECT_DOUBLE_EQ(share.spool_min_free_ratio, 0.05);
+  Config both = MustParse("[spool]\nmin_free_space = [\"3%\", \"512mb\", \"1.5%\", \"64KB\"]\n");
+  EXPECT_EQ(both.spool_min_free_bytes, uint64_t{512} << 20);
+  EXPECT_DOUBLE_EQ(both.spool_min_free_ratio, 0.03);
+  Config none = MustParse("[spool]\nmin_free_space = \"0B\"\n");
+  EXPECT_EQ(none.spool_min_free_bytes, 0u);
+  EXPECT_EQ(none.spool_min_free_ratio, 0.0);
 }
 
 TEST(ParseDurationTest, Units) {
