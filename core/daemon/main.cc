@@ -419,6 +419,8 @@ int Run(int argc, char** argv) {
     s->RequestStop();
   for (auto& s : shards)
     s->Join();
+  // Scrapes read the spool and every shard's counters: they stop before any of those goes.
+  exporter.reset();
   // No shard asks any more; a verdict still being computed is posted to a stopped shard and
   // dropped with it.
   verifier.reset();
@@ -426,7 +428,6 @@ int Run(int argc, char** argv) {
   // spool may still have posted to them) go.
   spool.reset();
   shards.clear();
-  exporter.reset();
   SPATE_LOG(kInfo, "spate: stopped");
   return 0;
 }
