@@ -102,5 +102,45 @@ class EndToEnd(unittest.TestCase):
         self.assertNotRegex(maps, r"/libssl\.so\.(1|3)")
 
 
+class PostmasterAndNul(unittest.TestCase):
+    """RFC 5321 §4.5.1: "<Postmaster>" (no domain) is accepted and delivered to [server]
+    postmaster; a NUL in the data is refused with 550 5.6.0 (SMTP smuggling one hop on), and
+    what the client pipelined behind it is no second message."""
+
+    def setUp(self):
+        self.dir = harness.tempdir()
+        self.sink = harness.Sink(self.dir, "alpha")
+        self.spate = harness.Spate(self.dir, {"alpha.test": self.sink.port}, shards=2,
+                                   server={"postmaster": "ops@alpha.test"})
+        self.spate.start()
+
+    def tearDown(self):
+        self.spate.stop()
+        self.sink.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_postmaster_is_delivered_and_nul_is_refused(self):
+        with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
+            smtp.ehlo("client.test")
+            self.assertEqual(smtp.mail("someone@elsewhere.test")[0], 250)
+            self.assertEqual(smtp.rcpt("<Postmaster>")[0], 250)
+            self.assertEqual(smtp.data(b"Subject: to the postmaster\r\n\r\nhi\r\n")[0], 250)
+
+            smuggled = (b"Subject: one\r\n\r\nhi\r\n\x00.\r\nMAIL FROM:<evil@x.test>\r\n"
+                        b"RCPT TO:<victim@alpha.test>\r\nDATA\r\nSubject: two\r\n\r\nevil\r\n")
+            self.assertEqual(smtp.mail("sender@campaign.test")[0], 250)
+            self.assertEqual(smtp.rcpt("user@alpha.test")[0], 250)
+            code, reply = smtp.data(smuggled)
+            self.assertEqual(code, 550)
+            self.assertTrue(reply.startswith(b"5.6.0 "), reply)
+            self.assertEqual(smtp.noop()[0], 250, "the session goes on")
+        text = self.sink.wait_for_rcpt("ops@alpha.test")
+        self.assertIn("Subject: to the postmaster", text)
+        harness.wait_for(lambda: self.spate.metric("spate_spool_messages") == 0, 30,
+                         "an empty spool")
+        rcpts = [r for rs, _ in self.sink.transactions() for r in rs]
+        self.assertEqual(rcpts, ["ops@alpha.test"], "nothing of the refused message arrived")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
