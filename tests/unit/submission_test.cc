@@ -236,6 +236,9 @@ class FakeStore final : public MessageStore {
 
   size_t held() const { return held_.size(); }
 
+  smtp::Intake intake() const override { return intake_.load(); }
+  void SetIntake(smtp::Intake intake) { intake_.store(intake); }
+
   // Completes the oldest held message on a thread of its own, and waits for that thread.
   void Complete(Result<queue::MessageId> outcome) {
     ASSERT_FALSE(held_.empty());
@@ -251,6 +254,7 @@ class FakeStore final : public MessageStore {
     queue::Spool::AcceptDone done;
   };
   std::deque<Held> held_;
+  std::atomic<smtp::Intake> intake_{smtp::Intake::kOpen};
 };
 
 // One SMTP client on a blocking loopback socket, read without blocking between loop turns.
@@ -565,6 +569,35 @@ TEST_F(SubmissionServerTest, AFailedCommitIs451AndTheSessionGoesOn) {
   EXPECT_EQ(got[0].message.rcpt_to, std::vector<std::string>{"one@b.test"});
   EXPECT_EQ(stats_.messages_received.Get(), 1u);
   EXPECT_EQ(stats_.recipients_received.Get(), 1u);
+}
+
+// A store that cannot take mail now is said at MAIL, before any data is sent (RFC 5321 §4.2.3):
+// 452 4.3.1 for a full disk, 451 4.3.0 for one that cannot write; not counted as the client's
+// errors. A commit refused for space is 452 4.3.1. Once the store takes mail again, so does MAIL.
+TEST_F(SubmissionServerTest, AStoreThatCannotTakeMailIsSaidAtMail) {
+  StartServer();
+  Client c(port_);
+  ASSERT_EQ(ReadReply(c).rfind("220 mx.test ", 0), 0u);
+  ASSERT_EQ(Say(c, "EHLO client.test\r\n").rfind("250-mx.test", 0), 0u);
+  store_.SetIntake(smtp::Intake::kFull);
+  for (int i = 0; i < 30; ++i) {  // more than max_errors: none of it counts
+    EXPECT_EQ(Say(c, "MAIL FROM:<sender@a.test>\r\n"),
+              "452 4.3.1 Error: insufficient system storage, try again later\r\n");
+  }
+  store_.SetIntake(smtp::Intake::kUnavailable);
+  EXPECT_EQ(Say(c, "MAIL FROM:<sender@a.test>\r\n"),
+            "451 4.3.0 Error: queue unavailable, try again later\r\n");
+  store_.SetIntake(smtp::Intake::kOpen);
+  ASSERT_EQ(Say(c, "MAIL FROM:<sender@a.test>\r\n").substr(0, 4), "250 ");
+  ASSERT_EQ(Say(c, "RCPT TO:<one@b.test>\r\n").substr(0, 4), "250 ");
+  ASSERT_EQ(Say(c, "DATA\r\n").substr(0, 4), "354 ");
+  c.Send(std::string(kText) + ".\r\n");
+  ASSERT_TRUE(StoreHolds(1));
+  store_.Complete(Unexpected{make_error_code(queue::Errc::kNoSpace)});
+  EXPECT_EQ(ReadReply(c), "452 4.3.1 Error: insufficient system storage, try again later\r\n");
+  EXPECT_EQ(stats_.commits_failed.Get(), 1u);
+  EXPECT_TRUE(handed().empty());
+  EXPECT_EQ(Say(c, "NOOP\r\n").substr(0, 4), "250 ");
 }
 
 // While a commit is outstanding the connection reads nothing: what the client pipelined
