@@ -157,6 +157,9 @@ class SampleCollector : public prometheus::Collectable {
 }  // namespace
 
 struct Exporter::Impl {
+  // The exposer goes first (its HTTP threads are joined), then the collector a scrape may be
+  // running: the exposer only holds it weakly, from a library TSan cannot see into.
+  ~Impl() { exposer.reset(); }
   std::unique_ptr<prometheus::Exposer> exposer;
   std::shared_ptr<SampleCollector> collector;
 };
