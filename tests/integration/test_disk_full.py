@@ -22,6 +22,7 @@ TMPFS_MB = 96
 MIN_FREE = "16MB"
 MESSAGE_KB = 200
 MAX_MESSAGES = TMPFS_MB * 1024 // MESSAGE_KB + 50  # more than fit: the watermark must stop it
+IN_A_ROW = 30
 
 
 class DiskFull(unittest.TestCase):
@@ -54,30 +55,34 @@ class DiskFull(unittest.TestCase):
     def test_own_mail_fills_the_disk_then_deliveries_free_it(self):
         self.sink.refuse = True  # nothing leaves: the queue grows until the watermark
         self.start()
-        acked, refusal = set(), None
+        # Until MAIL has been refused IN_A_ROW times running: near the mark the state may go
+        # back and forth as RocksDB flushes and drops a write-ahead log (space really comes
+        # back), but with nothing delivered the disk does fill.
+        acked, refusals, in_a_row = set(), [], 0
         with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
             smtp.ehlo("client.test")
-            for seq in range(MAX_MESSAGES):
+            for seq in range(2 * MAX_MESSAGES):
                 code, text = smtp.mail("sender@campaign.test")
                 if code != 250:
-                    refusal = (code, text)
-                    break
+                    refusals.append((code, text))
+                    in_a_row += 1
+                    if in_a_row >= IN_A_ROW:
+                        break
+                    time.sleep(0.02)
+                    continue
+                in_a_row = 0
                 self.assertEqual(smtp.rcpt(f"user{seq}@dest.test")[0], 250)
                 code, text = smtp.data(crashkit.message(seq, MESSAGE_KB * 1024))
                 if code == 250:
                     acked.add(seq)
                 else:  # refused at its commit: it would have crossed the mark
-                    refusal = (code, text)
-                    break
-            # Refused at MAIL from now on, however often the client asks.
-            for _ in range(50):
-                code, text = smtp.mail("sender@campaign.test")
-                self.assertEqual(code, 452, text)
-                smtp.rset()
-        print(f"disk_full: acked={len(acked)} refusal={refusal}", flush=True)
-        self.assertIsNotNone(refusal, "the disk never filled")
-        self.assertEqual(refusal[0], 452)
-        self.assertTrue(refusal[1].startswith(b"4.3.1 "), refusal)
+                    refusals.append((code, text))
+        print(f"disk_full: acked={len(acked)} refusals={len(refusals)} first={refusals[:1]}",
+              flush=True)
+        self.assertEqual(in_a_row, IN_A_ROW, "the disk never filled")
+        for code, text in refusals:
+            self.assertEqual(code, 452, text)
+            self.assertTrue(text.startswith(b"4.3.1 "), text)
         # RocksDB reserves its write-ahead log ahead (fallocate), so some 30 MB of the tmpfs
         # go at once; what is left over the mark takes a hundred messages or more.
         self.assertGreater(len(acked), 100, "refused long before the disk was full")
@@ -92,8 +97,14 @@ class DiskFull(unittest.TestCase):
         crashkit.wait_until_delivered(self.spate, self.sink, acked, 60)
         self.assertEqual(self.state()["ok"], 1)
         log = self.spate.wait_for_log(r"spool: accepting new mail again")
-        self.assertEqual(log.count("spool: refusing new mail (452 4.3.1"), 1,
-                         "said once, not once per refusal")
+        # Said as the state changes, not once per refusal (there were 30 and more). It may
+        # change more than once: the flush that frees the space opens a new write-ahead log,
+        # which RocksDB reserves ahead (fallocate), for a moment under the mark again.
+        said = log.count("spool: refusing new mail (452 4.3.1")
+        self.assertGreaterEqual(said, 1)
+        self.assertLessEqual(said, max(3, len(refusals) // 10),
+                             f"said once per change of state, not once per refusal ({said} "
+                             f"lines for {len(refusals)} refusals)")
         self.assertNotIn("Assertion", log)
 
     def test_something_else_fills_the_disk_and_lets_go(self):
