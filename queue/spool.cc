@@ -541,7 +541,7 @@ struct Spool::Impl {
     const bool refuse = full || h == Health::kFailed;
     const std::error_code refusal =
         full ? make_error_code(Errc::kNoSpace) : make_error_code(Errc::kIo);
-    std::vector<Request> outcomes;  // kept for a retry, should the write fail
+    std::vector<Request> outcomes;  // to be queued again, should the write fail
     if (!db) {
       // Closed after a fatal error and not open again yet (Watch() keeps trying): nothing can
       // be written, so accepts are refused and outcomes wait.
@@ -598,7 +598,6 @@ struct Spool::Impl {
                                 std::vector<bool>(m.rcpt_to.size(), false)};
         accepted.emplace_back(a, id);
       } else if (auto* f = std::get_if<FinishReq>(&r)) {
-        outcomes.push_back(*f);
         auto it = remaining.find(f->id);
         if (it == remaining.end() || !IsWaiting(it->second, f->index)) {
           continue;  // already finished (a duplicate outcome): harmless
@@ -623,7 +622,6 @@ struct Spool::Impl {
           p.recorded[f->index] = true;
         }
       } else if (auto* d = std::get_if<DeferReq>(&r)) {
-        outcomes.push_back(*d);
         auto it = remaining.find(d->id);
         if (it == remaining.end() || !IsWaiting(it->second, d->index)) {
           continue;  // finished already: never bring its record back
@@ -672,6 +670,11 @@ struct Spool::Impl {
       for (auto& [a, id] : accepted)
         a->done(Unexpected{ec}, std::move(a->message));
       Publish(std::chrono::steady_clock::now());
+      // The batch still holds its outcomes (only its accepts were taken): queued again.
+      for (Request& r : batch) {
+        if (!std::holds_alternative<std::unique_ptr<AcceptReq>>(r))
+          outcomes.push_back(std::move(r));
+      }
       return outcomes;
     }
     written_since_check += wb.GetDataSize();
