@@ -188,6 +188,7 @@ struct Spool::Impl {
   rocksdb::DBOptions db_options;
   std::vector<rocksdb::ColumnFamilyDescriptor> cf_descriptors;
   std::shared_ptr<SpoolLogger> logger = std::make_shared<SpoolLogger>();
+  std::shared_ptr<rocksdb::EventListener> listener;
   mutable std::shared_mutex db_mu;
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -745,7 +746,8 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_options.max_total_wal_size = 256 << 20;
   db_options.info_log = impl->logger;
-  db_options.listeners.push_back(std::make_shared<Impl::Listener>(impl.get()));
+  impl->listener = std::make_shared<Impl::Listener>(impl.get());
+  db_options.listeners.push_back(impl->listener);
   // RocksDB's memory is bounded as a whole, whatever the load: memtables of every column family
   // together (flushed early past this), and one block cache shared by all of them (each
   // column family would otherwise make its own).
@@ -908,6 +910,10 @@ void Spool::ReadBody(MessageId id, BodyDone done) {
 
 Health Spool::health() const {
   return impl_->health.load(std::memory_order_relaxed);
+}
+
+std::shared_ptr<rocksdb::EventListener> Spool::listener_for_testing() const {
+  return impl_->listener;
 }
 
 SpoolStats Spool::stats() const {

@@ -64,6 +64,10 @@
 #include "core/result.h"
 #include "core/task.h"
 
+namespace rocksdb {
+class EventListener;
+}  // namespace rocksdb
+
 namespace spate::queue {
 
 using MessageId = uint64_t;
@@ -178,6 +182,9 @@ class Spool {
 
   SpoolStats stats() const;
   Health health() const;  // any thread; a relaxed read
+
+  // What RocksDB tells the spool (background errors, write stops), for a test to say it too.
+  std::shared_ptr<rocksdb::EventListener> listener_for_testing() const;
 
  private:
   struct Impl;

@@ -29,6 +29,7 @@
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <rocksdb/listener.h>
 
 #include "queue/errc.h"
 
@@ -868,6 +869,29 @@ TEST_F(SpoolHealthTest, UnderTheWatermarkNewMailIsRefusedOutcomesAreWrittenAndIt
   EXPECT_EQ(st.refused, 1u);
   EXPECT_EQ(st.free_bytes, 106 * kMB);
   EXPECT_EQ(st.health, Health::kOk);
+}
+
+// RocksDB stopping writes (compaction behind: a column family's WriteStallCondition::kStopped)
+// makes the spool kStalled, which the server answers 451 4.3.0 at MAIL; commits made meanwhile
+// are not refused (RocksDB holds them until it writes again); the end of the stop ends it.
+TEST_F(SpoolHealthTest, AWriteStopFromRocksDbIsSaidAtOnceAndEndsWithIt) {
+  auto spool = OpenWith(std::chrono::milliseconds(5));
+  ASSERT_NE(spool, nullptr);
+  std::shared_ptr<rocksdb::EventListener> listener = spool->listener_for_testing();
+  ASSERT_NE(listener, nullptr);
+  rocksdb::WriteStallInfo stop;
+  stop.cf_name = "body";
+  stop.condition.prev = rocksdb::WriteStallCondition::kNormal;
+  stop.condition.cur = rocksdb::WriteStallCondition::kStopped;
+  listener->OnStallConditionsChanged(stop);
+  ASSERT_TRUE(WaitForHealth(*spool, Health::kStalled));
+  EXPECT_STREQ(HealthName(spool->health()), "stalled");
+  AcceptSync(*spool, Msg("a@example.org", {"r@x.test"}, "during the stop"));
+  rocksdb::WriteStallInfo go = stop;
+  go.condition.prev = rocksdb::WriteStallCondition::kStopped;
+  go.condition.cur = rocksdb::WriteStallCondition::kDelayed;  // slowed down is no stop
+  listener->OnStallConditionsChanged(go);
+  ASSERT_TRUE(WaitForHealth(*spool, Health::kOk));
 }
 
 // A burst between two checks: a batch that would take the disk under the watermark, counting
