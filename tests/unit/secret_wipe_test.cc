@@ -30,12 +30,24 @@ void Check(const void* p, size_t n) {
 
 }  // namespace
 
-void operator delete(void* p) noexcept {
+// Both replaced, so that they pair (malloc and free) under a sanitizer's allocator too.
+void* operator new(size_t n) {
+  if (void* p = std::malloc(n == 0 ? 1 : n))
+    return p;
+  throw std::bad_alloc();
+}
+namespace {
+void Release(void* p) noexcept {
   Check(p, p != nullptr ? malloc_usable_size(p) : 0);
   std::free(p);
 }
+}  // namespace
+
+void operator delete(void* p) noexcept {
+  Release(p);
+}
 void operator delete(void* p, size_t) noexcept {
-  operator delete(p);
+  Release(p);
 }
 
 namespace spate::smtp {
