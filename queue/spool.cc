@@ -244,6 +244,9 @@ struct Spool::Impl {
   std::chrono::steady_clock::time_point last_reminder{};
   uint64_t refused_since_change = 0;  // accepts refused since the health last changed
   uint64_t finished_since_flush = 0;  // messages removed since the last forced flush
+  // When a failed database may next be resumed or opened again, and the wait after that.
+  std::chrono::steady_clock::time_point next_recovery{};
+  std::chrono::steady_clock::duration recovery_delay{};
   std::chrono::steady_clock::time_point last_flush{};
 
   class Listener final : public rocksdb::EventListener {
@@ -312,7 +315,7 @@ struct Spool::Impl {
       last_flush = now;
     }
     const bool failed = write_failed || bg_error.load(std::memory_order_relaxed) || !db;
-    if (failed && !low_space) {
+    if (failed && !low_space && now >= next_recovery) {
       // Room again (or it was no space problem): out of read-only mode, and the next batch
       // tries for real. Resume() is a no-op on a database without a background error, and
       // brings one back from a recoverable error (ENOSPC). After a fatal one (an I/O error in
@@ -324,8 +327,16 @@ struct Spool::Impl {
       if (s.ok()) {
         write_failed = false;
         bg_error.store(false, std::memory_order_relaxed);
+        recovery_delay = {};
       } else {
+        // Opening again replays the write-ahead log: against a disk that keeps failing, tried
+        // less and less often (up to every 4 s), not every check interval.
         last_error = s.ToString();
+        recovery_delay = std::min<std::chrono::steady_clock::duration>(
+            std::max<std::chrono::steady_clock::duration>(2 * recovery_delay,
+                                                          options.check_interval),
+            std::chrono::seconds(4));
+        next_recovery = now + recovery_delay;
       }
     }
     Publish(now);

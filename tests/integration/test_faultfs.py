@@ -113,7 +113,7 @@ class FaultInjection(unittest.TestCase):
         # Once the faults are gone, does spate take mail again, without a restart?
         try:
             harness.wait_for(lambda: self.spate.proc.poll() is not None or
-                             any(load.sent_dot[s] > off for s in load.acked), 5,
+                             any(load.sent_dot[s] > off for s in load.acked), 15,
                              "a 250 after the faults were off")
         except AssertionError:
             pass
