@@ -2,6 +2,7 @@
 
 #include <cerrno>
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -182,6 +183,12 @@ Reactor::OpId Reactor::Connect(int fd, const sockaddr* addr, socklen_t len, Comp
 Reactor::OpId Reactor::Read(int fd, void* buf, size_t len, Completion done) {
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_read(sqe, fd, buf, static_cast<unsigned>(len), 0);
+  return Arm(sqe, std::move(done));
+}
+
+Reactor::OpId Reactor::PollIn(int fd, Completion done) {
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_poll_add(sqe, fd, POLLIN);
   return Arm(sqe, std::move(done));
 }
 

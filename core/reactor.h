@@ -67,6 +67,9 @@ class Reactor {
   OpId Send(int fd, const void* buf, size_t len, Completion done);
   OpId Connect(int fd, const sockaddr* addr, socklen_t len, Completion done);
   OpId Read(int fd, void* buf, size_t len, Completion done);
+  // One-shot readiness: completes with the poll mask (POLLIN...) once `fd` is readable, for a
+  // library that hands over a descriptor to watch (the DNS resolver's).
+  OpId PollIn(int fd, Completion done);
   // Asks the kernel to cancel an in-flight operation; its completion still runs.
   void Cancel(OpId op);
 

@@ -8,11 +8,15 @@ packages=(
   cmake ninja-build g++ make pkg-config python3
   liburing-dev android-libboringssl-dev librocksdb-dev prometheus-cpp-dev
   libtomlplusplus-dev
+  # DNS for MX routing: libunbound (Debian's is built with nettle, no OpenSSL beside BoringSSL)
+  libunbound-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # fuzzing (tests/fuzz, the fuzz preset): clang and its libFuzzer/sanitizer runtimes
   clang-14 libclang-rt-14-dev
   # test peers: Postfix's smtp-sink/smtp-source, swaks, Python's smtplib
   postfix swaks libnet-ssleay-perl libio-socket-ssl-perl curl procps
+  # the DNS server the MX tests start on loopback (python3-dnslib)
+  python3-dnslib
   # benchmark plots (bench/plot.py)
   gnuplot-nox
   # line coverage reports (make coverage)

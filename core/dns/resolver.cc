@@ -1,0 +1,283 @@
+#include "core/dns/resolver.h"
+
+#include <chrono>
+#include <utility>
+
+#include <unbound.h>
+
+#include "core/log.h"
+
+namespace spate::dns {
+namespace {
+
+constexpr int kRrMx = 15;  // RFC 1035 §3.2.2
+constexpr int kRrA = 1;
+constexpr int kRrAaaa = 28;  // RFC 3596 §2.1
+constexpr int kClassIn = 1;
+constexpr int kRcodeServFail = 2;
+constexpr int kRcodeRefused = 5;
+
+int RrType(Type type) {
+  switch (type) {
+    case Type::kMx:
+      return kRrMx;
+    case Type::kA:
+      return kRrA;
+    case Type::kAaaa:
+      return kRrAaaa;
+  }
+  return kRrA;
+}
+
+// "127.0.0.1:5300" / "[::1]:5300" -> libunbound's "127.0.0.1@5300" / "::1@5300".
+bool ForwarderSpec(const std::string& hostport, std::string* out) {
+  std::string host;
+  std::string port;
+  if (!hostport.empty() && hostport.front() == '[') {
+    const size_t close = hostport.find(']');
+    if (close == std::string::npos || close + 1 >= hostport.size() || hostport[close + 1] != ':')
+      return false;
+    host = hostport.substr(1, close - 1);
+    port = hostport.substr(close + 2);
+  } else {
+    const size_t colon = hostport.rfind(':');
+    if (colon == std::string::npos)
+      return false;
+    host = hostport.substr(0, colon);
+    port = hostport.substr(colon + 1);
+  }
+  if (host.empty() || port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  *out = host + "@" + port;
+  return true;
+}
+
+}  // namespace
+
+const char* StatusName(Status status) {
+  switch (status) {
+    case Status::kOk:
+      return "ok";
+    case Status::kNoData:
+      return "nodata";
+    case Status::kNxDomain:
+      return "nxdomain";
+    case Status::kServFail:
+      return "servfail";
+    case Status::kTimeout:
+      return "timeout";
+    case Status::kBogus:
+      return "bogus";
+    case Status::kError:
+      return "error";
+  }
+  return "error";
+}
+
+Result<std::unique_ptr<Resolver>> Resolver::Create(Reactor& reactor, const Options& options,
+                                                   ResolverStats* stats, std::string* error) {
+  ub_ctx* ctx = ub_ctx_create();
+  if (ctx == nullptr) {
+    *error = "dns: cannot create a resolver context";
+    return Unexpected{std::make_error_code(std::errc::not_enough_memory)};
+  }
+  auto fail = [&](const std::string& what, int err) {
+    *error = "dns: " + what + ": " + ub_strerror(err);
+    ub_ctx_delete(ctx);
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+  };
+  // The work on a thread of libunbound's own; results are signalled on ub_fd().
+  if (int err = ub_ctx_async(ctx, 1); err != 0)
+    return fail("async", err);
+  if (options.nameservers.empty()) {
+    if (int err = ub_ctx_resolvconf(ctx, nullptr); err != 0)
+      return fail("/etc/resolv.conf", err);
+  } else {
+    // A forwarder on loopback (a local resolver, or a test's server) is asked like any other.
+    if (int err = ub_ctx_set_option(ctx, "do-not-query-localhost:", "no"); err != 0)
+      return fail("do-not-query-localhost", err);
+    // libunbound answers "test." (RFC 6761 §6.2) NXDOMAIN itself by default; servers of one's
+    // own choosing may serve it (a lab, the tests).
+    if (int err = ub_ctx_set_option(ctx, "local-zone:", "test. transparent"); err != 0)
+      return fail("local-zone test.", err);
+    for (const std::string& ns : options.nameservers) {
+      std::string spec;
+      if (!ForwarderSpec(ns, &spec)) {
+        *error = "dns: nameserver \"" + ns + "\" is not host:port";
+        ub_ctx_delete(ctx);
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      if (int err = ub_ctx_set_fwd(ctx, spec.c_str()); err != 0)
+        return fail("nameserver " + ns, err);
+    }
+  }
+  return std::unique_ptr<Resolver>(new Resolver(reactor, options, stats, ctx));
+}
+
+Resolver::Resolver(Reactor& reactor, const Options& options, ResolverStats* stats, ub_ctx* ctx)
+    : reactor_(reactor), options_(options), stats_(stats), ctx_(ctx), fd_(ub_fd(ctx)) {
+  if (options_.max_inflight == 0)
+    options_.max_inflight = 1;
+}
+
+Resolver::~Resolver() {
+  *alive_ = false;  // a poll completion still in the ring finds us gone
+  for (auto& [id, q] : inflight_) {
+    ub_cancel(ctx_, q->async_id);
+    reactor_.CancelTimer(q->timer);
+  }
+  inflight_.clear();
+  waiting_.clear();
+  ub_ctx_delete(ctx_);  // stops libunbound's thread
+}
+
+void Resolver::Lookup(std::string_view name, Type type, Done done) {
+  auto q = std::make_unique<Query>();
+  q->resolver = this;
+  q->id = next_id_++;
+  q->name = std::string(name);
+  q->type = type;
+  q->done = std::move(done);
+  if (inflight_.size() >= options_.max_inflight) {
+    waiting_.push_back(std::move(q));
+    return;
+  }
+  Start(std::move(q));
+}
+
+void Resolver::Start(std::unique_ptr<Query> q) {
+  Query* raw = q.get();
+  const uint64_t id = q->id;
+  inflight_.emplace(id, std::move(q));
+  int err = ub_resolve_async(ctx_, raw->name.c_str(), RrType(raw->type), kClassIn, raw,
+                             &Resolver::OnResult, &raw->async_id);
+  if (err != 0) {
+    Answer a;
+    a.status = Status::kError;
+    a.error = ub_strerror(err);
+    // Never inside Lookup(): the caller hears of it from the loop.
+    reactor_.Post([this, id, a = std::move(a), alive = alive_]() mutable {
+      if (*alive)
+        Finish(id, std::move(a));
+    });
+    return;
+  }
+  const auto timeout = std::chrono::duration_cast<Reactor::Clock::duration>(options_.timeout);
+  raw->timer = reactor_.AddTimer(reactor_.now() + timeout, [this, id] {
+    auto it = inflight_.find(id);
+    if (it == inflight_.end())
+      return;
+    it->second->timer = {};
+    ub_cancel(ctx_, it->second->async_id);
+    if (stats_ != nullptr)
+      stats_->timeouts.Add();
+    Answer a;
+    a.status = Status::kTimeout;
+    a.error = "no answer within the timeout";
+    Finish(id, std::move(a));
+  });
+  ArmPoll();
+}
+
+void Resolver::ArmPoll() {
+  if (poll_armed_ || inflight_.empty())
+    return;
+  poll_armed_ = true;
+  reactor_.PollIn(fd_, [this, alive = alive_](int) {
+    if (!*alive)
+      return;
+    poll_armed_ = false;
+    // Runs the callbacks of every answer that is ready (OnResult), on this thread.
+    int err = ub_process(ctx_);
+    if (err != 0)
+      SPATE_LOG(kWarn, "dns: %s", ub_strerror(err));
+    ArmPoll();
+  });
+}
+
+void Resolver::OnResult(void* mydata, int err, ub_result* result) {
+  auto* q = static_cast<Query*>(mydata);
+  Answer a;
+  if (err != 0) {
+    a.status = Status::kError;
+    a.error = ub_strerror(err);
+  } else {
+    a.ttl = result->ttl > 0 ? static_cast<uint32_t>(result->ttl) : 0;
+    a.secure = result->secure != 0;
+    if (result->bogus) {
+      a.status = Status::kBogus;
+      a.error = result->why_bogus != nullptr ? result->why_bogus : "DNSSEC validation failed";
+    } else if (result->nxdomain) {
+      a.status = Status::kNxDomain;
+    } else if (result->rcode == kRcodeServFail || result->rcode == kRcodeRefused) {
+      a.status = Status::kServFail;
+      a.error = result->rcode == kRcodeRefused ? "refused" : "server failure";
+    } else if (result->rcode != 0) {
+      a.status = Status::kError;
+      a.error = "rcode " + std::to_string(result->rcode);
+    } else if (!result->havedata) {
+      a.status = Status::kNoData;
+    } else {
+      size_t bad = 0;
+      for (int i = 0; result->data[i] != nullptr; ++i) {
+        const std::string_view rdata(result->data[i], static_cast<size_t>(result->len[i]));
+        switch (q->type) {
+          case Type::kMx:
+            if (auto mx = ParseMx(rdata)) {
+              a.mx.push_back(std::move(*mx));
+            } else {
+              ++bad;
+            }
+            break;
+          case Type::kA:
+            if (auto v4 = ParseA(rdata)) {
+              Address addr;
+              addr.family = AF_INET;
+              addr.v4 = *v4;
+              a.addresses.push_back(addr);
+            } else {
+              ++bad;
+            }
+            break;
+          case Type::kAaaa:
+            if (auto v6 = ParseAaaa(rdata)) {
+              Address addr;
+              addr.family = AF_INET6;
+              addr.v6 = *v6;
+              a.addresses.push_back(addr);
+            } else {
+              ++bad;
+            }
+            break;
+        }
+      }
+      // A record that does not parse is left out; an answer with none that does is an error.
+      const bool none = a.mx.empty() && a.addresses.empty();
+      a.status = none ? Status::kError : Status::kOk;
+      if (none || bad != 0)
+        a.error = std::to_string(bad) + " malformed record(s)";
+    }
+  }
+  if (result != nullptr)
+    ub_resolve_free(result);
+  q->resolver->Finish(q->id, std::move(a));
+}
+
+void Resolver::Finish(uint64_t id, Answer&& answer) {
+  auto it = inflight_.find(id);
+  if (it == inflight_.end())
+    return;
+  std::unique_ptr<Query> q = std::move(it->second);
+  inflight_.erase(it);
+  reactor_.CancelTimer(q->timer);
+  if (stats_ != nullptr)
+    stats_->lookups[static_cast<int>(q->type)][static_cast<int>(answer.status)].Add();
+  while (!waiting_.empty() && inflight_.size() < options_.max_inflight) {
+    std::unique_ptr<Query> next = std::move(waiting_.front());
+    waiting_.pop_front();
+    Start(std::move(next));
+  }
+  q->done(std::move(answer));
+}
+
+}  // namespace spate::dns
