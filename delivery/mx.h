@@ -25,18 +25,12 @@
 
 #include "core/dns/resolver.h"
 #include "core/net.h"
+#include "delivery/routing.h"
 
 namespace spate::delivery::mx {
 
 // Why a domain's mail cannot go anywhere now: the reply every recipient of it gets.
-struct Failure {
-  int code = 451;
-  std::string enhanced;  // "4.4.3"
-  std::string text;
-  bool permanent() const { return code >= 500; }
-
-  friend bool operator==(const Failure&, const Failure&) = default;
-};
+using Failure = RouteFailure;
 
 struct Hosts {
   std::vector<std::string> names;  // in the order to try them

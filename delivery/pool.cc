@@ -305,6 +305,15 @@ void Destination::Pump() {
         Synthetic(451, "4.4.0", "no route to " + domain_ + " (configure [routes] or a smarthost)"));
     return;
   }
+  if (route_->failure) {
+    // The lookup said why there is nowhere to go: a 5xx fails the recipients at once (a null
+    // MX, NXDOMAIN), a 4xx defers them. Asked again when the next ones are due.
+    const RouteFailure f = *route_->failure;
+    route_state_ = RouteState::kUnknown;
+    route_ = nullptr;
+    DeferWaiting(Synthetic(static_cast<uint16_t>(f.code), f.enhanced.c_str(), f.text));
+    return;
+  }
   const Options& options = engine_.options();
   Reactor& reactor = engine_.reactor();
   // Ready jobs to idle connections.

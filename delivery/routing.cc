@@ -20,8 +20,12 @@ StaticRouting::StaticRouting(const std::map<std::string, Endpoint>& routes,
 }
 
 void StaticRouting::Resolve(std::string_view domain, Done done) {
+  done(Find(domain));
+}
+
+RouteRef StaticRouting::Find(std::string_view domain) const {
   auto it = routes_.find(domain);
-  done(it != routes_.end() ? it->second : smarthost_);
+  return it != routes_.end() ? it->second : smarthost_;
 }
 
 }  // namespace spate::delivery

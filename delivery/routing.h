@@ -20,9 +20,21 @@
 
 namespace spate::delivery {
 
+// Why a domain's mail can go nowhere now: the reply its recipients get (a 5xx fails them, a 4xx
+// defers them).
+struct RouteFailure {
+  int code = 451;
+  std::string enhanced;  // "4.4.3"
+  std::string text;
+  bool permanent() const { return code >= 500; }
+
+  friend bool operator==(const RouteFailure&, const RouteFailure&) = default;
+};
+
 struct Route {
-  std::string name;             // for logs and synthetic replies: "127.0.0.1:2526"
-  std::vector<Endpoint> hosts;  // tried in order; never empty
+  std::string name;                     // for logs and synthetic replies: "127.0.0.1:2526"
+  std::vector<Endpoint> hosts;          // tried in order; empty only with a failure
+  std::optional<RouteFailure> failure;  // set: nowhere to go (an MX lookup said why)
 };
 // Null: no route (the destination's mail is deferred with "no route").
 using RouteRef = std::shared_ptr<const Route>;
@@ -40,6 +52,8 @@ class StaticRouting final : public Routing {
   // `routes`: lower-case domain -> host; `smarthost`: for every other domain.
   StaticRouting(const std::map<std::string, Endpoint>& routes, std::optional<Endpoint> smarthost);
   void Resolve(std::string_view domain, Done done) override;
+  // The same, at once: the domain's route, else the smarthost, else null.
+  RouteRef Find(std::string_view domain) const;
 
  private:
   std::map<std::string, RouteRef, std::less<>> routes_;

@@ -780,6 +780,56 @@ TEST_F(DeliveryEngineTest, NoRouteDefersWith451AndKeepsTheMail) {
   EXPECT_EQ(delivery_->scheduled(), 1u);
 }
 
+// A routing that says why there is nowhere to go (an MX lookup: null MX, NXDOMAIN, SERVFAIL).
+class FailingRouting final : public Routing {
+ public:
+  explicit FailingRouting(RouteFailure f) : failure_(std::move(f)) {}
+  void Resolve(std::string_view, Done done) override {
+    ++asked;
+    auto r = std::make_shared<Route>();
+    r->name = "mx";
+    r->failure = failure_;
+    done(r);
+  }
+  int asked = 0;
+
+ private:
+  RouteFailure failure_;
+};
+
+// A permanent routing failure (RFC 7505 null MX: 556 5.1.10) fails every recipient at once,
+// without a connection; a temporary one (451 4.4.3) defers them, and the route is asked again
+// when they are due.
+TEST_F(DeliveryEngineTest, ARouteFailureFailsOrDefersWithItsReply) {
+  FailingRouting null_mx(RouteFailure{556, "5.1.10", "example.test does not accept mail"});
+  options_.log_deliveries = true;
+  StartWith(null_mx);
+  ::testing::internal::CaptureStderr();
+  Enqueue(MakeJob(8, {Rcpt("a"), Rcpt("b")}));
+  RunTurns();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(spool_.finished().size(), 2u) << "failed: they leave the queue";
+  EXPECT_TRUE(spool_.deferred().empty());
+  EXPECT_EQ(domain_stats().failed.Get(), 2u);
+  EXPECT_EQ(peer_.connections().size(), 0u) << "no connection for a null MX";
+  EXPECT_NE(log.find("reply=\"556 5.1.10 example.test does not accept mail"), std::string::npos)
+      << log;
+}
+
+TEST_F(DeliveryEngineTest, ATemporaryRouteFailureDefersAndAsksAgain) {
+  FailingRouting servfail(RouteFailure{451, "4.4.3", "MX lookup failed: servfail"});
+  StartWith(servfail);
+  Enqueue(MakeJob(9, {Rcpt("a")}));
+  RunTurns();
+  ASSERT_EQ(spool_.deferred().size(), 1u);
+  EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_EQ(servfail.asked, 1);
+  Advance(73s);
+  RunTurns();
+  EXPECT_EQ(servfail.asked, 2) << "asked again when the recipient was due";
+  EXPECT_EQ(spool_.deferred().size(), 2u);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
