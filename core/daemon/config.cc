@@ -231,7 +231,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
     static const std::set<std::string> kTables = {
-        "server", "spool", "metrics", "shards", "delivery", "routes", "log", "tls", "auth"};
+        "server", "spool", "metrics", "shards", "delivery", "routes", "log", "tls", "auth", "dns"};
     if (kTables.count(std::string(k.str())) == 0 || !v.is_table()) {
       *error = "unknown section [" + std::string(k.str()) + "]";
       return Unexpected{std::make_error_code(std::errc::invalid_argument)};
@@ -350,7 +350,49 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   delivery.Duration("idle_timeout", &c.idle_timeout);
   delivery.Duration("retry_base", &c.retry_base);
   delivery.Duration("retry_max", &c.retry_max);
+  delivery.Unsigned("mx_port", &c.mx_port, 1, 65535);
+  std::vector<std::string> prohibited = {"0.0.0.0/8", "127.0.0.0/8", "::1/128", "::/128"};
+  delivery.StringList("prohibited_networks", &prohibited);
+  c.address_order = "ipv4_first";
+  delivery.String("address_order", &c.address_order);
+  if (c.address_order != "ipv4_first" && c.address_order != "ipv6_first" &&
+      c.address_order != "ipv4_only" && c.address_order != "ipv6_only") {
+    delivery.Fail("address_order",
+                  "must be \"ipv4_first\", \"ipv6_first\", \"ipv4_only\" or \"ipv6_only\"");
+  }
+  delivery.Unsigned("max_addresses", &c.max_addresses, 1, 100);
   delivery.RejectUnknown();
+  for (const std::string& entry : prohibited) {
+    auto network = ParseNetwork(entry);
+    if (!network) {
+      delivery.Fail("prohibited_networks", "\"" + entry + "\" is not a network");
+      break;
+    }
+    c.prohibited_networks.push_back(std::move(network).value());
+  }
+
+  TableReader dns(root["dns"].as_table(), "dns", error);
+  dns.StringList("nameservers", &c.dns_nameservers);
+  c.dns_timeout = Seconds(10);
+  dns.Duration("timeout", &c.dns_timeout);
+  c.dns_max_inflight = 256;
+  dns.Unsigned("max_inflight", &c.dns_max_inflight, 1, 100000);
+  c.dns_min_ttl = Seconds(30);
+  c.dns_max_ttl = Seconds(3600);
+  c.dns_negative_ttl = Seconds(30);
+  dns.Duration("min_ttl", &c.dns_min_ttl);
+  dns.Duration("max_ttl", &c.dns_max_ttl);
+  dns.Duration("negative_ttl", &c.dns_negative_ttl);
+  dns.RejectUnknown();
+  if (c.dns_max_ttl < c.dns_min_ttl)
+    c.dns_max_ttl = c.dns_min_ttl;
+  for (const std::string& ns : c.dns_nameservers) {
+    socklen_t len = 0;
+    if (!ParseEndpoint(ns, &len)) {
+      dns.Fail("nameservers", "\"" + ns + "\" is not host:port");
+      break;
+    }
+  }
 
   TableReader logt(root["log"].as_table(), "log", error);
   logt.String("level", &c.log_level);

@@ -93,6 +93,23 @@ struct Config {
   Seconds idle_timeout{};   // an idle pooled connection is closed after this
   Seconds retry_base{};     // first retry delay; doubles per attempt
   Seconds retry_max{};      // cap of the retry delay
+  // [delivery] MX routing (RFC 5321 §5), for domains without a route when there is no
+  // smarthost: the port of MX hosts, the networks never connected to, the order of the address
+  // families ("ipv4_first", "ipv6_first", "ipv4_only", "ipv6_only"), addresses per attempt.
+  unsigned mx_port = 25;
+  std::vector<Network> prohibited_networks;
+  std::string address_order;
+  unsigned max_addresses = 5;
+  // [dns]: "host:port" servers to ask (empty: /etc/resolv.conf), per-lookup timeout, lookups at
+  // once per shard.
+  std::vector<std::string> dns_nameservers;
+  Seconds dns_timeout{};
+  unsigned dns_max_inflight = 0;
+  // [dns] how long a domain's route (or a permanent failure) is kept: its records' TTL, within
+  // min_ttl and max_ttl; a temporary failure (SERVFAIL, a timeout) for negative_ttl.
+  Seconds dns_min_ttl{};
+  Seconds dns_max_ttl{};
+  Seconds dns_negative_ttl{};
   // [routes]: domain (lower case) -> where its mail goes.
   std::map<std::string, Endpoint> routes;
   // [log]

@@ -345,6 +345,16 @@ int Run(int argc, char** argv) {
   // that own its domains.
   std::vector<std::unique_ptr<Shard>> shards;
   delivery::Dispatcher dispatcher(static_cast<ShardId>(config.shards), config.postmaster);
+  // Without a smarthost, a domain without a route goes by its MX records (RFC 5321 §5): each
+  // shard has its own resolver and routing, made on its thread and gone after its loop.
+  const bool by_mx = config.smarthost_text.empty();
+  std::vector<std::unique_ptr<delivery::MxRouting>> mx_routings(config.shards);
+  std::vector<std::unique_ptr<dns::ResolverStats>> dns_stats;
+  for (unsigned i = 0; i < config.shards; ++i)
+    dns_stats.push_back(std::make_unique<dns::ResolverStats>());
+  const delivery::MxRouting::Options mx_options = daemon::MxRoutingOptions(config);
+  const dns::Resolver::Options resolver_options = daemon::ResolverOptions(config);
+  std::vector<std::string> shard_errors(config.shards);
   for (unsigned i = 0; i < config.shards; ++i) {
     shards.push_back(std::make_unique<Shard>(static_cast<ShardId>(i), config.shards));
   }
@@ -352,8 +362,19 @@ int Run(int argc, char** argv) {
     int fd = listen_fds[i];
     int implicit_tls_fd = implicit_tls_fds[i];
     auto started = shards[i]->Start([&, fd, implicit_tls_fd, i](Shard& shard) {
-      auto d = std::make_unique<delivery::Delivery>(shard.reactor(), delivery_options,
-                                                    delivery_spool, *routing, *delivery_stats[i]);
+      delivery::Routing* shard_routing = routing.get();
+      if (by_mx) {
+        auto resolver = dns::Resolver::Create(shard.reactor(), resolver_options, dns_stats[i].get(),
+                                              &shard_errors[i]);
+        if (resolver) {
+          mx_routings[i] = std::make_unique<delivery::MxRouting>(
+              shard.reactor(), *routing, std::move(resolver).value(), mx_options,
+              std::random_device{}());
+          shard_routing = mx_routings[i].get();
+        }
+      }
+      auto d = std::make_unique<delivery::Delivery>(
+          shard.reactor(), delivery_options, delivery_spool, *shard_routing, *delivery_stats[i]);
       dispatcher.Attach(static_cast<ShardId>(i), &shard.reactor(), d.get());
       shard.AddService(std::move(d));
       auto s = std::make_unique<server::SubmissionServer>(
@@ -368,6 +389,10 @@ int Run(int argc, char** argv) {
     if (!started) {
       std::fprintf(stderr, "spate: shard %u: %s\n", i, started.error().message().c_str());
       return 1;
+    }
+    if (!shard_errors[i].empty()) {
+      // The shard runs, with static routes only: say so loudly rather than stop the MTA.
+      SPATE_LOG(kError, "spate: shard %u: %s; MX routing is off on it", i, shard_errors[i].c_str());
     }
   }
 
@@ -427,6 +452,9 @@ int Run(int argc, char** argv) {
   // The spool finishes every queued commit before it closes; then the shards (and the tasks the
   // spool may still have posted to them) go.
   spool.reset();
+  // The shards' loops have ended (their reactors stay until shards.clear()): the routings and
+  // their resolvers go now, their lookups never answered.
+  mx_routings.clear();
   shards.clear();
   SPATE_LOG(kInfo, "spate: stopped");
   return 0;

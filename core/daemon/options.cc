@@ -47,4 +47,27 @@ std::unique_ptr<delivery::StaticRouting> MakeRouting(const Config& c) {
   return std::make_unique<delivery::StaticRouting>(c.routes, smarthost);
 }
 
+delivery::MxRouting::Options MxRoutingOptions(const Config& c) {
+  delivery::MxRouting::Options o;
+  o.addresses.port = static_cast<uint16_t>(c.mx_port);
+  o.addresses.prohibited = c.prohibited_networks;
+  o.addresses.max_addresses = c.max_addresses;
+  o.min_ttl = c.dns_min_ttl;
+  o.max_ttl = c.dns_max_ttl;
+  o.negative_ttl = c.dns_negative_ttl;
+  o.addresses.family = c.address_order == "ipv6_first"  ? delivery::mx::Family::kIpv6First
+                       : c.address_order == "ipv4_only" ? delivery::mx::Family::kIpv4Only
+                       : c.address_order == "ipv6_only" ? delivery::mx::Family::kIpv6Only
+                                                        : delivery::mx::Family::kIpv4First;
+  return o;
+}
+
+dns::Resolver::Options ResolverOptions(const Config& c) {
+  dns::Resolver::Options o;
+  o.nameservers = c.dns_nameservers;
+  o.timeout = c.dns_timeout;
+  o.max_inflight = c.dns_max_inflight;
+  return o;
+}
+
 }  // namespace spate::daemon

@@ -6,7 +6,9 @@
 #pragma once
 
 #include "core/daemon/config.h"
+#include "core/dns/resolver.h"
 #include "core/server/submission.h"
+#include "delivery/mx_routing.h"
 #include "delivery/options.h"
 #include "delivery/routing.h"
 
@@ -16,5 +18,8 @@ server::Options ServerOptions(const Config& config);
 delivery::Options DeliveryOptions(const Config& config);
 // [routes] and [delivery] smarthost.
 std::unique_ptr<delivery::StaticRouting> MakeRouting(const Config& config);
+// MX routing: [delivery] mx_port, prohibited_networks, address_order, max_addresses; [dns].
+delivery::MxRouting::Options MxRoutingOptions(const Config& config);
+dns::Resolver::Options ResolverOptions(const Config& config);
 
 }  // namespace spate::daemon

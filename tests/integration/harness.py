@@ -68,21 +68,22 @@ def listens_on(pid, port):
     return bool(listeners & _socket_inodes(pid))
 
 
-def start_on_a_free_port(launch, what, log_path, timeout=10):
+def start_on_a_free_port(launch, what, log_path, timeout=10, port=None):
     """For servers that cannot bind port 0 and say which port they got: `launch(port)` starts
     one on `port`, its error output going to the file `log_path`, and returns its Popen. Returns
     (proc, port) once that very process listens on the port. A server that exits saying the
     address is in use lost the candidate port to another process: it is started again on another
     one. Any other early exit fails."""
+    fixed = port
     for _ in range(PORT_ATTEMPTS):
-        port = _candidate_port()
+        port = fixed or _candidate_port()
         proc = launch(port)
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 with open(log_path, "rb") as f:
                     err = f.read().decode("utf-8", "replace")
-                if "in use" in err:
+                if "in use" in err and not fixed:
                     break  # lost the race: the next candidate
                 raise AssertionError(f"{what} on port {port} exited: {err}")
             if listens_on(proc.pid, port):
@@ -143,9 +144,11 @@ def wait_for(predicate, timeout, what):
 
 
 class Sink:
-    """Postfix's smtp-sink on a loopback port, dumping each transaction to a file."""
+    """Postfix's smtp-sink on a loopback port, dumping each transaction to a file. `host`: its
+    loopback address (MX tests give each mail exchanger its own 127.0.0.x); `port`: a given
+    port (they share the mx_port) instead of a free one."""
 
-    def __init__(self, workdir, name):
+    def __init__(self, workdir, name, host="127.0.0.1", port=None):
         self.dir = os.path.join(workdir, f"sink-{name}")
         os.makedirs(self.dir)
         args = [SMTP_SINK]
@@ -162,10 +165,11 @@ class Sink:
         def launch(port):
             with open(self.log_path, "wb") as log:
                 # 256: listen backlog.
-                return subprocess.Popen(args + [f"127.0.0.1:{port}", "256"],
+                return subprocess.Popen(args + [f"{host}:{port}", "256"],
                                         stdout=subprocess.DEVNULL, stderr=log)
 
-        self.proc, self.port = start_on_a_free_port(launch, "smtp-sink", self.log_path)
+        self.proc, self.port = start_on_a_free_port(launch, "smtp-sink", self.log_path,
+                                                    port=port)
 
     def transactions(self):
         """The dumped transactions: list of (recipients, text)."""
@@ -198,7 +202,7 @@ class Spate:
     def __init__(self, workdir, routes, shards=2, extra="", delivery=None,
                  log_deliveries=False, server=None, sections=None, log_level=None,
                  listen="127.0.0.1:0", may_fill_disk=False, env=None, spool=None,
-                 tmpfs_mb=None):
+                 tmpfs_mb=None, dns=None):
         """`delivery`: [delivery] settings that override the defaults below (or add to them),
         e.g. {"max_connections": 3, "idle_timeout": "300ms"}. `extra`: raw TOML lines for
         [delivery]. `log_deliveries`: [log] deliveries, one log line per outcome.
@@ -211,6 +215,9 @@ class Spate:
         with EFBIG instead of the signal killing it.
         `env`: more environment variables for the process, e.g. {"LD_PRELOAD": ...}.
         `spool`: more [spool] settings, e.g. {"min_free_space": "16MB"}.
+        `dns`: [dns] settings. By default the nameserver is a loopback port where nothing
+        answers (tests never ask the Internet): a domain without a route is deferred after the
+        timeout (2 s). A test of MX routing gives its own DNS server (tests/dns/dnsserver.py).
         `tmpfs_mb`: the spool is a tmpfs of that size in a mount namespace of spate's own
         (unshare), gone with the process: a real file system that fills up. The test reaches
         it through spool_outside()."""
@@ -224,6 +231,9 @@ class Spate:
         delivery_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in settings.items())
         server_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (server or {}).items())
         spool_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (spool or {}).items())
+        dns_settings = {"nameservers": ["127.0.0.1:9"], "timeout": "2s"}
+        dns_settings.update(dns or {})
+        dns_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in dns_settings.items())
         section_lines = "\n".join(
             f"[{name}]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in table.items())
             for name, table in (sections or {}).items())
@@ -243,6 +253,8 @@ count = {shards}
 [delivery]
 {delivery_lines}
 {extra}
+[dns]
+{dns_lines}
 [routes]
 {route_lines}
 [log]

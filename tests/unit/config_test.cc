@@ -62,6 +62,17 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_FALSE(c.bare_lf_normalise);                       // "reject"
   EXPECT_FALSE(c.nul_strip);                               // "reject"
   EXPECT_EQ(c.spool_min_free_bytes, uint64_t{256} << 20);  // ["2%", "256MB"]
+  EXPECT_TRUE(c.smarthost_text.empty());                   // mail goes by MX
+  EXPECT_EQ(c.mx_port, 25u);
+  EXPECT_EQ(c.prohibited_networks.size(), 4u);
+  EXPECT_EQ(c.address_order, "ipv4_first");
+  EXPECT_EQ(c.max_addresses, 5u);
+  EXPECT_TRUE(c.dns_nameservers.empty());  // /etc/resolv.conf
+  EXPECT_EQ(c.dns_timeout, 10s);
+  EXPECT_EQ(c.dns_max_inflight, 256u);
+  EXPECT_EQ(c.dns_min_ttl, 30s);
+  EXPECT_EQ(c.dns_max_ttl, 3600s);
+  EXPECT_EQ(c.dns_negative_ttl, 30s);
   EXPECT_DOUBLE_EQ(c.spool_min_free_ratio, 0.02);
   EXPECT_TRUE(c.smarthost_text.empty());
   EXPECT_EQ(c.max_connections, 16u);
@@ -272,6 +283,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"MinFreeOverHalf", "[spool]\nmin_free_space = \"60%\"\n", "min_free_space"},
         BadConfig{"MinFreeUnit", "[spool]\nmin_free_space = [\"5XB\"]\n", "min_free_space"},
         BadConfig{"MinFreeNumber", "[spool]\nmin_free_space = 5\n", "min_free_space"},
+        BadConfig{"MxPortZero", "[delivery]\nmx_port = 0\n", "mx_port"},
+        BadConfig{"ProhibitedNotANetwork", "[delivery]\nprohibited_networks = [\"loopback\"]\n",
+                  "prohibited_networks"},
+        BadConfig{"AddressOrderWord", "[delivery]\naddress_order = \"any\"\n", "address_order"},
+        BadConfig{"NameserverWithoutPort", "[dns]\nnameservers = [\"127.0.0.1\"]\n", "nameservers"},
+        BadConfig{"UnknownDnsKey", "[dns]\nservers = []\n", "servers"},
         BadConfig{"SyntaxError", "[server\nlisten = 1\n", "line 1"}),
     [](const ::testing::TestParamInfo<BadConfig>& p) { return std::string(p.param.name); });
 

@@ -1,0 +1,147 @@
+#include "delivery/mx_routing.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+namespace spate::delivery {
+
+struct MxRouting::Pending {
+  std::vector<Done> waiters;
+  mx::Hosts hosts;
+  std::vector<mx::HostAnswers> answers;
+  size_t outstanding = 0;  // address lookups not answered yet
+};
+
+MxRouting::MxRouting(Reactor& reactor, const StaticRouting& statics,
+                     std::unique_ptr<dns::Resolver> resolver, Options options, uint64_t seed)
+    : reactor_(reactor),
+      statics_(statics),
+      resolver_(std::move(resolver)),
+      options_(std::move(options)),
+      rng_(seed) {}
+
+// The resolver goes first: the lookups it still has out never call back.
+MxRouting::~MxRouting() {
+  resolver_.reset();
+}
+
+void MxRouting::Resolve(std::string_view domain, Done done) {
+  if (RouteRef r = statics_.Find(domain)) {
+    done(std::move(r));
+    return;
+  }
+  std::string key(domain);
+  if (auto it = cache_.find(key); it != cache_.end()) {
+    if (reactor_.now() < it->second.expires) {
+      ++cache_hits_;
+      done(it->second.route);
+      return;
+    }
+    cache_.erase(it);
+  }
+  if (auto it = pending_.find(key); it != pending_.end()) {
+    it->second->waiters.push_back(std::move(done));
+    return;
+  }
+  auto p = std::make_unique<Pending>();
+  p->waiters.push_back(std::move(done));
+  pending_.emplace(key, std::move(p));
+  resolver_->Lookup(key, dns::Type::kMx,
+                    [this, key](dns::Answer&& mx) { OnMx(key, std::move(mx)); });
+}
+
+void MxRouting::OnMx(const std::string& domain, dns::Answer&& mx) {
+  auto it = pending_.find(domain);
+  if (it == pending_.end())
+    return;
+  Pending& p = *it->second;
+  p.hosts = mx::HostsFromMx(domain, mx, rng_);
+  if (p.hosts.failure) {
+    auto r = std::make_shared<Route>();
+    r->name = domain;
+    r->failure = p.hosts.failure;
+    Finish(domain, std::move(r), 0);
+    return;
+  }
+  if (p.hosts.names.size() > options_.max_hosts)
+    p.hosts.names.resize(options_.max_hosts);
+  const mx::Family family = options_.addresses.family;
+  const bool want_v4 = family != mx::Family::kIpv6Only;
+  const bool want_v6 = family != mx::Family::kIpv4Only;
+  p.answers.resize(p.hosts.names.size());
+  for (size_t i = 0; i < p.hosts.names.size(); ++i) {
+    p.answers[i].host = p.hosts.names[i];
+    p.answers[i].a.status = dns::Status::kNoData;
+    p.answers[i].aaaa.status = dns::Status::kNoData;
+    p.outstanding += (want_v4 ? 1 : 0) + (want_v6 ? 1 : 0);
+  }
+  // Copies of the names: the answers may come in any order, and Pending may go before.
+  const std::vector<std::string> names = p.hosts.names;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (want_v4) {
+      resolver_->Lookup(names[i], dns::Type::kA, [this, domain, i](dns::Answer&& a) {
+        OnAddress(domain, i, false, std::move(a));
+      });
+    }
+    if (want_v6) {
+      resolver_->Lookup(names[i], dns::Type::kAaaa, [this, domain, i](dns::Answer&& a) {
+        OnAddress(domain, i, true, std::move(a));
+      });
+    }
+  }
+}
+
+void MxRouting::OnAddress(const std::string& domain, size_t host, bool v6, dns::Answer&& answer) {
+  auto it = pending_.find(domain);
+  if (it == pending_.end())
+    return;
+  Pending& p = *it->second;
+  (v6 ? p.answers[host].aaaa : p.answers[host].a) = std::move(answer);
+  if (--p.outstanding > 0)
+    return;
+  mx::Plan plan = mx::PlanAddresses(domain, p.hosts, p.answers, options_.addresses);
+  auto r = std::make_shared<Route>();
+  r->name = domain;
+  if (plan.failure) {
+    r->failure = plan.failure;
+  } else {
+    for (mx::Target& t : plan.targets)
+      r->hosts.push_back(std::move(t.endpoint));
+  }
+  Finish(domain, std::move(r), plan.ttl);
+}
+
+void MxRouting::Finish(const std::string& domain, RouteRef route, uint32_t ttl) {
+  auto it = pending_.find(domain);
+  if (it == pending_.end())
+    return;
+  std::unique_ptr<Pending> p = std::move(it->second);
+  pending_.erase(it);
+  // A temporary failure is kept briefly; a route, or a permanent answer, for its TTL within the
+  // bounds.
+  Seconds keep = options_.negative_ttl;
+  if (!route->failure || route->failure->permanent()) {
+    keep = std::clamp(Seconds(static_cast<double>(ttl)), options_.min_ttl, options_.max_ttl);
+  }
+  if (keep.count() > 0 && options_.max_cached > 0) {
+    while (cache_.size() >= options_.max_cached && !cache_order_.empty()) {
+      cache_.erase(cache_order_.front());
+      cache_order_.pop_front();
+    }
+    cache_[domain] =
+        Cached{route, reactor_.now() + std::chrono::duration_cast<Reactor::Clock::duration>(keep)};
+    cache_order_.push_back(domain);
+    // A domain cached again is listed again: the list is rebuilt before it outgrows the cache
+    // (the order is only a rough one for the bound).
+    if (cache_order_.size() > 2 * options_.max_cached + 16) {
+      cache_order_.clear();
+      for (const auto& [name, entry] : cache_)
+        cache_order_.push_back(name);
+    }
+  }
+  for (Done& d : p->waiters)
+    d(route);
+}
+
+}  // namespace spate::delivery

@@ -1,0 +1,71 @@
+// delivery/mx_routing.h
+//
+// MxRouting is a shard's Routing for the Internet (RFC 5321 §5): [routes] and the smarthost
+// first (StaticRouting), else the domain's MX records and their hosts' A and AAAA through the
+// shard's dns::Resolver, decided by delivery/mx.h. A route (or why there is none) is cached per
+// domain for the TTL of the answers it came from, kept between min_ttl and max_ttl; a
+// temporary failure for negative_ttl; at most max_cached domains (the oldest entry goes). Two
+// destinations asking for one domain at once share one set of lookups.
+// Threading: one per shard, on its reactor thread; it owns the shard's Resolver.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/dns/resolver.h"
+#include "core/reactor.h"
+#include "delivery/mx.h"
+#include "delivery/routing.h"
+
+namespace spate::delivery {
+
+class MxRouting final : public Routing {
+ public:
+  struct Options {
+    mx::AddressOptions addresses;
+    Seconds min_ttl{30};
+    Seconds max_ttl{3600};
+    Seconds negative_ttl{30};
+    size_t max_cached = 100000;
+    size_t max_hosts = 10;  // MX hosts whose addresses are looked up, best first
+  };
+
+  // `statics` is shared by the shards (immutable); `resolver` is this shard's, owned here.
+  MxRouting(Reactor& reactor, const StaticRouting& statics, std::unique_ptr<dns::Resolver> resolver,
+            Options options, uint64_t seed);
+  ~MxRouting() override;
+
+  void Resolve(std::string_view domain, Done done) override;
+
+  size_t cached() const { return cache_.size(); }
+  uint64_t cache_hits() const { return cache_hits_; }
+
+ private:
+  struct Pending;
+  void OnMx(const std::string& domain, dns::Answer&& mx);
+  void OnAddress(const std::string& domain, size_t host, bool v6, dns::Answer&& answer);
+  void Finish(const std::string& domain, RouteRef route, uint32_t ttl);
+
+  Reactor& reactor_;
+  const StaticRouting& statics_;
+  std::unique_ptr<dns::Resolver> resolver_;
+  Options options_;
+  std::mt19937_64 rng_;
+  struct Cached {
+    RouteRef route;
+    Reactor::Clock::time_point expires;
+  };
+  std::unordered_map<std::string, Cached> cache_;
+  std::deque<std::string> cache_order_;  // insertion order, for the bound
+  std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
+  uint64_t cache_hits_ = 0;
+};
+
+}  // namespace spate::delivery
