@@ -32,12 +32,18 @@ smtp::Reply Synthetic(uint16_t code, const char* enhanced, std::string text) {
 // One outbound SMTP connection of a destination's pool.
 class ClientConnection final : public Connection {
  public:
-  ClientConnection(Destination& dest, const Endpoint& host, int fd)
+  ClientConnection(Destination& dest, const Endpoint& host, size_t host_index, uint64_t generation,
+                   int fd)
       : Connection(dest.engine_.reactor(), fd),
         dest_(dest),
         engine_(dest.engine_),
         host_(host),
+        host_index_(host_index),
+        generation_(generation),
         session_(ClientSession::Options{engine_.options().helo_name}) {}
+
+  size_t host_index() const { return host_index_; }
+  uint64_t generation() const { return generation_; }
 
   void Start() {
     Touch(engine_.options().connect_timeout);
@@ -199,6 +205,8 @@ class ClientConnection final : public Connection {
   Destination& dest_;
   Engine& engine_;
   const Endpoint host_;
+  const size_t host_index_;
+  const uint64_t generation_;
   ClientSession session_;
   std::optional<Job> job_;
   std::vector<Recipient> deferred_;
@@ -269,6 +277,8 @@ void Destination::OnBodyLost() {
 void Destination::OnRouted(RouteRef route) {
   route_state_ = RouteState::kResolved;
   route_ = std::move(route);
+  ++route_generation_;
+  host_hold_.assign(route_ != nullptr ? route_->hosts.size() : 0, Reactor::Clock::time_point{});
 }
 
 void Destination::DeferWaiting(const smtp::Reply& why) {
@@ -335,13 +345,17 @@ void Destination::Pump() {
   } else {
     // Connections for the jobs that the connections already on their way will not take.
     while (waiting > connecting_ && open_.size() < options.max_connections) {
-      const Endpoint& host = route_->hosts.front();
+      const int index = PickHost();
+      if (index < 0)
+        break;  // every address is held: the hold timer comes back
+      const Endpoint& host = route_->hosts[static_cast<size_t>(index)];
       int fd = socket(host.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (fd < 0) {
         SPATE_LOG(kError, "delivery: socket: %s", log::ErrorText(errno));
         break;
       }
-      auto* conn = new ClientConnection(*this, host, fd);
+      auto* conn =
+          new ClientConnection(*this, host, static_cast<size_t>(index), route_generation_, fd);
       open_.push_back(conn);
       ++connecting_;
       stats_.connections.Set(static_cast<int64_t>(open_.size()));
@@ -398,10 +412,12 @@ void Destination::OnConnectionGone(ClientConnection* conn, bool ever_ready,
   stats_.connections.Set(static_cast<int64_t>(open_.size()));
   if (engine_.shutting_down())
     return;
-  Reactor& reactor = engine_.reactor();
-  if (!ever_ready) {
-    hold_until_ = reactor.now() + std::min(ToDuration(engine_.options().retry_base),
-                                           Clock::duration(std::chrono::seconds(5)));
+  if (!ever_ready)
+    HoldHost(conn->generation(), conn->host_index(), why);
+  // Another address not held: the same attempt goes on there (the next address, the next MX).
+  if (!ever_ready && route_ != nullptr && PickHost() >= 0) {
+    Pump();
+    return;
   }
   if (!ever_ready && connecting_ == 0 && open_.empty()) {
     // The destination could not be reached and no other connection works: everything waiting
@@ -413,6 +429,31 @@ void Destination::OnConnectionGone(ClientConnection* conn, bool ever_ready,
     return;
   }
   Pump();
+}
+
+int Destination::PickHost() {
+  if (route_ == nullptr || route_->hosts.empty())
+    return -1;
+  const Reactor::Clock::time_point now = engine_.reactor().now();
+  Reactor::Clock::time_point first_free = Reactor::Clock::time_point::max();
+  for (size_t i = 0; i < host_hold_.size(); ++i) {
+    if (host_hold_[i] <= now)
+      return static_cast<int>(i);
+    first_free = std::min(first_free, host_hold_[i]);
+  }
+  hold_until_ = first_free;
+  return -1;
+}
+
+void Destination::HoldHost(uint64_t generation, size_t index, const smtp::Reply& why) {
+  if (generation != route_generation_ || index >= host_hold_.size())
+    return;  // an address of a route since replaced
+  host_hold_[index] = engine_.reactor().now() + std::min(ToDuration(engine_.options().retry_base),
+                                                         Clock::duration(std::chrono::seconds(5)));
+  if (host_hold_.size() > 1) {
+    SPATE_LOG(kDebug, "delivery: %s: %s failed (%s); trying the next address", domain_.c_str(),
+              route_->hosts[index].text.c_str(), why.ToString().c_str());
+  }
 }
 
 void Destination::Shutdown() {

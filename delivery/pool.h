@@ -104,8 +104,20 @@ class Destination {
   std::vector<ClientConnection*> open_;
   std::vector<ClientConnection*> idle_;
   unsigned connecting_ = 0;  // open connections not yet ready for a transaction
+  // Failover (RFC 5321 §5.1): each of the route's addresses is held on its own after a failed
+  // attempt (refused, timed out, a 421 or 5xx greeting, a 4xx to EHLO); a new connection takes
+  // the first address in the route's order that is not held, so one attempt goes on to the next
+  // address and the next MX. hold_until_ is when the first held one is free again, once every
+  // one is.
+  std::vector<Reactor::Clock::time_point> host_hold_;  // by index in route_->hosts
+  uint64_t route_generation_ = 0;                      // a connection's index is of this route
   Reactor::Clock::time_point hold_until_{};
   Reactor::TimerId hold_timer_;
+
+ public:
+  // The index of the first address not held now, or -1 when every one is (then hold_until_).
+  int PickHost();
+  void HoldHost(uint64_t generation, size_t index, const smtp::Reply& why);
 };
 
 }  // namespace spate::delivery

@@ -64,6 +64,10 @@ def zone(port_unused=None, servfail=()):
             ["nomail.test.", "MX", 300, "0 ."],
             ["flaky.test.", "MX", 300, "10 mx1.best.test."],
             ["routed.test.", "MX", 300, "10 mx2.best.test."],
+            # The best MX refuses connections (nothing listens on 127.0.0.4), the second takes.
+            ["failover.test.", "MX", 300, "10 down.failover.test."],
+            ["failover.test.", "MX", 300, "20 mx2.best.test."],
+            ["down.failover.test.", "A", 300, "127.0.0.4"],
         ],
         "servfail": list(servfail),
     }
@@ -106,9 +110,12 @@ class MxRouting(unittest.TestCase):
         self.send("d@gone.test", 4)
         self.send("e@routed.test", 5)
         self.send("f@flaky.test", 6)
+        self.send("g@failover.test", 7)
         # The best MX takes best.test; implicit.test, with no MX, goes to its own address.
         self.mx1.wait_for_rcpt("a@best.test")
         self.mx2.wait_for_rcpt("b@implicit.test")
+        # The best MX refuses: the same attempt goes on to the next one (no deferral).
+        self.mx2.wait_for_rcpt("g@failover.test")
         # A static route wins over the domain's MX.
         self.static.wait_for_rcpt("e@routed.test")
         # Null MX and NXDOMAIN: failed at once, nothing sent anywhere.
@@ -123,7 +130,9 @@ class MxRouting(unittest.TestCase):
         harness.wait_for(lambda: self.spate.metric("spate_spool_messages") == 0, 30,
                          "an empty spool")
         self.assertEqual(self.rcpts(self.mx1), ["a@best.test", "f@flaky.test"])
-        self.assertEqual(self.rcpts(self.mx2), ["b@implicit.test"])
+        self.assertEqual(self.rcpts(self.mx2), ["b@implicit.test", "g@failover.test"])
+        self.assertNotRegex(self.spate.read_log(), r"deferred .*rcpt=<g@failover\.test>",
+                            "failed over within the attempt, not deferred")
         self.assertEqual(self.rcpts(self.static), ["e@routed.test"])
         self.assertEqual(self.spate.metric("spate_deliveries_total", domain="nomail.test",
                                            outcome="failed"), 1)

@@ -681,6 +681,51 @@ TEST_F(DeliveryEngineTest, RepeatedDeferralsDoubleTheDelayUpToRetryMax) {
   EXPECT_EQ(spool_.reads_of(3), 5u);  // each retry read the body again
 }
 
+// A route of several addresses (an MX host's, then the next MX's): one refusing connections
+// is held on its own and the same attempt goes on to the next, so nothing is deferred; later
+// connections go to the working one while the first is held.
+class ListRouting final : public Routing {
+ public:
+  explicit ListRouting(std::vector<Endpoint> hosts) : hosts_(std::move(hosts)) {}
+  void Resolve(std::string_view, Done done) override {
+    auto r = std::make_shared<Route>();
+    r->name = "mx";
+    r->hosts = hosts_;
+    done(r);
+  }
+
+ private:
+  std::vector<Endpoint> hosts_;
+};
+
+TEST_F(DeliveryEngineTest, ARefusingAddressFailsOverToTheNextWithinTheAttempt) {
+  ClosedPort closed;
+  ASSERT_TRUE(closed.ok());
+  options_.max_connections = 1;
+  ListRouting routing({closed.endpoint(), peer_.endpoint()});
+  StartWith(routing);
+  Enqueue(MakeJob(1, {Rcpt("a")}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 1; }));
+  EXPECT_TRUE(spool_.deferred().empty()) << "failed over, not deferred";
+  EXPECT_EQ(peer_.accepted(), 1u);
+  EXPECT_EQ(domain_stats().delivered.Get(), 1u);
+  EXPECT_EQ(domain_stats().deferred.Get(), 0u);
+}
+
+// Every address refusing: only then is the queue deferred (once), as with a single address.
+TEST_F(DeliveryEngineTest, EveryAddressRefusingDefersOnce) {
+  ClosedPort a;
+  ClosedPort b;
+  ASSERT_TRUE(a.ok() && b.ok());
+  ListRouting routing({a.endpoint(), b.endpoint()});
+  StartWith(routing);
+  Enqueue(MakeJob(1, {Rcpt("a")}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 1; }));
+  RunTurns();
+  EXPECT_EQ(spool_.deferred().size(), 1u);
+  EXPECT_TRUE(spool_.finished().empty());
+}
+
 TEST_F(DeliveryEngineTest, RefusedConnectionDefersTheWholeQueueAndReadsNoBody) {
   ClosedPort closed;
   ASSERT_TRUE(closed.ok());
