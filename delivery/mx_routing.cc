@@ -14,12 +14,14 @@ struct MxRouting::Pending {
 };
 
 MxRouting::MxRouting(Reactor& reactor, const StaticRouting& statics,
-                     std::unique_ptr<dns::Resolver> resolver, Options options, uint64_t seed)
+                     std::unique_ptr<dns::Resolver> resolver, Options options, uint64_t seed,
+                     MxRoutingStats* stats)
     : reactor_(reactor),
       statics_(statics),
       resolver_(std::move(resolver)),
       options_(std::move(options)),
-      rng_(seed) {}
+      rng_(seed),
+      stats_(stats) {}
 
 // The resolver goes first: the lookups it still has out never call back.
 MxRouting::~MxRouting() {
@@ -34,7 +36,8 @@ void MxRouting::Resolve(std::string_view domain, Done done) {
   std::string key(domain);
   if (auto it = cache_.find(key); it != cache_.end()) {
     if (reactor_.now() < it->second.expires) {
-      ++cache_hits_;
+      if (stats_ != nullptr)
+        stats_->cache_hits.Add();
       done(it->second.route);
       return;
     }
@@ -118,6 +121,8 @@ void MxRouting::Finish(const std::string& domain, RouteRef route, uint32_t ttl) 
     return;
   std::unique_ptr<Pending> p = std::move(it->second);
   pending_.erase(it);
+  if (stats_ != nullptr)
+    (route->failure ? stats_->failed : stats_->resolved).Add();
   // A temporary failure is kept briefly; a route, or a permanent answer, for its TTL within the
   // bounds.
   Seconds keep = options_.negative_ttl;

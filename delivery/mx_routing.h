@@ -19,12 +19,20 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/counter.h"
 #include "core/dns/resolver.h"
 #include "core/reactor.h"
 #include "delivery/mx.h"
 #include "delivery/routing.h"
 
 namespace spate::delivery {
+
+// One shard's routing figures, for the metrics (single writer: the shard).
+struct MxRoutingStats {
+  Counter cache_hits;  // routes answered from the cache
+  Counter resolved;    // routes found by DNS
+  Counter failed;      // domains DNS gave no route for (permanent or temporary)
+};
 
 class MxRouting final : public Routing {
  public:
@@ -39,13 +47,12 @@ class MxRouting final : public Routing {
 
   // `statics` is shared by the shards (immutable); `resolver` is this shard's, owned here.
   MxRouting(Reactor& reactor, const StaticRouting& statics, std::unique_ptr<dns::Resolver> resolver,
-            Options options, uint64_t seed);
+            Options options, uint64_t seed, MxRoutingStats* stats = nullptr);
   ~MxRouting() override;
 
   void Resolve(std::string_view domain, Done done) override;
 
   size_t cached() const { return cache_.size(); }
-  uint64_t cache_hits() const { return cache_hits_; }
 
  private:
   struct Pending;
@@ -65,7 +72,7 @@ class MxRouting final : public Routing {
   std::unordered_map<std::string, Cached> cache_;
   std::deque<std::string> cache_order_;  // insertion order, for the bound
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
-  uint64_t cache_hits_ = 0;
+  MxRoutingStats* stats_;
 };
 
 }  // namespace spate::delivery

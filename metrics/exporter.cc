@@ -147,6 +147,30 @@ class SampleCollector : public prometheus::Collectable {
              "Delivery outcomes written again after a failed batch (none is dropped).",
              MetricType::Counter, static_cast<double>(sp.outcomes_retried));
     }
+    {
+      const DnsSample& d = sample.dns;
+      auto lookups =
+          Family("spate_dns_lookups_total", "DNS lookups of MX routing by record type and result.",
+                 MetricType::Counter);
+      static constexpr const char* kTypes[] = {"MX", "A", "AAAA"};
+      static constexpr const char* kResults[] = {"ok",      "nodata", "nxdomain", "servfail",
+                                                 "timeout", "bogus",  "error"};
+      for (int t = 0; t < 3; ++t) {
+        for (int r = 0; r < 7; ++r) {
+          lookups.metric.push_back(Value(MetricType::Counter, static_cast<double>(d.lookups[t][r]),
+                                         {{"type", kTypes[t]}, {"result", kResults[r]}}));
+        }
+      }
+      out.push_back(std::move(lookups));
+      scalar("spate_mx_route_cache_hits_total",
+             "Destinations routed from the MX route cache, without a lookup.", MetricType::Counter,
+             static_cast<double>(d.route_cache_hits));
+      scalar("spate_mx_routes_resolved_total", "MX routes found by DNS lookups.",
+             MetricType::Counter, static_cast<double>(d.routes_resolved));
+      scalar("spate_mx_routes_failed_total",
+             "Domains DNS gave no route for (null MX, NXDOMAIN, lookup failures...).",
+             MetricType::Counter, static_cast<double>(d.routes_failed));
+    }
     return out;
   }
 

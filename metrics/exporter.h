@@ -47,6 +47,16 @@ struct DomainSample {
   int64_t connections = 0;
 };
 
+// DNS and MX routing, summed over the shards.
+struct DnsSample {
+  // lookups[type][status]: type 0 MX, 1 A, 2 AAAA; status as dns::Status (ok, nodata,
+  // nxdomain, servfail, timeout, bogus, error).
+  uint64_t lookups[3][7] = {};
+  uint64_t route_cache_hits = 0;
+  uint64_t routes_resolved = 0;
+  uint64_t routes_failed = 0;
+};
+
 // Everything one scrape shows, summed over the shards by whoever fills it.
 struct Sample {
   uint64_t messages_received = 0;
@@ -60,6 +70,7 @@ struct Sample {
   unsigned shards = 0;
   std::vector<DomainSample> domains;
   SpoolSample spool;
+  DnsSample dns;
 };
 
 class Exporter {

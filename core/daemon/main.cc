@@ -299,9 +299,16 @@ int Run(int argc, char** argv) {
   }
 
   queue::Spool* spool_ptr = spool.get();
+  // DNS and MX routing figures of each shard (written by it, read by scrapes).
+  std::vector<std::unique_ptr<dns::ResolverStats>> dns_stats;
+  std::vector<std::unique_ptr<delivery::MxRoutingStats>> mx_stats;
+  for (unsigned i = 0; i < config.shards; ++i) {
+    dns_stats.push_back(std::make_unique<dns::ResolverStats>());
+    mx_stats.push_back(std::make_unique<delivery::MxRoutingStats>());
+  }
   auto exporter_or = metrics::Exporter::Start(
       config.metrics_listen.text,
-      [&server_stats, &delivery_stats, spool_ptr] {
+      [&server_stats, &delivery_stats, spool_ptr, &dns_stats, &mx_stats] {
         metrics::Sample sample;
         sample.shards = static_cast<unsigned>(server_stats.size());
         for (const auto& s : server_stats) {
@@ -332,6 +339,15 @@ int Run(int argc, char** argv) {
                         sp.write_errors,
                         sp.outcomes_retried};
         sample.log_dropped = log::Dropped();
+        for (unsigned i = 0; i < dns_stats.size(); ++i) {
+          for (int t = 0; t < 3; ++t) {
+            for (int r = 0; r < 7; ++r)
+              sample.dns.lookups[t][r] += dns_stats[i]->lookups[t][r].Get();
+          }
+          sample.dns.route_cache_hits += mx_stats[i]->cache_hits.Get();
+          sample.dns.routes_resolved += mx_stats[i]->resolved.Get();
+          sample.dns.routes_failed += mx_stats[i]->failed.Get();
+        }
         return sample;
       },
       &error);
@@ -349,9 +365,6 @@ int Run(int argc, char** argv) {
   // shard has its own resolver and routing, made on its thread and gone after its loop.
   const bool by_mx = config.smarthost_text.empty();
   std::vector<std::unique_ptr<delivery::MxRouting>> mx_routings(config.shards);
-  std::vector<std::unique_ptr<dns::ResolverStats>> dns_stats;
-  for (unsigned i = 0; i < config.shards; ++i)
-    dns_stats.push_back(std::make_unique<dns::ResolverStats>());
   const delivery::MxRouting::Options mx_options = daemon::MxRoutingOptions(config);
   const dns::Resolver::Options resolver_options = daemon::ResolverOptions(config);
   std::vector<std::string> shard_errors(config.shards);
@@ -369,7 +382,7 @@ int Run(int argc, char** argv) {
         if (resolver) {
           mx_routings[i] = std::make_unique<delivery::MxRouting>(
               shard.reactor(), *routing, std::move(resolver).value(), mx_options,
-              std::random_device{}());
+              std::random_device{}(), mx_stats[i].get());
           shard_routing = mx_routings[i].get();
         }
       }

@@ -11,6 +11,7 @@ import shutil
 import smtplib
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -83,7 +84,7 @@ class MxRouting(unittest.TestCase):
         self.spate = harness.Spate(
             self.dir, {"routed.test": self.static.port}, shards=2, log_deliveries=True,
             delivery={"mx_port": self.mx1.port, "prohibited_networks": [],
-                      "retry_base": "500ms", "retry_max": "1s"},
+                      "retry_base": "500ms", "retry_max": "1s", "idle_timeout": "500ms"},
             dns={"nameservers": [f"127.0.0.1:{self.dns.port}"], "timeout": "3s",
                  "negative_ttl": "1s"})
         self.spate.start()
@@ -138,6 +139,24 @@ class MxRouting(unittest.TestCase):
                                            outcome="failed"), 1)
         self.assertEqual(self.spate.metric("spate_deliveries_total", domain="gone.test",
                                            outcome="failed"), 1)
+        # The DNS metrics say what was asked and what came back.
+        m = self.spate.metric
+        self.assertGreaterEqual(m("spate_dns_lookups_total", type="MX", result="ok"), 4)
+        self.assertEqual(m("spate_dns_lookups_total", type="MX", result="nxdomain"), 1)
+        self.assertGreaterEqual(m("spate_dns_lookups_total", type="MX", result="servfail"), 1)
+        self.assertEqual(m("spate_dns_lookups_total", type="MX", result="nodata"), 1)  # implicit
+        self.assertGreaterEqual(m("spate_dns_lookups_total", type="A", result="ok"), 3)
+        self.assertGreaterEqual(m("spate_mx_routes_failed_total"), 3)  # null MX, NXDOMAIN, SERVFAIL
+        self.assertGreaterEqual(m("spate_mx_routes_resolved_total"), 4)
+        # Another message to a domain routed a moment ago, once spate has forgotten the idle
+        # destination (two sweeps of idle_timeout): its route comes from the cache, no lookup.
+        time.sleep(2.5)
+        mx_lookups = m("spate_dns_lookups_total", type="MX")
+        hits = m("spate_mx_route_cache_hits_total")
+        self.send("h@best.test", 8)
+        self.mx1.wait_for_rcpt("h@best.test")
+        self.assertEqual(m("spate_dns_lookups_total", type="MX"), mx_lookups)
+        self.assertEqual(m("spate_mx_route_cache_hits_total"), hits + 1)
 
 
 if __name__ == "__main__":
