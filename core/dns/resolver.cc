@@ -221,35 +221,28 @@ void Resolver::OnResult(void* mydata, int err, ub_result* result) {
       size_t bad = 0;
       for (int i = 0; result->data[i] != nullptr; ++i) {
         const std::string_view rdata(result->data[i], static_cast<size_t>(result->len[i]));
-        switch (q->type) {
-          case Type::kMx:
-            if (auto mx = ParseMx(rdata)) {
-              a.mx.push_back(std::move(*mx));
-            } else {
-              ++bad;
-            }
-            break;
-          case Type::kA:
-            if (auto v4 = ParseA(rdata)) {
-              Address addr;
-              addr.family = AF_INET;
-              addr.v4 = *v4;
-              a.addresses.push_back(addr);
-            } else {
-              ++bad;
-            }
-            break;
-          case Type::kAaaa:
-            if (auto v6 = ParseAaaa(rdata)) {
-              Address addr;
-              addr.family = AF_INET6;
-              addr.v6 = *v6;
-              a.addresses.push_back(addr);
-            } else {
-              ++bad;
-            }
-            break;
+        bool ok = false;
+        Address addr;
+        if (q->type == Type::kMx) {
+          std::optional<MxRecord> mx = ParseMx(rdata);
+          if ((ok = mx.has_value()))
+            a.mx.push_back(std::move(*mx));
+        } else if (q->type == Type::kA) {
+          std::optional<in_addr> v4 = ParseA(rdata);
+          if ((ok = v4.has_value())) {
+            addr.family = AF_INET;
+            addr.v4 = *v4;
+            a.addresses.push_back(addr);
+          }
+        } else {
+          std::optional<in6_addr> v6 = ParseAaaa(rdata);
+          if ((ok = v6.has_value())) {
+            addr.family = AF_INET6;
+            addr.v6 = *v6;
+            a.addresses.push_back(addr);
+          }
         }
+        bad += ok ? 0 : 1;
       }
       // A record that does not parse is left out; an answer with none that does is an error.
       const bool none = a.mx.empty() && a.addresses.empty();
