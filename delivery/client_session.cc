@@ -243,19 +243,31 @@ uint32_t ClientSession::Submit(const Envelope& envelope, std::string_view body) 
     FinishTransaction();  // nothing to deliver, nothing to say
     return transaction_id_;
   }
-  if (envelope.smtputf8 && !smtputf8_) {
-    // RFC 6531 §3.4: a message that needs SMTPUTF8 must not go to a server without it; there
-    // is no downgrade, so the recipients fail (5.6.7, RFC 6531 §3.5). Nothing was sent, so no
-    // server state is left: whatever RSET was pending still is.
+  // Refused before a byte is sent: every recipient gets `refused`, no server state is left
+  // (whatever RSET was pending still is).
+  auto refuse_all = [&](const smtp::Reply& refused) {
     const bool rset_pending = need_rset_;
-    const smtp::Reply refused{550, "5.6.7",
-                              "SMTPUTF8 is required but the server does not offer it"};
     for (uint32_t i = 0; i < rcpts_.size(); ++i) {
       Emit(i, refused);
     }
     FinishTransaction();
     need_rset_ = rset_pending;
     return transaction_id_;
+  };
+  if (envelope.smtputf8 && !smtputf8_) {
+    // RFC 6531 §3.4: a message that needs SMTPUTF8 must not go to a server without it; there
+    // is no downgrade, so the recipients fail (5.6.7, RFC 6531 §3.5).
+    return refuse_all(
+        smtp::Reply{550, "5.6.7", "SMTPUTF8 is required but the server does not offer it"});
+  }
+  const size_t message_size = envelope.size_hint > 0 ? envelope.size_hint : body.size();
+  if (size_ && server_max_size_ != 0 && message_size > server_max_size_) {
+    // RFC 1870 §6.1: the server said what it takes; a larger message is not sent to be refused
+    // after its data, it fails at once (552, RFC 3463 X.3.4 "message too big for system").
+    return refuse_all(smtp::Reply{552, "5.3.4",
+                                  "message of " + std::to_string(message_size) +
+                                      " octets exceeds the server's SIZE " +
+                                      std::to_string(server_max_size_)});
   }
   if (need_rset_) {
     // RFC 2920 §3.1: RSET may be pipelined ahead of MAIL.

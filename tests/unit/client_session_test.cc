@@ -690,6 +690,35 @@ TEST(ClientSessionSmtpUtf8Test, RecipientsFailWhenTheServerLacksIt) {
   EXPECT_EQ(s.TakeOutput(), "MAIL FROM:<a@src.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n");
 }
 
+// RFC 1870 §6.1: a message larger than the SIZE the server announced is not sent; its
+// recipients fail at once with 552 5.3.4, and the connection goes on.
+TEST(ClientSessionSizeTest, AMessageOverTheServersSizeFailsAtOnce) {
+  ClientSession s = ReadySession("250-mx.test\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+  EXPECT_EQ(s.server_max_size(), 10u);
+  Envelope env;
+  env.mail_from = "a@src.test";
+  env.rcpt_to = {"b@dest.test"};
+  s.Submit(env, "0123456789x\r\n");  // 13 octets
+  EXPECT_EQ(s.TakeOutput(), "");
+  std::vector<Event> events = s.TakeEvents();
+  ASSERT_GE(events.size(), 1u);
+  const auto& r = std::get<RecipientResult>(events[0]);
+  EXPECT_EQ(r.reply.code, 552);
+  EXPECT_EQ(r.reply.enhanced, "5.3.4");
+  EXPECT_TRUE(s.idle());
+  s.Submit(env, "small\r\n");  // 7 octets: sent
+  EXPECT_EQ(s.TakeOutput(), "MAIL FROM:<a@src.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n");
+  s.OnBytes("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n");
+  (void)s.TakeOutput();
+  s.OnBytes("250 2.0.0 Ok\r\n");
+  (void)s.TakeEvents();
+  ASSERT_TRUE(s.idle());
+  // The size the engine gives (the message as it goes out) is what counts.
+  env.size_hint = 11;
+  s.Submit(env, "small\r\n");
+  EXPECT_EQ(s.TakeOutput(), "");
+}
+
 // A message that does not need it never carries it, even when the server offers it.
 TEST(ClientSessionSmtpUtf8Test, NotSentForAsciiMessages) {
   ClientSession s = ReadySession("250-mx.test\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n");
