@@ -62,6 +62,10 @@ struct Delivery::Impl final : public Engine {
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations;
   Reactor::TimerId sweep_timer;
   size_t finished_since_trim = 0;
+  // Of the transaction being recorded (Record() for each recipient, then Reschedule()): the
+  // recipients a server refused with 452 4.5.3 "too many recipients", and how many it took.
+  std::vector<Recipient> resend_now;
+  size_t accepted_now = 0;
   bool shutting_down_ = false;
 };
 
@@ -144,6 +148,14 @@ void Delivery::Impl::Record(Destination& dest, const Job& job, size_t i, const s
     deferred->push_back(r);
     return;
   }
+  if (reply.code == 452 && reply.enhanced == "4.5.3") {
+    // RFC 5321 §4.5.3.1.10: this transaction took all the recipients it will; the rest go in
+    // the next one at once (Reschedule()), not after a retry delay, and it is no attempt.
+    resend_now.push_back(r);
+    return;
+  }
+  if (reply.positive())
+    ++accepted_now;
   if (reply.positive()) {
     outcome = "delivered";
     st.delivered.Add();
@@ -178,6 +190,22 @@ Clock::duration Delivery::Impl::Backoff(uint16_t attempts) {
 }
 
 void Delivery::Impl::Reschedule(Job&& job, std::vector<Recipient>&& deferred) {
+  std::vector<Recipient> again = std::exchange(resend_now, {});
+  const size_t accepted = std::exchange(accepted_now, 0);
+  if (!again.empty()) {
+    if (accepted > 0 && !shutting_down_) {
+      Job next;
+      next.message = job.message;
+      next.body = job.body;
+      for (const Recipient& r : again)
+        next.recipients.push_back(r);
+      Enqueue(DomainOf(job.address(again.front())), std::move(next));
+    } else {
+      // A server that takes none of them this way would be asked for ever: a deferral.
+      for (const Recipient& r : again)
+        deferred.push_back(r);
+    }
+  }
   // After Shutdown() the only deferrals are the recipients of the transactions it aborted: no
   // server refused them, so the spool keeps them as they were (due at the next start, with the
   // attempts they had).

@@ -612,6 +612,36 @@ TEST_F(DeliveryEngineTest, RecipientsBeyondMaxPerTransactionGoInFurtherTransacti
 // ---------------------------------------------------------------------------------------------
 // Outcomes and retries
 
+// RFC 5321 §4.5.3.1.10: a server that takes only so many recipients a transaction answers the
+// rest 452 4.5.3; they go in the next transaction at once, with no deferral and no attempt.
+TEST_F(DeliveryEngineTest, TooManyRecipientsGoInTheNextTransactionAtOnce) {
+  Start();
+  const std::string a = Rcpt("a");
+  const std::string b = Rcpt("b");
+  const std::string c = Rcpt("c");
+  peer_.ScriptRcpt(b, {"452 4.5.3 too many recipients"});
+  peer_.ScriptRcpt(c, {"452 4.5.3 too many recipients"});
+  Enqueue(MakeJob(6, {a, b, c}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 3; }));
+  EXPECT_TRUE(spool_.deferred().empty()) << "sent on, not deferred";
+  EXPECT_EQ(domain_stats().delivered.Get(), 3u);
+  EXPECT_EQ(domain_stats().deferred.Get(), 0u);
+  size_t transactions = 0;
+  for (const auto& conn : peer_.connections())
+    transactions += conn.transactions.size();
+  EXPECT_EQ(transactions, 2u) << "a, then b and c (their second RCPT is answered 250)";
+}
+
+// One that takes none that way would be asked for ever: those recipients are deferred.
+TEST_F(DeliveryEngineTest, TooManyRecipientsForTheFirstOneIsADeferral) {
+  Start();
+  const std::string a = Rcpt("a");
+  peer_.ScriptRcpt(a, {"452 4.5.3 too many recipients"});
+  Enqueue(MakeJob(7, {a}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 1; }));
+  EXPECT_TRUE(spool_.finished().empty());
+}
+
 TEST_F(DeliveryEngineTest, DeliveredFailedAndDeferredRecipientsThenTheRetryDelivers) {
   options_.retry_base = Seconds(60);
   Start();
