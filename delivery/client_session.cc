@@ -40,7 +40,7 @@ ClientSession::ClientSession(Options options) : options_(std::move(options)) {
 }
 
 void ClientSession::OnBytes(std::string_view in) {
-  while (!in.empty() && state_ != State::kClosed) {
+  while (!in.empty() && state_ != State::kClosed && state_ != State::kTlsHandshake) {
     Result<size_t> used = parser_.Feed(in);
     if (!used) {
       Abort(ProtocolError(ParseErrorText(used.error())));
@@ -88,8 +88,7 @@ void ClientSession::OnReply(smtp::Reply reply) {
     case Kind::kEhlo:
       if (reply.code / 100 == 2) {
         ParseEhlo(reply);
-        state_ = State::kIdle;
-        events_.emplace_back(ReadyForTransaction{});
+        AfterHello();
       } else if (reply.code / 100 == 5) {
         // §3.2: a server that does not know EHLO answers 5xx; fall back to HELO.
         state_ = State::kHelo;
@@ -100,10 +99,28 @@ void ClientSession::OnReply(smtp::Reply reply) {
       break;
     case Kind::kHelo:
       if (reply.code / 100 == 2) {
-        state_ = State::kIdle;
-        events_.emplace_back(ReadyForTransaction{});
+        starttls_offered_ = false;  // HELO has no extensions
+        AfterHello();
       } else {
         QuitAndClose(std::move(reply));
+      }
+      break;
+    case Kind::kStartTls:
+      if (reply.code == 220) {
+        // RFC 3207 §5: the handshake starts now. Anything the server sent behind the 220 was
+        // sent in the clear before TLS: it is dropped, never taken as a reply (§6).
+        state_ = State::kTlsHandshake;
+        parser_ = smtp::ReplyParser();
+        events_.emplace_back(StartTls{});
+        return;
+      }
+      if (options_.require_tls) {
+        QuitAndClose(smtp::Reply{451, "4.7.4",
+                                 "TLS is required, but " + options_.peer +
+                                     " refused STARTTLS: " + reply.ToString()});
+      } else {
+        state_ = State::kIdle;  // opportunistic: on in the clear
+        events_.emplace_back(ReadyForTransaction{});
       }
       break;
     case Kind::kQuit:
@@ -194,10 +211,36 @@ void ClientSession::OnTransactionReply(Kind kind, uint32_t rcpt, const smtp::Rep
   }
 }
 
+void ClientSession::AfterHello() {
+  if (!tls_active_ && options_.starttls && starttls_offered_) {
+    state_ = State::kStartTls;
+    Enqueue(Kind::kStartTls, 0, {"STARTTLS\r\n"});
+    return;
+  }
+  if (!tls_active_ && options_.require_tls) {
+    QuitAndClose(smtp::Reply{451, "4.7.4",
+                             "TLS is required, but " + options_.peer + " does not offer STARTTLS"});
+    return;
+  }
+  state_ = State::kIdle;
+  events_.emplace_back(ReadyForTransaction{});
+}
+
+void ClientSession::OnTlsEstablished() {
+  if (state_ != State::kTlsHandshake)
+    return;
+  tls_active_ = true;
+  // RFC 3207 §4.2: the client must discard what it knew of the server and say EHLO again.
+  pipelining_ = size_ = eightbit_ = smtputf8_ = starttls_offered_ = false;
+  server_max_size_ = 0;
+  state_ = State::kEhlo;
+  Enqueue(Kind::kEhlo, 0, {"EHLO ", options_.helo_name, "\r\n"});
+}
+
 void ClientSession::ParseEhlo(const smtp::Reply& reply) {
   // RFC 5321 §4.1.1.1: the first line is the domain and greeting; each further line is
   // "keyword [params]". Keywords are case-insensitive (§2.4).
-  pipelining_ = size_ = eightbit_ = smtputf8_ = false;
+  pipelining_ = size_ = eightbit_ = smtputf8_ = starttls_offered_ = false;
   server_max_size_ = 0;
   std::string_view text = reply.text;
   size_t nl = text.find('\n');
@@ -220,6 +263,8 @@ void ClientSession::ParseEhlo(const smtp::Reply& reply) {
       eightbit_ = true;
     } else if (smtp::EqualsNoCase(keyword, "SMTPUTF8")) {  // RFC 6531 §3.2
       smtputf8_ = true;
+    } else if (smtp::EqualsNoCase(keyword, "STARTTLS")) {  // RFC 3207 §4
+      starttls_offered_ = true;
     } else if (smtp::EqualsNoCase(keyword, "SIZE")) {  // RFC 1870 §4: "SIZE [limit]", 0 is none
       size_ = true;
       size_t limit = 0;
@@ -306,12 +351,16 @@ void ClientSession::Quit() {
 }
 
 void ClientSession::Abort(std::string_view why) {
+  Fail(smtp::Reply{0, "", std::string(why)});
+}
+
+void ClientSession::Fail(smtp::Reply reply) {
   if (state_ == State::kClosed) {
     return;
   }
-  FailInFlight(smtp::Reply{kServiceClosing, "4.4.2", std::string(why)});
+  FailInFlight(smtp::Reply{kServiceClosing, "4.4.2", reply.text});
   out_.clear();  // the connection is gone: unsent bytes go nowhere
-  Close(smtp::Reply{0, "", std::string(why)});
+  Close(std::move(reply));
 }
 
 bool ClientSession::idle() const {

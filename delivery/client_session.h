@@ -16,8 +16,15 @@
 // and closes the session. A reply that breaks the protocol (malformed, unasked for, 3xx to
 // anything but DATA, 2xx to DATA) aborts the session with a "protocol error: ..." reason.
 //
-// Sans-I/O. Inputs: OnBytes(), Submit(), Quit(), Abort(). Outputs: TakeOutput() (bytes to
-// write) and TakeEvents(). The reactor owns the socket and the timers.
+// STARTTLS (RFC 3207): with Options::starttls and the keyword in the EHLO reply, STARTTLS goes
+// before any transaction; its 220 gives StartTls, the caller runs the handshake (bytes after the
+// 220 are dropped: nothing may be read in the clear past it, §6) and calls OnTlsEstablished(),
+// and the session says EHLO again inside TLS (§4.2: what the first EHLO said is forgotten). With
+// Options::require_tls, a server that does not offer it or refuses it ends the session with a
+// 451 4.7.4 reason instead of a transaction in the clear.
+//
+// Sans-I/O. Inputs: OnBytes(), Submit(), Quit(), Abort(), OnTlsEstablished(). Outputs:
+// TakeOutput() (bytes to write) and TakeEvents(). The reactor owns the socket and the timers.
 // Threading: not thread-safe; lives on the shard that owns the destination.
 #pragma once
 
@@ -66,12 +73,20 @@ struct Closed {
   smtp::Reply reply;
 };
 
-using Event = std::variant<RecipientResult, TransactionDone, ReadyForTransaction, Closed>;
+// The server said 220 to STARTTLS: start the TLS handshake on the connection, then call
+// OnTlsEstablished() (or Abort() when it fails).
+struct StartTls {};
+
+using Event =
+    std::variant<RecipientResult, TransactionDone, ReadyForTransaction, Closed, StartTls>;
 
 class ClientSession {
  public:
   struct Options {
     std::string helo_name = "localhost";
+    bool starttls = false;     // ask for TLS when the server offers it
+    bool require_tls = false;  // never a transaction in the clear
+    std::string peer = "server";  // for reasons: "mx1.example.com[192.0.2.1]:25"
   };
 
   explicit ClientSession(Options options);
@@ -94,6 +109,12 @@ class ClientSession {
   // (code 421, enhanced 4.4.2, text `why`), then TransactionDone and Closed. Idempotent.
   // Output not yet taken is dropped, and nothing is output afterwards.
   void Abort(std::string_view why);
+  // The same, with `reply` as the Closed reason (a TLS failure: 451 4.7.5).
+  void Fail(smtp::Reply reply);
+
+  // The handshake after StartTls is done: EHLO again, inside TLS.
+  void OnTlsEstablished();
+  bool tls_active() const { return tls_active_; }
 
   // Capabilities from the EHLO reply (valid after ReadyForTransaction).
   bool pipelining() const { return pipelining_; }
@@ -106,12 +127,23 @@ class ClientSession {
   std::vector<Event> TakeEvents();
 
  private:
-  enum class State : uint8_t { kGreeting, kEhlo, kHelo, kIdle, kTransaction, kQuit, kClosed };
+  enum class State : uint8_t {
+    kGreeting,
+    kEhlo,
+    kHelo,
+    kStartTls,      // STARTTLS sent
+    kTlsHandshake,  // its 220 came: the caller runs the handshake
+    kIdle,
+    kTransaction,
+    kQuit,
+    kClosed
+  };
   // What a command in the list is, i.e. what its reply decides.
   enum class Kind : uint8_t {
     kGreeting,  // the server's 220, outstanding from the start (RFC 5321 §3.1)
     kEhlo,
     kHelo,
+    kStartTls,
     kRset,  // before the MAIL of a transaction after one that did not end its data
     kMail,
     kRcpt,
@@ -132,6 +164,8 @@ class ClientSession {
   void OnReply(smtp::Reply reply);
   void OnTransactionReply(Kind kind, uint32_t rcpt, const smtp::Reply& reply);
   void ParseEhlo(const smtp::Reply& reply);
+  // After EHLO (or HELO): STARTTLS, or ready, or closed for want of TLS.
+  void AfterHello();
   // Appends a command to the list and sends it at once if the send cursor may advance.
   void Enqueue(Kind kind, uint32_t rcpt, std::initializer_list<std::string_view> text);
   // Advances the send cursor: lock-step without PIPELINING, dropping commands made moot.
@@ -157,6 +191,8 @@ class ClientSession {
   bool size_ = false;
   bool eightbit_ = false;
   bool smtputf8_ = false;
+  bool starttls_offered_ = false;
+  bool tls_active_ = false;
   size_t server_max_size_ = 0;
   uint32_t next_transaction_ = 1;
   bool need_rset_ = false;  // the last transaction did not reach the end of its data

@@ -9,12 +9,14 @@
 #include "delivery/pool.h"
 #include "delivery/scheduler.h"
 
+#include "core/tls/tls.h"
+
 namespace spate::delivery {
 
 namespace {
 using Clock = Reactor::Clock;
 
-// Forgetting this many destinations in one sweep, or finishing this many recipients between two
+// Forgetting this many sites in one sweep, or finishing this many recipients between two
 // sweeps, gives the freed memory back to the system.
 constexpr size_t kTrimAfterRemoving = 1000;
 constexpr size_t kTrimAfterFinishing = 100000;
@@ -26,7 +28,7 @@ struct Delivery::Impl final : public Engine {
         options_(o),
         spool(sp),
         routing_(rt),
-        stats(st),
+        stats_(st),
         rng(seed != 0 ? seed : std::random_device{}()),
         scheduler(r, [this](Job&& job) { Due(std::move(job)); }) {}
 
@@ -38,16 +40,25 @@ struct Delivery::Impl final : public Engine {
   // Engine
   Reactor& reactor() override { return reactor_; }
   const Options& options() const override { return options_; }
-  Routing& routing() override { return routing_; }
+  Stats& stats() override { return stats_; }
+  const tls::TlsContext* tls_context() const override { return tls_context_; }
   bool shutting_down() const override { return shutting_down_; }
-  void Record(Destination& dest, const Job& job, size_t i, const smtp::Reply& reply,
-              std::vector<Recipient>* deferred) override;
+  void Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply,
+              std::vector<Recipient>* deferred, std::string_view via = {}) override;
   void Reschedule(Job&& job, std::vector<Recipient>&& deferred) override;
-  void LoadBody(Destination& dest, Job&& job) override;
+  void LoadBody(Site& site, Job&& job) override;
+  bool TlsBroken(const std::string& site) override;
+  void MarkTlsBroken(const std::string& site) override;
 
-  Destination& Dest(const std::string& domain);
   void Enqueue(const std::string& domain, Job&& job);
   void Due(Job&& job);
+  // A due job: its domain's route, then its site (here or on the site's shard).
+  void Route(const std::string& domain, Job&& job);
+  void Routed(const std::string& domain, RouteRef route, Job&& job);
+  void ToSite(std::string name, TlsMode tls, RouteRef route, Job&& job);
+  // Every recipient of `job` gets `why`, decided before any site.
+  void Settle(Job&& job, const smtp::Reply& why);
+  DomainStats& DomainStatsOf(std::string_view address);
   Clock::duration Backoff(uint16_t attempts);
   void ArmSweep();
   void Sweep();
@@ -56,10 +67,15 @@ struct Delivery::Impl final : public Engine {
   const Options& options_;
   SpoolPort& spool;
   Routing& routing_;
-  Stats& stats;
+  Stats& stats_;
   std::mt19937_64 rng;
   Scheduler scheduler;
-  std::unordered_map<std::string, std::unique_ptr<Destination>> destinations;
+  SiteOwners* owners_ = nullptr;
+  ShardId self_ = 0;
+  const tls::TlsContext* tls_context_ = nullptr;
+  std::unordered_map<std::string, std::unique_ptr<Site>> sites;
+  // Sites whose opportunistic TLS failed, until when they go in the clear (bounded).
+  std::unordered_map<std::string, Clock::time_point> tls_broken;
   Reactor::TimerId sweep_timer;
   size_t finished_since_trim = 0;
   // Of the transaction being recorded (Record() for each recipient, then Reschedule()): the
@@ -69,17 +85,15 @@ struct Delivery::Impl final : public Engine {
   bool shutting_down_ = false;
 };
 
-Destination& Delivery::Impl::Dest(const std::string& domain) {
-  auto it = destinations.find(domain);
-  if (it != destinations.end())
-    return *it->second;
-  auto dest = std::make_unique<Destination>(*this, domain, stats.ForDomain(domain));
-  Destination& ref = *dest;
-  destinations.emplace(domain, std::move(dest));
-  if (!sweep_timer.valid())
-    ArmSweep();
-  return ref;
+namespace {
+smtp::Reply Synthetic(uint16_t code, const std::string& enhanced, std::string text) {
+  smtp::Reply r;
+  r.code = code;
+  r.enhanced = enhanced;
+  r.text = std::move(text);
+  return r;
 }
+}  // namespace
 
 void Delivery::Impl::Enqueue(const std::string& domain, Job&& job) {
   if (shutting_down_)
@@ -90,21 +104,113 @@ void Delivery::Impl::Enqueue(const std::string& domain, Job&& job) {
     return;
   }
   job.due_ms = 0;
-  Dest(domain).Add(std::move(job));
+  Route(domain, std::move(job));
 }
 
 void Delivery::Impl::Due(Job&& job) {
   if (shutting_down_ || job.recipients.empty())
     return;
-  Dest(DomainOf(job.address(job.recipients.front()))).Add(std::move(job));
+  Route(DomainOf(job.address(job.recipients.front())), std::move(job));
 }
 
-void Delivery::Impl::LoadBody(Destination& dest, Job&& job) {
+void Delivery::Impl::Route(const std::string& domain, Job&& job) {
+  // Asked for every job: the routing answers from its cache, so a route whose TTL ran out is
+  // looked up again when the next job needs it, and not before.
+  routing_.Resolve(domain, [this, domain, job = std::move(job)](RouteRef route) mutable {
+    Routed(domain, std::move(route), std::move(job));
+  });
+}
+
+void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job) {
+  if (shutting_down_)
+    return;
+  if (route == nullptr) {
+    // Asked again next time: a route may appear (a configuration reload).
+    return Settle(std::move(job), Synthetic(451, "4.4.0",
+                                            "no route to " + domain +
+                                                " (configure [routes] or a smarthost)"));
+  }
+  if (route->failure) {
+    // The lookup said why there is nowhere to go: a 5xx fails the recipients at once (a null
+    // MX, NXDOMAIN), a 4xx defers them.
+    const RouteFailure& f = *route->failure;
+    return Settle(std::move(job), Synthetic(static_cast<uint16_t>(f.code), f.enhanced, f.text));
+  }
+  // The TLS policy is the domain's, decided here, before the rollup: a site is one MX host set
+  // and one policy, so no domain's policy reaches another's mail (KumoMTA #484).
+  const TlsMode tls = options_.TlsFor(domain);
+  std::string name = domain;
+  if (!route->site.empty()) {
+    name = route->site;
+    if (tls != options_.tls) {
+      name += "+tls=";
+      name += TlsModeName(tls);
+    }
+  }
+  const ShardId n = owners_ != nullptr ? owners_->shards() : 1;
+  const ShardId owner = n > 1 ? OwnerOf(name, n) : self_;
+  if (owner != self_) {
+    job.body.reset();  // read on the site's shard when a connection there is ready for it
+    owners_->PostToSite(owner, std::move(name), tls, std::move(route), std::move(job));
+    return;
+  }
+  ToSite(std::move(name), tls, std::move(route), std::move(job));
+}
+
+void Delivery::Impl::ToSite(std::string name, TlsMode tls, RouteRef route, Job&& job) {
+  if (shutting_down_)
+    return;
+  auto it = sites.find(name);
+  if (it == sites.end()) {
+    auto site = std::make_unique<Site>(*this, name, route, tls);
+    it = sites.emplace(std::move(name), std::move(site)).first;
+    if (!sweep_timer.valid())
+      ArmSweep();
+  }
+  it->second->Add(std::move(job), route);
+}
+
+void Delivery::Impl::Settle(Job&& job, const smtp::Reply& why) {
+  std::vector<Recipient> deferred;
+  for (size_t i = 0; i < job.recipients.size(); ++i)
+    Record(nullptr, job, i, why, &deferred);
+  Reschedule(std::move(job), std::move(deferred));
+}
+
+DomainStats& Delivery::Impl::DomainStatsOf(std::string_view address) {
+  std::string_view domain;
+  if (size_t at = address.rfind('@'); at != std::string_view::npos)
+    domain = address.substr(at + 1);
+  for (char c : domain) {
+    if (c >= 'A' && c <= 'Z')
+      return stats_.ForDomain(DomainOf(address));  // the rare mixed-case address: a copy
+  }
+  return stats_.ForDomain(domain);
+}
+
+bool Delivery::Impl::TlsBroken(const std::string& site) {
+  auto it = tls_broken.find(site);
+  if (it == tls_broken.end())
+    return false;
+  if (reactor_.now() < it->second)
+    return true;
+  tls_broken.erase(it);
+  return false;
+}
+
+void Delivery::Impl::MarkTlsBroken(const std::string& site) {
+  if (tls_broken.size() >= 10000)
+    tls_broken.clear();  // a rough bound: forgetting them only costs one more handshake each
+  tls_broken[site] =
+      reactor_.now() + std::chrono::duration_cast<Clock::duration>(options_.tls_broken_hold);
+}
+
+void Delivery::Impl::LoadBody(Site& site, Job&& job) {
   queue::MessageId id = job.message->id;
   Reactor* reactor = &reactor_;
-  Destination* d = &dest;
+  Site* d = &site;
   spool.ReadBody(id, [this, reactor, d, job = std::move(job)](Result<std::string> body) mutable {
-    // On the spool's reader thread: hand the result to our shard. The destination is still
+    // On the spool's reader thread: hand the result to our shard. The site is still
     // there (a load out keeps it from being idle); the engine is too, while the shard runs.
     std::optional<Body> loaded;
     std::error_code error;
@@ -131,14 +237,14 @@ void Delivery::Impl::LoadBody(Destination& dest, Job&& job) {
   });
 }
 
-void Delivery::Impl::Record(Destination& dest, const Job& job, size_t i, const smtp::Reply& reply,
-                            std::vector<Recipient>* deferred) {
+void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply,
+                            std::vector<Recipient>* deferred, std::string_view via) {
   if (i >= job.recipients.size())
     return;
   const Recipient& r = job.recipients[i];
   const Message& m = *job.message;
   const char* outcome;
-  DomainStats& st = dest.stats();
+  DomainStats& st = DomainStatsOf(job.address(r));
   if (reply.positive() || reply.permanent())
     ++finished_since_trim;
   if (shutting_down_ && !reply.positive() && !reply.permanent()) {
@@ -159,23 +265,36 @@ void Delivery::Impl::Record(Destination& dest, const Job& job, size_t i, const s
   if (reply.positive()) {
     outcome = "delivered";
     st.delivered.Add();
+    if (site != nullptr)
+      site->stats().delivered.Add();
     st.queued.Add(-1);
     spool.Finish(m.id, m.spool_index(r.pos));
   } else if (reply.permanent()) {
     outcome = "failed";
     st.failed.Add();
+    if (site != nullptr)
+      site->stats().failed.Add();
     st.queued.Add(-1);
     spool.Finish(m.id, m.spool_index(r.pos));
   } else {
     outcome = "deferred";
     st.deferred.Add();
+    if (site != nullptr)
+      site->stats().deferred.Add();
     deferred->push_back(r);
   }
   if (options_.log_deliveries) {
     std::string_view address = job.address(r);
-    SPATE_LOG(kInfo, "%s id=%s rcpt=<%.*s> domain=%s attempts=%u reply=\"%s\"", outcome,
+    std::string domain = DomainOf(address);
+    // " site=..." when the domain shares its site; " mx=HOST tls=VERSION/CIPHER" once a
+    // connection got that far.
+    std::string site_text;
+    if (site != nullptr && site->name() != domain)
+      site_text = " site=" + site->name();
+    SPATE_LOG(kInfo, "%s id=%s rcpt=<%.*s> domain=%s attempts=%u reply=\"%s\"%s%.*s", outcome,
               queue::FormatId(m.id).c_str(), static_cast<int>(address.size()), address.data(),
-              dest.domain().c_str(), r.attempts + 1u, reply.ToString().c_str());
+              domain.c_str(), r.attempts + 1u, reply.ToString().c_str(), site_text.c_str(),
+              static_cast<int>(via.size()), via.data());
   }
 }
 
@@ -235,13 +354,12 @@ void Delivery::Impl::ArmSweep() {
 }
 
 void Delivery::Impl::Sweep() {
-  // A destination idle at two sweeps in a row, idle_timeout apart, is forgotten: its route is
-  // asked again if mail for it comes back.
+  // A site idle at two sweeps in a row, idle_timeout apart, is forgotten.
   const Clock::time_point now = reactor_.now();
   const auto period = std::chrono::duration_cast<Clock::duration>(options_.idle_timeout);
   size_t removed = 0;
-  for (auto it = destinations.begin(); it != destinations.end();) {
-    Destination& d = *it->second;
+  for (auto it = sites.begin(); it != sites.end();) {
+    Site& d = *it->second;
     if (!d.idle()) {
       d.idle_since = {};
       ++it;
@@ -249,19 +367,21 @@ void Delivery::Impl::Sweep() {
       d.idle_since = now;
       ++it;
     } else if (now - d.idle_since >= period) {
-      it = destinations.erase(it);
+      it = sites.erase(it);
       ++removed;
     } else {
       ++it;
     }
   }
-  // Memory the engine let go of in bulk (forgotten destinations, a drained backlog) goes back
+  for (auto it = tls_broken.begin(); it != tls_broken.end();)
+    it = now >= it->second ? tls_broken.erase(it) : std::next(it);
+  // Memory the engine let go of in bulk (forgotten sites, a drained backlog) goes back
   // to the system; otherwise RSS would stay at its peak.
   if (removed >= kTrimAfterRemoving || finished_since_trim >= kTrimAfterFinishing) {
     finished_since_trim = 0;
     ReleaseFreeMemory();
   }
-  if (!destinations.empty())
+  if (!sites.empty())
     ArmSweep();
 }
 
@@ -271,9 +391,22 @@ Delivery::Delivery(Reactor& reactor, const Options& options, SpoolPort& spool, R
 
 Delivery::~Delivery() = default;
 
+void Delivery::SetSiteOwners(SiteOwners* owners, ShardId self) {
+  impl_->owners_ = owners;
+  impl_->self_ = self;
+}
+
+void Delivery::SetTlsContext(const tls::TlsContext* context) {
+  impl_->tls_context_ = context;
+}
+
 void Delivery::Enqueue(const std::string& domain, Job&& job) {
-  impl_->stats.ForDomain(domain).queued.Add(static_cast<int64_t>(job.recipients.size()));
+  impl_->stats_.ForDomain(domain).queued.Add(static_cast<int64_t>(job.recipients.size()));
   impl_->Enqueue(domain, std::move(job));
+}
+
+void Delivery::EnqueueForSite(std::string site, TlsMode tls, RouteRef route, Job&& job) {
+  impl_->ToSite(std::move(site), tls, std::move(route), std::move(job));
 }
 
 void Delivery::Shutdown() noexcept {
@@ -281,21 +414,21 @@ void Delivery::Shutdown() noexcept {
   // Whatever is queued or in flight stays in the spool and is scheduled again at the next
   // start. Connections are dropped; their recipients were not finished, so nothing is lost.
   impl_->scheduler.Clear();
-  for (auto& [domain, dest] : impl_->destinations)
-    dest->Shutdown();
+  for (auto& [name, site] : impl_->sites)
+    site->Shutdown();
 }
 
-size_t Delivery::destinations() const {
-  return impl_->destinations.size();
+size_t Delivery::sites() const {
+  return impl_->sites.size();
 }
 
 size_t Delivery::scheduled() const {
   return impl_->scheduler.size();
 }
 
-long Delivery::open_connections(const std::string& domain) const {
-  auto it = impl_->destinations.find(domain);
-  return it == impl_->destinations.end() ? -1 : static_cast<long>(it->second->open_connections());
+long Delivery::open_connections(const std::string& site) const {
+  auto it = impl_->sites.find(site);
+  return it == impl_->sites.end() ? -1 : static_cast<long>(it->second->open_connections());
 }
 
 }  // namespace spate::delivery

@@ -3,17 +3,23 @@
 // Delivery is the outbound engine of one shard, for the destination domains that shard owns
 // (OwnerOf(domain)). It ties the parts together:
 //   scheduler.h  jobs not yet due (deferred, recovered with a retry time), in time buckets;
-//   pool.h       per destination: the ready queue, body loading, the connection pool;
-//   routing.h    where a domain's mail goes (static routes and smarthost; MX plugs in there);
+//   routing.h    where a domain's mail goes (static routes, the smarthost, MX records);
+//   pool.h       per site (the domains that share an MX host set and a TLS policy): the ready
+//                queue, body loading, the connection pool;
 //   spool_port.h outcomes and body reads, to the spool.
 // Outcomes of each recipient:
 //   2xx        delivered: the recipient leaves the spool;
 //   4xx, I/O   deferred: retried after a backoff (retry_base doubling up to retry_max, +-20%
 //              jitter); the new attempt time is written to the spool; the body is let go;
 //   5xx        failed: recorded and removed (DSNs come with the bounce work).
-// Destinations with nothing queued and no connection are forgotten after idle_timeout, so memory
-// stays flat in the number of domains seen.
-// Threading: lives on its shard; Enqueue() only there (the Dispatcher posts to it).
+// A job is routed on the shard that has it (the domain's owner, or wherever its retry came due):
+// its domain's route (cached by the routing) names its site, and the site lives on the shard
+// OwnerOf(site name), so a site's pool and limits are one for every domain of it, whichever shard
+// owns each domain. A domain that is a site of its own is owned by the same shard as the domain:
+// no hop. Sites with nothing queued and no connection are forgotten after idle_timeout, so
+// memory stays flat in the number of domains seen.
+// Threading: lives on its shard; Enqueue() and EnqueueForSite() only there (the Dispatcher
+// posts to it).
 #pragma once
 
 #include <cstddef>
@@ -29,7 +35,21 @@
 #include "delivery/spool_port.h"
 #include "delivery/stats.h"
 
+namespace spate::tls {
+class TlsContext;
+}  // namespace spate::tls
+
 namespace spate::delivery {
+
+// Hands a routed job to the shard that owns its site (the Dispatcher, which knows every shard).
+class SiteOwners {
+ public:
+  virtual ~SiteOwners() = default;
+  virtual ShardId shards() const = 0;
+  // Runs owner's Delivery::EnqueueForSite() on its reactor.
+  virtual void PostToSite(ShardId owner, std::string site, TlsMode tls, RouteRef route,
+                          Job&& job) = 0;
+};
 
 class Delivery : public Service {
  public:
@@ -38,16 +58,23 @@ class Delivery : public Service {
            Stats& stats, uint64_t seed = 0);
   ~Delivery() override;
 
+  // Before any job: the shards (null, or one shard: every site is local) and the client TLS
+  // context for STARTTLS (null: none; "required" sites then defer). Both borrowed.
+  void SetSiteOwners(SiteOwners* owners, ShardId self);
+  void SetTlsContext(const tls::TlsContext* context);
+
   // A job for `domain` (lower case), owned by this shard: held until job.due_ms, then delivered.
   void Enqueue(const std::string& domain, Job&& job);
+  // A job routed on another shard to `site`, which this shard owns.
+  void EnqueueForSite(std::string site, TlsMode tls, RouteRef route, Job&& job);
 
   void Shutdown() noexcept override;
 
   // For tests and introspection.
-  size_t destinations() const;
+  size_t sites() const;
   size_t scheduled() const;
-  // -1 when the destination is not known (never seen, or forgotten).
-  long open_connections(const std::string& domain) const;
+  // -1 when the site (a domain's own name, or an MX host set) is not known here.
+  long open_connections(const std::string& site) const;
 
   struct Impl;
 

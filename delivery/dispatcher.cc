@@ -118,4 +118,14 @@ void Dispatcher::Split(MessageRef message, Body body, const std::vector<uint16_t
   }
 }
 
+void Dispatcher::PostToSite(ShardId owner, std::string site, TlsMode tls, RouteRef route,
+                            Job&& job) {
+  SPATE_CHECK(owner < targets_.size());
+  Target t = targets_[owner];
+  t.reactor->Post([d = t.delivery, site = std::move(site), tls, route = std::move(route),
+                   job = std::move(job)]() mutable {
+    d->EnqueueForSite(std::move(site), tls, std::move(route), std::move(job));
+  });
+}
+
 }  // namespace spate::delivery

@@ -17,14 +17,14 @@
 
 #include "core/reactor.h"
 #include "core/shard.h"
+#include "delivery/delivery.h"
 #include "delivery/job.h"
 #include "queue/spool.h"
 
 namespace spate::delivery {
 
-class Delivery;
-
-class Dispatcher {
+// It is also where a shard hands a job to the shard that owns the job's site (SiteOwners).
+class Dispatcher final : public SiteOwners {
  public:
   // `postmaster` takes every recipient without a domain (the server already stores
   // "<postmaster>" as it, so only a spool written before that rule holds one): no job is ever
@@ -40,7 +40,9 @@ class Dispatcher {
   // retry time; its body is read from the spool when a connection is ready for it.
   void DispatchRecovered(queue::RecoveredMessage&& message);
 
-  ShardId shards() const { return static_cast<ShardId>(targets_.size()); }
+  ShardId shards() const override { return static_cast<ShardId>(targets_.size()); }
+  void PostToSite(ShardId owner, std::string site, TlsMode tls, RouteRef route,
+                  Job&& job) override;
 
  private:
   struct Target {

@@ -6,6 +6,22 @@
 
 namespace spate::delivery {
 
+std::string SiteName(std::vector<std::string> mx_hosts) {
+  for (std::string& h : mx_hosts)  // DNS names compare without case (RFC 4343)
+    std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) {
+      return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : static_cast<char>(c);
+    });
+  std::sort(mx_hosts.begin(), mx_hosts.end());
+  mx_hosts.erase(std::unique(mx_hosts.begin(), mx_hosts.end()), mx_hosts.end());
+  std::string name;
+  for (const std::string& h : mx_hosts) {
+    if (!name.empty())
+      name += ',';
+    name += h;
+  }
+  return name;
+}
+
 struct MxRouting::Pending {
   std::vector<Done> waiters;
   mx::Hosts hosts;
@@ -109,8 +125,11 @@ void MxRouting::OnAddress(const std::string& domain, size_t host, bool v6, dns::
   if (plan.failure) {
     r->failure = plan.failure;
   } else {
-    for (mx::Target& t : plan.targets)
+    for (mx::Target& t : plan.targets) {
       r->hosts.push_back(std::move(t.endpoint));
+      r->host_names.push_back(std::move(t.host));
+    }
+    r->site = SiteName(p.hosts.names);
   }
   Finish(domain, std::move(r), plan.ttl);
 }

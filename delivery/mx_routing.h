@@ -34,6 +34,10 @@ struct MxRoutingStats {
   Counter failed;      // domains DNS gave no route for (permanent or temporary)
 };
 
+// A site's name (KumoMTA's site_name): the MX host names, sorted, without repeats, joined by
+// ','. Domains whose MX host sets are equal get the same name, whatever their preferences.
+std::string SiteName(std::vector<std::string> mx_hosts);
+
 class MxRouting final : public Routing {
  public:
   struct Options {

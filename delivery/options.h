@@ -5,11 +5,24 @@
 // Threading: read-only once the engine runs.
 #pragma once
 
+#include <map>
 #include <string>
+#include <string_view>
 
 #include "core/clock.h"
 
 namespace spate::delivery {
+
+// Outbound STARTTLS (RFC 3207), per destination domain.
+enum class TlsMode : uint8_t {
+  kOff,            // never STARTTLS
+  kOpportunistic,  // STARTTLS when offered, certificate not checked (Postfix "may"); a failed
+                   // handshake is retried once in plaintext and the site is remembered as broken
+  kRequired,       // TLS or defer, never plaintext; certificate not checked (Postfix "encrypt")
+  kVerify,         // as required, and the chain must verify to a trusted root and name the MX
+                   // host (SNI sent) (Postfix "secure")
+};
+std::string_view TlsModeName(TlsMode mode);  // "off", "opportunistic", "required", "verify"
 
 struct Options {
   std::string helo_name = "localhost";  // sent in EHLO/HELO
@@ -32,6 +45,18 @@ struct Options {
   // connection is ready for it.
   unsigned max_loaded_bodies = 64;
   bool log_deliveries = true;  // one log line per recipient outcome
+  // [delivery] tls, and [tls_policy]: lower-case domain -> mode, decided per domain before
+  // the domains are rolled up into sites (a site is one MX host set and one mode).
+  TlsMode tls = TlsMode::kOpportunistic;
+  std::map<std::string, TlsMode, std::less<>> tls_policy;
+  Seconds tls_handshake_timeout{30};
+  // After a failed opportunistic handshake the site goes in plaintext for this long.
+  Seconds tls_broken_hold{3600};
+
+  TlsMode TlsFor(std::string_view domain) const {
+    auto it = tls_policy.find(domain);
+    return it != tls_policy.end() ? it->second : tls;
+  }
 };
 
 }  // namespace spate::delivery

@@ -10,6 +10,7 @@
 #include "core/connection.h"
 #include "core/log.h"
 #include "delivery/client_session.h"
+#include "core/tls/tls.h"
 
 namespace spate::delivery {
 
@@ -29,18 +30,28 @@ smtp::Reply Synthetic(uint16_t code, const char* enhanced, std::string text) {
 }
 }  // namespace
 
-// One outbound SMTP connection of a destination's pool.
+// One outbound SMTP connection of a site's pool.
 class ClientConnection final : public Connection {
  public:
-  ClientConnection(Destination& dest, const Endpoint& host, size_t host_index, uint64_t generation,
-                   int fd)
-      : Connection(dest.engine_.reactor(), fd),
-        dest_(dest),
-        engine_(dest.engine_),
+  struct Tls {
+    bool starttls = false;
+    bool require = false;
+    bool verify = false;
+  };
+
+  ClientConnection(Site& site, const Endpoint& host, std::string host_name, size_t host_index,
+                   uint64_t generation, Tls tls, int fd)
+      : Connection(site.engine_.reactor(), fd),
+        site_(site),
+        engine_(site.engine_),
         host_(host),
+        host_name_(std::move(host_name)),
         host_index_(host_index),
         generation_(generation),
-        session_(ClientSession::Options{engine_.options().helo_name}) {}
+        tls_mode_(tls),
+        session_(ClientSession::Options{engine_.options().helo_name, tls.starttls, tls.require,
+                                        host.text}),
+        via_(" mx=" + host.text + " tls=none") {}
 
   size_t host_index() const { return host_index_; }
   uint64_t generation() const { return generation_; }
@@ -100,7 +111,29 @@ class ClientConnection final : public Connection {
 
   void OnData(std::string_view data) noexcept override {
     last_activity_ = reactor().now();
-    session_.OnBytes(data);
+    if (!tls_) {
+      session_.OnBytes(data);
+      Drain();
+      return;
+    }
+    std::string plain;
+    Result<void> fed = tls_->FeedCiphertext(data, &plain);
+    SendCiphertext();  // the handshake's next flight, or the alert that ends a failed one
+    if (!fed) {
+      TlsFailed(tls_->failure());
+      return;
+    }
+    if (!tls_reported_ && tls_->handshake_done()) {
+      tls_reported_ = true;
+      const std::string version = tls_->version();
+      const std::string cipher = tls_->cipher();
+      via_ = " mx=" + host_.text + " tls=" + version + "/" + cipher;
+      engine_.stats().CountTls(version, cipher);
+      session_.OnTlsEstablished();
+      Touch(engine_.options().reply_timeout);
+    }
+    if (!plain.empty())
+      session_.OnBytes(plain);
     Drain();
   }
 
@@ -108,21 +141,32 @@ class ClientConnection final : public Connection {
     reactor().CancelTimer(timer_);
     reactor().CancelTimer(idle_timer_);
     if (!session_.closed()) {
-      session_.Abort(error != 0 ? std::string("connection lost: ") + log::ErrorText(error)
-                                : std::string("connection closed by peer"));
+      std::string why = error != 0 ? std::string("connection lost: ") + log::ErrorText(error)
+                                   : std::string("connection closed by peer");
+      if (tls_ && !tls_->handshake_done()) {
+        TlsFailed(why);  // a server that hangs up in the handshake has broken TLS too
+        return;
+      }
+      session_.Abort(why);
       Drain();
     }
     if (!gone_reported_) {
       gone_reported_ = true;
-      dest_.OnConnectionGone(this, ready_seen_, close_reply_);
+      site_.OnConnectionGone(this, ready_seen_, tls_failed_, close_reply_);
     }
   }
 
  private:
   void Flush() {
     std::string out = session_.TakeOutput();
-    if (!out.empty())
-      Send(std::move(out));
+    if (!out.empty()) {
+      if (tls_) {
+        if (tls_->Write(out))
+          SendCiphertext();
+      } else {
+        Send(std::move(out));
+      }
+    }
     // Once the body is in the output, the job lets go of it: a busy connection holds one copy
     // of its message (on its way to the kernel), not two.
     if (job_ && job_->body && !session_.body_borrowed())
@@ -148,7 +192,7 @@ class ClientConnection final : public Connection {
     for (Event& ev : events) {
       if (auto* r = std::get_if<RecipientResult>(&ev)) {
         if (job_)
-          engine_.Record(dest_, *job_, r->recipient_index, r->reply, &deferred_);
+          engine_.Record(&site_, *job_, r->recipient_index, r->reply, &deferred_, via_);
       } else if (std::get_if<TransactionDone>(&ev) != nullptr) {
         if (job_) {
           Job done = std::move(*job_);
@@ -159,23 +203,66 @@ class ClientConnection final : public Connection {
       } else if (std::get_if<ReadyForTransaction>(&ev) != nullptr) {
         if (!ready_seen_) {
           ready_seen_ = true;
-          --dest_.connecting_;
+          --site_.connecting_;
         }
         if (messages_ >= engine_.options().max_messages_per_connection || engine_.shutting_down()) {
           session_.Quit();
           Touch(engine_.options().reply_timeout);
         } else {
-          dest_.OnIdle(this);
+          site_.OnIdle(this);
         }
+      } else if (std::get_if<StartTls>(&ev) != nullptr) {
+        StartTlsHandshake();
+        if (session_.closed())
+          return HandleClosed();
       } else if (auto* c = std::get_if<Closed>(&ev)) {
         close_reply_ = c->reply;
-        Flush();
-        draining_ = false;
-        Close();
-        return false;
+        if (c->reply.enhanced == "4.7.4")
+          engine_.stats().tls_unavailable.Add();
+        return HandleClosed();
       }
     }
     return true;
+  }
+
+  bool HandleClosed() {
+    Flush();
+    if (tls_ && tls_->handshake_done() && !tls_->failed()) {
+      tls_->Shutdown();  // close_notify (RFC 8446 §6.1)
+      SendCiphertext();
+    }
+    draining_ = false;
+    Close();
+    return false;
+  }
+
+  void StartTlsHandshake() {
+    const tls::TlsContext* context = engine_.tls_context();
+    if (context == nullptr) {
+      session_.Fail(smtp::Reply{451, "4.7.5", "no TLS client context"});
+      return;
+    }
+    // SNI and the name checked: the MX host's (RFC 7672 §8.1 and RFC 6125 use the MX name).
+    tls_ = std::make_unique<tls::TlsSession>(*context, host_name_, tls_mode_.verify);
+    Touch(engine_.options().tls_handshake_timeout);
+    SendCiphertext();  // the ClientHello
+  }
+
+  // The handshake failed (or the server hung up in it): the session ends with 451 4.7.5.
+  void TlsFailed(const std::string& why) {
+    tls_failed_ = true;
+    engine_.stats().tls_failures.Add();
+    SPATE_LOG(kInfo, "delivery: %s: TLS handshake with %s failed: %s", site_.name().c_str(),
+              host_.text.c_str(), why.c_str());
+    session_.Fail(
+        smtp::Reply{451, "4.7.5", "TLS handshake with " + host_.text + " failed: " + why});
+    Drain();
+  }
+
+  void SendCiphertext() {
+    std::string out = tls_->TakeCiphertext();
+    if (!out.empty())
+      Send(std::move(out));
   }
 
   // (Re)arms the inactivity timer: it fires once `timeout` passes with no input.
@@ -197,17 +284,25 @@ class ClientConnection final : public Connection {
       Clock::time_point due = last_activity_ + timeout_;
       if (reactor().now() < due)
         return ArmTimer(due);
+      if (tls_ && !tls_->handshake_done())
+        return TlsFailed("timed out");
       session_.Abort("timeout talking to " + host_.text);
       Drain();
     });
   }
 
-  Destination& dest_;
+  Site& site_;
   Engine& engine_;
   const Endpoint host_;
+  const std::string host_name_;
   const size_t host_index_;
   const uint64_t generation_;
+  const Tls tls_mode_;
   ClientSession session_;
+  std::unique_ptr<tls::TlsSession> tls_;  // from the 220 to STARTTLS on
+  std::string via_;                       // " mx=HOST tls=VERSION/CIPHER", for the log
+  bool tls_reported_ = false;
+  bool tls_failed_ = false;
   std::optional<Job> job_;
   std::vector<Recipient> deferred_;
   uint32_t messages_ = 0;
@@ -221,19 +316,44 @@ class ClientConnection final : public Connection {
   Reactor::TimerId idle_timer_;
 };
 
-Destination::Destination(Engine& engine, std::string domain, DomainStats& stats)
-    : engine_(engine), domain_(std::move(domain)), stats_(stats) {}
+Site::Site(Engine& engine, std::string name, RouteRef route, TlsMode tls)
+    : engine_(engine),
+      name_(std::move(name)),
+      tls_(tls),
+      stats_(engine.stats().ForSite(name_)),
+      domain_stats_(route->site.empty() ? &engine.stats().ForDomain(name_) : nullptr) {
+  SetRoute(std::move(route));
+}
 
-Destination::~Destination() {
+Site::~Site() {
   engine_.reactor().CancelTimer(hold_timer_);
 }
 
-bool Destination::idle() const {
+bool Site::idle() const {
   return pending_.empty() && ready_.empty() && loading_ == 0 && open_.empty() &&
-         route_state_ != RouteState::kResolving && !hold_timer_.valid();
+         !hold_timer_.valid();
 }
 
-void Destination::Add(Job&& job) {
+void Site::SetRoute(RouteRef route) {
+  route_ = std::move(route);
+  ++route_generation_;
+  host_hold_.assign(route_->hosts.size(), Reactor::Clock::time_point{});
+}
+
+void Site::Add(Job&& job, const RouteRef& route) {
+  if (route != route_) {
+    // The same addresses (in any order: equal preferences are shuffled per lookup) keep the
+    // route, its holds and its order; others replace it.
+    auto texts = [](const Route& r) {
+      std::vector<std::string_view> t;
+      for (const Endpoint& e : r.hosts)
+        t.push_back(e.text);
+      std::sort(t.begin(), t.end());
+      return t;
+    };
+    if (texts(*route) != texts(*route_))
+      SetRoute(route);
+  }
   // Transactions carry at most max_recipients_per_transaction recipients; the parts share the
   // message and its body.
   const size_t max = engine_.options().max_recipients_per_transaction;
@@ -250,10 +370,10 @@ void Destination::Add(Job&& job) {
   Pump();
 }
 
-void Destination::Queue(Job&& job) {
-  // A fresh job keeps its body while the destination works (no hold after a failed
-  // connection) and has room for it; else it is read again when a connection is ready for it,
-  // so a destination that is down holds envelopes only.
+void Site::Queue(Job&& job) {
+  // A fresh job keeps its body while the site works (no hold after a failed connection) and
+  // has room for it; else it is read again when a connection is ready for it, so a site that
+  // is down holds envelopes only.
   if (job.body && engine_.reactor().now() >= hold_until_ &&
       ready_.size() + loading_ < engine_.options().max_loaded_bodies) {
     ready_.push_back(std::move(job));
@@ -263,25 +383,18 @@ void Destination::Queue(Job&& job) {
   }
 }
 
-void Destination::OnBodyLoaded(Job&& job) {
+void Site::OnBodyLoaded(Job&& job) {
   --loading_;
   ready_.push_back(std::move(job));
   Pump();
 }
 
-void Destination::OnBodyLost() {
+void Site::OnBodyLost() {
   --loading_;
   Pump();
 }
 
-void Destination::OnRouted(RouteRef route) {
-  route_state_ = RouteState::kResolved;
-  route_ = std::move(route);
-  ++route_generation_;
-  host_hold_.assign(route_ != nullptr ? route_->hosts.size() : 0, Reactor::Clock::time_point{});
-}
-
-void Destination::DeferWaiting(const smtp::Reply& why) {
+void Site::DeferWaiting(const smtp::Reply& why) {
   std::deque<Job> waiting;
   waiting.swap(pending_);
   for (Job& job : ready_)
@@ -290,40 +403,20 @@ void Destination::DeferWaiting(const smtp::Reply& why) {
   for (Job& job : waiting) {
     std::vector<Recipient> deferred;
     for (size_t i = 0; i < job.recipients.size(); ++i)
-      engine_.Record(*this, job, i, why, &deferred);
+      engine_.Record(this, job, i, why, &deferred);
     engine_.Reschedule(std::move(job), std::move(deferred));
   }
 }
 
-void Destination::Pump() {
+void Site::UpdateConnections() {
+  stats_.connections.Set(static_cast<int64_t>(open_.size()));
+  if (domain_stats_ != nullptr)
+    domain_stats_->connections.Set(static_cast<int64_t>(open_.size()));
+}
+
+void Site::Pump() {
   if (engine_.shutting_down())
     return;
-  if (route_state_ == RouteState::kResolving)
-    return;
-  if (route_state_ == RouteState::kUnknown) {
-    route_state_ = RouteState::kResolving;
-    engine_.routing().Resolve(domain_, [this](RouteRef route) {
-      OnRouted(std::move(route));
-      Pump();
-    });
-    return;  // Pump() ran from the callback if it answered at once
-  }
-  if (route_ == nullptr) {
-    // Asked again next time: a route may appear (MX records, a configuration reload).
-    route_state_ = RouteState::kUnknown;
-    DeferWaiting(
-        Synthetic(451, "4.4.0", "no route to " + domain_ + " (configure [routes] or a smarthost)"));
-    return;
-  }
-  if (route_->failure) {
-    // The lookup said why there is nowhere to go: a 5xx fails the recipients at once (a null
-    // MX, NXDOMAIN), a 4xx defers them. Asked again when the next ones are due.
-    const RouteFailure f = *route_->failure;
-    route_state_ = RouteState::kUnknown;
-    route_ = nullptr;
-    DeferWaiting(Synthetic(static_cast<uint16_t>(f.code), f.enhanced.c_str(), f.text));
-    return;
-  }
   const Options& options = engine_.options();
   Reactor& reactor = engine_.reactor();
   // Ready jobs to idle connections.
@@ -348,17 +441,35 @@ void Destination::Pump() {
       const int index = PickHost();
       if (index < 0)
         break;  // every address is held: the hold timer comes back
-      const Endpoint& host = route_->hosts[static_cast<size_t>(index)];
+      const size_t i = static_cast<size_t>(index);
+      const Endpoint& host = route_->hosts[i];
       int fd = socket(host.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (fd < 0) {
         SPATE_LOG(kError, "delivery: socket: %s", log::ErrorText(errno));
         break;
       }
+      ClientConnection::Tls tls;
+      switch (tls_) {
+        case TlsMode::kOff:
+          break;
+        case TlsMode::kOpportunistic:
+          // After a failed handshake the site goes in the clear for a while (Postfix's "may"
+          // does the same once per attempt): mail is not held up by a broken TLS stack.
+          tls.starttls = engine_.tls_context() != nullptr && !engine_.TlsBroken(name_);
+          break;
+        case TlsMode::kVerify:
+          tls.verify = true;
+          [[fallthrough]];
+        case TlsMode::kRequired:
+          tls.starttls = tls.require = true;
+          break;
+      }
+      std::string host_name = i < route_->host_names.size() ? route_->host_names[i] : "";
       auto* conn =
-          new ClientConnection(*this, host, static_cast<size_t>(index), route_generation_, fd);
+          new ClientConnection(*this, host, std::move(host_name), i, route_generation_, tls, fd);
       open_.push_back(conn);
       ++connecting_;
-      stats_.connections.Set(static_cast<int64_t>(open_.size()));
+      UpdateConnections();
       conn->Start();
     }
   }
@@ -377,7 +488,7 @@ void Destination::Pump() {
   }
 }
 
-void Destination::OnIdle(ClientConnection* conn) {
+void Site::OnIdle(ClientConnection* conn) {
   if (!ready_.empty()) {
     Job job = std::move(ready_.front());
     ready_.pop_front();
@@ -401,27 +512,37 @@ void Destination::OnIdle(ClientConnection* conn) {
     Pump();  // bodies for it to send
 }
 
-void Destination::OnConnectionGone(ClientConnection* conn, bool ever_ready,
-                                   const smtp::Reply& why) {
+void Site::OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_failed,
+                            const smtp::Reply& why) {
   if (auto it = std::find(open_.begin(), open_.end(), conn); it != open_.end())
     open_.erase(it);
   if (auto it = std::find(idle_.begin(), idle_.end(), conn); it != idle_.end())
     idle_.erase(it);
   if (!ever_ready)
     --connecting_;
-  stats_.connections.Set(static_cast<int64_t>(open_.size()));
+  UpdateConnections();
   if (engine_.shutting_down())
     return;
+  if (tls_failed && tls_ == TlsMode::kOpportunistic && !engine_.TlsBroken(name_)) {
+    // The host answered; its TLS did not work. The same attempt goes on in the clear, once,
+    // and the site stays in the clear for a while.
+    engine_.MarkTlsBroken(name_);
+    engine_.stats().tls_fallbacks.Add();
+    SPATE_LOG(kWarn, "delivery: %s: TLS failed (%s); in plaintext for %.0fs", name_.c_str(),
+              why.ToString().c_str(), engine_.options().tls_broken_hold.count());
+    Pump();
+    return;
+  }
   if (!ever_ready)
     HoldHost(conn->generation(), conn->host_index(), why);
   // Another address not held: the same attempt goes on there (the next address, the next MX).
-  if (!ever_ready && route_ != nullptr && PickHost() >= 0) {
+  if (!ever_ready && PickHost() >= 0) {
     Pump();
     return;
   }
   if (!ever_ready && connecting_ == 0 && open_.empty()) {
-    // The destination could not be reached and no other connection works: everything waiting
-    // for it is deferred now, instead of one connection attempt per queued message.
+    // The site could not be reached and no other connection works: everything waiting for it
+    // is deferred now, instead of one connection attempt per queued message.
     smtp::Reply reply = why;
     if (reply.code == 0 || reply.positive())
       reply = Synthetic(451, "4.4.1", why.text.empty() ? "cannot connect" : why.text);
@@ -431,8 +552,8 @@ void Destination::OnConnectionGone(ClientConnection* conn, bool ever_ready,
   Pump();
 }
 
-int Destination::PickHost() {
-  if (route_ == nullptr || route_->hosts.empty())
+int Site::PickHost() {
+  if (route_->hosts.empty())
     return -1;
   const Reactor::Clock::time_point now = engine_.reactor().now();
   Reactor::Clock::time_point first_free = Reactor::Clock::time_point::max();
@@ -445,18 +566,18 @@ int Destination::PickHost() {
   return -1;
 }
 
-void Destination::HoldHost(uint64_t generation, size_t index, const smtp::Reply& why) {
+void Site::HoldHost(uint64_t generation, size_t index, const smtp::Reply& why) {
   if (generation != route_generation_ || index >= host_hold_.size())
     return;  // an address of a route since replaced
   host_hold_[index] = engine_.reactor().now() + std::min(ToDuration(engine_.options().retry_base),
                                                          Clock::duration(std::chrono::seconds(5)));
   if (host_hold_.size() > 1) {
-    SPATE_LOG(kDebug, "delivery: %s: %s failed (%s); trying the next address", domain_.c_str(),
+    SPATE_LOG(kDebug, "delivery: %s: %s failed (%s); trying the next address", name_.c_str(),
               route_->hosts[index].text.c_str(), why.ToString().c_str());
   }
 }
 
-void Destination::Shutdown() {
+void Site::Shutdown() {
   pending_.clear();
   ready_.clear();
   std::vector<ClientConnection*> open = open_;

@@ -1,19 +1,26 @@
 // delivery/pool.h
 //
-// A Destination is one domain's outbound side on the shard that owns it: its route, its ready
-// queue and its pool of reused SMTP connections.
+// A Site is the outbound side of one or more destination domains on the shard that owns it: a
+// ready queue and a pool of reused SMTP connections. Domains whose MX host sets are equal, and
+// whose TLS policy is the same, share one site (MX rollup, as KumoMTA's sites): one queue, one
+// pool, one set of limits. The policy is decided per domain before the rollup, so a domain's
+// requirement never applies to its MX siblings, nor theirs to it. A domain with a static route
+// (or the smarthost) is a site of its own, named by the domain.
 //
 // Ready queue: jobs that are due wait in `pending_` without a body or in `ready_` with one.
 // Bodies are loaded from the spool only once the pool has a connection ready for transactions
-// (greeting and EHLO done), one for every fourth such connection and one more (at most
-// Options::max_loaded_bodies, loaded or being loaded), so a destination that is down, or a deep
+// (greeting, EHLO and STARTTLS done), one for every fourth such connection and one more (at most
+// Options::max_loaded_bodies, loaded or being loaded), so a site that is down, or a deep
 // backlog, holds envelopes only.
 //
 // Pool invariants: open connections <= max_connections; each open connection is connecting,
 // busy with one transaction, or idle (on idle_, with an idle timer); a connection carries at most
 // max_messages_per_connection messages, then QUITs. After a failed connection attempt no new one
-// is opened for a short hold (a refusing host is not hammered); when no connection of the pool
-// works, everything waiting is deferred at once.
+// is opened to that address for a short hold (a refusing host is not hammered); when no address
+// of the route works, everything waiting is deferred at once.
+//
+// Outbound STARTTLS (RFC 3207) by the site's TlsMode: the session asks for it after EHLO, the
+// connection runs the handshake through core/tls and the session says EHLO again inside it.
 //
 // Outcomes go to the Engine (delivery.cc), which owns the spool, the scheduler and the backoff.
 // Threading: lives on its shard.
@@ -22,10 +29,12 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/reactor.h"
 #include "core/smtp/reply.h"
+#include "core/tls/tls.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
 #include "delivery/routing.h"
@@ -33,7 +42,7 @@
 
 namespace spate::delivery {
 
-class Destination;
+class Site;
 class ClientConnection;
 
 // What a destination needs from the engine of its shard.
@@ -42,27 +51,37 @@ class Engine {
   virtual ~Engine() = default;
   virtual Reactor& reactor() = 0;
   virtual const Options& options() const = 0;
-  virtual Routing& routing() = 0;
+  virtual Stats& stats() = 0;
+  // The client context for STARTTLS (trust store loaded); null: no TLS outbound.
+  virtual const tls::TlsContext* tls_context() const = 0;
   virtual bool shutting_down() const = 0;
-  // The outcome of recipient `i` of `job`; a 4xx appends it to `deferred`.
-  virtual void Record(Destination& dest, const Job& job, size_t i, const smtp::Reply& reply,
-                      std::vector<Recipient>* deferred) = 0;
+  // The outcome of recipient `i` of `job`; a 4xx appends it to `deferred`. `site` is null for
+  // an outcome decided before any site (a route failure); `via` is appended to the log line
+  // (" mx=... tls=...").
+  virtual void Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply,
+                      std::vector<Recipient>* deferred, std::string_view via = {}) = 0;
   // The transaction is over: `deferred` (may be empty) are tried again later.
   virtual void Reschedule(Job&& job, std::vector<Recipient>&& deferred) = 0;
-  // Reads job.message's body, then gives the job back with dest.OnBodyLoaded() (the destination
+  // Reads job.message's body, then gives the job back with site.OnBodyLoaded() (the site
   // stays while a load is out: it is not idle).
-  virtual void LoadBody(Destination& dest, Job&& job) = 0;
+  virtual void LoadBody(Site& site, Job&& job) = 0;
+  // An opportunistic handshake with the site failed: it goes in plaintext for a while.
+  virtual bool TlsBroken(const std::string& site) = 0;
+  virtual void MarkTlsBroken(const std::string& site) = 0;
 };
 
-class Destination {
+class Site {
  public:
-  Destination(Engine& engine, std::string domain, DomainStats& stats);
-  ~Destination();  // precondition: no connection open
-  Destination(const Destination&) = delete;
-  Destination& operator=(const Destination&) = delete;
+  // `name` is the site's key (delivery.cc); `route` its first route; `tls` its mode.
+  Site(Engine& engine, std::string name, RouteRef route, TlsMode tls);
+  ~Site();  // precondition: no connection open
+  Site(const Site&) = delete;
+  Site& operator=(const Site&) = delete;
 
-  // A job that is due.
-  void Add(Job&& job);
+  // A job that is due, for one of the site's domains, with the route that domain resolved to
+  // now: when its addresses differ from the site's (a TTL ran out, the DNS changed), the new
+  // route replaces the old one for the connections to come.
+  void Add(Job&& job, const RouteRef& route);
   void OnBodyLoaded(Job&& job);
   // A load failed: the job goes back to the engine, counted as not loading.
   void OnBodyLost();
@@ -72,35 +91,41 @@ class Destination {
   // Shutdown: drops the queues (they stay in the spool) and aborts the connections.
   void Shutdown();
 
-  const std::string& domain() const { return domain_; }
+  const std::string& name() const { return name_; }
+  TlsMode tls() const { return tls_; }
   DomainStats& stats() { return stats_; }
   size_t queued_jobs() const { return pending_.size() + ready_.size() + loading_; }
   size_t loaded_bodies() const { return ready_.size() + loading_; }
   size_t open_connections() const { return open_.size(); }
   size_t idle_connections() const { return idle_.size(); }
 
-  // For the engine's sweep of idle destinations.
+  // For the engine's sweep of idle sites.
   Reactor::Clock::time_point idle_since{};
 
  private:
   friend class ClientConnection;
-  enum class RouteState : uint8_t { kUnknown, kResolving, kResolved };
 
+  void SetRoute(RouteRef route);
   void Queue(Job&& job);
   void Pump();
-  void OnRouted(RouteRef route);
   void DeferWaiting(const smtp::Reply& why);
   void OnIdle(ClientConnection* conn);
-  void OnConnectionGone(ClientConnection* conn, bool ever_ready, const smtp::Reply& why);
+  void OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_failed,
+                        const smtp::Reply& why);
+  void UpdateConnections();
+  // The index of the first address not held now, or -1 when every one is (then hold_until_).
+  int PickHost();
+  void HoldHost(uint64_t generation, size_t index, const smtp::Reply& why);
 
   Engine& engine_;
-  std::string domain_;
+  std::string name_;
+  TlsMode tls_;
   DomainStats& stats_;
-  RouteState route_state_ = RouteState::kUnknown;
+  DomainStats* domain_stats_;  // the domain's own, when it is a site of its own; else null
   RouteRef route_;
   std::deque<Job> pending_;  // due, body not loaded
   std::deque<Job> ready_;    // due, body loaded
-  unsigned loading_ = 0;     // bodies being read for this destination
+  unsigned loading_ = 0;     // bodies being read for this site
   std::vector<ClientConnection*> open_;
   std::vector<ClientConnection*> idle_;
   unsigned connecting_ = 0;  // open connections not yet ready for a transaction
@@ -113,11 +138,6 @@ class Destination {
   uint64_t route_generation_ = 0;                      // a connection's index is of this route
   Reactor::Clock::time_point hold_until_{};
   Reactor::TimerId hold_timer_;
-
- public:
-  // The index of the first address not held now, or -1 when every one is (then hold_until_).
-  int PickHost();
-  void HoldHost(uint64_t generation, size_t index, const smtp::Reply& why);
 };
 
 }  // namespace spate::delivery

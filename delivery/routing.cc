@@ -7,6 +7,13 @@ RouteRef ToRoute(const Endpoint& e) {
   auto r = std::make_shared<Route>();
   r->name = e.text;
   r->hosts.push_back(e);
+  // "host:port" or "[v6]:port": the host, for SNI and the certificate check.
+  std::string_view host = e.text;
+  if (size_t colon = host.rfind(':'); colon != std::string_view::npos)
+    host = host.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  r->host_names.emplace_back(host);
   return r;
 }
 }  // namespace

@@ -32,8 +32,15 @@ struct RouteFailure {
 };
 
 struct Route {
-  std::string name;                     // for logs and synthetic replies: "127.0.0.1:2526"
-  std::vector<Endpoint> hosts;          // tried in order; empty only with a failure
+  std::string name;             // for logs and synthetic replies: "127.0.0.1:2526"
+  std::vector<Endpoint> hosts;  // tried in order; empty only with a failure
+  // Parallel to hosts: the name each address was found for (the MX host; the configured host
+  // of a static route), sent as SNI and verified in the certificate (tls = "verify").
+  std::vector<std::string> host_names;
+  // The site (MX rollup): the MX host names, sorted, joined by ','. Domains with the same site
+  // share one queue and one connection pool. Empty (static routes, the smarthost): the domain
+  // is a site of its own.
+  std::string site;
   std::optional<RouteFailure> failure;  // set: nowhere to go (an MX lookup said why)
 };
 // Null: no route (the destination's mail is deferred with "no route").

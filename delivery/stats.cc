@@ -2,31 +2,43 @@
 
 namespace spate::delivery {
 
-DomainStats& Stats::ForDomain(std::string_view domain) {
-  if (auto it = index_.find(std::string(domain)); it != index_.end())
+DomainStats& Stats::Table::For(std::string_view domain, size_t max) {
+  if (auto it = index.find(domain); it != index.end())
     return *it->second;
   std::string key(domain);
-  if (index_.size() >= max_domains_) {
+  if (index.size() >= max) {
     key = "other";
     // Overflow domains are not remembered one by one: that index would be the unbounded
     // thing this bound exists to prevent.
-    if (auto it = index_.find(key); it != index_.end())
+    if (auto it = index.find(key); it != index.end())
       return *it->second;
   }
   DomainStats* entry;
   {
-    std::lock_guard lock(mu_);
-    entry = &entries_.emplace_back();
+    std::lock_guard lock(mu);
+    entry = &entries.emplace_back();
     entry->domain = key;
   }
-  index_.emplace(key, entry);
+  index.emplace(key, entry);
   return *entry;
 }
 
-void Stats::ForEachDomain(const std::function<void(const DomainStats&)>& fn) const {
-  std::lock_guard lock(mu_);
-  for (const DomainStats& d : entries_)
+void Stats::Table::ForEach(const std::function<void(const DomainStats&)>& fn) const {
+  std::lock_guard lock(mu);
+  for (const DomainStats& d : entries)
     fn(d);
+}
+
+void Stats::CountTls(const std::string& version, const std::string& cipher) {
+  std::lock_guard lock(tls_mu_);
+  ++tls_[{version, cipher}];  // bounded: BoringSSL has a few versions and ciphers
+}
+
+void Stats::ForEachTls(const std::function<void(const std::string&, const std::string&, uint64_t)>&
+                           fn) const {
+  std::lock_guard lock(tls_mu_);
+  for (const auto& [key, n] : tls_)
+    fn(key.first, key.second, n);
 }
 
 }  // namespace spate::delivery

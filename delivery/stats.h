@@ -1,7 +1,8 @@
 // delivery/stats.h
 //
 // Delivery's hot counters on one shard: per destination domain, delivered / deferred / failed,
-// recipients queued and connections open. The owning shard is the only writer (core/counter.h);
+// recipients queued and connections open; the same per site (delivery/pool.h: the domains that
+// share an MX host set and one connection pool), whose connections are counted there only. The owning shard is the only writer (core/counter.h);
 // the metrics exporter reads them at scrape time from its own thread.
 //
 // Their number is bounded: after `max_domains` distinct domains, the rest are counted under
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -24,7 +26,7 @@
 namespace spate::delivery {
 
 struct DomainStats {
-  std::string domain;
+  std::string domain;  // or, in a site's entry, the site's name
   Counter delivered;
   Counter deferred;
   Counter failed;
@@ -37,16 +39,45 @@ class Stats {
   explicit Stats(size_t max_domains) : max_domains_(max_domains) {}
 
   // Owning shard only. The entry for `domain` (lower case), or for "other" past the bound.
-  DomainStats& ForDomain(std::string_view domain);
+  DomainStats& ForDomain(std::string_view domain) { return domains_.For(domain, max_domains_); }
+  // The same for a site, with its own bound of max_domains.
+  DomainStats& ForSite(std::string_view site) { return sites_.For(site, max_domains_); }
 
   // Any thread.
-  void ForEachDomain(const std::function<void(const DomainStats&)>& fn) const;
+  void ForEachDomain(const std::function<void(const DomainStats&)>& fn) const {
+    domains_.ForEach(fn);
+  }
+  void ForEachSite(const std::function<void(const DomainStats&)>& fn) const { sites_.ForEach(fn); }
+
+  // Outbound TLS. A handshake done, by version and cipher (once per connection: a mutex is
+  // cheap there); any thread may read the table.
+  void CountTls(const std::string& version, const std::string& cipher);
+  void ForEachTls(const std::function<void(const std::string& version, const std::string& cipher,
+                                           uint64_t sessions)>& fn) const;
+  Counter tls_failures;     // handshakes that failed (or timed out)
+  Counter tls_fallbacks;    // opportunistic sites sent in the clear after one
+  Counter tls_unavailable;  // TLS required but not offered or refused: no transaction
 
  private:
+  struct Table {
+    DomainStats& For(std::string_view name, size_t max);
+    void ForEach(const std::function<void(const DomainStats&)>& fn) const;
+
+    struct Hash {
+      using is_transparent = void;
+      size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    };
+    // Owning shard only; looked up by string_view, with no copy (once per recipient outcome).
+    std::unordered_map<std::string, DomainStats*, Hash, std::equal_to<>> index;
+    mutable std::mutex mu;                                // guards entries' growth
+    std::deque<DomainStats> entries;                      // stable addresses
+  };
+
   size_t max_domains_;
-  std::unordered_map<std::string, DomainStats*> index_;  // owning shard only
-  mutable std::mutex mu_;                                // guards entries_' growth
-  std::deque<DomainStats> entries_;                      // stable addresses
+  mutable std::mutex tls_mu_;
+  std::map<std::pair<std::string, std::string>, uint64_t> tls_;  // guarded by tls_mu_
+  Table domains_;
+  Table sites_;
 };
 
 }  // namespace spate::delivery

@@ -41,15 +41,22 @@ class SampleCollector : public prometheus::Collectable {
       uint64_t delivered = 0, deferred = 0, failed = 0;
       int64_t queued = 0, connections = 0;
     };
-    std::map<std::string, Sums> domains;  // sorted: stable exposition order
-    for (const DomainSample& d : sample.domains) {
-      Sums& sum = domains[d.domain];  // "other" may exist on several shards: summed
-      sum.delivered += d.delivered;
-      sum.deferred += d.deferred;
-      sum.failed += d.failed;
-      sum.queued += d.queued;
-      sum.connections += d.connections;
-    }
+    // Sorted: stable exposition order. A name may come from several shards ("other"; a
+    // domain whose mail was recorded on the shards of its sites): summed.
+    auto sum_up = [](const std::vector<DomainSample>& samples) {
+      std::map<std::string, Sums> sums;
+      for (const DomainSample& d : samples) {
+        Sums& sum = sums[d.domain];
+        sum.delivered += d.delivered;
+        sum.deferred += d.deferred;
+        sum.failed += d.failed;
+        sum.queued += d.queued;
+        sum.connections += d.connections;
+      }
+      return sums;
+    };
+    const std::map<std::string, Sums> domains = sum_up(sample.domains);
+    const std::map<std::string, Sums> sites = sum_up(sample.sites);
     const uint64_t received = sample.messages_received;
     const uint64_t rcpts = sample.recipients_received;
     const uint64_t accepted_conns = sample.connections_accepted;
@@ -112,6 +119,46 @@ class SampleCollector : public prometheus::Collectable {
     out.push_back(std::move(queued));
     out.push_back(std::move(conns));
 
+    auto site_deliveries =
+        Family("spate_site_deliveries_total",
+               "Recipient delivery attempts by site (the domains sharing an MX host set and one "
+               "connection pool) and outcome.",
+               MetricType::Counter);
+    auto site_conns = Family("spate_site_outbound_connections",
+                             "Open delivery connections by site.", MetricType::Gauge);
+    for (const auto& [site, sum] : sites) {
+      for (auto [outcome, v] :
+           {std::pair{"delivered", sum.delivered}, std::pair{"deferred", sum.deferred},
+            std::pair{"failed", sum.failed}}) {
+        site_deliveries.metric.push_back(Value(MetricType::Counter, static_cast<double>(v),
+                                               {{"site", site}, {"outcome", outcome}}));
+      }
+      site_conns.metric.push_back(
+          Value(MetricType::Gauge, static_cast<double>(sum.connections), {{"site", site}}));
+    }
+    out.push_back(std::move(site_deliveries));
+    out.push_back(std::move(site_conns));
+
+    {
+      auto sessions = Family("spate_outbound_tls_sessions_total",
+                             "Outbound STARTTLS handshakes done, by TLS version and cipher.",
+                             MetricType::Counter);
+      for (const auto& [key, n] : sample.tls.sessions) {
+        sessions.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
+                                        {{"version", key.first}, {"cipher", key.second}}));
+      }
+      out.push_back(std::move(sessions));
+      scalar("spate_outbound_tls_failures_total",
+             "Outbound TLS handshakes that failed or timed out.", MetricType::Counter,
+             static_cast<double>(sample.tls.failures));
+      scalar("spate_outbound_tls_fallbacks_total",
+             "Opportunistic sites sent in plaintext after a failed handshake.", MetricType::Counter,
+             static_cast<double>(sample.tls.fallbacks));
+      scalar("spate_outbound_tls_unavailable_total",
+             "Connections closed unused: TLS required but not offered or refused by the server.",
+             MetricType::Counter, static_cast<double>(sample.tls.unavailable));
+    }
+
     {
       const SpoolSample& sp = sample.spool;
       scalar("spate_spool_commit_batches_total", "Synced spool write batches (group commits).",
@@ -163,7 +210,7 @@ class SampleCollector : public prometheus::Collectable {
       }
       out.push_back(std::move(lookups));
       scalar("spate_mx_route_cache_hits_total",
-             "Destinations routed from the MX route cache, without a lookup.", MetricType::Counter,
+             "Jobs routed from the MX route cache, without a lookup.", MetricType::Counter,
              static_cast<double>(d.route_cache_hits));
       scalar("spate_mx_routes_resolved_total", "MX routes found by DNS lookups.",
              MetricType::Counter, static_cast<double>(d.routes_resolved));

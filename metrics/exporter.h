@@ -14,7 +14,9 @@
 
 #include <functional>
 #include <memory>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/result.h"
@@ -57,6 +59,14 @@ struct DnsSample {
   uint64_t routes_failed = 0;
 };
 
+// Outbound TLS, summed over the shards.
+struct TlsSample {
+  std::map<std::pair<std::string, std::string>, uint64_t> sessions;  // (version, cipher) -> n
+  uint64_t failures = 0;     // handshakes that failed or timed out
+  uint64_t fallbacks = 0;    // opportunistic sites sent in the clear after a failure
+  uint64_t unavailable = 0;  // TLS required, not offered or refused: deferred
+};
+
 // Everything one scrape shows, summed over the shards by whoever fills it.
 struct Sample {
   uint64_t messages_received = 0;
@@ -69,7 +79,9 @@ struct Sample {
   uint64_t log_dropped = 0;     // log lines dropped: the log writer could not keep up
   unsigned shards = 0;
   std::vector<DomainSample> domains;
+  std::vector<DomainSample> sites;  // `domain` is the site's name
   SpoolSample spool;
+  TlsSample tls;
   DnsSample dns;
 };
 

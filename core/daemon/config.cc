@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <unistd.h>
 
 // toml++ header-only and without exceptions: project code never throws (STYLE.md), and the
@@ -147,11 +149,32 @@ bool ResolveEndpoint(const std::string& text, Endpoint* out) {
   return true;
 }
 
+// The machine's fully qualified name, as Postfix's myhostname: gethostname(), and when that has
+// no dot, the canonical name the resolver gives it (/etc/hosts first, as nsswitch.conf says).
+// Called once, at start-up, before any reactor runs.
+constexpr const char* kTlsModes = "\"opportunistic\", \"required\", \"verify\" or \"off\"";
+
+bool ParseTlsMode(std::string_view mode) {
+  return mode == "opportunistic" || mode == "required" || mode == "verify" || mode == "off";
+}
+
 std::string HostName() {
   char buf[256] = {};
   if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0')
     return "localhost";
-  return buf;
+  std::string name = buf;
+  if (name.find('.') != std::string::npos)
+    return name;
+  addrinfo hints{};
+  hints.ai_flags = AI_CANONNAME;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(name.c_str(), nullptr, &hints, &res) == 0 && res != nullptr) {
+    if (res->ai_canonname != nullptr && std::strchr(res->ai_canonname, '.') != nullptr)
+      name = res->ai_canonname;
+    freeaddrinfo(res);
+  }
+  return name;
 }
 
 }  // namespace
@@ -231,7 +254,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
     static const std::set<std::string> kTables = {
-        "server", "spool", "metrics", "shards", "delivery", "routes", "log", "tls", "auth", "dns"};
+        "server", "spool",  "metrics", "shards",     "delivery",
+        "routes", "log",    "tls",     "tls_policy", "auth",     "dns"};
     if (kTables.count(std::string(k.str())) == 0 || !v.is_table()) {
       *error = "unknown section [" + std::string(k.str()) + "]";
       return Unexpected{std::make_error_code(std::errc::invalid_argument)};
@@ -361,6 +385,12 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
                   "must be \"ipv4_first\", \"ipv6_first\", \"ipv4_only\" or \"ipv6_only\"");
   }
   delivery.Unsigned("max_addresses", &c.max_addresses, 1, 100);
+  c.delivery_tls = "opportunistic";
+  delivery.String("tls", &c.delivery_tls);
+  if (!ParseTlsMode(c.delivery_tls))
+    delivery.Fail("tls", std::string("must be ") + kTlsModes);
+  c.tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";
+  delivery.String("tls_ca_file", &c.tls_ca_file);
   delivery.RejectUnknown();
   for (const std::string& entry : prohibited) {
     auto network = ParseNetwork(entry);
@@ -466,6 +496,20 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
         return Unexpected{std::make_error_code(std::errc::invalid_argument)};
       }
       c.routes.emplace(domain, std::move(ep));
+    }
+  }
+  if (const toml::table* policy = root["tls_policy"].as_table()) {
+    // [tls_policy] "example.com" = "required": the domain's own mode, whatever its site.
+    for (const auto& [k, v] : *policy) {
+      std::string domain(k.str());
+      for (char& ch : domain)
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      auto mode = v.value<std::string>();
+      if (!mode || !ParseTlsMode(*mode)) {
+        *error = "[tls_policy] \"" + domain + "\" must be " + kTlsModes;
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      c.tls_policy.emplace(domain, *mode);
     }
   }
   if (c.hostname.empty())

@@ -100,6 +100,11 @@ struct Config {
   std::vector<Network> prohibited_networks;
   std::string address_order;
   unsigned max_addresses = 5;
+  // [delivery] tls: outbound STARTTLS, "opportunistic" | "required" | "verify" | "off"; the
+  // roots "verify" trusts; [tls_policy]: lower-case domain -> its own mode.
+  std::string delivery_tls;
+  std::string tls_ca_file;
+  std::map<std::string, std::string> tls_policy;
   // [dns]: "host:port" servers to ask (empty: /etc/resolv.conf), per-lookup timeout, lookups at
   // once per shard.
   std::vector<std::string> dns_nameservers;

@@ -194,6 +194,23 @@ int Run(int argc, char** argv) {
     }
     tls_context = std::move(ctx).value();
   }
+  // Outbound STARTTLS: one client context for every shard, with the roots "verify" trusts. A
+  // missing roots file stops the start only when some domain is to be verified.
+  std::unique_ptr<tls::TlsContext> client_tls;
+  {
+    bool verify = config.delivery_tls == "verify";
+    for (const auto& [domain, mode] : config.tls_policy)
+      verify = verify || mode == "verify";
+    auto ctx = tls::TlsContext::CreateClient(config.tls_ca_file, &error);
+    if (!ctx && verify) {
+      std::fprintf(stderr, "spate: [delivery] tls_ca_file: %s\n", error.c_str());
+      return 2;
+    }
+    if (!ctx)
+      ctx = tls::TlsContext::CreateClient("", &error);
+    if (ctx)
+      client_tls = std::move(ctx).value();
+  }
   std::unique_ptr<auth::CredentialStore> users;
   if (!config.auth_users_file.empty()) {
     auto store = auth::CredentialStore::Load(config.auth_users_file, &error);
@@ -325,6 +342,16 @@ int Run(int argc, char** argv) {
             sample.domains.push_back({ds.domain, ds.delivered.Get(), ds.deferred.Get(),
                                       ds.failed.Get(), ds.queued.Get(), ds.connections.Get()});
           });
+          d->ForEachSite([&](const delivery::DomainStats& ds) {
+            sample.sites.push_back({ds.domain, ds.delivered.Get(), ds.deferred.Get(),
+                                    ds.failed.Get(), ds.queued.Get(), ds.connections.Get()});
+          });
+          d->ForEachTls([&](const std::string& version, const std::string& cipher, uint64_t n) {
+            sample.tls.sessions[{version, cipher}] += n;
+          });
+          sample.tls.failures += d->tls_failures.Get();
+          sample.tls.fallbacks += d->tls_fallbacks.Get();
+          sample.tls.unavailable += d->tls_unavailable.Get();
         }
         queue::SpoolStats sp = spool_ptr->stats();
         sample.spool = {sp.batches,
@@ -388,6 +415,8 @@ int Run(int argc, char** argv) {
       }
       auto d = std::make_unique<delivery::Delivery>(
           shard.reactor(), delivery_options, delivery_spool, *shard_routing, *delivery_stats[i]);
+      d->SetSiteOwners(&dispatcher, static_cast<ShardId>(i));
+      d->SetTlsContext(client_tls.get());
       dispatcher.Attach(static_cast<ShardId>(i), &shard.reactor(), d.get());
       shard.AddService(std::move(d));
       auto s = std::make_unique<server::SubmissionServer>(

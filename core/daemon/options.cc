@@ -37,6 +37,19 @@ delivery::Options DeliveryOptions(const Config& c) {
   o.retry_base = c.retry_base;
   o.retry_max = c.retry_max;
   o.log_deliveries = c.log_deliveries;
+  auto mode = [](const std::string& m) {
+    if (m == "off")
+      return delivery::TlsMode::kOff;
+    if (m == "required")
+      return delivery::TlsMode::kRequired;
+    if (m == "verify")
+      return delivery::TlsMode::kVerify;
+    return delivery::TlsMode::kOpportunistic;
+  };
+  o.tls = mode(c.delivery_tls);
+  for (const auto& [domain, m] : c.tls_policy)
+    o.tls_policy.emplace(domain, mode(m));
+  o.tls_handshake_timeout = c.tls_handshake_timeout;
   return o;
 }
 

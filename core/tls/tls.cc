@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <climits>
 
+#include <arpa/inet.h>
+
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -79,6 +81,22 @@ Result<std::unique_ptr<TlsContext>> TlsContext::CreateServer(const std::string& 
   return context;
 }
 
+Result<std::unique_ptr<TlsContext>> TlsContext::CreateClient(const std::string& ca_file,
+                                                             std::string* error) {
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_method());
+  if (ctx == nullptr)
+    return ContextError(Errc::kContext, "SSL_CTX_new", error);
+  std::unique_ptr<TlsContext> context(new TlsContext(ctx, /*server=*/false));
+  if (!SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION) ||
+      !SSL_CTX_set_strict_cipher_list(ctx, "ALL:!3DES")) {
+    return ContextError(Errc::kContext, "SSL_CTX", error);
+  }
+  if (!ca_file.empty() && !SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr))
+    return ContextError(Errc::kCertificateFile, ca_file, error);
+  return context;
+}
+
 std::unique_ptr<TlsContext> TlsContext::Adopt(ssl_ctx_st* ctx, bool server) {
   return std::unique_ptr<TlsContext>(new TlsContext(ctx, server));
 }
@@ -88,6 +106,14 @@ TlsContext::~TlsContext() {
 }
 
 TlsSession::TlsSession(const TlsContext& context) {
+  Init(context, {}, false);
+}
+
+TlsSession::TlsSession(const TlsContext& context, std::string_view server_name, bool verify) {
+  Init(context, server_name, verify);
+}
+
+void TlsSession::Init(const TlsContext& context, std::string_view server_name, bool verify) {
   ERR_clear_error();
   ssl_ = SSL_new(context.native());
   BIO* rbio = BIO_new(BIO_s_mem());
@@ -105,6 +131,23 @@ TlsSession::TlsSession(const TlsContext& context) {
     SSL_set_accept_state(ssl_);
   } else {
     SSL_set_connect_state(ssl_);
+    const std::string name(server_name);
+    in6_addr ip{};
+    const bool literal = inet_pton(AF_INET, name.c_str(), &ip) == 1 ||
+                         inet_pton(AF_INET6, name.c_str(), &ip) == 1;
+    if (!name.empty() && !literal)
+      SSL_set_tlsext_host_name(ssl_, name.c_str());
+    if (verify) {
+      verify_ = true;
+      SSL_set_verify(ssl_, SSL_VERIFY_PEER, nullptr);
+      X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+      const bool named = literal ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) == 1
+                                 : X509_VERIFY_PARAM_set1_host(param, name.data(), name.size()) == 1;
+      if (name.empty() || !named) {
+        (void)Fail(Errc::kContext, 0);
+        return;
+      }
+    }
     (void)Handshake();  // queues the ClientHello
   }
 }
@@ -115,6 +158,13 @@ TlsSession::~TlsSession() {
 
 Result<void> TlsSession::Fail(Errc code, int ret) {
   std::string detail = TakeErrors();
+  if (ssl_ != nullptr && verify_) {
+    // A certificate that did not verify: say why ("certificate has expired", "Hostname
+    // mismatch"), not only that the handshake failed.
+    if (long v = SSL_get_verify_result(ssl_); v != X509_V_OK) {
+      detail = std::string("certificate verify failed: ") + X509_verify_cert_error_string(v);
+    }
+  }
   if (detail.empty() && ssl_ != nullptr && ret <= 0) {
     switch (SSL_get_error(ssl_, ret)) {
       case SSL_ERROR_SYSCALL:

@@ -33,6 +33,12 @@ class TlsContext {
   static Result<std::unique_ptr<TlsContext>> CreateServer(const std::string& cert_chain_pem_path,
                                                           const std::string& key_pem_path,
                                                           std::string* error = nullptr);
+  // A client context for outbound STARTTLS, trusting the PEM roots in `ca_file` (empty: none;
+  // then no certificate verifies). TLS 1.0 is the floor here, not 1.2: opportunistic TLS to a
+  // server stuck on an old version is still better than the clear text it would fall back to
+  // (RFC 7435 §3). Whether a session verifies is its own choice (TlsSession's `verify`).
+  static Result<std::unique_ptr<TlsContext>> CreateClient(const std::string& ca_file,
+                                                          std::string* error = nullptr);
   // Adopts a configured SSL_CTX (takes over one reference), e.g. a client context in a test or,
   // later, outbound STARTTLS. `server` says which side its sessions play.
   static std::unique_ptr<TlsContext> Adopt(ssl_ctx_st* ctx, bool server);
@@ -56,6 +62,10 @@ class TlsSession {
   // A session on `context` (borrowed; it must outlive the session). A client session queues its
   // ClientHello at once: send TakeCiphertext(). A server session waits for the peer's.
   explicit TlsSession(const TlsContext& context);
+  // A client session for `server_name` (sent as SNI unless it is an IP literal, RFC 6066 §3).
+  // With `verify` the peer's chain must verify to the context's roots and name server_name
+  // (RFC 6125), else the handshake fails saying why.
+  TlsSession(const TlsContext& context, std::string_view server_name, bool verify);
   ~TlsSession();
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
@@ -89,12 +99,14 @@ class TlsSession {
   Result<void> Fail(Errc code, int ret);
   Result<void> Handshake();
   Result<void> WriteNow(std::string_view plaintext);
+  void Init(const TlsContext& context, std::string_view server_name, bool verify);
 
   ssl_st* ssl_ = nullptr;
   std::string pending_;  // plaintext written before the handshake was done
   std::string failure_;
   std::error_code error_;
   bool handshake_done_ = false;
+  bool verify_ = false;
   bool peer_closed_ = false;
   bool shut_down_ = false;
 };

@@ -66,6 +66,7 @@ struct EventRenderer {
   }
   std::string operator()(const ReadyForTransaction&) const { return "ready"; }
   std::string operator()(const Closed& e) const { return "closed " + Render(e.reply); }
+  std::string operator()(const StartTls&) const { return "starttls"; }
 };
 
 enum class Op { kServer, kSubmit, kQuit, kAbort };

@@ -975,13 +975,13 @@ TEST_F(DeliveryEngineTest, IdleConnectionQuitsAfterIdleTimeoutAndTheDestinationI
   ASSERT_TRUE(RunUntil([&] { return peer_.count("QUIT") == 1; }));
   ASSERT_TRUE(RunUntil([&] { return delivery_->open_connections(kDomain) == 0; }));
   EXPECT_EQ(peer_.connections()[0].transactions.size(), 1u);
-  EXPECT_EQ(delivery_->destinations(), 1u);
+  EXPECT_EQ(delivery_->sites(), 1u);
 
   Advance(5s);
   RunTurns();
   Advance(5s);
   RunTurns();
-  EXPECT_EQ(delivery_->destinations(), 0u);
+  EXPECT_EQ(delivery_->sites(), 0u);
   EXPECT_EQ(delivery_->open_connections(kDomain), -1);
 
   // Mail for it again: a new destination, a new connection, delivered.
@@ -989,7 +989,7 @@ TEST_F(DeliveryEngineTest, IdleConnectionQuitsAfterIdleTimeoutAndTheDestinationI
   ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 2; }));
   EXPECT_EQ(spool_.finishes(2, 0), 1u);
   EXPECT_EQ(peer_.accepted(), 2u);
-  EXPECT_EQ(delivery_->destinations(), 1u);
+  EXPECT_EQ(delivery_->sites(), 1u);
 }
 
 TEST_F(DeliveryEngineTest, JobDueInTheFutureWaitsInTheSchedulerUntilThen) {
@@ -998,7 +998,7 @@ TEST_F(DeliveryEngineTest, JobDueInTheFutureWaitsInTheSchedulerUntilThen) {
   job.due_ms = clock_.WallMs() + 30000;
   Enqueue(std::move(job));
   EXPECT_EQ(delivery_->scheduled(), 1u);
-  EXPECT_EQ(delivery_->destinations(), 0u);
+  EXPECT_EQ(delivery_->sites(), 0u);
 
   Advance(29900ms);
   RunTurns();
