@@ -115,9 +115,9 @@ void ClientSession::OnReply(smtp::Reply reply) {
         return;
       }
       if (options_.require_tls) {
-        QuitAndClose(smtp::Reply{451, "4.7.4",
-                                 "TLS is required, but " + options_.peer +
-                                     " refused STARTTLS: " + reply.ToString()});
+        QuitAndClose(smtp::Reply{
+            451, "4.7.4",
+            "TLS is required, but " + options_.peer + " refused STARTTLS: " + reply.ToString()});
       } else {
         state_ = State::kIdle;  // opportunistic: on in the clear
         events_.emplace_back(ReadyForTransaction{});

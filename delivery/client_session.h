@@ -77,15 +77,14 @@ struct Closed {
 // OnTlsEstablished() (or Abort() when it fails).
 struct StartTls {};
 
-using Event =
-    std::variant<RecipientResult, TransactionDone, ReadyForTransaction, Closed, StartTls>;
+using Event = std::variant<RecipientResult, TransactionDone, ReadyForTransaction, Closed, StartTls>;
 
 class ClientSession {
  public:
   struct Options {
     std::string helo_name = "localhost";
-    bool starttls = false;     // ask for TLS when the server offers it
-    bool require_tls = false;  // never a transaction in the clear
+    bool starttls = false;        // ask for TLS when the server offers it
+    bool require_tls = false;     // never a transaction in the clear
     std::string peer = "server";  // for reasons: "mx1.example.com[192.0.2.1]:25"
   };
 

@@ -6,10 +6,9 @@
 
 #include "core/allocator.h"
 #include "core/log.h"
+#include "core/tls/tls.h"
 #include "delivery/pool.h"
 #include "delivery/scheduler.h"
-
-#include "core/tls/tls.h"
 
 namespace spate::delivery {
 
@@ -126,9 +125,9 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
     return;
   if (route == nullptr) {
     // Asked again next time: a route may appear (a configuration reload).
-    return Settle(std::move(job), Synthetic(451, "4.4.0",
-                                            "no route to " + domain +
-                                                " (configure [routes] or a smarthost)"));
+    return Settle(
+        std::move(job),
+        Synthetic(451, "4.4.0", "no route to " + domain + " (configure [routes] or a smarthost)"));
   }
   if (route->failure) {
     // The lookup said why there is nowhere to go: a 5xx fails the recipients at once (a null

@@ -9,8 +9,8 @@
 
 #include "core/connection.h"
 #include "core/log.h"
-#include "delivery/client_session.h"
 #include "core/tls/tls.h"
+#include "delivery/client_session.h"
 
 namespace spate::delivery {
 
@@ -145,10 +145,10 @@ class ClientConnection final : public Connection {
                                    : std::string("connection closed by peer");
       if (tls_ && !tls_->handshake_done()) {
         TlsFailed(why);  // a server that hangs up in the handshake has broken TLS too
-        return;
+      } else {
+        session_.Abort(why);
+        Drain();
       }
-      session_.Abort(why);
-      Drain();
     }
     if (!gone_reported_) {
       gone_reported_ = true;
@@ -351,8 +351,16 @@ void Site::Add(Job&& job, const RouteRef& route) {
       std::sort(t.begin(), t.end());
       return t;
     };
-    if (texts(*route) != texts(*route_))
+    if (texts(*route) != texts(*route_)) {
       SetRoute(route);
+      // Idle connections to the old addresses are not reused: the new route is the truth.
+      std::vector<ClientConnection*> stale;
+      stale.swap(idle_);
+      for (ClientConnection* c : stale) {
+        engine_.reactor().CancelTimer(c->idle_timer());
+        c->Quit();
+      }
+    }
   }
   // Transactions carry at most max_recipients_per_transaction recipients; the parts share the
   // message and its body.

@@ -34,8 +34,8 @@ void Stats::CountTls(const std::string& version, const std::string& cipher) {
   ++tls_[{version, cipher}];  // bounded: BoringSSL has a few versions and ciphers
 }
 
-void Stats::ForEachTls(const std::function<void(const std::string&, const std::string&, uint64_t)>&
-                           fn) const {
+void Stats::ForEachTls(
+    const std::function<void(const std::string&, const std::string&, uint64_t)>& fn) const {
   std::lock_guard lock(tls_mu_);
   for (const auto& [key, n] : tls_)
     fn(key.first, key.second, n);

@@ -2,8 +2,9 @@
 //
 // Delivery's hot counters on one shard: per destination domain, delivered / deferred / failed,
 // recipients queued and connections open; the same per site (delivery/pool.h: the domains that
-// share an MX host set and one connection pool), whose connections are counted there only. The owning shard is the only writer (core/counter.h);
-// the metrics exporter reads them at scrape time from its own thread.
+// share an MX host set and one connection pool), whose connections are counted there only. The
+// owning shard is the only writer (core/counter.h); the metrics exporter reads them at scrape time
+// from its own thread.
 //
 // Their number is bounded: after `max_domains` distinct domains, the rest are counted under
 // "other", so a million-domain campaign cannot blow up the label cardinality. An entry outlives
@@ -69,8 +70,8 @@ class Stats {
     };
     // Owning shard only; looked up by string_view, with no copy (once per recipient outcome).
     std::unordered_map<std::string, DomainStats*, Hash, std::equal_to<>> index;
-    mutable std::mutex mu;                                // guards entries' growth
-    std::deque<DomainStats> entries;                      // stable addresses
+    mutable std::mutex mu;            // guards entries' growth
+    std::deque<DomainStats> entries;  // stable addresses
   };
 
   size_t max_domains_;

@@ -253,9 +253,9 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   }
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
-    static const std::set<std::string> kTables = {
-        "server", "spool",  "metrics", "shards",     "delivery",
-        "routes", "log",    "tls",     "tls_policy", "auth",     "dns"};
+    static const std::set<std::string> kTables = {"server",     "spool",  "metrics", "shards",
+                                                  "delivery",   "routes", "log",     "tls",
+                                                  "tls_policy", "auth",   "dns"};
     if (kTables.count(std::string(k.str())) == 0 || !v.is_table()) {
       *error = "unknown section [" + std::string(k.str()) + "]";
       return Unexpected{std::make_error_code(std::errc::invalid_argument)};

@@ -133,16 +133,17 @@ void TlsSession::Init(const TlsContext& context, std::string_view server_name, b
     SSL_set_connect_state(ssl_);
     const std::string name(server_name);
     in6_addr ip{};
-    const bool literal = inet_pton(AF_INET, name.c_str(), &ip) == 1 ||
-                         inet_pton(AF_INET6, name.c_str(), &ip) == 1;
+    const bool literal =
+        inet_pton(AF_INET, name.c_str(), &ip) == 1 || inet_pton(AF_INET6, name.c_str(), &ip) == 1;
     if (!name.empty() && !literal)
       SSL_set_tlsext_host_name(ssl_, name.c_str());
     if (verify) {
       verify_ = true;
       SSL_set_verify(ssl_, SSL_VERIFY_PEER, nullptr);
       X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
-      const bool named = literal ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) == 1
-                                 : X509_VERIFY_PARAM_set1_host(param, name.data(), name.size()) == 1;
+      const bool named = literal
+                             ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) == 1
+                             : X509_VERIFY_PARAM_set1_host(param, name.data(), name.size()) == 1;
       if (name.empty() || !named) {
         (void)Fail(Errc::kContext, 0);
         return;

@@ -196,6 +196,11 @@ class Sink:
         self.proc.wait(10)
 
 
+def _toml_key(key):
+    """A bare key, or a quoted one when it has a dot (a domain in [tls_policy])."""
+    return f'"{key}"' if "." in key else key
+
+
 class Spate:
     """One spate process with its own spool and config in `workdir`."""
 
@@ -235,7 +240,8 @@ class Spate:
         dns_settings.update(dns or {})
         dns_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in dns_settings.items())
         section_lines = "\n".join(
-            f"[{name}]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in table.items())
+            f"[{name}]\n" + "\n".join(f"{_toml_key(k)} = {_toml_value(v)}"
+                                       for k, v in table.items())
             for name, table in (sections or {}).items())
         with open(self.config, "w") as f:
             f.write(f"""

@@ -1,8 +1,9 @@
 // tests/unit/client_session_test.cc
 //
-// ClientSession against scripted servers. Each case is a conversation: a list of steps (server
-// bytes, Submit, Quit, Abort), each followed by the exact bytes the client must have written
-// and the exact events it must have emitted. Every case runs with the server's bytes fed whole,
+// ClientSession against scripted servers. Each case is a conversation (with its own Options): a
+// list of steps (server bytes, Submit, Quit, Abort, the caller's TLS handshake done or failed),
+// each followed by the exact bytes the client must have written and the exact events it must
+// have emitted. Every case runs with the server's bytes fed whole,
 // byte by byte and in seeded random splits; the results must be identical. Invariants checked
 // on every step: one result per recipient before its TransactionDone, nothing after Closed,
 // idle() and closed() agreeing with the events.
@@ -69,11 +70,12 @@ struct EventRenderer {
   std::string operator()(const StartTls&) const { return "starttls"; }
 };
 
-enum class Op { kServer, kSubmit, kQuit, kAbort };
+enum class Op { kServer, kSubmit, kQuit, kAbort, kTlsEstablished, kFail };
 
 struct Step {
   Op op = Op::kServer;
   std::string input;                // kServer: the server's bytes; kAbort: the reason
+  smtp::Reply reply;                // kFail: the Closed reason
   Envelope envelope;                // kSubmit
   std::string body;                 // kSubmit; lives as long as the test parameter
   uint32_t id = 0;                  // kSubmit: the expected transaction id
@@ -117,15 +119,37 @@ Step Abort(std::string why, std::vector<std::string> events) {
   return s;
 }
 
+// The caller's TLS handshake after StartTls is done.
+Step TlsEstablished(std::string out, std::vector<std::string> events = {}) {
+  Step s;
+  s.op = Op::kTlsEstablished;
+  s.out = std::move(out);
+  s.events = std::move(events);
+  return s;
+}
+
+Step Fail(smtp::Reply reply, std::vector<std::string> events) {
+  Step s;
+  s.op = Op::kFail;
+  s.reply = std::move(reply);
+  s.events = std::move(events);
+  return s;
+}
+
 Step Check(std::function<void(const ClientSession&)> check) {
   Step s = Server("", "");
   s.check = std::move(check);
   return s;
 }
 
+ClientSession::Options Plain() {
+  return ClientSession::Options{.helo_name = "client.example"};
+}
+
 struct Case {
   std::string name;
   std::vector<Step> steps;
+  ClientSession::Options options = Plain();
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
@@ -142,6 +166,20 @@ constexpr char kEhloAll[] =
     "250 ENHANCEDSTATUSCODES\r\n";
 constexpr char kEhloPipelining[] = "250-mx.example.com\r\n250 PIPELINING\r\n";
 constexpr char kEhloLockStep[] = "250-mx.example.com\r\n250-SIZE\r\n250 ENHANCEDSTATUSCODES\r\n";
+
+constexpr char kEhloStartTls[] = "250-mx.example.com\r\n250-SIZE 1000\r\n250 STARTTLS\r\n";
+constexpr char kEhloStartTlsSize10[] = "250-mx.example.com\r\n250-SIZE 10\r\n250 STARTTLS\r\n";
+
+ClientSession::Options StartTlsOptions() {
+  return ClientSession::Options{
+      .helo_name = "client.example", .starttls = true, .peer = "mx.example.com[192.0.2.1]:25"};
+}
+
+ClientSession::Options RequireTlsOptions() {
+  ClientSession::Options o = StartTlsOptions();
+  o.require_tls = true;
+  return o;
+}
 
 std::vector<Step> Handshake(std::string ehlo_reply) {
   return {Server(kGreeting, kEhlo), Server(std::move(ehlo_reply), "", {"ready"})};
@@ -517,6 +555,133 @@ std::vector<Case> Cases() {
                        {"rcpt 1#0 421 4.4.2 protocol error: 2xx reply to DATA: 250 Ok", "done 1",
                         "closed 0 protocol error: 2xx reply to DATA: 250 Ok"})}})});
 
+  // STARTTLS (RFC 3207).
+  cases.push_back(
+      {"StartTlsWhenOfferedThenEhloAgainInsideTls",
+       {Server(kGreeting, kEhlo),
+        // SIZE 10 and STARTTLS in the clear; PIPELINING only inside TLS.
+        Server(kEhloStartTlsSize10, "STARTTLS\r\n"),
+        Check([](const ClientSession& s) { EXPECT_FALSE(s.tls_active()); }),
+        Server("220 2.0.0 Ready to start TLS\r\n", "", {"starttls"}),
+        Check([](const ClientSession& s) { EXPECT_FALSE(s.tls_active()); }), TlsEstablished(kEhlo),
+        // A server that (wrongly) offers STARTTLS again inside TLS is not asked twice.
+        Server("250-mx.example.com\r\n250-PIPELINING\r\n250 STARTTLS\r\n", "", {"ready"}),
+        Check([](const ClientSession& s) {
+          EXPECT_TRUE(s.tls_active());
+          EXPECT_TRUE(s.pipelining());
+          EXPECT_EQ(s.server_max_size(), 0u) << "the SIZE said in the clear was forgotten";
+        }),
+        // 13 octets, over the SIZE said in the clear: sent, and pipelined.
+        Submit(Env({"bob@a.example"}), "0123456789x\r\n", 1,
+               "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n")},
+       StartTlsOptions()});
+
+  cases.push_back(
+      {"CapabilitiesSaidInTheClearAreForgottenInsideTls",
+       {Server(kGreeting, kEhlo),
+        Server("250-mx.example.com\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
+               "250 STARTTLS\r\n",
+               "STARTTLS\r\n"),
+        Server("220 go ahead\r\n", "", {"starttls"}), TlsEstablished(kEhlo),
+        // Forgotten as soon as TLS is up, before the new EHLO is answered (RFC 3207 §4.2).
+        Check([](const ClientSession& s) {
+          EXPECT_FALSE(s.pipelining());
+          EXPECT_EQ(s.server_max_size(), 0u);
+        }),
+        Server(kEhloLockStep, "", {"ready"}),
+        Check([](const ClientSession& s) { EXPECT_FALSE(s.pipelining()); }),
+        [] {
+          Envelope e = Env({"bob@a.example", "carol@b.example"});
+          e.body_8bit = true;  // 8BITMIME was only said in the clear: no BODY=
+          return Submit(e, "Hi\r\n", 1, "MAIL FROM:<alice@example.org>\r\n");
+        }(),
+        Server("250 2.1.0 Ok\r\n", "RCPT TO:<bob@a.example>\r\n")},
+       StartTlsOptions()});
+
+  cases.push_back(
+      {"StartTlsIsNotSentWhenNotAskedFor",
+       Concat({Handshake(kEhloStartTls),
+               {Submit(Env({"bob@a.example"}), "Hi\r\n", 1, "MAIL FROM:<alice@example.org>\r\n"),
+                Check([](const ClientSession& s) { EXPECT_FALSE(s.tls_active()); })}}),
+       Plain()});
+
+  cases.push_back(
+      {"StartTlsIsNotSentWhenNotOffered",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "Hi\r\n", 1,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n"),
+                Check([](const ClientSession& s) { EXPECT_FALSE(s.tls_active()); })}}),
+       StartTlsOptions()});
+
+  // RFC 3207 §6: what came in the clear behind the 220 is never a reply, not even one that would
+  // answer the EHLO said inside TLS.
+  cases.push_back({"BytesBehindThe220AreNotTakenAsReplies",
+                   {Server(kGreeting, kEhlo), Server(kEhloStartTls, "STARTTLS\r\n"),
+                    Server("220 go\r\n250 injected\r\n", "", {"starttls"}),
+                    Server("250-injected too\r\n250 PIPELINING\r\n", ""), TlsEstablished(kEhlo),
+                    Server(kEhloLockStep, "", {"ready"}), Check([](const ClientSession& s) {
+                      EXPECT_TRUE(s.tls_active());
+                      EXPECT_FALSE(s.pipelining()) << "the injected PIPELINING was taken";
+                    })},
+                   StartTlsOptions()});
+
+  cases.push_back(
+      {"RequiredTlsNotOfferedClosesWith474AndQuits",
+       {Server(kGreeting, kEhlo),
+        Server(kEhloPipelining, "QUIT\r\n",
+               {"closed 451 4.7.4 TLS is required, but mx.example.com[192.0.2.1]:25 does not "
+                "offer STARTTLS"}),
+        Server("221 2.0.0 Bye\r\n", ""), Quit("")},
+       RequireTlsOptions()});
+
+  cases.push_back(
+      {"RequiredTlsRefusedClosesWith474AndQuits",
+       {Server(kGreeting, kEhlo), Server(kEhloStartTls, "STARTTLS\r\n"),
+        Server("454 4.7.0 TLS not available due to temporary reason\r\n", "QUIT\r\n",
+               {"closed 451 4.7.4 TLS is required, but mx.example.com[192.0.2.1]:25 refused "
+                "STARTTLS: 454 4.7.0 TLS not available due to temporary reason"}),
+        Server("221 2.0.0 Bye\r\n", "")},
+       RequireTlsOptions()});
+
+  cases.push_back(
+      {"OpportunisticTlsRefusedGoesOnInTheClear",
+       {Server(kGreeting, kEhlo),
+        Server("250-mx.example.com\r\n250-PIPELINING\r\n250 STARTTLS\r\n", "STARTTLS\r\n"),
+        Server("454 4.7.0 TLS not available due to temporary reason\r\n", "", {"ready"}),
+        Check([](const ClientSession& s) {
+          EXPECT_FALSE(s.tls_active());
+          EXPECT_TRUE(s.pipelining()) << "the EHLO said in the clear still holds in the clear";
+        }),
+        Submit(Env({"bob@a.example"}), "Hi\r\n", 1,
+               "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n")},
+       StartTlsOptions()});
+
+  cases.push_back({"ServiceClosingInReplyToStartTlsCloses",
+                   {Server(kGreeting, kEhlo), Server(kEhloStartTls, "STARTTLS\r\n"),
+                    Server("421 4.3.2 shutting down\r\n", "", {"closed 421 4.3.2 shutting down"}),
+                    TlsEstablished("")},
+                   StartTlsOptions()});
+
+  cases.push_back(
+      {"RequiredTlsAfterHeloFallbackClosesWith474",
+       {Server(kGreeting, kEhlo),
+        Server("502 5.5.1 Error: command not recognized\r\n", "HELO client.example\r\n"),
+        Server("250 mx.example.com\r\n", "QUIT\r\n",
+               {"closed 451 4.7.4 TLS is required, but mx.example.com[192.0.2.1]:25 does not "
+                "offer STARTTLS"})},
+       RequireTlsOptions()});
+
+  // The caller's handshake failed: the session ends with the caller's reason, says nothing more
+  // in the clear, and a late OnTlsEstablished() changes nothing.
+  cases.push_back(
+      {"FailedHandshakeClosesWithTheGivenReply",
+       {Server(kGreeting, kEhlo), Server(kEhloStartTls, "STARTTLS\r\n"),
+        Server("220 go\r\n", "", {"starttls"}),
+        Fail(smtp::Reply{451, "4.7.5", "TLS handshake failed: certificate verify failed"},
+             {"closed 451 4.7.5 TLS handshake failed: certificate verify failed"}),
+        TlsEstablished(""), Server("250 late\r\n", "")},
+       RequireTlsOptions()});
+
   return cases;
 }
 
@@ -531,9 +696,7 @@ class ClientSessionTest : public ::testing::TestWithParam<std::tuple<Case, Split
 
 TEST_P(ClientSessionTest, Conversation) {
   const auto& [c, split] = GetParam();
-  ClientSession::Options options;
-  options.helo_name = "client.example";
-  ClientSession session(options);
+  ClientSession session(c.options);
 
   std::map<uint32_t, std::vector<int>> results;  // per open transaction: results per recipient
   bool closed = false;
@@ -562,6 +725,12 @@ TEST_P(ClientSessionTest, Conversation) {
         break;
       case Op::kAbort:
         session.Abort(step.input);
+        break;
+      case Op::kTlsEstablished:
+        session.OnTlsEstablished();
+        break;
+      case Op::kFail:
+        session.Fail(step.reply);
         break;
     }
     EXPECT_EQ(session.TakeOutput(), step.out);

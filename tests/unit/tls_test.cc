@@ -1,7 +1,8 @@
 // tests/unit/tls_test.cc
 //
 // TlsSession pumped against TlsSession in memory: a server on tests/data/spate.test.{crt,key},
-// a client context (made here) that trusts that certificate.
+// a client context (made here) that trusts that certificate, and outbound clients from
+// TlsContext::CreateClient with their name checks and SNI.
 #include "core/tls/tls.h"
 
 #include <random>
@@ -241,6 +242,158 @@ TEST(TlsTest, ContextErrorsNameTheFile) {
   EXPECT_EQ(r.error(), Errc::kKeyMismatch);
   EXPECT_NE(error.find("other.key"), std::string::npos) << error;
   EXPECT_EQ(r.error().message(), "the TLS private key does not match the certificate");
+}
+
+// Outbound STARTTLS: a client from CreateClient, as the delivery engine makes it.
+std::unique_ptr<TlsContext> OutboundClient(const std::string& ca_file) {
+  std::string error;
+  auto ctx = TlsContext::CreateClient(ca_file, &error);
+  EXPECT_TRUE(ctx) << error;
+  return std::move(ctx).value();
+}
+
+// The name the client asked for in its ClientHello (SNI), as the server saw it; "(none)" when
+// it sent none.
+int RecordServerName(SSL* ssl, int* /*alert*/, void* arg) {
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  *static_cast<std::string*>(arg) = name != nullptr ? name : "(none)";
+  return SSL_TLSEXT_ERR_OK;
+}
+
+void RecordServerNameInto(TlsContext& server_ctx, std::string* seen) {
+  SSL_CTX_set_tlsext_servername_callback(server_ctx.native(), RecordServerName);
+  SSL_CTX_set_tlsext_servername_arg(server_ctx.native(), seen);
+}
+
+TEST(TlsClientTest, VerifiesAServerWhoseCertificateNamesIt) {
+  auto server_ctx = Server();
+  auto client_ctx = OutboundClient(kCert);
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx, "spate.test", /*verify=*/true);
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp)) << client.failure() << server.failure();
+  EXPECT_TRUE(client.handshake_done());
+  EXPECT_EQ(client.version(), "TLSv1.3");
+  ASSERT_TRUE(client.Write("EHLO client.test\r\n"));
+  ASSERT_TRUE(Pump(client, server, &cp, &sp));
+  EXPECT_EQ(sp, "EHLO client.test\r\n");
+}
+
+TEST(TlsClientTest, AServerWhoseCertificateNamesAnotherHostFailsVerification) {
+  auto server_ctx = Server();
+  auto client_ctx = OutboundClient(kCert);
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx, "other.test", /*verify=*/true);
+  std::string cp, sp;
+  EXPECT_FALSE(Pump(client, server, &cp, &sp));
+  EXPECT_TRUE(client.failed());
+  EXPECT_FALSE(client.handshake_done());
+  EXPECT_EQ(client.failure(), "certificate verify failed: Hostname mismatch");
+  EXPECT_TRUE(server.failed()) << "the client's alert reached the server";
+}
+
+TEST(TlsClientTest, WithoutTrustRootsNoCertificateVerifies) {
+  auto server_ctx = Server();
+  auto client_ctx = OutboundClient("");
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx, "spate.test", /*verify=*/true);
+  std::string cp, sp;
+  EXPECT_FALSE(Pump(client, server, &cp, &sp));
+  EXPECT_TRUE(client.failed());
+  EXPECT_EQ(client.failure().rfind("certificate verify failed: ", 0), 0u) << client.failure();
+}
+
+// Opportunistic TLS (RFC 7435): encryption without authentication, whatever the certificate.
+TEST(TlsClientTest, WithoutVerifyAnyCertificateIsTaken) {
+  auto server_ctx = Server();
+  auto client_ctx = OutboundClient("");
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx, "other.test", /*verify=*/false);
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp)) << client.failure() << server.failure();
+  EXPECT_TRUE(client.handshake_done());
+  EXPECT_FALSE(client.failed());
+}
+
+TEST(TlsClientTest, VerifyingWithoutANameFailsAtOnce) {
+  auto client_ctx = OutboundClient(kCert);
+  TlsSession client(*client_ctx, "", /*verify=*/true);
+  EXPECT_TRUE(client.failed());
+  EXPECT_FALSE(client.failure().empty());
+  EXPECT_TRUE(client.TakeCiphertext().empty()) << "no ClientHello for a session that failed";
+}
+
+TEST(TlsClientTest, TheServerSeesTheNameAskedForAsSni) {
+  auto server_ctx = Server();
+  std::string seen;
+  RecordServerNameInto(*server_ctx, &seen);
+  auto client_ctx = OutboundClient(kCert);
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx, "spate.test", /*verify=*/true);
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp)) << client.failure();
+  EXPECT_EQ(seen, "spate.test");
+}
+
+// RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName".
+TEST(TlsClientTest, AnIpLiteralIsNotSentAsSni) {
+  for (const char* ip : {"192.0.2.1", "2001:db8::1"}) {
+    SCOPED_TRACE(ip);
+    auto server_ctx = Server();
+    std::string seen;
+    RecordServerNameInto(*server_ctx, &seen);
+    auto client_ctx = OutboundClient("");
+    TlsSession server(*server_ctx);
+    TlsSession client(*client_ctx, ip, /*verify=*/false);
+    std::string cp, sp;
+    ASSERT_TRUE(Pump(client, server, &cp, &sp)) << client.failure();
+    EXPECT_EQ(seen, "(none)");
+  }
+}
+
+// An IP literal is checked against the certificate's IP addresses, which the test certificate
+// (DNS:spate.test only) has none of.
+TEST(TlsClientTest, AnIpLiteralIsVerifiedAsAnAddressNotAName) {
+  auto server_ctx = Server();
+  auto client_ctx = OutboundClient(kCert);
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx, "192.0.2.1", /*verify=*/true);
+  std::string cp, sp;
+  EXPECT_FALSE(Pump(client, server, &cp, &sp));
+  EXPECT_EQ(client.failure(), "certificate verify failed: IP address mismatch");
+}
+
+// RFC 7435 §3: TLS 1.0 is still better than the clear text an opportunistic client would
+// otherwise fall back to.
+TEST(TlsClientTest, AServerStuckOnTls10IsStillSpokenTo) {
+  SSL_CTX* old = SSL_CTX_new(TLS_method());
+  ASSERT_EQ(SSL_CTX_use_certificate_chain_file(old, kCert.c_str()), 1);
+  ASSERT_EQ(SSL_CTX_use_PrivateKey_file(old, kKey.c_str(), SSL_FILETYPE_PEM), 1);
+  SSL_CTX_set_min_proto_version(old, TLS1_VERSION);
+  SSL_CTX_set_max_proto_version(old, TLS1_VERSION);
+  auto server_ctx = TlsContext::Adopt(old, /*server=*/true);
+  auto client_ctx = OutboundClient(kCert);
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx, "spate.test", /*verify=*/true);
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp)) << client.failure() << server.failure();
+  EXPECT_EQ(client.version(), "TLSv1");
+}
+
+TEST(TlsClientTest, AMissingTrustRootFileIsNamed) {
+  std::string error;
+  auto r = TlsContext::CreateClient(kData + "/missing-roots.pem", &error);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), Errc::kCertificateFile);
+  EXPECT_NE(error.find("missing-roots.pem"), std::string::npos) << error;
+}
+
+TEST(TlsClientTest, ATrustRootFileWithoutCertificatesIsRefused) {
+  std::string error;
+  auto r = TlsContext::CreateClient(kKey, &error);  // a key, not a certificate
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), Errc::kCertificateFile);
+  EXPECT_NE(error.find("spate.test.key"), std::string::npos) << error;
 }
 
 }  // namespace
