@@ -6,7 +6,10 @@ spool in a temporary directory, or Postfix 3.7 from Debian with its queue in a t
 directory, both relaying every destination domain to the sink), then spate-blast into its
 submission port. It waits until the sink holds every accepted message, reads the MTA's CPU
 time and peak RSS from /proc, and prints one JSON summary. The same load also goes straight
-from spate-blast to spate-sink ("direct"), to show the instruments are not the limit.
+from spate-blast to spate-sink ("direct"), to show the instruments are not the limit. Target
+"spate-mx" is spate routing by MX records instead of static routes: a DNS server on loopback
+(tests/dns/dnsserver.py, python3-dnslib) gives domain d<i> the MX host mx<i % 10>, so the
+domains roll up into 10 sites, each of whose MX names resolves to the sink's 127.0.0.1.
 
 Everything is on loopback, every load is bounded in messages and in time, and every process
 this script starts is stopped by it (by pid) before it returns.
@@ -191,15 +194,49 @@ class Sink:
             return json.load(f)
 
 
+MX_SITES = 10  # spate-mx: the domains share this many MX hosts (sites)
+
+
+class DnsServer:
+    """tests/dns/dnsserver.py on a free loopback port, answering the MX run's zone."""
+
+    def __init__(self, workdir, p):
+        records = []
+        for i in range(p.domains):
+            records.append([f"d{i}.{p.domain_suffix}.", "MX", 3600,
+                            f"10 mx{i % MX_SITES}.{p.domain_suffix}."])
+        for k in range(MX_SITES):
+            records.append([f"mx{k}.{p.domain_suffix}.", "A", 3600, "127.0.0.1"])
+        zone = os.path.join(workdir, "zone.json")
+        with open(zone, "w") as f:
+            json.dump({"records": records}, f)
+        out = os.path.join(workdir, "dns.out")
+        self.proc = Proc(["/usr/bin/python3", os.path.join(REPO, "tests", "dns", "dnsserver.py"),
+                          zone], out)
+
+        def port():
+            if not self.proc.alive():
+                raise RuntimeError("the DNS server exited: " + open(out).read())
+            m = re.search(r"^port=(\d+)", open(out).read(), re.M)
+            return m and int(m.group(1))
+        self.port = wait_for(port, 10, "the DNS server")
+
+
 class SpateMta:
     name = "spate"
 
-    def __init__(self, bins, workdir, sink_port, p):
+    def __init__(self, bins, workdir, sink_port, p, dns_port=None):
         self.workdir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.config = os.path.join(workdir, "spate.toml")
         routes = "\n".join(f'"d{i}.{p.domain_suffix}" = "127.0.0.1:{sink_port}"'
                            for i in range(p.domains))
+        mx = ""
+        if dns_port is not None:
+            # By MX: no static route; loopback may be an MX; the DNS server is the only one.
+            routes = ""
+            mx = (f"mx_port = {sink_port}\nprohibited_networks = []\n"
+                  f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\n')
         # Every load connection comes from 127.0.0.1: lift the per-client cap where this spate
         # has one (its default would refuse connections past it with 421).
         defaults = subprocess.run([bins["spate"], "--print-default-config"], capture_output=True,
@@ -226,7 +263,7 @@ count = {p.shards}
 max_connections = {p.spate_max_connections}
 retry_base = "1s"
 retry_max = "5s"
-[routes]
+{mx}[routes]
 {routes}
 [log]
 deliveries = false
@@ -502,17 +539,32 @@ def blast_args(bins, port, p, out_json, messages, rate=0.0):
 def run_target(target, bins, p, outdir, messages, rate=0.0):
     """One measured run; returns its summary dict. Raw JSON files stay in `outdir`."""
     work = tempfile.mkdtemp(prefix=f"spate-bench-{target}-", dir=p.tmpdir)
-    sink = mta = None
+    sink = mta = dns = None
     try:
         sink = Sink(bins, work, p.sink_threads)
         if target == "spate":
             mta = SpateMta(bins, work, sink.port, p)
+        elif target == "spate-mx":
+            dns = DnsServer(work, p)
+            mta = SpateMta(bins, work, sink.port, p, dns_port=dns.port)
         elif target == "postfix":
             mta = PostfixMta(bins, work, sink.port, p)
         port = mta.smtp_port if mta else sink.port
         cpu0 = mta.cpu_seconds() if mta else 0.0
         perf = start_perf(mta, outdir, target) if p.profile and isinstance(mta, SpateMta) \
             else None
+        warm = p.warm_up if mta else 0
+        if warm:
+            # Untimed: one message per domain (spate-blast goes round the domains), delivered
+            # before the measured run, so that routes are cached and pools are open, as they
+            # are on an MTA that has been running.
+            log(f"{target}: warm-up, {warm} messages")
+            warm_json = os.path.join(work, "warm-blast.json")
+            subprocess.run(blast_args(bins, port, p, warm_json, warm), stdout=subprocess.DEVNULL)
+            with open(warm_json) as f:
+                warm = json.load(f)["messages_accepted"] * p.rcpts
+            wait_for(lambda: sink.received() >= warm, p.timeout, f"{warm} warm-up deliveries",
+                     interval=0.1)
         blast_json = os.path.join(outdir, f"{target}-blast.json")
         log(f"{target}: {messages} messages of {p.size_mix or p.size} octets, "
             f"{p.connections} connections" + (f", rate {rate:.0f}/s" if rate else ""))
@@ -528,7 +580,7 @@ def run_target(target, bins, p, outdir, messages, rate=0.0):
             blast = json.load(f)
         if r.returncode not in (0,):
             log(f"{target}: spate-blast exited {r.returncode}")
-        expected = blast["messages_accepted"] * p.rcpts
+        expected = blast["messages_accepted"] * p.rcpts + warm
         t0 = time.monotonic()
         try:
             wait_for(lambda: sink.received() >= expected, p.timeout, f"{expected} deliveries",
@@ -556,16 +608,17 @@ def run_target(target, bins, p, outdir, messages, rate=0.0):
         sink = None
         with open(os.path.join(outdir, f"{target}-sink.json"), "w") as f:
             json.dump(sink_json, f)
-        delivered = sink_json["recipients"]
+        delivered = sink_json["recipients"] - warm
         span_ns = sink_json["last_message_ns"] - blast["first_accept_ns"]
         e2e = delivered / (span_ns / 1e9) if span_ns > 0 and delivered else 0.0
         summary = {
             "target": target,
             "messages_sent": messages,
             "messages_accepted": blast["messages_accepted"],
-            "deliveries_expected": expected,
+            "deliveries_expected": expected - warm,
+            "warm_up_deliveries": warm,
             "deliveries_received": delivered,
-            "complete": delivered >= expected,
+            "complete": delivered >= expected - warm,
             "e2e_msgs_per_s": round(e2e, 1),
             "accept_msgs_per_s": round(blast["msgs_per_s"], 1),
             "accept_latency_ms": blast["accept_latency_ms"],
@@ -592,6 +645,8 @@ def run_target(target, bins, p, outdir, messages, rate=0.0):
             mta.stop()
         if sink:
             sink.proc.stop()
+        if dns:
+            dns.proc.stop()
         if not p.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -620,6 +675,9 @@ def run_scenario(name, bins, p, outdir):
         else:
             messages = p.messages
         result[target] = run_target(target, bins, p, outdir, messages, p.rate)
+    if "spate" in result and "spate-mx" in result and result["spate"]["e2e_msgs_per_s"]:
+        result["ratio_mx_static_e2e"] = round(
+            result["spate-mx"]["e2e_msgs_per_s"] / result["spate"]["e2e_msgs_per_s"], 3)
     if "spate" in result and "postfix" in result and result["postfix"]["e2e_msgs_per_s"]:
         result["ratio_spate_postfix_e2e"] = round(
             result["spate"]["e2e_msgs_per_s"] / result["postfix"]["e2e_msgs_per_s"], 1)
@@ -658,7 +716,8 @@ def parse_args(argv):
                     "restart, idle connections, 200k domains); none: one scenario from the "
                     "flags below")
     ap.add_argument("--targets", default="direct,spate,postfix",
-                    help="comma list of direct, spate, postfix")
+                    help="comma list of direct, spate, spate-mx (routed by MX records through "
+                    "a local DNS server), postfix")
     ap.add_argument("--messages", type=int, default=200000)
     ap.add_argument("--postfix-messages", type=int, default=5000,
                     help="messages for the Postfix run (it is much slower)")
@@ -676,6 +735,9 @@ def parse_args(argv):
                     help="spate [delivery] max_connections per domain")
     ap.add_argument("--postfix-concurrency", type=int, default=50,
                     help="Postfix default_destination_concurrency_limit")
+    ap.add_argument("--warm-up", type=int, default=0,
+                    help="messages sent and delivered, untimed, before the measured run (spate "
+                    "and Postfix): routes cached, pools open")
     ap.add_argument("--blast-threads", type=int, default=1)
     ap.add_argument("--sink-threads", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=300, help="bound per phase, seconds")
@@ -693,7 +755,7 @@ def parse_args(argv):
     p = ap.parse_args(argv)
     p.targets = [t for t in p.targets.split(",") if t]
     for t in p.targets:
-        if t not in ("direct", "spate", "postfix"):
+        if t not in ("direct", "spate", "spate-mx", "postfix"):
             ap.error(f"unknown target {t}")
     sizes = [int(x.split(":")[0]) for x in p.size_mix.split(",") if x] or [p.size]
     p.max_size = max(sizes)
@@ -729,6 +791,10 @@ def main(argv):
     results["100k"] = scenario("100k", size=102400, size_mix="", max_size=102400,
                                messages=max(p.messages // 5, 1000),
                                targets=[t for t in p.targets if t != "postfix"])
+    # MX routing (issue 9): 1,000 domains on 10 sites by MX, against the same 1,000 domains by
+    # static routes.
+    results["mx-1000"] = scenario("mx-1000", size=2048, size_mix="", max_size=2048,
+                                  domains=1000, warm_up=1000, targets=["spate", "spate-mx"])
     peak = results["2k"].get("spate", {}).get("accept_msgs_per_s", 0)
     if peak:
         half = peak / 2

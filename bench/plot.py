@@ -18,8 +18,8 @@ import shutil
 import subprocess
 import sys
 
-TARGETS = ("direct", "spate", "postfix")
-COLORS = {"direct": "#7f7f7f", "spate": "#1f77b4", "postfix": "#d62728"}
+TARGETS = ("direct", "spate", "spate-mx", "postfix")
+COLORS = {"direct": "#7f7f7f", "spate": "#1f77b4", "spate-mx": "#9467bd", "postfix": "#d62728"}
 
 
 def load(path):
@@ -98,6 +98,7 @@ def main(argv):
     title = (a.title + ": ") if a.title else ""
     names = {"direct": "spate-blast -> spate-sink (direct, no MTA)",
              "spate": "spate-blast -> spate -> spate-sink",
+             "spate-mx": "spate-blast -> spate (routed by MX, 10 sites) -> spate-sink",
              "postfix": "spate-blast -> Postfix -> spate-sink"}
     panels = "\n".join(
         f"set title '{title}{names[t]}'\nplot {plots}" for t, plots in tp_panels)

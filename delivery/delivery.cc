@@ -46,6 +46,13 @@ struct Delivery::Impl final : public Engine {
               std::vector<Recipient>* deferred, std::string_view via = {}) override;
   void Reschedule(Job&& job, std::vector<Recipient>&& deferred) override;
   void LoadBody(Site& site, Job&& job) override;
+  bool HoldBody(size_t bytes, bool force) override {
+    if (!force && held_body_bytes + bytes > options_.max_body_bytes)
+      return false;
+    held_body_bytes += bytes;
+    return true;
+  }
+  void ReleaseBody(size_t bytes) override { held_body_bytes -= std::min(held_body_bytes, bytes); }
   bool TlsBroken(const std::string& site) override;
   void MarkTlsBroken(const std::string& site) override;
 
@@ -77,6 +84,7 @@ struct Delivery::Impl final : public Engine {
   std::unordered_map<std::string, Clock::time_point> tls_broken;
   Reactor::TimerId sweep_timer;
   size_t finished_since_trim = 0;
+  uint64_t held_body_bytes = 0;  // bodies in the sites' ready queues
   // Of the transaction being recorded (Record() for each recipient, then Reschedule()): the
   // recipients a server refused with 452 4.5.3 "too many recipients", and how many it took.
   std::vector<Recipient> resend_now;
@@ -149,7 +157,7 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
   const ShardId n = owners_ != nullptr ? owners_->shards() : 1;
   const ShardId owner = n > 1 ? OwnerOf(name, n) : self_;
   if (owner != self_) {
-    job.body.reset();  // read on the site's shard when a connection there is ready for it
+    // The body goes along (immutable, shared): the site's shard need not read it again.
     owners_->PostToSite(owner, std::move(name), tls, std::move(route), std::move(job));
     return;
   }

@@ -40,10 +40,13 @@ struct Options {
   // with +-20% jitter.
   Seconds retry_base{60};
   Seconds retry_max{3600};
-  // Bodies a destination keeps in memory for transactions to come (loaded from the spool, or
-  // fresh from submission); past this a fresh job lets go of its body and reloads it when a
-  // connection is ready for it.
+  // Bodies a site reads from the spool ahead of the connections that will send them.
   unsigned max_loaded_bodies = 64;
+  // Bodies of fresh jobs the shard's sites keep in memory at once, in octets ([delivery]
+  // max_body_memory, divided among the shards): a fresh job past it lets go of its body and
+  // reads it again when a connection is ready for it. One budget for the shard, not one per
+  // site, so a site of a hundred domains keeps as many as a hundred sites of one.
+  uint64_t max_body_bytes = 64ull << 20;
   bool log_deliveries = true;  // one log line per recipient outcome
   // [delivery] tls, and [tls_policy]: lower-case domain -> mode, decided per domain before
   // the domains are rolled up into sites (a site is one MX host set and one mode).

@@ -21,6 +21,21 @@ Clock::duration ToDuration(Seconds s) {
   return std::chrono::duration_cast<Clock::duration>(s);
 }
 
+// The same addresses, in any order (equal MX preferences are shuffled per lookup). Asked for
+// every job of a site of many domains, each with a route of its own: no allocation.
+bool SameAddresses(const Route& a, const Route& b) {
+  if (a.hosts.size() != b.hosts.size())
+    return false;
+  for (const Endpoint& e : a.hosts) {
+    bool found = false;
+    for (const Endpoint& f : b.hosts)
+      found = found || e.text == f.text;
+    if (!found)
+      return false;
+  }
+  return true;
+}
+
 smtp::Reply Synthetic(uint16_t code, const char* enhanced, std::string text) {
   smtp::Reply r;
   r.code = code;
@@ -341,25 +356,14 @@ void Site::SetRoute(RouteRef route) {
 }
 
 void Site::Add(Job&& job, const RouteRef& route) {
-  if (route != route_) {
-    // The same addresses (in any order: equal preferences are shuffled per lookup) keep the
-    // route, its holds and its order; others replace it.
-    auto texts = [](const Route& r) {
-      std::vector<std::string_view> t;
-      for (const Endpoint& e : r.hosts)
-        t.push_back(e.text);
-      std::sort(t.begin(), t.end());
-      return t;
-    };
-    if (texts(*route) != texts(*route_)) {
-      SetRoute(route);
-      // Idle connections to the old addresses are not reused: the new route is the truth.
-      std::vector<ClientConnection*> stale;
-      stale.swap(idle_);
-      for (ClientConnection* c : stale) {
-        engine_.reactor().CancelTimer(c->idle_timer());
-        c->Quit();
-      }
+  if (route != route_ && !SameAddresses(*route, *route_)) {
+    SetRoute(route);
+    // Idle connections to the old addresses are not reused: the new route is the truth.
+    std::vector<ClientConnection*> stale;
+    stale.swap(idle_);
+    for (ClientConnection* c : stale) {
+      engine_.reactor().CancelTimer(c->idle_timer());
+      c->Quit();
     }
   }
   // Transactions carry at most max_recipients_per_transaction recipients; the parts share the
@@ -382,18 +386,30 @@ void Site::Queue(Job&& job) {
   // A fresh job keeps its body while the site works (no hold after a failed connection) and
   // has room for it; else it is read again when a connection is ready for it, so a site that
   // is down holds envelopes only.
-  if (job.body && engine_.reactor().now() >= hold_until_ &&
-      ready_.size() + loading_ < engine_.options().max_loaded_bodies) {
-    ready_.push_back(std::move(job));
+  if (job.body && engine_.reactor().now() >= hold_until_ && engine_.HoldBody(job.body->size())) {
+    PushReady(std::move(job), /*force=*/false);
   } else {
     job.body.reset();  // read again when a connection is ready for it
     pending_.push_back(std::move(job));
   }
 }
 
+void Site::PushReady(Job&& job, bool force) {
+  if (force)
+    engine_.HoldBody(job.body->size(), /*force=*/true);
+  ready_.push_back(std::move(job));
+}
+
+Job Site::PopReady() {
+  Job job = std::move(ready_.front());
+  ready_.pop_front();
+  engine_.ReleaseBody(job.body->size());
+  return job;
+}
+
 void Site::OnBodyLoaded(Job&& job) {
   --loading_;
-  ready_.push_back(std::move(job));
+  PushReady(std::move(job), /*force=*/true);  // read for a connection ready for it
   Pump();
 }
 
@@ -405,9 +421,8 @@ void Site::OnBodyLost() {
 void Site::DeferWaiting(const smtp::Reply& why) {
   std::deque<Job> waiting;
   waiting.swap(pending_);
-  for (Job& job : ready_)
-    waiting.push_back(std::move(job));
-  ready_.clear();
+  while (!ready_.empty())
+    waiting.push_back(PopReady());
   for (Job& job : waiting) {
     std::vector<Recipient> deferred;
     for (size_t i = 0; i < job.recipients.size(); ++i)
@@ -431,9 +446,7 @@ void Site::Pump() {
   while (!ready_.empty() && !idle_.empty()) {
     ClientConnection* conn = idle_.back();
     idle_.pop_back();
-    Job job = std::move(ready_.front());
-    ready_.pop_front();
-    conn->Submit(std::move(job));
+    conn->Submit(PopReady());
   }
   const size_t waiting = pending_.size() + ready_.size() + loading_;
   if (waiting > 0 && reactor.now() < hold_until_) {
@@ -498,9 +511,7 @@ void Site::Pump() {
 
 void Site::OnIdle(ClientConnection* conn) {
   if (!ready_.empty()) {
-    Job job = std::move(ready_.front());
-    ready_.pop_front();
-    conn->Submit(std::move(job));
+    conn->Submit(PopReady());
     if (!pending_.empty())
       Pump();  // one more body may be loaded now
     return;
@@ -587,7 +598,8 @@ void Site::HoldHost(uint64_t generation, size_t index, const smtp::Reply& why) {
 
 void Site::Shutdown() {
   pending_.clear();
-  ready_.clear();
+  while (!ready_.empty())
+    PopReady();
   std::vector<ClientConnection*> open = open_;
   for (ClientConnection* c : open)
     c->Abort();

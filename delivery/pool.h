@@ -11,7 +11,8 @@
 // Bodies are loaded from the spool only once the pool has a connection ready for transactions
 // (greeting, EHLO and STARTTLS done), one for every fourth such connection and one more (at most
 // Options::max_loaded_bodies, loaded or being loaded), so a site that is down, or a deep
-// backlog, holds envelopes only.
+// backlog, holds envelopes only. A fresh job keeps the body it came with while the shard's body
+// budget (Options::max_body_bytes, for all its sites) has room.
 //
 // Pool invariants: open connections <= max_connections; each open connection is connecting,
 // busy with one transaction, or idle (on idle_, with an idle timer); a connection carries at most
@@ -66,6 +67,10 @@ class Engine {
   // stays while a load is out: it is not idle).
   virtual void LoadBody(Site& site, Job&& job) = 0;
   // An opportunistic handshake with the site failed: it goes in plaintext for a while.
+  // The shard's budget for bodies held in ready queues (Options::max_body_bytes): Hold says
+  // whether `bytes` more fit (and takes them when they do, or always with `force`).
+  virtual bool HoldBody(size_t bytes, bool force = false) = 0;
+  virtual void ReleaseBody(size_t bytes) = 0;
   virtual bool TlsBroken(const std::string& site) = 0;
   virtual void MarkTlsBroken(const std::string& site) = 0;
 };
@@ -107,6 +112,9 @@ class Site {
 
   void SetRoute(RouteRef route);
   void Queue(Job&& job);
+  // ready_ with the shard's body budget kept (a job in ready_ has its body).
+  void PushReady(Job&& job, bool force);
+  Job PopReady();
   void Pump();
   void DeferWaiting(const smtp::Reply& why);
   void OnIdle(ClientConnection* conn);

@@ -389,6 +389,15 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   delivery.String("tls", &c.delivery_tls);
   if (!ParseTlsMode(c.delivery_tls))
     delivery.Fail("tls", std::string("must be ") + kTlsModes);
+  std::string body_memory = "256MB";
+  delivery.String("max_body_memory", &body_memory);
+  {
+    double ratio = 0;
+    c.max_body_memory = 0;
+    if (!ParseFreeSpace(body_memory, &c.max_body_memory, &ratio) || ratio > 0)
+      delivery.Fail("max_body_memory",
+                    "must be a size such as \"256MB\", not \"" + body_memory + "\"");
+  }
   c.tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";
   delivery.String("tls_ca_file", &c.tls_ca_file);
   delivery.RejectUnknown();

@@ -102,6 +102,8 @@ struct Config {
   unsigned max_addresses = 5;
   // [delivery] tls: outbound STARTTLS, "opportunistic" | "required" | "verify" | "off"; the
   // roots "verify" trusts; [tls_policy]: lower-case domain -> its own mode.
+  // [delivery] max_body_memory: bodies of fresh mail kept in the ready queues, all shards.
+  uint64_t max_body_memory = 0;
   std::string delivery_tls;
   std::string tls_ca_file;
   std::map<std::string, std::string> tls_policy;

@@ -1,5 +1,7 @@
 #include "core/daemon/options.h"
 
+#include <algorithm>
+
 namespace spate::daemon {
 
 server::Options ServerOptions(const Config& c) {
@@ -50,6 +52,7 @@ delivery::Options DeliveryOptions(const Config& c) {
   for (const auto& [domain, m] : c.tls_policy)
     o.tls_policy.emplace(domain, mode(m));
   o.tls_handshake_timeout = c.tls_handshake_timeout;
+  o.max_body_bytes = c.max_body_memory / std::max(1u, c.shards);
   return o;
 }
 
