@@ -89,18 +89,13 @@ struct Delivery::Impl final : public Engine {
   // recipients a server refused with 452 4.5.3 "too many recipients", and how many it took.
   std::vector<Recipient> resend_now;
   size_t accepted_now = 0;
+  // Their reply, site and connection, to record them as deferred if none were taken.
+  smtp::Reply resend_reply;
+  Site* resend_site = nullptr;
+  std::string resend_via;
+  bool recording_resend = false;
   bool shutting_down_ = false;
 };
-
-namespace {
-smtp::Reply Synthetic(uint16_t code, const std::string& enhanced, std::string text) {
-  smtp::Reply r;
-  r.code = code;
-  r.enhanced = enhanced;
-  r.text = std::move(text);
-  return r;
-}
-}  // namespace
 
 void Delivery::Impl::Enqueue(const std::string& domain, Job&& job) {
   if (shutting_down_)
@@ -133,15 +128,15 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
     return;
   if (route == nullptr) {
     // Asked again next time: a route may appear (a configuration reload).
-    return Settle(
-        std::move(job),
-        Synthetic(451, "4.4.0", "no route to " + domain + " (configure [routes] or a smarthost)"));
+    return Settle(std::move(job),
+                  smtp::Reply{451, "4.4.0",
+                              "no route to " + domain + " (configure [routes] or a smarthost)"});
   }
   if (route->failure) {
     // The lookup said why there is nowhere to go: a 5xx fails the recipients at once (a null
     // MX, NXDOMAIN), a 4xx defers them.
     const RouteFailure& f = *route->failure;
-    return Settle(std::move(job), Synthetic(static_cast<uint16_t>(f.code), f.enhanced, f.text));
+    return Settle(std::move(job), smtp::Reply{static_cast<uint16_t>(f.code), f.enhanced, f.text});
   }
   // The TLS policy is the domain's, decided here, before the rollup: a site is one MX host set
   // and one policy, so no domain's policy reaches another's mail (KumoMTA #484).
@@ -261,10 +256,13 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     deferred->push_back(r);
     return;
   }
-  if (reply.code == 452 && reply.enhanced == "4.5.3") {
+  if (reply.code == 452 && reply.enhanced == "4.5.3" && !recording_resend) {
     // RFC 5321 §4.5.3.1.10: this transaction took all the recipients it will; the rest go in
     // the next one at once (Reschedule()), not after a retry delay, and it is no attempt.
     resend_now.push_back(r);
+    resend_reply = reply;
+    resend_site = site;
+    resend_via.assign(via);
     return;
   }
   if (reply.positive())
@@ -326,11 +324,22 @@ void Delivery::Impl::Reschedule(Job&& job, std::vector<Recipient>&& deferred) {
       for (const Recipient& r : again)
         next.recipients.push_back(r);
       Enqueue(DomainOf(job.address(again.front())), std::move(next));
+    } else if (!shutting_down_) {
+      // A server that takes none of them this way would be asked for ever: a deferral,
+      // counted and logged as one.
+      Job refused;
+      refused.message = job.message;
+      for (const Recipient& r : again)
+        refused.recipients.push_back(r);
+      recording_resend = true;
+      for (size_t i = 0; i < refused.recipients.size(); ++i)
+        Record(resend_site, refused, i, resend_reply, &deferred, resend_via);
+      recording_resend = false;
     } else {
-      // A server that takes none of them this way would be asked for ever: a deferral.
       for (const Recipient& r : again)
         deferred.push_back(r);
     }
+    resend_site = nullptr;
   }
   // After Shutdown() the only deferrals are the recipients of the transactions it aborted: no
   // server refused them, so the spool keeps them as they were (due at the next start, with the

@@ -13,6 +13,9 @@
 //   0x60 transactions before QUIT, minus one (1..4)
 //   0x80 vary the body per transaction (plain, empty, a lone "." without CRLF)
 //
+// The session asks for STARTTLS whenever the script's EHLO reply offers it; the glue then acts
+// as if the handshake had worked at once (OnTlsEstablished()).
+//
 // Invariants (a violation traps):
 //  - each recipient of a transaction gets exactly one RecipientResult, with that transaction's
 //    id, before its TransactionDone; a result's code is 200..599;
@@ -22,7 +25,10 @@
 //    once, with no transaction in flight, and closed() true from then on;
 //  - nothing after Closed: no event and no output, whatever the server sends or the glue calls;
 //  - the body is borrowed only until TransactionDone (it is freed then; ASan catches a late
-//    read).
+//    read);
+//  - StartTls comes with no transaction in flight, is the last event of its batch (nothing the
+//    server sent behind its 220 is taken: RFC 3207 §6), is followed by no output before the
+//    handshake, and then by EHLO (§4.2).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -64,7 +70,8 @@ std::string DotStuffed(std::string_view body) {
 
 class Driver {
  public:
-  explicit Driver(uint8_t flags) : flags_(flags), session_(delivery::ClientSession::Options{}) {
+  explicit Driver(uint8_t flags)
+      : flags_(flags), session_(delivery::ClientSession::Options{"localhost", /*starttls=*/true}) {
     const size_t rcpts = flags & 0x03;
     const char* const kRcpts[3] = {"a@example.com", "b@example.com", "postmaster@example.org"};
     for (size_t i = 0; i < rcpts; ++i) {
@@ -113,9 +120,14 @@ class Driver {
       wire_ += out;
       bool ready = false;
       bool aborted = false;
+      bool start_tls = false;
       for (delivery::Event& event : session_.TakeEvents()) {
-        FUZZ_CHECK(!closed_);  // nothing after Closed
-        if (auto* r = std::get_if<delivery::RecipientResult>(&event)) {
+        FUZZ_CHECK(!closed_);    // nothing after Closed
+        FUZZ_CHECK(!start_tls);  // nothing after StartTls
+        if (std::holds_alternative<delivery::StartTls>(event)) {
+          FUZZ_CHECK(!in_transaction_);
+          start_tls = true;
+        } else if (auto* r = std::get_if<delivery::RecipientResult>(&event)) {
           OnResult(*r);
         } else if (auto* d = std::get_if<delivery::TransactionDone>(&event)) {
           FUZZ_CHECK(in_transaction_ && d->transaction_id == transaction_id_);
@@ -140,6 +152,18 @@ class Driver {
         FUZZ_CHECK(wire_.find("DATA\r\n" + stuffed_) != std::string::npos);
       }
       delivered_ = false;
+      if (start_tls) {
+        // The handshake: nothing goes out in the clear meanwhile; then EHLO inside it.
+        session_.OnBytes("250 2.0.0 injected\r\n");
+        FUZZ_CHECK(session_.TakeOutput().empty());
+        FUZZ_CHECK(session_.TakeEvents().empty());
+        session_.OnTlsEstablished();
+        FUZZ_CHECK(session_.tls_active());
+        const std::string ehlo = session_.TakeOutput();
+        FUZZ_CHECK(ehlo.rfind("EHLO ", 0) == 0);
+        wire_ += ehlo;
+        continue;
+      }
       FUZZ_CHECK(session_.closed() == closed_);
       if (session_.idle()) {
         FUZZ_CHECK(!in_transaction_);

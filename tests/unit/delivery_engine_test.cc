@@ -37,6 +37,7 @@
 #include "core/clock.h"
 #include "core/net.h"
 #include "core/reactor.h"
+#include "core/shard.h"
 #include "delivery/delivery.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
@@ -441,10 +442,14 @@ class DeliveryEngineTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (delivery_ != nullptr) {
+    if (delivery_ != nullptr || owner_ != nullptr) {
       // Connections still open end here; the ring then has only its own wake-up read.
-      delivery_->Shutdown();
+      for (Delivery* d : {delivery_.get(), owner_.get()}) {
+        if (d != nullptr)
+          d->Shutdown();
+      }
       EXPECT_TRUE(RunUntil([&] { return reactor_->pending_ops() <= 1; }));
+      owner_.reset();
       delivery_.reset();
     }
   }
@@ -504,6 +509,10 @@ class DeliveryEngineTest : public ::testing::Test {
     return job;
   }
   void Enqueue(Job&& job) { delivery_->Enqueue(kDomain, std::move(job)); }
+  // The same, for mail to `domain` (the domain of the job's recipients).
+  void EnqueueTo(const std::string& domain, Job&& job) {
+    delivery_->Enqueue(domain, std::move(job));
+  }
 
   DomainStats& domain_stats() { return stats_.ForDomain(kDomain); }
   // Milliseconds from now (the manual wall clock) to `at`.
@@ -518,6 +527,8 @@ class DeliveryEngineTest : public ::testing::Test {
   Options options_;
   std::function<void()> each_turn_;  // runs after every turn of RunUntil
   std::unique_ptr<Delivery> delivery_;
+  // Another shard's engine on the same reactor, for a test that hands a site over to it.
+  std::unique_ptr<Delivery> owner_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -640,6 +651,7 @@ TEST_F(DeliveryEngineTest, TooManyRecipientsForTheFirstOneIsADeferral) {
   Enqueue(MakeJob(7, {a}));
   ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 1; }));
   EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_EQ(domain_stats().deferred.Get(), 1u) << "counted as a deferral";
 }
 
 TEST_F(DeliveryEngineTest, DeliveredFailedAndDeferredRecipientsThenTheRetryDelivers) {
@@ -906,6 +918,268 @@ TEST_F(DeliveryEngineTest, ATemporaryRouteFailureDefersAndAsksAgain) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Sites
+
+// A routing that answers each domain with the route set for it, the same RouteRef until it is
+// set again (as a cached MX lookup does); null (no route) for any other.
+class MapRouting final : public Routing {
+ public:
+  void Set(const std::string& domain, RouteRef route) { routes_[domain] = std::move(route); }
+  void Resolve(std::string_view domain, Done done) override {
+    auto it = routes_.find(domain);
+    done(it != routes_.end() ? it->second : nullptr);
+  }
+
+ private:
+  std::map<std::string, RouteRef, std::less<>> routes_;
+};
+
+// The MX host set of the sites below (as MxRouting names one: sorted, joined by ',').
+constexpr char kSite[] = "mx1.peer.test,mx2.peer.test";
+
+// A route to `hosts`, the i-th found for MX host mx<i+1>.peer.test; `site` empty: a static
+// route (the domain is a site of its own). A new object each time, as each lookup gives.
+RouteRef MakeRoute(const std::string& site, const std::vector<Endpoint>& hosts) {
+  auto r = std::make_shared<Route>();
+  r->name = site.empty() ? hosts.front().text : site;
+  r->site = site;
+  r->hosts = hosts;
+  for (size_t i = 0; i < hosts.size(); ++i)
+    r->host_names.push_back("mx" + std::to_string(i + 1) + ".peer.test");
+  return r;
+}
+
+// The delivery log line about recipient `rcpt`, or "" when there is none.
+std::string LogLineOf(const std::string& log, const std::string& rcpt) {
+  size_t at = log.find("rcpt=<" + rcpt + ">");
+  if (at == std::string::npos)
+    return "";
+  size_t begin = log.rfind('\n', at);
+  begin = begin == std::string::npos ? 0 : begin + 1;
+  return log.substr(begin, log.find('\n', at) - begin);
+}
+
+// Two domains whose MX host sets are equal: one queue and one pool, max_connections for the
+// two together, one count of connections; outcomes counted for the site and for each domain.
+TEST_F(DeliveryEngineTest, DomainsWithTheSameMxHostsShareOnePoolAndItsConnectionLimit) {
+  options_.max_connections = 2;
+  MapRouting routing;
+  routing.Set("a.test", MakeRoute(kSite, {peer_.endpoint()}));
+  routing.Set("b.test", MakeRoute(kSite, {peer_.endpoint()}));
+  StartWith(routing);
+  peer_.HoldDataEnd(true);  // each connection stays busy with its first transaction
+  long most_open = 0;
+  each_turn_ = [&] { most_open = std::max(most_open, delivery_->open_connections(kSite)); };
+  constexpr int kJobsEach = 4;
+  for (int i = 1; i <= kJobsEach; ++i) {
+    EnqueueTo("a.test", MakeJob(i, {"u" + std::to_string(i) + "@a.test"}));
+    EnqueueTo("b.test", MakeJob(kJobsEach + i, {"u" + std::to_string(i) + "@b.test"}));
+  }
+  ASSERT_TRUE(RunUntil([&] { return peer_.count(".") >= 2; }));
+  RunTurns();
+  EXPECT_EQ(peer_.accepted(), 2u) << "two connections for the two domains together";
+  EXPECT_EQ(peer_.count("."), 2u);
+  EXPECT_EQ(delivery_->sites(), 1u);
+  EXPECT_EQ(delivery_->open_connections(kSite), 2);
+  EXPECT_EQ(delivery_->open_connections("a.test"), -1) << "no site of its own";
+  EXPECT_EQ(delivery_->open_connections("b.test"), -1) << "no site of its own";
+  EXPECT_EQ(stats_.ForSite(kSite).connections.Get(), 2);
+
+  peer_.HoldDataEnd(false);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 2 * kJobsEach; }));
+  EXPECT_EQ(most_open, 2);
+  EXPECT_EQ(peer_.max_concurrent(), 2u);
+  EXPECT_EQ(peer_.accepted(), 2u) << "both connections carried every message";
+  for (int i = 1; i <= 2 * kJobsEach; ++i)
+    EXPECT_EQ(spool_.finishes(i, 0), 1u) << "message " << i;
+  EXPECT_TRUE(spool_.deferred().empty());
+  EXPECT_EQ(peer_.transactions().size(), 2u * kJobsEach);
+  for (const auto& t : peer_.transactions()) {
+    ASSERT_EQ(t.rcpt_to.size(), 1u);
+    const int n = std::stoi(t.rcpt_to[0].substr(1));
+    EXPECT_EQ(t.body, BodyOf(t.rcpt_to[0].ends_with("@a.test") ? n : kJobsEach + n));
+  }
+  EXPECT_EQ(stats_.ForSite(kSite).delivered.Get(), 2u * kJobsEach);
+  EXPECT_EQ(stats_.ForDomain("a.test").delivered.Get(), static_cast<uint64_t>(kJobsEach));
+  EXPECT_EQ(stats_.ForDomain("b.test").delivered.Get(), static_cast<uint64_t>(kJobsEach));
+  std::vector<std::string> sites;
+  stats_.ForEachSite([&](const DomainStats& s) { sites.push_back(s.domain); });
+  EXPECT_EQ(sites, std::vector<std::string>{kSite});
+}
+
+// A domain whose TLS policy is not the default one, with the same MX hosts as another: a site
+// of its own, so its requirement holds its mail back (the peer offers no STARTTLS) while the
+// other domain's goes out in plaintext over its own pool.
+TEST_F(DeliveryEngineTest, ADomainThatRequiresTlsIsASiteOfItsOwnAndOnlyItsMailIsDeferred) {
+  const std::string strict_site = std::string(kSite) + "+tls=required";
+  options_.max_connections = 1;
+  options_.tls_policy["strict.test"] = TlsMode::kRequired;
+  options_.log_deliveries = true;  // the reply is in the log line
+  MapRouting routing;
+  routing.Set("loose.test", MakeRoute(kSite, {peer_.endpoint()}));
+  routing.Set("strict.test", MakeRoute(kSite, {peer_.endpoint()}));
+  StartWith(routing);
+  ::testing::internal::CaptureStderr();
+  EnqueueTo("loose.test", MakeJob(1, {"l1@loose.test"}));
+  EnqueueTo("strict.test", MakeJob(2, {"s2@strict.test"}));
+  EnqueueTo("loose.test", MakeJob(3, {"l3@loose.test"}));
+  EnqueueTo("strict.test", MakeJob(4, {"s4@strict.test"}));
+  const bool settled =
+      RunUntil([&] { return spool_.finished().size() + spool_.deferred().size() == 4; });
+  RunTurns();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(settled) << log;
+
+  EXPECT_EQ(spool_.finishes(1, 0), 1u);
+  EXPECT_EQ(spool_.finishes(3, 0), 1u);
+  ASSERT_EQ(spool_.deferred().size(), 2u);
+  std::set<queue::MessageId> deferred;
+  for (const FakeSpool::Deferred& d : spool_.deferred()) {
+    deferred.insert(d.id);
+    EXPECT_EQ(d.attempts, 1);
+  }
+  EXPECT_EQ(deferred, (std::set<queue::MessageId>{2, 4}));
+  for (const char* rcpt : {"s2@strict.test", "s4@strict.test"}) {
+    const std::string line = LogLineOf(log, rcpt);
+    EXPECT_TRUE(line.starts_with("deferred ") || line.find(" deferred ") != std::string::npos)
+        << line;
+    EXPECT_NE(line.find("reply=\"451 4.7.4 TLS is required"), std::string::npos) << line;
+    EXPECT_NE(line.find(" site=" + strict_site), std::string::npos) << line;
+  }
+  EXPECT_EQ(stats_.tls_unavailable.Get(), 1u) << "one connection found no STARTTLS";
+
+  // Two pools: one connection each, the strict one over without a transaction.
+  EXPECT_EQ(delivery_->sites(), 2u);
+  EXPECT_EQ(peer_.accepted(), 2u);
+  EXPECT_EQ(peer_.count("MAIL"), 2u);
+  for (const auto& t : peer_.transactions())
+    EXPECT_TRUE(t.rcpt_to.size() == 1 && t.rcpt_to[0].ends_with("@loose.test")) << t.rcpt_to[0];
+  EXPECT_EQ(delivery_->open_connections(kSite), 1);  // idle, kept for more
+  ASSERT_TRUE(RunUntil([&] { return delivery_->open_connections(strict_site) == 0; }));
+  EXPECT_EQ(stats_.ForSite(kSite).delivered.Get(), 2u);
+  EXPECT_EQ(stats_.ForSite(kSite).deferred.Get(), 0u);
+  EXPECT_EQ(stats_.ForSite(strict_site).deferred.Get(), 2u);
+  EXPECT_EQ(stats_.ForSite(strict_site).delivered.Get(), 0u);
+  EXPECT_EQ(stats_.ForDomain("strict.test").deferred.Get(), 2u);
+  EXPECT_EQ(stats_.ForDomain("loose.test").delivered.Get(), 2u);
+}
+
+// Records each job handed to another shard's site (the Dispatcher posts it to that shard).
+class FakeSiteOwners final : public SiteOwners {
+ public:
+  struct Post {
+    ShardId owner = 0;
+    std::string site;
+    TlsMode tls = TlsMode::kOff;
+    RouteRef route;
+    Job job;
+  };
+  ShardId shards() const override { return 2; }
+  void PostToSite(ShardId owner, std::string site, TlsMode tls, RouteRef route,
+                  Job&& job) override {
+    posts.push_back({owner, std::move(site), tls, std::move(route), std::move(job)});
+  }
+  std::vector<Post> posts;
+};
+
+// Of two shards, the one that does not own an MX site hands its jobs to the one that does,
+// with the route it resolved (no second lookup there); a domain with a static route is a site
+// of its own, delivered where it is owned.
+TEST_F(DeliveryEngineTest, AJobForASiteOwnedByAnotherShardIsHandedToItWithItsRoute) {
+  // The policy (not the default one) is in the site's name, and goes along.
+  options_.tls_policy["mx.test"] = TlsMode::kOff;
+  const std::string site = std::string(kSite) + "+tls=off";
+  const ShardId owner = OwnerOf(site, 2);
+  const ShardId self = owner == 0 ? 1 : 0;
+  // A static domain is routed on the shard that owns it (the Dispatcher sends it there).
+  std::string local;
+  for (int i = 0; local.empty(); ++i) {
+    const std::string d = "static" + std::to_string(i) + ".test";
+    if (OwnerOf(d, 2) == self)
+      local = d;
+  }
+  MapRouting routing;
+  const RouteRef mx_route = MakeRoute(kSite, {peer_.endpoint()});
+  routing.Set("mx.test", mx_route);
+  routing.Set(local, MakeRoute("", {peer_.endpoint()}));
+  FakeSiteOwners owners;
+  StartWith(routing);
+  delivery_->SetSiteOwners(&owners, self);
+
+  EnqueueTo("mx.test", MakeJob(1, {"a@mx.test", "b@mx.test"}));
+  RunTurns();
+  ASSERT_EQ(owners.posts.size(), 1u);
+  FakeSiteOwners::Post& post = owners.posts[0];
+  EXPECT_EQ(post.owner, owner);
+  EXPECT_EQ(post.site, site);
+  EXPECT_EQ(post.tls, TlsMode::kOff);
+  EXPECT_EQ(post.route, mx_route);
+  ASSERT_NE(post.job.message, nullptr);
+  EXPECT_EQ(post.job.message->id, 1u);
+  EXPECT_EQ(post.job.recipients.size(), 2u);
+  ASSERT_NE(post.job.body, nullptr) << "the body goes along";
+  EXPECT_EQ(*post.job.body, BodyOf(1));
+  EXPECT_EQ(peer_.accepted(), 0u) << "nothing connected here";
+  EXPECT_EQ(delivery_->sites(), 0u);
+  EXPECT_EQ(delivery_->open_connections(site), -1);
+  EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_TRUE(spool_.deferred().empty());
+
+  EnqueueTo(local, MakeJob(2, {"c@" + local}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 1; }));
+  EXPECT_EQ(owners.posts.size(), 1u) << "the static domain stayed here";
+  EXPECT_EQ(spool_.finishes(2, 0), 1u);
+  EXPECT_EQ(delivery_->open_connections(local), 1);
+
+  // The owner delivers what it was handed, over a pool of its own.
+  owner_ = std::make_unique<Delivery>(*reactor_, options_, spool_, routing, stats_, 7);
+  owner_->EnqueueForSite(post.site, post.tls, post.route, std::move(post.job));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 3; }));
+  EXPECT_EQ(spool_.finishes(1, 0), 1u);
+  EXPECT_EQ(spool_.finishes(1, 1), 1u);
+  EXPECT_EQ(owner_->open_connections(site), 1);
+  EXPECT_EQ(delivery_->open_connections(site), -1);
+  EXPECT_TRUE(spool_.reads().empty()) << "neither shard read a body";
+  ASSERT_EQ(peer_.transactions().size(), 2u);
+  EXPECT_EQ(peer_.transactions()[1].body, BodyOf(1));
+}
+
+// A site's route changes (a TTL ran out, the MX moved): its idle connection to the old address
+// is quit and the next job goes to the new one. The same addresses in a new lookup's route
+// (another domain's, or the same domain's again) keep the connection.
+TEST_F(DeliveryEngineTest, ASiteWhoseRouteChangesQuitsItsIdleConnectionAndUsesTheNewAddress) {
+  ScriptedPeer moved;
+  ASSERT_TRUE(moved.ok());
+  MapRouting routing;
+  routing.Set(kDomain, MakeRoute(kSite, {peer_.endpoint()}));
+  StartWith(routing);
+  Enqueue(MakeJob(1, {Rcpt("a")}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 1; }));
+  EXPECT_EQ(delivery_->open_connections(kSite), 1);  // idle now
+
+  routing.Set(kDomain, MakeRoute(kSite, {peer_.endpoint()}));
+  Enqueue(MakeJob(2, {Rcpt("b")}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 2; }));
+  EXPECT_EQ(peer_.accepted(), 1u) << "same addresses: the idle connection was reused";
+  EXPECT_EQ(peer_.count("QUIT"), 0u);
+
+  routing.Set(kDomain, MakeRoute(kSite, {moved.endpoint()}));
+  Enqueue(MakeJob(3, {Rcpt("c")}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 3; }));
+  ASSERT_TRUE(RunUntil([&] { return peer_.connections()[0].closed; }));
+  EXPECT_TRUE(peer_.connections()[0].quit) << "the old connection was quit, not dropped";
+  EXPECT_EQ(peer_.accepted(), 1u);
+  EXPECT_EQ(peer_.transactions().size(), 2u);
+  EXPECT_EQ(moved.accepted(), 1u);
+  ASSERT_EQ(moved.transactions().size(), 1u);
+  EXPECT_EQ(moved.transactions()[0].rcpt_to, std::vector<std::string>{Rcpt("c")});
+  EXPECT_EQ(moved.transactions()[0].body, BodyOf(3));
+  EXPECT_EQ(spool_.finishes(3, 0), 1u);
+  ASSERT_TRUE(RunUntil([&] { return delivery_->open_connections(kSite) == 1; }));
+  EXPECT_EQ(delivery_->sites(), 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Bodies
 
 TEST_F(DeliveryEngineTest, RecoveredBodiesAreReadOnlyOnceAConnectionIsReadyAndAtMostTheLimit) {
@@ -955,6 +1229,62 @@ TEST_F(DeliveryEngineTest, FailedBodyReadRetriesTheJobLater) {
   EXPECT_EQ(spool_.reads_of(4), 2u);
   ASSERT_EQ(peer_.transactions().size(), 1u);
   EXPECT_EQ(peer_.transactions()[0].body, BodyOf(4));
+}
+
+// The shard's body budget, for all its sites: bodies of fresh jobs past it are let go of and
+// read again once a connection is ready; within it, none is read.
+TEST_F(DeliveryEngineTest, FreshBodiesPastTheShardsBudgetAreReadAgainFromTheSpool) {
+  const size_t body = BodyOf(1).size();  // ids 1-9: all the same size
+  options_.max_body_bytes = 4 * body;
+  options_.max_connections = 1;
+  Start();  // every domain a site of its own, to the peer
+  peer_.HoldGreeting(true);
+  for (int i = 1; i <= 3; ++i)
+    EnqueueTo("a.test", MakeJob(i, {"r" + std::to_string(i) + "@a.test"}));
+  for (int i = 4; i <= 6; ++i)
+    EnqueueTo("b.test", MakeJob(i, {"r" + std::to_string(i) + "@b.test"}));
+  ASSERT_TRUE(RunUntil([&] { return peer_.accepted() == 2; }));
+  RunTurns();
+  EXPECT_EQ(delivery_->sites(), 2u);
+  EXPECT_TRUE(spool_.reads().empty()) << "no connection is ready yet";
+
+  peer_.HoldGreeting(false);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 6; }));
+  // Four bodies fit: a.test's three and b.test's first; b.test's other two were read again.
+  for (int i = 1; i <= 4; ++i)
+    EXPECT_EQ(spool_.reads_of(i), 0u) << "message " << i;
+  EXPECT_EQ(spool_.reads_of(5), 1u);
+  EXPECT_EQ(spool_.reads_of(6), 1u);
+  ASSERT_EQ(peer_.transactions().size(), 6u);
+  for (const auto& t : peer_.transactions()) {
+    ASSERT_EQ(t.rcpt_to.size(), 1u);
+    EXPECT_EQ(t.body, BodyOf(std::stoi(t.rcpt_to[0].substr(1))));
+  }
+
+  // Sent bodies leave the budget: fresh jobs fit again.
+  for (int i = 7; i <= 9; ++i)
+    EnqueueTo("b.test", MakeJob(i, {"r" + std::to_string(i) + "@b.test"}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 9; }));
+  EXPECT_EQ(spool_.reads().size(), 2u);
+}
+
+TEST_F(DeliveryEngineTest, FreshBodiesWithinTheShardsBudgetAreNeverReadFromTheSpool) {
+  options_.max_connections = 1;
+  Start();
+  peer_.HoldGreeting(true);
+  for (int i = 1; i <= 6; ++i) {
+    EnqueueTo(i <= 3 ? "a.test" : "b.test",
+              MakeJob(i, {"r" + std::to_string(i) + (i <= 3 ? "@a.test" : "@b.test")}));
+  }
+  ASSERT_TRUE(RunUntil([&] { return peer_.accepted() == 2; }));
+  peer_.HoldGreeting(false);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 6; }));
+  EXPECT_TRUE(spool_.reads().empty());
+  ASSERT_EQ(peer_.transactions().size(), 6u);
+  for (const auto& t : peer_.transactions()) {
+    ASSERT_EQ(t.rcpt_to.size(), 1u);
+    EXPECT_EQ(t.body, BodyOf(std::stoi(t.rcpt_to[0].substr(1))));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
