@@ -61,7 +61,7 @@ struct Delivery::Impl final : public Engine {
   // A due job: its domain's route, then its site (here or on the site's shard).
   void Route(const std::string& domain, Job&& job);
   void Routed(const std::string& domain, RouteRef route, Job&& job);
-  void ToSite(std::string name, TlsMode tls, RouteRef route, Job&& job);
+  void ToSite(std::string_view name, TlsMode tls, RouteRef route, Job&& job);
   // Every recipient of `job` gets `why`, decided before any site.
   void Settle(Job&& job, const smtp::Reply& why);
   DomainStats& DomainStatsOf(std::string_view address);
@@ -79,7 +79,16 @@ struct Delivery::Impl final : public Engine {
   SiteOwners* owners_ = nullptr;
   ShardId self_ = 0;
   const tls::TlsContext* tls_context_ = nullptr;
-  std::unordered_map<std::string, std::unique_ptr<Site>> sites;
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using SiteMap = std::unordered_map<std::string, std::unique_ptr<Site>, Hash, std::equal_to<>>;
+  // [0]: sites of their own domain (a static route, the smarthost), by domain; [1]: MX sites,
+  // by MX host names. Two maps, so that an MX host named like a statically routed domain never
+  // shares that domain's site.
+  SiteMap sites[2];
+  size_t site_count() const { return sites[0].size() + sites[1].size(); }
   // Sites whose opportunistic TLS failed, until when they go in the clear (bounded).
   std::unordered_map<std::string, Clock::time_point> tls_broken;
   Reactor::TimerId sweep_timer;
@@ -118,6 +127,10 @@ void Delivery::Impl::Due(Job&& job) {
 void Delivery::Impl::Route(const std::string& domain, Job&& job) {
   // Asked for every job: the routing answers from its cache, so a route whose TTL ran out is
   // looked up again when the next job needs it, and not before.
+  if (std::optional<RouteRef> known = routing_.TryResolve(domain)) {
+    Routed(domain, std::move(*known), std::move(job));
+    return;
+  }
   routing_.Resolve(domain, [this, domain, job = std::move(job)](RouteRef route) mutable {
     Routed(domain, std::move(route), std::move(job));
   });
@@ -141,31 +154,33 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
   // The TLS policy is the domain's, decided here, before the rollup: a site is one MX host set
   // and one policy, so no domain's policy reaches another's mail (KumoMTA #484).
   const TlsMode tls = options_.TlsFor(domain);
-  std::string name = domain;
+  std::string_view name = domain;
+  std::string with_policy;
   if (!route->site.empty()) {
     name = route->site;
     if (tls != options_.tls) {
-      name += "+tls=";
-      name += TlsModeName(tls);
+      with_policy = route->site + "+tls=" + std::string(TlsModeName(tls));
+      name = with_policy;
     }
   }
   const ShardId n = owners_ != nullptr ? owners_->shards() : 1;
   const ShardId owner = n > 1 ? OwnerOf(name, n) : self_;
   if (owner != self_) {
     // The body goes along (immutable, shared): the site's shard need not read it again.
-    owners_->PostToSite(owner, std::move(name), tls, std::move(route), std::move(job));
+    owners_->PostToSite(owner, std::string(name), tls, std::move(route), std::move(job));
     return;
   }
-  ToSite(std::move(name), tls, std::move(route), std::move(job));
+  ToSite(name, tls, std::move(route), std::move(job));
 }
 
-void Delivery::Impl::ToSite(std::string name, TlsMode tls, RouteRef route, Job&& job) {
+void Delivery::Impl::ToSite(std::string_view name, TlsMode tls, RouteRef route, Job&& job) {
   if (shutting_down_)
     return;
-  auto it = sites.find(name);
-  if (it == sites.end()) {
-    auto site = std::make_unique<Site>(*this, name, route, tls);
-    it = sites.emplace(std::move(name), std::move(site)).first;
+  SiteMap& map = sites[route->site.empty() ? 0 : 1];
+  auto it = map.find(name);
+  if (it == map.end()) {
+    auto site = std::make_unique<Site>(*this, std::string(name), route, tls);
+    it = map.emplace(std::string(name), std::move(site)).first;
     if (!sweep_timer.valid())
       ArmSweep();
   }
@@ -246,7 +261,10 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
   const Recipient& r = job.recipients[i];
   const Message& m = *job.message;
   const char* outcome;
-  DomainStats& st = DomainStatsOf(job.address(r));
+  // A site of its own domain has that domain's entry at hand; else it is looked up.
+  DomainStats& st = site != nullptr && site->own_domain_stats() != nullptr
+                        ? *site->own_domain_stats()
+                        : DomainStatsOf(job.address(r));
   if (reply.positive() || reply.permanent())
     ++finished_since_trim;
   if (shutting_down_ && !reply.positive() && !reply.permanent()) {
@@ -374,19 +392,21 @@ void Delivery::Impl::Sweep() {
   const Clock::time_point now = reactor_.now();
   const auto period = std::chrono::duration_cast<Clock::duration>(options_.idle_timeout);
   size_t removed = 0;
-  for (auto it = sites.begin(); it != sites.end();) {
-    Site& d = *it->second;
-    if (!d.idle()) {
-      d.idle_since = {};
-      ++it;
-    } else if (d.idle_since == Clock::time_point{}) {
-      d.idle_since = now;
-      ++it;
-    } else if (now - d.idle_since >= period) {
-      it = sites.erase(it);
-      ++removed;
-    } else {
-      ++it;
+  for (SiteMap& map : sites) {
+    for (auto it = map.begin(); it != map.end();) {
+      Site& d = *it->second;
+      if (!d.idle()) {
+        d.idle_since = {};
+        ++it;
+      } else if (d.idle_since == Clock::time_point{}) {
+        d.idle_since = now;
+        ++it;
+      } else if (now - d.idle_since >= period) {
+        it = map.erase(it);
+        ++removed;
+      } else {
+        ++it;
+      }
     }
   }
   for (auto it = tls_broken.begin(); it != tls_broken.end();)
@@ -397,7 +417,7 @@ void Delivery::Impl::Sweep() {
     finished_since_trim = 0;
     ReleaseFreeMemory();
   }
-  if (!sites.empty())
+  if (site_count() > 0)
     ArmSweep();
 }
 
@@ -422,7 +442,7 @@ void Delivery::Enqueue(const std::string& domain, Job&& job) {
 }
 
 void Delivery::EnqueueForSite(std::string site, TlsMode tls, RouteRef route, Job&& job) {
-  impl_->ToSite(std::move(site), tls, std::move(route), std::move(job));
+  impl_->ToSite(site, tls, std::move(route), std::move(job));
 }
 
 void Delivery::Shutdown() noexcept {
@@ -430,12 +450,14 @@ void Delivery::Shutdown() noexcept {
   // Whatever is queued or in flight stays in the spool and is scheduled again at the next
   // start. Connections are dropped; their recipients were not finished, so nothing is lost.
   impl_->scheduler.Clear();
-  for (auto& [name, site] : impl_->sites)
-    site->Shutdown();
+  for (Impl::SiteMap& map : impl_->sites) {
+    for (auto& [name, site] : map)
+      site->Shutdown();
+  }
 }
 
 size_t Delivery::sites() const {
-  return impl_->sites.size();
+  return impl_->site_count();
 }
 
 size_t Delivery::scheduled() const {
@@ -443,8 +465,11 @@ size_t Delivery::scheduled() const {
 }
 
 long Delivery::open_connections(const std::string& site) const {
-  auto it = impl_->sites.find(site);
-  return it == impl_->sites.end() ? -1 : static_cast<long>(it->second->open_connections());
+  for (const Impl::SiteMap& map : impl_->sites) {
+    if (auto it = map.find(site); it != map.end())
+      return static_cast<long>(it->second->open_connections());
+  }
+  return -1;
 }
 
 }  // namespace spate::delivery

@@ -44,6 +44,17 @@ MxRouting::~MxRouting() {
   resolver_.reset();
 }
 
+std::optional<RouteRef> MxRouting::TryResolve(std::string_view domain) {
+  if (RouteRef r = statics_.Find(domain))
+    return r;
+  auto it = cache_.find(domain);
+  if (it == cache_.end() || reactor_.now() >= it->second.expires)
+    return std::nullopt;
+  if (stats_ != nullptr)
+    stats_->cache_hits.Add();
+  return it->second.route;
+}
+
 void MxRouting::Resolve(std::string_view domain, Done done) {
   if (RouteRef r = statics_.Find(domain)) {
     done(std::move(r));

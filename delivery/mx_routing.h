@@ -55,6 +55,7 @@ class MxRouting final : public Routing {
   ~MxRouting() override;
 
   void Resolve(std::string_view domain, Done done) override;
+  std::optional<RouteRef> TryResolve(std::string_view domain) override;
 
   size_t cached() const { return cache_.size(); }
 
@@ -73,7 +74,11 @@ class MxRouting final : public Routing {
     RouteRef route;
     Reactor::Clock::time_point expires;
   };
-  std::unordered_map<std::string, Cached> cache_;
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Cached, Hash, std::equal_to<>> cache_;
   std::deque<std::string> cache_order_;  // insertion order, for the bound
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
   MxRoutingStats* stats_;

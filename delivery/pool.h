@@ -99,6 +99,8 @@ class Site {
   const std::string& name() const { return name_; }
   TlsMode tls() const { return tls_; }
   DomainStats& stats() { return stats_; }
+  // The domain's entry when the site is a domain of its own (a static route); else null.
+  DomainStats* own_domain_stats() { return domain_stats_; }
   size_t queued_jobs() const { return pending_.size() + ready_.size() + loading_; }
   size_t loaded_bodies() const { return ready_.size() + loading_; }
   size_t open_connections() const { return open_.size(); }

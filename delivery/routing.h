@@ -52,6 +52,9 @@ class Routing {
   virtual ~Routing() = default;
   // `done` runs exactly once, possibly before Resolve() returns.
   virtual void Resolve(std::string_view domain, Done done) = 0;
+  // The answer when it is known now (a static route, a fresh cache entry): the engine asks
+  // this first for every job, so the common case makes no callback. Nothing: ask Resolve().
+  virtual std::optional<RouteRef> TryResolve(std::string_view /*domain*/) { return std::nullopt; }
 };
 
 class StaticRouting final : public Routing {
@@ -59,6 +62,7 @@ class StaticRouting final : public Routing {
   // `routes`: lower-case domain -> host; `smarthost`: for every other domain.
   StaticRouting(const std::map<std::string, Endpoint>& routes, std::optional<Endpoint> smarthost);
   void Resolve(std::string_view domain, Done done) override;
+  std::optional<RouteRef> TryResolve(std::string_view domain) override { return Find(domain); }
   // The same, at once: the domain's route, else the smarthost, else null.
   RouteRef Find(std::string_view domain) const;
 

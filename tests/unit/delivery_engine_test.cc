@@ -1179,6 +1179,30 @@ TEST_F(DeliveryEngineTest, ASiteWhoseRouteChangesQuitsItsIdleConnectionAndUsesTh
   EXPECT_EQ(delivery_->sites(), 1u);
 }
 
+// An MX host named like a statically routed domain: the MX site and the domain's own site are
+// two sites, each with its own route, and neither's mail goes to the other's host.
+TEST_F(DeliveryEngineTest, AnMxHostNamedLikeAStaticDomainIsNotThatDomainsSite) {
+  ScriptedPeer other;
+  ASSERT_TRUE(other.ok());
+  MapRouting routing;
+  routing.Set("static.test", MakeRoute("", {peer_.endpoint()}));
+  routing.Set("mx.test", MakeRoute("static.test", {other.endpoint()}));
+  StartWith(routing);
+  EnqueueTo("static.test", MakeJob(1, {"a@static.test"}));
+  EnqueueTo("mx.test", MakeJob(2, {"b@mx.test"}));
+  EnqueueTo("static.test", MakeJob(3, {"c@static.test"}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 3; }));
+  EXPECT_EQ(delivery_->sites(), 2u);
+  std::vector<std::string> to_peer, to_other;
+  for (const auto& t : peer_.transactions())
+    to_peer.insert(to_peer.end(), t.rcpt_to.begin(), t.rcpt_to.end());
+  for (const auto& t : other.transactions())
+    to_other.insert(to_other.end(), t.rcpt_to.begin(), t.rcpt_to.end());
+  std::sort(to_peer.begin(), to_peer.end());
+  EXPECT_EQ(to_peer, (std::vector<std::string>{"a@static.test", "c@static.test"}));
+  EXPECT_EQ(to_other, std::vector<std::string>{"b@mx.test"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
