@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "core/connection.h"
+#include "core/daemon/options.h"
 
 namespace spate {
 namespace {
@@ -67,6 +68,10 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_EQ(c.prohibited_networks.size(), 4u);
   EXPECT_EQ(c.address_order, "ipv4_first");
   EXPECT_EQ(c.max_addresses, 5u);
+  EXPECT_EQ(c.delivery_tls, "opportunistic");
+  EXPECT_EQ(c.tls_ca_file, "/etc/ssl/certs/ca-certificates.crt");
+  EXPECT_TRUE(c.tls_policy.empty());
+  EXPECT_EQ(c.max_body_memory, uint64_t{256} << 20);
   EXPECT_TRUE(c.dns_nameservers.empty());  // /etc/resolv.conf
   EXPECT_EQ(c.dns_timeout, 10s);
   EXPECT_EQ(c.dns_max_inflight, 256u);
@@ -86,6 +91,18 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_TRUE(c.routes.empty());
   EXPECT_EQ(c.log_level, "info");
   EXPECT_TRUE(c.log_deliveries);
+}
+
+TEST(ConfigTest, TlsPolicyIsPerLowerCaseDomainAndMapsOntoTheDeliveryOptions) {
+  Config c = MustParse(
+      "[delivery]\ntls = \"required\"\nmax_body_memory = \"64MB\"\n[shards]\ncount = 2\n"
+      "[tls_policy]\n\"Bank.Example\" = \"verify\"\n\"old.example\" = \"off\"\n");
+  delivery::Options o = daemon::DeliveryOptions(c);
+  EXPECT_EQ(o.tls, delivery::TlsMode::kRequired);
+  EXPECT_EQ(o.TlsFor("bank.example"), delivery::TlsMode::kVerify);
+  EXPECT_EQ(o.TlsFor("old.example"), delivery::TlsMode::kOff);
+  EXPECT_EQ(o.TlsFor("other.example"), delivery::TlsMode::kRequired);
+  EXPECT_EQ(o.max_body_bytes, uint64_t{32} << 20) << "shared by the two shards";
 }
 
 // The built-in defaults and the shipped file must not drift apart: an empty config file and
@@ -287,6 +304,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"ProhibitedNotANetwork", "[delivery]\nprohibited_networks = [\"loopback\"]\n",
                   "prohibited_networks"},
         BadConfig{"AddressOrderWord", "[delivery]\naddress_order = \"any\"\n", "address_order"},
+        BadConfig{"TlsModeWord", "[delivery]\ntls = \"sometimes\"\n", "tls"},
+        BadConfig{"TlsPolicyWord", "[tls_policy]\n\"Bank.Example\" = \"maybe\"\n", "bank.example"},
+        BadConfig{"TlsPolicyNotAString", "[tls_policy]\n\"a.example\" = 1\n", "a.example"},
+        BadConfig{"BodyMemoryShare", "[delivery]\nmax_body_memory = \"5%\"\n", "max_body_memory"},
+        BadConfig{"BodyMemoryWord", "[delivery]\nmax_body_memory = \"lots\"\n", "max_body_memory"},
         BadConfig{"NameserverWithoutPort", "[dns]\nnameservers = [\"127.0.0.1\"]\n", "nameservers"},
         BadConfig{"UnknownDnsKey", "[dns]\nservers = []\n", "servers"},
         BadConfig{"SyntaxError", "[server\nlisten = 1\n", "line 1"}),
