@@ -94,50 +94,42 @@ class SampleCollector : public prometheus::Collectable {
     scalar("spate_shards", "Reactor shards running.", MetricType::Gauge,
            static_cast<double>(sample.shards));
 
-    auto deliveries = Family("spate_deliveries_total",
-                             "Recipient delivery attempts by destination domain and outcome "
-                             "(delivered, deferred, failed).",
-                             MetricType::Counter);
-    auto queued = Family("spate_queue_recipients",
-                         "Recipients in the queue by destination domain (waiting or in flight).",
-                         MetricType::Gauge);
-    auto conns = Family("spate_outbound_connections",
-                        "Open delivery connections by destination domain.", MetricType::Gauge);
-    for (const auto& [domain, sum] : domains) {
-      for (auto [outcome, v] :
-           {std::pair{"delivered", sum.delivered}, std::pair{"deferred", sum.deferred},
-            std::pair{"failed", sum.failed}}) {
-        deliveries.metric.push_back(Value(MetricType::Counter, static_cast<double>(v),
-                                          {{"domain", domain}, {"outcome", outcome}}));
+    // Per domain and per site: outcomes, and open connections (and, per domain, the queue).
+    auto outcomes = [&](const std::map<std::string, Sums>& sums, const char* label,
+                        const char* name, const char* help, const char* conns_name,
+                        const char* conns_help, const char* queued_name, const char* queued_help) {
+      auto deliveries = Family(name, help, MetricType::Counter);
+      auto conns = Family(conns_name, conns_help, MetricType::Gauge);
+      auto queued = Family(queued_name != nullptr ? queued_name : "",
+                           queued_help != nullptr ? queued_help : "", MetricType::Gauge);
+      for (const auto& [key, sum] : sums) {
+        for (auto [outcome, v] :
+             {std::pair{"delivered", sum.delivered}, std::pair{"deferred", sum.deferred},
+              std::pair{"failed", sum.failed}}) {
+          deliveries.metric.push_back(Value(MetricType::Counter, static_cast<double>(v),
+                                            {{label, key}, {"outcome", outcome}}));
+        }
+        queued.metric.push_back(
+            Value(MetricType::Gauge, static_cast<double>(sum.queued), {{label, key}}));
+        conns.metric.push_back(
+            Value(MetricType::Gauge, static_cast<double>(sum.connections), {{label, key}}));
       }
-      queued.metric.push_back(
-          Value(MetricType::Gauge, static_cast<double>(sum.queued), {{"domain", domain}}));
-      conns.metric.push_back(
-          Value(MetricType::Gauge, static_cast<double>(sum.connections), {{"domain", domain}}));
-    }
-    out.push_back(std::move(deliveries));
-    out.push_back(std::move(queued));
-    out.push_back(std::move(conns));
-
-    auto site_deliveries =
-        Family("spate_site_deliveries_total",
-               "Recipient delivery attempts by site (the domains sharing an MX host set and one "
-               "connection pool) and outcome.",
-               MetricType::Counter);
-    auto site_conns = Family("spate_site_outbound_connections",
-                             "Open delivery connections by site.", MetricType::Gauge);
-    for (const auto& [site, sum] : sites) {
-      for (auto [outcome, v] :
-           {std::pair{"delivered", sum.delivered}, std::pair{"deferred", sum.deferred},
-            std::pair{"failed", sum.failed}}) {
-        site_deliveries.metric.push_back(Value(MetricType::Counter, static_cast<double>(v),
-                                               {{"site", site}, {"outcome", outcome}}));
-      }
-      site_conns.metric.push_back(
-          Value(MetricType::Gauge, static_cast<double>(sum.connections), {{"site", site}}));
-    }
-    out.push_back(std::move(site_deliveries));
-    out.push_back(std::move(site_conns));
+      out.push_back(std::move(deliveries));
+      if (queued_name != nullptr)
+        out.push_back(std::move(queued));
+      out.push_back(std::move(conns));
+    };
+    outcomes(domains, "domain", "spate_deliveries_total",
+             "Recipient delivery attempts by destination domain and outcome (delivered, "
+             "deferred, failed).",
+             "spate_outbound_connections", "Open delivery connections by destination domain.",
+             "spate_queue_recipients",
+             "Recipients in the queue by destination domain (waiting or in flight).");
+    outcomes(sites, "site", "spate_site_deliveries_total",
+             "Recipient delivery attempts by site (the domains sharing an MX host set and one "
+             "connection pool) and outcome.",
+             "spate_site_outbound_connections", "Open delivery connections by site.", nullptr,
+             nullptr);
 
     {
       auto sessions = Family("spate_outbound_tls_sessions_total",

@@ -154,6 +154,14 @@ bool ResolveEndpoint(const std::string& text, Endpoint* out) {
 // Called once, at start-up, before any reactor runs.
 constexpr const char* kTlsModes = "\"opportunistic\", \"required\", \"verify\" or \"off\"";
 
+// Domains compare without case (RFC 5321 §2.4): every configured one is kept in lower case.
+std::string LowerCase(std::string_view text) {
+  std::string out(text);
+  for (char& ch : out)
+    ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
+}
+
 bool ParseTlsMode(std::string_view mode) {
   return mode == "opportunistic" || mode == "required" || mode == "verify" || mode == "off";
 }
@@ -473,8 +481,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     c.relay_networks.push_back(std::move(network).value());
   }
   for (std::string& domain : c.local_domains) {
-    for (char& ch : domain)
-      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    domain = LowerCase(domain);
     if (domain.empty() || domain.find_first_of(" @<>[]") != std::string::npos) {
       *error = "[server] local_domains: \"" + domain + "\" is not a domain";
       return Unexpected{std::make_error_code(std::errc::invalid_argument)};
@@ -495,9 +502,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   }
   if (const toml::table* routes = root["routes"].as_table()) {
     for (const auto& [k, v] : *routes) {
-      std::string domain(k.str());
-      for (char& ch : domain)
-        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      const std::string domain = LowerCase(k.str());
       auto target = v.value<std::string>();
       Endpoint ep;
       if (!target || !ResolveEndpoint(*target, &ep)) {
@@ -510,9 +515,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   if (const toml::table* policy = root["tls_policy"].as_table()) {
     // [tls_policy] "example.com" = "required": the domain's own mode, whatever its site.
     for (const auto& [k, v] : *policy) {
-      std::string domain(k.str());
-      for (char& ch : domain)
-        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      const std::string domain = LowerCase(k.str());
       auto mode = v.value<std::string>();
       if (!mode || !ParseTlsMode(*mode)) {
         *error = "[tls_policy] \"" + domain + "\" must be " + kTlsModes;
