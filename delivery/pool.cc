@@ -227,9 +227,7 @@ class ClientConnection final : public Connection {
           site_.OnIdle(this);
         }
       } else if (std::get_if<StartTls>(&ev) != nullptr) {
-        StartTlsHandshake();
-        if (session_.closed())
-          return HandleClosed();
+        StartTlsHandshake();  // a failure closes the session: its Closed comes next
       } else if (auto* c = std::get_if<Closed>(&ev)) {
         close_reply_ = c->reply;
         if (c->reply.enhanced == "4.7.4")
@@ -259,6 +257,13 @@ class ClientConnection final : public Connection {
     }
     // SNI and the name checked: the MX host's (RFC 7672 §8.1 and RFC 6125 use the MX name).
     tls_ = std::make_unique<tls::TlsSession>(*context, host_name_, tls_mode_.verify);
+    if (tls_->failed()) {
+      // Nothing to verify against (no name): no ClientHello went out, so do not wait for one.
+      tls_failed_ = true;
+      engine_.stats().tls_failures.Add();
+      session_.Fail(smtp::Reply{451, "4.7.5", "TLS with " + host_.text + ": " + tls_->failure()});
+      return;
+    }
     Touch(engine_.options().tls_handshake_timeout);
     SendCiphertext();  // the ClientHello
   }
