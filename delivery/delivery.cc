@@ -65,6 +65,12 @@ struct Delivery::Impl final : public Engine {
   // Every recipient of `job` gets `why`, decided before any site.
   void Settle(Job&& job, const smtp::Reply& why);
   DomainStats& DomainStatsOf(std::string_view address);
+  // Accepted longer than max_age ago.
+  bool Expired(const Message& m) const {
+    return options_.max_age.count() > 0 && m.received_ms > 0 &&
+           static_cast<double>(reactor_.wall_ms() - m.received_ms) >=
+               options_.max_age.count() * 1000;
+  }
   Clock::duration Backoff(uint16_t attempts);
   void ArmSweep();
   void Sweep();
@@ -295,6 +301,17 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
   } else if (reply.permanent()) {
     outcome = "failed";
     st.failed.Add();
+    if (site != nullptr)
+      site->stats().failed.Add();
+    st.queued.Add(-1);
+    spool.Finish(m.id, m.spool_index(r.pos));
+  } else if (Expired(m)) {
+    // Deferred past max_age: this reply was its last chance. It fails, with that reply as the
+    // reason (a DSN says "delivery time expired", RFC 3463 X.4.7).
+    outcome = "expired";
+    ++finished_since_trim;
+    st.failed.Add();
+    stats_.expired.Add();
     if (site != nullptr)
       site->stats().failed.Add();
     st.queued.Add(-1);

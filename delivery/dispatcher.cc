@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "core/check.h"
+#include "core/clock.h"
 #include "delivery/delivery.h"
 
 namespace spate::delivery {
@@ -29,6 +30,7 @@ void Dispatcher::DispatchAccepted(queue::MessageId id, queue::NewMessage&& m) {
   message->body_size = m.body.size();
   message->body_8bit = m.body_8bit;
   message->smtputf8 = m.smtputf8;
+  message->received_ms = Clock::Real().WallMs();  // made durable just now
   size_t bytes = 0;
   for (const std::string& r : m.rcpt_to)
     bytes += Routable(r).size();
@@ -46,6 +48,7 @@ void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
   message->body_size = m.body_size;
   message->body_8bit = m.body_8bit;
   message->smtputf8 = m.smtputf8;
+  message->received_ms = m.received_ms;
   std::vector<uint16_t> attempts;
   std::vector<int64_t> due;
   attempts.reserve(m.recipients.size());

@@ -30,6 +30,7 @@ struct Message {
   uint64_t body_size = 0;
   bool body_8bit = false;
   bool smtputf8 = false;  // RFC 6531: must go out with SMTPUTF8
+  int64_t received_ms = 0;  // unix ms when it was accepted; 0: unknown (never expires)
 
   // Recipient p's address (as received) and its index in the spool's envelope.
   std::string_view address(uint32_t p) const {

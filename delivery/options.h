@@ -40,6 +40,10 @@ struct Options {
   // with +-20% jitter.
   Seconds retry_base{60};
   Seconds retry_max{3600};
+  // A recipient still deferred this long after its message was accepted expires: it fails
+  // with its last reply (RFC 3463 X.4.7, delivery time expired) instead of another retry.
+  // 0: never. Postfix's maximal_queue_lifetime is 5 days too.
+  Seconds max_age{5 * 86400};
   // Bodies a site reads from the spool ahead of the connections that will send them.
   unsigned max_loaded_bodies = 64;
   // Bodies of fresh jobs the shard's sites keep in memory at once, in octets ([delivery]

@@ -91,6 +91,10 @@ class SampleCollector : public prometheus::Collectable {
            "Times a submission connection stopped reading its client because the client was "
            "not reading its replies (more than 64 KiB queued).",
            MetricType::Counter, static_cast<double>(sample.output_paused));
+    scalar("spate_expirations_total",
+           "Recipients that reached [delivery] max_age still deferred, and failed (also in "
+           "spate_deliveries_total{outcome=\"failed\"}).",
+           MetricType::Counter, static_cast<double>(sample.expired));
     scalar("spate_shards", "Reactor shards running.", MetricType::Gauge,
            static_cast<double>(sample.shards));
 

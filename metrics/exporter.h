@@ -77,6 +77,7 @@ struct Sample {
   uint64_t output_paused = 0;   // submission connections that stopped reading (backpressure)
   uint64_t commits_failed = 0;  // messages refused after their data: the spool could not take them
   uint64_t log_dropped = 0;     // log lines dropped: the log writer could not keep up
+  uint64_t expired = 0;         // recipients that reached [delivery] max_age deferred
   unsigned shards = 0;
   std::vector<DomainSample> domains;
   std::vector<DomainSample> sites;  // `domain` is the site's name

@@ -93,6 +93,7 @@ struct Config {
   Seconds idle_timeout{};   // an idle pooled connection is closed after this
   Seconds retry_base{};     // first retry delay; doubles per attempt
   Seconds retry_max{};      // cap of the retry delay
+  Seconds max_age{};        // a recipient deferred this long after acceptance expires; 0: never
   // [delivery] MX routing (RFC 5321 §5), for domains without a route when there is no
   // smarthost: the port of MX hosts, the networks never connected to, the order of the address
   // families ("ipv4_first", "ipv6_first", "ipv4_only", "ipv6_only"), addresses per attempt.

@@ -38,6 +38,7 @@ delivery::Options DeliveryOptions(const Config& c) {
   o.idle_timeout = c.idle_timeout;
   o.retry_base = c.retry_base;
   o.retry_max = c.retry_max;
+  o.max_age = c.max_age;
   o.log_deliveries = c.log_deliveries;
   auto mode = [](const std::string& m) {
     if (m == "off")

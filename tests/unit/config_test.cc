@@ -88,6 +88,7 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_EQ(c.idle_timeout, 5s);
   EXPECT_EQ(c.retry_base, 60s);
   EXPECT_EQ(c.retry_max, 3600s);
+  EXPECT_EQ(c.max_age, 5 * 86400s);
   EXPECT_TRUE(c.routes.empty());
   EXPECT_EQ(c.log_level, "info");
   EXPECT_TRUE(c.log_deliveries);

@@ -654,6 +654,41 @@ TEST_F(DeliveryEngineTest, TooManyRecipientsForTheFirstOneIsADeferral) {
   EXPECT_EQ(domain_stats().deferred.Get(), 1u) << "counted as a deferral";
 }
 
+// [delivery] max_age: a recipient deferred again after its message is older than that fails
+// with its last reply, logged as "expired", and leaves the spool; it is not retried again.
+TEST_F(DeliveryEngineTest, ARecipientStillDeferredPastMaxAgeExpiresWithItsLastReply) {
+  options_.retry_base = Seconds(60);
+  options_.max_age = Seconds(100);
+  options_.log_deliveries = true;
+  Start();
+  const std::string later = Rcpt("later");
+  peer_.ScriptRcpt(
+      later, {"451 4.2.0 try again later", "451 4.2.0 try again later", "451 4.2.1 still busy"});
+  Job job = MakeJob(6, {later});
+  auto m = std::make_shared<Message>(*job.message);
+  m->received_ms = reactor_->wall_ms();
+  job.message = m;
+  ::testing::internal::CaptureStderr();
+  Enqueue(std::move(job));
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 1; }));
+  Advance(73s);  // the first retry, at most 72 s later: 73 s old, younger than max_age
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 2; }));
+  EXPECT_TRUE(spool_.finished().empty());
+  Advance(145s);  // the second retry, at most 144 s later: past max_age
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 1; }));
+  RunTurns();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(spool_.finishes(6, 0), 1u);
+  EXPECT_EQ(spool_.deferred().size(), 2u) << "not deferred a third time";
+  EXPECT_EQ(delivery_->scheduled(), 0u);
+  EXPECT_EQ(peer_.transactions().size(), 0u);
+  EXPECT_EQ(stats_.expired.Get(), 1u);
+  EXPECT_EQ(domain_stats().failed.Get(), 1u);
+  EXPECT_EQ(domain_stats().deferred.Get(), 2u);
+  EXPECT_NE(log.find("expired id="), std::string::npos) << log;
+  EXPECT_NE(log.find("attempts=3 reply=\"451 4.2.1 still busy\""), std::string::npos) << log;
+}
+
 TEST_F(DeliveryEngineTest, DeliveredFailedAndDeferredRecipientsThenTheRetryDelivers) {
   options_.retry_base = Seconds(60);
   Start();
