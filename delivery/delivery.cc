@@ -6,7 +6,9 @@
 
 #include "core/allocator.h"
 #include "core/log.h"
+#include "core/smtp/server_session.h"
 #include "core/tls/tls.h"
+#include "delivery/dsn.h"
 #include "delivery/pool.h"
 #include "delivery/scheduler.h"
 
@@ -21,7 +23,32 @@ constexpr size_t kTrimAfterRemoving = 1000;
 constexpr size_t kTrimAfterFinishing = 100000;
 }  // namespace
 
+namespace {
+// The host of a connection's " mx=HOST[ADDRESS]:PORT tls=..." (or " mx=ADDRESS:PORT ..."):
+// the Remote-MTA of a DSN (RFC 3464 §2.3.5). "" when no connection got that far.
+std::string RemoteOf(std::string_view via) {
+  const size_t at = via.find(" mx=");
+  if (at == std::string_view::npos)
+    return {};
+  std::string_view host = via.substr(at + 4);
+  host = host.substr(0, host.find(' '));
+  if (size_t b = host.find('['); b != std::string_view::npos && b > 0)
+    return std::string(host.substr(0, b));
+  if (size_t colon = host.rfind(':'); colon != std::string_view::npos)
+    host = host.substr(0, colon);
+  return std::string(host);
+}
+}  // namespace
+
 struct Delivery::Impl final : public Engine {
+  // Of the transaction being recorded: the recipients that failed for good and whose sender
+  // asked for (or did not refuse) a DSN. They leave the spool once their DSN is stored.
+  struct Bounced {
+    Recipient recipient;
+    smtp::Reply reply;
+    bool expired = false;
+    std::string remote;  // the host that answered, "" if none did
+  };
   Impl(Reactor& r, const Options& o, SpoolPort& sp, Routing& rt, Stats& st, uint64_t seed)
       : reactor_(r),
         options_(o),
@@ -65,6 +92,18 @@ struct Delivery::Impl final : public Engine {
   // Every recipient of `job` gets `why`, decided before any site.
   void Settle(Job&& job, const smtp::Reply& why);
   DomainStats& DomainStatsOf(std::string_view address);
+  // RFC 3461 §4.1: NOTIFY=NEVER, or a list without FAILURE, asks for no DSN; no NOTIFY at all
+  // means FAILURE. Never to the null sender (RFC 5321 §4.5.5: no bounce of a bounce).
+  bool WantsDsn(const Message& m, uint32_t pos) const {
+    if (!options_.dsn || m.mail_from.empty())
+      return false;
+    const queue::DsnRequest* d = m.dsn_of(pos);
+    const uint8_t notify = d != nullptr ? d->notify : 0;
+    return notify == 0 || ((notify & smtp::kNotifyNever) == 0 && (notify & smtp::kNotifyFailure));
+  }
+  // The failed recipients of one transaction: one DSN (RFC 3464), then they leave the spool.
+  void SendDsn(MessageRef message, std::vector<Bounced>&& bounced);
+  void StoreDsn(MessageRef message, std::vector<Bounced>&& bounced, const std::string& original);
   // Accepted longer than max_age ago.
   bool Expired(const Message& m) const {
     return options_.max_age.count() > 0 && m.received_ms > 0 &&
@@ -107,6 +146,8 @@ struct Delivery::Impl final : public Engine {
   // Their reply, site and connection, to record them as deferred if none were taken.
   smtp::Reply resend_reply;
   Site* resend_site = nullptr;
+  std::vector<Bounced> bounced_now;
+  uint64_t dsns_made = 0;
   std::string resend_via;
   bool recording_resend = false;
   bool shutting_down_ = false;
@@ -304,7 +345,11 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     if (site != nullptr)
       site->stats().failed.Add();
     st.queued.Add(-1);
-    spool.Finish(m.id, m.spool_index(r.pos));
+    if (WantsDsn(m, r.pos)) {
+      bounced_now.push_back({r, reply, false, RemoteOf(via)});
+    } else {
+      spool.Finish(m.id, m.spool_index(r.pos));
+    }
   } else if (Expired(m)) {
     // Deferred past max_age: this reply was its last chance. It fails, with that reply as the
     // reason (a DSN says "delivery time expired", RFC 3463 X.4.7).
@@ -315,7 +360,11 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     if (site != nullptr)
       site->stats().failed.Add();
     st.queued.Add(-1);
-    spool.Finish(m.id, m.spool_index(r.pos));
+    if (WantsDsn(m, r.pos)) {
+      bounced_now.push_back({r, reply, true, RemoteOf(via)});
+    } else {
+      spool.Finish(m.id, m.spool_index(r.pos));
+    }
   } else {
     outcome = "deferred";
     st.deferred.Add();
@@ -338,6 +387,93 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
   }
 }
 
+void Delivery::Impl::SendDsn(MessageRef message, std::vector<Bounced>&& bounced) {
+  // The original comes back with it (its headers, or all of it with RET=FULL): read from the
+  // spool, where it still is (its failed recipients are not finished yet).
+  Reactor* reactor = &reactor_;
+  const queue::MessageId id = message->id;
+  spool.ReadBody(id, [this, reactor, message = std::move(message),
+                      bounced = std::move(bounced)](Result<std::string> body) mutable {
+    std::string original = body ? std::move(*body) : std::string();
+    reactor->Post([this, message = std::move(message), bounced = std::move(bounced),
+                   original = std::move(original)]() mutable {
+      StoreDsn(std::move(message), std::move(bounced), original);
+    });
+  });
+}
+
+void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced,
+                              const std::string& original) {
+  if (shutting_down_)
+    return;  // the recipients are still in the spool: failed again, and bounced, next start
+  const Message& m = *message;
+  dsn::Report report;
+  report.reporting_mta = options_.hostname;
+  report.from = "MAILER-DAEMON@" + options_.hostname;
+  report.to = m.mail_from;
+  report.envid = m.envid;
+  report.arrival_ms = m.received_ms;
+  report.now_ms = reactor_.wall_ms();
+  report.unique = (m.id << 8) ^ ++dsns_made;
+  report.return_full = m.ret == 1;  // RFC 3461 §4.3: RET=FULL; else the headers
+  report.original = original;
+  for (const Bounced& b : bounced) {
+    dsn::Recipient r;
+    r.final_recipient = std::string(m.address(b.recipient.pos));
+    if (const queue::DsnRequest* d = m.dsn_of(b.recipient.pos))
+      r.original_recipient = d->orcpt;
+    r.action = dsn::Action::kFailed;
+    r.status = b.reply.enhanced;
+    r.remote_mta = b.remote;
+    r.diagnostic = std::to_string(b.reply.code) +
+                   (b.reply.enhanced.empty() ? "" : " " + b.reply.enhanced) + " " + b.reply.text;
+    r.last_attempt_ms = report.now_ms;
+    r.expired = b.expired;
+    report.recipients.push_back(std::move(r));
+  }
+  dsn::Notification n = dsn::Build(report);
+  queue::NewMessage out;
+  out.mail_from = "";  // RFC 3461 §6.1: from the null sender, so it is never bounced itself
+  out.rcpt_to.push_back(m.mail_from);
+  out.body = std::move(n.message);
+  out.body_8bit = n.eight_bit;
+  SPATE_LOG(kInfo, "dsn id=%s to=<%s> recipients=%zu", queue::FormatId(m.id).c_str(),
+            m.mail_from.c_str(), bounced.size());
+  Reactor* reactor = &reactor_;
+  spool.Inject(std::move(out), [this, reactor, message = std::move(message),
+                                bounced = std::move(bounced)](bool durable) mutable {
+    reactor->Post(
+        [this, durable, message = std::move(message), bounced = std::move(bounced)]() mutable {
+          const Message& msg = *message;
+          if (durable) {
+            // The bounce is on disk: the recipients it reports may leave the spool now.
+            stats_.dsns.Add();
+            for (const Bounced& b : bounced)
+              spool.Finish(msg.id, msg.spool_index(b.recipient.pos));
+            return;
+          }
+          // The spool would not take the DSN (a full disk): the recipients stay, retried later,
+          // and fail (and are bounced) again then.
+          SPATE_LOG(kError, "dsn for %s not stored; its recipients are retried",
+                    queue::FormatId(msg.id).c_str());
+          if (shutting_down_)
+            return;
+          Job job;
+          job.message = message;
+          job.due_ms =
+              reactor_.wall_ms() +
+              std::chrono::duration_cast<std::chrono::milliseconds>(options_.retry_base).count();
+          for (const Bounced& b : bounced) {
+            job.recipients.push_back(b.recipient);
+            spool.Defer(msg.id, msg.spool_index(b.recipient.pos), b.recipient.attempts, job.due_ms);
+          }
+          DomainStatsOf(msg.address(bounced.front().recipient.pos))
+              .queued.Add(static_cast<int64_t>(bounced.size()));
+          scheduler.Add(std::move(job));
+        });
+  });
+}
+
 Clock::duration Delivery::Impl::Backoff(uint16_t attempts) {
   double delay = options_.retry_base.count();
   for (uint16_t i = 1; i < attempts && delay < options_.retry_max.count(); ++i)
@@ -349,6 +485,8 @@ Clock::duration Delivery::Impl::Backoff(uint16_t attempts) {
 }
 
 void Delivery::Impl::Reschedule(Job&& job, std::vector<Recipient>&& deferred) {
+  if (!bounced_now.empty())
+    SendDsn(job.message, std::exchange(bounced_now, {}));
   std::vector<Recipient> again = std::exchange(resend_now, {});
   const size_t accepted = std::exchange(accepted_now, 0);
   if (!again.empty()) {

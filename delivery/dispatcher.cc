@@ -31,6 +31,9 @@ void Dispatcher::DispatchAccepted(queue::MessageId id, queue::NewMessage&& m) {
   message->body_8bit = m.body_8bit;
   message->smtputf8 = m.smtputf8;
   message->received_ms = Clock::Real().WallMs();  // made durable just now
+  message->envid = std::move(m.envid);
+  message->ret = m.ret;
+  message->dsn = std::move(m.dsn);  // parallel to rcpt_to: position i is recipient i
   size_t bytes = 0;
   for (const std::string& r : m.rcpt_to)
     bytes += Routable(r).size();
@@ -49,6 +52,8 @@ void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
   message->body_8bit = m.body_8bit;
   message->smtputf8 = m.smtputf8;
   message->received_ms = m.received_ms;
+  message->envid = std::move(m.envid);
+  message->ret = m.ret;
   std::vector<uint16_t> attempts;
   std::vector<int64_t> due;
   attempts.reserve(m.recipients.size());
@@ -57,6 +62,13 @@ void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
   for (const queue::PendingRecipient& r : m.recipients)
     bytes += Routable(r.address).size();
   message->Reserve(m.recipients.size(), bytes);
+  bool any_dsn = false;
+  for (const queue::PendingRecipient& r : m.recipients)
+    any_dsn = any_dsn || r.dsn.notify != 0 || !r.dsn.orcpt.empty();
+  if (any_dsn) {
+    for (queue::PendingRecipient& r : m.recipients)
+      message->dsn.push_back(std::move(r.dsn));
+  }
   for (const queue::PendingRecipient& r : m.recipients) {
     message->AddRecipient(Routable(r.address), r.index);
     attempts.push_back(r.attempts);

@@ -29,8 +29,15 @@ struct Message {
   std::string mail_from;
   uint64_t body_size = 0;
   bool body_8bit = false;
-  bool smtputf8 = false;  // RFC 6531: must go out with SMTPUTF8
+  bool smtputf8 = false;    // RFC 6531: must go out with SMTPUTF8
   int64_t received_ms = 0;  // unix ms when it was accepted; 0: unknown (never expires)
+  // RFC 3461: ENVID, RET (0 unset, 1 FULL, 2 HDRS), and per position NOTIFY and ORCPT (empty
+  // when the message had no DSN parameters at all).
+  std::string envid;
+  uint8_t ret = 0;
+  std::vector<queue::DsnRequest> dsn;
+
+  const queue::DsnRequest* dsn_of(uint32_t p) const { return p < dsn.size() ? &dsn[p] : nullptr; }
 
   // Recipient p's address (as received) and its index in the spool's envelope.
   std::string_view address(uint32_t p) const {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "core/result.h"
@@ -27,12 +28,20 @@ class SpoolPort {
   virtual void Defer(queue::MessageId id, uint32_t index, uint16_t attempts,
                      int64_t next_attempt_ms) = 0;
   virtual void ReadBody(queue::MessageId id, BodyDone done) = 0;
+  // A message made by delivery (a DSN): stored durably like an accepted one, then delivered
+  // like one. `done(true)` once it is on disk, `done(false)` if the spool refused it; on any
+  // thread.
+  using InjectDone = UniqueFunction<void(bool durable)>;
+  virtual void Inject(queue::NewMessage&& message, InjectDone done) = 0;
 };
 
 // The real spool behind the port.
 class QueueSpool final : public SpoolPort {
  public:
-  explicit QueueSpool(queue::Spool& spool) : spool_(spool) {}
+  // `accepted` hands a stored message to delivery (the Dispatcher's DispatchAccepted).
+  using Accepted = std::function<void(queue::MessageId, queue::NewMessage&&)>;
+  QueueSpool(queue::Spool& spool, Accepted accepted)
+      : spool_(spool), accepted_(std::move(accepted)) {}
   void Finish(queue::MessageId id, uint32_t index) override { spool_.Finish(id, index); }
   void Defer(queue::MessageId id, uint32_t index, uint16_t attempts,
              int64_t next_attempt_ms) override {
@@ -41,9 +50,19 @@ class QueueSpool final : public SpoolPort {
   void ReadBody(queue::MessageId id, BodyDone done) override {
     spool_.ReadBody(id, std::move(done));
   }
+  void Inject(queue::NewMessage&& message, InjectDone done) override {
+    spool_.Accept(std::move(message),
+                  [this, done = std::move(done)](Result<queue::MessageId> id,
+                                                 queue::NewMessage&& stored) mutable {
+                    done(id.has_value());
+                    if (id && accepted_)
+                      accepted_(*id, std::move(stored));
+                  });
+  }
 
  private:
   queue::Spool& spool_;
+  Accepted accepted_;
 };
 
 }  // namespace spate::delivery

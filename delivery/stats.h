@@ -56,6 +56,7 @@ class Stats {
   void ForEachTls(const std::function<void(const std::string& version, const std::string& cipher,
                                            uint64_t sessions)>& fn) const;
   Counter expired;          // recipients that reached max_age deferred (failed, counted there too)
+  Counter dsns;             // delivery status notifications stored to go back to senders
   Counter tls_failures;     // handshakes that failed (or timed out)
   Counter tls_fallbacks;    // opportunistic sites sent in the clear after one
   Counter tls_unavailable;  // TLS required but not offered or refused: no transaction

@@ -384,6 +384,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   delivery.Duration("retry_max", &c.retry_max);
   c.max_age = Seconds(5 * 86400);
   delivery.Duration("max_age", &c.max_age);
+  delivery.Bool("dsn", &c.dsn);
   delivery.Unsigned("mx_port", &c.mx_port, 1, 65535);
   std::vector<std::string> prohibited = {"0.0.0.0/8", "127.0.0.0/8", "::1/128", "::/128"};
   delivery.StringList("prohibited_networks", &prohibited);

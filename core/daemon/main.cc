@@ -306,7 +306,12 @@ int Run(int argc, char** argv) {
   const delivery::Options delivery_options = daemon::DeliveryOptions(config);
   std::unique_ptr<delivery::StaticRouting> routing = daemon::MakeRouting(config);
   server::SpoolStore store(*spool);
-  delivery::QueueSpool delivery_spool(*spool);
+  // Delivery's port to the spool; the DSNs it stores go to the dispatcher like accepted mail.
+  delivery::Dispatcher* dispatch_to = nullptr;
+  delivery::QueueSpool delivery_spool(*spool,
+                                      [&dispatch_to](queue::MessageId id, queue::NewMessage&& m) {
+                                        dispatch_to->DispatchAccepted(id, std::move(m));
+                                      });
 
   std::vector<std::unique_ptr<server::Stats>> server_stats;
   std::vector<std::unique_ptr<delivery::Stats>> delivery_stats;
@@ -389,6 +394,7 @@ int Run(int argc, char** argv) {
   // that own its domains.
   std::vector<std::unique_ptr<Shard>> shards;
   delivery::Dispatcher dispatcher(static_cast<ShardId>(config.shards), config.postmaster);
+  dispatch_to = &dispatcher;
   // Without a smarthost, a domain without a route goes by its MX records (RFC 5321 §5): each
   // shard has its own resolver and routing, made on its thread and gone after its loop.
   const bool by_mx = config.smarthost_text.empty();

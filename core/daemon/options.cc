@@ -30,6 +30,7 @@ server::Options ServerOptions(const Config& c) {
 delivery::Options DeliveryOptions(const Config& c) {
   delivery::Options o;
   o.helo_name = c.helo_name;
+  o.hostname = c.hostname;
   o.max_connections = c.max_connections;
   o.max_messages_per_connection = c.max_messages_per_connection;
   o.max_recipients_per_transaction = c.max_recipients_per_transaction;
@@ -39,6 +40,7 @@ delivery::Options DeliveryOptions(const Config& c) {
   o.retry_base = c.retry_base;
   o.retry_max = c.retry_max;
   o.max_age = c.max_age;
+  o.dsn = c.dsn;
   o.log_deliveries = c.log_deliveries;
   auto mode = [](const std::string& m) {
     if (m == "off")

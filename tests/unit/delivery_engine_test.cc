@@ -38,6 +38,7 @@
 #include "core/net.h"
 #include "core/reactor.h"
 #include "core/shard.h"
+#include "core/smtp/server_session.h"
 #include "delivery/delivery.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
@@ -715,6 +716,7 @@ TEST_F(DeliveryEngineTest, DeliveredFailedAndDeferredRecipientsThenTheRetryDeliv
   EXPECT_LE(FromNow(d.next_attempt_ms), 72000);  // retry_base + 20%
   EXPECT_EQ(delivery_->scheduled(), 1u);
   EXPECT_TRUE(spool_.reads().empty());
+  EXPECT_TRUE(spool_.injected().empty()) << "[delivery] dsn is off";
 
   // Not before its time...
   Advance(std::chrono::milliseconds(FromNow(d.next_attempt_ms) - 1));
@@ -950,6 +952,80 @@ TEST_F(DeliveryEngineTest, ATemporaryRouteFailureDefersAndAsksAgain) {
   RunTurns();
   EXPECT_EQ(servfail.asked, 2) << "asked again when the recipient was due";
   EXPECT_EQ(spool_.deferred().size(), 2u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// DSNs
+
+// The recipients that failed in one transaction share one DSN, from <> to the sender, and
+// leave the spool only once it is stored; NOTIFY=NEVER, and the null sender, get none.
+TEST_F(DeliveryEngineTest, FailedRecipientsOfOneTransactionShareOneDsnStoredBeforeTheyLeave) {
+  options_.dsn = true;
+  Start();
+  const std::string a = Rcpt("a"), b = Rcpt("b"), c = Rcpt("c"), ok = Rcpt("ok");
+  // Each refuses twice: at the first attempt and at the retry after a DSN could not be stored.
+  peer_.ScriptRcpt(a, {"550 5.1.1 no such user", "550 5.1.1 no such user"});
+  peer_.ScriptRcpt(b, {"552 5.2.2 mailbox full", "552 5.2.2 mailbox full"});
+  peer_.ScriptRcpt(c, {"550 5.1.1 no such user"});
+  Job job = MakeJob(8, {a, b, c, ok});
+  auto m = std::make_shared<Message>(*job.message);
+  m->envid = "env-8";
+  m->dsn.resize(4);
+  m->dsn[1].orcpt = "rfc822;B@Original.test";
+  m->dsn[2].notify = smtp::kNotifyNever;  // c asked for none
+  job.message = m;
+  spool_.FailInjects(true);  // first, the spool will not take it
+  Enqueue(std::move(job));
+  ASSERT_TRUE(RunUntil([&] { return spool_.injected().size() == 1; }));
+  RunTurns();
+  // Not stored: a and b stay in the spool, to be tried again; c (no DSN wanted) is gone.
+  EXPECT_EQ(spool_.finishes(8, 0), 0u);
+  EXPECT_EQ(spool_.finishes(8, 1), 0u);
+  EXPECT_EQ(spool_.finishes(8, 2), 1u);
+  EXPECT_EQ(spool_.finishes(8, 3), 1u);
+  EXPECT_EQ(delivery_->scheduled(), 1u);
+  EXPECT_EQ(stats_.dsns.Get(), 0u);
+
+  spool_.FailInjects(false);
+  Advance(61s);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finishes(8, 0) == 1 && spool_.finishes(8, 1) == 1; }));
+  ASSERT_EQ(spool_.injected().size(), 2u);
+  EXPECT_EQ(stats_.dsns.Get(), 1u);
+  const queue::NewMessage& dsn = spool_.injected()[1];
+  EXPECT_EQ(dsn.mail_from, "") << "from the null sender";
+  EXPECT_EQ(dsn.rcpt_to, std::vector<std::string>{"sender@origin.test"});
+  const std::string& text = dsn.body;
+  EXPECT_NE(text.find("Original-Envelope-Id: env-8\r\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("Final-Recipient: rfc822; " + a + "\r\nAction: failed\r\nStatus: 5.1.1\r\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("Original-Recipient: rfc822;B@Original.test\r\nFinal-Recipient: rfc822; " +
+                      b + "\r\nAction: failed\r\nStatus: 5.2.2\r\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("Diagnostic-Code: smtp; 552 5.2.2 mailbox full\r\n"), std::string::npos);
+  EXPECT_EQ(text.find("Final-Recipient: rfc822; " + c), std::string::npos) << "NOTIFY=NEVER";
+  EXPECT_EQ(text.find("Final-Recipient: rfc822; " + ok), std::string::npos);
+  EXPECT_NE(text.find("Subject: message 8\r\n"), std::string::npos)
+      << "the original's headers come back\n"
+      << text;
+  EXPECT_EQ(text.find("Hello 8."), std::string::npos) << "not its body (no RET=FULL)";
+}
+
+TEST_F(DeliveryEngineTest, NoDsnGoesToTheNullSender) {
+  options_.dsn = true;
+  Start();
+  const std::string a = Rcpt("a");
+  peer_.ScriptRcpt(a, {"550 5.1.1 no such user"});
+  Job job = MakeJob(9, {a});
+  auto m = std::make_shared<Message>(*job.message);
+  m->mail_from = "";  // a bounce itself
+  job.message = m;
+  Enqueue(std::move(job));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finishes(9, 0) == 1; }));
+  RunTurns();
+  EXPECT_TRUE(spool_.injected().empty());
+  EXPECT_TRUE(spool_.reads().empty());
 }
 
 // ---------------------------------------------------------------------------------------------

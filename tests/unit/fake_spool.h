@@ -52,6 +52,13 @@ class FakeSpool final : public SpoolPort {
     Answer(id, std::move(done));
   }
 
+  void Inject(queue::NewMessage&& message, InjectDone done) override {
+    injected_.push_back(std::move(message));
+    done(!fail_injects_);
+  }
+  const std::vector<queue::NewMessage>& injected() const { return injected_; }
+  void FailInjects(bool fail) { fail_injects_ = fail; }
+
   // The script.
   void SetBody(queue::MessageId id, std::string body) { bodies_[id] = std::move(body); }
   void FailNextRead(queue::MessageId id) { failing_.insert(id); }
@@ -83,6 +90,8 @@ class FakeSpool final : public SpoolPort {
   }
 
  private:
+  std::vector<queue::NewMessage> injected_;
+  bool fail_injects_ = false;
   void Answer(queue::MessageId id, BodyDone done) {
     if (failing_.erase(id) > 0) {
       done(Errno(EIO));
