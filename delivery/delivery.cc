@@ -41,14 +41,6 @@ std::string RemoteOf(std::string_view via) {
 }  // namespace
 
 struct Delivery::Impl final : public Engine {
-  // Of the transaction being recorded: the recipients that failed for good and whose sender
-  // asked for (or did not refuse) a DSN. They leave the spool once their DSN is stored.
-  struct Bounced {
-    Recipient recipient;
-    smtp::Reply reply;
-    bool expired = false;
-    std::string remote;  // the host that answered, "" if none did
-  };
   Impl(Reactor& r, const Options& o, SpoolPort& sp, Routing& rt, Stats& st, uint64_t seed)
       : reactor_(r),
         options_(o),
@@ -69,9 +61,9 @@ struct Delivery::Impl final : public Engine {
   Stats& stats() override { return stats_; }
   const tls::TlsContext* tls_context() const override { return tls_context_; }
   bool shutting_down() const override { return shutting_down_; }
-  void Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply,
-              std::vector<Recipient>* deferred, std::string_view via = {}) override;
-  void Reschedule(Job&& job, std::vector<Recipient>&& deferred) override;
+  void Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply, Outcomes* outcomes,
+              std::string_view via = {}) override;
+  void Reschedule(Job&& job, Outcomes&& outcomes) override;
   void LoadBody(Site& site, Job&& job) override;
   bool HoldBody(size_t bytes, bool force) override {
     if (!force && held_body_bytes + bytes > options_.max_body_bytes)
@@ -102,6 +94,7 @@ struct Delivery::Impl final : public Engine {
     return notify == 0 || ((notify & smtp::kNotifyNever) == 0 && (notify & smtp::kNotifyFailure));
   }
   // The failed recipients of one transaction: one DSN (RFC 3464), then they leave the spool.
+  using Bounced = Outcomes::Bounced;
   void SendDsn(MessageRef message, std::vector<Bounced>&& bounced);
   void StoreDsn(MessageRef message, std::vector<Bounced>&& bounced, const std::string& original);
   // Accepted longer than max_age ago.
@@ -139,16 +132,7 @@ struct Delivery::Impl final : public Engine {
   Reactor::TimerId sweep_timer;
   size_t finished_since_trim = 0;
   uint64_t held_body_bytes = 0;  // bodies in the sites' ready queues
-  // Of the transaction being recorded (Record() for each recipient, then Reschedule()): the
-  // recipients a server refused with 452 4.5.3 "too many recipients", and how many it took.
-  std::vector<Recipient> resend_now;
-  size_t accepted_now = 0;
-  // Their reply, site and connection, to record them as deferred if none were taken.
-  smtp::Reply resend_reply;
-  Site* resend_site = nullptr;
-  std::vector<Bounced> bounced_now;
   uint64_t dsns_made = 0;
-  std::string resend_via;
   bool recording_resend = false;
   bool shutting_down_ = false;
 };
@@ -235,10 +219,10 @@ void Delivery::Impl::ToSite(std::string_view name, TlsMode tls, RouteRef route, 
 }
 
 void Delivery::Impl::Settle(Job&& job, const smtp::Reply& why) {
-  std::vector<Recipient> deferred;
+  Outcomes outcomes;
   for (size_t i = 0; i < job.recipients.size(); ++i)
-    Record(nullptr, job, i, why, &deferred);
-  Reschedule(std::move(job), std::move(deferred));
+    Record(nullptr, job, i, why, &outcomes);
+  Reschedule(std::move(job), std::move(outcomes));
 }
 
 DomainStats& Delivery::Impl::DomainStatsOf(std::string_view address) {
@@ -302,7 +286,7 @@ void Delivery::Impl::LoadBody(Site& site, Job&& job) {
 }
 
 void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply,
-                            std::vector<Recipient>* deferred, std::string_view via) {
+                            Outcomes* outcomes, std::string_view via) {
   if (i >= job.recipients.size())
     return;
   const Recipient& r = job.recipients[i];
@@ -318,20 +302,20 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     // A transaction cut off by Shutdown(): no attempt, whatever reply the connection made up.
     // Neither counted nor logged as deferred; the spool keeps the recipient as it was (see
     // Reschedule()).
-    deferred->push_back(r);
+    outcomes->deferred.push_back(r);
     return;
   }
   if (reply.code == 452 && reply.enhanced == "4.5.3" && !recording_resend) {
     // RFC 5321 §4.5.3.1.10: this transaction took all the recipients it will; the rest go in
     // the next one at once (Reschedule()), not after a retry delay, and it is no attempt.
-    resend_now.push_back(r);
-    resend_reply = reply;
-    resend_site = site;
-    resend_via.assign(via);
+    outcomes->resend.push_back(r);
+    outcomes->resend_reply = reply;
+    outcomes->resend_site = site;
+    outcomes->resend_via.assign(via);
     return;
   }
   if (reply.positive())
-    ++accepted_now;
+    ++outcomes->accepted;
   if (reply.positive()) {
     outcome = "delivered";
     st.delivered.Add();
@@ -346,7 +330,7 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
       site->stats().failed.Add();
     st.queued.Add(-1);
     if (WantsDsn(m, r.pos)) {
-      bounced_now.push_back({r, reply, false, RemoteOf(via)});
+      outcomes->bounced.push_back({r, reply, false, RemoteOf(via)});
     } else {
       spool.Finish(m.id, m.spool_index(r.pos));
     }
@@ -361,7 +345,7 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
       site->stats().failed.Add();
     st.queued.Add(-1);
     if (WantsDsn(m, r.pos)) {
-      bounced_now.push_back({r, reply, true, RemoteOf(via)});
+      outcomes->bounced.push_back({r, reply, true, RemoteOf(via)});
     } else {
       spool.Finish(m.id, m.spool_index(r.pos));
     }
@@ -370,7 +354,7 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     st.deferred.Add();
     if (site != nullptr)
       site->stats().deferred.Add();
-    deferred->push_back(r);
+    outcomes->deferred.push_back(r);
   }
   if (options_.log_deliveries) {
     std::string_view address = job.address(r);
@@ -484,35 +468,36 @@ Clock::duration Delivery::Impl::Backoff(uint16_t attempts) {
   return std::chrono::duration_cast<Clock::duration>(Seconds(delay * jitter(rng)));
 }
 
-void Delivery::Impl::Reschedule(Job&& job, std::vector<Recipient>&& deferred) {
-  if (!bounced_now.empty())
-    SendDsn(job.message, std::exchange(bounced_now, {}));
-  std::vector<Recipient> again = std::exchange(resend_now, {});
-  const size_t accepted = std::exchange(accepted_now, 0);
-  if (!again.empty()) {
-    if (accepted > 0 && !shutting_down_) {
+void Delivery::Impl::Reschedule(Job&& job, Outcomes&& outcomes) {
+  if (!outcomes.bounced.empty())
+    SendDsn(job.message, std::move(outcomes.bounced));
+  std::vector<Recipient>& deferred = outcomes.deferred;
+  if (!outcomes.resend.empty()) {
+    if (outcomes.accepted > 0 && !shutting_down_) {
       Job next;
       next.message = job.message;
       next.body = job.body;
-      for (const Recipient& r : again)
+      for (const Recipient& r : outcomes.resend)
         next.recipients.push_back(r);
-      Enqueue(DomainOf(job.address(again.front())), std::move(next));
+      Enqueue(DomainOf(job.address(outcomes.resend.front())), std::move(next));
     } else if (!shutting_down_) {
       // A server that takes none of them this way would be asked for ever: a deferral,
       // counted and logged as one.
       Job refused;
       refused.message = job.message;
-      for (const Recipient& r : again)
+      for (const Recipient& r : outcomes.resend)
         refused.recipients.push_back(r);
       recording_resend = true;
       for (size_t i = 0; i < refused.recipients.size(); ++i)
-        Record(resend_site, refused, i, resend_reply, &deferred, resend_via);
+        Record(outcomes.resend_site, refused, i, outcomes.resend_reply, &outcomes,
+               outcomes.resend_via);
       recording_resend = false;
+      if (!outcomes.bounced.empty())  // expired among them
+        SendDsn(job.message, std::move(outcomes.bounced));
     } else {
-      for (const Recipient& r : again)
+      for (const Recipient& r : outcomes.resend)
         deferred.push_back(r);
     }
-    resend_site = nullptr;
   }
   // After Shutdown() the only deferrals are the recipients of the transactions it aborted: no
   // server refused them, so the spool keeps them as they were (due at the next start, with the

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 #include <sys/socket.h>
 
@@ -89,7 +90,7 @@ class ClientConnection final : public Connection {
     env.rcpt_to.reserve(job_->recipients.size());
     for (const Recipient& r : job_->recipients)
       env.rcpt_to.emplace_back(job_->address(r));
-    deferred_.clear();
+    outcomes_ = Outcomes();
     session_.Submit(env, *job_->body);
     ++messages_;
     Touch(engine_.options().reply_timeout);
@@ -207,13 +208,12 @@ class ClientConnection final : public Connection {
     for (Event& ev : events) {
       if (auto* r = std::get_if<RecipientResult>(&ev)) {
         if (job_)
-          engine_.Record(&site_, *job_, r->recipient_index, r->reply, &deferred_, via_);
+          engine_.Record(&site_, *job_, r->recipient_index, r->reply, &outcomes_, via_);
       } else if (std::get_if<TransactionDone>(&ev) != nullptr) {
         if (job_) {
           Job done = std::move(*job_);
           job_.reset();
-          engine_.Reschedule(std::move(done), std::move(deferred_));
-          deferred_.clear();
+          engine_.Reschedule(std::move(done), std::exchange(outcomes_, Outcomes()));
         }
       } else if (std::get_if<ReadyForTransaction>(&ev) != nullptr) {
         if (!ready_seen_) {
@@ -324,7 +324,7 @@ class ClientConnection final : public Connection {
   bool tls_reported_ = false;
   bool tls_failed_ = false;
   std::optional<Job> job_;
-  std::vector<Recipient> deferred_;
+  Outcomes outcomes_;  // of the transaction in flight
   uint32_t messages_ = 0;
   bool draining_ = false;  // inside Drain(): Submit() leaves the events to its loop
   bool ready_seen_ = false;
@@ -429,10 +429,10 @@ void Site::DeferWaiting(const smtp::Reply& why) {
   while (!ready_.empty())
     waiting.push_back(PopReady());
   for (Job& job : waiting) {
-    std::vector<Recipient> deferred;
+    Outcomes outcomes;
     for (size_t i = 0; i < job.recipients.size(); ++i)
-      engine_.Record(this, job, i, why, &deferred);
-    engine_.Reschedule(std::move(job), std::move(deferred));
+      engine_.Record(this, job, i, why, &outcomes);
+    engine_.Reschedule(std::move(job), std::move(outcomes));
   }
 }
 

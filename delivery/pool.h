@@ -46,6 +46,28 @@ namespace spate::delivery {
 class Site;
 class ClientConnection;
 
+// What one transaction's recipients came to: gathered by Engine::Record() for each recipient,
+// acted on by Engine::Reschedule() at its end. One per transaction, held by whoever runs it (a
+// connection, or a site deferring what waits): transactions of several connections overlap.
+struct Outcomes {
+  std::vector<Recipient> deferred;  // tried again later
+  // Refused with 452 4.5.3 "too many recipients" (RFC 5321 §4.5.3.1.10): sent again at once
+  // in the next transaction when this one took some, else deferred with `resend_reply`.
+  std::vector<Recipient> resend;
+  size_t accepted = 0;
+  smtp::Reply resend_reply;
+  Site* resend_site = nullptr;
+  std::string resend_via;
+  // Failed for good with a DSN wanted: they leave the spool once their DSN is stored.
+  struct Bounced {
+    Recipient recipient;
+    smtp::Reply reply;
+    bool expired = false;
+    std::string remote;  // the host that answered, "" if none did
+  };
+  std::vector<Bounced> bounced;
+};
+
 // What a destination needs from the engine of its shard.
 class Engine {
  public:
@@ -56,13 +78,13 @@ class Engine {
   // The client context for STARTTLS (trust store loaded); null: no TLS outbound.
   virtual const tls::TlsContext* tls_context() const = 0;
   virtual bool shutting_down() const = 0;
-  // The outcome of recipient `i` of `job`; a 4xx appends it to `deferred`. `site` is null for
-  // an outcome decided before any site (a route failure); `via` is appended to the log line
-  // (" mx=... tls=...").
+  // The outcome of recipient `i` of `job`, gathered in `outcomes` (a 4xx in its deferred).
+  // `site` is null for an outcome decided before any site (a route failure); `via` is appended
+  // to the log line (" mx=... tls=...").
   virtual void Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply,
-                      std::vector<Recipient>* deferred, std::string_view via = {}) = 0;
-  // The transaction is over: `deferred` (may be empty) are tried again later.
-  virtual void Reschedule(Job&& job, std::vector<Recipient>&& deferred) = 0;
+                      Outcomes* outcomes, std::string_view via = {}) = 0;
+  // The transaction is over: its deferred recipients (maybe none) are tried again later.
+  virtual void Reschedule(Job&& job, Outcomes&& outcomes) = 0;
   // Reads job.message's body, then gives the job back with site.OnBodyLoaded() (the site
   // stays while a load is out: it is not idle).
   virtual void LoadBody(Site& site, Job&& job) = 0;

@@ -95,6 +95,9 @@ class SampleCollector : public prometheus::Collectable {
            "Recipients that reached [delivery] max_age still deferred, and failed (also in "
            "spate_deliveries_total{outcome=\"failed\"}).",
            MetricType::Counter, static_cast<double>(sample.expired));
+    scalar("spate_dsns_sent_total",
+           "Delivery status notifications (RFC 3464) stored to go back to senders.",
+           MetricType::Counter, static_cast<double>(sample.dsns));
     scalar("spate_shards", "Reactor shards running.", MetricType::Gauge,
            static_cast<double>(sample.shards));
 

@@ -78,6 +78,7 @@ struct Sample {
   uint64_t commits_failed = 0;  // messages refused after their data: the spool could not take them
   uint64_t log_dropped = 0;     // log lines dropped: the log writer could not keep up
   uint64_t expired = 0;         // recipients that reached [delivery] max_age deferred
+  uint64_t dsns = 0;            // delivery status notifications stored for senders
   unsigned shards = 0;
   std::vector<DomainSample> domains;
   std::vector<DomainSample> sites;  // `domain` is the site's name

@@ -6,6 +6,8 @@ version), and the most connections it ever had open at once.
 mode "starttls": offers STARTTLS and does the handshake with the test certificate.
 mode "plain": does not offer STARTTLS.
 data_delay: seconds before each end of data is answered (a slow server keeps connections busy).
+A recipient whose local part starts with "unknown" is refused with 550 5.1.1, one starting
+with "busy" with 451 4.2.0.
 mode "broken": offers STARTTLS, answers 220, then sends bytes that are not TLS and hangs up.
 """
 import os
@@ -93,8 +95,14 @@ class TlsSink:
                 rcpts = []
                 send("250 2.1.0 ok\r\n")
             elif verb == "RCPT":
-                rcpts.append(cmd[cmd.index("<") + 1:cmd.index(">")])
-                send("250 2.1.5 ok\r\n")
+                rcpt = cmd[cmd.index("<") + 1:cmd.index(">")]
+                if rcpt.startswith("unknown"):
+                    send(f"550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown\r\n")
+                elif rcpt.startswith("busy"):
+                    send("451 4.2.0 mailbox busy, try again later\r\n")
+                else:
+                    rcpts.append(rcpt)
+                    send("250 2.1.5 ok\r\n")
             elif verb == "DATA":
                 send("354 go\r\n")
                 while True:
