@@ -323,29 +323,20 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
       site->stats().delivered.Add();
     st.queued.Add(-1);
     spool.Finish(m.id, m.spool_index(r.pos));
-  } else if (reply.permanent()) {
-    outcome = "failed";
-    st.failed.Add();
-    if (site != nullptr)
-      site->stats().failed.Add();
-    st.queued.Add(-1);
-    if (WantsDsn(m, r.pos)) {
-      outcomes->bounced.push_back({r, reply, false, RemoteOf(via)});
-    } else {
-      spool.Finish(m.id, m.spool_index(r.pos));
+  } else if (const bool expired = !reply.permanent() && Expired(m); reply.permanent() || expired) {
+    // Failed for good, or deferred past max_age: then this reply was its last chance, and it
+    // is the reason (a DSN says "delivery time expired", RFC 3463 X.4.7).
+    outcome = expired ? "expired" : "failed";
+    if (expired) {
+      ++finished_since_trim;
+      stats_.expired.Add();
     }
-  } else if (Expired(m)) {
-    // Deferred past max_age: this reply was its last chance. It fails, with that reply as the
-    // reason (a DSN says "delivery time expired", RFC 3463 X.4.7).
-    outcome = "expired";
-    ++finished_since_trim;
     st.failed.Add();
-    stats_.expired.Add();
     if (site != nullptr)
       site->stats().failed.Add();
     st.queued.Add(-1);
     if (WantsDsn(m, r.pos)) {
-      outcomes->bounced.push_back({r, reply, true, RemoteOf(via)});
+      outcomes->bounced.push_back({r, reply, expired, RemoteOf(via)});  // finished once stored
     } else {
       spool.Finish(m.id, m.spool_index(r.pos));
     }
