@@ -115,6 +115,7 @@ void ClientSession::OnReply(smtp::Reply reply) {
         return;
       }
       if (options_.require_tls) {
+        tls_unavailable_ = true;
         QuitAndClose(smtp::Reply{
             451, "4.7.4",
             "TLS is required, but " + options_.peer + " refused STARTTLS: " + reply.ToString()});
@@ -218,6 +219,7 @@ void ClientSession::AfterHello() {
     return;
   }
   if (!tls_active_ && options_.require_tls) {
+    tls_unavailable_ = true;
     QuitAndClose(smtp::Reply{451, "4.7.4",
                              "TLS is required, but " + options_.peer + " does not offer STARTTLS"});
     return;

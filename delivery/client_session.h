@@ -114,6 +114,8 @@ class ClientSession {
   // The handshake after StartTls is done: EHLO again, inside TLS.
   void OnTlsEstablished();
   bool tls_active() const { return tls_active_; }
+  // Closed because TLS was required and the server did not offer it or refused it.
+  bool tls_unavailable() const { return tls_unavailable_; }
 
   // Capabilities from the EHLO reply (valid after ReadyForTransaction).
   bool pipelining() const { return pipelining_; }
@@ -192,6 +194,7 @@ class ClientSession {
   bool smtputf8_ = false;
   bool starttls_offered_ = false;
   bool tls_active_ = false;
+  bool tls_unavailable_ = false;
   size_t server_max_size_ = 0;
   uint32_t next_transaction_ = 1;
   bool need_rset_ = false;  // the last transaction did not reach the end of its data

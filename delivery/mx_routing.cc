@@ -56,20 +56,13 @@ std::optional<RouteRef> MxRouting::TryResolve(std::string_view domain) {
 }
 
 void MxRouting::Resolve(std::string_view domain, Done done) {
-  if (RouteRef r = statics_.Find(domain)) {
-    done(std::move(r));
+  if (std::optional<RouteRef> known = TryResolve(domain)) {
+    done(std::move(*known));
     return;
   }
   std::string key(domain);
-  if (auto it = cache_.find(key); it != cache_.end()) {
-    if (reactor_.now() < it->second.expires) {
-      if (stats_ != nullptr)
-        stats_->cache_hits.Add();
-      done(it->second.route);
-      return;
-    }
-    cache_.erase(it);
-  }
+  if (auto it = cache_.find(key); it != cache_.end())
+    cache_.erase(it);  // expired
   if (auto it = pending_.find(key); it != pending_.end()) {
     it->second->waiters.push_back(std::move(done));
     return;

@@ -230,7 +230,7 @@ class ClientConnection final : public Connection {
         StartTlsHandshake();  // a failure closes the session: its Closed comes next
       } else if (auto* c = std::get_if<Closed>(&ev)) {
         close_reply_ = c->reply;
-        if (c->reply.enhanced == "4.7.4")
+        if (session_.tls_unavailable())
           engine_.stats().tls_unavailable.Add();
         return HandleClosed();
       }
