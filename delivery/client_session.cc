@@ -233,7 +233,7 @@ void ClientSession::OnTlsEstablished() {
     return;
   tls_active_ = true;
   // RFC 3207 §4.2: the client must discard what it knew of the server and say EHLO again.
-  pipelining_ = size_ = eightbit_ = smtputf8_ = starttls_offered_ = false;
+  pipelining_ = size_ = eightbit_ = smtputf8_ = dsn_ = starttls_offered_ = false;
   server_max_size_ = 0;
   state_ = State::kEhlo;
   Enqueue(Kind::kEhlo, 0, {"EHLO ", options_.helo_name, "\r\n"});
@@ -242,7 +242,7 @@ void ClientSession::OnTlsEstablished() {
 void ClientSession::ParseEhlo(const smtp::Reply& reply) {
   // RFC 5321 §4.1.1.1: the first line is the domain and greeting; each further line is
   // "keyword [params]". Keywords are case-insensitive (§2.4).
-  pipelining_ = size_ = eightbit_ = smtputf8_ = starttls_offered_ = false;
+  pipelining_ = size_ = eightbit_ = smtputf8_ = dsn_ = starttls_offered_ = false;
   server_max_size_ = 0;
   std::string_view text = reply.text;
   size_t nl = text.find('\n');
@@ -265,6 +265,8 @@ void ClientSession::ParseEhlo(const smtp::Reply& reply) {
       eightbit_ = true;
     } else if (smtp::EqualsNoCase(keyword, "SMTPUTF8")) {  // RFC 6531 §3.2
       smtputf8_ = true;
+    } else if (smtp::EqualsNoCase(keyword, "DSN")) {  // RFC 3461 §4
+      dsn_ = true;
     } else if (smtp::EqualsNoCase(keyword, "STARTTLS")) {  // RFC 3207 §4
       starttls_offered_ = true;
     } else if (smtp::EqualsNoCase(keyword, "SIZE")) {  // RFC 1870 §4: "SIZE [limit]", 0 is none
@@ -334,10 +336,16 @@ uint32_t ClientSession::Submit(const Envelope& envelope, std::string_view body) 
       eightbit_ && envelope.body_8bit ? std::string_view(" BODY=8BITMIME") : std::string_view();
   const std::string_view utf8_param =
       envelope.smtputf8 ? std::string_view(" SMTPUTF8") : std::string_view();
+  const std::string_view dsn_param =
+      dsn_ ? std::string_view(envelope.dsn_mail) : std::string_view();
   Enqueue(Kind::kMail, 0,
-          {"MAIL FROM:<", envelope.mail_from, ">", size_text, body_param, utf8_param, "\r\n"});
+          {"MAIL FROM:<", envelope.mail_from, ">", size_text, body_param, utf8_param, dsn_param,
+           "\r\n"});
   for (uint32_t i = 0; i < envelope.rcpt_to.size(); ++i) {
-    Enqueue(Kind::kRcpt, i, {"RCPT TO:<", envelope.rcpt_to[i], ">\r\n"});
+    const std::string_view rcpt_param = dsn_ && i < envelope.dsn_rcpt.size()
+                                            ? std::string_view(envelope.dsn_rcpt[i])
+                                            : std::string_view();
+    Enqueue(Kind::kRcpt, i, {"RCPT TO:<", envelope.rcpt_to[i], ">", rcpt_param, "\r\n"});
   }
   Enqueue(Kind::kData, 0, {"DATA\r\n"});  // RFC 2920 §3.1: the last command of the group
   return transaction_id_;

@@ -50,6 +50,11 @@ struct Envelope {
   // RFC 6531 §3.4: the message needs SMTPUTF8. Sent as a MAIL parameter when the server offers
   // it; when it does not, every recipient fails with 550 5.6.7 and nothing is sent.
   bool smtputf8 = false;
+  // RFC 3461 parameters, sent only when the server offers DSN (§4): then it takes over the
+  // notices the sender asked for. `dsn_mail`: " RET=HDRS ENVID=..." for MAIL; `dsn_rcpt`:
+  // " NOTIFY=... ORCPT=..." per recipient, or empty. Already encoded (xtext).
+  std::string dsn_mail;
+  std::vector<std::string> dsn_rcpt;
 };
 
 // The final outcome for one recipient of a submitted transaction: a value, not an error.
@@ -114,6 +119,8 @@ class ClientSession {
   // The handshake after StartTls is done: EHLO again, inside TLS.
   void OnTlsEstablished();
   bool tls_active() const { return tls_active_; }
+  // The server offered DSN (RFC 3461): the DSN parameters went on to it.
+  bool dsn_offered() const { return dsn_; }
   // Closed because TLS was required and the server did not offer it or refused it.
   bool tls_unavailable() const { return tls_unavailable_; }
 
@@ -192,6 +199,7 @@ class ClientSession {
   bool size_ = false;
   bool eightbit_ = false;
   bool smtputf8_ = false;
+  bool dsn_ = false;
   bool starttls_offered_ = false;
   bool tls_active_ = false;
   bool tls_unavailable_ = false;

@@ -84,14 +84,21 @@ struct Delivery::Impl final : public Engine {
   // Every recipient of `job` gets `why`, decided before any site.
   void Settle(Job&& job, const smtp::Reply& why);
   DomainStats& DomainStatsOf(std::string_view address);
-  // RFC 3461 §4.1: NOTIFY=NEVER, or a list without FAILURE, asks for no DSN; no NOTIFY at all
-  // means FAILURE. Never to the null sender (RFC 5321 §4.5.5: no bounce of a bounce).
-  bool WantsDsn(const Message& m, uint32_t pos) const {
+  // RFC 3461 §4.1: whether the sender of recipient `pos` asked for the notice `kind`
+  // (smtp::kNotifySuccess, kNotifyFailure, kNotifyDelay). NOTIFY=NEVER asks for none; no NOTIFY
+  // at all means FAILURE. Never to the null sender (RFC 5321 §4.5.5: no bounce of a bounce).
+  bool WantsDsn(const Message& m, uint32_t pos, uint8_t kind) const {
     if (!options_.dsn || m.mail_from.empty())
       return false;
     const queue::DsnRequest* d = m.dsn_of(pos);
-    const uint8_t notify = d != nullptr ? d->notify : 0;
-    return notify == 0 || ((notify & smtp::kNotifyNever) == 0 && (notify & smtp::kNotifyFailure));
+    const uint8_t notify = d != nullptr && d->notify != 0 ? d->notify : smtp::kNotifyFailure;
+    return (notify & smtp::kNotifyNever) == 0 && (notify & kind) != 0;
+  }
+  // Deferred for delay_warning since it was accepted: its sender may be told (once).
+  bool DelayWarningDue(const Message& m) const {
+    return options_.delay_warning.count() > 0 && m.received_ms > 0 &&
+           static_cast<double>(reactor_.wall_ms() - m.received_ms) >=
+               options_.delay_warning.count() * 1000;
   }
   // The failed recipients of one transaction: one DSN (RFC 3464), then they leave the spool.
   using Bounced = Outcomes::Bounced;
@@ -323,6 +330,11 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
       site->stats().delivered.Add();
     st.queued.Add(-1);
     spool.Finish(m.id, m.spool_index(r.pos));
+    // RFC 3461 §6.2.2: delivered to a server that took no DSN parameters, so it will not
+    // report the success the sender asked for: "relayed", from us. It is finished already:
+    // a lost success notice must not deliver the message twice.
+    if (!outcomes->peer_dsn && WantsDsn(m, r.pos, smtp::kNotifySuccess))
+      outcomes->bounced.push_back({r, reply, false, RemoteOf(via), dsn::Action::kRelayed});
   } else if (const bool expired = !reply.permanent() && Expired(m); reply.permanent() || expired) {
     // Failed for good, or deferred past max_age: then this reply was its last chance, and it
     // is the reason (a DSN says "delivery time expired", RFC 3463 X.4.7).
@@ -335,17 +347,28 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     if (site != nullptr)
       site->stats().failed.Add();
     st.queued.Add(-1);
-    if (WantsDsn(m, r.pos)) {
+    if (WantsDsn(m, r.pos, smtp::kNotifyFailure)) {
       outcomes->bounced.push_back({r, reply, expired, RemoteOf(via)});  // finished once stored
     } else {
       spool.Finish(m.id, m.spool_index(r.pos));
+    }
+    if (m.mail_from.empty()) {
+      // A notice (or other mail from <>) that cannot be delivered is dropped, never bounced
+      // (RFC 3461 §6.1): counted and logged, so its loss is on record.
+      stats_.dsns_failed.Add();
     }
   } else {
     outcome = "deferred";
     st.deferred.Add();
     if (site != nullptr)
       site->stats().deferred.Add();
-    outcomes->deferred.push_back(r);
+    Recipient later = r;
+    if (!r.delay_warned && DelayWarningDue(m) && WantsDsn(m, r.pos, smtp::kNotifyDelay)) {
+      // RFC 3464 "delayed": once per recipient (the spool keeps that it was sent).
+      outcomes->bounced.push_back({r, reply, false, RemoteOf(via), dsn::Action::kDelayed});
+      later.delay_warned = true;
+    }
+    outcomes->deferred.push_back(later);
   }
   if (options_.log_deliveries) {
     std::string_view address = job.address(r);
@@ -397,13 +420,15 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
     r.final_recipient = std::string(m.address(b.recipient.pos));
     if (const queue::DsnRequest* d = m.dsn_of(b.recipient.pos))
       r.original_recipient = d->orcpt;
-    r.action = dsn::Action::kFailed;
+    r.action = b.action;
     r.status = b.reply.enhanced;
     r.remote_mta = b.remote;
     r.diagnostic = std::to_string(b.reply.code) +
                    (b.reply.enhanced.empty() ? "" : " " + b.reply.enhanced) + " " + b.reply.text;
     r.last_attempt_ms = report.now_ms;
     r.expired = b.expired;
+    if (b.action == dsn::Action::kDelayed && options_.max_age.count() > 0 && m.received_ms > 0)
+      r.will_retry_until_ms = m.received_ms + static_cast<int64_t>(options_.max_age.count() * 1000);
     report.recipients.push_back(std::move(r));
   }
   dsn::Notification n = dsn::Build(report);
@@ -412,8 +437,8 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
   out.rcpt_to.push_back(m.mail_from);
   out.body = std::move(n.message);
   out.body_8bit = n.eight_bit;
-  SPATE_LOG(kInfo, "dsn id=%s to=<%s> recipients=%zu", queue::FormatId(m.id).c_str(),
-            m.mail_from.c_str(), bounced.size());
+  SPATE_LOG(kInfo, "dsn id=%s to=<%s> recipients=%zu action=%s", queue::FormatId(m.id).c_str(),
+            m.mail_from.c_str(), bounced.size(), dsn::ActionName(bounced.front().action));
   Reactor* reactor = &reactor_;
   spool.Inject(std::move(out), [this, reactor, message = std::move(message),
                                 bounced = std::move(bounced)](bool durable) mutable {
@@ -421,17 +446,22 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
         [this, durable, message = std::move(message), bounced = std::move(bounced)]() mutable {
           const Message& msg = *message;
           if (durable) {
-            // The bounce is on disk: the recipients it reports may leave the spool now.
+            // The bounce is on disk: the failed recipients it reports may leave the spool now
+            // (the relayed ones left already, the delayed ones stay deferred).
             stats_.dsns.Add();
-            for (const Bounced& b : bounced)
-              spool.Finish(msg.id, msg.spool_index(b.recipient.pos));
+            for (const Bounced& b : bounced) {
+              if (b.action == dsn::Action::kFailed)
+                spool.Finish(msg.id, msg.spool_index(b.recipient.pos));
+            }
             return;
           }
-          // The spool would not take the DSN (a full disk): the recipients stay, retried later,
-          // and fail (and are bounced) again then.
-          SPATE_LOG(kError, "dsn for %s not stored; its recipients are retried",
+          // The spool would not take the DSN (a full disk): the failed recipients stay,
+          // retried later, and fail (and are bounced) again then. A notice of success or delay
+          // is not worth a second delivery: it is dropped, and said so.
+          SPATE_LOG(kError, "dsn for %s not stored; its failed recipients are retried",
                     queue::FormatId(msg.id).c_str());
-          if (shutting_down_)
+          std::erase_if(bounced, [](const Bounced& b) { return b.action != dsn::Action::kFailed; });
+          if (shutting_down_ || bounced.empty())
             return;
           Job job;
           job.message = message;
@@ -440,7 +470,8 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
               std::chrono::duration_cast<std::chrono::milliseconds>(options_.retry_base).count();
           for (const Bounced& b : bounced) {
             job.recipients.push_back(b.recipient);
-            spool.Defer(msg.id, msg.spool_index(b.recipient.pos), b.recipient.attempts, job.due_ms);
+            spool.Defer(msg.id, msg.spool_index(b.recipient.pos), b.recipient.attempts, job.due_ms,
+                        b.recipient.delay_warned);
           }
           DomainStatsOf(msg.address(bounced.front().recipient.pos))
               .queued.Add(static_cast<int64_t>(bounced.size()));
@@ -505,7 +536,8 @@ void Delivery::Impl::Reschedule(Job&& job, Outcomes&& outcomes) {
   auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(Backoff(attempts));
   job.due_ms = reactor_.wall_ms() + std::max<int64_t>(delay.count(), 1);
   for (const Recipient& r : job.recipients)
-    spool.Defer(job.message->id, job.message->spool_index(r.pos), r.attempts, job.due_ms);
+    spool.Defer(job.message->id, job.message->spool_index(r.pos), r.attempts, job.due_ms,
+                r.delay_warned);
   job.body.reset();  // read again from the spool when due: deferred mail costs no body memory
   scheduler.Add(std::move(job));
 }

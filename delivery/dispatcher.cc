@@ -54,9 +54,9 @@ void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
   message->received_ms = m.received_ms;
   message->envid = std::move(m.envid);
   message->ret = m.ret;
-  std::vector<uint16_t> attempts;
+  std::vector<Recipient> state;  // attempts and delay notice, per position
   std::vector<int64_t> due;
-  attempts.reserve(m.recipients.size());
+  state.reserve(m.recipients.size());
   due.reserve(m.recipients.size());
   size_t bytes = 0;
   for (const queue::PendingRecipient& r : m.recipients)
@@ -71,13 +71,13 @@ void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
   }
   for (const queue::PendingRecipient& r : m.recipients) {
     message->AddRecipient(Routable(r.address), r.index);
-    attempts.push_back(r.attempts);
+    state.push_back({0, r.attempts, r.delay_warned});
     due.push_back(r.next_attempt_ms);
   }
-  Split(std::move(message), nullptr, attempts, due);
+  Split(std::move(message), nullptr, state, due);
 }
 
-void Dispatcher::Split(MessageRef message, Body body, const std::vector<uint16_t>& attempts,
+void Dispatcher::Split(MessageRef message, Body body, const std::vector<Recipient>& state,
                        const std::vector<int64_t>& due_ms) {
   // Per shard, the jobs of the domains it owns; per domain, its job's slot. Linear in the
   // recipients: a message to 1,000 domains is not 1,000 x 1,000 comparisons.
@@ -117,7 +117,11 @@ void Dispatcher::Split(MessageRef message, Body body, const std::vector<uint16_t
         index.emplace(dj.domain, found);
     }
     Job& job = per_shard[slots[found].first][slots[found].second].job;
-    job.recipients.push_back({p, attempts.empty() ? uint16_t{0} : attempts[p]});
+    if (state.empty()) {
+      job.recipients.push_back({p, 0, false});
+    } else {
+      job.recipients.push_back({p, state[p].attempts, state[p].delay_warned});
+    }
     // The job is due when its last recipient is (recipients keep their retry time).
     if (!due_ms.empty())
       job.due_ms = std::max(job.due_ms, due_ms[p]);

@@ -53,9 +53,9 @@ class Dispatcher final : public SiteOwners {
     Job job;
   };
 
-  // Groups `message`'s recipients (with `attempts`/`due` per position, may be empty) by domain
-  // and posts them.
-  void Split(MessageRef message, Body body, const std::vector<uint16_t>& attempts,
+  // Groups `message`'s recipients (with `state` (attempts, delay notice) and `due` per
+  // position, may be empty) by domain and posts them.
+  void Split(MessageRef message, Body body, const std::vector<Recipient>& state,
              const std::vector<int64_t>& due_ms);
 
   std::string_view Routable(std::string_view address) const;

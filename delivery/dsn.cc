@@ -33,21 +33,11 @@ std::string Safe(std::string_view s) {
   return out;
 }
 
-// RFC 3461 §4: xtext, for ENVID in Original-Envelope-Id (RFC 3464 §2.2.1).
-std::string Xtext(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u >= 33 && u <= 126 && c != '+' && c != '=') {
-      out += c;
-    } else {
-      char hex[4];
-      std::snprintf(hex, sizeof(hex), "+%02X", u);
-      out += hex;
-    }
-    if (out.size() >= kMaxValue)
-      break;
-  }
+// ENVID in Original-Envelope-Id (RFC 3464 §2.2.1), as xtext and bounded.
+std::string ShortXtext(std::string_view s) {
+  std::string out = Xtext(s.substr(0, kMaxValue));
+  if (out.size() > kMaxValue)
+    out.resize(kMaxValue);
   return out;
 }
 
@@ -69,6 +59,8 @@ std::vector<std::string> Lines(std::string_view text) {
   return out;
 }
 
+}  // namespace
+
 const char* ActionName(Action a) {
   switch (a) {
     case Action::kFailed:
@@ -84,6 +76,8 @@ const char* ActionName(Action a) {
   }
   return "failed";
 }
+
+namespace {
 
 // The bare RFC 3463 code, checked: "class.subject.detail" of digits; else one that fits the
 // action.
@@ -127,6 +121,22 @@ bool HasEightBit(std::string_view s) {
 }
 
 }  // namespace
+
+std::string Xtext(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 33 && u <= 126 && c != '+' && c != '=') {
+      out += c;
+    } else {
+      char hex[4];
+      std::snprintf(hex, sizeof(hex), "+%02X", u);
+      out += hex;
+    }
+  }
+  return out;
+}
 
 std::string_view HeaderSection(std::string_view message) {
   if (message.starts_with("\r\n"))
@@ -223,7 +233,7 @@ Notification Build(const Report& report) {
   m += "Content-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n";
   m += "Reporting-MTA: dns; " + host + "\r\n";
   if (!report.envid.empty())
-    m += "Original-Envelope-Id: " + Xtext(report.envid) + "\r\n";
+    m += "Original-Envelope-Id: " + ShortXtext(report.envid) + "\r\n";
   if (report.arrival_ms > 0)
     m += "Arrival-Date: " + Date(report.arrival_ms) + "\r\n";
   for (const Recipient& r : report.recipients) {
@@ -245,6 +255,8 @@ Notification Build(const Report& report) {
     }
     if (r.last_attempt_ms > 0)
       m += "Last-Attempt-Date: " + Date(r.last_attempt_ms) + "\r\n";
+    if (r.action == Action::kDelayed && r.will_retry_until_ms > 0)
+      m += "Will-Retry-Until: " + Date(r.will_retry_until_ms) + "\r\n";
   }
   m += "\r\n";
 

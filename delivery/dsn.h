@@ -25,16 +25,18 @@ namespace spate::delivery::dsn {
 
 // RFC 3464 §2.3.3.
 enum class Action : uint8_t { kFailed, kDelayed, kDelivered, kRelayed, kExpanded };
+const char* ActionName(Action a);  // "failed", "delayed", ...
 
 struct Recipient {
   std::string final_recipient;     // the address it was sent to: "user@example.com"
   std::string original_recipient;  // RFC 3461 ORCPT, decoded: "rfc822;user@example.com"; or ""
   Action action = Action::kFailed;
-  std::string status;           // RFC 3463 code without its text: "5.1.1"
-  std::string remote_mta;       // the host that answered ("mx1.example.com"); "" if none did
-  std::string diagnostic;       // the reply as the server sent it, every line ("550 5.1.1 ...")
-  int64_t last_attempt_ms = 0;  // unix ms
-  bool expired = false;         // failed because [delivery] max_age ran out (Status 4.4.7 then)
+  std::string status;               // RFC 3463 code without its text: "5.1.1"
+  std::string remote_mta;           // the host that answered ("mx1.example.com"); "" if none did
+  std::string diagnostic;           // the reply as the server sent it, every line ("550 5.1.1 ...")
+  int64_t last_attempt_ms = 0;      // unix ms
+  bool expired = false;             // failed because [delivery] max_age ran out (Status 4.4.7 then)
+  int64_t will_retry_until_ms = 0;  // a delayed recipient: when it expires (RFC 3464 §2.3.9)
 };
 
 struct Report {
@@ -57,6 +59,10 @@ struct Notification {
 };
 
 Notification Build(const Report& report);
+
+// RFC 3461 §4: xtext, as ENVID and ORCPT go on the wire ("+" and "=" and what is not
+// printable US-ASCII as "+XX").
+std::string Xtext(std::string_view s);
 
 // The header section of a message (up to and without the empty line).
 std::string_view HeaderSection(std::string_view message);

@@ -61,6 +61,7 @@ using MessageRef = std::shared_ptr<const Message>;
 struct Recipient {
   uint32_t pos = 0;  // in the Message
   uint16_t attempts = 0;
+  bool delay_warned = false;  // its sender has had the delay notice (RFC 3464 "delayed")
 };
 
 // A job's recipients: one inline (the common case: a message's recipients mostly go to

@@ -27,9 +27,11 @@ std::string_view TlsModeName(TlsMode mode);  // "off", "opportunistic", "require
 struct Options {
   std::string helo_name = "localhost";  // sent in EHLO/HELO
   std::string hostname = "localhost";   // Reporting-MTA and MAILER-DAEMON@ of the DSNs we send
-  // RFC 3464 DSNs to the sender of a recipient that failed for good ([delivery] dsn). Off by
-  // default until issue 10 is done: the integration suite's senders have no route yet.
-  bool dsn = false;
+  // RFC 3464 DSNs to senders ([delivery] dsn): of a recipient that failed for good or expired,
+  // and, when its NOTIFY asks, of one relayed or still deferred after delay_warning (0: no
+  // delay notices; Postfix's delay_warning_time, which is off by default there).
+  bool dsn = true;
+  Seconds delay_warning{4 * 3600};
   // Per destination: connections open at once, messages over one connection before QUIT,
   // recipients per transaction (RFC 5321 §4.5.3.1.8 asks servers to take at least 100).
   unsigned max_connections = 16;

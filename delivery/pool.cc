@@ -10,8 +10,10 @@
 
 #include "core/connection.h"
 #include "core/log.h"
+#include "core/smtp/server_session.h"
 #include "core/tls/tls.h"
 #include "delivery/client_session.h"
+#include "delivery/dsn.h"
 
 namespace spate::delivery {
 
@@ -20,6 +22,41 @@ using Clock = Reactor::Clock;
 
 Clock::duration ToDuration(Seconds s) {
   return std::chrono::duration_cast<Clock::duration>(s);
+}
+
+// RFC 3461 §4.1–§4.4: the sender's DSN request, as it goes on to a server that offers DSN.
+void AddDsnParameters(const Job& job, Envelope* env) {
+  const Message& m = *job.message;
+  if (m.ret == 1)
+    env->dsn_mail = " RET=FULL";
+  else if (m.ret == 2)
+    env->dsn_mail = " RET=HDRS";
+  if (!m.envid.empty())
+    env->dsn_mail += " ENVID=" + dsn::Xtext(m.envid);
+  if (m.dsn.empty())
+    return;
+  env->dsn_rcpt.reserve(job.recipients.size());
+  for (const Recipient& r : job.recipients) {
+    std::string& p = env->dsn_rcpt.emplace_back();
+    const queue::DsnRequest* d = m.dsn_of(r.pos);
+    if (d == nullptr)
+      continue;
+    if (d->notify & smtp::kNotifyNever) {
+      p = " NOTIFY=NEVER";
+    } else if (d->notify != 0) {
+      p = " NOTIFY=";
+      if (d->notify & smtp::kNotifySuccess)
+        p += "SUCCESS,";
+      if (d->notify & smtp::kNotifyFailure)
+        p += "FAILURE,";
+      if (d->notify & smtp::kNotifyDelay)
+        p += "DELAY,";
+      p.pop_back();
+    }
+    // Kept decoded as "type;address": the address goes back to xtext.
+    if (size_t semi = d->orcpt.find(';'); semi != std::string::npos)
+      p += " ORCPT=" + d->orcpt.substr(0, semi + 1) + dsn::Xtext(d->orcpt.substr(semi + 1));
+  }
 }
 
 // The same addresses, in any order (equal MX preferences are shuffled per lookup). Asked for
@@ -90,6 +127,7 @@ class ClientConnection final : public Connection {
     env.rcpt_to.reserve(job_->recipients.size());
     for (const Recipient& r : job_->recipients)
       env.rcpt_to.emplace_back(job_->address(r));
+    AddDsnParameters(*job_, &env);
     outcomes_ = Outcomes();
     session_.Submit(env, *job_->body);
     ++messages_;
@@ -207,8 +245,10 @@ class ClientConnection final : public Connection {
   bool HandleEvents(std::vector<Event>& events) {
     for (Event& ev : events) {
       if (auto* r = std::get_if<RecipientResult>(&ev)) {
-        if (job_)
+        if (job_) {
+          outcomes_.peer_dsn = session_.dsn_offered();
           engine_.Record(&site_, *job_, r->recipient_index, r->reply, &outcomes_, via_);
+        }
       } else if (std::get_if<TransactionDone>(&ev) != nullptr) {
         if (job_) {
           Job done = std::move(*job_);

@@ -36,6 +36,7 @@
 #include "core/reactor.h"
 #include "core/smtp/reply.h"
 #include "core/tls/tls.h"
+#include "delivery/dsn.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
 #include "delivery/routing.h"
@@ -58,12 +59,17 @@ struct Outcomes {
   smtp::Reply resend_reply;
   Site* resend_site = nullptr;
   std::string resend_via;
-  // Failed for good with a DSN wanted: they leave the spool once their DSN is stored.
+  // The server took the DSN parameters (it offered DSN): notices of success and delay are
+  // its to send from here on (RFC 3461 §6.2).
+  bool peer_dsn = false;
+  // Recipients whose sender gets a DSN: failed for good (they leave the spool once their DSN
+  // is stored), relayed (NOTIFY=SUCCESS to a server without DSN) or delayed (NOTIFY=DELAY).
   struct Bounced {
     Recipient recipient;
     smtp::Reply reply;
     bool expired = false;
     std::string remote;  // the host that answered, "" if none did
+    dsn::Action action = dsn::Action::kFailed;
   };
   std::vector<Bounced> bounced;
 };

@@ -24,9 +24,10 @@ class SpoolPort {
   virtual ~SpoolPort() = default;
   // The recipient's outcome is final (delivered or failed).
   virtual void Finish(queue::MessageId id, uint32_t index) = 0;
-  // The recipient is tried again at `next_attempt_ms` (unix ms).
+  // The recipient is tried again at `next_attempt_ms` (unix ms); `delay_warned` as
+  // queue::Spool::Defer.
   virtual void Defer(queue::MessageId id, uint32_t index, uint16_t attempts,
-                     int64_t next_attempt_ms) = 0;
+                     int64_t next_attempt_ms, bool delay_warned) = 0;
   virtual void ReadBody(queue::MessageId id, BodyDone done) = 0;
   // A message made by delivery (a DSN): stored durably like an accepted one, then delivered
   // like one. `done(true)` once it is on disk, `done(false)` if the spool refused it; on any
@@ -43,9 +44,9 @@ class QueueSpool final : public SpoolPort {
   QueueSpool(queue::Spool& spool, Accepted accepted)
       : spool_(spool), accepted_(std::move(accepted)) {}
   void Finish(queue::MessageId id, uint32_t index) override { spool_.Finish(id, index); }
-  void Defer(queue::MessageId id, uint32_t index, uint16_t attempts,
-             int64_t next_attempt_ms) override {
-    spool_.Defer(id, index, attempts, next_attempt_ms);
+  void Defer(queue::MessageId id, uint32_t index, uint16_t attempts, int64_t next_attempt_ms,
+             bool delay_warned) override {
+    spool_.Defer(id, index, attempts, next_attempt_ms, delay_warned);
   }
   void ReadBody(queue::MessageId id, BodyDone done) override {
     spool_.ReadBody(id, std::move(done));

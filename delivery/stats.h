@@ -57,6 +57,7 @@ class Stats {
                                            uint64_t sessions)>& fn) const;
   Counter expired;          // recipients that reached max_age deferred (failed, counted there too)
   Counter dsns;             // delivery status notifications stored to go back to senders
+  Counter dsns_failed;      // mail from <> (our DSNs among it) that failed for good: dropped
   Counter tls_failures;     // handshakes that failed (or timed out)
   Counter tls_fallbacks;    // opportunistic sites sent in the clear after one
   Counter tls_unavailable;  // TLS required but not offered or refused: no transaction

@@ -98,6 +98,10 @@ class SampleCollector : public prometheus::Collectable {
     scalar("spate_dsns_sent_total",
            "Delivery status notifications (RFC 3464) stored to go back to senders.",
            MetricType::Counter, static_cast<double>(sample.dsns));
+    scalar("spate_dsns_failed_total",
+           "Mail from the null sender (our DSNs among it) that failed for good: dropped and "
+           "logged, never bounced (RFC 3461 §6.1).",
+           MetricType::Counter, static_cast<double>(sample.dsns_failed));
     scalar("spate_shards", "Reactor shards running.", MetricType::Gauge,
            static_cast<double>(sample.shards));
 

@@ -79,6 +79,7 @@ struct Sample {
   uint64_t log_dropped = 0;     // log lines dropped: the log writer could not keep up
   uint64_t expired = 0;         // recipients that reached [delivery] max_age deferred
   uint64_t dsns = 0;            // delivery status notifications stored for senders
+  uint64_t dsns_failed = 0;     // mail from <> that failed for good: dropped, never bounced
   unsigned shards = 0;
   std::vector<DomainSample> domains;
   std::vector<DomainSample> sites;  // `domain` is the site's name

@@ -7,8 +7,10 @@ namespace {
 constexpr uint8_t kEnvelopeVersion = 1;
 constexpr uint8_t kFlag8Bit = 1;
 constexpr uint8_t kFlagSmtpUtf8 = 2;
-// CF "rcpt" values: 'P' attempts(2) next_attempt_ms(8), or 'D'.
+// CF "rcpt" values: 'P' attempts(2) next_attempt_ms(8), 'W' the same once the delay notice
+// went out, or 'D'.
 constexpr char kRcptDeferred = 'P';
+constexpr char kRcptDeferredWarned = 'W';
 constexpr char kRcptDone = 'D';
 
 void PutU16(std::string& out, uint16_t v) {
@@ -149,7 +151,7 @@ bool DecodeEnvelope(std::string_view value, RecoveredMessage* out,
 std::string EncodeRcpt(const RcptRecord& rec) {
   if (rec.kind == RcptRecord::Kind::kDone)
     return std::string(1, kRcptDone);
-  std::string v(1, kRcptDeferred);
+  std::string v(1, rec.delay_warned ? kRcptDeferredWarned : kRcptDeferred);
   PutU16(v, rec.attempts);
   PutU64(v, static_cast<uint64_t>(rec.next_attempt_ms));
   return v;
@@ -163,8 +165,9 @@ std::optional<RcptRecord> DecodeRcpt(std::string_view value) {
     rec.kind = RcptRecord::Kind::kDone;
     return rec;
   }
-  if (kind != kRcptDeferred)
+  if (kind != kRcptDeferred && kind != kRcptDeferredWarned)
     return std::nullopt;
+  rec.delay_warned = kind == kRcptDeferredWarned;
   rec.attempts = static_cast<uint16_t>(r.Num(2));
   rec.next_attempt_ms = static_cast<int64_t>(r.Num(8));
   if (!r.ok || !r.in.empty())

@@ -41,6 +41,7 @@ struct RcptRecord {
   enum class Kind : uint8_t { kDeferred, kDone } kind = Kind::kDeferred;
   uint16_t attempts = 0;
   int64_t next_attempt_ms = 0;
+  bool delay_warned = false;  // its sender has had the DSN delay notice (RFC 3464 "delayed")
 
   friend bool operator==(const RcptRecord&, const RcptRecord&) = default;
 };

@@ -171,6 +171,7 @@ struct Spool::Impl {
     uint32_t index;
     uint16_t attempts;
     int64_t next_attempt_ms;
+    bool delay_warned;
   };
   // An accepted message is held by pointer: a slot of the queue is then 32 bytes, not the size
   // of a NewMessage, so a burst of a million outcomes costs 32 MB, not 300.
@@ -644,7 +645,8 @@ struct Spool::Impl {
         }
         remember(d->id);
         wb.Put(rcpt_cf, RcptKey(d->id, d->index),
-               records::EncodeRcpt({RcptRecord::Kind::kDeferred, d->attempts, d->next_attempt_ms}));
+               records::EncodeRcpt({RcptRecord::Kind::kDeferred, d->attempts, d->next_attempt_ms,
+                                    d->delay_warned}));
         it->second.recorded[d->index] = true;
         ++deferred;
       }
@@ -850,6 +852,7 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
       } else {
         all[k->index].attempts = v->attempts;
         all[k->index].next_attempt_ms = v->next_attempt_ms;
+        all[k->index].delay_warned = v->delay_warned;
       }
     }
     if (!rcpt_it->status().ok())
@@ -907,8 +910,9 @@ void Spool::Finish(MessageId id, uint32_t index) {
   impl_->Enqueue(Impl::FinishReq{id, index});
 }
 
-void Spool::Defer(MessageId id, uint32_t index, uint16_t attempts, int64_t next_attempt_ms) {
-  impl_->Enqueue(Impl::DeferReq{id, index, attempts, next_attempt_ms});
+void Spool::Defer(MessageId id, uint32_t index, uint16_t attempts, int64_t next_attempt_ms,
+                  bool delay_warned) {
+  impl_->Enqueue(Impl::DeferReq{id, index, attempts, next_attempt_ms, delay_warned});
 }
 
 void Spool::ReadBody(MessageId id, BodyDone done) {

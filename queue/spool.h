@@ -22,7 +22,8 @@
 //                                     str auth_user, count(4),
 //                                     count x (str address, notify(1), str orcpt)
 //                                     where str = len(4) bytes. Written once, SingleDelete'd.
-//   CF "rcpt":     id(8) index(4) -> 'P' attempts(2) next_attempt_ms(8): deferred, or
+//   CF "rcpt":     id(8) index(4) -> 'P' attempts(2) next_attempt_ms(8): deferred ('W': and
+//                                     the sender has had the DSN delay notice), or
 //                                     'D': finished while others of the message are pending.
 //                                     No record: pending, not tried yet (so the usual message,
 //                                     one recipient delivered at once, writes no record at all).
@@ -99,6 +100,7 @@ struct PendingRecipient {
   DsnRequest dsn;
   uint16_t attempts = 0;
   int64_t next_attempt_ms = 0;  // unix time in ms; 0: now
+  bool delay_warned = false;    // the sender has had its delay notice
 };
 
 struct RecoveredMessage {
@@ -173,8 +175,10 @@ class Spool {
   // The recipient's outcome is final (delivered or failed): it leaves the spool; the message
   // goes with its last recipient.
   void Finish(MessageId id, uint32_t index);
-  // The recipient stays, to be tried again at `next_attempt_ms`.
-  void Defer(MessageId id, uint32_t index, uint16_t attempts, int64_t next_attempt_ms);
+  // The recipient stays, to be tried again at `next_attempt_ms`; `delay_warned`: its sender
+  // has had the delay notice, which is never sent twice (also not after a restart).
+  void Defer(MessageId id, uint32_t index, uint16_t attempts, int64_t next_attempt_ms,
+             bool delay_warned = false);
 
   // Reads a body on the reader thread (for retries and recovered messages).
   using BodyDone = UniqueFunction<void(Result<std::string>)>;

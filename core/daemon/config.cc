@@ -385,6 +385,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   c.max_age = Seconds(5 * 86400);
   delivery.Duration("max_age", &c.max_age);
   delivery.Bool("dsn", &c.dsn);
+  c.delay_warning = Seconds(4 * 3600);
+  delivery.Duration("delay_warning", &c.delay_warning);
   delivery.Unsigned("mx_port", &c.mx_port, 1, 65535);
   std::vector<std::string> prohibited = {"0.0.0.0/8", "127.0.0.0/8", "::1/128", "::/128"};
   delivery.StringList("prohibited_networks", &prohibited);

@@ -94,7 +94,8 @@ struct Config {
   Seconds retry_base{};     // first retry delay; doubles per attempt
   Seconds retry_max{};      // cap of the retry delay
   Seconds max_age{};        // a recipient deferred this long after acceptance expires; 0: never
-  bool dsn = false;         // [delivery] dsn: RFC 3464 notifications to senders of failed mail
+  bool dsn = true;          // [delivery] dsn: RFC 3464 notifications to senders
+  Seconds delay_warning{};  // a DELAY notice once deferred this long after acceptance; 0: never
   // [delivery] MX routing (RFC 5321 §5), for domains without a route when there is no
   // smarthost: the port of MX hosts, the networks never connected to, the order of the address
   // families ("ipv4_first", "ipv6_first", "ipv4_only", "ipv6_only"), addresses per attempt.

@@ -357,6 +357,7 @@ int Run(int argc, char** argv) {
           sample.tls.failures += d->tls_failures.Get();
           sample.expired += d->expired.Get();
           sample.dsns += d->dsns.Get();
+          sample.dsns_failed += d->dsns_failed.Get();
           sample.tls.fallbacks += d->tls_fallbacks.Get();
           sample.tls.unavailable += d->tls_unavailable.Get();
         }

@@ -41,6 +41,7 @@ delivery::Options DeliveryOptions(const Config& c) {
   o.retry_max = c.retry_max;
   o.max_age = c.max_age;
   o.dsn = c.dsn;
+  o.delay_warning = c.delay_warning;
   o.log_deliveries = c.log_deliveries;
   auto mode = [](const std::string& m) {
     if (m == "off")

@@ -562,7 +562,8 @@ class DeliveryTest(unittest.TestCase):
     def test_outcomes_delivered_failed_deferred_then_retried(self):
         domain = "outcomes.test"
         srv = self.server()
-        self.start_spate({domain: srv.port},
+        senders = self.server()  # the sender's domain: its DSN goes there
+        self.start_spate({domain: srv.port, "campaign.test": senders.port},
                          delivery={"retry_base": "200ms", "retry_max": "1s"})
         ok, reject, defer = f"ok1@{domain}", f"reject1@{domain}", f"defer1@{domain}"
         self.submit([([ok, reject, defer], message(3, f"{ok}, {reject}, {defer}"))])
@@ -585,6 +586,13 @@ class DeliveryTest(unittest.TestCase):
         delivered = srv.delivered()
         self.assertEqual([t.accepted() for t in delivered], [[ok], [defer]],
                          "the body went to ok1 first, then to defer1 on its retry")
+        # reject1 came back to its sender: one DSN from <>, naming it.
+        harness.wait_for(lambda: senders.delivered(), 10, "the DSN at the sender's server")
+        [dsn] = senders.delivered()
+        self.assertEqual(dsn.accepted(), ["sender@campaign.test"])
+        self.assertRegex(dsn.mail, r"^MAIL FROM:<> ")
+        self.assertIn(b"Final-Recipient: rfc822; reject1@outcomes.test\r\nAction: failed",
+                      dsn.body)
         for t in delivered:
             self.assertEqual(seq_of(t.body), 3)
         log = self.spate.wait_for_log(r"deferred .*rcpt=<defer1@outcomes\.test>.*451")

@@ -91,7 +91,9 @@ class Base(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = harness.tempdir()
         cls.sink = harness.Sink(cls.dir, "dest")
-        cls.spate = harness.Spate(cls.dir, {DEST: cls.sink.port, UTF8_DEST: cls.sink.port},
+        # The senders' domain goes to the sink too: the DSNs of what fails land there.
+        cls.spate = harness.Spate(cls.dir, {DEST: cls.sink.port, UTF8_DEST: cls.sink.port,
+                                            "src.test": cls.sink.port},
                                   shards=cls.SHARDS, server=cls.SERVER, log_deliveries=True)
         cls.spate.start()
         cls.port = cls.spate.smtp_port
@@ -205,8 +207,14 @@ class Interop(Base):
             line = re.compile(f"failed id=\\S+ rcpt=<{rcpt}> domain={domain} .*5\\.6\\.7")
             harness.wait_for(lambda: line.search(self.spate.read_log()), 30,
                              f"the 5.6.7 failure log line for {rcpt}")
-        self.assertEqual(len([t for _, t in self.sink.transactions()
-                              if "Subject: internationalized" in t]), 0)
+        self.assertEqual(len([t for rs, t in self.sink.transactions()
+                              if "Subject: internationalized" in t and
+                              rs != ["sender@src.test"]]), 0)
+        # Each came back to its sender in a DSN (from <>, with the original's headers).
+        harness.wait_for(lambda: len([t for rs, t in self.sink.transactions()
+                                      if rs == ["sender@src.test"] and "Status: 5.6.7" in t and
+                                      "Subject: internationalized" in t]) == 2, 30,
+                         "two DSNs with Status 5.6.7")
 
     def test_utf8_address_without_smtputf8_is_refused_with_5_6_7(self):
         # smtplib encodes commands as ASCII unless SMTPUTF8 is on: the UTF-8 bytes go raw.

@@ -7,6 +7,7 @@ failure defers, and the mail goes once the DNS answers; static routes still win 
 """
 import json
 import os
+import re
 import shutil
 import smtplib
 import subprocess
@@ -69,6 +70,8 @@ def zone(port_unused=None, servfail=()):
             ["failover.test.", "MX", 300, "10 down.failover.test."],
             ["failover.test.", "MX", 300, "20 mx2.best.test."],
             ["down.failover.test.", "A", 300, "127.0.0.4"],
+            # The senders' domain: their DSNs go there.
+            ["campaign.test.", "MX", 300, "10 mx2.best.test."],
         ],
         "servfail": list(servfail),
     }
@@ -131,7 +134,13 @@ class MxRouting(unittest.TestCase):
         harness.wait_for(lambda: self.spate.metric("spate_spool_messages") == 0, 30,
                          "an empty spool")
         self.assertEqual(self.rcpts(self.mx1), ["a@best.test", "f@flaky.test"])
-        self.assertEqual(self.rcpts(self.mx2), ["b@implicit.test", "g@failover.test"])
+        # The two that failed came back to their sender, one DSN each, through its MX.
+        self.assertEqual(self.rcpts(self.mx2),
+                         ["b@implicit.test", "g@failover.test", "s@campaign.test",
+                          "s@campaign.test"])
+        dsns = [text for rs, text in self.mx2.transactions() if rs == ["s@campaign.test"]]
+        self.assertEqual(sorted(re.search(r"Final-Recipient: rfc822; (\S+)", t).group(1)
+                                for t in dsns), ["c@nomail.test", "d@gone.test"])
         self.assertNotRegex(self.spate.read_log(), r"deferred .*rcpt=<g@failover\.test>",
                             "failed over within the attempt, not deferred")
         self.assertEqual(self.rcpts(self.static), ["e@routed.test"])

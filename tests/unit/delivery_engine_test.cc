@@ -125,9 +125,11 @@ class ScriptedPeer {
  public:
   struct Transaction {
     std::string mail_from;
+    std::string mail_line;             // the MAIL command as sent, parameters and all
     std::vector<std::string> rcpt_to;  // every RCPT, as sent
-    std::string body;                  // un-stuffed (RFC 5321 §4.5.2), without the final "."
-    bool data_ended = false;           // the end of data came (and was answered unless held)
+    std::vector<std::string> rcpt_lines;
+    std::string body;         // un-stuffed (RFC 5321 §4.5.2), without the final "."
+    bool data_ended = false;  // the end of data came (and was answered unless held)
   };
   struct Connection {
     std::vector<std::string> commands;  // verbs in order; "." for the end of data
@@ -172,6 +174,9 @@ class ScriptedPeer {
   }
   void HangUpOnAccept(bool hang_up) {
     Set([&] { hang_up_ = hang_up; });
+  }
+  void OfferDsn(bool offer) {
+    Set([&] { offer_dsn_ = offer; });
   }
 
   std::vector<Connection> connections() const {
@@ -357,17 +362,21 @@ class ScriptedPeer {
         ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
       c.commands.push_back(verb);
       if (verb == "EHLO") {
-        Send(s, "250-peer.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES");
+        Send(s, offer_dsn_ ? "250-peer.test\r\n250-PIPELINING\r\n250-DSN\r\n250 ENHANCEDSTATUSCODES"
+                           : "250-peer.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 "
+                             "ENHANCEDSTATUSCODES");
       } else if (verb == "HELO") {
         Send(s, "250 peer.test");
       } else if (verb == "MAIL") {
         Transaction& t = c.transactions.emplace_back();
         t.mail_from = Between(line, '<', '>');
+        t.mail_line = line;
         s.accepted_rcpts = 0;
         Send(s, "250 2.1.0 ok");
       } else if (verb == "RCPT" && !c.transactions.empty()) {
         std::string address = Between(line, '<', '>');
         c.transactions.back().rcpt_to.push_back(address);
+        c.transactions.back().rcpt_lines.push_back(line);
         std::string reply = "250 2.1.5 ok";
         auto it = rcpt_replies_.find(address);
         if (it != rcpt_replies_.end() && !it->second.empty()) {
@@ -416,6 +425,7 @@ class ScriptedPeer {
   bool hold_greeting_ = false;
   bool hold_data_end_ = false;
   bool hang_up_ = false;
+  bool offer_dsn_ = false;
   std::vector<Connection> connections_;
   size_t open_ = 0;
   size_t max_open_ = 0;
@@ -692,6 +702,7 @@ TEST_F(DeliveryEngineTest, ARecipientStillDeferredPastMaxAgeExpiresWithItsLastRe
 
 TEST_F(DeliveryEngineTest, DeliveredFailedAndDeferredRecipientsThenTheRetryDelivers) {
   options_.retry_base = Seconds(60);
+  options_.dsn = false;  // the DSN tests are below: here a failure just leaves the spool
   Start();
   const std::string ok = Rcpt("ok");
   const std::string reject = Rcpt("reject");
@@ -1026,6 +1037,100 @@ TEST_F(DeliveryEngineTest, NoDsnGoesToTheNullSender) {
   RunTurns();
   EXPECT_TRUE(spool_.injected().empty());
   EXPECT_TRUE(spool_.reads().empty());
+}
+
+// NOTIFY=SUCCESS to a server without DSN: a "relayed" notice from us, and the recipient leaves
+// the spool at once (a lost notice must not deliver it twice). To a server that offers DSN the
+// parameters go on (RFC 3461 §4), xtext and all, and the notice is its to send: none from us.
+TEST_F(DeliveryEngineTest, SuccessNoticeIsRelayedUnlessTheServerTakesTheDsnParameters) {
+  Start();
+  const std::string a = Rcpt("a"), b = Rcpt("b");
+  auto job_of = [&](queue::MessageId id) {
+    Job job = MakeJob(id, {a, b});
+    auto m = std::make_shared<Message>(*job.message);
+    m->envid = "env+" + std::to_string(id);
+    m->ret = 2;
+    m->dsn.resize(2);
+    m->dsn[0].notify = smtp::kNotifySuccess | smtp::kNotifyFailure;
+    m->dsn[0].orcpt = "rfc822;A=1@Original.test";
+    job.message = m;
+    return job;
+  };
+  Enqueue(job_of(11));
+  ASSERT_TRUE(RunUntil([&] { return spool_.injected().size() == 1; }));
+  EXPECT_EQ(spool_.finishes(11, 0), 1u);
+  EXPECT_EQ(spool_.finishes(11, 1), 1u);
+  const std::string& text = spool_.injected()[0].body;
+  EXPECT_NE(text.find("Subject: Successful Mail Delivery Report\r\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("Final-Recipient: rfc822; " + a + "\r\nAction: relayed\r\nStatus: 2.0.0\r\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("Final-Recipient: rfc822; " + b), std::string::npos) << "b asked for none";
+  ASSERT_EQ(peer_.transactions().size(), 1u);
+  EXPECT_EQ(peer_.transactions()[0].mail_line.find("ENVID"), std::string::npos)
+      << "no DSN parameters to a server that does not offer DSN";
+
+  peer_.OfferDsn(true);
+  Advance(10s);  // the idle connection is gone; the next one sees DSN offered
+  Enqueue(job_of(12));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finishes(12, 0) == 1 && spool_.finishes(12, 1) == 1; }));
+  RunTurns();
+  EXPECT_EQ(spool_.injected().size(), 1u) << "the server reports the success, not us";
+  const auto txns = peer_.transactions();
+  ASSERT_EQ(txns.size(), 2u);
+  EXPECT_NE(txns[1].mail_line.find(" RET=HDRS ENVID=env+2B12"), std::string::npos)
+      << txns[1].mail_line;
+  ASSERT_EQ(txns[1].rcpt_lines.size(), 2u);
+  EXPECT_EQ(txns[1].rcpt_lines[0],
+            "RCPT TO:<" + a + "> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;A+3D1@Original.test");
+  EXPECT_EQ(txns[1].rcpt_lines[1], "RCPT TO:<" + b + ">");
+}
+
+// NOTIFY=DELAY: once a recipient is still deferred delay_warning after its message came, its
+// sender gets one "delayed" notice, and the spool keeps that it did (no second one at the next
+// retry). No NOTIFY means FAILURE only: no delay notice.
+TEST_F(DeliveryEngineTest, DelayNoticeGoesOnceWhenStillDeferredAfterDelayWarning) {
+  options_.retry_base = Seconds(60);
+  options_.delay_warning = Seconds(100);
+  options_.max_age = Seconds(1000);
+  Start();
+  const std::string a = Rcpt("a"), b = Rcpt("b");
+  const std::vector<std::string> later(4, "451 4.2.0 try again later");
+  peer_.ScriptRcpt(a, later);
+  peer_.ScriptRcpt(b, later);
+  Job job = MakeJob(13, {a, b});
+  auto m = std::make_shared<Message>(*job.message);
+  m->received_ms = reactor_->wall_ms();
+  m->dsn.resize(2);
+  m->dsn[0].notify = smtp::kNotifyDelay | smtp::kNotifyFailure;
+  job.message = m;
+  Enqueue(std::move(job));
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 2; }));
+  EXPECT_FALSE(spool_.deferred()[0].delay_warned);
+  EXPECT_TRUE(spool_.injected().empty()) << "not deferred long enough yet";
+  Advance(73s);
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 4; }));
+  EXPECT_TRUE(spool_.injected().empty());
+  Advance(145s);  // past delay_warning
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 6; }));
+  ASSERT_TRUE(RunUntil([&] { return spool_.injected().size() == 1; }));
+  const std::string& text = spool_.injected()[0].body;
+  EXPECT_NE(text.find("Subject: Delayed Mail (still being retried)\r\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("Final-Recipient: rfc822; " + a + "\r\nAction: delayed\r\nStatus: 4.2.0\r\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("Will-Retry-Until: "), std::string::npos) << text;
+  EXPECT_EQ(text.find("Final-Recipient: rfc822; " + b), std::string::npos) << "no NOTIFY: FAILURE";
+  for (size_t i = 4; i < 6; ++i) {
+    const FakeSpool::Deferred& d = spool_.deferred()[i];
+    EXPECT_EQ(d.delay_warned, d.index == 0) << "the spool keeps who was told, index " << d.index;
+  }
+  EXPECT_EQ(spool_.finishes(13, 0), 0u) << "a delayed recipient stays";
+  Advance(290s);
+  ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 8; }));
+  RunTurns();
+  EXPECT_EQ(spool_.injected().size(), 1u) << "told once";
 }
 
 // ---------------------------------------------------------------------------------------------

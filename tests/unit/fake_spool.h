@@ -34,13 +34,14 @@ class FakeSpool final : public SpoolPort {
     uint32_t index = 0;
     uint16_t attempts = 0;
     int64_t next_attempt_ms = 0;
+    bool delay_warned = false;
   };
 
   // SpoolPort
   void Finish(queue::MessageId id, uint32_t index) override { finished_.push_back({id, index}); }
-  void Defer(queue::MessageId id, uint32_t index, uint16_t attempts,
-             int64_t next_attempt_ms) override {
-    deferred_.push_back({id, index, attempts, next_attempt_ms});
+  void Defer(queue::MessageId id, uint32_t index, uint16_t attempts, int64_t next_attempt_ms,
+             bool delay_warned) override {
+    deferred_.push_back({id, index, attempts, next_attempt_ms, delay_warned});
   }
   void ReadBody(queue::MessageId id, BodyDone done) override {
     reads_.push_back(id);
