@@ -8,6 +8,8 @@ packages=(
   cmake ninja-build g++ make pkg-config python3
   liburing-dev android-libboringssl-dev librocksdb-dev prometheus-cpp-dev
   libtomlplusplus-dev
+  # the records writer's rotated files (zstd); JSON read back by the tests (and, later, tracking)
+  libzstd-dev nlohmann-json3-dev
   # DNS for MX routing: libunbound (Debian's is built with nettle, no OpenSSL beside BoringSSL)
   libunbound-dev
   libgtest-dev libgmock-dev libbenchmark-dev
