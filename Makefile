@@ -96,6 +96,7 @@ fuzz: fuzz-build
 # Google Benchmark micro-benchmarks of the hot paths (bench/micro; not part of the tests).
 micro-bench: build
 	./$(BUILD)/bench/micro/micro_bench
+	./$(BUILD)/bench/micro/journal_bench
 
 format:
 	git ls-files '*.h' '*.cc' '*.c' | xargs clang-format -i
