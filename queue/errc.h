@@ -14,6 +14,9 @@ enum class Errc {
   kNotFound,    // a body or envelope that should be there is not
   kShutdown,    // the spool is stopping and takes no more work
   kNoSpace,     // refused: the file system is under [spool] min_free_space (or full)
+  kInvalid,     // input that does not parse (a suppression CSV line)
+  kDisabled,    // the suppression list is off ([spool] suppression = false)
+  kInUse,       // another process (a running spate) holds the spool's lock
 };
 
 // kNoSpace is equivalent to std::errc::no_space_on_device, so that code that knows nothing of

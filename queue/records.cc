@@ -5,6 +5,7 @@ namespace spate::queue::records {
 namespace {
 
 constexpr uint8_t kEnvelopeVersion = 1;
+constexpr uint8_t kSuppressionVersion = 1;
 constexpr uint8_t kFlag8Bit = 1;
 constexpr uint8_t kFlagSmtpUtf8 = 2;
 // CF "rcpt" values: 'P' attempts(2) next_attempt_ms(8), 'W' the same once the delay notice
@@ -173,6 +174,30 @@ std::optional<RcptRecord> DecodeRcpt(std::string_view value) {
   if (!r.ok || !r.in.empty())
     return std::nullopt;
   return rec;
+}
+
+std::string EncodeSuppression(const SuppressionValue& v) {
+  std::string out;
+  out.reserve(17 + v.klass.size() + v.reason.size());
+  out.push_back(static_cast<char>(kSuppressionVersion));
+  PutU64(out, static_cast<uint64_t>(v.since_ms));
+  PutStr(out, v.klass);
+  PutStr(out, v.reason);
+  return out;
+}
+
+std::optional<SuppressionValue> DecodeSuppression(std::string_view value) {
+  Reader r{value};
+  SuppressionValue v;
+  const auto version = static_cast<uint8_t>(r.Num(1));
+  v.since_ms = static_cast<int64_t>(r.Num(8));
+  v.klass = r.Str();
+  v.reason = r.Str();
+  if (!r.ok || !r.in.empty() || version != kSuppressionVersion || !ValidSuppressionClass(v.klass) ||
+      v.reason.size() > kMaxSuppressionReason) {
+    return std::nullopt;
+  }
+  return v;
 }
 
 }  // namespace spate::queue::records

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "queue/spool.h"
+#include "queue/suppression_csv.h"
 
 namespace spate::queue::records {
 
@@ -47,5 +48,18 @@ struct RcptRecord {
 };
 std::string EncodeRcpt(const RcptRecord& r);
 std::optional<RcptRecord> DecodeRcpt(std::string_view value);
+
+// CF "suppression": the key is the normalized address (NormalizeAddress); the value
+// version(1) since_ms(8) str class, str reason (str = len(4) bytes). Decode refuses a class
+// that is not ValidSuppressionClass and a reason over kMaxSuppressionReason.
+struct SuppressionValue {
+  int64_t since_ms = 0;
+  std::string klass;
+  std::string reason;
+
+  friend bool operator==(const SuppressionValue&, const SuppressionValue&) = default;
+};
+std::string EncodeSuppression(const SuppressionValue& v);
+std::optional<SuppressionValue> DecodeSuppression(std::string_view value);
 
 }  // namespace spate::queue::records

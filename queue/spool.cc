@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "queue/errc.h"
 #include "queue/records.h"
+#include "queue/suppression.h"
 
 namespace spate::queue {
 
@@ -46,6 +47,12 @@ class Category : public std::error_category {
         return "spool shutting down";
       case Errc::kNoSpace:
         return "spool file system full (under min_free_space)";
+      case Errc::kInvalid:
+        return "spool input invalid";
+      case Errc::kDisabled:
+        return "suppression list off";
+      case Errc::kInUse:
+        return "spool in use by another process";
     }
     return "spool error";
   }
@@ -129,6 +136,9 @@ bool FreeSpace(const std::string& path, uint64_t* free_bytes, uint64_t* total_by
 }
 
 constexpr auto kReminderInterval = std::chrono::seconds(60);
+// How often the commit thread purges expired suppression entries (and at Open, and after
+// Suppression::SetTtl()).
+constexpr auto kSweepInterval = std::chrono::hours(1);
 
 }  // namespace
 
@@ -173,9 +183,16 @@ struct Spool::Impl {
     int64_t next_attempt_ms;
     bool delay_warned;
   };
+  // A suppression list change: put `value`, or delete when it has none.
+  struct SuppressReq {
+    std::string key;
+    std::optional<std::string> value;
+  };
   // An accepted message is held by pointer: a slot of the queue is then 32 bytes, not the size
-  // of a NewMessage, so a burst of a million outcomes costs 32 MB, not 300.
-  using Request = std::variant<std::unique_ptr<AcceptReq>, FinishReq, DeferReq>;
+  // of a NewMessage, so a burst of a million outcomes costs 32 MB, not 300. So is a
+  // suppression change.
+  using Request =
+      std::variant<std::unique_ptr<AcceptReq>, FinishReq, DeferReq, std::unique_ptr<SuppressReq>>;
   struct ReadReq {
     MessageId id;
     BodyDone done;
@@ -196,6 +213,11 @@ struct Spool::Impl {
   rocksdb::ColumnFamilyHandle* body_cf = nullptr;
   rocksdb::ColumnFamilyHandle* envelope_cf = nullptr;
   rocksdb::ColumnFamilyHandle* rcpt_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* suppression_cf = nullptr;
+
+  // The suppression list: its index is in memory, its writes come through the commit queue.
+  std::unique_ptr<Suppression> suppression;
+  std::chrono::steady_clock::time_point next_sweep{};  // commit thread
 
   // Commit thread state. `remaining` and `last_id` are touched by Recover() before the thread
   // starts and by the commit thread afterwards, never by both.
@@ -357,6 +379,7 @@ struct Spool::Impl {
     body_cf = handles[1];
     envelope_cf = handles[2];
     rcpt_cf = handles[3];
+    suppression_cf = handles[4];
     return s;
   }
 
@@ -366,7 +389,7 @@ struct Spool::Impl {
     for (auto* h : handles)
       db->DestroyColumnFamilyHandle(h);
     handles.clear();
-    body_cf = envelope_cf = rcpt_cf = nullptr;
+    body_cf = envelope_cf = rcpt_cf = suppression_cf = nullptr;
     rocksdb::Status s = db->Close();
     if (!s.ok())
       SPATE_LOG(kError, "spool: close: %s", s.ToString().c_str());
@@ -490,6 +513,7 @@ struct Spool::Impl {
         batch.swap(queue);
       }
       Watch(false);
+      MaybeSweep();
       if (batch.empty())
         continue;
       std::vector<Request> again = CommitBatch(batch);
@@ -520,6 +544,58 @@ struct Spool::Impl {
       if (batch.capacity() > kKeptQueueCapacity)
         std::vector<Request>().swap(batch);
     }
+  }
+
+  // Commit thread: purges expired suppression entries every kSweepInterval (or when the ttl
+  // changed). Their deletes join the queue, for the next batch.
+  void MaybeSweep() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_sweep && !suppression->sweep_requested())
+      return;
+    next_sweep = now + kSweepInterval;
+    if (size_t n = suppression->Sweep(NowMs()); n > 0)
+      SPATE_LOG(kInfo, "spool: %zu suppression entries expired", n);
+  }
+
+  // Open(): the suppression list into memory; expired and undecodable records are deleted.
+  rocksdb::Status LoadSuppression() {
+    if (!suppression->enabled())
+      return rocksdb::Status::OK();
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, suppression_cf));
+    rocksdb::WriteBatch purge;
+    const int64_t now_ms = NowMs();
+    size_t loaded = 0;
+    size_t bad = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string_view key(it->key().data(), it->key().size());
+      const std::string_view value(it->value().data(), it->value().size());
+      if (suppression->Load(key, value, now_ms)) {
+        ++loaded;
+        continue;
+      }
+      // Expired, or damaged: either way the entry is absent (an address that bounces again
+      // comes back).
+      if (!records::DecodeSuppression(value))
+        ++bad;
+      purge.Delete(suppression_cf, it->key());
+    }
+    if (!it->status().ok())
+      return it->status();
+    if (bad > 0)
+      SPATE_LOG(kWarn, "spool: %zu suppression records do not decode; removed", bad);
+    if (purge.Count() > 0) {
+      rocksdb::Status s = db->Write(rocksdb::WriteOptions(), &purge);
+      if (!s.ok())
+        return s;
+    }
+    if (loaded > 0 || purge.Count() > 0) {
+      SPATE_LOG(kInfo, "spool: suppression list: %zu entries; %u expired or damaged removed",
+                loaded, purge.Count());
+    }
+    next_sweep = std::chrono::steady_clock::now() + kSweepInterval;
+    return rocksdb::Status::OK();
   }
 
   // Writes one batch; returns the Finish/Defer requests of a batch whose write failed, to be
@@ -649,6 +725,14 @@ struct Spool::Impl {
                                     d->delay_warned}));
         it->second.recorded[d->index] = true;
         ++deferred;
+      } else if (auto* sp = std::get_if<std::unique_ptr<SuppressReq>>(&r)) {
+        // Written even while new mail is refused: a few bytes, like the outcomes.
+        const SuppressReq& q = **sp;
+        if (q.value) {
+          wb.Put(suppression_cf, q.key, *q.value);
+        } else {
+          wb.Delete(suppression_cf, q.key);
+        }
       }
     }
     rocksdb::WriteOptions wo;
@@ -783,8 +867,20 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
       {"body", body_options},
       {"envelope", small_options},
       {"rcpt", small_options},
+      // Small values, read once at Open: the small column families' options. Opened with the
+      // others, created in a spool made before it (create_missing_column_families).
+      {"suppression", small_options},
   };
+  Impl* d = impl.get();
+  impl->suppression = std::make_unique<Suppression>(
+      Suppression::Options{options.suppression, options.suppression_ttl},
+      [d](std::string key, std::optional<std::string> value) {
+        d->Enqueue(std::make_unique<Impl::SuppressReq>(
+            Impl::SuppressReq{std::move(key), std::move(value)}));
+      });
   rocksdb::Status s = impl->OpenDb();
+  if (s.ok())
+    s = impl->LoadSuppression();
   if (!s.ok()) {
     *error = "cannot open spool " + options.path + ": " + s.ToString();
     return Unexpected{Errc::kIo};
@@ -921,6 +1017,14 @@ void Spool::ReadBody(MessageId id, BodyDone done) {
     impl_->reads.push_back({id, std::move(done)});
   }
   impl_->read_cv.notify_one();
+}
+
+Suppression& Spool::suppression() {
+  return *impl_->suppression;
+}
+
+const Suppression& Spool::suppression() const {
+  return *impl_->suppression;
 }
 
 Health Spool::health() const {

@@ -29,6 +29,8 @@
 //                                     one recipient delivered at once, writes no record at all).
 //                                     The last recipient's finish deletes them all, with the
 //                                     body and envelope, in one batch.
+//   CF "suppression": address -> version(1) since_ms(8) str class, str reason: the suppression
+//                                     list (suppression.h), loaded into memory by Open().
 // Message ids: microseconds since the epoch at acceptance, bumped to stay strictly increasing
 // (also across restarts: Recover() sees the largest id), so ids are unique and time-ordered.
 //
@@ -62,6 +64,7 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/result.h"
 #include "core/task.h"
 
@@ -70,6 +73,8 @@ class EventListener;
 }  // namespace rocksdb
 
 namespace spate::queue {
+
+class Suppression;
 
 using MessageId = uint64_t;
 
@@ -156,6 +161,10 @@ class Spool {
     // Free and total bytes of the spool's file system; statvfs(path) when empty (a test gives
     // its own). False: unknown, nothing is refused for it.
     std::function<bool(uint64_t* free_bytes, uint64_t* total_bytes)> free_space = nullptr;
+    // [spool] suppression, suppression_ttl: the suppression list (suppression.h). Off, it
+    // finds and keeps nothing (its column family stays, untouched).
+    bool suppression = true;
+    Seconds suppression_ttl{90 * 86400};
   };
 
   static Result<std::unique_ptr<Spool>> Open(const Options& options, std::string* error);
@@ -183,6 +192,11 @@ class Spool {
   // Reads a body on the reader thread (for retries and recovered messages).
   using BodyDone = UniqueFunction<void(Result<std::string>)>;
   void ReadBody(MessageId id, BodyDone done);
+
+  // The suppression list of this spool: any thread, as long as the Spool lives. Its writes go
+  // out with the commit thread's batches (from Start() on).
+  Suppression& suppression();
+  const Suppression& suppression() const;
 
   SpoolStats stats() const;
   Health health() const;  // any thread; a relaxed read

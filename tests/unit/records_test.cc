@@ -1,7 +1,7 @@
 // tests/unit/records_test.cc
 //
 // The spool's record codecs (queue/records.h): every record round-trips, and no truncated or
-// garbled record decodes.
+// garbled record decodes (envelopes, recipient records, keys, suppression entries).
 #include "queue/records.h"
 
 #include <gtest/gtest.h>
@@ -106,6 +106,40 @@ TEST(RecordsTest, KeysSortByIdThenIndex) {
   EXPECT_FALSE(DecodeMessageKey(RcptKey(42, 9)));
   // The recipient records of a message start with its message key (prefix scans).
   EXPECT_EQ(RcptKey(42, 9).substr(0, 8), MessageKey(42));
+}
+
+TEST(RecordsTest, SuppressionValuesRoundTrip) {
+  SuppressionValue v{1796143353123, "InvalidRecipient", "550 5.1.1 <bob@example.com>: unknown"};
+  EXPECT_EQ(DecodeSuppression(EncodeSuppression(v)), v);
+  SuppressionValue empty{0, "Manual", ""};
+  EXPECT_EQ(DecodeSuppression(EncodeSuppression(empty)), empty);
+  SuppressionValue longest{-1, std::string(64, 'k'), std::string(512, '\0')};
+  EXPECT_EQ(DecodeSuppression(EncodeSuppression(longest)), longest);
+}
+
+TEST(RecordsTest, NoTruncatedExtendedOrGarbledSuppressionValueDecodes) {
+  const std::string value = EncodeSuppression({5, "BadDomain", "550 5.1.2 no such domain"});
+  for (size_t n = 0; n < value.size(); ++n)
+    EXPECT_FALSE(DecodeSuppression(std::string_view(value).substr(0, n))) << n;
+  EXPECT_FALSE(DecodeSuppression(value + "z"));
+  std::string bad_version = value;
+  bad_version[0] = 2;
+  EXPECT_FALSE(DecodeSuppression(bad_version));
+  // A reason length far beyond the record: refused before any allocation.
+  std::string huge = value;
+  huge[9 + 4 + 9] = '\x7f';
+  EXPECT_FALSE(DecodeSuppression(huge));
+  // Bounds: a class that is no class, a reason over 512 octets.
+  EXPECT_FALSE(DecodeSuppression(EncodeSuppression({5, "", "r"})));
+  EXPECT_FALSE(DecodeSuppression(EncodeSuppression({5, "Bad Domain", "r"})));
+  EXPECT_FALSE(DecodeSuppression(EncodeSuppression({5, std::string(65, 'k'), "r"})));
+  EXPECT_FALSE(DecodeSuppression(EncodeSuppression({5, "BadDomain", std::string(513, 'r')})));
+  // Garbage of every short length.
+  std::string garbage;
+  for (int i = 0; i < 64; ++i) {
+    garbage.push_back(static_cast<char>(i * 37 + 11));
+    EXPECT_FALSE(DecodeSuppression(garbage)) << i;
+  }
 }
 
 }  // namespace

@@ -537,11 +537,14 @@ TEST_F(SpoolTest, PendingMessagesTracksAcceptsFinishesAndRecovery) {
 // moment would (the layouts are in queue/spool.h). Open only while no Spool has the directory.
 class RawDb {
  public:
-  enum Cf { kBody = 1, kEnvelope = 2, kRcpt = 3 };
+  enum Cf { kBody = 1, kEnvelope = 2, kRcpt = 3, kSuppression = 4 };
 
   explicit RawDb(const std::string& path) {
-    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-        {rocksdb::kDefaultColumnFamilyName, {}}, {"body", {}}, {"envelope", {}}, {"rcpt", {}}};
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}},
+                                                        {"body", {}},
+                                                        {"envelope", {}},
+                                                        {"rcpt", {}},
+                                                        {"suppression", {}}};
     rocksdb::DB* db = nullptr;
     rocksdb::Status s = rocksdb::DB::Open(rocksdb::DBOptions(), path, cfs, &handles_, &db);
     EXPECT_TRUE(s.ok()) << s.ToString();
