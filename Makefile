@@ -7,7 +7,7 @@ TSAN_BUILD ?= build-tsan
 COV_BUILD  ?= build-cov
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZERS    := server_session address reply_parser client_session records dns_wire dsn
+FUZZERS    := server_session address reply_parser client_session records dns_wire dsn suppression_csv
 JOBS       ?= 2
 ARGS       ?=
 

@@ -234,3 +234,18 @@ write(C, "zero-rcpts", stream(0x00 | 0x20, WHOLE, turns("220 mx\r\n", EHLO_PIPE,
 write(C, "unasked-reply", stream(0x01, WHOLE, turns(
       "220 mx\r\n", EHLO_PLAIN,
       "250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n221 bye\r\n250 unasked\r\n")))
+
+# --- suppression_csv: an operator's CSV, whole -------------------------------------------------
+S = "suppression_csv"
+write(S, "export", "address,since,class,reason\r\n"
+      "bob@example.com,2026-12-01T16:42:33Z,InvalidRecipient,"
+      "550 5.1.1 <bob@example.com>: user unknown\r\n"
+      '"""odd,local""@example.com",2026-01-02T03:04:05.120Z,BadDomain,'
+      '"550 5.1.2, ""no"" such domain\r\nsecond line"\r\n')
+write(S, "lenient", "A@Example.COM\nb@example.com,,\n"
+      "c@example.com, 2026-12-01 16:42:33+02:00 , Manual ,  spaced\n\n")
+write(S, "concatenated", "address,since,class,reason\na@x.example\n"
+      "address,since,class,reason\nb@x.example,2024-02-29T23:59:59.999Z\n")
+write(S, "bad-date", "address\na@example.com,2026-02-29T00:00:00Z\n")
+write(S, "unclosed", 'a@example.com,,,"unclosed\r\nb@example.com\r')
+write(S, "fields", "address,since,class,reason\na@x,,,r,extra\n")

@@ -978,6 +978,9 @@ TEST(SpoolErrcTest, EachErrorSaysWhatFailed) {
   EXPECT_EQ(make_error_code(Errc::kShutdown).message(), "spool shutting down");
   EXPECT_EQ(make_error_code(Errc::kNoSpace).message(),
             "spool file system full (under min_free_space)");
+  EXPECT_EQ(make_error_code(Errc::kInvalid).message(), "spool input invalid");
+  EXPECT_EQ(make_error_code(Errc::kDisabled).message(), "suppression list off");
+  EXPECT_EQ(make_error_code(Errc::kInUse).message(), "spool in use by another process");
   EXPECT_EQ(std::error_code(99, ErrorCategory()).message(), "spool error");
 }
 
