@@ -281,6 +281,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   c.min_data_rate = 1024;
   c.data_rate_grace = Seconds(30);
   c.spool_path = "./var/spool";
+  c.spool_suppression_ttl = Seconds(90 * 86400);
   c.metrics_max_domains = 1000;
   c.max_connections = 16;
   c.max_messages_per_connection = 1000;
@@ -342,6 +343,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   TableReader spool(root["spool"].as_table(), "spool", error);
   spool.String("path", &c.spool_path);
   spool.Bool("sync", &c.spool_sync);
+  spool.Bool("suppression", &c.spool_suppression);
+  spool.Duration("suppression_ttl", &c.spool_suppression_ttl);
   std::vector<std::string> min_free = {"2%", "256MB"};
   if (const toml::table* t = root["spool"].as_table(); t != nullptr &&
                                                        t->get("min_free_space") != nullptr &&

@@ -76,6 +76,9 @@ struct Config {
   // while less than the larger is free on the spool's file system.
   uint64_t spool_min_free_bytes = 0;
   double spool_min_free_ratio = 0;
+  // [spool] suppression, suppression_ttl: the suppression list (queue/suppression.h).
+  bool spool_suppression = true;
+  Seconds spool_suppression_ttl{};
   // [metrics]
   Endpoint metrics_listen;
   size_t metrics_max_domains = 0;  // per shard; further domains are counted as "other"

@@ -30,6 +30,7 @@
 #include "core/connection.h"
 #include "core/daemon/config.h"
 #include "core/daemon/options.h"
+#include "core/daemon/suppression_command.h"
 #include "core/log.h"
 #include "core/server/submission.h"
 #include "core/shard.h"
@@ -48,6 +49,7 @@ constexpr const char* kUsage =
     "usage: spate [--config FILE] [--spool DIR] [--shards N] [--listen HOST:PORT]\n"
     "             [--metrics HOST:PORT] [--check-config] [--print-default-config]\n"
     "       spate --hash-password [USER] < password\n"
+    "       spate suppression export|import FILE|remove ADDRESS [--config FILE] [--spool DIR]\n"
     "  Without --config, spate runs on its embedded default configuration\n"
     "  (deploy/spate.toml): submission on 127.0.0.1:2525, metrics on 127.0.0.1:9464.\n"
     "  --hash-password reads a password (its first line) from stdin and prints the\n"
@@ -155,6 +157,8 @@ bool ListenOnShards(const Endpoint& endpoint, unsigned count, std::vector<int>* 
 }
 
 int Run(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "suppression") == 0)
+    return daemon::SuppressionCommand(argc - 1, argv + 1);
   Flags flags;
   if (!ParseFlags(argc, argv, &flags)) {
     std::fputs(kUsage, stderr);
@@ -273,12 +277,7 @@ int Run(int argc, char** argv) {
 
   std::error_code fs_error;
   std::filesystem::create_directories(config.spool_path, fs_error);
-  queue::Spool::Options spool_options;
-  spool_options.path = config.spool_path;
-  spool_options.sync = config.spool_sync;
-  spool_options.min_free_bytes = config.spool_min_free_bytes;
-  spool_options.min_free_ratio = config.spool_min_free_ratio;
-  auto spool_or = queue::Spool::Open(spool_options, &error);
+  auto spool_or = queue::Spool::Open(daemon::SpoolOptions(config), &error);
   if (!spool_or) {
     std::fprintf(stderr, "spate: %s\n", error.c_str());
     return 1;

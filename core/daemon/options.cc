@@ -4,6 +4,17 @@
 
 namespace spate::daemon {
 
+queue::Spool::Options SpoolOptions(const Config& c) {
+  queue::Spool::Options o;
+  o.path = c.spool_path;
+  o.sync = c.spool_sync;
+  o.min_free_bytes = c.spool_min_free_bytes;
+  o.min_free_ratio = c.spool_min_free_ratio;
+  o.suppression = c.spool_suppression;
+  o.suppression_ttl = c.spool_suppression_ttl;
+  return o;
+}
+
 server::Options ServerOptions(const Config& c) {
   server::Options o;
   o.hostname = c.hostname;

@@ -11,9 +11,12 @@
 #include "delivery/mx_routing.h"
 #include "delivery/options.h"
 #include "delivery/routing.h"
+#include "queue/spool.h"
 
 namespace spate::daemon {
 
+// [spool]; the daemon and the `spate suppression` commands.
+queue::Spool::Options SpoolOptions(const Config& config);
 server::Options ServerOptions(const Config& config);
 delivery::Options DeliveryOptions(const Config& config);
 // [routes] and [delivery] smarthost.

@@ -46,6 +46,8 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_EQ(FormatAddress(c.metrics_listen.addr), "127.0.0.1:9464");
   EXPECT_EQ(c.spool_path, "./var/spool");
   EXPECT_TRUE(c.spool_sync);
+  EXPECT_TRUE(c.spool_suppression);
+  EXPECT_EQ(c.spool_suppression_ttl, Seconds(90 * 86400));
   EXPECT_EQ(c.shards, ExpectedShards());  // count = 0: one per core
   EXPECT_GE(c.shards, 1u);
   EXPECT_EQ(c.max_message_size, 52428800u);
@@ -160,6 +162,8 @@ nul = "strip"
 [spool]
 path = "/var/lib/spate"
 sync = false
+suppression = false
+suppression_ttl = "30d"
 [metrics]
 listen = "127.0.0.1:0"
 max_domains = 3
@@ -197,6 +201,8 @@ deliveries = false
   EXPECT_TRUE(c.nul_strip);
   EXPECT_EQ(c.spool_path, "/var/lib/spate");
   EXPECT_FALSE(c.spool_sync);
+  EXPECT_FALSE(c.spool_suppression);
+  EXPECT_EQ(c.spool_suppression_ttl, Seconds(30 * 86400));
   EXPECT_EQ(c.metrics_max_domains, 3u);
   EXPECT_EQ(c.shards, 3u);
   EXPECT_EQ(c.smarthost_text, "127.0.0.1:2526");
