@@ -7,7 +7,8 @@ TSAN_BUILD ?= build-tsan
 COV_BUILD  ?= build-cov
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZERS    := server_session address reply_parser client_session records dns_wire dsn suppression_csv
+FUZZERS    := server_session address reply_parser client_session records dns_wire dsn suppression_csv \
+              bounce_rules bounce_class
 JOBS       ?= 2
 ARGS       ?=
 

@@ -249,3 +249,40 @@ write(S, "concatenated", "address,since,class,reason\na@x.example\n"
 write(S, "bad-date", "address\na@example.com,2026-02-29T00:00:00Z\n")
 write(S, "unclosed", 'a@example.com,,,"unclosed\r\nb@example.com\r')
 write(S, "fields", "address,since,class,reason\na@x,,,r,extra\n")
+
+# --- bounce_rules: a rules document ------------------------------------------------------------
+# The shipped rules (read from delivery/bounce_rules.toml, so rerunning keeps the seed current),
+# a small valid document, an inline table, and refused ones (unknown class, bad expression,
+# a value of the wrong type).
+R = "bounce_rules"
+with open(os.path.join(os.path.dirname(CORPUS), "..", "..", "delivery", "bounce_rules.toml"),
+          encoding="utf-8") as f:
+    write(R, "shipped", f.read().encode("utf-8"))
+write(R, "small", "[rules]\nInvalidRecipient = ['user unknown', '^\\d{3}[ -][45]\\.1\\.1\\b']\n"
+      "SpamBlock = ['spamhaus', 'blocked using']\nPolicyRelated = ['^\\d{3}[ -][45]\\.7\\.']\n")
+write(R, "inline", "rules = { BadDomain = ['nxdomain', 'null mx'], MessageExpired = ['expired'] }\n")
+write(R, "empty-rules", "[rules]\n")
+write(R, "unknown-class", "[rules]\nInvalidRecipients = ['x']\n")
+write(R, "bad-regex", "[rules]\nSpamBlock = ['ok', '(unclosed', 'a{2,1}', '(a)\\1']\n")
+write(R, "wrong-types", "[rules]\nSpamBlock = 'x'\nQuotaIssues = [1, ['y']]\n[other]\nk = 1\n")
+
+# --- bounce_class: [code: 2 octets big-endian] enhanced NUL text --------------------------------
+B = "bounce_class"
+
+
+def reply(code, enhanced, text):
+    return bytes([code >> 8, code & 0xff]) + enhanced.encode() + b"\0" + text.encode("latin-1")
+
+
+write(B, "gmail-nosuchuser", reply(550, "5.1.1",
+      "The email account that you tried to reach does not exist. Please try\n"
+      "double-checking the recipient's email address for typos or\nunnecessary spaces."))
+write(B, "yahoo-tss04", reply(421, "4.7.0",
+      "[TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user "
+      "complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes"))
+write(B, "spamhaus", reply(554, "5.7.1",
+      "Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org"))
+write(B, "no-enhanced", reply(550, "", "Requested action not taken: mailbox unavailable"))
+write(B, "synthetic", reply(0, "", "connect to 192.0.2.1:25: Connection refused"))
+write(B, "spate-4.4.1", reply(451, "4.4.1", "connect to 192.0.2.1:25: Connection timed out"))
+write(B, "long", reply(550, "5.7.1", "x" * 1200 + " user unknown"))
