@@ -303,20 +303,30 @@ const Classifier& Classifier::Default() {
 
 BounceClass Classifier::Classify(uint16_t code, std::string_view enhanced,
                                  std::string_view text) const {
-  std::string line;
-  line.reserve(kMaxInput + 16);
+  // "CODE ENHANCED text", made safe and cut to kMaxInput on the stack: classifying is on the
+  // path of every failure, and allocates nothing.
+  std::array<char, kMaxInput> buf;
+  size_t n = 0;
+  auto put = [&](std::string_view s) {
+    for (char c : s) {
+      if (n == buf.size())
+        return;
+      const auto u = static_cast<unsigned char>(c);
+      buf[n++] = (u < 32 || u == 127) ? ' ' : c;
+    }
+  };
   if (code != 0) {
     char digits[8];
     const auto r = std::to_chars(digits, digits + sizeof(digits), code);
-    line.append(digits, r.ptr);
-    line += ' ';
+    put(std::string_view(digits, static_cast<size_t>(r.ptr - digits)));
+    put(" ");
   }
   if (!enhanced.empty()) {
-    line.append(enhanced.substr(0, kMaxInput));
-    line += ' ';
+    put(enhanced);
+    put(" ");
   }
-  line.append(text.substr(0, kMaxInput));
-  return Classify(line);
+  put(text);
+  return Match(std::string_view(buf.data(), n));
 }
 
 BounceClass Classifier::Classify(std::string_view line) const {
@@ -332,7 +342,8 @@ BounceClass Classifier::Classify(std::string_view line) const {
 BounceClass Classifier::Match(std::string_view line) const {
   if (impl_->classes.empty())
     return BounceClass::kUncategorized;
-  std::vector<int> hits;
+  thread_local std::vector<int> hits;  // kept: no allocation per match once it has grown
+  hits.clear();
   RE2::Set::ErrorInfo info{RE2::Set::kNoError};
   if (impl_->set.Match(line, &hits, &info)) {
     const int first = *std::min_element(hits.begin(), hits.end());

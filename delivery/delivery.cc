@@ -8,6 +8,8 @@
 #include "core/log.h"
 #include "core/smtp/server_session.h"
 #include "core/tls/tls.h"
+#include "delivery/accounting.h"
+#include "delivery/bounce_class.h"
 #include "delivery/dsn.h"
 #include "delivery/pool.h"
 #include "delivery/scheduler.h"
@@ -24,18 +26,19 @@ constexpr size_t kTrimAfterFinishing = 100000;
 }  // namespace
 
 namespace {
-// The host of a connection's " mx=HOST[ADDRESS]:PORT tls=..." (or " mx=ADDRESS:PORT ..."):
-// the Remote-MTA of a DSN (RFC 3464 §2.3.5). "" when no connection got that far.
-std::string RemoteOf(std::string_view via) {
-  const size_t at = via.find(" mx=");
-  if (at == std::string_view::npos)
+// The Remote-MTA of a DSN (RFC 3464 §2.3.5): the MX host's name, or the configured route's
+// address; "" when no connection got that far.
+std::string RemoteOf(const Peer* peer) {
+  if (peer == nullptr)
     return {};
-  std::string_view host = via.substr(at + 4);
-  host = host.substr(0, host.find(' '));
-  if (size_t b = host.find('['); b != std::string_view::npos && b > 0)
-    return std::string(host.substr(0, b));
-  if (size_t colon = host.rfind(':'); colon != std::string_view::npos)
+  if (!peer->name.empty())
+    return peer->name;
+  std::string_view host = peer->address;
+  if (host.starts_with('[')) {
+    host = host.substr(1, host.find(']') - 1);
+  } else if (size_t colon = host.rfind(':'); colon != std::string_view::npos) {
     host = host.substr(0, colon);
+  }
   return std::string(host);
 }
 }  // namespace
@@ -47,6 +50,7 @@ struct Delivery::Impl final : public Engine {
         spool(sp),
         routing_(rt),
         stats_(st),
+        classifier_(o.classifier != nullptr ? *o.classifier : Classifier::Default()),
         rng(seed != 0 ? seed : std::random_device{}()),
         scheduler(r, [this](Job&& job) { Due(std::move(job)); }) {}
 
@@ -62,7 +66,7 @@ struct Delivery::Impl final : public Engine {
   const tls::TlsContext* tls_context() const override { return tls_context_; }
   bool shutting_down() const override { return shutting_down_; }
   void Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply, Outcomes* outcomes,
-              std::string_view via = {}) override;
+              const Peer* peer = nullptr) override;
   void Reschedule(Job&& job, Outcomes&& outcomes) override;
   void LoadBody(Site& site, Job&& job) override;
   bool HoldBody(size_t bytes, bool force) override {
@@ -119,6 +123,8 @@ struct Delivery::Impl final : public Engine {
   SpoolPort& spool;
   Routing& routing_;
   Stats& stats_;
+  const Classifier& classifier_;
+  Accounting* accounting_ = nullptr;
   std::mt19937_64 rng;
   Scheduler scheduler;
   SiteOwners* owners_ = nullptr;
@@ -293,12 +299,11 @@ void Delivery::Impl::LoadBody(Site& site, Job&& job) {
 }
 
 void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply,
-                            Outcomes* outcomes, std::string_view via) {
+                            Outcomes* outcomes, const Peer* peer) {
   if (i >= job.recipients.size())
     return;
   const Recipient& r = job.recipients[i];
   const Message& m = *job.message;
-  const char* outcome;
   // A site of its own domain has that domain's entry at hand; else it is looked up.
   DomainStats& st = site != nullptr && site->own_domain_stats() != nullptr
                         ? *site->own_domain_stats()
@@ -318,70 +323,121 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     outcomes->resend.push_back(r);
     outcomes->resend_reply = reply;
     outcomes->resend_site = site;
-    outcomes->resend_via.assign(via);
+    outcomes->resend_peer = peer != nullptr ? *peer : Peer();
     return;
   }
-  if (reply.positive())
-    ++outcomes->accepted;
+  DomainStats* campaign = m.campaign.empty() ? nullptr : &stats_.ForCampaign(m.campaign);
+  const char* outcome;
+  RecordType type;
+  std::optional<BounceClass> klass;
   if (reply.positive()) {
+    ++outcomes->accepted;
     outcome = "delivered";
+    type = RecordType::kDelivery;
     st.delivered.Add();
     if (site != nullptr)
       site->stats().delivered.Add();
+    if (campaign != nullptr)
+      campaign->delivered.Add();
     st.queued.Add(-1);
     spool.Finish(m.id, m.spool_index(r.pos));
     // RFC 3461 §6.2.2: delivered to a server that took no DSN parameters, so it will not
     // report the success the sender asked for: "relayed", from us. It is finished already:
     // a lost success notice must not deliver the message twice.
     if (!outcomes->peer_dsn && WantsDsn(m, r.pos, smtp::kNotifySuccess))
-      outcomes->bounced.push_back({r, reply, false, RemoteOf(via), dsn::Action::kRelayed});
+      outcomes->bounced.push_back({r, reply, false, RemoteOf(peer), dsn::Action::kRelayed});
   } else if (const bool expired = !reply.permanent() && Expired(m); reply.permanent() || expired) {
     // Failed for good, or deferred past max_age: then this reply was its last chance, and it
     // is the reason (a DSN says "delivery time expired", RFC 3463 X.4.7).
     outcome = expired ? "expired" : "failed";
+    type = expired ? RecordType::kExpiration : RecordType::kBounce;
+    klass = expired ? BounceClass::kMessageExpired
+                    : classifier_.Classify(reply.code, reply.enhanced, reply.text);
     if (expired) {
       ++finished_since_trim;
       stats_.expired.Add();
     }
     st.failed.Add();
+    st.bounces[static_cast<size_t>(*klass)].Add();
     if (site != nullptr)
       site->stats().failed.Add();
+    if (campaign != nullptr)
+      campaign->failed.Add();
     st.queued.Add(-1);
+    if (!expired && ((options_.suppress_classes >> static_cast<unsigned>(*klass)) & 1u)) {
+      // A hard bounce that says the address is no good: a later RCPT for it is refused at once.
+      spool.Suppress({std::string(job.address(r)), reactor_.wall_ms(),
+                      std::string(BounceClassName(*klass)), reply.ToString()});
+    }
     if (WantsDsn(m, r.pos, smtp::kNotifyFailure)) {
-      outcomes->bounced.push_back({r, reply, expired, RemoteOf(via)});  // finished once stored
+      outcomes->bounced.push_back({r, reply, expired, RemoteOf(peer)});  // finished once stored
     } else {
       spool.Finish(m.id, m.spool_index(r.pos));
     }
     if (m.mail_from.empty()) {
       // A notice (or other mail from <>) that cannot be delivered is dropped, never bounced
-      // (RFC 3461 §6.1): counted and logged, so its loss is on record.
+      // (RFC 3461 §6.1): counted, logged and in the records, so its loss is on record.
       stats_.dsns_failed.Add();
     }
   } else {
     outcome = "deferred";
+    type = RecordType::kTransientFailure;
+    klass = classifier_.Classify(reply.code, reply.enhanced, reply.text);
     st.deferred.Add();
     if (site != nullptr)
       site->stats().deferred.Add();
+    if (campaign != nullptr)
+      campaign->deferred.Add();
     Recipient later = r;
     if (!r.delay_warned && DelayWarningDue(m) && WantsDsn(m, r.pos, smtp::kNotifyDelay)) {
       // RFC 3464 "delayed": once per recipient (the spool keeps that it was sent).
-      outcomes->bounced.push_back({r, reply, false, RemoteOf(via), dsn::Action::kDelayed});
+      outcomes->bounced.push_back({r, reply, false, RemoteOf(peer), dsn::Action::kDelayed});
       later.delay_warned = true;
     }
     outcomes->deferred.push_back(later);
   }
+  std::string_view address = job.address(r);
+  std::string domain = DomainOf(address);
+  if (accounting_ != nullptr) {
+    delivery::Record rec;
+    rec.type = type;
+    rec.id = m.id;
+    rec.sender = m.mail_from;
+    rec.recipient = address;
+    rec.domain = domain;
+    if (site != nullptr)
+      rec.site = site->name();
+    rec.campaign = m.campaign;
+    rec.size = m.body_size;
+    rec.attempts = r.attempts + 1u;
+    rec.reply = &reply;
+    if (peer != nullptr) {
+      rec.peer_name = peer->name;
+      rec.peer_address = peer->address;
+      rec.tls_version = peer->tls_version;
+      rec.tls_cipher = peer->tls_cipher;
+    }
+    if (klass)
+      rec.bounce_class = BounceClassName(*klass);
+    rec.queued_ms = m.received_ms;
+    rec.event_ms = reactor_.wall_ms();
+    accounting_->Write(rec);
+  }
   if (options_.log_deliveries) {
-    std::string_view address = job.address(r);
-    std::string domain = DomainOf(address);
     // " site=..." when the domain shares its site; " mx=HOST tls=VERSION/CIPHER" once a
-    // connection got that far.
-    std::string site_text;
+    // connection got that far; " class=..." for a failure.
+    std::string extra;
     if (site != nullptr && site->name() != domain)
-      site_text = " site=" + site->name();
-    SPATE_LOG(kInfo, "%s id=%s rcpt=<%.*s> domain=%s attempts=%u reply=\"%s\"%s%.*s", outcome,
+      extra = " site=" + site->name();
+    if (peer != nullptr)
+      extra += peer->log;
+    if (klass) {
+      extra += " class=";
+      extra += BounceClassName(*klass);
+    }
+    SPATE_LOG(kInfo, "%s id=%s rcpt=<%.*s> domain=%s attempts=%u reply=\"%s\"%s", outcome,
               queue::FormatId(m.id).c_str(), static_cast<int>(address.size()), address.data(),
-              domain.c_str(), r.attempts + 1u, reply.ToString().c_str(), site_text.c_str(),
-              static_cast<int>(via.size()), via.data());
+              domain.c_str(), r.attempts + 1u, reply.ToString().c_str(), extra.c_str());
   }
 }
 
@@ -449,6 +505,20 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
             // The bounce is on disk: the failed recipients it reports may leave the spool now
             // (the relayed ones left already, the delayed ones stay deferred).
             stats_.dsns.Add();
+            if (accounting_ != nullptr) {
+              const std::string to_domain = DomainOf(msg.mail_from);
+              delivery::Record rec;
+              rec.type = RecordType::kDsn;
+              rec.id = msg.id;  // the message it reports on
+              rec.recipient = msg.mail_from;
+              rec.domain = to_domain;
+              rec.campaign = msg.campaign;
+              rec.dsn_action = dsn::ActionName(bounced.front().action);
+              rec.dsn_recipients = static_cast<uint32_t>(bounced.size());
+              rec.queued_ms = msg.received_ms;
+              rec.event_ms = reactor_.wall_ms();
+              accounting_->Write(rec);
+            }
             for (const Bounced& b : bounced) {
               if (b.action == dsn::Action::kFailed)
                 spool.Finish(msg.id, msg.spool_index(b.recipient.pos));
@@ -512,7 +582,7 @@ void Delivery::Impl::Reschedule(Job&& job, Outcomes&& outcomes) {
       recording_resend = true;
       for (size_t i = 0; i < refused.recipients.size(); ++i)
         Record(outcomes.resend_site, refused, i, outcomes.resend_reply, &outcomes,
-               outcomes.resend_via);
+               outcomes.resend_peer.address.empty() ? nullptr : &outcomes.resend_peer);
       recording_resend = false;
       if (!outcomes.bounced.empty())  // expired among them
         SendDsn(job.message, std::move(outcomes.bounced));
@@ -597,6 +667,10 @@ void Delivery::SetSiteOwners(SiteOwners* owners, ShardId self) {
 
 void Delivery::SetTlsContext(const tls::TlsContext* context) {
   impl_->tls_context_ = context;
+}
+
+void Delivery::SetAccounting(Accounting* accounting) {
+  impl_->accounting_ = accounting;
 }
 
 void Delivery::Enqueue(const std::string& domain, Job&& job) {

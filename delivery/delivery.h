@@ -41,6 +41,8 @@ class TlsContext;
 
 namespace spate::delivery {
 
+class Accounting;
+
 // Hands a routed job to the shard that owns its site (the Dispatcher, which knows every shard).
 class SiteOwners {
  public:
@@ -62,6 +64,8 @@ class Delivery : public Service {
   // context for STARTTLS (null: none; "required" sites then defer). Both borrowed.
   void SetSiteOwners(SiteOwners* owners, ShardId self);
   void SetTlsContext(const tls::TlsContext* context);
+  // Where every outcome's record goes (null: none); borrowed, called on this shard.
+  void SetAccounting(Accounting* accounting);
 
   // A job for `domain` (lower case), owned by this shard: held until job.due_ms, then delivered.
   void Enqueue(const std::string& domain, Job&& job);

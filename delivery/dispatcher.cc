@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/clock.h"
+#include "delivery/accounting.h"
 #include "delivery/delivery.h"
 
 namespace spate::delivery {
@@ -33,6 +34,7 @@ void Dispatcher::DispatchAccepted(queue::MessageId id, queue::NewMessage&& m) {
   message->received_ms = Clock::Real().WallMs();  // made durable just now
   message->envid = std::move(m.envid);
   message->ret = m.ret;
+  message->campaign = std::move(m.campaign);
   message->dsn = std::move(m.dsn);  // parallel to rcpt_to: position i is recipient i
   size_t bytes = 0;
   for (const std::string& r : m.rcpt_to)
@@ -40,6 +42,22 @@ void Dispatcher::DispatchAccepted(queue::MessageId id, queue::NewMessage&& m) {
   message->Reserve(m.rcpt_to.size(), bytes);
   for (uint32_t i = 0; i < m.rcpt_to.size(); ++i)
     message->AddRecipient(Routable(m.rcpt_to[i]), i);
+  if (accounting_ != nullptr) {
+    Record rec;
+    rec.type = RecordType::kReception;
+    rec.id = id;
+    rec.sender = message->mail_from;
+    rec.campaign = message->campaign;
+    rec.size = message->body_size;
+    rec.queued_ms = message->received_ms;
+    rec.event_ms = message->received_ms;
+    for (uint32_t p = 0; p < message->recipients(); ++p) {
+      const std::string domain = DomainOf(message->address(p));
+      rec.recipient = message->address(p);
+      rec.domain = domain;
+      accounting_->Write(rec);
+    }
+  }
   Body body = std::make_shared<const std::string>(std::move(m.body));
   Split(std::move(message), std::move(body), {}, {});
 }
@@ -54,6 +72,7 @@ void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
   message->received_ms = m.received_ms;
   message->envid = std::move(m.envid);
   message->ret = m.ret;
+  message->campaign = std::move(m.campaign);
   std::vector<Recipient> state;  // attempts and delay notice, per position
   std::vector<int64_t> due;
   state.reserve(m.recipients.size());

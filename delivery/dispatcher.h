@@ -33,6 +33,9 @@ class Dispatcher final : public SiteOwners {
 
   // Shard `id`'s engine, reached through `reactor` (which runs it).
   void Attach(ShardId id, Reactor* reactor, Delivery* delivery);
+  // Where the Reception records of accepted messages go (null: none); called on the thread
+  // that dispatches (the spool's commit thread).
+  void SetAccounting(Accounting* accounting) { accounting_ = accounting; }
 
   // A message just made durable: its body is taken (moved into the shared buffer).
   void DispatchAccepted(queue::MessageId id, queue::NewMessage&& message);
@@ -62,6 +65,7 @@ class Dispatcher final : public SiteOwners {
 
   std::vector<Target> targets_;
   std::string postmaster_;
+  Accounting* accounting_ = nullptr;
 };
 
 }  // namespace spate::delivery

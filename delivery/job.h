@@ -35,6 +35,7 @@ struct Message {
   // when the message had no DSN parameters at all).
   std::string envid;
   uint8_t ret = 0;
+  std::string campaign;  // [server] campaign_header's value, or empty
   std::vector<queue::DsnRequest> dsn;
 
   const queue::DsnRequest* dsn_of(uint32_t p) const { return p < dsn.size() ? &dsn[p] : nullptr; }

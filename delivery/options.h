@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "core/clock.h"
+#include "delivery/bounce_class.h"
 
 namespace spate::delivery {
 
@@ -32,6 +33,12 @@ struct Options {
   // delay notices; Postfix's delay_warning_time, which is off by default there).
   bool dsn = true;
   Seconds delay_warning{4 * 3600};
+  // Every failure gets a bounce class from these rules ([delivery] bounce_rules); null: the
+  // built-in ones. A hard bounce of a class in suppress_classes (a bit per BounceClass;
+  // [suppression] classes) puts the recipient on the suppression list.
+  const Classifier* classifier = nullptr;
+  uint32_t suppress_classes = (1u << static_cast<unsigned>(BounceClass::kInvalidRecipient)) |
+                              (1u << static_cast<unsigned>(BounceClass::kBadDomain));
   // Per destination: connections open at once, messages over one connection before QUIT,
   // recipients per transaction (RFC 5321 §4.5.3.1.8 asks servers to take at least 100).
   unsigned max_connections = 16;

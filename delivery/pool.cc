@@ -24,6 +24,23 @@ Clock::duration ToDuration(Seconds s) {
   return std::chrono::duration_cast<Clock::duration>(s);
 }
 
+// "mx1.example.net[192.0.2.1]:25" (an MX) or "192.0.2.1:25" (a configured route).
+Peer PeerOf(const Endpoint& host, const std::string& name) {
+  Peer p;
+  p.name = name;
+  const std::string& t = host.text;
+  if (size_t open = t.find('['); open != std::string::npos && open > 0) {
+    const size_t close = t.find(']', open);
+    p.address = close == std::string::npos
+                    ? t.substr(open + 1)
+                    : t.substr(open + 1, close - open - 1) + t.substr(close + 1);
+  } else {
+    p.address = t;
+  }
+  p.log = " mx=" + t + " tls=none";
+  return p;
+}
+
 // RFC 3461 §4.1–§4.4: the sender's DSN request, as it goes on to a server that offers DSN.
 void AddDsnParameters(const Job& job, Envelope* env) {
   const Message& m = *job.message;
@@ -104,7 +121,7 @@ class ClientConnection final : public Connection {
         tls_mode_(tls),
         session_(ClientSession::Options{engine_.options().helo_name, tls.starttls, tls.require,
                                         host.text}),
-        via_(" mx=" + host.text + " tls=none") {}
+        peer_(PeerOf(host, host_name_)) {}
 
   size_t host_index() const { return host_index_; }
   uint64_t generation() const { return generation_; }
@@ -181,7 +198,9 @@ class ClientConnection final : public Connection {
       tls_reported_ = true;
       const std::string version = tls_->version();
       const std::string cipher = tls_->cipher();
-      via_ = " mx=" + host_.text + " tls=" + version + "/" + cipher;
+      peer_.tls_version = version;
+      peer_.tls_cipher = cipher;
+      peer_.log = " mx=" + host_.text + " tls=" + version + "/" + cipher;
       engine_.stats().CountTls(version, cipher);
       session_.OnTlsEstablished();
       Touch(engine_.options().reply_timeout);
@@ -247,7 +266,7 @@ class ClientConnection final : public Connection {
       if (auto* r = std::get_if<RecipientResult>(&ev)) {
         if (job_) {
           outcomes_.peer_dsn = session_.dsn_offered();
-          engine_.Record(&site_, *job_, r->recipient_index, r->reply, &outcomes_, via_);
+          engine_.Record(&site_, *job_, r->recipient_index, r->reply, &outcomes_, &peer_);
         }
       } else if (std::get_if<TransactionDone>(&ev) != nullptr) {
         if (job_) {
@@ -360,7 +379,7 @@ class ClientConnection final : public Connection {
   const Tls tls_mode_;
   ClientSession session_;
   std::unique_ptr<tls::TlsSession> tls_;  // from the 220 to STARTTLS on
-  std::string via_;                       // " mx=HOST tls=VERSION/CIPHER", for the log
+  Peer peer_;
   bool tls_reported_ = false;
   bool tls_failed_ = false;
   std::optional<Job> job_;

@@ -47,6 +47,15 @@ namespace spate::delivery {
 class Site;
 class ClientConnection;
 
+// The server a connection talks to, for the log line and the accounting records.
+struct Peer {
+  std::string name;         // the MX host's name; "" for a configured route
+  std::string address;      // "192.0.2.1:25"
+  std::string tls_version;  // "" in the clear
+  std::string tls_cipher;
+  std::string log;  // " mx=HOST[ADDRESS]:PORT tls=VERSION/CIPHER" (or "tls=none")
+};
+
 // What one transaction's recipients came to: gathered by Engine::Record() for each recipient,
 // acted on by Engine::Reschedule() at its end. One per transaction, held by whoever runs it (a
 // connection, or a site deferring what waits): transactions of several connections overlap.
@@ -58,7 +67,7 @@ struct Outcomes {
   size_t accepted = 0;
   smtp::Reply resend_reply;
   Site* resend_site = nullptr;
-  std::string resend_via;
+  Peer resend_peer;
   // The server took the DSN parameters (it offered DSN): notices of success and delay are
   // its to send from here on (RFC 3461 §6.2).
   bool peer_dsn = false;
@@ -85,10 +94,10 @@ class Engine {
   virtual const tls::TlsContext* tls_context() const = 0;
   virtual bool shutting_down() const = 0;
   // The outcome of recipient `i` of `job`, gathered in `outcomes` (a 4xx in its deferred).
-  // `site` is null for an outcome decided before any site (a route failure); `via` is appended
-  // to the log line (" mx=... tls=...").
+  // `site` is null for an outcome decided before any site (a route failure); `peer` is the
+  // server that answered (null: none did).
   virtual void Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply,
-                      Outcomes* outcomes, std::string_view via = {}) = 0;
+                      Outcomes* outcomes, const Peer* peer = nullptr) = 0;
   // The transaction is over: its deferred recipients (maybe none) are tried again later.
   virtual void Reschedule(Job&& job, Outcomes&& outcomes) = 0;
   // Reads job.message's body, then gives the job back with site.OnBodyLoaded() (the site

@@ -14,6 +14,7 @@
 #include "core/result.h"
 #include "core/task.h"
 #include "queue/spool.h"
+#include "queue/suppression.h"
 
 namespace spate::delivery {
 
@@ -34,6 +35,8 @@ class SpoolPort {
   // thread.
   using InjectDone = UniqueFunction<void(bool durable)>;
   virtual void Inject(queue::NewMessage&& message, InjectDone done) = 0;
+  // A recipient that bounced for good goes on the suppression list (queue/suppression.h).
+  virtual void Suppress(queue::SuppressionEntry&& entry) = 0;
 };
 
 // The real spool behind the port.
@@ -59,6 +62,10 @@ class QueueSpool final : public SpoolPort {
                     if (id && accepted_)
                       accepted_(*id, std::move(stored));
                   });
+  }
+
+  void Suppress(queue::SuppressionEntry&& entry) override {
+    spool_.suppression().Add(std::move(entry));
   }
 
  private:

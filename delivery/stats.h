@@ -13,6 +13,7 @@
 // Threading: writers on the owning shard only; readers (ForEachDomain) on any thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -23,6 +24,7 @@
 #include <unordered_map>
 
 #include "core/counter.h"
+#include "delivery/bounce_class.h"
 
 namespace spate::delivery {
 
@@ -33,6 +35,8 @@ struct DomainStats {
   Counter failed;
   Gauge queued;       // recipients waiting on this shard for the domain
   Gauge connections;  // open outbound connections
+  // Failures for good by bounce class (expirations are MessageExpired); domains only.
+  std::array<Counter, kBounceClassCount> bounces;
 };
 
 class Stats {
@@ -41,14 +45,21 @@ class Stats {
 
   // Owning shard only. The entry for `domain` (lower case), or for "other" past the bound.
   DomainStats& ForDomain(std::string_view domain) { return domains_.For(domain, max_domains_); }
-  // The same for a site, with its own bound of max_domains.
+  // The same for a site, and for a campaign ([server] campaign_header), each with its own
+  // bound of max_domains.
   DomainStats& ForSite(std::string_view site) { return sites_.For(site, max_domains_); }
+  DomainStats& ForCampaign(std::string_view campaign) {
+    return campaigns_.For(campaign, max_domains_);
+  }
 
   // Any thread.
   void ForEachDomain(const std::function<void(const DomainStats&)>& fn) const {
     domains_.ForEach(fn);
   }
   void ForEachSite(const std::function<void(const DomainStats&)>& fn) const { sites_.ForEach(fn); }
+  void ForEachCampaign(const std::function<void(const DomainStats&)>& fn) const {
+    campaigns_.ForEach(fn);
+  }
 
   // Outbound TLS. A handshake done, by version and cipher (once per connection: a mutex is
   // cheap there); any thread may read the table.
@@ -82,6 +93,7 @@ class Stats {
   std::map<std::pair<std::string, std::string>, uint64_t> tls_;  // guarded by tls_mu_
   Table domains_;
   Table sites_;
+  Table campaigns_;
 };
 
 }  // namespace spate::delivery

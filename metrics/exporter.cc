@@ -143,6 +143,51 @@ class SampleCollector : public prometheus::Collectable {
              nullptr);
 
     {
+      auto bounces = Family("spate_bounces_total",
+                            "Recipients that failed for good (expired included), by destination "
+                            "domain and bounce class (README.md, \"Bounce classes\").",
+                            MetricType::Counter);
+      for (const auto& [key, n] : sample.bounces) {
+        bounces.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
+                                       {{"domain", key.first}, {"class", key.second}}));
+      }
+      out.push_back(std::move(bounces));
+      std::map<std::string, Sums> campaigns;
+      for (const DomainSample& c : sample.campaigns) {
+        Sums& s = campaigns[c.domain];
+        s.delivered += c.delivered;
+        s.deferred += c.deferred;
+        s.failed += c.failed;
+      }
+      auto by_campaign = Family("spate_campaign_deliveries_total",
+                                "Recipient delivery attempts by campaign ([server] "
+                                "campaign_header) and outcome.",
+                                MetricType::Counter);
+      for (const auto& [key, sum] : campaigns) {
+        for (auto [outcome, v] :
+             {std::pair{"delivered", sum.delivered}, std::pair{"deferred", sum.deferred},
+              std::pair{"failed", sum.failed}}) {
+          by_campaign.metric.push_back(Value(MetricType::Counter, static_cast<double>(v),
+                                             {{"campaign", key}, {"outcome", outcome}}));
+        }
+      }
+      out.push_back(std::move(by_campaign));
+      scalar("spate_suppressed_total",
+             "Recipients refused at RCPT (550 5.1.1) because they are on the suppression list.",
+             MetricType::Counter, static_cast<double>(sample.suppressed));
+      scalar("spate_suppression_entries", "Addresses on the suppression list.", MetricType::Gauge,
+             static_cast<double>(sample.suppression_entries));
+      scalar("spate_records_written_total", "Accounting records written ([log] records).",
+             MetricType::Counter, static_cast<double>(sample.records_written));
+      scalar("spate_records_dropped_total",
+             "Accounting records dropped because the disk could not keep up.", MetricType::Counter,
+             static_cast<double>(sample.records_dropped));
+      scalar("spate_records_write_errors_total",
+             "Failed writes of the accounting records file (retried).", MetricType::Counter,
+             static_cast<double>(sample.records_write_errors));
+    }
+
+    {
       auto sessions = Family("spate_outbound_tls_sessions_total",
                              "Outbound STARTTLS handshakes done, by TLS version and cipher.",
                              MetricType::Counter);

@@ -80,6 +80,16 @@ struct Sample {
   uint64_t expired = 0;         // recipients that reached [delivery] max_age deferred
   uint64_t dsns = 0;            // delivery status notifications stored for senders
   uint64_t dsns_failed = 0;     // mail from <> that failed for good: dropped, never bounced
+  // Failures for good by (destination domain, bounce class); outcomes by campaign (`domain`
+  // is the campaign), both bounded like the domains.
+  std::map<std::pair<std::string, std::string>, uint64_t> bounces;
+  std::vector<DomainSample> campaigns;
+  uint64_t suppressed = 0;           // RCPTs refused: the recipient is on the suppression list
+  uint64_t suppression_entries = 0;  // addresses on the list
+  // The accounting records writer ([log] records): lines written, dropped, failed writes.
+  uint64_t records_written = 0;
+  uint64_t records_dropped = 0;
+  uint64_t records_write_errors = 0;
   unsigned shards = 0;
   std::vector<DomainSample> domains;
   std::vector<DomainSample> sites;  // `domain` is the site's name

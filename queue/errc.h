@@ -15,7 +15,7 @@ enum class Errc {
   kShutdown,    // the spool is stopping and takes no more work
   kNoSpace,     // refused: the file system is under [spool] min_free_space (or full)
   kInvalid,     // input that does not parse (a suppression CSV line)
-  kDisabled,    // the suppression list is off ([spool] suppression = false)
+  kDisabled,    // the suppression list is off ([suppression] enabled = false)
   kInUse,       // another process (a running spate) holds the spool's lock
 };
 

@@ -4,7 +4,8 @@ namespace spate::queue::records {
 
 namespace {
 
-constexpr uint8_t kEnvelopeVersion = 1;
+// 1: without campaign; 2: str campaign after auth_user. Both are read.
+constexpr uint8_t kEnvelopeVersion = 2;
 constexpr uint8_t kSuppressionVersion = 1;
 constexpr uint8_t kFlag8Bit = 1;
 constexpr uint8_t kFlagSmtpUtf8 = 2;
@@ -94,7 +95,7 @@ std::optional<RcptKeyParts> DecodeRcptKey(std::string_view key) {
 
 std::string EncodeEnvelope(const NewMessage& m, int64_t received_ms) {
   std::string env;
-  env.reserve(48 + m.mail_from.size() + m.envid.size() + m.auth_user.size() +
+  env.reserve(52 + m.mail_from.size() + m.envid.size() + m.auth_user.size() + m.campaign.size() +
               m.rcpt_to.size() * 40);
   env.push_back(static_cast<char>(kEnvelopeVersion));
   env.push_back(
@@ -105,6 +106,7 @@ std::string EncodeEnvelope(const NewMessage& m, int64_t received_ms) {
   PutStr(env, m.mail_from);
   PutStr(env, m.envid);
   PutStr(env, m.auth_user);
+  PutStr(env, m.campaign);
   PutU32(env, static_cast<uint32_t>(m.rcpt_to.size()));
   for (size_t i = 0; i < m.rcpt_to.size(); ++i) {
     PutStr(env, m.rcpt_to[i]);
@@ -126,11 +128,13 @@ bool DecodeEnvelope(std::string_view value, RecoveredMessage* out,
   out->mail_from = r.Str();
   out->envid = r.Str();
   out->auth_user = r.Str();
+  if (version >= 2)
+    out->campaign = r.Str();
   out->body_8bit = (flags & kFlag8Bit) != 0;
   out->smtputf8 = (flags & kFlagSmtpUtf8) != 0;
   uint32_t n = static_cast<uint32_t>(r.Num(4));
   // Unknown flag bits or RET values are damage, not a newer format (that would bump version).
-  if (!r.ok || version != kEnvelopeVersion || (flags & ~(kFlag8Bit | kFlagSmtpUtf8)) != 0 ||
+  if (!r.ok || version < 1 || version > kEnvelopeVersion || (flags & ~(kFlag8Bit | kFlagSmtpUtf8)) != 0 ||
       out->ret > 2 || n == 0 || n > r.in.size()) {
     return false;  // each recipient takes at least 9 bytes: n is bounded by what is left
   }

@@ -19,7 +19,7 @@
 //                                     reaches an SST file.
 //   CF "envelope": id(8)          -> version(1) flags(1: 8bit, smtputf8) received_ms(8)
 //                                     body_size(8) ret(1) str mail_from, str envid,
-//                                     str auth_user, count(4),
+//                                     str auth_user, str campaign (version 2), count(4),
 //                                     count x (str address, notify(1), str orcpt)
 //                                     where str = len(4) bytes. Written once, SingleDelete'd.
 //   CF "rcpt":     id(8) index(4) -> 'P' attempts(2) next_attempt_ms(8): deferred ('W': and
@@ -96,6 +96,7 @@ struct NewMessage {
   uint8_t ret = 0;              // RFC 3461 RET: 0 unset, 1 FULL, 2 HDRS
   std::string envid;            // RFC 3461 ENVID, decoded
   std::string auth_user;        // who submitted it (RFC 4954), empty when not authenticated
+  std::string campaign;         // [server] campaign_header's value, or empty
   std::vector<DsnRequest> dsn;  // parallel to rcpt_to, or empty (no DSN parameters at all)
 };
 
@@ -118,6 +119,7 @@ struct RecoveredMessage {
   uint8_t ret = 0;
   std::string envid;
   std::string auth_user;
+  std::string campaign;
   std::vector<PendingRecipient> recipients;  // only the pending ones
 };
 
@@ -161,7 +163,7 @@ class Spool {
     // Free and total bytes of the spool's file system; statvfs(path) when empty (a test gives
     // its own). False: unknown, nothing is refused for it.
     std::function<bool(uint64_t* free_bytes, uint64_t* total_bytes)> free_space = nullptr;
-    // [spool] suppression, suppression_ttl: the suppression list (suppression.h). Off, it
+    // [suppression] enabled, ttl: the suppression list (suppression.h). Off, it
     // finds and keeps nothing (its column family stays, untouched).
     bool suppression = true;
     Seconds suppression_ttl{90 * 86400};

@@ -203,7 +203,7 @@ size_t Suppression::Sweep(int64_t now_ms) {
 
 Result<size_t> Suppression::ImportCsv(std::istream& in, int64_t now_ms, std::string* error) {
   if (!state_->enabled) {
-    *error = "the suppression list is off ([spool] suppression = false)";
+    *error = "the suppression list is off ([suppression] enabled = false)";
     return Unexpected{Errc::kDisabled};
   }
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

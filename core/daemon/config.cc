@@ -18,6 +18,7 @@
 #define TOML_HEADER_ONLY 1
 #define TOML_EXCEPTIONS 0
 #include "core/connection.h"
+#include "delivery/bounce_class.h"
 
 #include <toml++/toml.h>
 
@@ -261,9 +262,9 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   }
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
-    static const std::set<std::string> kTables = {"server",     "spool",  "metrics", "shards",
-                                                  "delivery",   "routes", "log",     "tls",
-                                                  "tls_policy", "auth",   "dns"};
+    static const std::set<std::string> kTables = {
+        "server", "spool", "metrics", "shards", "delivery",   "routes",
+        "log",    "tls",   "auth",    "dns",    "tls_policy", "suppression"};
     if (kTables.count(std::string(k.str())) == 0 || !v.is_table()) {
       *error = "unknown section [" + std::string(k.str()) + "]";
       return Unexpected{std::make_error_code(std::errc::invalid_argument)};
@@ -302,6 +303,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   TableReader server(root["server"].as_table(), "server", error);
   server.String("listen", &listen);
   server.String("hostname", &c.hostname);
+  c.campaign_header = "X-Campaign";
+  server.String("campaign_header", &c.campaign_header);
   server.Unsigned("max_message_size", &c.max_message_size, 1024, int64_t{1} << 40);
   server.Unsigned("max_recipients", &c.max_recipients, 1, 1000000);
   server.Duration("command_timeout", &c.command_timeout);
@@ -343,8 +346,6 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   TableReader spool(root["spool"].as_table(), "spool", error);
   spool.String("path", &c.spool_path);
   spool.Bool("sync", &c.spool_sync);
-  spool.Bool("suppression", &c.spool_suppression);
-  spool.Duration("suppression_ttl", &c.spool_suppression_ttl);
   std::vector<std::string> min_free = {"2%", "256MB"};
   if (const toml::table* t = root["spool"].as_table(); t != nullptr &&
                                                        t->get("min_free_space") != nullptr &&
@@ -407,6 +408,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     delivery.Fail("tls", std::string("must be ") + kTlsModes);
   std::string body_memory = "256MB";
   delivery.String("max_body_memory", &body_memory);
+  delivery.String("bounce_rules", &c.bounce_rules);
   {
     double ratio = 0;
     c.max_body_memory = 0;
@@ -449,9 +451,35 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     }
   }
 
+  TableReader suppression(root["suppression"].as_table(), "suppression", error);
+  suppression.Bool("enabled", &c.spool_suppression);
+  suppression.Duration("ttl", &c.spool_suppression_ttl);
+  c.suppression_classes = {"InvalidRecipient", "BadDomain"};
+  suppression.StringList("classes", &c.suppression_classes);
+  for (const std::string& name : c.suppression_classes) {
+    if (!delivery::BounceClassFromName(name))
+      suppression.Fail("classes",
+                       "\"" + name + "\" is no bounce class (README.md, \"Bounce classes\")");
+  }
+  suppression.RejectUnknown();
+
   TableReader logt(root["log"].as_table(), "log", error);
   logt.String("level", &c.log_level);
   logt.Bool("deliveries", &c.log_deliveries);
+  c.records = "./var/log/records.jsonl";
+  logt.String("records", &c.records);
+  std::string records_max_size = "1GB";
+  logt.String("records_max_size", &records_max_size);
+  {
+    double ratio = 0;
+    if (!ParseFreeSpace(records_max_size, &c.records_max_size, &ratio) || ratio > 0)
+      logt.Fail("records_max_size", "want a size such as \"1GB\"");
+  }
+  c.records_max_age = Seconds(86400);
+  logt.Duration("records_max_age", &c.records_max_age);
+  c.records_keep = 10;
+  logt.Unsigned("records_keep", &c.records_keep, 1, 100000);
+  logt.Bool("records_compress", &c.records_compress);
   logt.RejectUnknown();
   if (!error->empty())
     return Unexpected{std::make_error_code(std::errc::invalid_argument)};

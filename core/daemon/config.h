@@ -76,9 +76,15 @@ struct Config {
   // while less than the larger is free on the spool's file system.
   uint64_t spool_min_free_bytes = 0;
   double spool_min_free_ratio = 0;
-  // [spool] suppression, suppression_ttl: the suppression list (queue/suppression.h).
+  // [suppression] enabled, ttl, classes: the suppression list (queue/suppression.h), and the
+  // bounce classes whose hard bounces go on it.
   bool spool_suppression = true;
   Seconds spool_suppression_ttl{};
+  std::vector<std::string> suppression_classes;
+  // [server] campaign_header: the header whose value names a message's campaign ("" none).
+  std::string campaign_header;
+  // [delivery] bounce_rules: a rules file in KumoMTA's shape; "" the built-in rules.
+  std::string bounce_rules;
   // [metrics]
   Endpoint metrics_listen;
   size_t metrics_max_domains = 0;  // per shard; further domains are counted as "other"
@@ -128,6 +134,13 @@ struct Config {
   // [log]
   std::string log_level;
   bool log_deliveries = true;  // one line per delivery outcome
+  // [log] records: the accounting records (JSON lines, core/journal.h); "" none. Rotated by
+  // size and age, `records_keep` kept, zstd-compressed with records_compress.
+  std::string records;
+  uint64_t records_max_size = 0;
+  Seconds records_max_age{};
+  unsigned records_keep = 0;
+  bool records_compress = true;
 };
 
 // Parses `text` (TOML). On failure, `error` says what and where.

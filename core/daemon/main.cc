@@ -7,12 +7,14 @@
 // The daemon is the only code that includes every module and wires them together.
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,10 +33,14 @@
 #include "core/daemon/config.h"
 #include "core/daemon/options.h"
 #include "core/daemon/suppression_command.h"
+#include "core/daemon/track_command.h"
+#include "core/journal.h"
 #include "core/log.h"
 #include "core/server/submission.h"
 #include "core/shard.h"
 #include "core/tls/tls.h"
+#include "delivery/accounting.h"
+#include "delivery/bounce_class.h"
 #include "delivery/delivery.h"
 #include "delivery/dispatcher.h"
 #include "delivery/spool_port.h"
@@ -50,10 +56,40 @@ constexpr const char* kUsage =
     "             [--metrics HOST:PORT] [--check-config] [--print-default-config]\n"
     "       spate --hash-password [USER] < password\n"
     "       spate suppression export|import FILE|remove ADDRESS [--config FILE] [--spool DIR]\n"
+    "       spate track ID [--config FILE] [--spool DIR] [--records FILE]\n"
     "  Without --config, spate runs on its embedded default configuration\n"
     "  (deploy/spate.toml): submission on 127.0.0.1:2525, metrics on 127.0.0.1:9464.\n"
     "  --hash-password reads a password (its first line) from stdin and prints the\n"
     "  line for the [auth] users_file.\n";
+
+// The accounting records go to the journal (core/journal.h): formatted on the caller's thread
+// (a shard, the commit thread), written by the journal's.
+class JournalAccounting final : public delivery::Accounting {
+ public:
+  explicit JournalAccounting(Journal& journal) : journal_(journal) {}
+  void Write(const delivery::Record& record) override {
+    journal_.Append(delivery::FormatRecord(record));
+  }
+
+ private:
+  Journal& journal_;
+};
+
+bool ReadFile(const std::string& path, std::string* out, std::string* error) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    *error = std::strerror(errno);
+    return false;
+  }
+  char buf[65536];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;)
+    out->append(buf, n);
+  const bool ok = std::ferror(f) == 0;
+  std::fclose(f);
+  if (!ok)
+    *error = "read error";
+  return ok;
+}
 
 // `spate --hash-password [USER]`: prints "USER:$pbkdf2-sha256$..." (or only the hash).
 int HashPasswordCommand(const std::string& user) {
@@ -159,6 +195,8 @@ bool ListenOnShards(const Endpoint& endpoint, unsigned count, std::vector<int>* 
 int Run(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "suppression") == 0)
     return daemon::SuppressionCommand(argc - 1, argv + 1);
+  if (argc > 1 && std::strcmp(argv[1], "track") == 0)
+    return daemon::TrackCommand(argc - 1, argv + 1);
   Flags flags;
   if (!ParseFlags(argc, argv, &flags)) {
     std::fputs(kUsage, stderr);
@@ -224,6 +262,17 @@ int Run(int argc, char** argv) {
     }
     users = std::move(store).value();
   }
+  // [delivery] bounce_rules: an operator's classification rules, checked now like the rest.
+  std::optional<delivery::Classifier> bounce_rules;
+  if (!config.bounce_rules.empty()) {
+    std::string text;
+    if (!ReadFile(config.bounce_rules, &text, &error) ||
+        !(bounce_rules = delivery::Classifier::FromToml(text, &error))) {
+      std::fprintf(stderr, "spate: [delivery] bounce_rules %s: %s\n", config.bounce_rules.c_str(),
+                   error.c_str());
+      return 2;
+    }
+  }
   // [server] max_connections_per_client and [auth] max_failures, counted across all shards
   // (core/server/submission.h).
   server::ClientConnections client_connections(config.max_connections_per_client);
@@ -253,6 +302,7 @@ int Run(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   // Log lines from here on go through the writer thread (core/log.h): no reactor waits on
@@ -274,6 +324,26 @@ int Run(int argc, char** argv) {
   // STARTTLS; the library is set up at start so a broken install fails here, not mid-session.
   CRYPTO_library_init();
   SSL_library_init();
+
+  // The accounting records: written by the journal's thread; it outlives the shards and the
+  // spool (whose threads write records too), so it is made before them.
+  std::unique_ptr<Journal> journal;
+  std::unique_ptr<JournalAccounting> accounting;
+  if (!config.records.empty()) {
+    Journal::Options jo;
+    jo.path = config.records;
+    jo.max_size = config.records_max_size;
+    jo.max_age = config.records_max_age;
+    jo.keep = config.records_keep;
+    jo.compress = config.records_compress;
+    auto j = Journal::Open(jo, &error);
+    if (!j) {
+      std::fprintf(stderr, "spate: [log] records: %s\n", error.c_str());
+      return 1;
+    }
+    journal = std::move(j).value();
+    accounting = std::make_unique<JournalAccounting>(*journal);
+  }
 
   std::error_code fs_error;
   std::filesystem::create_directories(config.spool_path, fs_error);
@@ -301,8 +371,27 @@ int Run(int argc, char** argv) {
   }
 
   // Each module's own options; the modules never see Config.
-  const server::Options server_options = daemon::ServerOptions(config);
-  const delivery::Options delivery_options = daemon::DeliveryOptions(config);
+  server::Options server_options = daemon::ServerOptions(config);
+  server_options.suppression = &spool->suppression();
+  if (accounting) {
+    delivery::Accounting* records = accounting.get();
+    server_options.suppressed = [records](std::string_view sender, std::string_view recipient,
+                                          const queue::SuppressionEntry& entry) {
+      const std::string domain = delivery::DomainOf(recipient);
+      delivery::Record rec;
+      rec.type = delivery::RecordType::kSuppressed;
+      rec.sender = sender;
+      rec.recipient = recipient;
+      rec.domain = domain;
+      rec.bounce_class = entry.klass;
+      rec.queued_ms = entry.since_ms;  // when it went on the list
+      rec.event_ms = Clock::Real().WallMs();
+      records->Write(rec);
+    };
+  }
+  delivery::Options delivery_options = daemon::DeliveryOptions(config);
+  if (bounce_rules)
+    delivery_options.classifier = &*bounce_rules;
   std::unique_ptr<delivery::StaticRouting> routing = daemon::MakeRouting(config);
   server::SpoolStore store(*spool);
   // Delivery's port to the spool; the DSNs it stores go to the dispatcher like accepted mail.
@@ -329,7 +418,7 @@ int Run(int argc, char** argv) {
   }
   auto exporter_or = metrics::Exporter::Start(
       config.metrics_listen.text,
-      [&server_stats, &delivery_stats, spool_ptr, &dns_stats, &mx_stats] {
+      [&server_stats, &delivery_stats, spool_ptr, &dns_stats, &mx_stats, &journal] {
         metrics::Sample sample;
         sample.shards = static_cast<unsigned>(server_stats.size());
         for (const auto& s : server_stats) {
@@ -340,11 +429,31 @@ int Run(int argc, char** argv) {
           sample.inbound_connections += s->connections_inbound.Get();
           sample.output_paused += s->output_paused.Get();
           sample.commits_failed += s->commits_failed.Get();
+          sample.suppressed += s->suppressed.Get();
+        }
+        sample.suppression_entries = spool_ptr->suppression().size();
+        if (journal) {
+          const Journal::Stats js = journal->stats();
+          sample.records_written = js.lines;
+          sample.records_dropped = js.dropped;
+          sample.records_write_errors = js.write_errors;
         }
         for (const auto& d : delivery_stats) {
           d->ForEachDomain([&](const delivery::DomainStats& ds) {
             sample.domains.push_back({ds.domain, ds.delivered.Get(), ds.deferred.Get(),
                                       ds.failed.Get(), ds.queued.Get(), ds.connections.Get()});
+          });
+          d->ForEachDomain([&](const delivery::DomainStats& ds) {
+            for (size_t k = 0; k < delivery::kBounceClassCount; ++k) {
+              if (const uint64_t n = ds.bounces[k].Get(); n > 0) {
+                sample.bounces[{ds.domain, std::string(delivery::BounceClassName(
+                                               static_cast<delivery::BounceClass>(k)))}] += n;
+              }
+            }
+          });
+          d->ForEachCampaign([&](const delivery::DomainStats& ds) {
+            sample.campaigns.push_back(
+                {ds.domain, ds.delivered.Get(), ds.deferred.Get(), ds.failed.Get(), 0, 0});
           });
           d->ForEachSite([&](const delivery::DomainStats& ds) {
             sample.sites.push_back({ds.domain, ds.delivered.Get(), ds.deferred.Get(),
@@ -396,6 +505,7 @@ int Run(int argc, char** argv) {
   std::vector<std::unique_ptr<Shard>> shards;
   delivery::Dispatcher dispatcher(static_cast<ShardId>(config.shards), config.postmaster);
   dispatch_to = &dispatcher;
+  dispatcher.SetAccounting(accounting.get());
   // Without a smarthost, a domain without a route goes by its MX records (RFC 5321 §5): each
   // shard has its own resolver and routing, made on its thread and gone after its loop.
   const bool by_mx = config.smarthost_text.empty();
@@ -425,6 +535,7 @@ int Run(int argc, char** argv) {
           shard.reactor(), delivery_options, delivery_spool, *shard_routing, *delivery_stats[i]);
       d->SetSiteOwners(&dispatcher, static_cast<ShardId>(i));
       d->SetTlsContext(client_tls.get());
+      d->SetAccounting(accounting.get());
       dispatcher.Attach(static_cast<ShardId>(i), &shard.reactor(), d.get());
       shard.AddService(std::move(d));
       auto s = std::make_unique<server::SubmissionServer>(
@@ -488,7 +599,12 @@ int Run(int argc, char** argv) {
       tls_context ? "on" : "off", auth_mode);
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  // SIGHUP: the records file is opened again (after an outside rotation, logrotate's).
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    SPATE_LOG(kInfo, "spate: SIGHUP received, reopening the records file");
+    if (journal)
+      journal->Reopen();
+  }
   SPATE_LOG(kInfo, "spate: %s received, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   for (auto& s : shards)
     s->RequestStop();

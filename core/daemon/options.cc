@@ -33,6 +33,7 @@ server::Options ServerOptions(const Config& c) {
   o.auth_max_failures = c.auth_max_failures;
   o.auth_failure_window = c.auth_failure_window;
   o.postmaster = c.postmaster;
+  o.campaign_header = c.campaign_header;
   o.bare_lf = c.bare_lf_normalise ? smtp::BareLfPolicy::kNormalise : smtp::BareLfPolicy::kReject;
   o.nul = c.nul_strip ? smtp::NulPolicy::kStrip : smtp::NulPolicy::kReject;
   return o;
@@ -53,6 +54,11 @@ delivery::Options DeliveryOptions(const Config& c) {
   o.max_age = c.max_age;
   o.dsn = c.dsn;
   o.delay_warning = c.delay_warning;
+  o.suppress_classes = 0;
+  for (const std::string& name : c.suppression_classes) {
+    if (std::optional<delivery::BounceClass> k = delivery::BounceClassFromName(name))
+      o.suppress_classes |= 1u << static_cast<unsigned>(*k);  // names checked by ParseConfig
+  }
   o.log_deliveries = c.log_deliveries;
   auto mode = [](const std::string& m) {
     if (m == "off")

@@ -69,7 +69,7 @@ int Import(const queue::Spool::Options& options, const std::string& file) {
     return Fail("import", error);
   std::printf("imported %zu entries\n", r->imported);
   if (r->expired > 0)
-    std::printf("skipped %zu entries older than [spool] suppression_ttl\n", r->expired);
+    std::printf("skipped %zu entries older than [suppression] ttl\n", r->expired);
   return 0;
 }
 

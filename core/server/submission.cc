@@ -16,6 +16,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "core/server/internal/server_connection.h"
+#include "core/smtp/header.h"
 #include "core/smtp/server_session.h"
 #include "core/wipe.h"
 
@@ -170,8 +171,17 @@ void SubmissionServer::VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& re
   Wipe(request.password);
 }
 
-queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_view postmaster) {
+queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_view postmaster,
+                                 std::string_view campaign_header) {
   queue::NewMessage m;
+  if (!campaign_header.empty()) {
+    for (char c : smtp::HeaderValue(received.body, campaign_header)) {
+      if (m.campaign.size() == kMaxCampaign)
+        break;
+      if (c > ' ' && c < 127)  // a label value: no spaces, nothing unprintable
+        m.campaign += c;
+    }
+  }
   m.mail_from = std::move(received.mail_from);
   m.rcpt_to = std::move(received.rcpt_to);
   for (std::string& rcpt : m.rcpt_to) {
@@ -208,11 +218,34 @@ queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_v
   return m;
 }
 
+std::string SubmissionServer::CheckSuppressed(std::string_view mail_from,
+                                              std::string_view mailbox) const {
+  std::optional<queue::SuppressionEntry> entry =
+      options_.suppression->Lookup(mailbox, reactor_.wall_ms());
+  if (!entry)
+    return {};
+  stats_.suppressed.Add();
+  if (options_.suppressed)
+    options_.suppressed(mail_from, mailbox, *entry);
+  // RFC 3463 X.1.1 (bad destination mailbox address): the submitter learns it at once, with
+  // when and why, instead of a bounce later. The reason is remote text: printable ASCII only.
+  std::string reply = "550 5.1.1 <" + std::string(mailbox) + ">: recipient suppressed since " +
+                      queue::FormatRfc3339(entry->since_ms) + " (" + entry->klass;
+  if (!entry->reason.empty()) {
+    reply += ": ";
+    for (char c : std::string_view(entry->reason).substr(0, 200))
+      reply += (c >= ' ' && c < 127) ? c : ' ';
+  }
+  reply += ")";
+  return reply;
+}
+
 void SubmissionServer::Commit(ServerConnection& conn) {
   std::optional<smtp::ReceivedMessage> received = conn.session().TakeMessage();
   if (!received)
     return;  // already handed over; waiting for its commit
-  queue::NewMessage message = ToSpoolMessage(std::move(*received), options_.postmaster);
+  queue::NewMessage message =
+      ToSpoolMessage(std::move(*received), options_.postmaster, options_.campaign_header);
   uint64_t conn_id = conn.id();
   Reactor* reactor = &reactor_;
   store_.Accept(std::move(message), [this, reactor, conn_id, handoff = handoff_](

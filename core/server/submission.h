@@ -66,6 +66,7 @@
 #include "core/shard.h"
 #include "core/smtp/server_session.h"
 #include "queue/spool.h"
+#include "queue/suppression.h"
 
 namespace spate::tls {
 class TlsContext;
@@ -99,6 +100,15 @@ struct Options {
   // RFC 5321 §4.5.1: "RCPT TO:<postmaster>" (no domain) must be accepted; it is stored as this
   // address, so no message is ever queued for a recipient without a domain.
   std::string postmaster = "postmaster@localhost";
+  // [server] campaign_header: kept with each message (queue::NewMessage::campaign).
+  std::string campaign_header = "X-Campaign";
+  // The suppression list (queue/suppression.h), asked at every RCPT; null: none. A listed
+  // recipient gets 550 5.1.1 naming since when and why, and `suppressed` (when set) is told,
+  // on the shard (for the records).
+  const queue::Suppression* suppression = nullptr;
+  std::function<void(std::string_view sender, std::string_view recipient,
+                     const queue::SuppressionEntry& entry)>
+      suppressed;
   // Message text with a bare CR or LF, or a NUL (core/smtp/server_session.h).
   smtp::BareLfPolicy bare_lf = smtp::BareLfPolicy::kReject;
   smtp::NulPolicy nul = smtp::NulPolicy::kReject;
@@ -116,6 +126,8 @@ struct Stats {
   Counter output_paused;
   // Messages whose commit failed (451 4.3.0, or 452 4.3.1 for a full disk): nothing was stored.
   Counter commits_failed;
+  // Recipients refused at RCPT because they are on the suppression list.
+  Counter suppressed;
 };
 
 // Output a submission connection queues before it stops reading its client (see Stats).
@@ -201,6 +213,9 @@ class SubmissionServer : public Service {
   // port nothing) and close.
   void Refuse(const Listener& listener, int fd, const std::string& client, std::string_view why);
   void Commit(ServerConnection& conn);
+  // The refusal of a recipient on the suppression list ("550 5.1.1 ... suppressed since ..."),
+  // or "" (on this shard, from the session's rcpt_check).
+  std::string CheckSuppressed(std::string_view mail_from, std::string_view mailbox) const;
   // Hands `request` to the verifier; the verdict comes back to `conn` (if still open) on this
   // shard, after the failure, if any, is counted.
   void VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& request);
@@ -238,6 +253,10 @@ class SubmissionServer : public Service {
 // The spool's form of a received message: everything it must keep, DSN parameters included
 // (RFC 3461 §4: they travel with the message until its notices are sent). The bare
 // "<postmaster>" recipient becomes `postmaster` (Options::postmaster).
-queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_view postmaster);
+// `campaign_header` (may be empty: none) names the header whose value is the message's
+// campaign: printable US-ASCII only, at most kMaxCampaign octets (it becomes a metric label).
+queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_view postmaster,
+                                 std::string_view campaign_header = {});
+inline constexpr size_t kMaxCampaign = 128;
 
 }  // namespace spate::server

@@ -582,6 +582,13 @@ void ServerSession::Rcpt(std::string_view arg) {
     Say("550 5.7.1 <" + path->mailbox + ">: Relay access denied");
     return;
   }
+  if (options_.rcpt_check) {
+    if (std::string refusal = options_.rcpt_check(txn_.mail_from, path->mailbox);
+        !refusal.empty()) {
+      Say(refusal);
+      return;
+    }
+  }
   if (txn_.rcpt_to.size() >= options_.max_recipients) {
     // §4.5.3.1.8, §4.5.3.1.10: refuse the extra ones, keep the ones accepted.
     Say("452 4.5.3 Error: too many recipients");

@@ -44,6 +44,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -152,6 +153,9 @@ class ServerSession {
     // '!' or '@' in its local part is refused (501 5.1.3: no %-hack or bang path).
     bool client_may_relay = false;
     std::vector<std::string> local_domains;  // compared lower-cased
+    // Asked for each recipient the relay policy let through, with the sender: a reply it
+    // returns ("550 5.1.1 ...": the glue's suppression list) refuses the recipient; "" takes it.
+    std::function<std::string(std::string_view mail_from, std::string_view mailbox)> rcpt_check;
     // For the Received: header (RFC 5321 §4.4).
     std::string client_address;  // "192.0.2.1" or "IPv6:2001:db8::1"
     // RFC 5321 §2.3.8: bare CR or LF in message text (DATA or BDAT).

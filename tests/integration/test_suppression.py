@@ -24,7 +24,7 @@ class SuppressionCommands(unittest.TestCase):
     def setUp(self):
         self.dir = harness.tempdir()
         self.spate = harness.Spate(self.dir, {}, shards=1,
-                                   spool={"suppression_ttl": "0s"})  # nothing expires
+                                   sections={"suppression": {"ttl": "0s"}})  # nothing expires
         self.csv = os.path.join(self.dir, "list.csv")
         with open(self.csv, "w", newline="") as f:
             f.write(CSV)

@@ -162,8 +162,10 @@ nul = "strip"
 [spool]
 path = "/var/lib/spate"
 sync = false
-suppression = false
-suppression_ttl = "30d"
+[suppression]
+enabled = false
+ttl = "30d"
+classes = ["InvalidRecipient"]
 [metrics]
 listen = "127.0.0.1:0"
 max_domains = 3
@@ -203,6 +205,7 @@ deliveries = false
   EXPECT_FALSE(c.spool_sync);
   EXPECT_FALSE(c.spool_suppression);
   EXPECT_EQ(c.spool_suppression_ttl, Seconds(30 * 86400));
+  EXPECT_EQ(c.suppression_classes, std::vector<std::string>{"InvalidRecipient"});
   EXPECT_EQ(c.metrics_max_domains, 3u);
   EXPECT_EQ(c.shards, 3u);
   EXPECT_EQ(c.smarthost_text, "127.0.0.1:2526");

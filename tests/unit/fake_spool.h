@@ -43,6 +43,9 @@ class FakeSpool final : public SpoolPort {
              bool delay_warned) override {
     deferred_.push_back({id, index, attempts, next_attempt_ms, delay_warned});
   }
+  void Suppress(queue::SuppressionEntry&& entry) override {
+    suppressed_.push_back(std::move(entry));
+  }
   void ReadBody(queue::MessageId id, BodyDone done) override {
     reads_.push_back(id);
     if (hold_reads_) {
@@ -78,6 +81,7 @@ class FakeSpool final : public SpoolPort {
   // What the engine did.
   const std::vector<Finished>& finished() const { return finished_; }
   const std::vector<Deferred>& deferred() const { return deferred_; }
+  const std::vector<queue::SuppressionEntry>& suppressed() const { return suppressed_; }
   const std::vector<queue::MessageId>& reads() const { return reads_; }
   size_t held() const { return held_.size(); }
   size_t max_held() const { return max_held_; }  // most reads held at once
@@ -113,6 +117,7 @@ class FakeSpool final : public SpoolPort {
   size_t max_held_ = 0;
   std::vector<Finished> finished_;
   std::vector<Deferred> deferred_;
+  std::vector<queue::SuppressionEntry> suppressed_;
   std::vector<queue::MessageId> reads_;
 };
 

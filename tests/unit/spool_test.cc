@@ -634,7 +634,7 @@ TEST_F(SpoolDamageTest, AnEnvelopeThatDoesNotDecodeFailsRecovery) {
   const std::string damaged[] = {
       envelope.substr(0, envelope.size() - 3),      // cut short inside the last recipient
       envelope.substr(0, 5),                        // cut short inside the header
-      std::string(1, '\x02') + envelope.substr(1),  // a version this build does not know
+      std::string(1, '\x03') + envelope.substr(1),  // a version this build does not know
   };
   for (const std::string& value : damaged) {
     { RawDb(path()).Put(RawDb::kEnvelope, Key(first_), value); }

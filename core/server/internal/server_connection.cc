@@ -145,6 +145,12 @@ smtp::ServerSession::Options ServerConnection::SessionOptions(const SubmissionSe
   for (const Network& n : c.relay_networks)
     o.client_may_relay = o.client_may_relay || n.Contains(peer);
   o.local_domains = c.local_domains;
+  if (c.suppression != nullptr && c.suppression->enabled()) {
+    const SubmissionServer* s = &server;
+    o.rcpt_check = [s](std::string_view mail_from, std::string_view mailbox) {
+      return s->CheckSuppressed(mail_from, mailbox);
+    };
+  }
   o.client_address = client_address;
   o.bare_lf = c.bare_lf;
   o.nul = c.nul;

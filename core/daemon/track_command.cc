@@ -1,0 +1,280 @@
+#include "core/daemon/track_command.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <zstd.h>
+
+#include "core/daemon/config.h"
+#include "queue/inspect.h"
+#include "queue/suppression_csv.h"
+
+#include <nlohmann/json.hpp>
+
+namespace spate::daemon {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: spate track ID [--config FILE] [--spool DIR] [--records FILE] [--json]\n"
+    "  The status of each recipient of message ID (as in \"queued as ID\"), from the spool\n"
+    "  and the accounting records ([log] records).\n";
+
+using Json = nlohmann::json;
+
+// Calls `line` for each line of a records file, plain or zstd-compressed (".zst").
+void ReadLines(const std::filesystem::path& file,
+               const std::function<void(std::string_view)>& line) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in)
+    return;
+  std::string pending;
+  auto feed = [&](const char* data, size_t n) {
+    pending.append(data, n);
+    size_t start = 0;
+    for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1)
+      line(std::string_view(pending).substr(start, nl - start));
+    pending.erase(0, start);
+  };
+  std::vector<char> buf(1 << 16);
+  if (file.extension() != ".zst") {
+    while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0)
+      feed(buf.data(), static_cast<size_t>(in.gcount()));
+  } else {
+    ZSTD_DCtx* dctx = ZSTD_createDCtx();
+    std::vector<char> out(ZSTD_DStreamOutSize());
+    while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) {
+      ZSTD_inBuffer input{buf.data(), static_cast<size_t>(in.gcount()), 0};
+      while (input.pos < input.size) {
+        ZSTD_outBuffer output{out.data(), out.size(), 0};
+        if (ZSTD_isError(ZSTD_decompressStream(dctx, &output, &input)))
+          break;  // a damaged file: what came before it counts
+        feed(out.data(), output.pos);
+      }
+    }
+    ZSTD_freeDCtx(dctx);
+  }
+  if (!pending.empty())
+    line(pending);  // a last line without its newline (a file being written)
+}
+
+// The live records file and its rotated ones (PATH.*), oldest first.
+std::vector<std::filesystem::path> RecordsFiles(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> rotated;
+  const fs::path live(path);
+  std::error_code ec;
+  const fs::path dir = live.has_parent_path() ? live.parent_path() : fs::path(".");
+  const std::string prefix = live.filename().string() + ".";
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with(prefix) && !name.ends_with(".tmp"))
+      rotated.push_back(e.path());
+  }
+  std::sort(rotated.begin(), rotated.end());  // PATH.YYYYMMDDTHHMMSS[.N][.zst]: time order
+  if (fs::exists(live, ec))
+    rotated.push_back(live);
+  return rotated;
+}
+
+std::string Time(int64_t ms) {
+  return ms > 0 ? queue::FormatRfc3339(ms) : std::string("?");
+}
+
+struct Status {
+  std::string recipient;
+  std::string status;  // delivered, bounced, expired, deferred, queued
+  uint64_t attempts = 0;
+  int64_t next_attempt_ms = 0;
+  int64_t time_ms = 0;
+  Json reply;
+  std::string klass;
+  std::string peer;
+  Json events = Json::array();
+};
+
+std::string ReplyText(const Json& reply) {
+  if (!reply.is_object())
+    return {};
+  std::string out = std::to_string(reply.value("code", 0));
+  if (reply.contains("enhanced"))
+    out += " " + reply.value("enhanced", std::string());
+  out += " " + reply.value("text", std::string());
+  return out;
+}
+
+}  // namespace
+
+int TrackCommand(int argc, char** argv) {
+  std::string id_text, config_path, spool, records;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if ((a == "--config" || a == "--spool" || a == "--records") && i + 1 < argc) {
+      (a == "--config" ? config_path : a == "--spool" ? spool : records) = argv[++i];
+    } else if (a == "--json") {
+      json = true;
+    } else if (!a.empty() && a[0] != '-' && id_text.empty()) {
+      id_text = a;
+    } else {
+      std::fputs(kUsage, stderr);
+      return 2;
+    }
+  }
+  auto id = queue::ParseId(id_text);
+  if (!id) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  std::string error;
+  auto config = config_path.empty() ? ParseConfig(DefaultConfigText(), &error)
+                                    : LoadConfigFile(config_path, &error);
+  if (!config) {
+    std::fprintf(stderr, "spate: configuration: %s\n", error.c_str());
+    return 2;
+  }
+  if (spool.empty())
+    spool = config->spool_path;
+  if (records.empty())
+    records = config->records;
+  const std::string hex = queue::FormatId(*id);
+
+  // The records of this message, in the order they were written.
+  std::vector<Json> events;
+  if (!records.empty()) {
+    const std::string needle = "\"id\":\"" + hex + "\"";
+    for (const auto& file : RecordsFiles(records)) {
+      ReadLines(file, [&](std::string_view line) {
+        if (line.find(needle) == std::string_view::npos)
+          return;
+        Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (j.is_object() && j.value("id", std::string()) == hex)
+          events.push_back(std::move(j));
+      });
+    }
+  }
+  auto spooled = queue::InspectSpoolMessage(spool, *id, &error);
+  if (!spooled && events.empty()) {
+    std::fprintf(stderr, "spate: track: no message %s in the spool (%s) or the records (%s)\n",
+                 hex.c_str(), spool.c_str(), records.empty() ? "off" : records.c_str());
+    return 1;
+  }
+
+  // Per recipient, in the message's order: from the spool when it is there, else from the
+  // Reception records.
+  std::vector<Status> out;
+  std::map<std::string, size_t> by_address;
+  auto status_of = [&](const std::string& address) -> Status& {
+    auto [it, fresh] = by_address.emplace(address, out.size());
+    if (fresh) {
+      out.push_back({});
+      out.back().recipient = address;
+      out.back().status = "queued";
+    }
+    return out[it->second];
+  };
+  Json head = {{"id", hex}};
+  if (spooled) {
+    head["sender"] = spooled->mail_from;
+    head["received"] = spooled->received_ms;
+    if (!spooled->campaign.empty())
+      head["campaign"] = spooled->campaign;
+    for (const queue::SpooledRecipient& r : spooled->recipients)
+      status_of(r.address);
+  }
+  for (const Json& e : events) {
+    const std::string type = e.value("type", std::string());
+    if (type == "DSN")
+      continue;  // about the sender, not a recipient
+    if (type == "Reception" && !head.contains("sender")) {
+      head["sender"] = e.value("sender", std::string());
+      head["received"] = e.value("queued", int64_t{0});
+      if (e.contains("campaign"))
+        head["campaign"] = e["campaign"];
+    }
+    const std::string rcpt = e.value("recipient", std::string());
+    if (rcpt.empty())
+      continue;
+    Status& s = status_of(rcpt);
+    s.events.push_back(e);
+    if (type == "Reception")
+      continue;
+    s.attempts = std::max<uint64_t>(s.attempts, e.value("attempts", uint64_t{0}));
+    s.time_ms = e.value("time", int64_t{0});
+    s.reply = e.contains("reply") ? e["reply"] : Json();
+    s.klass = e.value("class", std::string());
+    s.peer = e.contains("peer") ? e["peer"].value("name", e["peer"].value("address", "")) : "";
+    if (type == "Delivery")
+      s.status = "delivered";
+    else if (type == "Bounce" || type == "AdminBounce")
+      s.status = "bounced";
+    else if (type == "Expiration")
+      s.status = "expired";
+    else if (type == "TransientFailure")
+      s.status = "deferred";
+  }
+  if (spooled) {
+    // The spool knows best what is still to come.
+    for (const queue::SpooledRecipient& r : spooled->recipients) {
+      Status& s = status_of(r.address);
+      if (r.state == queue::SpooledRecipient::State::kDeferred) {
+        s.status = "deferred";
+        s.attempts = std::max<uint64_t>(s.attempts, r.attempts);
+        s.next_attempt_ms = r.next_attempt_ms;
+      } else if (r.state == queue::SpooledRecipient::State::kPending && s.status != "deferred") {
+        s.status = "queued";
+      }
+    }
+  }
+
+  if (json) {
+    Json list = Json::array();
+    for (const Status& s : out) {
+      Json j = {{"recipient", s.recipient}, {"status", s.status}, {"attempts", s.attempts}};
+      if (s.next_attempt_ms > 0)
+        j["next_attempt"] = s.next_attempt_ms;
+      if (s.time_ms > 0)
+        j["time"] = s.time_ms;
+      if (!s.reply.is_null())
+        j["reply"] = s.reply;
+      if (!s.klass.empty())
+        j["class"] = s.klass;
+      j["events"] = s.events;
+      list.push_back(std::move(j));
+    }
+    head["in_spool"] = spooled.has_value();
+    head["recipients"] = std::move(list);
+    std::printf("%s\n", head.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  std::printf("message %s from <%s> received %s%s%s\n", hex.c_str(),
+              head.value("sender", std::string()).c_str(),
+              Time(head.value("received", int64_t{0})).c_str(),
+              head.contains("campaign") ? " campaign " : "",
+              head.contains("campaign") ? head["campaign"].get<std::string>().c_str() : "");
+  for (const Status& s : out) {
+    std::string line = s.recipient + " " + s.status;
+    if (s.attempts > 0)
+      line += " attempts=" + std::to_string(s.attempts);
+    if (s.status == "deferred" && s.next_attempt_ms > 0)
+      line += " next=\"" + Time(s.next_attempt_ms) + "\"";
+    else if (s.time_ms > 0)
+      line += " at=\"" + Time(s.time_ms) + "\"";
+    if (!s.peer.empty())
+      line += " peer=" + s.peer;
+    if (!s.klass.empty())
+      line += " class=" + s.klass;
+    if (!s.reply.is_null())
+      line += " reply=\"" + ReplyText(s.reply) + "\"";
+    std::printf("  %s\n", line.c_str());
+  }
+  return 0;
+}
+
+}  // namespace spate::daemon
