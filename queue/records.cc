@@ -128,14 +128,13 @@ bool DecodeEnvelope(std::string_view value, RecoveredMessage* out,
   out->mail_from = r.Str();
   out->envid = r.Str();
   out->auth_user = r.Str();
-  if (version >= 2)
-    out->campaign = r.Str();
+  out->campaign = version >= 2 ? r.Str() : std::string();
   out->body_8bit = (flags & kFlag8Bit) != 0;
   out->smtputf8 = (flags & kFlagSmtpUtf8) != 0;
   uint32_t n = static_cast<uint32_t>(r.Num(4));
   // Unknown flag bits or RET values are damage, not a newer format (that would bump version).
-  if (!r.ok || version < 1 || version > kEnvelopeVersion || (flags & ~(kFlag8Bit | kFlagSmtpUtf8)) != 0 ||
-      out->ret > 2 || n == 0 || n > r.in.size()) {
+  if (!r.ok || version < 1 || version > kEnvelopeVersion ||
+      (flags & ~(kFlag8Bit | kFlagSmtpUtf8)) != 0 || out->ret > 2 || n == 0 || n > r.in.size()) {
     return false;  // each recipient takes at least 9 bytes: n is bounded by what is left
   }
   all->clear();

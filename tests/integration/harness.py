@@ -207,7 +207,7 @@ class Spate:
     def __init__(self, workdir, routes, shards=2, extra="", delivery=None,
                  log_deliveries=False, server=None, sections=None, log_level=None,
                  listen="127.0.0.1:0", may_fill_disk=False, env=None, spool=None,
-                 tmpfs_mb=None, dns=None):
+                 tmpfs_mb=None, dns=None, log=None):
         """`delivery`: [delivery] settings that override the defaults below (or add to them),
         e.g. {"max_connections": 3, "idle_timeout": "300ms"}. `extra`: raw TOML lines for
         [delivery]. `log_deliveries`: [log] deliveries, one log line per outcome.
@@ -225,7 +225,8 @@ class Spate:
         timeout (2 s). A test of MX routing gives its own DNS server (tests/dns/dnsserver.py).
         `tmpfs_mb`: the spool is a tmpfs of that size in a mount namespace of spate's own
         (unshare), gone with the process: a real file system that fills up. The test reaches
-        it through spool_outside()."""
+        it through spool_outside().
+        `log`: more [log] settings, e.g. {"records": path, "records_max_size": "20KB"}."""
         self.workdir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.config = os.path.join(workdir, "spate.toml")
@@ -236,6 +237,7 @@ class Spate:
         delivery_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in settings.items())
         server_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (server or {}).items())
         spool_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (spool or {}).items())
+        log_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (log or {}).items())
         dns_settings = {"nameservers": ["127.0.0.1:9"], "timeout": "2s"}
         dns_settings.update(dns or {})
         dns_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in dns_settings.items())
@@ -266,6 +268,7 @@ count = {shards}
 [log]
 deliveries = {_toml_value(log_deliveries)}
 {f"level = {_toml_value(log_level)}" if log_level else ""}
+{log_lines}
 {section_lines}
 """)
         self.proc = None

@@ -39,6 +39,8 @@
 #include "core/reactor.h"
 #include "core/shard.h"
 #include "core/smtp/server_session.h"
+#include "delivery/accounting.h"
+#include "delivery/bounce_class.h"
 #include "delivery/delivery.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
@@ -46,6 +48,8 @@
 #include "delivery/scheduler.h"
 #include "delivery/stats.h"
 #include "tests/unit/fake_spool.h"
+
+#include <nlohmann/json.hpp>
 
 namespace spate::delivery {
 namespace {
@@ -1131,6 +1135,119 @@ TEST_F(DeliveryEngineTest, DelayNoticeGoesOnceWhenStillDeferredAfterDelayWarning
   ASSERT_TRUE(RunUntil([&] { return spool_.deferred().size() == 8; }));
   RunTurns();
   EXPECT_EQ(spool_.injected().size(), 1u) << "told once";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounting, bounce classes, suppression, campaigns
+
+// Keeps every record it is given, formatted, and parsed back.
+class KeptRecords final : public Accounting {
+ public:
+  void Write(const Record& r) override { lines.push_back(FormatRecord(r)); }
+  std::vector<nlohmann::json> Of(std::string_view type) const {
+    std::vector<nlohmann::json> out;
+    for (const std::string& l : lines) {
+      nlohmann::json j = nlohmann::json::parse(l);
+      if (j["type"] == type)
+        out.push_back(std::move(j));
+    }
+    return out;
+  }
+  std::vector<std::string> lines;
+};
+
+// Each outcome is a record with what an operator asks of it: the reply, the peer, the attempt,
+// the bounce class of a failure, and the campaign; a bounce that says the address is no good
+// puts it on the suppression list, one that says the mailbox is full does not.
+TEST_F(DeliveryEngineTest, EachOutcomeIsARecordWithItsClassAndOnlyBadAddressesAreSuppressed) {
+  options_.retry_base = Seconds(60);
+  Start();
+  KeptRecords records;
+  delivery_->SetAccounting(&records);
+  const std::string ok = Rcpt("ok"), gone = Rcpt("gone"), full = Rcpt("full"),
+                    later = Rcpt("later");
+  peer_.ScriptRcpt(gone,
+                   {"550 5.1.1 <gone@example.test>: Recipient address rejected: User unknown"});
+  peer_.ScriptRcpt(full, {"552 5.2.2 mailbox full"});
+  peer_.ScriptRcpt(later,
+                   {"451 4.7.0 [TSS04] Messages temporarily deferred due to user complaints"});
+  Job job = MakeJob(21, {ok, gone, full, later});
+  auto m = std::make_shared<Message>(*job.message);
+  m->campaign = "spring-sale";
+  m->received_ms = reactor_->wall_ms() - 5000;
+  m->dsn.resize(4);
+  for (auto& d : m->dsn)
+    d.notify = smtp::kNotifyNever;  // no DSNs: this test is about records
+  job.message = m;
+  Enqueue(std::move(job));
+  ASSERT_TRUE(RunUntil([&] { return records.lines.size() == 4; }));
+
+  const auto delivered = records.Of("Delivery");
+  ASSERT_EQ(delivered.size(), 1u);
+  EXPECT_EQ(delivered[0]["recipient"], ok);
+  EXPECT_EQ(delivered[0]["id"], queue::FormatId(21));
+  EXPECT_EQ(delivered[0]["sender"], "sender@origin.test");
+  EXPECT_EQ(delivered[0]["domain"], kDomain);
+  EXPECT_EQ(delivered[0]["campaign"], "spring-sale");
+  EXPECT_EQ(delivered[0]["attempts"], 1);
+  EXPECT_EQ(delivered[0]["reply"]["code"], 250);
+  EXPECT_EQ(delivered[0]["peer"]["address"], peer_.endpoint().text);
+  EXPECT_EQ(delivered[0]["queued"], m->received_ms);
+  EXPECT_GE(delivered[0]["time"].get<int64_t>(), m->received_ms);
+  EXPECT_FALSE(delivered[0].contains("class"));
+
+  const auto bounced = records.Of("Bounce");
+  ASSERT_EQ(bounced.size(), 2u);
+  std::map<std::string, std::string> class_of;
+  for (const auto& b : bounced)
+    class_of[b["recipient"]] = b["class"];
+  EXPECT_EQ(class_of[gone], "InvalidRecipient");
+  EXPECT_EQ(class_of[full], "QuotaIssues");
+  EXPECT_EQ(bounced[0]["reply"]["code"], 550);
+  EXPECT_EQ(bounced[0]["reply"]["enhanced"], "5.1.1");
+
+  const auto transient = records.Of("TransientFailure");
+  ASSERT_EQ(transient.size(), 1u);
+  EXPECT_EQ(transient[0]["recipient"], later);
+  EXPECT_EQ(transient[0]["class"], "SpamBlock");
+
+  // Only the address that does not exist goes on the list.
+  ASSERT_EQ(spool_.suppressed().size(), 1u);
+  EXPECT_EQ(spool_.suppressed()[0].address, gone);
+  EXPECT_EQ(spool_.suppressed()[0].klass, "InvalidRecipient");
+  EXPECT_NE(spool_.suppressed()[0].reason.find("User unknown"), std::string::npos);
+
+  EXPECT_EQ(domain_stats().bounces[static_cast<size_t>(BounceClass::kInvalidRecipient)].Get(), 1u);
+  EXPECT_EQ(domain_stats().bounces[static_cast<size_t>(BounceClass::kQuotaIssues)].Get(), 1u);
+  DomainStats& campaign = stats_.ForCampaign("spring-sale");
+  EXPECT_EQ(campaign.delivered.Get(), 1u);
+  EXPECT_EQ(campaign.failed.Get(), 2u);
+  EXPECT_EQ(campaign.deferred.Get(), 1u);
+}
+
+// An expiry is an Expiration record of class MessageExpired, and never a reason to suppress.
+TEST_F(DeliveryEngineTest, AnExpiryIsRecordedAsMessageExpiredAndNotSuppressed) {
+  options_.retry_base = Seconds(60);
+  options_.max_age = Seconds(10);
+  options_.dsn = false;
+  Start();
+  KeptRecords records;
+  delivery_->SetAccounting(&records);
+  const std::string later = Rcpt("later");
+  peer_.ScriptRcpt(later,
+                   {"450 4.1.1 <later@example.test>: Recipient address rejected: unverified"});
+  Job job = MakeJob(22, {later});
+  auto m = std::make_shared<Message>(*job.message);
+  m->received_ms = reactor_->wall_ms() - 20000;  // past max_age already
+  job.message = m;
+  Enqueue(std::move(job));
+  ASSERT_TRUE(RunUntil([&] { return records.lines.size() == 1; }));
+  const auto expired = records.Of("Expiration");
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0]["class"], "MessageExpired");
+  EXPECT_EQ(expired[0]["reply"]["code"], 450);
+  EXPECT_TRUE(spool_.suppressed().empty());
+  EXPECT_EQ(domain_stats().bounces[static_cast<size_t>(BounceClass::kMessageExpired)].Get(), 1u);
 }
 
 // ---------------------------------------------------------------------------------------------

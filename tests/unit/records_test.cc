@@ -19,6 +19,7 @@ NewMessage Sample() {
   m.ret = 2;
   m.envid = "campaign-7";
   m.auth_user = "sender";
+  m.campaign = "spring-sale";
   m.dsn = {{4, "rfc822;bob@a.example"}, {0, ""}, {2 | 8, ""}};
   return m;
 }
@@ -80,9 +81,35 @@ TEST(RecordsTest, NoTruncatedOrExtendedEnvelopeDecodes) {
   EXPECT_FALSE(DecodeEnvelope(huge, &out, &all));
 }
 
+// The campaign came with envelope version 2; a spool written before it (version 1, no
+// campaign) is still read.
+TEST(RecordsTest, EnvelopeKeepsItsCampaignAndVersionOneIsStillRead) {
+  const std::string v2 = EncodeEnvelope(Sample(), 9);
+  RecoveredMessage out;
+  std::vector<PendingRecipient> all;
+  ASSERT_TRUE(DecodeEnvelope(v2, &out, &all));
+  EXPECT_EQ(out.campaign, "spring-sale");
+  // Version 1: the same record without the campaign string (4 octets of length, 11 of text)
+  // after auth_user.
+  NewMessage m = Sample();
+  m.campaign.clear();
+  std::string v1 = EncodeEnvelope(m, 9);
+  const size_t at = v1.find("sender") + 6;  // auth_user's end
+  ASSERT_EQ(v1.substr(at, 4), std::string(4, '\0'));
+  v1.erase(at, 4);
+  v1[0] = 1;
+  ASSERT_TRUE(DecodeEnvelope(v1, &out, &all));
+  EXPECT_EQ(out.campaign, "");
+  EXPECT_EQ(out.auth_user, "sender");
+  EXPECT_EQ(all.size(), 3u);
+}
+
 TEST(RecordsTest, RecipientRecordsRoundTrip) {
   RcptRecord deferred{RcptRecord::Kind::kDeferred, 7, 1700000000999};
   EXPECT_EQ(DecodeRcpt(EncodeRcpt(deferred)), deferred);
+  RcptRecord warned{RcptRecord::Kind::kDeferred, 8, 1700000000999, true};
+  EXPECT_EQ(DecodeRcpt(EncodeRcpt(warned)), warned) << "the delay notice went out: kept";
+  EXPECT_EQ(EncodeRcpt(warned)[0], 'W');
   RcptRecord done{RcptRecord::Kind::kDone};
   EXPECT_EQ(DecodeRcpt(EncodeRcpt(done))->kind, RcptRecord::Kind::kDone);
   std::string v = EncodeRcpt(deferred);

@@ -599,6 +599,25 @@ std::vector<Case> CommandCases() {
                      o.client_may_relay = false;
                      o.local_domains = {"local.test"};
                    })});
+  // The glue's rcpt_check (the suppression list) refuses one recipient with its own reply,
+  // given the sender; the others of the transaction are taken.
+  cases.push_back({"rcpt_check_refuses_a_listed_recipient",
+                   kEhlo + kMail + "RCPT TO:<gone@y.test>\r\n" + kRcpt + kData + "hi\r\n.\r\n",
+                   kGreeting + EhloReply() + kMailOk +
+                       "550 5.1.1 <gone@y.test>: recipient suppressed since 2026-12-01T00:00:00Z "
+                       "(InvalidRecipient)\r\n" +
+                       kRcptOk + kGoAhead + Queued(1),
+                   {SimpleMsg("hi\r\n")},
+                   false,
+                   With([](auto& o) {
+                     o.rcpt_check = [](std::string_view from, std::string_view mailbox) {
+                       if (from != "a@x.test" || mailbox != "gone@y.test")
+                         return std::string();
+                       return std::string(
+                           "550 5.1.1 <gone@y.test>: recipient suppressed since "
+                           "2026-12-01T00:00:00Z (InvalidRecipient)");
+                     };
+                   })});
   cases.push_back({"data_without_mail_pipelined_body_cannot_deliver",
                    kEhlo + kData + "MAIL FROM:<x@y.test>\r\n" + kRcpt + kData + "evil\r\n.\r\n" +
                        kRset + kMail + kRcpt + kData + "good\r\n.\r\n",

@@ -32,6 +32,7 @@
 #include "core/clock.h"
 #include "core/connection.h"
 #include "core/reactor.h"
+#include "core/smtp/header.h"
 #include "queue/errc.h"
 
 namespace spate::server {
@@ -85,6 +86,43 @@ TEST(ToSpoolMessageTest, TheBarePostmasterBecomesTheConfiguredMailbox) {
   queue::NewMessage m = ToSpoolMessage(std::move(r), "pm@ops.test");
   EXPECT_EQ(m.rcpt_to, (std::vector<std::string>{"pm@ops.test", "a@x.test", "postmaster@y.test",
                                                  "pm@ops.test"}));
+}
+
+// [server] campaign_header: the first such header of the message, unfolded and trimmed, kept
+// as the campaign; a value made for a metric label (printable, no spaces, bounded).
+TEST(ToSpoolMessageTest, TheCampaignHeaderNamesTheMessagesCampaign) {
+  auto campaign_of = [](std::string body, std::string_view header = "X-Campaign") {
+    smtp::ReceivedMessage r;
+    r.rcpt_to = {"a@x.test"};
+    r.body = std::move(body);
+    return ToSpoolMessage(std::move(r), "pm@ops.test", header).campaign;
+  };
+  EXPECT_EQ(campaign_of("Subject: hi\r\nX-Campaign: spring-sale\r\n\r\nbody\r\n"), "spring-sale");
+  EXPECT_EQ(campaign_of("x-campaign:   spring  \r\n\r\n"), "spring") << "any case, trimmed";
+  EXPECT_EQ(campaign_of("X-Campaign: spring\r\n\tsale\r\nX-Campaign: other\r\n\r\n"), "springsale")
+      << "folded lines are one value; the first field wins; blanks are no label";
+  EXPECT_EQ(campaign_of("Subject: hi\r\n\r\nX-Campaign: in-the-body\r\n"), "")
+      << "only the header section counts";
+  EXPECT_EQ(campaign_of("X-Campaign: caf\xc3\xa9\x01ok\r\n\r\n"), "cafok");
+  EXPECT_EQ(campaign_of("X-Campaign: " + std::string(500, 'c') + "\r\n\r\n").size(), kMaxCampaign);
+  EXPECT_EQ(campaign_of("X-Campaign: spring\r\n\r\n", ""), "") << "campaign_header off";
+  EXPECT_EQ(campaign_of("X-Mailing: m1\r\n\r\n", "X-Mailing"), "m1");
+}
+
+TEST(HeaderValueTest, FindsTheFirstFieldOfANameInTheHeaderSectionOnly) {
+  const std::string m =
+      "Received: from a\r\n by b\r\nSubject: one\r\n two\r\nsubject: again\r\n"
+      "Empty:\r\n\r\nSubject: body\r\n";
+  EXPECT_EQ(smtp::HeaderValue(m, "subject"), "one two");
+  EXPECT_EQ(smtp::HeaderValue(m, "RECEIVED"), "from a by b");
+  EXPECT_EQ(smtp::HeaderValue(m, "Empty"), "");
+  EXPECT_EQ(smtp::HeaderValue(m, "Missing"), "");
+  EXPECT_EQ(smtp::HeaderValue("Subject : spaced\r\n\r\n", "Subject"), "spaced");
+  EXPECT_EQ(smtp::HeaderValue("Subject: lf only\nX: y\n\n", "X"), "y");
+  EXPECT_EQ(smtp::HeaderValue("", "X"), "");
+  EXPECT_EQ(smtp::HeaderValue("no colon line\r\nX: after\r\n", "X"), "after");
+  // Bounded: a header past max_scan is not looked for.
+  EXPECT_EQ(smtp::HeaderValue("A: " + std::string(100, 'a') + "\r\nX: late\r\n", "X", 50), "");
 }
 
 // [server] max_connections_per_client: one table for all shards, so the count is exact
