@@ -289,7 +289,7 @@ class Accounting(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         rows = [l for l in r.stdout.splitlines() if l.startswith("unknown@dest.test,")]
         self.assertEqual(len(rows), 1, r.stdout)
-        self.assertRegex(rows[0], r"^unknown@dest\.test,\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ,"
+        self.assertRegex(rows[0], r"^unknown@dest\.test,\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z,"
                                   r"InvalidRecipient,.*550 5\.1\.1")
         self.assertNotIn("Unknown@", r.stdout)
 
