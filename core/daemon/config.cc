@@ -18,6 +18,7 @@
 #define TOML_HEADER_ONLY 1
 #define TOML_EXCEPTIONS 0
 #include "core/connection.h"
+#include "core/toml_check.h"
 #include "delivery/bounce_class.h"
 
 #include <toml++/toml.h>
@@ -254,6 +255,9 @@ bool ParseFreeSpace(std::string_view text, uint64_t* bytes, double* ratio) {
 
 Result<Config> ParseConfig(std::string_view text, std::string* error) {
   error->clear();
+  // What toml++ would abort on is refused first, with its line (core/toml_check.h).
+  if (!CheckTomlText(text, error))
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
   toml::parse_result parsed = toml::parse(text);
   if (!parsed) {
     const auto& e = parsed.error();

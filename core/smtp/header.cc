@@ -34,6 +34,10 @@ std::string HeaderValue(std::string_view message, std::string_view name, size_t 
       value.assign(line.substr(colon + 1));
     }
   }
+  for (char& c : value) {
+    if (c == '\r')
+      c = ' ';  // a bare CR inside a line is no line end: never part of a value
+  }
   const size_t first = value.find_first_not_of(" \t");
   if (first == std::string::npos)
     return {};

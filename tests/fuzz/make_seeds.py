@@ -286,3 +286,21 @@ write(B, "no-enhanced", reply(550, "", "Requested action not taken: mailbox unav
 write(B, "synthetic", reply(0, "", "connect to 192.0.2.1:25: Connection refused"))
 write(B, "spate-4.4.1", reply(451, "4.4.1", "connect to 192.0.2.1:25: Connection timed out"))
 write(B, "long", reply(550, "5.7.1", "x" * 1200 + " user unknown"))
+
+# --- record_json: [code: 2 octets] reply text NUL enhanced NUL recipient NUL sender NUL campaign
+# NUL peer NUL message --------------------------------------------------------------------------
+J = "record_json"
+
+
+def record(code, *fields):
+    return bytes([code >> 8, code & 0xff]) + b"\0".join(
+        f if isinstance(f, bytes) else f.encode("latin-1") for f in fields)
+
+
+write(J, "bounce", record(550, "<bob@example.com>: Recipient address rejected: User unknown",
+                          "5.1.1", "bob@example.com", "news@shop.example", "spring-sale",
+                          "mx1.example.com", "Subject: hi\r\nX-Campaign: spring-sale\r\n\r\nbody\r\n"))
+write(J, "hostile", record(554, b"say \"hi\" \\ \r\n\t\x01 caf\xc3\xa9 \xff\xfe \xed\xa0\x80 end", "",
+                           b"a\"b@x", b"", b"", b"", b"X-Campaign:\r\n folded\r\n\tmore \r\n\r\n"))
+write(J, "null-sender", record(250, "ok", "2.0.0", "a@x", "", "", "", "no header at all"))
+

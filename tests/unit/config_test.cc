@@ -274,6 +274,12 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(
         BadConfig{"UnknownSection", "[bogus]\nx = 1\n", "bogus"},
+        // What toml++ 3.3 aborts on is refused with its line, not a crash (core/toml_check.h).
+        BadConfig{"HeaderWithoutKey", "[server]\nlisten = \"127.0.0.1:25\"\n[&\n", "line 3"},
+        BadConfig{"BraceInArray", "[server]\nrelay_networks = [1, }\n", "inside an array"},
+        BadConfig{"NonAsciiOutsideString", "[server]\nhostname = \xc2\xa1\n", "non-ASCII"},
+        BadConfig{"UnknownSuppressionClass", "[suppression]\nclasses = [\"NoSuchClass\"]\n",
+                  "NoSuchClass"},
         BadConfig{"TopLevelKey", "listen = \"127.0.0.1:25\"\n", "listen"},
         BadConfig{"UnknownServerKey", "[server]\nlisten_port = 25\n", "listen_port"},
         BadConfig{"UnknownDeliveryKey", "[delivery]\nmax_conections = 4\n", "max_conections"},
