@@ -76,6 +76,40 @@ class Dsn(unittest.TestCase):
         self.assertNotRegex(self.spate.read_log(), r"dsn id=\S+ to=<>")
         self.assertEqual(self.spate.metric("spate_dsns_sent_total"), 2)
 
+    def test_notify_success_ret_full_envid_and_orcpt_come_back_in_a_relayed_notice(self):
+        # dest.test's server offers no DSN: spate reports the success itself ("relayed").
+        with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
+            smtp.ehlo("client.test")
+            self.assertTrue(smtp.has_extn("dsn"))
+            smtp.sendmail("news@origin.test", ["ok2@dest.test"],
+                          "Subject: full\r\n\r\nthe whole body comes back\r\n",
+                          mail_options=["RET=FULL", "ENVID=QQ+2B123"],
+                          rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;Ok2+2BX@dest.test"])
+        notice = self.origin.wait_for_rcpt("news@origin.test")
+        self.assertIn("Action: relayed", notice)
+        self.assertIn("Status: 2.", notice)
+        self.assertIn("Original-Envelope-Id: QQ+2B123", notice)  # xtext, as it came
+        self.assertIn("Original-Recipient: rfc822;Ok2+X@dest.test", notice)
+        self.assertIn("Content-Type: message/rfc822", notice)  # RET=FULL: the whole of it
+        self.assertIn("the whole body comes back", notice)
+        self.assertIn("ok2@dest.test", self.mx.rcpts())
+        harness.wait_for(lambda: self.spate.metric("spate_spool_messages") == 0, 30,
+                         "an empty spool")
+
+    def test_a_dsn_its_senders_server_refuses_is_dropped_and_counted(self):
+        # The sender's own address is refused (unknown*): its DSN fails, and is never bounced.
+        with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
+            smtp.sendmail("unknownsender@dest.test", ["unknown3@dest.test"],
+                          "Subject: doomed\r\n\r\nhi\r\n")
+        self.spate.wait_for_log(r"failed .*rcpt=<unknown3@dest\.test>")
+        self.spate.wait_for_log(r"failed .*rcpt=<unknownsender@dest\.test>.*550 5\.1\.1")
+        harness.wait_for(lambda: self.spate.metric("spate_dsns_failed_total") == 1, 30,
+                         "the failed DSN counted")
+        harness.wait_for(lambda: self.spate.metric("spate_spool_messages") == 0, 30,
+                         "an empty spool")
+        self.assertEqual(self.spate.metric("spate_dsns_sent_total"), 1)
+        self.assertNotRegex(self.spate.read_log(), r"dsn id=\S+ to=<>")
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

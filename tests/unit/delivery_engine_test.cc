@@ -1041,6 +1041,8 @@ TEST_F(DeliveryEngineTest, NoDsnGoesToTheNullSender) {
   RunTurns();
   EXPECT_TRUE(spool_.injected().empty());
   EXPECT_TRUE(spool_.reads().empty());
+  EXPECT_EQ(stats_.dsns_failed.Get(), 1u) << "a bounce that fails is dropped, and counted";
+  EXPECT_EQ(stats_.dsns.Get(), 0u);
 }
 
 // NOTIFY=SUCCESS to a server without DSN: a "relayed" notice from us, and the recipient leaves
