@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import smtplib
 import subprocess
 import sys
@@ -384,6 +385,25 @@ class Accounting(unittest.TestCase):
                                   "the new message's Delivery record")
         self.assertEqual(after[:len(recs)], recs, "the old records stay, the new ones follow")
         self.assertTrue(self.of(after[len(recs):], "Reception", "after@dest.test", qid))
+        self.assertEqual({r.get("id") for r in after[len(recs):]}, {qid},
+                         "nothing of the 200 delivered messages is recorded again")
+
+    def test_sighup_reopens_the_records_file(self):
+        spate = self.start()
+        first, _ = submit(spate.smtp_port, ["ok1@dest.test"], message("before"))
+        self.wait_records(lambda rs: self.of(rs, "Delivery", "ok1@dest.test", first),
+                          "the first message's Delivery record")
+        # logrotate's way: rename the live file, then SIGHUP.
+        moved = self.records + ".1"
+        os.rename(self.records, moved)
+        spate.proc.send_signal(signal.SIGHUP)
+        second, _ = submit(spate.smtp_port, ["ok2@dest.test"], message("after"))
+        recs = self.wait_records(lambda rs: self.of(rs, "Delivery", "ok2@dest.test", second),
+                                 "the second message's Delivery record in a new live file")
+        self.assertEqual({r["id"] for r in recs}, {second}, recs)
+        old = read_records(moved)
+        self.assertEqual({r["id"] for r in old}, {first}, old)
+        self.assertIsNone(spate.proc.poll(), "spate runs on after SIGHUP")
 
     def test_records_rotate_and_compress(self):
         sink = harness.Sink(self.dir, "dest")
