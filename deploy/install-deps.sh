@@ -21,6 +21,8 @@ packages=(
   postfix swaks libnet-ssleay-perl libio-socket-ssl-perl curl procps
   # the DNS server the MX tests start on loopback (python3-dnslib)
   python3-dnslib
+  # the zstd command: tests/integration/test_accounting.py decompresses rotated records files
+  zstd
   # an independent bounce parser that must read spate's DSNs (tests/dsn, Sisimai)
   libsisimai-perl
   # benchmark plots (bench/plot.py)

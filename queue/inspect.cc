@@ -5,20 +5,10 @@
 #include <rocksdb/db.h>
 
 #include "queue/errc.h"
+#include "queue/internal/quiet_logger.h"
 #include "queue/records.h"
 
 namespace spate::queue {
-
-namespace {
-
-class QuietLogger final : public rocksdb::Logger {
- public:
-  QuietLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::ERROR_LEVEL) {}
-  using rocksdb::Logger::Logv;
-  void Logv(const char*, va_list) override {}
-};
-
-}  // namespace
 
 Result<MessageId> ParseId(std::string_view text) {
   if (text.empty() || text.size() > 16)
@@ -43,7 +33,7 @@ Result<MessageId> ParseId(std::string_view text) {
 Result<SpooledMessage> InspectSpoolMessage(const std::string& path, MessageId id,
                                            std::string* error) {
   rocksdb::DBOptions options;
-  options.info_log = std::make_shared<QuietLogger>();
+  options.info_log = std::make_shared<internal::QuietLogger>();
   // Only the column families read; RocksDB opens a subset read-only.
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
       {rocksdb::kDefaultColumnFamilyName, {}}, {"envelope", {}}, {"rcpt", {}}};

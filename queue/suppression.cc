@@ -22,11 +22,28 @@
 
 #include "core/log.h"
 #include "queue/errc.h"
+#include "queue/internal/quiet_logger.h"
 #include "queue/records.h"
 
 namespace spate::queue {
 
 namespace {
+
+// The whole CSV, read and parsed: Errc::kIo when the stream fails, Errc::kInvalid (and
+// *error naming the line) for a bad line.
+Result<SuppressionCsv> ReadCsv(std::istream& in, int64_t now_ms, std::string* error) {
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    *error = "cannot read the CSV";
+    return Unexpected{Errc::kIo};
+  }
+  SuppressionCsv csv = ParseSuppressionCsv(text, now_ms);
+  if (!csv.ok()) {
+    *error = csv.error;
+    return Unexpected{Errc::kInvalid};
+  }
+  return csv;
+}
 
 constexpr size_t kShards = 16;
 constexpr const char* kColumnFamily = "suppression";
@@ -206,18 +223,11 @@ Result<size_t> Suppression::ImportCsv(std::istream& in, int64_t now_ms, std::str
     *error = "the suppression list is off ([suppression] enabled = false)";
     return Unexpected{Errc::kDisabled};
   }
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    *error = "cannot read the CSV";
-    return Unexpected{Errc::kIo};
-  }
-  SuppressionCsv csv = ParseSuppressionCsv(text, now_ms);
-  if (!csv.ok()) {
-    *error = csv.error;
-    return Unexpected{Errc::kInvalid};
-  }
+  auto csv = ReadCsv(in, now_ms, error);
+  if (!csv)
+    return Unexpected{csv.error()};
   size_t imported = 0;
-  for (SuppressionEntry& e : csv.entries) {
+  for (SuppressionEntry& e : csv->entries) {
     if (Expired(e.since_ms, now_ms, state_->ttl()))
       continue;
     Add(std::move(e));
@@ -249,14 +259,7 @@ size_t Suppression::ExportCsv(std::ostream& out, int64_t now_ms) const {
 
 namespace {
 
-// RocksDB's lines while a command opens the database are not the user's business (and no LOG
-// file is left in the spool): dropped, as the spool's own logger does while it opens.
-class QuietLogger final : public rocksdb::Logger {
- public:
-  QuietLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::ERROR_LEVEL) {}
-  using rocksdb::Logger::Logv;
-  void Logv(const char*, va_list) override {}
-};
+using internal::QuietLogger;
 
 std::string InUseMessage(const std::string& path) {
   return "the spool at " + path +
@@ -396,15 +399,11 @@ Result<size_t> ExportSpoolSuppression(const Spool::Options& options, int64_t now
 Result<SuppressionImport> ImportSpoolSuppression(const Spool::Options& options, std::istream& in,
                                                  int64_t now_ms, std::string* error) {
   // The whole file is parsed before the spool is opened: a bad line writes nothing.
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    *error = "cannot read the CSV";
-    return Unexpected{Errc::kIo};
-  }
-  SuppressionCsv csv = ParseSuppressionCsv(text, now_ms);
-  if (!csv.ok()) {
-    *error = csv.error + " (nothing imported)";
-    return Unexpected{Errc::kInvalid};
+  auto csv = ReadCsv(in, now_ms, error);
+  if (!csv) {
+    if (csv.error() == make_error_code(Errc::kInvalid))
+      *error += " (nothing imported)";
+    return Unexpected{csv.error()};
   }
   CommandDb db;
   SPATE_RETURN_IF_ERROR(OpenForWriting(options.path, &db, error));
@@ -422,7 +421,7 @@ Result<SuppressionImport> ImportSpoolSuppression(const Spool::Options& options, 
       *error = "writing the suppression list of " + options.path + ": " + s.ToString();
     return s.ok();
   };
-  for (const SuppressionEntry& e : csv.entries) {
+  for (const SuppressionEntry& e : csv->entries) {
     if (Expired(e.since_ms, now_ms, ttl_ms)) {
       ++result.expired;
       continue;

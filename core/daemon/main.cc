@@ -330,13 +330,7 @@ int Run(int argc, char** argv) {
   std::unique_ptr<Journal> journal;
   std::unique_ptr<JournalAccounting> accounting;
   if (!config.records.empty()) {
-    Journal::Options jo;
-    jo.path = config.records;
-    jo.max_size = config.records_max_size;
-    jo.max_age = config.records_max_age;
-    jo.keep = config.records_keep;
-    jo.compress = config.records_compress;
-    auto j = Journal::Open(jo, &error);
+    auto j = Journal::Open(daemon::RecordsOptions(config), &error);
     if (!j) {
       std::fprintf(stderr, "spate: [log] records: %s\n", error.c_str());
       return 1;

@@ -107,4 +107,14 @@ dns::Resolver::Options ResolverOptions(const Config& c) {
   return o;
 }
 
+Journal::Options RecordsOptions(const Config& c) {
+  Journal::Options o;
+  o.path = c.records;
+  o.max_size = c.records_max_size;
+  o.max_age = c.records_max_age;
+  o.keep = c.records_keep;
+  o.compress = c.records_compress;
+  return o;
+}
+
 }  // namespace spate::daemon

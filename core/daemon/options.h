@@ -7,6 +7,7 @@
 
 #include "core/daemon/config.h"
 #include "core/dns/resolver.h"
+#include "core/journal.h"
 #include "core/server/submission.h"
 #include "delivery/mx_routing.h"
 #include "delivery/options.h"
@@ -17,6 +18,8 @@ namespace spate::daemon {
 
 // [spool]; the daemon and the `spate suppression` commands.
 queue::Spool::Options SpoolOptions(const Config& config);
+// [log] records and its rotation.
+Journal::Options RecordsOptions(const Config& config);
 server::Options ServerOptions(const Config& config);
 delivery::Options DeliveryOptions(const Config& config);
 // [routes] and [delivery] smarthost.
