@@ -104,6 +104,8 @@ std::string FormatRecord(const Record& r) {
   Text(out, "class", r.bounce_class);
   Text(out, "action", r.dsn_action);
   Number(out, "recipients", r.dsn_recipients);
+  if (r.dsn_id != 0)
+    Text(out, "dsn_id", queue::FormatId(r.dsn_id));
   Number(out, "queued", static_cast<uint64_t>(r.queued_ms > 0 ? r.queued_ms : 0));
   Number(out, "time", static_cast<uint64_t>(r.event_ms > 0 ? r.event_ms : 0));
   out += '}';

@@ -14,7 +14,8 @@
 // campaign, size (octets), attempts (this one included), reply {code, enhanced, text}, peer
 // {name, address}, tls {version, cipher}, class (bounce class of a failure), queued (when the
 // message was accepted) and time (of the event), both unix milliseconds; a DSN also has
-// action ("failed", "delayed", "relayed") and recipients (how many it reports).
+// action ("failed", "delayed", "relayed"), recipients (how many it reports) and dsn_id (the
+// notice's own queue id, which its Reception and Delivery records carry as their id).
 // Threading: FormatRecord is pure; an Accounting's Record() may be called from any thread.
 #pragma once
 
@@ -57,6 +58,7 @@ struct Record {
   std::string_view bounce_class;
   std::string_view dsn_action;
   uint32_t dsn_recipients = 0;
+  queue::MessageId dsn_id = 0;  // the DSN message's own queue id
   int64_t queued_ms = 0;
   int64_t event_ms = 0;
 };

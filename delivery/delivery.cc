@@ -496,10 +496,11 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
   SPATE_LOG(kInfo, "dsn id=%s to=<%s> recipients=%zu action=%s", queue::FormatId(m.id).c_str(),
             m.mail_from.c_str(), bounced.size(), dsn::ActionName(bounced.front().action));
   Reactor* reactor = &reactor_;
-  spool.Inject(std::move(out), [this, reactor, message = std::move(message),
-                                bounced = std::move(bounced)](bool durable) mutable {
-    reactor->Post(
-        [this, durable, message = std::move(message), bounced = std::move(bounced)]() mutable {
+  spool.Inject(
+      std::move(out), [this, reactor, message = std::move(message), bounced = std::move(bounced)](
+                          bool durable, queue::MessageId dsn_id) mutable {
+        reactor->Post([this, durable, dsn_id, message = std::move(message),
+                       bounced = std::move(bounced)]() mutable {
           const Message& msg = *message;
           if (durable) {
             // The bounce is on disk: the failed recipients it reports may leave the spool now
@@ -509,7 +510,8 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
               const std::string to_domain = DomainOf(msg.mail_from);
               delivery::Record rec;
               rec.type = RecordType::kDsn;
-              rec.id = msg.id;  // the message it reports on
+              rec.id = msg.id;      // the message it reports on
+              rec.dsn_id = dsn_id;  // the DSN's own id: its Reception and Delivery have it
               rec.recipient = msg.mail_from;
               rec.domain = to_domain;
               rec.campaign = msg.campaign;
@@ -547,7 +549,7 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
               .queued.Add(static_cast<int64_t>(bounced.size()));
           scheduler.Add(std::move(job));
         });
-  });
+      });
 }
 
 Clock::duration Delivery::Impl::Backoff(uint16_t attempts) {

@@ -31,9 +31,9 @@ class SpoolPort {
                      int64_t next_attempt_ms, bool delay_warned) = 0;
   virtual void ReadBody(queue::MessageId id, BodyDone done) = 0;
   // A message made by delivery (a DSN): stored durably like an accepted one, then delivered
-  // like one. `done(true)` once it is on disk, `done(false)` if the spool refused it; on any
-  // thread.
-  using InjectDone = UniqueFunction<void(bool durable)>;
+  // like one. `done(true, its id)` once it is on disk, `done(false, 0)` if the spool refused
+  // it; on any thread.
+  using InjectDone = UniqueFunction<void(bool durable, queue::MessageId id)>;
   virtual void Inject(queue::NewMessage&& message, InjectDone done) = 0;
   // A recipient that bounced for good goes on the suppression list (queue/suppression.h).
   virtual void Suppress(queue::SuppressionEntry&& entry) = 0;
@@ -58,7 +58,7 @@ class QueueSpool final : public SpoolPort {
     spool_.Accept(std::move(message),
                   [this, done = std::move(done)](Result<queue::MessageId> id,
                                                  queue::NewMessage&& stored) mutable {
-                    done(id.has_value());
+                    done(id.has_value(), id ? *id : 0);
                     if (id && accepted_)
                       accepted_(*id, std::move(stored));
                   });

@@ -237,7 +237,12 @@ class Spate:
         delivery_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in settings.items())
         server_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (server or {}).items())
         spool_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (spool or {}).items())
-        log_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in (log or {}).items())
+        # The accounting records go into the test's directory (spate's default is relative to
+        # its working directory), unless the test says where.
+        log_settings = {"records": os.path.join(workdir, "records.jsonl")}
+        log_settings.update(log or {})
+        self.records_path = log_settings["records"]
+        log_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in log_settings.items())
         dns_settings = {"nameservers": ["127.0.0.1:9"], "timeout": "2s"}
         dns_settings.update(dns or {})
         dns_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in dns_settings.items())

@@ -205,6 +205,10 @@ class Accounting(unittest.TestCase):
         for r in dsns:
             self.assertEqual(r.get("action"), "failed", r)
             self.assertEqual(r.get("recipient"), SENDER, r)
+            # The notice's own id links it to its own Reception and Delivery to the sender.
+            own = [x for x in recs if x.get("id") == r.get("dsn_id")]
+            self.assertIn("Reception", [x["type"] for x in own], r)
+            self.assertEqual({x.get("sender") for x in own}, {""}, own)
         self.assertEqual(sum(r.get("recipients", 0) for r in dsns), 2, dsns)
 
         # Every record of the message names its campaign; time runs forward per recipient and

@@ -87,11 +87,13 @@ TEST(AccountingTest, TheNullSenderIsSaidAndUnknownFieldsAreLeftOut) {
   r.recipient = "news@shop.example";
   r.dsn_action = "failed";
   r.dsn_recipients = 3;
+  r.dsn_id = 0x10;
   const Json j = Json::parse(FormatRecord(r));
   ASSERT_TRUE(j.contains("sender"));
   EXPECT_EQ(j["sender"], "");
   EXPECT_EQ(j["action"], "failed");
   EXPECT_EQ(j["recipients"], 3);
+  EXPECT_EQ(j["dsn_id"], "0000000000000010");
   for (const char* absent : {"site", "campaign", "reply", "peer", "tls", "class", "size"})
     EXPECT_FALSE(j.contains(absent)) << absent;
 }

@@ -58,7 +58,7 @@ class FakeSpool final : public SpoolPort {
 
   void Inject(queue::NewMessage&& message, InjectDone done) override {
     injected_.push_back(std::move(message));
-    done(!fail_injects_);
+    done(!fail_injects_, fail_injects_ ? 0 : 1000 + injected_.size());
   }
   const std::vector<queue::NewMessage>& injected() const { return injected_; }
   void FailInjects(bool fail) { fail_injects_ = fail; }
