@@ -99,7 +99,7 @@ struct Status {
   Json events = Json::array();
 };
 
-std::string ReplyText(const Json& reply) {
+std::string ReplyText(const Json& reply) try {
   if (!reply.is_object())
     return {};
   std::string out = std::to_string(reply.value("code", 0));
@@ -107,6 +107,8 @@ std::string ReplyText(const Json& reply) {
     out += " " + reply.value("enhanced", std::string());
   out += " " + reply.value("text", std::string());
   return out;
+} catch (const Json::exception&) {
+  return {};  // a reply of another shape: not shown
 }
 
 }  // namespace
@@ -188,28 +190,38 @@ int TrackCommand(int argc, char** argv) {
     for (const queue::SpooledRecipient& r : spooled->recipients)
       status_of(r.address);
   }
-  for (const Json& e : events) {
+  // A record of the wrong shape (a hand-edited or foreign file) is skipped, not fatal:
+  // nlohmann-json throws on a field of another type.
+  auto apply = [&](const Json& e) {
     const std::string type = e.value("type", std::string());
     if (type == "DSN")
-      continue;  // about the sender, not a recipient
+      return;  // about the sender, not a recipient
     if (type == "Reception" && !head.contains("sender")) {
       head["sender"] = e.value("sender", std::string());
       head["received"] = e.value("queued", int64_t{0});
-      if (e.contains("campaign"))
+      if (e.contains("campaign") && e["campaign"].is_string())
         head["campaign"] = e["campaign"];
     }
     const std::string rcpt = e.value("recipient", std::string());
     if (rcpt.empty())
-      continue;
+      return;
+    // Every field read before anything is kept: a record that throws halfway leaves no trace.
+    const uint64_t attempts = e.value("attempts", uint64_t{0});
+    const int64_t time_ms = e.value("time", int64_t{0});
+    const std::string klass = e.value("class", std::string());
+    const Json reply = e.contains("reply") && e["reply"].is_object() ? e["reply"] : Json();
+    const std::string peer = e.contains("peer") && e["peer"].is_object()
+                                 ? e["peer"].value("name", e["peer"].value("address", ""))
+                                 : "";
     Status& s = status_of(rcpt);
     s.events.push_back(e);
     if (type == "Reception")
-      continue;
-    s.attempts = std::max<uint64_t>(s.attempts, e.value("attempts", uint64_t{0}));
-    s.time_ms = e.value("time", int64_t{0});
-    s.reply = e.contains("reply") ? e["reply"] : Json();
-    s.klass = e.value("class", std::string());
-    s.peer = e.contains("peer") ? e["peer"].value("name", e["peer"].value("address", "")) : "";
+      return;
+    s.attempts = std::max(s.attempts, attempts);
+    s.time_ms = time_ms;
+    s.reply = reply;
+    s.klass = klass;
+    s.peer = peer;
     if (type == "Delivery")
       s.status = "delivered";
     else if (type == "Bounce" || type == "AdminBounce")
@@ -218,6 +230,12 @@ int TrackCommand(int argc, char** argv) {
       s.status = "expired";
     else if (type == "TransientFailure")
       s.status = "deferred";
+  };
+  for (const Json& e : events) {
+    try {
+      apply(e);
+    } catch (const Json::exception&) {
+    }
   }
   if (spooled) {
     // The spool knows best what is still to come.
@@ -253,11 +271,10 @@ int TrackCommand(int argc, char** argv) {
     std::printf("%s\n", head.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     return 0;
   }
-  std::printf("message %s from <%s> received %s%s%s\n", hex.c_str(),
-              head.value("sender", std::string()).c_str(),
-              Time(head.value("received", int64_t{0})).c_str(),
-              head.contains("campaign") ? " campaign " : "",
-              head.contains("campaign") ? head["campaign"].get<std::string>().c_str() : "");
+  std::printf(
+      "message %s from <%s> received %s%s%s\n", hex.c_str(),
+      head.value("sender", std::string()).c_str(), Time(head.value("received", int64_t{0})).c_str(),
+      head.contains("campaign") ? " campaign " : "", head.value("campaign", std::string()).c_str());
   for (const Status& s : out) {
     std::string line = s.recipient + " " + s.status;
     if (s.attempts > 0)

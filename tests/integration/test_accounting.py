@@ -345,6 +345,13 @@ class Accounting(unittest.TestCase):
         self.assertEqual(spate.stop(), 0)
         check_text(self.track(qid))
         check_json(self.track(qid, "--json"))
+        # Lines of another shape (a hand-edited or damaged file) are skipped, not fatal.
+        with open(self.records, "a") as f:
+            f.write('{"type":"Delivery","id":"%s","recipient":5,"attempts":"x"}\n' % qid)
+            f.write('{"type":"Bounce","id":"%s","recipient":"zz@dest.test","reply":"x",'
+                    '"class":7}\nnot json at all "id":"%s"\n' % (qid, qid))
+        check_text(self.track(qid))
+        check_json(self.track(qid, "--json"))
 
     def test_records_survive_kill_9(self):
         sink = harness.Sink(self.dir, "dest")
