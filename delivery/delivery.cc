@@ -28,6 +28,19 @@ constexpr size_t kTrimAfterFinishing = 100000;
 namespace {
 // The Remote-MTA of a DSN (RFC 3464 §2.3.5): the MX host's name, or the configured route's
 // address; "" when no connection got that far.
+// What a notice of several recipients is, as its Subject says: failed if any failed, else
+// delayed if any is, else relayed.
+dsn::Action MainAction(const std::vector<Outcomes::Bounced>& bounced) {
+  dsn::Action main = dsn::Action::kRelayed;
+  for (const Outcomes::Bounced& b : bounced) {
+    if (b.action == dsn::Action::kFailed)
+      return b.action;
+    if (b.action == dsn::Action::kDelayed)
+      main = b.action;
+  }
+  return main;
+}
+
 std::string RemoteOf(const Peer* peer) {
   if (peer == nullptr)
     return {};
@@ -106,7 +119,7 @@ struct Delivery::Impl final : public Engine {
   }
   // The failed recipients of one transaction: one DSN (RFC 3464), then they leave the spool.
   using Bounced = Outcomes::Bounced;
-  void SendDsn(MessageRef message, std::vector<Bounced>&& bounced);
+  void SendDsn(MessageRef message, std::vector<Bounced>&& bounced, Body sent);
   void StoreDsn(MessageRef message, std::vector<Bounced>&& bounced, const std::string& original);
   // Accepted longer than max_age ago.
   bool Expired(const Message& m) const {
@@ -441,9 +454,15 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
   }
 }
 
-void Delivery::Impl::SendDsn(MessageRef message, std::vector<Bounced>&& bounced) {
-  // The original comes back with it (its headers, or all of it with RET=FULL): read from the
-  // spool, where it still is (its failed recipients are not finished yet).
+void Delivery::Impl::SendDsn(MessageRef message, std::vector<Bounced>&& bounced, Body sent) {
+  // The original comes back with it (its headers, or all of it with RET=FULL): the body the
+  // transaction sent when it is at hand (a relayed recipient is finished already: were it the
+  // message's last, the spool's copy could be gone by the time a read got there), else read
+  // from the spool, where it still is (failed recipients are finished only once it is stored).
+  if (sent != nullptr) {
+    StoreDsn(std::move(message), std::move(bounced), *sent);
+    return;
+  }
   Reactor* reactor = &reactor_;
   const queue::MessageId id = message->id;
   spool.ReadBody(id, [this, reactor, message = std::move(message),
@@ -494,7 +513,7 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
   out.body = std::move(n.message);
   out.body_8bit = n.eight_bit;
   SPATE_LOG(kInfo, "dsn id=%s to=<%s> recipients=%zu action=%s", queue::FormatId(m.id).c_str(),
-            m.mail_from.c_str(), bounced.size(), dsn::ActionName(bounced.front().action));
+            m.mail_from.c_str(), bounced.size(), dsn::ActionName(MainAction(bounced)));
   Reactor* reactor = &reactor_;
   spool.Inject(
       std::move(out), [this, reactor, message = std::move(message), bounced = std::move(bounced)](
@@ -515,7 +534,7 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
               rec.recipient = msg.mail_from;
               rec.domain = to_domain;
               rec.campaign = msg.campaign;
-              rec.dsn_action = dsn::ActionName(bounced.front().action);
+              rec.dsn_action = dsn::ActionName(MainAction(bounced));
               rec.dsn_recipients = static_cast<uint32_t>(bounced.size());
               rec.queued_ms = msg.received_ms;
               rec.event_ms = reactor_.wall_ms();
@@ -564,7 +583,7 @@ Clock::duration Delivery::Impl::Backoff(uint16_t attempts) {
 
 void Delivery::Impl::Reschedule(Job&& job, Outcomes&& outcomes) {
   if (!outcomes.bounced.empty())
-    SendDsn(job.message, std::move(outcomes.bounced));
+    SendDsn(job.message, std::move(outcomes.bounced), job.body);
   std::vector<Recipient>& deferred = outcomes.deferred;
   if (!outcomes.resend.empty()) {
     if (outcomes.accepted > 0 && !shutting_down_) {
@@ -587,7 +606,7 @@ void Delivery::Impl::Reschedule(Job&& job, Outcomes&& outcomes) {
                outcomes.resend_peer.address.empty() ? nullptr : &outcomes.resend_peer);
       recording_resend = false;
       if (!outcomes.bounced.empty())  // expired among them
-        SendDsn(job.message, std::move(outcomes.bounced));
+        SendDsn(job.message, std::move(outcomes.bounced), job.body);
     } else {
       for (const Recipient& r : outcomes.resend)
         deferred.push_back(r);

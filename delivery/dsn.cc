@@ -262,9 +262,9 @@ Notification Build(const Report& report) {
 
   // 3. The original, or its headers (RFC 6522 §3: text/rfc822-headers).
   m += "--" + boundary + "\r\n";
-  m += full ? "Content-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\n"
-            : "Content-Description: Undelivered Message Headers\r\n"
-              "Content-Type: text/rfc822-headers\r\n";
+  const std::string what = failed ? "Undelivered Message" : "Original Message";
+  m += full ? "Content-Description: " + what + "\r\nContent-Type: message/rfc822\r\n"
+            : "Content-Description: " + what + " Headers\r\nContent-Type: text/rfc822-headers\r\n";
   if (original_8bit)
     m += "Content-Transfer-Encoding: 8bit\r\n";
   m += "\r\n";

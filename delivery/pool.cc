@@ -24,6 +24,18 @@ Clock::duration ToDuration(Seconds s) {
   return std::chrono::duration_cast<Clock::duration>(s);
 }
 
+// Some recipient of the job asked for NOTIFY=SUCCESS (RFC 3461 §4.1).
+bool WantsSuccessNotice(const Job& job) {
+  if (job.message->dsn.empty())
+    return false;
+  for (const Recipient& r : job.recipients) {
+    const queue::DsnRequest* d = job.message->dsn_of(r.pos);
+    if (d != nullptr && (d->notify & smtp::kNotifySuccess) != 0)
+      return true;
+  }
+  return false;
+}
+
 // "mx1.example.net[192.0.2.1]:25" (an MX) or "192.0.2.1:25" (a configured route).
 Peer PeerOf(const Endpoint& host, const std::string& name) {
   Peer p;
@@ -241,8 +253,11 @@ class ClientConnection final : public Connection {
       }
     }
     // Once the body is in the output, the job lets go of it: a busy connection holds one copy
-    // of its message (on its way to the kernel), not two.
-    if (job_ && job_->body && !session_.body_borrowed())
+    // of its message (on its way to the kernel), not two. Unless a recipient asked for a success
+    // notice the server will not send: that notice returns the original, and the spool's copy
+    // goes with the message's last recipient.
+    if (job_ && job_->body && !session_.body_borrowed() &&
+        (session_.dsn_offered() || !WantsSuccessNotice(*job_)))
       job_->body.reset();
   }
 

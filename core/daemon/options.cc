@@ -34,6 +34,7 @@ server::Options ServerOptions(const Config& c) {
   o.auth_failure_window = c.auth_failure_window;
   o.postmaster = c.postmaster;
   o.campaign_header = c.campaign_header;
+  o.dsn = c.dsn;
   o.bare_lf = c.bare_lf_normalise ? smtp::BareLfPolicy::kNormalise : smtp::BareLfPolicy::kReject;
   o.nul = c.nul_strip ? smtp::NulPolicy::kStrip : smtp::NulPolicy::kReject;
   return o;

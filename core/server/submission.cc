@@ -231,11 +231,15 @@ std::string SubmissionServer::CheckSuppressed(std::string_view mail_from,
   // when and why, instead of a bounce later. The reason is remote text: printable ASCII only.
   std::string reply = "550 5.1.1 <" + std::string(mailbox) + ">: recipient suppressed since " +
                       queue::FormatRfc3339(entry->since_ms) + " (" + entry->klass;
-  if (!entry->reason.empty()) {
+  // RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with its CRLF; the reason gives
+  // way (the address may take 254, an operator's class 64).
+  constexpr size_t kMaxLine = 510;
+  if (!entry->reason.empty() && reply.size() + 3 < kMaxLine) {
     reply += ": ";
-    for (char c : std::string_view(entry->reason).substr(0, 200))
+    for (char c : std::string_view(entry->reason).substr(0, kMaxLine - 1 - reply.size()))
       reply += (c >= ' ' && c < 127) ? c : ' ';
   }
+  reply.resize(std::min(reply.size(), kMaxLine - 1));
   reply += ")";
   return reply;
 }

@@ -100,6 +100,8 @@ struct Options {
   // RFC 5321 §4.5.1: "RCPT TO:<postmaster>" (no domain) must be accepted; it is stored as this
   // address, so no message is ever queued for a recipient without a domain.
   std::string postmaster = "postmaster@localhost";
+  // [delivery] dsn: DSN offered to clients (smtp::ServerSession::Options::dsn).
+  bool dsn = true;
   // [server] campaign_header: kept with each message (queue::NewMessage::campaign).
   std::string campaign_header = "X-Campaign";
   // The suppression list (queue/suppression.h), asked at every RCPT; null: none. A listed

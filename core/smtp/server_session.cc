@@ -45,6 +45,8 @@
 namespace spate::smtp {
 namespace {
 
+constexpr std::string_view kDsnNotOffered = "555 5.5.4 DSN parameters are not supported here";
+
 // RFC 4954 §4: a SASL response line may be up to 12288 octets.
 constexpr size_t kMaxAuthLine = 12288;
 // RFC 5321 §4.5.3.1.4 lets extensions lengthen command lines. MAIL: SIZE 26 (RFC 1870 §4),
@@ -462,7 +464,8 @@ void ServerSession::Hello(std::string_view arg, bool extended) {
     out_ += "250-AUTH PLAIN LOGIN\r\n";
   }
   out_ += "250-ENHANCEDSTATUSCODES\r\n";
-  out_ += "250-DSN\r\n";
+  if (options_.dsn)
+    out_ += "250-DSN\r\n";  // RFC 3461: only when the notices it promises are sent
   out_ += "250-SMTPUTF8\r\n";
   out_ += "250 CHUNKING\r\n";
 }
@@ -498,6 +501,10 @@ void ServerSession::Mail(std::string_view arg) {
           internal::ParseMailParams(arg.substr(used), options_.auth, &params);
       !refusal.empty()) {
     Refuse(refusal);
+    return;
+  }
+  if (!options_.dsn && (params.ret != ReceivedMessage::Ret::kUnset || !params.envid.empty())) {
+    Refuse(kDsnNotOffered);  // RFC 5321 §4.1.1.11: a parameter of an extension not offered
     return;
   }
   if (params.has_size && options_.max_message_size != 0 &&
@@ -568,6 +575,10 @@ void ServerSession::Rcpt(std::string_view arg) {
   if (const std::string_view refusal = internal::ParseRcptParams(arg.substr(used), &dsn);
       !refusal.empty()) {
     Refuse(refusal);
+    return;
+  }
+  if (!options_.dsn && (dsn.notify != 0 || !dsn.orcpt.empty())) {
+    Refuse(kDsnNotOffered);
     return;
   }
   if (!(options_.client_may_relay || authenticated_) &&

@@ -152,6 +152,9 @@ class ServerSession {
     // lower-cased; an address literal is never local. Without relay rights a recipient with '%',
     // '!' or '@' in its local part is refused (501 5.1.3: no %-hack or bang path).
     bool client_may_relay = false;
+    // RFC 3461: offer DSN and take its parameters ([delivery] dsn: the notices are sent);
+    // without it, RET, ENVID, NOTIFY and ORCPT get 555 5.5.4.
+    bool dsn = true;
     std::vector<std::string> local_domains;  // compared lower-cased
     // Asked for each recipient the relay policy let through, with the sender: a reply it
     // returns ("550 5.1.1 ...": the glue's suppression list) refuses the recipient; "" takes it.

@@ -65,6 +65,8 @@ class FakeSpool final : public SpoolPort {
 
   // The script.
   void SetBody(queue::MessageId id, std::string body) { bodies_[id] = std::move(body); }
+  // As the spool does when a message's last recipient is finished.
+  void DropBody(queue::MessageId id) { bodies_.erase(id); }
   void FailNextRead(queue::MessageId id) { failing_.insert(id); }
   // While held, reads wait until ReleaseOne(); reads already held stay held after HoldReads(false).
   void HoldReads(bool hold) { hold_reads_ = hold; }

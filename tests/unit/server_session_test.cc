@@ -618,6 +618,23 @@ std::vector<Case> CommandCases() {
                            "2026-12-01T00:00:00Z (InvalidRecipient)");
                      };
                    })});
+  // [delivery] dsn = false: DSN is not offered, and its parameters are refused (RFC 5321
+  // §4.1.1.11) rather than taken and never honoured.
+  cases.push_back({"dsn_off_is_not_offered_and_its_parameters_refused",
+                   kEhlo + "MAIL FROM:<a@x.test> RET=HDRS\r\n" + kMail +
+                       "RCPT TO:<b@y.test> NOTIFY=SUCCESS\r\n" + kRcpt + kData + "hi\r\n.\r\n",
+                   kGreeting +
+                       [] {
+                         std::string e = EhloReply();
+                         e.erase(e.find("250-DSN\r\n"), 9);
+                         return e;
+                       }() +
+                       "555 5.5.4 DSN parameters are not supported here\r\n" + kMailOk +
+                       "555 5.5.4 DSN parameters are not supported here\r\n" + kRcptOk + kGoAhead +
+                       Queued(1),
+                   {SimpleMsg("hi\r\n")},
+                   false,
+                   With([](auto& o) { o.dsn = false; })});
   cases.push_back({"data_without_mail_pipelined_body_cannot_deliver",
                    kEhlo + kData + "MAIL FROM:<x@y.test>\r\n" + kRcpt + kData + "evil\r\n.\r\n" +
                        kRset + kMail + kRcpt + kData + "good\r\n.\r\n",

@@ -145,6 +145,7 @@ smtp::ServerSession::Options ServerConnection::SessionOptions(const SubmissionSe
   for (const Network& n : c.relay_networks)
     o.client_may_relay = o.client_may_relay || n.Contains(peer);
   o.local_domains = c.local_domains;
+  o.dsn = c.dsn;
   if (c.suppression != nullptr && c.suppression->enabled()) {
     const SubmissionServer* s = &server;
     o.rcpt_check = [s](std::string_view mail_from, std::string_view mailbox) {
