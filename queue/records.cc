@@ -4,7 +4,9 @@ namespace spate::queue::records {
 
 namespace {
 
-// 1: without campaign; 2: str campaign after auth_user. Both are read.
+// 1: without campaign; 2: str campaign after auth_user. Both are read; a message without a
+// campaign is written as version 1 (one encoding per record, and a build from before campaigns
+// still reads the spool).
 constexpr uint8_t kEnvelopeVersion = 2;
 constexpr uint8_t kSuppressionVersion = 1;
 constexpr uint8_t kFlag8Bit = 1;
@@ -97,7 +99,7 @@ std::string EncodeEnvelope(const NewMessage& m, int64_t received_ms) {
   std::string env;
   env.reserve(52 + m.mail_from.size() + m.envid.size() + m.auth_user.size() + m.campaign.size() +
               m.rcpt_to.size() * 40);
-  env.push_back(static_cast<char>(kEnvelopeVersion));
+  env.push_back(static_cast<char>(m.campaign.empty() ? 1 : kEnvelopeVersion));
   env.push_back(
       static_cast<char>((m.body_8bit ? kFlag8Bit : 0) | (m.smtputf8 ? kFlagSmtpUtf8 : 0)));
   PutU64(env, static_cast<uint64_t>(received_ms));
@@ -106,7 +108,8 @@ std::string EncodeEnvelope(const NewMessage& m, int64_t received_ms) {
   PutStr(env, m.mail_from);
   PutStr(env, m.envid);
   PutStr(env, m.auth_user);
-  PutStr(env, m.campaign);
+  if (!m.campaign.empty())
+    PutStr(env, m.campaign);
   PutU32(env, static_cast<uint32_t>(m.rcpt_to.size()));
   for (size_t i = 0; i < m.rcpt_to.size(); ++i) {
     PutStr(env, m.rcpt_to[i]);
@@ -134,7 +137,8 @@ bool DecodeEnvelope(std::string_view value, RecoveredMessage* out,
   uint32_t n = static_cast<uint32_t>(r.Num(4));
   // Unknown flag bits or RET values are damage, not a newer format (that would bump version).
   if (!r.ok || version < 1 || version > kEnvelopeVersion ||
-      (flags & ~(kFlag8Bit | kFlagSmtpUtf8)) != 0 || out->ret > 2 || n == 0 || n > r.in.size()) {
+      (version == 2 && out->campaign.empty()) || (flags & ~(kFlag8Bit | kFlagSmtpUtf8)) != 0 ||
+      out->ret > 2 || n == 0 || n > r.in.size()) {
     return false;  // each recipient takes at least 9 bytes: n is bounded by what is left
   }
   all->clear();

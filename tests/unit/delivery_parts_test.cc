@@ -390,6 +390,25 @@ TEST_F(DispatcherTest, AMessageToManyDomainsIsSplitTheSameWay) {
   EXPECT_EQ(Deferred(0, 44).size() + Deferred(1, 44).size(), 30u);
 }
 
+// A recovered recipient whose sender had its delay notice keeps that: deferred again, the spool
+// is told so again (and no second notice goes out, delivery_engine_test.cc).
+TEST_F(DispatcherTest, ARecoveredRecipientKeepsThatItsDelayNoticeWentOut) {
+  const std::string d = domains_[0][0];
+  const ShardId owner = OwnerOf(d, kShards);
+  queue::RecoveredMessage m;
+  m.id = 35;
+  m.mail_from = "sender@origin.test";
+  m.recipients = {{0, "a@" + d, {}, 4, 0, true}, {1, "b@" + d, {}, 1, 0, false}};
+  dispatcher_.DispatchRecovered(std::move(m));
+  Turn(0);
+  Turn(1);
+  ASSERT_NE(DeferralOf(owner, 35, 0), nullptr);
+  ASSERT_NE(DeferralOf(owner, 35, 1), nullptr);
+  EXPECT_TRUE(DeferralOf(owner, 35, 0)->delay_warned);
+  EXPECT_EQ(DeferralOf(owner, 35, 0)->attempts, 5);
+  EXPECT_FALSE(DeferralOf(owner, 35, 1)->delay_warned);
+}
+
 // RFC 5321 §4.5.1: "<postmaster>" has no domain. The server stores it as [server] postmaster;
 // one found without a domain (a spool from before that rule) goes there too, never to a
 // destination named "".

@@ -81,27 +81,31 @@ TEST(RecordsTest, NoTruncatedOrExtendedEnvelopeDecodes) {
   EXPECT_FALSE(DecodeEnvelope(huge, &out, &all));
 }
 
-// The campaign came with envelope version 2; a spool written before it (version 1, no
-// campaign) is still read.
-TEST(RecordsTest, EnvelopeKeepsItsCampaignAndVersionOneIsStillRead) {
+// The campaign came with envelope version 2; a message without one is written as version 1,
+// which a build from before campaigns reads too; a version 2 without a campaign is no record
+// we write (one encoding per record).
+TEST(RecordsTest, EnvelopeKeepsItsCampaignAndOneWithoutIsVersionOne) {
   const std::string v2 = EncodeEnvelope(Sample(), 9);
+  EXPECT_EQ(v2[0], 2);
   RecoveredMessage out;
   std::vector<PendingRecipient> all;
   ASSERT_TRUE(DecodeEnvelope(v2, &out, &all));
   EXPECT_EQ(out.campaign, "spring-sale");
-  // Version 1: the same record without the campaign string (4 octets of length, 11 of text)
-  // after auth_user.
   NewMessage m = Sample();
   m.campaign.clear();
   std::string v1 = EncodeEnvelope(m, 9);
-  const size_t at = v1.find("sender") + 6;  // auth_user's end
-  ASSERT_EQ(v1.substr(at, 4), std::string(4, '\0'));
-  v1.erase(at, 4);
-  v1[0] = 1;
+  EXPECT_EQ(v1[0], 1);
+  EXPECT_EQ(v1.size() + 4 + 11, v2.size());
   ASSERT_TRUE(DecodeEnvelope(v1, &out, &all));
-  EXPECT_EQ(out.campaign, "");
+  EXPECT_EQ(out.campaign, "") << "a used struct does not keep the last campaign";
   EXPECT_EQ(out.auth_user, "sender");
   EXPECT_EQ(all.size(), 3u);
+  // Version 2 with an empty campaign: damage.
+  const size_t at = v1.find("sender") + 6;
+  std::string bad = v1;
+  bad.insert(at, std::string(4, '\0'));
+  bad[0] = 2;
+  EXPECT_FALSE(DecodeEnvelope(bad, &out, &all));
 }
 
 TEST(RecordsTest, RecipientRecordsRoundTrip) {

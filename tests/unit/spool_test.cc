@@ -311,7 +311,7 @@ TEST_F(SpoolTest, FinishAndDeferSurviveReopen) {
     EXPECT_EQ(spool->stats().pending_messages, 3u);
 
     spool->Finish(partial, 0);
-    spool->Defer(partial, 1, 3, kRetryAt);
+    spool->Defer(partial, 1, 3, kRetryAt, /*delay_warned=*/true);  // its sender was told
     spool->Defer(partial, 3, 1, kRetryAt + 1);
     spool->Defer(partial, 3, 2, kRetryAt + 2);  // the latest state wins
     spool->Finish(done, 1);
@@ -340,6 +340,8 @@ TEST_F(SpoolTest, FinishAndDeferSurviveReopen) {
   EXPECT_EQ(p.recipients[0].address, "r1@example.com");
   EXPECT_EQ(p.recipients[0].attempts, 3);
   EXPECT_EQ(p.recipients[0].next_attempt_ms, kRetryAt);
+  EXPECT_TRUE(p.recipients[0].delay_warned) << "no second delay notice after a restart";
+  EXPECT_FALSE(p.recipients[2].delay_warned);
   EXPECT_EQ(p.recipients[1].index, 2u);
   EXPECT_EQ(p.recipients[1].address, "r2@example.com");
   EXPECT_EQ(p.recipients[1].attempts, 0);
