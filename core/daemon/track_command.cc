@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -24,7 +25,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: spate track ID [--config FILE] [--spool DIR] [--records FILE] [--json]\n"
     "  The status of each recipient of message ID (as in \"queued as ID\"), from the spool\n"
-    "  and the accounting records ([log] records).\n";
+    "  and the accounting records ([log] records; a relative path is from the current\n"
+    "  directory, as spate's own: run it where spate runs, or give --records).\n";
 
 using Json = nlohmann::json;
 
@@ -77,10 +79,38 @@ std::vector<std::filesystem::path> RecordsFiles(const std::string& path) {
     if (name.starts_with(prefix) && !name.ends_with(".tmp"))
       rotated.push_back(e.path());
   }
-  std::sort(rotated.begin(), rotated.end());  // PATH.YYYYMMDDTHHMMSS[.N][.zst]: time order
+  // PATH.YYYYMMDDTHHMMSS[.N][.zst] (core/journal.h): by time, then N as a number (.10 after
+  // .9), the file without N first.
+  auto key = [&](const fs::path& p) {
+    std::string rest = p.filename().string().substr(prefix.size());
+    if (rest.ends_with(".zst"))
+      rest.resize(rest.size() - 4);
+    const size_t dot = rest.find('.');
+    const std::string stamp = rest.substr(0, dot);
+    const unsigned long n =
+        dot == std::string::npos ? 0 : std::strtoul(rest.c_str() + dot + 1, nullptr, 10) + 1;
+    return std::pair(stamp, n);
+  };
+  std::sort(rotated.begin(), rotated.end(),
+            [&](const fs::path& a, const fs::path& b) { return key(a) < key(b); });
   if (fs::exists(live, ec))
     rotated.push_back(live);
   return rotated;
+}
+
+// A field of a record, or `fallback` when it is missing or of another type: a hand-edited or
+// foreign line must not stop the command (nlohmann-json's value() would throw).
+std::string Str(const Json& j, const char* key, std::string fallback = {}) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+int64_t Int(const Json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+const Json* Obj(const Json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_object() ? &*it : nullptr;
 }
 
 std::string Time(int64_t ms) {
@@ -99,16 +129,14 @@ struct Status {
   Json events = Json::array();
 };
 
-std::string ReplyText(const Json& reply) try {
+std::string ReplyText(const Json& reply) {
   if (!reply.is_object())
     return {};
-  std::string out = std::to_string(reply.value("code", 0));
-  if (reply.contains("enhanced"))
-    out += " " + reply.value("enhanced", std::string());
-  out += " " + reply.value("text", std::string());
+  std::string out = std::to_string(Int(reply, "code"));
+  if (const std::string e = Str(reply, "enhanced"); !e.empty())
+    out += " " + e;
+  out += " " + Str(reply, "text");
   return out;
-} catch (const Json::exception&) {
-  return {};  // a reply of another shape: not shown
 }
 
 }  // namespace
@@ -156,7 +184,7 @@ int TrackCommand(int argc, char** argv) {
         if (line.find(needle) == std::string_view::npos)
           return;
         Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (j.is_object() && j.value("id", std::string()) == hex)
+        if (j.is_object() && Str(j, "id") == hex)
           events.push_back(std::move(j));
       });
     }
@@ -190,38 +218,32 @@ int TrackCommand(int argc, char** argv) {
     for (const queue::SpooledRecipient& r : spooled->recipients)
       status_of(r.address);
   }
-  // A record of the wrong shape (a hand-edited or foreign file) is skipped, not fatal:
-  // nlohmann-json throws on a field of another type.
-  auto apply = [&](const Json& e) {
-    const std::string type = e.value("type", std::string());
+  // A field of the wrong type (a hand-edited or foreign file) counts as absent.
+  for (const Json& e : events) {
+    const std::string type = Str(e, "type");
     if (type == "DSN")
-      return;  // about the sender, not a recipient
+      continue;  // about the sender, not a recipient
     if (type == "Reception" && !head.contains("sender")) {
-      head["sender"] = e.value("sender", std::string());
-      head["received"] = e.value("queued", int64_t{0});
-      if (e.contains("campaign") && e["campaign"].is_string())
-        head["campaign"] = e["campaign"];
+      head["sender"] = Str(e, "sender");
+      head["received"] = Int(e, "queued");
+      if (const std::string c = Str(e, "campaign"); !c.empty())
+        head["campaign"] = c;
     }
-    const std::string rcpt = e.value("recipient", std::string());
+    const std::string rcpt = Str(e, "recipient");
     if (rcpt.empty())
-      return;
-    // Every field read before anything is kept: a record that throws halfway leaves no trace.
-    const uint64_t attempts = e.value("attempts", uint64_t{0});
-    const int64_t time_ms = e.value("time", int64_t{0});
-    const std::string klass = e.value("class", std::string());
-    const Json reply = e.contains("reply") && e["reply"].is_object() ? e["reply"] : Json();
-    const std::string peer = e.contains("peer") && e["peer"].is_object()
-                                 ? e["peer"].value("name", e["peer"].value("address", ""))
-                                 : "";
+      continue;
     Status& s = status_of(rcpt);
     s.events.push_back(e);
     if (type == "Reception")
-      return;
-    s.attempts = std::max(s.attempts, attempts);
-    s.time_ms = time_ms;
-    s.reply = reply;
-    s.klass = klass;
-    s.peer = peer;
+      continue;
+    s.attempts = std::max<uint64_t>(
+        s.attempts, static_cast<uint64_t>(std::max<int64_t>(0, Int(e, "attempts"))));
+    s.time_ms = Int(e, "time");
+    const Json* reply = Obj(e, "reply");
+    s.reply = reply != nullptr ? *reply : Json();
+    s.klass = Str(e, "class");
+    const Json* peer = Obj(e, "peer");
+    s.peer = peer != nullptr ? Str(*peer, "name", Str(*peer, "address")) : "";
     if (type == "Delivery")
       s.status = "delivered";
     else if (type == "Bounce" || type == "AdminBounce")
@@ -230,12 +252,6 @@ int TrackCommand(int argc, char** argv) {
       s.status = "expired";
     else if (type == "TransientFailure")
       s.status = "deferred";
-  };
-  for (const Json& e : events) {
-    try {
-      apply(e);
-    } catch (const Json::exception&) {
-    }
   }
   if (spooled) {
     // The spool knows best what is still to come.
@@ -271,10 +287,9 @@ int TrackCommand(int argc, char** argv) {
     std::printf("%s\n", head.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     return 0;
   }
-  std::printf(
-      "message %s from <%s> received %s%s%s\n", hex.c_str(),
-      head.value("sender", std::string()).c_str(), Time(head.value("received", int64_t{0})).c_str(),
-      head.contains("campaign") ? " campaign " : "", head.value("campaign", std::string()).c_str());
+  std::printf("message %s from <%s> received %s%s%s\n", hex.c_str(), Str(head, "sender").c_str(),
+              Time(Int(head, "received")).c_str(), head.contains("campaign") ? " campaign " : "",
+              Str(head, "campaign").c_str());
   for (const Status& s : out) {
     std::string line = s.recipient + " " + s.status;
     if (s.attempts > 0)

@@ -348,8 +348,9 @@ class Accounting(unittest.TestCase):
         # Lines of another shape (a hand-edited or damaged file) are skipped, not fatal.
         with open(self.records, "a") as f:
             f.write('{"type":"Delivery","id":"%s","recipient":5,"attempts":"x"}\n' % qid)
-            f.write('{"type":"Bounce","id":"%s","recipient":"zz@dest.test","reply":"x",'
+            f.write('{"type":"Bounce","id":"%s","recipient":["zz@dest.test"],"reply":"x",'
                     '"class":7}\nnot json at all "id":"%s"\n' % (qid, qid))
+            f.write('{"type":"Delivery","id":7,"x":{"id":"%s"},"recipient":"zz@dest.test"}\n' % qid)
         check_text(self.track(qid))
         check_json(self.track(qid, "--json"))
 
