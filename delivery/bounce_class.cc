@@ -181,6 +181,30 @@ const Classifier& Classifier::Default() {
   return *kDefault;
 }
 
+namespace {
+
+// Addresses in a reply say nothing of why it failed, and must not decide it: the text echoes
+// the recipient ("550 5.1.1 <ssl@example.com>: User unknown" is no TLS failure, and
+// <virus-lab@...> no virus). Every word with an '@' in it becomes x's, '@' and length kept.
+void MaskAddresses(char* buf, size_t n) {
+  constexpr std::string_view kDelimiters = " <>()[],;:\"'";
+  for (size_t i = 0; i < n;) {
+    while (i < n && kDelimiters.find(buf[i]) != std::string_view::npos)
+      ++i;
+    size_t end = i;
+    bool address = false;
+    for (; end < n && kDelimiters.find(buf[end]) == std::string_view::npos; ++end)
+      address = address || buf[end] == '@';
+    for (size_t k = i; address && k < end; ++k) {
+      if (buf[k] != '@')
+        buf[k] = 'x';
+    }
+    i = end;
+  }
+}
+
+}  // namespace
+
 BounceClass Classifier::Classify(uint16_t code, std::string_view enhanced,
                                  std::string_view text) const {
   // "CODE ENHANCED text", made safe and cut to kMaxInput on the stack: classifying is on the
@@ -206,6 +230,7 @@ BounceClass Classifier::Classify(uint16_t code, std::string_view enhanced,
     put(" ");
   }
   put(text);
+  MaskAddresses(buf.data(), n);
   return Match(std::string_view(buf.data(), n));
 }
 
@@ -216,6 +241,7 @@ BounceClass Classifier::Classify(std::string_view line) const {
     const auto u = static_cast<unsigned char>(line[i]);
     buf[i] = (u < 32 || u == 127) ? ' ' : line[i];
   }
+  MaskAddresses(buf.data(), n);
   return Match(std::string_view(buf.data(), n));
 }
 

@@ -75,6 +75,13 @@ const Case kReplies[] = {
     {"552 1 Requested mail action aborted, mailbox not found", C::kInvalidRecipient},
     // Apple iCloud
     {"550 5.1.1 <bob@icloud.com>: user does not exist", C::kInvalidRecipient},
+    // An echoed address decides nothing: not TLS, not a virus, not SPF.
+    {"550 5.1.1 <ssl@example.com>: Recipient address rejected: User unknown", C::kInvalidRecipient},
+    {"550 5.1.1 virus-lab@example.com: user unknown", C::kInvalidRecipient},
+    {"550 5.1.1 <spf.reputation@example.com>... No such user", C::kInvalidRecipient},
+    // The generic "mailbox unavailable" under a policy code is no unknown user.
+    {"550 5.7.1 Service unavailable, mailbox unavailable for policy reasons", C::kPolicyRelated},
+    {"550 Requested action not taken: mailbox unavailable", C::kInvalidRecipient},
     {"554 5.7.1 [CS01] Message rejected due to local policy. Please visit https://support.apple.com/en-us/HT204137", C::kPolicyRelated},
     {"550 5.7.0 Blocked - see https://support.proofpoint.com/dnsbl-lookup.cgi?ip=192.0.2.1", C::kSpamBlock},
     {"552 5.2.2 <bob@me.com>: user is over quota", C::kQuotaIssues},
