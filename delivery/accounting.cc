@@ -57,10 +57,8 @@ std::string FormatRecord(const Record& r) {
   Text(out, "type", RecordTypeName(r.type));
   if (r.id != 0)
     Text(out, "id", queue::FormatId(r.id));
-  if (r.type != RecordType::kSuppressed || !r.sender.empty()) {
-    Key(out, "sender");  // "" is the null sender: said, not left out
-    AppendJsonString(out, r.sender);
-  }
+  Key(out, "sender");  // "" is the null sender: said, not left out
+  AppendJsonString(out, r.sender);
   Text(out, "recipient", r.recipient);
   Text(out, "domain", r.domain);
   Text(out, "site", r.site);

@@ -7,7 +7,9 @@
 //
 // Types: Reception (accepted and durable), Delivery (2xx), TransientFailure (4xx, to be tried
 // again), Bounce (failed for good), Expiration (still deferred at [delivery] max_age: failed),
-// AdminBounce (failed by an operator), Suppressed (refused at RCPT: on the suppression list),
+// AdminBounce (failed by an operator: the admin API's, issue 13; nothing makes one yet),
+// Suppressed (refused at RCPT: on the suppression list; its `queued` is when the address went
+// on the list, and it has no id: the message was never accepted),
 // DSN (a delivery status notification stored for the sender).
 //
 // Fields (absent when unknown or empty): type, id (queue id), sender, recipient, domain, site,
