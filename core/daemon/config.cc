@@ -586,6 +586,10 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   return c;
 }
 
+Result<Config> LoadConfig(const std::string& path, std::string* error) {
+  return path.empty() ? ParseConfig(DefaultConfigText(), error) : LoadConfigFile(path, error);
+}
+
 Result<Config> LoadConfigFile(const std::string& path, std::string* error) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {

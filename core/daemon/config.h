@@ -146,6 +146,8 @@ struct Config {
 // Parses `text` (TOML). On failure, `error` says what and where.
 Result<Config> ParseConfig(std::string_view text, std::string* error);
 Result<Config> LoadConfigFile(const std::string& path, std::string* error);
+// The file at `path`, or the embedded default (DefaultConfigText()) when `path` is empty.
+Result<Config> LoadConfig(const std::string& path, std::string* error);
 
 // The embedded default configuration (deploy/spate.toml), as text.
 std::string_view DefaultConfigText();

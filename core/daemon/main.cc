@@ -203,8 +203,7 @@ int Run(int argc, char** argv) {
     return 2;
   }
   std::string error;
-  auto config_or = flags.config_path.empty() ? ParseConfig(DefaultConfigText(), &error)
-                                             : LoadConfigFile(flags.config_path, &error);
+  auto config_or = LoadConfig(flags.config_path, &error);
   if (!config_or) {
     std::fprintf(stderr, "spate: configuration: %s\n", error.c_str());
     return 2;

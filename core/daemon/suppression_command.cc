@@ -82,8 +82,7 @@ int SuppressionCommand(int argc, char** argv) {
     return 2;
   }
   std::string error;
-  auto config = args.config_path.empty() ? ParseConfig(DefaultConfigText(), &error)
-                                         : LoadConfigFile(args.config_path, &error);
+  auto config = LoadConfig(args.config_path, &error);
   if (!config) {
     std::fprintf(stderr, "spate: configuration: %s\n", error.c_str());
     return 2;

@@ -163,8 +163,7 @@ int TrackCommand(int argc, char** argv) {
     return 2;
   }
   std::string error;
-  auto config = config_path.empty() ? ParseConfig(DefaultConfigText(), &error)
-                                    : LoadConfigFile(config_path, &error);
+  auto config = LoadConfig(config_path, &error);
   if (!config) {
     std::fprintf(stderr, "spate: configuration: %s\n", error.c_str());
     return 2;
