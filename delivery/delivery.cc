@@ -409,6 +409,8 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     }
     outcomes->deferred.push_back(later);
   }
+  if (accounting_ == nullptr && !options_.log_deliveries)
+    return;  // nothing to say: no copy of the domain either
   std::string_view address = job.address(r);
   std::string domain = DomainOf(address);
   if (accounting_ != nullptr) {
