@@ -202,17 +202,31 @@ size_t Suppression::Sweep(int64_t now_ms) {
   const int64_t ttl_ms = state_->ttl();
   if (ttl_ms <= 0)
     return 0;
+  // The walk holds a shard's lock shared, so lookups (every RCPT, on the reactors) go on; the
+  // expired entries are then removed a batch at a time under the exclusive lock, each looked
+  // at again (a bounce may have renewed it meanwhile).
+  constexpr size_t kBatch = 1024;
   size_t removed = 0;
+  std::vector<std::string> expired;
   for (State::Shard& shard : state_->shards) {
-    std::unique_lock lock(shard.mu);
-    for (auto it = shard.map.begin(); it != shard.map.end();) {
-      if (!Expired(it->second.since_ms, now_ms, ttl_ms)) {
-        ++it;
-        continue;
+    expired.clear();
+    {
+      std::shared_lock lock(shard.mu);
+      for (const auto& [key, entry] : shard.map) {
+        if (Expired(entry.since_ms, now_ms, ttl_ms))
+          expired.push_back(key);
       }
-      state_->writer(it->first, std::nullopt);
-      it = shard.map.erase(it);
-      ++removed;
+    }
+    for (size_t first = 0; first < expired.size(); first += kBatch) {
+      std::unique_lock lock(shard.mu);
+      for (size_t i = first; i < std::min(expired.size(), first + kBatch); ++i) {
+        auto it = shard.map.find(expired[i]);
+        if (it == shard.map.end() || !Expired(it->second.since_ms, now_ms, ttl_ms))
+          continue;
+        state_->writer(it->first, std::nullopt);
+        shard.map.erase(it);
+        ++removed;
+      }
     }
   }
   return removed;

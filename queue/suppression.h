@@ -20,8 +20,9 @@
 //
 // Expiry: an entry older than the ttl (Spool::Options::suppression_ttl, 90 days) is absent for
 // Lookup and export at once, and purged from memory and disk by a sweep: at Open, every hour on
-// the commit thread, and soon after SetTtl(). A sweep holds each shard's lock while it walks
-// that shard (~1/16 of the list: tens of ms at 10 million entries).
+// the commit thread, and soon after SetTtl(). A sweep walks each shard under its lock shared
+// (lookups go on; an Add to that shard waits, ~1/16 of the list: tens of ms at 10 million
+// entries), then removes what expired 1,024 entries at a time under the exclusive lock.
 //
 // Memory: about 330 bytes per entry at typical sizes (a 25-octet address, "InvalidRecipient",
 // a 90-octet reason), counted in glibc malloc chunks: the hash node holding the key and value
