@@ -8,7 +8,7 @@ COV_BUILD  ?= build-cov
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZERS    := server_session address reply_parser client_session records dns_wire dsn suppression_csv \
-              bounce_rules bounce_class record_json
+              bounce_rules bounce_class record_json shaping
 JOBS       ?= 2
 ARGS       ?=
 

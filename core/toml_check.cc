@@ -61,13 +61,21 @@ bool CheckTomlText(std::string_view text, std::string* error) {
     }
   }
   line = 1;
-  char prev = '\n';  // the character before, outside strings
+  char prev = '\n';       // the character before, outside strings
+  bool in_value = false;  // after a key's '=', until a key may come again
   for (size_t i = 0; i < text.size(); prev = text[i++]) {
     const char c = text[i];
     if (c == '\n') {
       ++line;
       in_header = false;
       statement_start = open.empty();
+      in_value = in_value && !open.empty();
+    } else if ((c == '"' || c == '\'') && in_value && prev == '.') {
+      // A dotted key may go on with a quoted part ("a."b" = 1"); a value never does, and
+      // toml++ 3.3 reaches TOML_UNREACHABLE on a bad number so followed ("+."μ": found by
+      // tests/fuzz/shaping_fuzz).
+      *error = "line " + std::to_string(line) + ": a quote after a '.' in a value";
+      return false;
     } else if ((c == '"' || c == '\'') &&
                std::string_view(" \t\r\n=[{,.").find(prev) == std::string_view::npos) {
       *error = "line " + std::to_string(line) + ": a quote inside a bare key or value";
@@ -102,8 +110,15 @@ bool CheckTomlText(std::string_view text, std::string* error) {
       }
       in_header = true;
       statement_start = false;
+    } else if (!in_header && c == '=') {
+      in_value = true;
+      statement_start = false;
     } else if (!in_header && (c == '[' || c == '{')) {
       open += c;
+      in_value = in_value && c == '[';  // an inline table's keys come next
+      statement_start = false;
+    } else if (!in_header && c == ',' && !open.empty() && open.back() == '{') {
+      in_value = false;  // the next key of an inline table
       statement_start = false;
     } else if (!in_header && c == '}' && !open.empty() && open.back() == '[') {
       *error = "line " + std::to_string(line) + ": a '}' inside an array";
@@ -111,6 +126,7 @@ bool CheckTomlText(std::string_view text, std::string* error) {
     } else if (!in_header && (c == ']' || c == '}')) {
       if (!open.empty())
         open.pop_back();
+      in_value = true;  // what closed was a value
       statement_start = false;
     } else if (c != ' ' && c != '\t' && c != '\r') {
       statement_start = false;

@@ -278,6 +278,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"HeaderWithoutKey", "[server]\nlisten = \"127.0.0.1:25\"\n[&\n", "line 3"},
         BadConfig{"BraceInArray", "[server]\nrelay_networks = [1, }\n", "inside an array"},
         BadConfig{"NonAsciiOutsideString", "[server]\nhostname = \xc2\xa1\n", "non-ASCII"},
+        BadConfig{"QuoteAfterADotInAValue", "[server]\nhostname = +.\"\xce\xbc\"\n", "after a '.'"},
         BadConfig{"UnknownSuppressionClass", "[suppression]\nclasses = [\"NoSuchClass\"]\n",
                   "NoSuchClass"},
         BadConfig{"TopLevelKey", "listen = \"127.0.0.1:25\"\n", "listen"},
