@@ -582,14 +582,15 @@ int Run(int argc, char** argv) {
   SPATE_LOG(
       kInfo,
       "spate ready: smtp=%s %smetrics=%s:%d spool=%s shards=%u recovered_messages=%zu "
-      "recovered_recipients=%zu recovered_first_due_in=%.1fs starttls=%s auth=%s",
+      "recovered_recipients=%zu recovered_first_due_in=%.1fs starttls=%s auth=%s records=%s",
       FormatAddress(listen_addr).c_str(), smtps.c_str(),
       config.metrics_listen.text.substr(0, config.metrics_listen.text.rfind(':')).c_str(),
       exporter->port(), config.spool_path.c_str(), config.shards, recovered_msgs, recovered_rcpts,
       recovered_rcpts == 0
           ? 0.0
           : std::max<double>(0, static_cast<double>(first_due_ms - Clock::Real().WallMs()) / 1000),
-      tls_context ? "on" : "off", auth_mode);
+      tls_context ? "on" : "off", auth_mode,
+      config.records.empty() ? "off" : config.records.c_str());
 
   int sig = 0;
   // SIGHUP: the records file is opened again (after an outside rotation, logrotate's).
