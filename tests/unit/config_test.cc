@@ -18,6 +18,7 @@
 
 #include "core/connection.h"
 #include "core/daemon/options.h"
+#include "delivery/bounce_class.h"
 
 namespace spate {
 namespace {
@@ -106,6 +107,29 @@ TEST(ConfigTest, TlsPolicyIsPerLowerCaseDomainAndMapsOntoTheDeliveryOptions) {
   EXPECT_EQ(o.TlsFor("old.example"), delivery::TlsMode::kOff);
   EXPECT_EQ(o.TlsFor("other.example"), delivery::TlsMode::kRequired);
   EXPECT_EQ(o.max_body_bytes, uint64_t{32} << 20) << "shared by the two shards";
+}
+
+// Issue 10's settings reach the modules: DSNs and their delay notice, the bounce classes that
+// suppress, the campaign header; with dsn off the server stops offering DSN too.
+TEST(ConfigTest, BounceSettingsMapOntoTheDeliveryAndServerOptions) {
+  Config on = MustParse("");
+  EXPECT_TRUE(daemon::ServerOptions(on).dsn);
+  EXPECT_EQ(daemon::ServerOptions(on).campaign_header, "X-Campaign");
+  delivery::Options d = daemon::DeliveryOptions(on);
+  EXPECT_TRUE(d.dsn);
+  EXPECT_EQ(d.delay_warning, Seconds(4 * 3600));
+  EXPECT_EQ(d.suppress_classes,
+            (1u << static_cast<unsigned>(delivery::BounceClass::kInvalidRecipient)) |
+                (1u << static_cast<unsigned>(delivery::BounceClass::kBadDomain)));
+  Config off = MustParse(
+      "[delivery]\ndsn = false\ndelay_warning = \"0s\"\n[server]\ncampaign_header = \"\"\n"
+      "[suppression]\nclasses = [\"QuotaIssues\"]\n");
+  EXPECT_FALSE(daemon::ServerOptions(off).dsn);
+  EXPECT_EQ(daemon::ServerOptions(off).campaign_header, "");
+  d = daemon::DeliveryOptions(off);
+  EXPECT_FALSE(d.dsn);
+  EXPECT_EQ(d.delay_warning, Seconds(0));
+  EXPECT_EQ(d.suppress_classes, 1u << static_cast<unsigned>(delivery::BounceClass::kQuotaIssues));
 }
 
 // The built-in defaults and the shipped file must not drift apart: an empty config file and
