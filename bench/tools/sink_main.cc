@@ -6,18 +6,22 @@
 //
 // It can push back the way real receivers do: PIPELINING on or off, a delay before every reply
 // and before the end-of-data reply, a probability of 4xx/5xx per RCPT and per end of data, a
-// probability of dropping the connection after the data instead of answering, and a cap on
-// concurrent connections (421 beyond it).
+// probability of dropping the connection after the data instead of answering, a cap on
+// concurrent connections (421 beyond it), and "421 then close" (RFC 5321 §3.8) with a probability
+// per RCPT and per end of data, or to the first RCPT of the sink's first N transactions.
 //
 // The parser is minimal on purpose (it serves load, it is not a conforming server): command
 // lines end at LF, the data phase ends only at <CRLF>.<CRLF>; replies to a batch of pipelined
 // commands go out in one write once the input at hand is consumed (RFC 2920 §3.2).
 //
 // Output: JSON on stdout when it exits: on SIGTERM/SIGINT, once --expect messages arrived, or
-// after --duration seconds; the same JSON every second in --stats-file when given.
+// after --duration seconds; the same JSON every second in --stats-file when given. With
+// --arrivals-file, one line per accepted message at exit: "USEC CONN" (CLOCK_REALTIME µs of its
+// end of data, the connection's sequence number over the sink), sorted by time.
 // Threading: --threads shards (spate::Shard), each with its own SO_REUSEPORT listener; the main
 // thread samples the counters every second and waits for signals.
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cinttypes>
@@ -54,6 +58,11 @@ struct Options {
   double data_permfail = 0;
   double drop_after_data = 0;
   uint64_t max_connections = 0;
+  double rcpt_421 = 0;
+  double data_421 = 0;
+  uint64_t first_421 = 0;
+  std::string text_421 = "4.7.0 spate-sink: try again later";
+  std::string arrivals_file;
   uint64_t expect = 0;
   double duration = 0;
   std::string stats_file;
@@ -73,23 +82,33 @@ struct SinkStats {
   Counter dropped_after_data;
   Counter missing_timestamp;
   Counter rcpt_4xx, rcpt_5xx, data_4xx, data_5xx;
+  Counter replies_421;  // --rcpt-421, --data-421, --first-421 and --max-connections
+  Counter arrivals_dropped;
   Histogram latency;
   std::atomic<uint64_t> first_ns{0};
   std::atomic<uint64_t> last_ns{0};
+  std::atomic<uint64_t> max_messages_per_connection{0};
+  // --arrivals-file: (µs since the epoch, connection number) per accepted message. Written by the
+  // shard; read once it has joined.
+  std::vector<std::pair<uint64_t, uint64_t>> arrivals;
 };
+
+constexpr size_t kMaxArrivals = 1000000;  // per shard; beyond, counted in arrivals_dropped
 
 struct Shared {
   Options options;
   std::atomic<int64_t> live_connections{0};
   std::atomic<int64_t> max_live{0};
-  std::atomic<uint64_t> messages{0};  // over all shards, for --expect
+  std::atomic<uint64_t> messages{0};        // over all shards, for --expect
+  std::atomic<uint64_t> connection_seq{0};  // numbers the accepted connections, from 1
+  std::atomic<uint64_t> transactions{0};    // first RCPTs of a transaction, for --first-421
 };
 
 class Sink;
 
 class SinkConnection final : public Connection {
  public:
-  SinkConnection(Sink& sink, int fd);
+  SinkConnection(Sink& sink, int fd, uint64_t seq);
   void Begin(bool refuse);
 
  protected:
@@ -103,9 +122,12 @@ class SinkConnection final : public Connection {
   void Reply(std::string_view text, uint64_t delay_ns);
   void Flush();
   void EndOfData();
+  // "421 <--text-421>" after the replies queued so far, then close (RFC 5321 §3.8).
+  void Reply421(uint64_t delay_ns);
   bool Chance(double p);
 
   Sink& sink_;
+  uint64_t seq_;  // accept order over the sink, from 1
   State state_ = State::kCommand;
   std::string line_;
   // Data phase: how far "\r\n.\r\n" is matched (0 none, 1 "\r", 2 "\r\n", 3 "\r\n.",
@@ -115,11 +137,13 @@ class SinkConnection final : public Connection {
   uint64_t size_ = 0;
   uint32_t rcpts_ = 0;
   bool mail_ = false;
+  bool rcpt_seen_ = false;  // a RCPT came in this transaction (accepted or not)
+  uint64_t messages_ = 0;   // accepted on this connection
   // Replies waiting for their time, oldest first (all at once when there is no delay).
   std::deque<std::pair<uint64_t, std::string>> delayed_;
   std::string out_;
   Reactor::TimerId timer_;
-  bool quit_ = false;  // QUIT received: close once its reply is out
+  bool quit_ = false;  // QUIT received or 421 sent: read no more, close once the replies are out
 };
 
 class Sink final : public Service {
@@ -177,7 +201,8 @@ class Sink final : public Service {
         }
         if (refuse)
           stats_.refused_connections.Add();
-        auto* c = new SinkConnection(*this, res);
+        uint64_t seq = shared_.connection_seq.fetch_add(1, std::memory_order_relaxed) + 1;
+        auto* c = new SinkConnection(*this, res, seq);
         live_.insert(c);
         c->Begin(refuse);
       } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED && !stopping_) {
@@ -201,7 +226,8 @@ class Sink final : public Service {
 constexpr size_t kHeadBytes = 4096;  // the timestamp header is looked for this far in
 constexpr size_t kMaxLine = 4096;
 
-SinkConnection::SinkConnection(Sink& sink, int fd) : Connection(sink.reactor(), fd), sink_(sink) {}
+SinkConnection::SinkConnection(Sink& sink, int fd, uint64_t seq)
+    : Connection(sink.reactor(), fd), sink_(sink), seq_(seq) {}
 
 uint64_t MsToNs(double ms) {
   return ms <= 0 ? 0 : static_cast<uint64_t>(ms * 1e6);
@@ -210,6 +236,7 @@ uint64_t MsToNs(double ms) {
 void SinkConnection::Begin(bool refuse) {
   if (refuse) {
     state_ = State::kRefused;
+    sink_.stats().replies_421.Add();
     Send(std::string_view("421 4.7.0 spate-sink: too many connections\r\n"));
     Close();
     return;
@@ -306,10 +333,19 @@ void SinkConnection::Command(std::string_view line) {
   if (is("MAIL")) {
     mail_ = true;
     rcpts_ = 0;
+    rcpt_seen_ = false;
     Reply("250 2.1.0 Ok\r\n", delay);
   } else if (is("RCPT")) {
+    bool first = mail_ && !rcpt_seen_;
+    if (mail_)
+      rcpt_seen_ = true;
     if (!mail_) {
       Reply("503 5.5.1 need MAIL first\r\n", delay);
+    } else if (first && o.first_421 != 0 &&
+               sink_.shared().transactions.fetch_add(1, std::memory_order_relaxed) < o.first_421) {
+      Reply421(delay);
+    } else if (Chance(o.rcpt_421)) {
+      Reply421(delay);
     } else if (Chance(o.rcpt_tempfail)) {
       sink_.stats().rcpt_4xx.Add();
       Reply("451 4.3.0 spate-sink: recipient deferred\r\n", delay);
@@ -364,6 +400,10 @@ void SinkConnection::EndOfData() {
     return;
   }
   uint64_t delay = MsToNs(o.reply_delay_ms) + MsToNs(o.data_delay_ms);
+  if (Chance(o.data_421)) {
+    Reply421(delay);
+    return;
+  }
   if (Chance(o.data_tempfail)) {
     st.data_4xx.Add();
     Reply("451 4.3.0 spate-sink: message deferred\r\n", delay);
@@ -388,7 +428,23 @@ void SinkConnection::EndOfData() {
     st.first_ns.store(now, std::memory_order_relaxed);
   st.last_ns.store(now, std::memory_order_relaxed);
   sink_.shared().messages.fetch_add(1, std::memory_order_relaxed);
+  ++messages_;
+  if (messages_ > st.max_messages_per_connection.load(std::memory_order_relaxed))
+    st.max_messages_per_connection.store(messages_, std::memory_order_relaxed);
+  if (!o.arrivals_file.empty()) {
+    if (st.arrivals.size() < kMaxArrivals) {
+      st.arrivals.emplace_back(now / 1000, seq_);
+    } else {
+      st.arrivals_dropped.Add();
+    }
+  }
   Reply("250 2.0.0 Ok: discarded\r\n", delay);
+}
+
+void SinkConnection::Reply421(uint64_t delay_ns) {
+  sink_.stats().replies_421.Add();
+  Reply("421 " + sink_.options().text_421 + "\r\n", delay_ns);
+  quit_ = true;
 }
 
 void SinkConnection::Reply(std::string_view text, uint64_t delay_ns) {
@@ -442,8 +498,9 @@ std::string SinkJson(const Shared& shared, const std::vector<std::unique_ptr<Sin
     return n;
   };
   Histogram::Counts latency;
-  uint64_t first = 0, last = 0;
+  uint64_t first = 0, last = 0, max_per_connection = 0;
   for (const auto& s : stats) {
+    max_per_connection = std::max(max_per_connection, s->max_messages_per_connection.load());
     Histogram::Counts c;
     s->latency.Snapshot(&c);
     latency.Add(c);
@@ -470,12 +527,15 @@ std::string SinkJson(const Shared& shared, const std::vector<std::unique_ptr<Sin
       .Add("bytes", total([](SinkStats& s) -> Counter& { return s.bytes; }))
       .Add("connections", total([](SinkStats& s) -> Counter& { return s.connections; }))
       .Add("max_concurrent_connections", static_cast<uint64_t>(shared.max_live.load()))
+      .Add("max_messages_per_connection", max_per_connection)
       .Add("refused_connections",
            total([](SinkStats& s) -> Counter& { return s.refused_connections; }))
+      .Add("replies_421", total([](SinkStats& s) -> Counter& { return s.replies_421; }))
       .Add("dropped_after_data",
            total([](SinkStats& s) -> Counter& { return s.dropped_after_data; }))
       .Raw("rejected", rejected.Finish())
       .Add("missing_timestamp", total([](SinkStats& s) -> Counter& { return s.missing_timestamp; }))
+      .Add("arrivals_dropped", total([](SinkStats& s) -> Counter& { return s.arrivals_dropped; }))
       .Add("start_ns", start_wall)
       .Add("first_message_ns", first)
       .Add("last_message_ns", last)
@@ -506,6 +566,14 @@ int Main(int argc, char** argv) {
   flags.Double("drop-after-data", &o.drop_after_data,
                "probability of closing the connection at the end of data, unanswered");
   flags.Uint("max-connections", &o.max_connections, "concurrent connections, 421 beyond; 0: any");
+  flags.Double("rcpt-421", &o.rcpt_421, "probability of 421 to a RCPT, then close");
+  flags.Double("data-421", &o.data_421, "probability of 421 at the end of data, then close");
+  flags.Uint("first-421", &o.first_421,
+             "421 to the first RCPT of the sink's first N transactions (all threads), then close");
+  flags.String("text-421", &o.text_421, "text of those 421 replies, after \"421 \"");
+  flags.String("arrivals-file", &o.arrivals_file,
+               "at exit, one line per accepted message: \"USEC CONN\" (realtime microseconds, "
+               "connection number), sorted");
   flags.Uint("expect", &o.expect,
              "exit once this many messages were accepted and the clients left (or 1 s "
              "passed); 0: never");
@@ -519,6 +587,23 @@ int Main(int argc, char** argv) {
     return 2;
   if (o.threads == 0)
     o.threads = 1;
+  const std::pair<const char*, double> probabilities[] = {{"rcpt-tempfail", o.rcpt_tempfail},
+                                                          {"rcpt-permfail", o.rcpt_permfail},
+                                                          {"data-tempfail", o.data_tempfail},
+                                                          {"data-permfail", o.data_permfail},
+                                                          {"drop-after-data", o.drop_after_data},
+                                                          {"rcpt-421", o.rcpt_421},
+                                                          {"data-421", o.data_421}};
+  for (const auto& [name, p] : probabilities) {
+    if (!(p >= 0 && p <= 1)) {
+      std::fprintf(stderr, "spate-sink: --%s must be in 0..1\n", name);
+      return 2;
+    }
+  }
+  if (o.text_421.find_first_of("\r\n") != std::string::npos) {
+    std::fprintf(stderr, "spate-sink: --text-421 must be one line\n");
+    return 2;
+  }
   socklen_t len = 0;
   auto addr = ParseEndpoint(o.listen, &len);
   if (!addr) {
@@ -646,6 +731,26 @@ int Main(int argc, char** argv) {
     s->RequestStop();
   for (auto& s : shards)
     s->Join();
+  int status = 0;
+  // Before the JSON, so the arrivals are there once the JSON is.
+  if (!o.arrivals_file.empty()) {
+    std::vector<std::pair<uint64_t, uint64_t>> all;
+    for (auto& s : stats)
+      all.insert(all.end(), s->arrivals.begin(), s->arrivals.end());
+    std::sort(all.begin(), all.end());
+    std::string text;
+    text.reserve(all.size() * 24);
+    char line[48];
+    for (const auto& [usec, conn] : all) {
+      int n = std::snprintf(line, sizeof line, "%" PRIu64 " %" PRIu64 "\n", usec, conn);
+      text.append(line, static_cast<size_t>(n));
+    }
+    if (!WriteFileAtomically(o.arrivals_file, text)) {
+      std::fprintf(stderr, "spate-sink: cannot write %s: %s\n", o.arrivals_file.c_str(),
+                   std::strerror(errno));
+      status = 1;  // the JSON goes out anyway
+    }
+  }
   std::string json = SinkJson(*shared, stats, listen, start_wall, elapsed(end), timeline, true);
   // Why it stopped, as the last field.
   json.insert(json.size() - 2, ", \"exit\": " + JsonString(reason));
@@ -657,7 +762,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "spate-sink: cannot write %s: %s\n", o.json.c_str(), std::strerror(errno));
     return 1;
   }
-  return 0;
+  return status;
 }
 
 }  // namespace
