@@ -22,6 +22,8 @@ std::string_view RecordTypeName(RecordType t) {
       return "Suppressed";
     case RecordType::kDsn:
       return "DSN";
+    case RecordType::kAutomation:
+      return "Automation";
   }
   return "Unknown";
 }
@@ -57,8 +59,10 @@ std::string FormatRecord(const Record& r) {
   Text(out, "type", RecordTypeName(r.type));
   if (r.id != 0)
     Text(out, "id", queue::FormatId(r.id));
-  Key(out, "sender");  // "" is the null sender: said, not left out
-  AppendJsonString(out, r.sender);
+  if (r.type != RecordType::kAutomation) {
+    Key(out, "sender");  // "" is the null sender: said, not left out
+    AppendJsonString(out, r.sender);
+  }
   Text(out, "recipient", r.recipient);
   Text(out, "domain", r.domain);
   Text(out, "site", r.site);
@@ -101,6 +105,9 @@ std::string FormatRecord(const Record& r) {
   }
   Text(out, "class", r.bounce_class);
   Text(out, "action", r.dsn_action);
+  Text(out, "rule", r.rule);
+  Text(out, "event", r.rule_event);
+  Number(out, "until", static_cast<uint64_t>(r.until_ms > 0 ? r.until_ms : 0));
   Number(out, "recipients", r.dsn_recipients);
   if (r.dsn_id != 0)
     Text(out, "dsn_id", queue::FormatId(r.dsn_id));

@@ -10,14 +10,19 @@
 // AdminBounce (failed by an operator: the admin API's, issue 13; nothing makes one yet),
 // Suppressed (refused at RCPT: on the suppression list; its `queued` is when the address went
 // on the list, and it has no id: the message was never accepted),
-// DSN (a delivery status notification stored for the sender).
+// DSN (a delivery status notification stored for the sender), Automation (a shaping rule
+// fired on a site, its duration ended and the site recovers by steps, or it ended: the site is
+// back to normal; delivery/adaptive.h).
 //
 // Fields (absent when unknown or empty): type, id (queue id), sender, recipient, domain, site,
 // campaign, size (octets), attempts (this one included), reply {code, enhanced, text}, peer
 // {name, address}, tls {version, cipher}, class (bounce class of a failure), queued (when the
 // message was accepted) and time (of the event), both unix milliseconds; a DSN also has
 // action ("failed", "delayed", "relayed"), recipients (how many it reports) and dsn_id (the
-// notice's own queue id, which its Reception and Delivery records carry as their id).
+// notice's own queue id, which its Reception and Delivery records carry as their id). An
+// Automation record has site, rule (its label, "provider.yahoo:47"), action ("Suspend",
+// "Bounce", "SetConfig max_message_rate=1/s"), event ("fired", "recovering", "ended"), reply
+// (the one that fired it), until (when its full strength ends) and time, and no sender.
 // Threading: FormatRecord is pure; an Accounting's Record() may be called from any thread.
 #pragma once
 
@@ -39,6 +44,7 @@ enum class RecordType : uint8_t {
   kAdminBounce,
   kSuppressed,
   kDsn,
+  kAutomation,
 };
 std::string_view RecordTypeName(RecordType t);  // "Reception", "TransientFailure", "DSN", ...
 
@@ -61,6 +67,9 @@ struct Record {
   std::string_view dsn_action;
   uint32_t dsn_recipients = 0;
   queue::MessageId dsn_id = 0;  // the DSN message's own queue id
+  std::string_view rule;        // Automation: the rule's label; action goes in dsn_action
+  std::string_view rule_event;  // "fired", "recovering", "ended"
+  int64_t until_ms = 0;
   int64_t queued_ms = 0;
   int64_t event_ms = 0;
 };

@@ -9,6 +9,7 @@
 #include "core/smtp/server_session.h"
 #include "core/tls/tls.h"
 #include "delivery/accounting.h"
+#include "delivery/adaptive.h"
 #include "delivery/bounce_class.h"
 #include "delivery/dsn.h"
 #include "delivery/pool.h"
@@ -91,13 +92,21 @@ struct Delivery::Impl final : public Engine {
   void ReleaseBody(size_t bytes) override { held_body_bytes -= std::min(held_body_bytes, bytes); }
   bool TlsBroken(const std::string& site) override;
   void MarkTlsBroken(const std::string& site) override;
+  ProviderLimits& provider_limits() override { return *provider_limits_; }
+  void RecordAutomation(Site& site, const Automation& rule, AutomationState::Event event,
+                        const smtp::Reply* reply, Clock::time_point until) override;
+
+  // The shaping's provider of `domain` routed by `route` (null: none, or no shaping).
+  const Provider* ProviderOf(std::string_view domain, const delivery::Route& route);
+  SitePolicy MakePolicy(std::string_view domain, const delivery::Route& route, bool own_domain);
+  void SetShaping(std::shared_ptr<const Shaping> shaping);
 
   void Enqueue(const std::string& domain, Job&& job);
   void Due(Job&& job);
   // A due job: its domain's route, then its site (here or on the site's shard).
   void Route(const std::string& domain, Job&& job);
   void Routed(const std::string& domain, RouteRef route, Job&& job);
-  void ToSite(std::string_view name, TlsMode tls, RouteRef route, Job&& job);
+  void ToSite(std::string_view name, TlsMode tls, bool own_domain, RouteRef route, Job&& job);
   // Every recipient of `job` gets `why`, decided before any site.
   void Settle(Job&& job, const smtp::Reply& why);
   DomainStats& DomainStatsOf(std::string_view address);
@@ -121,13 +130,13 @@ struct Delivery::Impl final : public Engine {
   using Bounced = Outcomes::Bounced;
   void SendDsn(MessageRef message, std::vector<Bounced>&& bounced, Body sent);
   void StoreDsn(MessageRef message, std::vector<Bounced>&& bounced, const std::string& original);
-  // Accepted longer than max_age ago.
-  bool Expired(const Message& m) const {
-    return options_.max_age.count() > 0 && m.received_ms > 0 &&
-           static_cast<double>(reactor_.wall_ms() - m.received_ms) >=
-               options_.max_age.count() * 1000;
+  Clock::duration Backoff(uint16_t attempts, const SiteLimits* limits);
+  // A site's max_age, or [delivery]'s for an outcome decided before any site.
+  bool Expired(const Message& m, const Site* site) const {
+    const Seconds max_age = site != nullptr ? site->limits().max_age : options_.max_age;
+    return max_age.count() > 0 && m.received_ms > 0 &&
+           static_cast<double>(reactor_.wall_ms() - m.received_ms) >= max_age.count() * 1000;
   }
-  Clock::duration Backoff(uint16_t attempts);
   void ArmSweep();
   void Sweep();
 
@@ -143,6 +152,9 @@ struct Delivery::Impl final : public Engine {
   SiteOwners* owners_ = nullptr;
   ShardId self_ = 0;
   const tls::TlsContext* tls_context_ = nullptr;
+  std::shared_ptr<const Shaping> shaping_;
+  ProviderLimits own_provider_limits_;
+  ProviderLimits* provider_limits_ = &own_provider_limits_;
   struct Hash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
@@ -152,6 +164,8 @@ struct Delivery::Impl final : public Engine {
   // by MX host names. Two maps, so that an MX host named like a statically routed domain never
   // shares that domain's site.
   SiteMap sites[2];
+  // An MX site's provider (by its MX hosts), for the shaping in force (bounded).
+  std::unordered_map<std::string, const Provider*, Hash, std::equal_to<>> provider_of_site_;
   size_t site_count() const { return sites[0].size() + sites[1].size(); }
   // Sites whose opportunistic TLS failed, until when they go in the clear (bounded).
   std::unordered_map<std::string, Clock::time_point> tls_broken;
@@ -208,15 +222,40 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
     const RouteFailure& f = *route->failure;
     return Settle(std::move(job), smtp::Reply{static_cast<uint16_t>(f.code), f.enhanced, f.text});
   }
+  // A domain with a shaping table of its own is a site of its own (its limits are not its MX
+  // siblings'), as is one with a static route.
+  const Shaping* shaping = shaping_.get();
+  const ShapingValues* own_table = shaping != nullptr ? shaping->DomainValues(domain) : nullptr;
+  const bool own = route->site.empty() || own_table != nullptr;
   // The TLS policy is the domain's, decided here, before the rollup: a site is one MX host set
-  // and one policy, so no domain's policy reaches another's mail (KumoMTA #484).
-  const TlsMode tls = options_.TlsFor(domain);
+  // and one policy, so no domain's policy reaches another's mail (KumoMTA #484). [tls_policy]
+  // first, then the shaping layers' enable_tls, then [delivery] tls.
+  TlsMode layered = options_.tls;
+  const Provider* provider = nullptr;
+  if (shaping != nullptr) {
+    provider = ProviderOf(domain, *route);
+    if (own_table != nullptr && own_table->enable_tls) {
+      layered = *own_table->enable_tls;
+    } else if (provider != nullptr && provider->values.enable_tls) {
+      layered = *provider->values.enable_tls;
+    } else if (shaping->defaults().enable_tls) {
+      layered = *shaping->defaults().enable_tls;
+    }
+  }
+  auto policy = options_.tls_policy.find(domain);
+  const TlsMode tls = policy != options_.tls_policy.end() ? policy->second : layered;
   std::string_view name = domain;
   std::string with_policy;
-  if (!route->site.empty()) {
+  if (!own) {
     name = route->site;
-    if (tls != options_.tls) {
-      with_policy = route->site + "+tls=" + std::string(TlsModeName(tls));
+    // A provider found by the domain's suffix: not every domain of the MX host set has it.
+    const bool by_domain = provider != nullptr && shaping->has_domain_suffix();
+    if (tls != layered || by_domain) {
+      with_policy = route->site;
+      if (by_domain)
+        with_policy += "+provider=" + provider->name;
+      if (tls != layered)
+        with_policy += "+tls=" + std::string(TlsModeName(tls));
       name = with_policy;
     }
   }
@@ -224,19 +263,120 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
   const ShardId owner = n > 1 ? OwnerOf(name, n) : self_;
   if (owner != self_) {
     // The body goes along (immutable, shared): the site's shard need not read it again.
-    owners_->PostToSite(owner, std::string(name), tls, std::move(route), std::move(job));
+    owners_->PostToSite(owner, std::string(name), tls, own, std::move(route), std::move(job));
     return;
   }
-  ToSite(name, tls, std::move(route), std::move(job));
+  ToSite(name, tls, own, std::move(route), std::move(job));
 }
 
-void Delivery::Impl::ToSite(std::string_view name, TlsMode tls, RouteRef route, Job&& job) {
+const Provider* Delivery::Impl::ProviderOf(std::string_view domain, const delivery::Route& route) {
+  const Shaping* shaping = shaping_.get();
+  if (shaping == nullptr || shaping->providers().empty())
+    return nullptr;
+  auto hosts = [&route] {
+    std::vector<std::string> out;
+    for (size_t start = 0; start < route.site.size();) {
+      size_t end = route.site.find(',', start);
+      if (end == std::string::npos)
+        end = route.site.size();
+      out.emplace_back(route.site, start, end - start);
+      start = end + 1;
+    }
+    return out;
+  };
+  if (route.site.empty())  // a static route: no MX hosts to match
+    return shaping->has_domain_suffix() ? shaping->ProviderFor(domain, {}) : nullptr;
+  if (shaping->has_domain_suffix())
+    return shaping->ProviderFor(domain, hosts());
+  // By the MX hosts alone: the same for every domain of the site, so asked once per site.
+  if (auto it = provider_of_site_.find(route.site); it != provider_of_site_.end())
+    return it->second;
+  if (provider_of_site_.size() >= 100000)
+    provider_of_site_.clear();  // a rough bound; asking again is cheap
+  const Provider* p = shaping->ProviderFor({}, hosts());
+  provider_of_site_.emplace(route.site, p);
+  return p;
+}
+
+SitePolicy Delivery::Impl::MakePolicy(std::string_view domain, const delivery::Route& route,
+                                      bool own_domain) {
+  SitePolicy policy;
+  policy.domain = std::string(domain);
+  policy.own_domain = own_domain;
+  const Shaping* shaping = shaping_.get();
+  if (shaping == nullptr)
+    return policy;
+  policy.values = shaping->defaults();
+  if (const Provider* p = ProviderOf(domain, route)) {
+    policy.provider = p->name;
+    policy.values.Overlay(p->values);
+  }
+  if (own_domain) {
+    if (const ShapingValues* own = shaping->DomainValues(domain))
+      policy.values.Overlay(*own);
+  }
+  return policy;
+}
+
+void Delivery::Impl::SetShaping(std::shared_ptr<const Shaping> shaping) {
+  shaping_ = std::move(shaping);
+  provider_of_site_.clear();
+  for (SiteMap& map : sites) {
+    for (auto& [name, site] : map) {
+      const SitePolicy& old = site->policy();
+      site->SetPolicy(MakePolicy(old.domain, *site->route(), old.own_domain));
+    }
+  }
+}
+
+void Delivery::Impl::RecordAutomation(Site& site, const Automation& rule,
+                                      AutomationState::Event event, const smtp::Reply* reply,
+                                      Clock::time_point until) {
+  static constexpr const char* kEvents[] = {"fired", "recovering", "ended"};
+  const char* what = kEvents[event.kind];
+  std::string action = rule.action == Automation::Action::kSuspend ? "Suspend"
+                       : rule.action == Automation::Action::kBounce
+                           ? "Bounce"
+                           : "SetConfig " + rule.config_name + "=" + rule.config_value;
+  const int64_t until_ms =
+      reactor_.wall_ms() +
+      std::chrono::duration_cast<std::chrono::milliseconds>(until - reactor_.now()).count();
+  if (event.kind == AutomationState::Event::kFired) {
+    SPATE_LOG(kWarn, "delivery: %s: shaping rule %s fired (%s for %.0fs) on \"%s\"",
+              site.name().c_str(), rule.label().c_str(), action.c_str(), rule.duration.count(),
+              reply != nullptr ? reply->ToString().c_str() : "");
+  } else {
+    SPATE_LOG(kInfo, "delivery: %s: shaping rule %s %s", site.name().c_str(), rule.label().c_str(),
+              event.kind == AutomationState::Event::kEnded ? "ended: back to normal"
+                                                           : "over: recovering by steps");
+  }
+  if (accounting_ == nullptr)
+    return;
+  delivery::Record rec;
+  rec.type = RecordType::kAutomation;
+  rec.site = site.name();
+  const std::string label = rule.label();
+  rec.rule = label;
+  rec.dsn_action = action;
+  rec.rule_event = what;
+  rec.reply = reply;
+  if (event.kind != AutomationState::Event::kEnded)
+    rec.until_ms = until_ms;
+  rec.event_ms = reactor_.wall_ms();
+  accounting_->Write(rec);
+}
+
+void Delivery::Impl::ToSite(std::string_view name, TlsMode tls, bool own_domain, RouteRef route,
+                            Job&& job) {
   if (shutting_down_)
     return;
-  SiteMap& map = sites[route->site.empty() ? 0 : 1];
+  SiteMap& map = sites[own_domain ? 0 : 1];
   auto it = map.find(name);
   if (it == map.end()) {
-    auto site = std::make_unique<Site>(*this, std::string(name), route, tls);
+    SitePolicy policy = MakePolicy(
+        job.recipients.empty() ? std::string() : DomainOf(job.address(job.recipients.front())),
+        *route, own_domain);
+    auto site = std::make_unique<Site>(*this, std::string(name), route, tls, std::move(policy));
     it = map.emplace(std::string(name), std::move(site)).first;
     if (!sweep_timer.valid())
       ArmSweep();
@@ -359,7 +499,8 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     // a lost success notice must not deliver the message twice.
     if (!outcomes->peer_dsn && WantsDsn(m, r.pos, smtp::kNotifySuccess))
       outcomes->bounced.push_back({r, reply, false, RemoteOf(peer), dsn::Action::kRelayed});
-  } else if (const bool expired = !reply.permanent() && Expired(m); reply.permanent() || expired) {
+  } else if (const bool expired = !reply.permanent() && Expired(m, site);
+             reply.permanent() || expired) {
     // Failed for good, or deferred past max_age: then this reply was its last chance, and it
     // is the reason (a DSN says "delivery time expired", RFC 3463 X.4.7).
     outcome = expired ? "expired" : "failed";
@@ -402,6 +543,8 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     if (campaign != nullptr)
       campaign->deferred.Add();
     Recipient later = r;
+    // A server's "too much, too fast" says nothing of the recipient: no attempt is charged.
+    later.uncharged = peer != nullptr && IsRateLimitReply(reply);
     if (!r.delay_warned && DelayWarningDue(m) && WantsDsn(m, r.pos, smtp::kNotifyDelay)) {
       // RFC 3464 "delayed": once per recipient (the spool keeps that it was sent).
       outcomes->bounced.push_back({r, reply, false, RemoteOf(peer), dsn::Action::kDelayed});
@@ -573,11 +716,13 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
       });
 }
 
-Clock::duration Delivery::Impl::Backoff(uint16_t attempts) {
-  double delay = options_.retry_base.count();
-  for (uint16_t i = 1; i < attempts && delay < options_.retry_max.count(); ++i)
+Clock::duration Delivery::Impl::Backoff(uint16_t attempts, const SiteLimits* limits) {
+  const double base = (limits != nullptr ? limits->retry_interval : options_.retry_base).count();
+  const double max = (limits != nullptr ? limits->max_retry_interval : options_.retry_max).count();
+  double delay = base;
+  for (uint16_t i = 1; i < attempts && delay < max; ++i)
     delay *= 2;
-  delay = std::min(delay, options_.retry_max.count());
+  delay = std::min(delay, max);
   // +-20% jitter, so a burst deferred together is not retried together.
   std::uniform_real_distribution<double> jitter(0.8, 1.2);
   return std::chrono::duration_cast<Clock::duration>(Seconds(delay * jitter(rng)));
@@ -622,11 +767,13 @@ void Delivery::Impl::Reschedule(Job&& job, Outcomes&& outcomes) {
   job.recipients = std::move(deferred);
   uint16_t attempts = 0;
   for (Recipient& r : job.recipients) {
-    if (r.attempts < UINT16_MAX)
+    if (r.attempts < UINT16_MAX && !r.uncharged)
       ++r.attempts;
+    r.uncharged = false;
     attempts = std::max(attempts, r.attempts);
   }
-  auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(Backoff(attempts));
+  auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(
+      Backoff(attempts, outcomes.site != nullptr ? &outcomes.site->limits() : nullptr));
   job.due_ms = reactor_.wall_ms() + std::max<int64_t>(delay.count(), 1);
   for (const Recipient& r : job.recipients)
     spool.Defer(job.message->id, job.message->spool_index(r.pos), r.attempts, job.due_ms,
@@ -701,8 +848,17 @@ void Delivery::Enqueue(const std::string& domain, Job&& job) {
   impl_->Enqueue(domain, std::move(job));
 }
 
-void Delivery::EnqueueForSite(std::string site, TlsMode tls, RouteRef route, Job&& job) {
-  impl_->ToSite(site, tls, std::move(route), std::move(job));
+void Delivery::EnqueueForSite(std::string site, TlsMode tls, bool own_domain, RouteRef route,
+                              Job&& job) {
+  impl_->ToSite(site, tls, own_domain, std::move(route), std::move(job));
+}
+
+void Delivery::SetShaping(std::shared_ptr<const Shaping> shaping) {
+  impl_->SetShaping(std::move(shaping));
+}
+
+void Delivery::SetProviderLimits(ProviderLimits* limits) {
+  impl_->provider_limits_ = limits != nullptr ? limits : &impl_->own_provider_limits_;
 }
 
 void Delivery::Shutdown() noexcept {

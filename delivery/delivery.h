@@ -32,8 +32,10 @@
 #include "delivery/job.h"
 #include "delivery/options.h"
 #include "delivery/routing.h"
+#include "delivery/shaping.h"
 #include "delivery/spool_port.h"
 #include "delivery/stats.h"
+#include "delivery/throttle.h"
 
 namespace spate::tls {
 class TlsContext;
@@ -49,8 +51,8 @@ class SiteOwners {
   virtual ~SiteOwners() = default;
   virtual ShardId shards() const = 0;
   // Runs owner's Delivery::EnqueueForSite() on its reactor.
-  virtual void PostToSite(ShardId owner, std::string site, TlsMode tls, RouteRef route,
-                          Job&& job) = 0;
+  virtual void PostToSite(ShardId owner, std::string site, TlsMode tls, bool own_domain,
+                          RouteRef route, Job&& job) = 0;
 };
 
 class Delivery : public Service {
@@ -69,8 +71,16 @@ class Delivery : public Service {
 
   // A job for `domain` (lower case), owned by this shard: held until job.due_ms, then delivered.
   void Enqueue(const std::string& domain, Job&& job);
-  // A job routed on another shard to `site`, which this shard owns.
-  void EnqueueForSite(std::string site, TlsMode tls, RouteRef route, Job&& job);
+  // A job routed on another shard to `site`, which this shard owns (`own_domain`: the site is
+  // its domain's own, SitePolicy).
+  void EnqueueForSite(std::string site, TlsMode tls, bool own_domain, RouteRef route, Job&& job);
+
+  // The shaping file in force (null: none, [delivery] alone): set before any job, and again
+  // on a reload (then every site here takes the new one). Shared with the other shards.
+  void SetShaping(std::shared_ptr<const Shaping> shaping);
+  // The provider-wide limits' state, shared by every shard (borrowed); unset: this engine's
+  // own (one shard, tests).
+  void SetProviderLimits(ProviderLimits* limits);
 
   void Shutdown() noexcept override;
 

@@ -35,6 +35,7 @@ void Dispatcher::DispatchAccepted(queue::MessageId id, queue::NewMessage&& m) {
   message->envid = std::move(m.envid);
   message->ret = m.ret;
   message->campaign = std::move(m.campaign);
+  message->priority = m.priority;
   message->dsn = std::move(m.dsn);  // parallel to rcpt_to: position i is recipient i
   size_t bytes = 0;
   for (const std::string& r : m.rcpt_to)
@@ -73,6 +74,7 @@ void Dispatcher::DispatchRecovered(queue::RecoveredMessage&& m) {
   message->envid = std::move(m.envid);
   message->ret = m.ret;
   message->campaign = std::move(m.campaign);
+  message->priority = m.priority;
   std::vector<Recipient> state;  // attempts and delay notice, per position
   std::vector<int64_t> due;
   state.reserve(m.recipients.size());
@@ -156,13 +158,13 @@ void Dispatcher::Split(MessageRef message, Body body, const std::vector<Recipien
   }
 }
 
-void Dispatcher::PostToSite(ShardId owner, std::string site, TlsMode tls, RouteRef route,
-                            Job&& job) {
+void Dispatcher::PostToSite(ShardId owner, std::string site, TlsMode tls, bool own_domain,
+                            RouteRef route, Job&& job) {
   SPATE_CHECK(owner < targets_.size());
   Target t = targets_[owner];
-  t.reactor->Post([d = t.delivery, site = std::move(site), tls, route = std::move(route),
-                   job = std::move(job)]() mutable {
-    d->EnqueueForSite(std::move(site), tls, std::move(route), std::move(job));
+  t.reactor->Post([d = t.delivery, site = std::move(site), tls, own_domain,
+                   route = std::move(route), job = std::move(job)]() mutable {
+    d->EnqueueForSite(std::move(site), tls, own_domain, std::move(route), std::move(job));
   });
 }
 

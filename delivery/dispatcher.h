@@ -44,7 +44,8 @@ class Dispatcher final : public SiteOwners {
   void DispatchRecovered(queue::RecoveredMessage&& message);
 
   ShardId shards() const override { return static_cast<ShardId>(targets_.size()); }
-  void PostToSite(ShardId owner, std::string site, TlsMode tls, RouteRef route, Job&& job) override;
+  void PostToSite(ShardId owner, std::string site, TlsMode tls, bool own_domain, RouteRef route,
+                  Job&& job) override;
 
  private:
   struct Target {

@@ -36,6 +36,9 @@ struct Message {
   std::string envid;
   uint8_t ret = 0;
   std::string campaign;  // [server] campaign_header's value, or empty
+  // RFC 6710 MT-PRIORITY, -9 (lowest) to 9 (highest); 0 normal. From the client's MAIL
+  // parameter when it may set one, else its campaign's default ([campaigns]).
+  int8_t priority = 0;
   std::vector<queue::DsnRequest> dsn;
 
   const queue::DsnRequest* dsn_of(uint32_t p) const { return p < dsn.size() ? &dsn[p] : nullptr; }
@@ -63,6 +66,9 @@ struct Recipient {
   uint32_t pos = 0;  // in the Message
   uint16_t attempts = 0;
   bool delay_warned = false;  // its sender has had the delay notice (RFC 3464 "delayed")
+  // Deferred by a rate limit (adaptive.h IsRateLimitReply): this try is not counted as an
+  // attempt. Set by Engine::Record(), cleared by Reschedule().
+  bool uncharged = false;
 };
 
 // A job's recipients: one inline (the common case: a message's recipients mostly go to

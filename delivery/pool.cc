@@ -136,6 +136,8 @@ class ClientConnection final : public Connection {
         peer_(PeerOf(host, host_name_)) {}
 
   size_t host_index() const { return host_index_; }
+  // The provider's connection count this connection holds (null: none).
+  ProviderLimits::Entry*& provider_slot() { return provider_slot_; }
   uint64_t generation() const { return generation_; }
 
   void Start() {
@@ -158,6 +160,7 @@ class ClientConnection final : public Connection {
       env.rcpt_to.emplace_back(job_->address(r));
     AddDsnParameters(*job_, &env);
     outcomes_ = Outcomes();
+    outcomes_.site = &site_;
     session_.Submit(env, *job_->body);
     ++messages_;
     Touch(engine_.options().reply_timeout);
@@ -279,6 +282,7 @@ class ClientConnection final : public Connection {
   bool HandleEvents(std::vector<Event>& events) {
     for (Event& ev : events) {
       if (auto* r = std::get_if<RecipientResult>(&ev)) {
+        Saw(r->reply);
         if (job_) {
           outcomes_.peer_dsn = session_.dsn_offered();
           engine_.Record(&site_, *job_, r->recipient_index, r->reply, &outcomes_, &peer_);
@@ -294,7 +298,8 @@ class ClientConnection final : public Connection {
           ready_seen_ = true;
           --site_.connecting_;
         }
-        if (messages_ >= engine_.options().max_messages_per_connection || engine_.shutting_down()) {
+        if (messages_ >= site_.limits().max_deliveries_per_connection || engine_.shutting_down() ||
+            site_.suspended()) {
           session_.Quit();
           Touch(engine_.options().reply_timeout);
         } else {
@@ -303,6 +308,7 @@ class ClientConnection final : public Connection {
       } else if (std::get_if<StartTls>(&ev) != nullptr) {
         StartTlsHandshake();  // a failure closes the session: its Closed comes next
       } else if (auto* c = std::get_if<Closed>(&ev)) {
+        Saw(c->reply);
         close_reply_ = c->reply;
         if (session_.tls_unavailable())
           engine_.stats().tls_unavailable.Add();
@@ -310,6 +316,18 @@ class ClientConnection final : public Connection {
       }
     }
     return true;
+  }
+
+  // A reply from the server that its site's automation looks at: failures only, and one
+  // reply once (a DATA reply comes once per recipient, and the 421 that closes once more).
+  void Saw(const smtp::Reply& reply) {
+    if (reply.code == 0 || reply.positive())
+      return;
+    std::string text = reply.ToString();
+    if (text == last_reply_)
+      return;
+    last_reply_ = std::move(text);
+    site_.SawReply(reply);
   }
 
   bool HandleClosed() {
@@ -400,7 +418,9 @@ class ClientConnection final : public Connection {
   std::optional<Job> job_;
   Outcomes outcomes_;  // of the transaction in flight
   uint32_t messages_ = 0;
-  bool draining_ = false;  // inside Drain(): Submit() leaves the events to its loop
+  ProviderLimits::Entry* provider_slot_ = nullptr;
+  std::string last_reply_;  // the last failure reply the site's rules saw from this server
+  bool draining_ = false;   // inside Drain(): Submit() leaves the events to its loop
   bool ready_seen_ = false;
   bool gone_reported_ = false;
   smtp::Reply close_reply_;
@@ -410,22 +430,166 @@ class ClientConnection final : public Connection {
   Reactor::TimerId idle_timer_;
 };
 
-Site::Site(Engine& engine, std::string name, RouteRef route, TlsMode tls)
+Site::Site(Engine& engine, std::string name, RouteRef route, TlsMode tls, SitePolicy policy)
     : engine_(engine),
       name_(std::move(name)),
       tls_(tls),
       stats_(engine.stats().ForSite(name_)),
-      domain_stats_(route->site.empty() ? &engine.stats().ForDomain(name_) : nullptr) {
+      domain_stats_(policy.own_domain ? &engine.stats().ForDomain(name_) : nullptr),
+      policy_(std::move(policy)),
+      automation_(engine.options(), policy_.values) {
   SetRoute(std::move(route));
+  SetPolicy(policy_);
 }
 
 Site::~Site() {
-  engine_.reactor().CancelTimer(hold_timer_);
+  engine_.reactor().CancelTimer(wake_timer_);
+  stats_.suspended.Set(0);
+  for (int p = 0; p < 19; ++p)
+    stats_.queued_by_priority[p].Set(0);
 }
 
 bool Site::idle() const {
   return pending_.empty() && ready_.empty() && loading_ == 0 && open_.empty() &&
-         !hold_timer_.valid();
+         !wake_timer_.valid() && !automation_.any_active();
+}
+
+void Site::SetPolicy(SitePolicy policy) {
+  if (&policy != &policy_)
+    policy_ = std::move(policy);
+  AutomationState next(engine_.options(), policy_.values);
+  next.CarryOver(automation_);
+  automation_ = std::move(next);
+  const ShapingValues& v = policy_.values;
+  provider_ = nullptr;
+  provider_interval_ = {};
+  if (!policy_.provider.empty() &&
+      (v.provider_connection_limit || PerSecond(v.provider_max_message_rate) > 0)) {
+    provider_ = &engine_.provider_limits().For(policy_.provider);
+    if (const double rate = PerSecond(v.provider_max_message_rate); rate > 0)
+      provider_interval_ =
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
+  }
+  UpdateLimits();
+}
+
+void Site::UpdateLimits() {
+  limits_ = automation_.Apply();
+  auto throttle = [](std::optional<Gcra>* g, double rate) {
+    if (rate <= 0) {
+      g->reset();
+      return;
+    }
+    // One cell per 1/rate: a nanosecond clock keeps "3/day" and "1000/s" exact enough.
+    const auto interval =
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
+    if (*g) {
+      (*g)->SetRate(1, interval);
+    } else {
+      g->emplace(1, interval);
+    }
+  };
+  throttle(&message_rate_, limits_.message_rate);
+  throttle(&connection_rate_, limits_.connection_rate);
+  stats_.connection_limit.Set(limits_.connection_limit);
+  stats_.deliveries_per_connection.Set(limits_.max_deliveries_per_connection);
+  stats_.recipients_per_batch.Set(limits_.max_recipients_per_batch);
+  stats_.message_rate_milli.Set(static_cast<int64_t>(limits_.message_rate * 1000));
+  stats_.connection_rate_milli.Set(static_cast<int64_t>(limits_.connection_rate * 1000));
+  stats_.suspended.Set(automation_.suspended() ? 1 : 0);
+}
+
+void Site::SawReply(const smtp::Reply& reply) {
+  if (automation_.rules().empty())
+    return;
+  const std::vector<AutomationState::Event> events =
+      automation_.OnReply(reply.ToString(), engine_.reactor().now());
+  if (events.empty())
+    return;
+  for (const AutomationState::Event& e : events) {
+    if (automation_.rules()[e.rule].action == Automation::Action::kBounce) {
+      bounce_reply_ = reply;
+      bounce_reply_.code = static_cast<uint16_t>(500 + reply.code % 100);
+      if (!bounce_reply_.enhanced.empty())
+        bounce_reply_.enhanced[0] = '5';
+      bounce_reply_.text =
+          "bounced by shaping rule " + automation_.rules()[e.rule].label() + ": " + reply.text;
+    }
+  }
+  OnAutomationEvents(events, &reply);
+  UpdateLimits();
+  if (automation_.suspended())
+    QuitIdle();
+  // Pump() soon, not from inside the connection's event loop that brought the reply.
+  WakeAt(engine_.reactor().now());
+}
+
+void Site::OnAutomationEvents(const std::vector<AutomationState::Event>& events,
+                              const smtp::Reply* reply) {
+  for (const AutomationState::Event& e : events) {
+    const Automation& rule = automation_.rules()[e.rule];
+    RuleStats& rs = engine_.stats().ForRule(name_, rule.label());
+    if (e.kind == AutomationState::Event::kFired) {
+      rs.fired.Add();
+      if (rule.action == Automation::Action::kSuspend)
+        stats_.suspensions.Add();
+    }
+    rs.active.Set(e.kind == AutomationState::Event::kEnded ? 0 : 1);
+    engine_.RecordAutomation(*this, rule, e,
+                             e.kind == AutomationState::Event::kFired ? reply : nullptr,
+                             automation_.until(e.rule));
+  }
+}
+
+void Site::WakeAt(Clock::time_point at) {
+  Reactor& reactor = engine_.reactor();
+  if (wake_timer_.valid()) {
+    if (wake_timer_.deadline <= at)
+      return;
+    reactor.CancelTimer(wake_timer_);
+  }
+  wake_timer_ = reactor.AddTimer(at, [this] {
+    wake_timer_ = {};
+    Pump();
+  });
+}
+
+void Site::QuitIdle() {
+  std::vector<ClientConnection*> idle;
+  idle.swap(idle_);
+  for (ClientConnection* c : idle) {
+    engine_.reactor().CancelTimer(c->idle_timer());
+    c->Quit();
+  }
+}
+
+Clock::duration Site::TakeMessageSlot(Clock::time_point now) {
+  Clock::duration wait{};
+  if (message_rate_)
+    wait = message_rate_->WaitAt(now);
+  if (provider_ != nullptr && provider_interval_.count() > 0)
+    wait = std::max(wait, provider_->messages.WaitAt(now));
+  if (wait.count() > 0)
+    return wait;
+  if (provider_ != nullptr && provider_interval_.count() > 0) {
+    // Another shard's site of the provider may have taken it since: asked again, atomically.
+    if (Clock::duration w = provider_->messages.TryTake(now, provider_interval_); w.count() > 0)
+      return w;
+  }
+  if (message_rate_)
+    message_rate_->TryTake(now);
+  return {};
+}
+
+void Site::CountQueued(const Job& job, int sign) {
+  const int p = std::clamp<int>(ReadyQueue::PriorityOf(job), -9, 9) + 9;
+  stats_.queued_by_priority[p].Add(sign * static_cast<int64_t>(job.recipients.size()));
+}
+
+Job Site::PopPending() {
+  Job job = pending_.pop();
+  CountQueued(job, -1);
+  return job;
 }
 
 void Site::SetRoute(RouteRef route) {
@@ -447,7 +611,7 @@ void Site::Add(Job&& job, const RouteRef& route) {
   }
   // Transactions carry at most max_recipients_per_transaction recipients; the parts share the
   // message and its body.
-  const size_t max = engine_.options().max_recipients_per_transaction;
+  const size_t max = limits_.max_recipients_per_batch;
   while (max > 0 && job.recipients.size() > max) {
     Job part;
     part.message = job.message;
@@ -469,6 +633,7 @@ void Site::Queue(Job&& job) {
     PushReady(std::move(job), /*force=*/false);
   } else {
     job.body.reset();  // read again when a connection is ready for it
+    CountQueued(job, +1);
     pending_.push_back(std::move(job));
   }
 }
@@ -476,12 +641,13 @@ void Site::Queue(Job&& job) {
 void Site::PushReady(Job&& job, bool force) {
   if (force)
     engine_.HoldBody(job.body->size(), /*force=*/true);
+  CountQueued(job, +1);
   ready_.push_back(std::move(job));
 }
 
 Job Site::PopReady() {
-  Job job = std::move(ready_.front());
-  ready_.pop_front();
+  Job job = ready_.pop();
+  CountQueued(job, -1);
   engine_.ReleaseBody(job.body->size());
   return job;
 }
@@ -498,16 +664,22 @@ void Site::OnBodyLost() {
 }
 
 void Site::DeferWaiting(const smtp::Reply& why) {
-  std::deque<Job> waiting;
-  waiting.swap(pending_);
+  std::vector<Job> waiting;
+  while (!pending_.empty())
+    waiting.push_back(PopPending());
   while (!ready_.empty())
     waiting.push_back(PopReady());
   for (Job& job : waiting) {
     Outcomes outcomes;
+    outcomes.site = this;
     for (size_t i = 0; i < job.recipients.size(); ++i)
       engine_.Record(this, job, i, why, &outcomes);
     engine_.Reschedule(std::move(job), std::move(outcomes));
   }
+}
+
+void Site::BounceWaiting() {
+  DeferWaiting(bounce_reply_);  // a 5xx: Record() fails them
 }
 
 void Site::UpdateConnections() {
@@ -521,75 +693,123 @@ void Site::Pump() {
     return;
   const Options& options = engine_.options();
   Reactor& reactor = engine_.reactor();
-  // Ready jobs to idle connections.
-  while (!ready_.empty() && !idle_.empty()) {
-    ClientConnection* conn = idle_.back();
-    idle_.pop_back();
-    conn->Submit(PopReady());
+  const Clock::time_point now = reactor.now();
+  Clock::time_point wake = Clock::time_point::max();
+  if (automation_.any_active()) {
+    const std::vector<AutomationState::Event> events = automation_.Advance(now);
+    if (!events.empty()) {
+      OnAutomationEvents(events, nullptr);
+      UpdateLimits();
+    }
+    wake = automation_.next_change();
   }
-  const size_t waiting = pending_.size() + ready_.size() + loading_;
-  if (waiting > 0 && reactor.now() < hold_until_) {
-    if (!hold_timer_.valid()) {
-      hold_timer_ = reactor.AddTimer(hold_until_, [this] {
-        hold_timer_ = {};
-        Pump();
-      });
+  if (automation_.bouncing() != nullptr) {
+    BounceWaiting();
+  } else if (automation_.suspended()) {
+    // Nothing goes out; what waits stays queued, bodies let go (read again after).
+    QuitIdle();
+    while (!ready_.empty()) {
+      Job job = PopReady();
+      job.body.reset();
+      CountQueued(job, +1);
+      pending_.push_back(std::move(job));
     }
   } else {
-    // Connections for the jobs that the connections already on their way will not take.
-    while (waiting > connecting_ && open_.size() < options.max_connections) {
-      const int index = PickHost();
-      if (index < 0)
-        break;  // every address is held: the hold timer comes back
-      const size_t i = static_cast<size_t>(index);
-      const Endpoint& host = route_->hosts[i];
-      int fd = socket(host.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (fd < 0) {
-        SPATE_LOG(kError, "delivery: socket: %s", log::ErrorText(errno));
+    // Ready jobs to idle connections, at the message rate.
+    while (!ready_.empty() && !idle_.empty()) {
+      if (const Clock::duration wait = TakeMessageSlot(now); wait.count() > 0) {
+        wake = std::min(wake, now + wait);
         break;
       }
-      ClientConnection::Tls tls;
-      switch (tls_) {
-        case TlsMode::kOff:
+      ClientConnection* conn = idle_.back();
+      idle_.pop_back();
+      conn->Submit(PopReady());
+    }
+    const size_t waiting = pending_.size() + ready_.size() + loading_;
+    const Clock::time_point hold = std::max(hold_until_, pushback_until_);
+    if (waiting > 0 && now < hold) {
+      wake = std::min(wake, hold);
+    } else {
+      // Connections for the jobs that the connections already on their way will not take.
+      while (waiting > connecting_ && open_.size() < limits_.connection_limit) {
+        if (connection_rate_) {
+          if (const Clock::duration wait = connection_rate_->WaitAt(now); wait.count() > 0) {
+            wake = std::min(wake, now + wait);
+            break;
+          }
+        }
+        const int index = PickHost();
+        if (index < 0) {
+          wake = std::min(wake, hold_until_);  // every address is held
           break;
-        case TlsMode::kOpportunistic:
-          // After a failed handshake the site goes in the clear for a while (Postfix's "may"
-          // does the same once per attempt): mail is not held up by a broken TLS stack.
-          tls.starttls = engine_.tls_context() != nullptr && !engine_.TlsBroken(name_);
+        }
+        ProviderLimits::Entry* slot = nullptr;
+        if (provider_ != nullptr && policy_.values.provider_connection_limit) {
+          if (!provider_->TryOpen(*policy_.values.provider_connection_limit)) {
+            // The provider's other sites (maybe on other shards) have them all: looked at
+            // again soon, as theirs close.
+            wake = std::min(wake, now + std::chrono::milliseconds(50));
+            break;
+          }
+          slot = provider_;
+        }
+        const size_t i = static_cast<size_t>(index);
+        const Endpoint& host = route_->hosts[i];
+        int fd = socket(host.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+          SPATE_LOG(kError, "delivery: socket: %s", log::ErrorText(errno));
+          if (slot != nullptr)
+            slot->Closed();
           break;
-        case TlsMode::kVerify:
-          tls.verify = true;
-          [[fallthrough]];
-        case TlsMode::kRequired:
-          tls.starttls = tls.require = true;
-          break;
+        }
+        if (connection_rate_)
+          connection_rate_->TryTake(now);
+        ClientConnection::Tls tls;
+        switch (tls_) {
+          case TlsMode::kOff:
+            break;
+          case TlsMode::kOpportunistic:
+            // After a failed handshake the site goes in the clear for a while (Postfix's "may"
+            // does the same once per attempt): mail is not held up by a broken TLS stack.
+            tls.starttls = engine_.tls_context() != nullptr && !engine_.TlsBroken(name_);
+            break;
+          case TlsMode::kVerify:
+            tls.verify = true;
+            [[fallthrough]];
+          case TlsMode::kRequired:
+            tls.starttls = tls.require = true;
+            break;
+        }
+        std::string host_name = i < route_->host_names.size() ? route_->host_names[i] : "";
+        auto* conn =
+            new ClientConnection(*this, host, std::move(host_name), i, route_generation_, tls, fd);
+        conn->provider_slot() = slot;
+        open_.push_back(conn);
+        ++connecting_;
+        UpdateConnections();
+        conn->Start();
       }
-      std::string host_name = i < route_->host_names.size() ? route_->host_names[i] : "";
-      auto* conn =
-          new ClientConnection(*this, host, std::move(host_name), i, route_generation_, tls, fd);
-      open_.push_back(conn);
-      ++connecting_;
-      UpdateConnections();
-      conn->Start();
+    }
+    // Bodies for the transactions to come, once the pool has a connection that took its
+    // greeting and EHLO (a host that is down or slow to answer makes no body be read): one
+    // for every fourth such connection and one more (a connection that finishes its
+    // transaction mostly finds the next body waiting; 16,000 busy connections do not each hold
+    // two), at most max_loaded_bodies.
+    const size_t working = open_.size() - connecting_;
+    const size_t want = std::min<size_t>(options.max_loaded_bodies, working / 4 + 1);
+    while (working > 0 && !pending_.empty() && ready_.size() + loading_ < want) {
+      Job job = PopPending();
+      ++loading_;
+      engine_.LoadBody(*this, std::move(job));
     }
   }
-  // Bodies for the transactions to come, once the pool has a connection that took its
-  // greeting and EHLO (a host that is down or slow to answer makes no body be read): one for
-  // every fourth such connection and one more (a connection that finishes its transaction
-  // mostly finds the next body waiting; 16,000 busy connections do not each hold two), at most
-  // max_loaded_bodies.
-  const size_t working = open_.size() - connecting_;
-  const size_t want = std::min<size_t>(options.max_loaded_bodies, working / 4 + 1);
-  while (working > 0 && !pending_.empty() && ready_.size() + loading_ < want) {
-    Job job = std::move(pending_.front());
-    pending_.pop_front();
-    ++loading_;
-    engine_.LoadBody(*this, std::move(job));
-  }
+  if (wake != Clock::time_point::max())
+    WakeAt(wake);
 }
 
 void Site::OnIdle(ClientConnection* conn) {
-  if (!ready_.empty()) {
+  if (!ready_.empty() && automation_.bouncing() == nullptr &&
+      TakeMessageSlot(engine_.reactor().now()).count() == 0) {
     conn->Submit(PopReady());
     if (!pending_.empty())
       Pump();  // one more body may be loaded now
@@ -599,15 +819,15 @@ void Site::OnIdle(ClientConnection* conn) {
   Reactor& reactor = engine_.reactor();
   reactor.CancelTimer(conn->idle_timer());
   conn->idle_timer() =
-      reactor.AddTimer(reactor.now() + ToDuration(engine_.options().idle_timeout), [this, conn] {
+      reactor.AddTimer(reactor.now() + ToDuration(limits_.idle_timeout), [this, conn] {
         conn->idle_timer() = {};
         auto it = std::find(idle_.begin(), idle_.end(), conn);
         if (it != idle_.end())
           idle_.erase(it);
         conn->Quit();
       });
-  if (!pending_.empty())
-    Pump();  // bodies for it to send
+  if (!pending_.empty() || !ready_.empty())
+    Pump();  // bodies for it to send, or the throttle's wake-up
 }
 
 void Site::OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_failed,
@@ -618,9 +838,16 @@ void Site::OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_fa
     idle_.erase(it);
   if (!ever_ready)
     --connecting_;
+  if (conn->provider_slot() != nullptr)
+    conn->provider_slot()->Closed();
   UpdateConnections();
   if (engine_.shutting_down())
     return;
+  if (why.code == 421) {
+    // RFC 5321 §3.8: the server is closing the channel, in whatever phase; the provider
+    // behind it is saying "not now" to the site, not to one address.
+    pushback_until_ = engine_.reactor().now() + kPushbackHold;
+  }
   if (tls_failed && tls_ == TlsMode::kOpportunistic && !engine_.TlsBroken(name_)) {
     // The host answered; its TLS did not work. The same attempt goes on in the clear, once,
     // and the site stays in the clear for a while.
@@ -676,7 +903,8 @@ void Site::HoldHost(uint64_t generation, size_t index, const smtp::Reply& why) {
 }
 
 void Site::Shutdown() {
-  pending_.clear();
+  while (!pending_.empty())
+    PopPending();
   while (!ready_.empty())
     PopReady();
   std::vector<ClientConnection*> open = open_;

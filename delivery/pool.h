@@ -14,11 +14,29 @@
 // backlog, holds envelopes only. A fresh job keeps the body it came with while the shard's body
 // budget (Options::max_body_bytes, for all its sites) has room.
 //
-// Pool invariants: open connections <= max_connections; each open connection is connecting,
+// Shaping (issue 11, delivery/shaping.h): a site runs with SiteLimits, [delivery]'s settings
+// under the shaping layers of the domain that made it (default < provider < domain), moved by
+// its automation rules (delivery/adaptive.h) while its server pushes back:
+//  - connection_limit connections open at once, at most max_connection_rate new ones;
+//  - max_deliveries_per_connection messages per connection, then QUIT;
+//  - max_recipients_per_batch recipients per transaction;
+//  - max_message_rate transactions started (GCRA, delivery/throttle.h), checked when a job
+//    would go to a connection: a connection waits idle for its turn;
+//  - a provider's provider_connection_limit and provider_max_message_rate, over every site of
+//    the provider on every shard (ProviderLimits, atomics);
+//  - idle_timeout; retry_interval, max_retry_interval and max_age (delivery.cc's backoff).
+// Suspended, the site opens nothing and closes its idle connections; its mail waits queued.
+// Bouncing, what it holds and gets fails. A 421 (RFC 5321 §3.8, in any phase: the session
+// closes) holds the whole site off for kPushbackHold.
+//
+// Ready queue order: MT-PRIORITY (delivery/ready_queue.h), highest first, with a share for the
+// lowest so that it never starves.
+//
+// Pool invariants: open connections <= connection_limit; each open connection is connecting,
 // busy with one transaction, or idle (on idle_, with an idle timer); a connection carries at most
-// max_messages_per_connection messages, then QUITs. After a failed connection attempt no new one
-// is opened to that address for a short hold (a refusing host is not hammered); when no address
-// of the route works, everything waiting is deferred at once.
+// max_deliveries_per_connection messages, then QUITs. After a failed connection attempt no new
+// one is opened to that address for a short hold (a refusing host is not hammered); when no
+// address of the route works, everything waiting is deferred at once.
 //
 // Outbound STARTTLS (RFC 3207) by the site's TlsMode: the session asks for it after EHLO, the
 // connection runs the handshake through core/tls and the session says EHLO again inside it.
@@ -27,8 +45,10 @@
 // Threading: lives on its shard.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,11 +56,15 @@
 #include "core/reactor.h"
 #include "core/smtp/reply.h"
 #include "core/tls/tls.h"
+#include "delivery/adaptive.h"
 #include "delivery/dsn.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
+#include "delivery/ready_queue.h"
 #include "delivery/routing.h"
+#include "delivery/shaping.h"
 #include "delivery/stats.h"
+#include "delivery/throttle.h"
 
 namespace spate::delivery {
 
@@ -65,6 +89,8 @@ struct Outcomes {
   // in the next transaction when this one took some, else deferred with `resend_reply`.
   std::vector<Recipient> resend;
   size_t accepted = 0;
+  // The site that ran the transaction (its retry settings); null for one decided before any.
+  Site* site = nullptr;
   smtp::Reply resend_reply;
   Site* resend_site = nullptr;
   Peer resend_peer;
@@ -110,12 +136,32 @@ class Engine {
   virtual void ReleaseBody(size_t bytes) = 0;
   virtual bool TlsBroken(const std::string& site) = 0;
   virtual void MarkTlsBroken(const std::string& site) = 0;
+  // The provider-wide limits' state, shared by every shard.
+  virtual ProviderLimits& provider_limits() = 0;
+  // An automation rule of `site` fired, recovers or ended (`reply`: what fired it, else
+  // null): logged and recorded.
+  virtual void RecordAutomation(Site& site, const Automation& rule, AutomationState::Event event,
+                                const smtp::Reply* reply,
+                                std::chrono::steady_clock::time_point until) = 0;
+};
+
+// How a site is shaped, from the shaping file, for the domain whose job made the site.
+struct SitePolicy {
+  std::string domain;    // the domain whose job made the site (resolved again on a reload)
+  ShapingValues values;  // default < provider < domain
+  std::string provider;  // its provider's name; "" for none
+  // A site of its own domain (a static route, the smarthost, or a domain with a shaping table
+  // of its own): its name is the domain's.
+  bool own_domain = false;
 };
 
 class Site {
  public:
+  // A 421 holds the whole site off this long (every address: the provider is saying so).
+  static constexpr std::chrono::seconds kPushbackHold{5};
+
   // `name` is the site's key (delivery.cc); `route` its first route; `tls` its mode.
-  Site(Engine& engine, std::string name, RouteRef route, TlsMode tls);
+  Site(Engine& engine, std::string name, RouteRef route, TlsMode tls, SitePolicy policy);
   ~Site();  // precondition: no connection open
   Site(const Site&) = delete;
   Site& operator=(const Site&) = delete;
@@ -127,6 +173,8 @@ class Site {
   void OnBodyLoaded(Job&& job);
   // A load failed: the job goes back to the engine, counted as not loading.
   void OnBodyLost();
+  // A reload: the new shaping for this site (the rules that stay keep their state).
+  void SetPolicy(SitePolicy policy);
 
   // Nothing queued, loading or connected, no timer: the engine may forget it.
   bool idle() const;
@@ -138,6 +186,10 @@ class Site {
   DomainStats& stats() { return stats_; }
   // The domain's entry when the site is a domain of its own (a static route); else null.
   DomainStats* own_domain_stats() { return domain_stats_; }
+  const SiteLimits& limits() const { return limits_; }
+  const SitePolicy& policy() const { return policy_; }
+  const RouteRef& route() const { return route_; }
+  bool suspended() const { return automation_.suspended(); }
   size_t queued_jobs() const { return pending_.size() + ready_.size() + loading_; }
   size_t loaded_bodies() const { return ready_.size() + loading_; }
   size_t open_connections() const { return open_.size(); }
@@ -151,11 +203,28 @@ class Site {
 
   void SetRoute(RouteRef route);
   void Queue(Job&& job);
+  // The queued-by-priority gauges: `sign` +1 as `job` joins a queue, -1 as it leaves.
+  void CountQueued(const Job& job, int sign);
+  Job PopPending();
   // ready_ with the shard's body budget kept (a job in ready_ has its body).
   void PushReady(Job&& job, bool force);
   Job PopReady();
   void Pump();
   void DeferWaiting(const smtp::Reply& why);
+  // Fails everything waiting with the Bounce rule's reply.
+  void BounceWaiting();
+  // A reply from the site's server (not 2xx): its automation rules look at it.
+  void SawReply(const smtp::Reply& reply);
+  void OnAutomationEvents(const std::vector<AutomationState::Event>& events,
+                          const smtp::Reply* reply);
+  // limits_ (and the throttles, and the metrics) from the automation state now.
+  void UpdateLimits();
+  // Zero when a transaction may start now (its cell taken, of the site's rate and of the
+  // provider's); else how long until one may.
+  Reactor::Clock::duration TakeMessageSlot(Reactor::Clock::time_point now);
+  // Pump() again at `at` (the earliest of what was asked).
+  void WakeAt(Reactor::Clock::time_point at);
+  void QuitIdle();
   void OnIdle(ClientConnection* conn);
   void OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_failed,
                         const smtp::Reply& why);
@@ -170,9 +239,18 @@ class Site {
   DomainStats& stats_;
   DomainStats* domain_stats_;  // the domain's own, when it is a site of its own; else null
   RouteRef route_;
-  std::deque<Job> pending_;  // due, body not loaded
-  std::deque<Job> ready_;    // due, body loaded
-  unsigned loading_ = 0;     // bodies being read for this site
+  SitePolicy policy_;
+  AutomationState automation_;
+  SiteLimits limits_;
+  std::optional<Gcra> message_rate_;
+  std::optional<Gcra> connection_rate_;
+  ProviderLimits::Entry* provider_ = nullptr;  // null: no provider-wide limit
+  Reactor::Clock::duration provider_interval_{};
+  Reactor::Clock::time_point pushback_until_{};  // a 421's hold
+  smtp::Reply bounce_reply_;                     // the reply that fired a Bounce rule
+  ReadyQueue pending_;                           // due, body not loaded
+  ReadyQueue ready_;                             // due, body loaded
+  unsigned loading_ = 0;                         // bodies being read for this site
   std::vector<ClientConnection*> open_;
   std::vector<ClientConnection*> idle_;
   unsigned connecting_ = 0;  // open connections not yet ready for a transaction
@@ -184,7 +262,7 @@ class Site {
   std::vector<Reactor::Clock::time_point> host_hold_;  // by index in route_->hosts
   uint64_t route_generation_ = 0;                      // a connection's index is of this route
   Reactor::Clock::time_point hold_until_{};
-  Reactor::TimerId hold_timer_;
+  Reactor::TimerId wake_timer_;  // a hold, a throttle, a rule's next change
 };
 
 }  // namespace spate::delivery

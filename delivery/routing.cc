@@ -20,10 +20,24 @@ RouteRef ToRoute(const Endpoint& e) {
 
 StaticRouting::StaticRouting(const std::map<std::string, Endpoint>& routes,
                              std::optional<Endpoint> smarthost) {
-  for (const auto& [domain, endpoint] : routes)
-    routes_.emplace(domain, ToRoute(endpoint));
-  if (smarthost)
+  Replace(routes, std::move(smarthost));
+}
+
+void StaticRouting::Replace(const std::map<std::string, Endpoint>& routes,
+                            std::optional<Endpoint> smarthost) {
+  std::map<std::string, RouteRef, std::less<>> next;
+  for (const auto& [domain, endpoint] : routes) {
+    auto old = routes_.find(domain);
+    next.emplace(domain, old != routes_.end() && old->second->name == endpoint.text
+                             ? old->second
+                             : ToRoute(endpoint));
+  }
+  routes_.swap(next);
+  if (!smarthost) {
+    smarthost_ = nullptr;
+  } else if (smarthost_ == nullptr || smarthost_->name != smarthost->text) {
     smarthost_ = ToRoute(*smarthost);
+  }
 }
 
 void StaticRouting::Resolve(std::string_view domain, Done done) {

@@ -5,7 +5,9 @@
 // forgotten); the answer comes through a callback so that MX resolution (RFC 5321 §5, DNS on
 // the reactor) can plug in here without the engine changing. StaticRouting answers at once from
 // the configuration: [routes] per domain, else the smarthost, else no route.
-// Threading: one Routing per shard, used on that shard; StaticRouting is immutable.
+// Threading: one Routing per shard, used on that shard. A StaticRouting may be shared by the
+// shards while nobody calls Replace(); the daemon gives each shard its own, and a reload
+// (SIGHUP) replaces each on its shard.
 #pragma once
 
 #include <map>
@@ -65,6 +67,10 @@ class StaticRouting final : public Routing {
   std::optional<RouteRef> TryResolve(std::string_view domain) override { return Find(domain); }
   // The same, at once: the domain's route, else the smarthost, else null.
   RouteRef Find(std::string_view domain) const;
+  // A reload: the new configuration's routes. A route that did not change stays the same
+  // object (its site sees no new addresses).
+  void Replace(const std::map<std::string, Endpoint>& routes, std::optional<Endpoint> smarthost);
+  size_t size() const { return routes_.size(); }
 
  private:
   std::map<std::string, RouteRef, std::less<>> routes_;

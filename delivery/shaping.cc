@@ -44,6 +44,12 @@ std::string Canonical(std::string_view name) {
   return out;
 }
 
+// Names each rule of a layer by the layer (Automation::label()).
+void SetOrigin(ShapingValues* values, const std::string& origin) {
+  for (Automation& a : values->automation)
+    a.origin = origin;
+}
+
 bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
@@ -576,6 +582,7 @@ class Parser {
     }
     if (++rules_ > kMaxRules)
       return Fail(LineOf(n), "more than " + std::to_string(kMaxRules) + " automation rules");
+    rule.compiled = std::make_shared<const RE2>(rule.regex, RegexOptions());  // checked above
     out->push_back(std::move(rule));
     return true;
   }
@@ -753,6 +760,7 @@ std::optional<Shaping> Shaping::FromToml(std::string_view text, std::string* err
                                 "[provider.\"name\"] or [\"example.com\"])");
     if (e.key == "default") {
       p.Values(*t, "[\"default\"]", &s.default_, nullptr, "[[\"default\".automation]]");
+      SetOrigin(&s.default_, "default");
     } else if (e.key == "provider") {
       for (const Entry& pe : InOrder(*t)) {
         const toml::table* pt = pe.value->as_table();
@@ -768,6 +776,9 @@ std::optional<Shaping> Shaping::FromToml(std::string_view text, std::string* err
           break;
         if (!has_match)
           return fail(pe.line(), where + " has no match = [{MXSuffix = \"...\"}, ...]");
+        SetOrigin(&provider.values, "provider." + provider.name);
+        for (const ProviderMatch& m : provider.match)
+          s.has_domain_suffix_ = s.has_domain_suffix_ || m.kind == ProviderMatch::kDomainSuffix;
         s.providers_.push_back(std::move(provider));
       }
     } else {
@@ -781,6 +792,7 @@ std::optional<Shaping> Shaping::FromToml(std::string_view text, std::string* err
         return fail(e.line(), where + " is the domain " + Printable(domain) + " a second time");
       it = s.domains_.insert(it, {domain, ShapingValues{}});
       p.Values(*t, where, &it->second, nullptr, "[[\"" + name + "\".automation]]");
+      SetOrigin(&it->second, domain);
     }
     if (!p.ok())
       return std::nullopt;
@@ -789,7 +801,21 @@ std::optional<Shaping> Shaping::FromToml(std::string_view text, std::string* err
   return s;
 }
 
+bool Automation::Matches(std::string_view reply) const {
+  return compiled != nullptr && RE2::PartialMatch(reply, *compiled);
+}
+
 const ShapingValues* Shaping::DomainValues(std::string_view domain) const {
+  if (domains_.empty())
+    return nullptr;
+  const bool canonical =
+      !domain.ends_with('.') &&
+      std::none_of(domain.begin(), domain.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
+  if (canonical) {
+    auto it = std::lower_bound(domains_.begin(), domains_.end(), domain,
+                               [](const auto& a, std::string_view b) { return a.first < b; });
+    return it != domains_.end() && it->first == domain ? &it->second : nullptr;
+  }
   const std::string d = Canonical(domain);
   auto it = std::lower_bound(domains_.begin(), domains_.end(), d,
                              [](const auto& a, const std::string& b) { return a.first < b; });

@@ -41,6 +41,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,6 +49,10 @@
 
 #include "core/clock.h"
 #include "delivery/options.h"
+
+namespace re2 {
+class RE2;
+}  // namespace re2
 
 namespace spate::delivery {
 
@@ -88,8 +93,21 @@ struct Automation {
   uint32_t threshold = 0;
   double threshold_per_seconds = 0;
   uint32_t line = 0;  // where the rule starts in the file, for logs
+  // The layer it came from: "default", "provider.NAME" or the domain.
+  std::string origin;
+  // `regex`, compiled once when the file is read (RE2 matches from any thread at once).
+  std::shared_ptr<const re2::RE2> compiled;
 
-  bool operator==(const Automation&) const = default;
+  // "provider.yahoo:47": names the rule in logs, records and metric labels.
+  std::string label() const { return origin + ":" + std::to_string(line); }
+  // Whether a reply ("421 4.7.0 [TS01] ...", as smtp::Reply::ToString() has it) matches.
+  bool Matches(std::string_view reply) const;
+
+  bool operator==(const Automation& o) const {  // `compiled` follows from `regex`
+    return regex == o.regex && action == o.action && config_name == o.config_name &&
+           config_value == o.config_value && duration == o.duration && threshold == o.threshold &&
+           threshold_per_seconds == o.threshold_per_seconds && line == o.line && origin == o.origin;
+  }
 };
 
 // One layer of settings; every key optional (unset: the layer below, then delivery::Options).
@@ -153,13 +171,17 @@ class Shaping {
 
   const std::vector<Provider>& providers() const { return providers_; }
   const ShapingValues& defaults() const { return default_; }
-  // The domain's own table (lower-case, exact); null for none.
+  // The domain's own table (lower-case, exact); null for none. No allocation when `domain`
+  // is lower-case without a trailing dot (the engine asks this for every job).
   const ShapingValues* DomainValues(std::string_view domain) const;
+  // Some provider matches by DomainSuffix: then a domain's provider is not its MX hosts' alone.
+  bool has_domain_suffix() const { return has_domain_suffix_; }
 
  private:
   ShapingValues default_;
   std::vector<Provider> providers_;                             // file order
   std::vector<std::pair<std::string, ShapingValues>> domains_;  // sorted by name
+  bool has_domain_suffix_ = false;
 };
 
 }  // namespace spate::delivery

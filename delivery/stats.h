@@ -37,6 +37,25 @@ struct DomainStats {
   Gauge connections;  // open outbound connections
   // Failures for good by bounce class (expirations are MessageExpired); domains only.
   std::array<Counter, kBounceClassCount> bounces;
+  // Sites only (issue 11): the limits in force now (shaping, moved by automation; rates in
+  // thousandths per second, 0 for none), whether it is suspended, how often it was, and the
+  // recipients waiting in its ready queue by MT-PRIORITY (index priority + 9).
+  Gauge connection_limit;
+  Gauge deliveries_per_connection;
+  Gauge recipients_per_batch;
+  Gauge message_rate_milli;
+  Gauge connection_rate_milli;
+  Gauge suspended;
+  Counter suspensions;
+  std::array<Gauge, 19> queued_by_priority;
+};
+
+// One automation rule on one site: in force now (1, also while it recovers), and fired.
+struct RuleStats {
+  std::string site;
+  std::string rule;  // Automation::label()
+  Gauge active;
+  Counter fired;
 };
 
 class Stats {
@@ -60,6 +79,12 @@ class Stats {
   void ForEachCampaign(const std::function<void(const DomainStats&)>& fn) const {
     campaigns_.ForEach(fn);
   }
+
+  // Owning shard only: the entry of `rule` on `site`, made when the rule first fires (bounded
+  // by max_domains; past it, rules are counted under the site "other").
+  RuleStats& ForRule(std::string_view site, std::string_view rule);
+  // Any thread.
+  void ForEachRule(const std::function<void(const RuleStats&)>& fn) const;
 
   // Outbound TLS. A handshake done, by version and cipher (once per connection: a mutex is
   // cheap there); any thread may read the table.
@@ -93,6 +118,9 @@ class Stats {
   std::map<std::pair<std::string, std::string>, uint64_t> tls_;  // guarded by tls_mu_
   Table domains_;
   Table sites_;
+  mutable std::mutex rules_mu_;
+  std::map<std::pair<std::string, std::string>, RuleStats*, std::less<>> rule_index_;  // shard
+  std::deque<RuleStats> rules_;  // guarded by rules_mu_; stable addresses
   Table campaigns_;
 };
 

@@ -1,5 +1,6 @@
 #include "metrics/exporter.h"
 
+#include <algorithm>
 #include <map>
 
 #include <prometheus/collectable.h>
@@ -141,6 +142,88 @@ class SampleCollector : public prometheus::Collectable {
              "connection pool) and outcome.",
              "spate_site_outbound_connections", "Open delivery connections by site.", nullptr,
              nullptr);
+
+    {
+      // Shaping per site: a site lives on one shard, so its figures come once (but for
+      // "other", the sites past the bound: the largest limit, the summed queue).
+      std::map<std::string, SiteShapingSample> shaping;
+      for (const SiteShapingSample& s : sample.site_shaping) {
+        SiteShapingSample& t = shaping[s.site];
+        t.connection_limit = std::max(t.connection_limit, s.connection_limit);
+        t.max_deliveries_per_connection =
+            std::max(t.max_deliveries_per_connection, s.max_deliveries_per_connection);
+        t.max_recipients_per_batch =
+            std::max(t.max_recipients_per_batch, s.max_recipients_per_batch);
+        t.max_message_rate = std::max(t.max_message_rate, s.max_message_rate);
+        t.max_connection_rate = std::max(t.max_connection_rate, s.max_connection_rate);
+        t.suspended += s.suspended;
+        t.suspensions += s.suspensions;
+        for (int p = 0; p < 19; ++p)
+          t.queued_by_priority[p] += s.queued_by_priority[p];
+      }
+      auto per_site = [&](const char* name, const char* help, MetricType type, auto value) {
+        auto f = Family(name, help, type);
+        for (const auto& [site, s] : shaping) {
+          if (s.connection_limit > 0)  // a site seen here, not only an outcome's entry
+            f.metric.push_back(Value(type, static_cast<double>(value(s)), {{"site", site}}));
+        }
+        out.push_back(std::move(f));
+      };
+      per_site("spate_site_connection_limit",
+               "Connections a site may have open now (shaping connection_limit, as automation "
+               "rules move it).",
+               MetricType::Gauge, [](const SiteShapingSample& s) { return s.connection_limit; });
+      per_site("spate_site_max_message_rate",
+               "Messages per second a site may start now (shaping max_message_rate); 0: none.",
+               MetricType::Gauge, [](const SiteShapingSample& s) { return s.max_message_rate; });
+      per_site("spate_site_max_connection_rate",
+               "New connections per second a site may open now; 0: none.", MetricType::Gauge,
+               [](const SiteShapingSample& s) { return s.max_connection_rate; });
+      per_site("spate_site_max_deliveries_per_connection",
+               "Messages a site's connection carries before QUIT.", MetricType::Gauge,
+               [](const SiteShapingSample& s) { return s.max_deliveries_per_connection; });
+      per_site("spate_site_max_recipients_per_batch", "Recipients per transaction of a site.",
+               MetricType::Gauge,
+               [](const SiteShapingSample& s) { return s.max_recipients_per_batch; });
+      per_site("spate_site_suspended", "1 while a site is suspended by an automation rule.",
+               MetricType::Gauge, [](const SiteShapingSample& s) { return s.suspended; });
+      per_site("spate_site_suspensions_total", "Times a site was suspended by an automation rule.",
+               MetricType::Counter, [](const SiteShapingSample& s) { return s.suspensions; });
+      auto queued = Family("spate_site_queued_recipients",
+                           "Recipients waiting in a site's ready queue, by MT-PRIORITY (RFC "
+                           "6710); priorities with none waiting are left out.",
+                           MetricType::Gauge);
+      for (const auto& [site, s] : shaping) {
+        for (int p = 0; p < 19; ++p) {
+          if (s.queued_by_priority[p] != 0 || (p == 9 && s.connection_limit > 0)) {
+            queued.metric.push_back(Value(MetricType::Gauge,
+                                          static_cast<double>(s.queued_by_priority[p]),
+                                          {{"site", site}, {"priority", std::to_string(p - 9)}}));
+          }
+        }
+      }
+      out.push_back(std::move(queued));
+      std::map<std::pair<std::string, std::string>, RuleSample> rules;
+      for (const RuleSample& r : sample.rules) {
+        RuleSample& t = rules[{r.site, r.rule}];
+        t.active = std::max(t.active, r.active);
+        t.fired += r.fired;
+      }
+      auto active = Family("spate_automation_active",
+                           "1 while a shaping automation rule holds on a site (recovery "
+                           "included), by site and rule (\"provider.NAME:LINE\").",
+                           MetricType::Gauge);
+      auto fired = Family("spate_automation_fired_total",
+                          "Times a shaping automation rule fired on a site.", MetricType::Counter);
+      for (const auto& [key, r] : rules) {
+        active.metric.push_back(Value(MetricType::Gauge, static_cast<double>(r.active),
+                                      {{"site", key.first}, {"rule", key.second}}));
+        fired.metric.push_back(Value(MetricType::Counter, static_cast<double>(r.fired),
+                                     {{"site", key.first}, {"rule", key.second}}));
+      }
+      out.push_back(std::move(active));
+      out.push_back(std::move(fired));
+    }
 
     {
       auto bounces = Family("spate_bounces_total",

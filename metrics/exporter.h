@@ -67,6 +67,27 @@ struct TlsSample {
   uint64_t unavailable = 0;  // TLS required, not offered or refused: deferred
 };
 
+// One site's shaping now (issue 11): its limits in force, suspension, queue by priority.
+struct SiteShapingSample {
+  std::string site;
+  int64_t connection_limit = 0;
+  int64_t max_deliveries_per_connection = 0;
+  int64_t max_recipients_per_batch = 0;
+  double max_message_rate = 0;  // per second; 0: none
+  double max_connection_rate = 0;
+  int64_t suspended = 0;
+  uint64_t suspensions = 0;
+  int64_t queued_by_priority[19] = {};  // index: MT-PRIORITY + 9
+};
+
+// One automation rule on one site.
+struct RuleSample {
+  std::string site;
+  std::string rule;
+  int64_t active = 0;
+  uint64_t fired = 0;
+};
+
 // Everything one scrape shows, summed over the shards by whoever fills it.
 struct Sample {
   uint64_t messages_received = 0;
@@ -93,6 +114,8 @@ struct Sample {
   unsigned shards = 0;
   std::vector<DomainSample> domains;
   std::vector<DomainSample> sites;  // `domain` is the site's name
+  std::vector<SiteShapingSample> site_shaping;
+  std::vector<RuleSample> rules;
   SpoolSample spool;
   TlsSample tls;
   DnsSample dns;

@@ -1,13 +1,18 @@
 #include "queue/records.h"
 
+#include <algorithm>
+
 namespace spate::queue::records {
 
 namespace {
 
-// 1: without campaign; 2: str campaign after auth_user. Both are read; a message without a
-// campaign is written as version 1 (one encoding per record, and a build from before campaigns
-// still reads the spool).
-constexpr uint8_t kEnvelopeVersion = 2;
+// 1: without campaign; 2: str campaign after auth_user; 3: the same (the campaign may be
+// empty) and priority(1) after it. All are read; each message is written in the lowest version
+// that holds it (one encoding per record, and a build from before campaigns or priorities still
+// reads the spool of messages without them).
+constexpr uint8_t kEnvelopeVersion = 3;
+constexpr int8_t kMinPriority = -9;  // RFC 6710 §3
+constexpr int8_t kMaxPriority = 9;
 constexpr uint8_t kSuppressionVersion = 1;
 constexpr uint8_t kFlag8Bit = 1;
 constexpr uint8_t kFlagSmtpUtf8 = 2;
@@ -97,9 +102,12 @@ std::optional<RcptKeyParts> DecodeRcptKey(std::string_view key) {
 
 std::string EncodeEnvelope(const NewMessage& m, int64_t received_ms) {
   std::string env;
-  env.reserve(52 + m.mail_from.size() + m.envid.size() + m.auth_user.size() + m.campaign.size() +
+  env.reserve(53 + m.mail_from.size() + m.envid.size() + m.auth_user.size() + m.campaign.size() +
               m.rcpt_to.size() * 40);
-  env.push_back(static_cast<char>(m.campaign.empty() ? 1 : kEnvelopeVersion));
+  // Clamped: a record the decoder refuses would stop the next start (Recover fails on it).
+  const int8_t priority = std::clamp(m.priority, kMinPriority, kMaxPriority);
+  const uint8_t version = priority != 0 ? 3 : m.campaign.empty() ? 1 : 2;
+  env.push_back(static_cast<char>(version));
   env.push_back(
       static_cast<char>((m.body_8bit ? kFlag8Bit : 0) | (m.smtputf8 ? kFlagSmtpUtf8 : 0)));
   PutU64(env, static_cast<uint64_t>(received_ms));
@@ -108,8 +116,10 @@ std::string EncodeEnvelope(const NewMessage& m, int64_t received_ms) {
   PutStr(env, m.mail_from);
   PutStr(env, m.envid);
   PutStr(env, m.auth_user);
-  if (!m.campaign.empty())
+  if (version >= 2)
     PutStr(env, m.campaign);
+  if (version >= 3)
+    env.push_back(static_cast<char>(priority));
   PutU32(env, static_cast<uint32_t>(m.rcpt_to.size()));
   for (size_t i = 0; i < m.rcpt_to.size(); ++i) {
     PutStr(env, m.rcpt_to[i]);
@@ -132,13 +142,17 @@ bool DecodeEnvelope(std::string_view value, RecoveredMessage* out,
   out->envid = r.Str();
   out->auth_user = r.Str();
   out->campaign = version >= 2 ? r.Str() : std::string();
+  out->priority = version >= 3 ? static_cast<int8_t>(r.Num(1)) : 0;
   out->body_8bit = (flags & kFlag8Bit) != 0;
   out->smtputf8 = (flags & kFlagSmtpUtf8) != 0;
   uint32_t n = static_cast<uint32_t>(r.Num(4));
-  // Unknown flag bits or RET values are damage, not a newer format (that would bump version).
+  // Unknown flag bits or RET values are damage, not a newer format (that would bump version);
+  // so is a record in a higher version than its message needs, or a priority out of range.
   if (!r.ok || version < 1 || version > kEnvelopeVersion ||
-      (version == 2 && out->campaign.empty()) || (flags & ~(kFlag8Bit | kFlagSmtpUtf8)) != 0 ||
-      out->ret > 2 || n == 0 || n > r.in.size()) {
+      (version == 2 && out->campaign.empty()) ||
+      (version == 3 &&
+       (out->priority == 0 || out->priority < kMinPriority || out->priority > kMaxPriority)) ||
+      (flags & ~(kFlag8Bit | kFlagSmtpUtf8)) != 0 || out->ret > 2 || n == 0 || n > r.in.size()) {
     return false;  // each recipient takes at least 9 bytes: n is bounded by what is left
   }
   all->clear();

@@ -29,7 +29,8 @@ struct RcptKeyParts {
 };
 std::optional<RcptKeyParts> DecodeRcptKey(std::string_view key);
 
-// The envelope of an accepted message (everything but the body), written once.
+// The envelope of an accepted message (everything but the body), written once, in the lowest
+// version that holds it (spool.h); a priority beyond -9..9 is stored as the nearest bound.
 std::string EncodeEnvelope(const NewMessage& m, int64_t received_ms);
 // Fills every field of `out` but id and recipients; `all` gets every recipient of the message
 // (index = position), with attempts 0. False when the record does not decode.

@@ -19,9 +19,15 @@
 //                                     reaches an SST file.
 //   CF "envelope": id(8)          -> version(1) flags(1: 8bit, smtputf8) received_ms(8)
 //                                     body_size(8) ret(1) str mail_from, str envid,
-//                                     str auth_user, str campaign (version 2), count(4),
+//                                     str auth_user, str campaign (versions 2 and 3),
+//                                     priority(1, signed: version 3), count(4),
 //                                     count x (str address, notify(1), str orcpt)
-//                                     where str = len(4) bytes. Written once, SingleDelete'd.
+//                                     where str = len(4) bytes. Version 1: neither campaign
+//                                     nor priority; 2: a campaign, priority 0; 3: a priority
+//                                     other than 0, with the campaign or "" (the smallest
+//                                     version that holds the message is written, so a build
+//                                     from before a field still reads messages without it).
+//                                     Written once, SingleDelete'd.
 //   CF "rcpt":     id(8) index(4) -> 'P' attempts(2) next_attempt_ms(8): deferred ('W': and
 //                                     the sender has had the DSN delay notice), or
 //                                     'D': finished while others of the message are pending.
@@ -97,6 +103,7 @@ struct NewMessage {
   std::string envid;            // RFC 3461 ENVID, decoded
   std::string auth_user;        // who submitted it (RFC 4954), empty when not authenticated
   std::string campaign;         // [server] campaign_header's value, or empty
+  int8_t priority = 0;          // RFC 6710 MT-PRIORITY, -9 (lowest) to 9; 0 normal
   std::vector<DsnRequest> dsn;  // parallel to rcpt_to, or empty (no DSN parameters at all)
 };
 
@@ -120,6 +127,7 @@ struct RecoveredMessage {
   std::string envid;
   std::string auth_user;
   std::string campaign;
+  int8_t priority = 0;
   std::vector<PendingRecipient> recipients;  // only the pending ones
 };
 

@@ -18,6 +18,7 @@
 #define TOML_HEADER_ONLY 1
 #define TOML_EXCEPTIONS 0
 #include "core/connection.h"
+#include "core/server/submission.h"
 #include "core/toml_check.h"
 #include "delivery/bounce_class.h"
 
@@ -267,8 +268,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
     static const std::set<std::string> kTables = {
-        "server", "spool", "metrics", "shards", "delivery",   "routes",
-        "log",    "tls",   "auth",    "dns",    "tls_policy", "suppression"};
+        "server", "spool", "metrics", "shards",     "delivery",    "routes",   "log",
+        "tls",    "auth",  "dns",     "tls_policy", "suppression", "campaigns"};
     if (kTables.count(std::string(k.str())) == 0 || !v.is_table()) {
       *error = "unknown section [" + std::string(k.str()) + "]";
       return Unexpected{std::make_error_code(std::errc::invalid_argument)};
@@ -413,6 +414,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   std::string body_memory = "256MB";
   delivery.String("max_body_memory", &body_memory);
   delivery.String("bounce_rules", &c.bounce_rules);
+  delivery.String("shaping", &c.shaping);
   {
     double ratio = 0;
     c.max_body_memory = 0;
@@ -562,6 +564,34 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
         return Unexpected{std::make_error_code(std::errc::invalid_argument)};
       }
       c.tls_policy.emplace(domain, *mode);
+    }
+  }
+  if (const toml::table* campaigns = root["campaigns"].as_table()) {
+    // [campaigns."spring-sale"] priority = -3: what its messages get when their client set no
+    // MT-PRIORITY (RFC 6710) the server honours. The name is the [server] campaign_header value
+    // as kept (server::ToSpoolMessage): one it could never be would silently match nothing.
+    for (const auto& [k, v] : *campaigns) {
+      const std::string name(k.str());
+      const std::string section = "campaigns.\"" + name + "\"";
+      const bool label =
+          !name.empty() && name.size() <= server::kMaxCampaign &&
+          std::all_of(name.begin(), name.end(), [](char ch) { return ch > ' ' && ch < 127; });
+      if (!label) {
+        *error = "[" + section + "] is no campaign name (printable US-ASCII without spaces, " +
+                 "at most " + std::to_string(server::kMaxCampaign) + " octets)";
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      if (!v.is_table()) {
+        *error = "[" + section + "] must be a table, such as priority = -9 to 9";
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      int8_t priority = 0;
+      TableReader campaign(v.as_table(), section, error);
+      campaign.Unsigned("priority", &priority, -9, 9);
+      campaign.RejectUnknown();
+      if (!error->empty())
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      c.campaign_priority.emplace(name, priority);
     }
   }
   if (c.hostname.empty())

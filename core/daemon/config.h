@@ -83,8 +83,14 @@ struct Config {
   std::vector<std::string> suppression_classes;
   // [server] campaign_header: the header whose value names a message's campaign ("" none).
   std::string campaign_header;
+  // [campaigns."NAME"] priority = N: campaign name (exact) -> the priority, -9 to 9, of its
+  // messages whose client set no MT-PRIORITY the server honoured (RFC 6710).
+  std::map<std::string, int8_t> campaign_priority;
   // [delivery] bounce_rules: a rules file in KumoMTA's shape; "" the built-in rules.
   std::string bounce_rules;
+  // [delivery] shaping: the traffic shaping file (delivery/shaping.h); "" the shipped one
+  // (deploy/shaping.toml, embedded: DefaultShapingText()); "none" no shaping at all.
+  std::string shaping;
   // [metrics]
   Endpoint metrics_listen;
   size_t metrics_max_domains = 0;  // per shard; further domains are counted as "other"
@@ -151,6 +157,8 @@ Result<Config> LoadConfig(const std::string& path, std::string* error);
 
 // The embedded default configuration (deploy/spate.toml), as text.
 std::string_view DefaultConfigText();
+// deploy/shaping.toml, compiled in: the shaping in force when [delivery] shaping is unset.
+std::string_view DefaultShapingText();
 
 // "250ms", "5s", "2m", "1h", or a bare number of seconds.
 Result<Seconds> ParseDuration(std::string_view text);

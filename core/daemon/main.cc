@@ -272,6 +272,18 @@ int Run(int argc, char** argv) {
       return 2;
     }
   }
+  // [delivery] shaping: refused (and --check-config fails) on an error; what it ignores is
+  // said once, here.
+  std::shared_ptr<const delivery::Shaping> shaping;
+  {
+    std::vector<std::string> warnings;
+    if (!daemon::LoadShaping(config, &shaping, &error, &warnings)) {
+      std::fprintf(stderr, "spate: [delivery] shaping %s\n", error.c_str());
+      return 2;
+    }
+    for (const std::string& w : warnings)
+      std::fprintf(stderr, "spate: [delivery] shaping warning: %s\n", w.c_str());
+  }
   // [server] max_connections_per_client and [auth] max_failures, counted across all shards
   // (core/server/submission.h).
   server::ClientConnections client_connections(config.max_connections_per_client);
@@ -385,7 +397,13 @@ int Run(int argc, char** argv) {
   delivery::Options delivery_options = daemon::DeliveryOptions(config);
   if (bounce_rules)
     delivery_options.classifier = &*bounce_rules;
-  std::unique_ptr<delivery::StaticRouting> routing = daemon::MakeRouting(config);
+  // The static routes of each shard: replaced on its shard by a reload.
+  std::vector<std::unique_ptr<delivery::StaticRouting>> routings;
+  for (unsigned i = 0; i < config.shards; ++i)
+    routings.push_back(daemon::MakeRouting(config));
+  // Provider-wide limits, over every shard's sites of a provider.
+  delivery::ProviderLimits provider_limits;
+  std::vector<delivery::Delivery*> deliveries(config.shards, nullptr);
   server::SpoolStore store(*spool);
   // Delivery's port to the spool; the DSNs it stores go to the dispatcher like accepted mail.
   delivery::Dispatcher* dispatch_to = nullptr;
@@ -451,6 +469,21 @@ int Run(int argc, char** argv) {
           d->ForEachSite([&](const delivery::DomainStats& ds) {
             sample.sites.push_back({ds.domain, ds.delivered.Get(), ds.deferred.Get(),
                                     ds.failed.Get(), ds.queued.Get(), ds.connections.Get()});
+            metrics::SiteShapingSample sh;
+            sh.site = ds.domain;
+            sh.connection_limit = ds.connection_limit.Get();
+            sh.max_deliveries_per_connection = ds.deliveries_per_connection.Get();
+            sh.max_recipients_per_batch = ds.recipients_per_batch.Get();
+            sh.max_message_rate = static_cast<double>(ds.message_rate_milli.Get()) / 1000;
+            sh.max_connection_rate = static_cast<double>(ds.connection_rate_milli.Get()) / 1000;
+            sh.suspended = ds.suspended.Get();
+            sh.suspensions = ds.suspensions.Get();
+            for (int p = 0; p < 19; ++p)
+              sh.queued_by_priority[p] = ds.queued_by_priority[p].Get();
+            sample.site_shaping.push_back(std::move(sh));
+          });
+          d->ForEachRule([&](const delivery::RuleStats& r) {
+            sample.rules.push_back({r.site, r.rule, r.active.Get(), r.fired.Get()});
           });
           d->ForEachTls([&](const std::string& version, const std::string& cipher, uint64_t n) {
             sample.tls.sessions[{version, cipher}] += n;
@@ -513,13 +546,13 @@ int Run(int argc, char** argv) {
     int fd = listen_fds[i];
     int implicit_tls_fd = implicit_tls_fds[i];
     auto started = shards[i]->Start([&, fd, implicit_tls_fd, i](Shard& shard) {
-      delivery::Routing* shard_routing = routing.get();
+      delivery::Routing* shard_routing = routings[i].get();
       if (by_mx) {
         auto resolver = dns::Resolver::Create(shard.reactor(), resolver_options, dns_stats[i].get(),
                                               &shard_errors[i]);
         if (resolver) {
           mx_routings[i] = std::make_unique<delivery::MxRouting>(
-              shard.reactor(), *routing, std::move(resolver).value(), mx_options,
+              shard.reactor(), *routings[i], std::move(resolver).value(), mx_options,
               std::random_device{}(), mx_stats[i].get());
           shard_routing = mx_routings[i].get();
         }
@@ -529,6 +562,9 @@ int Run(int argc, char** argv) {
       d->SetSiteOwners(&dispatcher, static_cast<ShardId>(i));
       d->SetTlsContext(client_tls.get());
       d->SetAccounting(accounting.get());
+      d->SetProviderLimits(&provider_limits);
+      d->SetShaping(shaping);
+      deliveries[i] = d.get();
       dispatcher.Attach(static_cast<ShardId>(i), &shard.reactor(), d.get());
       shard.AddService(std::move(d));
       auto s = std::make_unique<server::SubmissionServer>(
@@ -593,11 +629,46 @@ int Run(int argc, char** argv) {
       config.records.empty() ? "off" : config.records.c_str());
 
   int sig = 0;
-  // SIGHUP: the records file is opened again (after an outside rotation, logrotate's).
+  // SIGHUP: the records file is opened again (after an outside rotation, logrotate's), and
+  // the shaping file and the routes are read again; a file that is refused changes nothing.
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
-    SPATE_LOG(kInfo, "spate: SIGHUP received, reopening the records file");
+    SPATE_LOG(kInfo, "spate: SIGHUP received: reopening the records file, reloading");
     if (journal)
       journal->Reopen();
+    auto next_or = LoadConfig(flags.config_path, &error);
+    if (!next_or) {
+      SPATE_LOG(kError, "spate: reload refused: configuration: %s; nothing changed", error.c_str());
+      continue;
+    }
+    Config next = std::move(next_or).value();
+    std::shared_ptr<const delivery::Shaping> next_shaping;
+    std::vector<std::string> warnings;
+    if (!daemon::LoadShaping(next, &next_shaping, &error, &warnings)) {
+      SPATE_LOG(kError, "spate: reload refused: [delivery] shaping %s; the running one stays",
+                error.c_str());
+      continue;
+    }
+    for (const std::string& w : warnings)
+      SPATE_LOG(kWarn, "spate: [delivery] shaping warning: %s", w.c_str());
+    if (next.smarthost_text.empty() != config.smarthost_text.empty()) {
+      SPATE_LOG(kWarn,
+                "spate: reload: turning [delivery] smarthost on or off takes a restart (MX "
+                "routing is %s); the routes are reloaded",
+                by_mx ? "on" : "off");
+    }
+    for (unsigned i = 0; i < config.shards; ++i) {
+      shards[i]->reactor().Post(
+          [d = deliveries[i], r = routings[i].get(), next_shaping, routes = next.routes,
+           smarthost = next.smarthost_text.empty() ? std::optional<Endpoint>()
+                                                   : std::optional<Endpoint>(next.smarthost)] {
+            r->Replace(routes, smarthost);
+            d->SetShaping(next_shaping);
+          });
+    }
+    SPATE_LOG(kInfo, "spate: reloaded: shaping %s (%zu providers), %zu routes%s",
+              next.shaping.empty() ? "shipped" : next.shaping.c_str(),
+              next_shaping ? next_shaping->providers().size() : size_t{0}, next.routes.size(),
+              next.smarthost_text.empty() ? "" : ", a smarthost");
   }
   SPATE_LOG(kInfo, "spate: %s received, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   for (auto& s : shards)

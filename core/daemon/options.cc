@@ -1,6 +1,8 @@
 #include "core/daemon/options.h"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 namespace spate::daemon {
 
@@ -34,6 +36,7 @@ server::Options ServerOptions(const Config& c) {
   o.auth_failure_window = c.auth_failure_window;
   o.postmaster = c.postmaster;
   o.campaign_header = c.campaign_header;
+  o.campaign_priority.insert(c.campaign_priority.begin(), c.campaign_priority.end());
   o.dsn = c.dsn;
   o.bare_lf = c.bare_lf_normalise ? smtp::BareLfPolicy::kNormalise : smtp::BareLfPolicy::kReject;
   o.nul = c.nul_strip ? smtp::NulPolicy::kStrip : smtp::NulPolicy::kReject;
@@ -76,6 +79,37 @@ delivery::Options DeliveryOptions(const Config& c) {
   o.tls_handshake_timeout = c.tls_handshake_timeout;
   o.max_body_bytes = c.max_body_memory / std::max(1u, c.shards);
   return o;
+}
+
+bool LoadShaping(const Config& c, std::shared_ptr<const delivery::Shaping>* out, std::string* error,
+                 std::vector<std::string>* warnings) {
+  out->reset();
+  warnings->clear();
+  if (c.shaping == "none")
+    return true;
+  std::string text;
+  std::string_view source = DefaultShapingText();
+  if (!c.shaping.empty()) {
+    std::ifstream in(c.shaping, std::ios::binary);
+    std::ostringstream all;
+    all << in.rdbuf();
+    if (!in) {
+      *error = c.shaping + ": cannot be read";
+      return false;
+    }
+    text = all.str();
+    source = text;
+  }
+  std::optional<delivery::Shaping> shaping = delivery::Shaping::FromToml(source, error, warnings);
+  const std::string name = c.shaping.empty() ? "the shipped shaping" : c.shaping;
+  if (!shaping) {
+    *error = name + ": " + *error;
+    return false;
+  }
+  for (std::string& w : *warnings)
+    w = name + ": " + w;
+  *out = std::make_shared<const delivery::Shaping>(std::move(*shaping));
+  return true;
 }
 
 std::unique_ptr<delivery::StaticRouting> MakeRouting(const Config& c) {

@@ -12,6 +12,7 @@
 #include "delivery/mx_routing.h"
 #include "delivery/options.h"
 #include "delivery/routing.h"
+#include "delivery/shaping.h"
 #include "queue/spool.h"
 
 namespace spate::daemon {
@@ -27,5 +28,10 @@ std::unique_ptr<delivery::StaticRouting> MakeRouting(const Config& config);
 // MX routing: [delivery] mx_port, prohibited_networks, address_order, max_addresses; [dns].
 delivery::MxRouting::Options MxRoutingOptions(const Config& config);
 dns::Resolver::Options ResolverOptions(const Config& config);
+// [delivery] shaping: the file, the shipped one (unset) or none ("none": *out null). False
+// with *error ("PATH: line N: ...") for a file that cannot be read or is refused; *warnings
+// says what in it was ignored.
+bool LoadShaping(const Config& config, std::shared_ptr<const delivery::Shaping>* out,
+                 std::string* error, std::vector<std::string>* warnings);
 
 }  // namespace spate::daemon

@@ -172,7 +172,8 @@ void SubmissionServer::VerifyAuth(ServerConnection& conn, smtp::AuthRequest&& re
 }
 
 queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_view postmaster,
-                                 std::string_view campaign_header) {
+                                 std::string_view campaign_header,
+                                 const CampaignPriorities& campaign_priority) {
   queue::NewMessage m;
   if (!campaign_header.empty()) {
     for (char c : smtp::HeaderValue(received.body, campaign_header)) {
@@ -206,6 +207,14 @@ queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_v
   }
   m.envid = std::move(received.envid);
   m.auth_user = std::move(received.auth_user);
+  // The submitter's own word wins over its campaign's default; the session kept it only from a
+  // client trusted with it (RFC 6710 §4.1).
+  if (received.priority) {
+    m.priority = *received.priority;
+  } else if (!m.campaign.empty()) {
+    if (auto it = campaign_priority.find(m.campaign); it != campaign_priority.end())
+      m.priority = it->second;
+  }
   // Only messages that carried any DSN parameter store them per recipient.
   bool any = std::any_of(received.dsn.begin(), received.dsn.end(), [](const smtp::DsnRecipient& d) {
     return d.notify != 0 || !d.orcpt.empty();
@@ -248,8 +257,8 @@ void SubmissionServer::Commit(ServerConnection& conn) {
   std::optional<smtp::ReceivedMessage> received = conn.session().TakeMessage();
   if (!received)
     return;  // already handed over; waiting for its commit
-  queue::NewMessage message =
-      ToSpoolMessage(std::move(*received), options_.postmaster, options_.campaign_header);
+  queue::NewMessage message = ToSpoolMessage(std::move(*received), options_.postmaster,
+                                             options_.campaign_header, options_.campaign_priority);
   uint64_t conn_id = conn.id();
   Reactor* reactor = &reactor_;
   store_.Accept(std::move(message), [this, reactor, conn_id, handoff = handoff_](

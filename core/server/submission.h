@@ -54,6 +54,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -78,6 +79,9 @@ class Verifier;
 namespace spate::server {
 
 class ServerConnection;
+
+// Campaign name (queue::NewMessage::campaign, exact) -> its default priority, -9 to 9.
+using CampaignPriorities = std::map<std::string, int8_t, std::less<>>;
 
 // What the submission server is told: the daemon maps [server], [tls] timeouts and [auth] limits
 // onto this. Defaults are the shipped configuration's.
@@ -104,6 +108,9 @@ struct Options {
   bool dsn = true;
   // [server] campaign_header: kept with each message (queue::NewMessage::campaign).
   std::string campaign_header = "X-Campaign";
+  // [campaigns."NAME"] priority: the priority (-9 to 9) of a message of that campaign whose
+  // client set none the session honoured (RFC 6710 MT-PRIORITY; ToSpoolMessage()).
+  CampaignPriorities campaign_priority;
   // The suppression list (queue/suppression.h), asked at every RCPT; null: none. A listed
   // recipient gets 550 5.1.1 naming since when and why, and `suppressed` (when set) is told,
   // on the shard (for the records).
@@ -257,8 +264,11 @@ class SubmissionServer : public Service {
 // "<postmaster>" recipient becomes `postmaster` (Options::postmaster).
 // `campaign_header` (may be empty: none) names the header whose value is the message's
 // campaign: printable US-ASCII only, at most kMaxCampaign octets (it becomes a metric label).
+// The priority is the client's MT-PRIORITY when the session honoured one (an explicit 0
+// included), else the campaign's entry in `campaign_priority`, else 0.
 queue::NewMessage ToSpoolMessage(smtp::ReceivedMessage&& received, std::string_view postmaster,
-                                 std::string_view campaign_header = {});
+                                 std::string_view campaign_header = {},
+                                 const CampaignPriorities& campaign_priority = {});
 inline constexpr size_t kMaxCampaign = 128;
 
 }  // namespace spate::server

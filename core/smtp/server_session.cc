@@ -51,8 +51,8 @@ constexpr std::string_view kDsnNotOffered = "555 5.5.4 DSN parameters are not su
 constexpr size_t kMaxAuthLine = 12288;
 // RFC 5321 §4.5.3.1.4 lets extensions lengthen command lines. MAIL: SIZE 26 (RFC 1870 §4),
 // BODY=8BITMIME 15 (RFC 6152 §2), SMTPUTF8 10 (RFC 6531 §3.1), RET and ENVID 100 + 8 and their
-// keywords (RFC 3461 §5.4), AUTH 500 (RFC 4954 §5).
-constexpr size_t kMailLineExtra = 26 + 15 + 10 + 130 + 500;
+// keywords (RFC 3461 §5.4), AUTH 500 (RFC 4954 §5), MT-PRIORITY 15 (RFC 6710 §3).
+constexpr size_t kMailLineExtra = 26 + 15 + 10 + 130 + 500 + 15;
 // RCPT: NOTIFY and ORCPT, 530 (RFC 3461 §5.4).
 constexpr size_t kRcptLineExtra = 530;
 
@@ -466,6 +466,9 @@ void ServerSession::Hello(std::string_view arg, bool extended) {
   out_ += "250-ENHANCEDSTATUSCODES\r\n";
   if (options_.dsn)
     out_ += "250-DSN\r\n";  // RFC 3461: only when the notices it promises are sent
+  // RFC 6710 §3: the keyword names the priority assignment policy, which says what the values
+  // mean for handling; MIXER is the plainest (RFC 2156's urgent, normal and non-urgent).
+  out_ += "250-MT-PRIORITY MIXER\r\n";
   out_ += "250-SMTPUTF8\r\n";
   out_ += "250 CHUNKING\r\n";
 }
@@ -533,6 +536,10 @@ void ServerSession::Mail(std::string_view arg) {
   txn_.smtputf8 = params.smtputf8;
   txn_.ret = params.ret;
   txn_.envid = std::move(params.envid);
+  // RFC 6710 §4.1: a priority is only taken from a client trusted with it (AUTH is done before
+  // MAIL, RFC 4954 §4); from others it was checked and is dropped, the message is as if without.
+  if (params.has_priority && (authenticated_ || options_.client_may_relay))
+    txn_.priority = params.priority;
   if (params.has_size) {
     // RFC 1870 §3: the client's estimate. Room for it (and for the headers we add) up front
     // saves growing the body by copies; capped, as the figure is only the client's word.

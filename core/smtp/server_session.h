@@ -8,8 +8,9 @@
 // HELP, STARTTLS, AUTH.
 // Extensions advertised in EHLO: PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
 // STARTTLS (RFC 3207), AUTH PLAIN LOGIN (RFC 4954, 4616), ENHANCEDSTATUSCODES (RFC 2034),
-// DSN (RFC 3461), SMTPUTF8 (RFC 6531), CHUNKING (RFC 3030). Every reply carries an enhanced status
-// code except the 220 greeting, the 250 to EHLO/HELO, the 354 and the 334 (RFC 2034 §3).
+// DSN (RFC 3461), MT-PRIORITY MIXER (RFC 6710), SMTPUTF8 (RFC 6531), CHUNKING (RFC 3030). Every
+// reply carries an enhanced status code except the 220 greeting, the 250 to EHLO/HELO, the 354
+// and the 334 (RFC 2034 §3).
 //
 // Contract:
 //  - Feed() takes any split of the input (byte by byte, whole, random) with the same result.
@@ -30,6 +31,10 @@
 //  - Input fed before Start() (the client spoke before the greeting): Start() answers
 //    554 5.5.0 instead of 220 and closes (RFC 5321 §3.1 allows 554 in place of the greeting).
 //  - Relay control at RCPT: see Options::client_may_relay.
+//  - MT-PRIORITY (RFC 6710): parsed from anyone (a bad value or a second one: 501 5.5.4), kept
+//    only from a client trusted with it, authenticated or in the relay networks (RFC 6710
+//    §4.1: a server need not honour a priority from a client it does not trust); anyone else's
+//    message is handled as if it had none (ReceivedMessage::priority).
 //  - Limits (command line 512 octets §4.5.3.1.4, longer for MAIL and RCPT by what their
 //    parameters add, RFC 3461 §5.4, RFC 4954 §5; AUTH responses 12288, RFC 4954 §4; text line
 //    §4.5.3.1.6, message size RFC 1870, recipients §4.5.3.1.8) are answered with their codes; the
@@ -86,6 +91,10 @@ struct ReceivedMessage {
   std::string envid;
   std::vector<DsnRecipient> dsn;
   std::string auth_user;  // the authenticated identity (RFC 4954), empty when none
+  // RFC 6710 MT-PRIORITY of MAIL, -9 to 9 (0 normal), when the client gave one and may set it
+  // (authenticated, or Options::client_may_relay); none otherwise, so the glue can tell "no
+  // priority asked" (its own default applies) from an explicit 0.
+  std::optional<int8_t> priority;
 
   friend bool operator==(const ReceivedMessage&, const ReceivedMessage&) = default;
 };

@@ -96,6 +96,10 @@ write(S, "dsn-smtputf8", session(0x10, WHOLE,
       "RCPT TO:<b@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.com\r\n"
       "RCPT TO:<j\xc3\xb6rg@b\xc3\xbccher.example> NOTIFY=NEVER\r\nDATA\r\n"
       "Subject: \xc3\xa9t\xc3\xa9\r\n\r\n8bit \xff\r\n.\r\nQUIT\r\n"))
+write(S, "mt-priority", session(0x10, RAGGED,
+      "EHLO c\r\nMAIL FROM:<a@example.net> MT-PRIORITY=-4\r\nRCPT TO:<b@example.com>\r\n"
+      "DATA\r\nx\r\n.\r\nMAIL FROM:<a@example.net> MT-PRIORITY=10\r\n"
+      "MAIL FROM:<a@example.net> MT-PRIORITY=+9 MT-PRIORITY=1\r\nQUIT\r\n"))
 write(S, "lazy-commit-pipelined", session(0x80, (60, 30, 0),
       "EHLO c\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nx\r\n.\r\n"
       "MAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.com>\r\nDATA\r\ny\r\n.\r\n"

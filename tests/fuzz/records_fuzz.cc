@@ -9,7 +9,8 @@
 // Invariants (a violation traps):
 //  - no decoder reads past its input or allocates beyond what the input can hold (ASan);
 //  - what decodes re-encodes to the same bytes (one encoding per record): an envelope's fields
-//    and recipients (version 1 without a campaign, 2 with one), a recipient record, a key.
+//    and recipients (version 1 without a campaign, 2 with one, 3 with a priority other than 0),
+//    a recipient record, a key.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -37,6 +38,7 @@ void Envelope(std::string_view in) {
   again.envid = m.envid;
   again.auth_user = m.auth_user;
   again.campaign = m.campaign;
+  again.priority = m.priority;
   for (size_t i = 0; i < all.size(); ++i) {
     FUZZ_CHECK(all[i].index == i);
     again.rcpt_to.push_back(all[i].address);

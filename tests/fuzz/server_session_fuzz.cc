@@ -32,6 +32,8 @@
 //  - an AuthRequest is PLAIN or LOGIN and is yielded once;
 //  - when tls_requested(), the last output line is the 220 to STARTTLS (what the client
 //    pipelined behind it was discarded: CVE-2011-0411);
+//  - a message's MT-PRIORITY is -9..9 and comes only from a client in the relay networks or
+//    authenticated (RFC 6710);
 //  - a message has 1..max_recipients recipients, addresses of at most 256 octets without
 //    control octets (and ASCII without SMTPUTF8), a body with no bare CR or LF (refused, or
 //    normalised: Options::bare_lf) and no NUL (refused or stripped: Options::nul), within the size
@@ -294,6 +296,9 @@ class Driver {
       FUZZ_CHECK(IsAddressOk(rcpt, m.smtputf8));
     }
     FUZZ_CHECK(m.auth_user.empty() || authenticated_.count(m.auth_user) != 0);
+    // RFC 6710: -9 to 9, and only from a client trusted with it (relay networks or AUTH).
+    FUZZ_CHECK(!m.priority || (*m.priority >= -9 && *m.priority <= 9));
+    FUZZ_CHECK(!m.priority || mode_.client_may_relay || !m.auth_user.empty());
     if (!mode_.client_may_relay && m.auth_user.empty()) {
       for (const std::string& rcpt : m.rcpt_to) {
         FUZZ_CHECK(IsLocalRecipient(rcpt));  // no open relay

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -130,6 +131,23 @@ TEST(ConfigTest, BounceSettingsMapOntoTheDeliveryAndServerOptions) {
   EXPECT_FALSE(d.dsn);
   EXPECT_EQ(d.delay_warning, Seconds(0));
   EXPECT_EQ(d.suppress_classes, 1u << static_cast<unsigned>(delivery::BounceClass::kQuotaIssues));
+}
+
+// [campaigns."NAME"] priority: each campaign's default priority (RFC 6710) reaches the
+// submission server, under the campaign's exact name; none by default.
+TEST(ConfigTest, CampaignPrioritiesMapOntoTheServerOptions) {
+  EXPECT_TRUE(MustParse("").campaign_priority.empty());
+  EXPECT_TRUE(MustParse(DefaultConfigText()).campaign_priority.empty());
+  Config c = MustParse(
+      "[campaigns.\"spring-sale\"]\npriority = -3\n[campaigns.\"Alerts\"]\npriority = 9\n"
+      "[campaigns.plain]\npriority = 0\n[campaigns.\"x\"]\npriority = -9\n");
+  EXPECT_EQ(c.campaign_priority, (std::map<std::string, int8_t>{
+                                     {"spring-sale", -3}, {"Alerts", 9}, {"plain", 0}, {"x", -9}}));
+  server::Options o = daemon::ServerOptions(c);
+  EXPECT_EQ(o.campaign_priority.size(), 4u);
+  EXPECT_EQ(o.campaign_priority.at("Alerts"), 9) << "compared as the header gives it, case kept";
+  EXPECT_EQ(o.campaign_priority.count("alerts"), 0u);
+  EXPECT_EQ(o.campaign_priority.at("spring-sale"), -3);
 }
 
 // The built-in defaults and the shipped file must not drift apart: an empty config file and
@@ -352,6 +370,18 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"BodyMemoryWord", "[delivery]\nmax_body_memory = \"lots\"\n", "max_body_memory"},
         BadConfig{"NameserverWithoutPort", "[dns]\nnameservers = [\"127.0.0.1\"]\n", "nameservers"},
         BadConfig{"UnknownDnsKey", "[dns]\nservers = []\n", "servers"},
+        BadConfig{"CampaignPriorityTooHigh", "[campaigns.\"x\"]\npriority = 10\n",
+                  "[campaigns.\"x\"] priority"},
+        BadConfig{"CampaignPriorityTooLow", "[campaigns.\"x\"]\npriority = -10\n",
+                  "[campaigns.\"x\"] priority"},
+        BadConfig{"CampaignPriorityWord", "[campaigns.\"x\"]\npriority = \"high\"\n",
+                  "[campaigns.\"x\"] priority"},
+        BadConfig{"CampaignPriorityFraction", "[campaigns.\"x\"]\npriority = 1.5\n",
+                  "[campaigns.\"x\"] priority"},
+        BadConfig{"UnknownCampaignKey", "[campaigns.\"x\"]\nprio = 1\n", "prio"},
+        BadConfig{"CampaignNotATable", "[campaigns]\n\"x\" = 3\n", "[campaigns.\"x\"]"},
+        BadConfig{"CampaignNameWithSpace", "[campaigns.\"spring sale\"]\npriority = 1\n",
+                  "spring sale"},
         BadConfig{"SyntaxError", "[server\nlisten = 1\n", "line 1"}),
     [](const ::testing::TestParamInfo<BadConfig>& p) { return std::string(p.param.name); });
 

@@ -1412,13 +1412,14 @@ class FakeSiteOwners final : public SiteOwners {
     ShardId owner = 0;
     std::string site;
     TlsMode tls = TlsMode::kOff;
+    bool own_domain = false;
     RouteRef route;
     Job job;
   };
   ShardId shards() const override { return 2; }
-  void PostToSite(ShardId owner, std::string site, TlsMode tls, RouteRef route,
+  void PostToSite(ShardId owner, std::string site, TlsMode tls, bool own_domain, RouteRef route,
                   Job&& job) override {
-    posts.push_back({owner, std::move(site), tls, std::move(route), std::move(job)});
+    posts.push_back({owner, std::move(site), tls, own_domain, std::move(route), std::move(job)});
   }
   std::vector<Post> posts;
 };
@@ -1474,7 +1475,8 @@ TEST_F(DeliveryEngineTest, AJobForASiteOwnedByAnotherShardIsHandedToItWithItsRou
 
   // The owner delivers what it was handed, over a pool of its own.
   owner_ = std::make_unique<Delivery>(*reactor_, options_, spool_, routing, stats_, 7);
-  owner_->EnqueueForSite(post.site, post.tls, post.route, std::move(post.job));
+  EXPECT_FALSE(post.own_domain);
+  owner_->EnqueueForSite(post.site, post.tls, post.own_domain, post.route, std::move(post.job));
   ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 3; }));
   EXPECT_EQ(spool_.finishes(1, 0), 1u);
   EXPECT_EQ(spool_.finishes(1, 1), 1u);

@@ -108,6 +108,64 @@ TEST(RecordsTest, EnvelopeKeepsItsCampaignAndOneWithoutIsVersionOne) {
   EXPECT_FALSE(DecodeEnvelope(bad, &out, &all));
 }
 
+// The priority (RFC 6710 MT-PRIORITY) came with version 3, written only for a priority other
+// than 0: a message without one keeps version 1 or 2 (so a build from before priorities still
+// reads it), and a v1 or v2 record reads as priority 0.
+TEST(RecordsTest, EnvelopeKeepsItsPriorityInVersionThreeOnly) {
+  RecoveredMessage out;
+  std::vector<PendingRecipient> all;
+  for (int8_t p : {int8_t{-9}, int8_t{-1}, int8_t{1}, int8_t{9}}) {
+    for (const std::string campaign : {"spring-sale", ""}) {
+      NewMessage m = Sample();
+      m.priority = p;
+      m.campaign = campaign;
+      const std::string v3 = EncodeEnvelope(m, 9);
+      EXPECT_EQ(v3[0], 3) << int{p};
+      ASSERT_TRUE(DecodeEnvelope(v3, &out, &all)) << int{p};
+      EXPECT_EQ(out.priority, p);
+      EXPECT_EQ(out.campaign, campaign);
+      EXPECT_EQ(out.auth_user, "sender");
+      EXPECT_EQ(all.size(), 3u);
+      m.priority = 0;
+      EXPECT_EQ(EncodeEnvelope(m, 9).size() + (campaign.empty() ? 5 : 1), v3.size())
+          << "priority(1), and an empty campaign's length(4) only in version 3";
+    }
+  }
+  NewMessage m = Sample();
+  const std::string v2 = EncodeEnvelope(m, 9);
+  ASSERT_EQ(v2[0], 2);
+  m.priority = 4;
+  ASSERT_TRUE(DecodeEnvelope(EncodeEnvelope(m, 9), &out, &all));
+  ASSERT_TRUE(DecodeEnvelope(v2, &out, &all));
+  EXPECT_EQ(out.priority, 0) << "version 2 has none; a used struct does not keep the last one";
+  m.campaign.clear();
+  m.priority = 0;
+  const std::string v1 = EncodeEnvelope(m, 9);
+  ASSERT_EQ(v1[0], 1);
+  out.priority = 5;
+  ASSERT_TRUE(DecodeEnvelope(v1, &out, &all));
+  EXPECT_EQ(out.priority, 0);
+  // Out of range is stored as its bound: a record the decoder refuses would stop the start.
+  m.priority = 100;
+  ASSERT_TRUE(DecodeEnvelope(EncodeEnvelope(m, 9), &out, &all));
+  EXPECT_EQ(out.priority, 9);
+  m.priority = -128;
+  ASSERT_TRUE(DecodeEnvelope(EncodeEnvelope(m, 9), &out, &all));
+  EXPECT_EQ(out.priority, -9);
+  // Version 3 with priority 0 (one encoding per record) or beyond -9..9: damage.
+  m.priority = 1;
+  const std::string v3 = EncodeEnvelope(m, 9);
+  const size_t at = v3.find("sender") + 6 + 4;  // past auth_user and the empty campaign
+  ASSERT_EQ(v3[at], 1);
+  for (char bad : {'\0', '\x0a', '\xf6', '\x7f'}) {
+    std::string damaged = v3;
+    damaged[at] = bad;
+    EXPECT_FALSE(DecodeEnvelope(damaged, &out, &all)) << int{bad};
+  }
+  for (size_t n = 0; n < v3.size(); ++n)
+    EXPECT_FALSE(DecodeEnvelope(std::string_view(v3).substr(0, n), &out, &all)) << n;
+}
+
 TEST(RecordsTest, RecipientRecordsRoundTrip) {
   RcptRecord deferred{RcptRecord::Kind::kDeferred, 7, 1700000000999};
   EXPECT_EQ(DecodeRcpt(EncodeRcpt(deferred)), deferred);

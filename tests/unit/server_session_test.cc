@@ -37,7 +37,8 @@ void PrintTo(const ReceivedMessage& m, std::ostream* os) {
   for (const DsnRecipient& d : m.dsn) {
     *os << "{" << static_cast<int>(d.notify) << " " << testing::PrintToString(d.orcpt) << "}";
   }
-  *os << "] auth=" << testing::PrintToString(m.auth_user) << "}";
+  *os << "] auth=" << testing::PrintToString(m.auth_user)
+      << " priority=" << (m.priority ? std::to_string(*m.priority) : "none") << "}";
 }
 
 void PrintTo(const AuthRequest& a, std::ostream* os) {
@@ -116,7 +117,8 @@ std::string EhloReply(Ehlo e = {}) {
   return "250-mx.test\r\n250-PIPELINING\r\n250-SIZE " + std::to_string(e.size) +
          "\r\n250-8BITMIME\r\n" + (e.starttls ? "250-STARTTLS\r\n" : "") +
          (e.auth ? "250-AUTH PLAIN LOGIN\r\n" : "") +
-         "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+         "250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-MT-PRIORITY MIXER\r\n250-SMTPUTF8\r\n"
+         "250 CHUNKING\r\n";
 }
 std::string Queued(int n) {
   return "250 2.0.0 Ok: queued as Q" + std::to_string(n) + "\r\n";
@@ -532,8 +534,8 @@ std::vector<Case> LimitCases() {
                        EhloReply() + kMailOk + kRcptOk + kGoAhead + Queued(1) + kBye,
                    {SimpleMsg("")},
                    true});
-  // MAIL and RCPT lines may be longer by what their parameters add (RFC 3461 §5.4, RFC 4954 §5):
-  // 512 + 681 for MAIL, 512 + 530 for RCPT, with CRLF.
+  // MAIL and RCPT lines may be longer by what their parameters add (RFC 3461 §5.4, RFC 4954 §5,
+  // RFC 6710 §3): 512 + 696 for MAIL, 512 + 530 for RCPT, with CRLF.
   {
     auto line = [](std::string start, size_t size) {
       return start + std::string(size - 2 - start.size(), 'p') + "\r\n";
@@ -542,7 +544,7 @@ std::vector<Case> LimitCases() {
     const std::string rcpt = "RCPT TO:<b@y.test> ORCPT=rfc822;";
     // The longest lines are read (and their over-long parameter refused), one more octet is not.
     cases.push_back({"parameter_lines_limit",
-                     kEhlo + line(mail, 1194) + line(mail, 1193) + kMail + line(rcpt, 1043) +
+                     kEhlo + line(mail, 1209) + line(mail, 1208) + kMail + line(rcpt, 1043) +
                          line(rcpt, 1042) + line("NOOP ", 513) + kQuit,
                      kGreeting + EhloReply() + kLineTooLong + "501 5.5.4 Bad ENVID parameter\r\n" +
                          kMailOk + kLineTooLong + "501 5.5.4 Bad ORCPT parameter\r\n" +
@@ -1122,6 +1124,87 @@ std::vector<Case> ParameterCases() {
     }
     cases.push_back(
         {"dsn_refusals", input, output, {}, false, With([](auto& o) { o.max_errors = 100; })});
+  }
+  // RFC 6710: MT-PRIORITY=N from a client in the relay networks is kept, -9 to 9 with an
+  // optional sign; a transaction without one has none (RSET and a new MAIL forget it).
+  auto with_priority = [](ReceivedMessage m, int8_t p) {
+    m.priority = p;
+    return m;
+  };
+  cases.push_back({"mt_priority_from_relay_networks",
+                   kEhlo + "MAIL FROM:<a@x.test> MT-PRIORITY=-5\r\n" + kRcpt + kData +
+                       "one\r\n.\r\n" + "MAIL FROM:<a@x.test> mt-priority=+9 SIZE=10\r\n" + kRcpt +
+                       kData + "two\r\n.\r\n" + "MAIL FROM:<a@x.test> MT-PRIORITY=0\r\n" + kRcpt +
+                       kData + "three\r\n.\r\n" + "MAIL FROM:<a@x.test> MT-PRIORITY=7\r\n" + kRset +
+                       kMail + kRcpt + kData + "four\r\n.\r\n",
+                   kGreeting + EhloReply() + kMailOk + kRcptOk + kGoAhead + Queued(1) + kMailOk +
+                       kRcptOk + kGoAhead + Queued(2) + kMailOk + kRcptOk + kGoAhead + Queued(3) +
+                       kMailOk + kOk + kMailOk + kRcptOk + kGoAhead + Queued(4),
+                   {with_priority(SimpleMsg("one\r\n"), -5), with_priority(SimpleMsg("two\r\n"), 9),
+                    with_priority(SimpleMsg("three\r\n"), 0), SimpleMsg("four\r\n")}});
+  // An authenticated client outside the relay networks is trusted with it too (AUTH comes
+  // before MAIL, RFC 4954 §4).
+  cases.push_back(
+      {"mt_priority_after_auth",
+       kEhlo + kAuthAlice + "MAIL FROM:<a@x.test> MT-PRIORITY=3\r\n" + kRcpt + kData + "x\r\n.\r\n",
+       kGreeting + EhloReply({.auth = true}) + kAuthOk + kMailOk + kRcptOk + kGoAhead + Queued(1),
+       {Changed(SimpleMsg("x\r\n"),
+                [](auto& m) {
+                  m.priority = 3;
+                  m.auth_user = "alice";
+                })},
+       false,
+       With([](auto& o) {
+         o.client_may_relay = false;
+         o.auth = true;
+         o.auth_plaintext = true;
+       }),
+       {},
+       "",
+       {kAliceRequest}});
+  // From anyone else (here: mail to a local domain, no AUTH) the parameter is checked and
+  // dropped: the message is stored as if it had none (RFC 6710 §4.1).
+  auto untrusted = With([](auto& o) {
+    o.client_may_relay = false;
+    o.local_domains = {"y.test"};
+    o.max_errors = 100;
+  });
+  cases.push_back({"mt_priority_ignored_from_untrusted_clients",
+                   kEhlo + "MAIL FROM:<a@x.test> MT-PRIORITY=9\r\n" + kRcpt + kData + "x\r\n.\r\n",
+                   kGreeting + EhloReply() + kMailOk + kRcptOk + kGoAhead + Queued(1),
+                   {SimpleMsg("x\r\n")},
+                   false,
+                   untrusted});
+  // RFC 6710 §3: one digit and an optional sign, given once; anything else is 501 5.5.4, from
+  // trusted and untrusted clients alike, and leaves the session ready for a good MAIL.
+  {
+    const std::vector<std::string> bad = {"MT-PRIORITY=10",
+                                          "MT-PRIORITY=x",
+                                          "MT-PRIORITY=--1",
+                                          "MT-PRIORITY=+-1",
+                                          "MT-PRIORITY=-10",
+                                          "MT-PRIORITY=09",
+                                          "MT-PRIORITY=+",
+                                          "MT-PRIORITY=1.5",
+                                          "MT-PRIORITY",
+                                          "MT-PRIORITY=1 MT-PRIORITY=1",
+                                          "MT-PRIORITY=1 mt-priority=-2"};
+    std::string input = kEhlo;
+    std::string output = kGreeting + EhloReply();
+    for (const std::string& p : bad) {
+      input += "MAIL FROM:<a@x.test> " + p + "\r\n";
+      output += "501 5.5.4 Bad MT-PRIORITY parameter\r\n";
+    }
+    input += "MAIL FROM:<a@x.test> MT-PRIORITY=-9\r\n" + kRcpt + kData + "x\r\n.\r\n";
+    output += kMailOk + kRcptOk + kGoAhead + Queued(1);
+    cases.push_back({"mt_priority_refusals",
+                     input,
+                     output,
+                     {with_priority(SimpleMsg("x\r\n"), -9)},
+                     false,
+                     With([](auto& o) { o.max_errors = 100; })});
+    cases.push_back(
+        {"mt_priority_refusals_untrusted", input, output, {SimpleMsg("x\r\n")}, false, untrusted});
   }
   return cases;
 }

@@ -244,6 +244,12 @@ TEST_F(SpoolTest, ReopenRecoversEveryMessageIntact) {
   sent[1].message.envid = std::string("env\0id+2B", 9);
   sent[1].message.auth_user = "submitter";
   sent[1].message.dsn = {{6, "rfc822;x@a.example"}, {}, {8, "utf-8;z@c.example"}};
+  // The campaign and the priority (RFC 6710) too: envelope versions 2 and 3 (the other tests'
+  // messages are version 1).
+  sent[1].message.priority = -4;
+  sent[2].message.campaign = "spring-sale";
+  sent[2].message.priority = 9;
+  sent[0].message.campaign = "autumn";
   int64_t before_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
@@ -274,6 +280,8 @@ TEST_F(SpoolTest, ReopenRecoversEveryMessageIntact) {
     EXPECT_EQ(r.ret, m.ret);
     EXPECT_EQ(r.envid, m.envid);
     EXPECT_EQ(r.auth_user, m.auth_user);
+    EXPECT_EQ(r.campaign, m.campaign);
+    EXPECT_EQ(r.priority, m.priority);
     EXPECT_GE(r.received_ms, before_ms);
     EXPECT_LE(r.received_ms, after_ms);
     ASSERT_EQ(r.recipients.size(), m.rcpt_to.size());
@@ -636,7 +644,7 @@ TEST_F(SpoolDamageTest, AnEnvelopeThatDoesNotDecodeFailsRecovery) {
   const std::string damaged[] = {
       envelope.substr(0, envelope.size() - 3),      // cut short inside the last recipient
       envelope.substr(0, 5),                        // cut short inside the header
-      std::string(1, '\x03') + envelope.substr(1),  // a version this build does not know
+      std::string(1, '\x04') + envelope.substr(1),  // a version this build does not know
   };
   for (const std::string& value : damaged) {
     { RawDb(path()).Put(RawDb::kEnvelope, Key(first_), value); }

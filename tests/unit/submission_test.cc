@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -107,6 +108,34 @@ TEST(ToSpoolMessageTest, TheCampaignHeaderNamesTheMessagesCampaign) {
   EXPECT_EQ(campaign_of("X-Campaign: " + std::string(500, 'c') + "\r\n\r\n").size(), kMaxCampaign);
   EXPECT_EQ(campaign_of("X-Campaign: spring\r\n\r\n", ""), "") << "campaign_header off";
   EXPECT_EQ(campaign_of("X-Mailing: m1\r\n\r\n", "X-Mailing"), "m1");
+}
+
+// RFC 6710 MT-PRIORITY: the one the session honoured wins, an explicit 0 included; without one
+// the campaign's default ([campaigns."NAME"] priority) applies, by its exact name; else 0.
+TEST(ToSpoolMessageTest, TheClientsPriorityWinsOverItsCampaignsDefault) {
+  const CampaignPriorities defaults = {{"spring-sale", -3}, {"alerts", 8}};
+  auto priority_of = [&](std::string body, std::optional<int8_t> asked) {
+    smtp::ReceivedMessage r;
+    r.rcpt_to = {"a@x.test"};
+    r.body = std::move(body);
+    r.priority = asked;
+    return int{ToSpoolMessage(std::move(r), "pm@ops.test", "X-Campaign", defaults).priority};
+  };
+  const std::string sale = "X-Campaign: spring-sale\r\n\r\nbody\r\n";
+  EXPECT_EQ(priority_of(sale, std::nullopt), -3);
+  EXPECT_EQ(priority_of("X-Campaign: alerts\r\n\r\n", std::nullopt), 8);
+  EXPECT_EQ(priority_of(sale, 5), 5);
+  EXPECT_EQ(priority_of(sale, 0), 0) << "an explicit normal priority is the client's word too";
+  EXPECT_EQ(priority_of(sale, -9), -9);
+  EXPECT_EQ(priority_of("X-Campaign: Spring-Sale\r\n\r\n", std::nullopt), 0) << "exact name";
+  EXPECT_EQ(priority_of("X-Campaign: other\r\n\r\n", std::nullopt), 0);
+  EXPECT_EQ(priority_of("Subject: no campaign\r\n\r\n", std::nullopt), 0);
+  EXPECT_EQ(priority_of("Subject: no campaign\r\n\r\n", 2), 2);
+  smtp::ReceivedMessage r;
+  r.rcpt_to = {"a@x.test"};
+  r.body = sale;
+  EXPECT_EQ(ToSpoolMessage(std::move(r), "pm@ops.test", "X-Campaign").priority, 0)
+      << "no defaults configured";
 }
 
 TEST(HeaderValueTest, FindsTheFirstFieldOfANameInTheHeaderSectionOnly) {

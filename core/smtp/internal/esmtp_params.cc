@@ -25,6 +25,21 @@ int HexValue(char c) {
   return -1;
 }
 
+// RFC 6710 §3: priority-value = [priority-sign] priority-number, the sign "+" or "-" and the
+// number one DIGIT: -9 to 9, so "10", "--1" and "+" are malformed, not out of range.
+bool ParsePriority(std::string_view s, int8_t* priority) {
+  bool negative = false;
+  if (!s.empty() && (s[0] == '+' || s[0] == '-')) {
+    negative = s[0] == '-';
+    s.remove_prefix(1);
+  }
+  if (s.size() != 1 || s[0] < '0' || s[0] > '9')
+    return false;
+  const int value = s[0] - '0';
+  *priority = static_cast<int8_t>(negative ? -value : value);
+  return true;
+}
+
 }  // namespace
 
 bool ParseParams(std::string_view rest, std::vector<Param>* params) {
@@ -162,6 +177,13 @@ std::string_view ParseMailParams(std::string_view rest, bool auth, MailParams* p
         return "501 5.5.4 Bad AUTH parameter";
       }
       has_auth = true;
+    } else if (EqualsNoCase(param.keyword, "MT-PRIORITY")) {
+      // RFC 6710 §3; given twice, which one would count is anyone's guess: refused.
+      if (params->has_priority || !param.has_value ||
+          !ParsePriority(param.value, &params->priority)) {
+        return "501 5.5.4 Bad MT-PRIORITY parameter";
+      }
+      params->has_priority = true;
     } else {
       return "555 5.5.4 Unsupported MAIL parameter";  // RFC 5321 §4.1.1.11
     }

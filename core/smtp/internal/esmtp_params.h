@@ -3,9 +3,10 @@
 // The ESMTP parameters of MAIL and RCPT (RFC 5321 §4.1.2 Mail-parameters, Rcpt-parameters):
 // the generic esmtp-param syntax, and what the server session makes of each keyword it offers.
 // MAIL: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET and ENVID (RFC 3461), AUTH
-// (RFC 4954 §5). RCPT: NOTIFY and ORCPT (RFC 3461). A bad or unknown parameter is an outcome,
-// not an error: the parsers return the reply that refuses the command. Private to ServerSession
-// (core/smtp/server_session.h), which also uses ParseSize for BDAT's chunk size.
+// (RFC 4954 §5), MT-PRIORITY (RFC 6710). RCPT: NOTIFY and ORCPT (RFC 3461). A bad or unknown
+// parameter is an outcome, not an error: the parsers return the reply that refuses the command.
+// Private to ServerSession (core/smtp/server_session.h), which also uses ParseSize for BDAT's
+// chunk size.
 // Threading: pure functions, any thread.
 #pragma once
 
@@ -48,6 +49,9 @@ struct MailParams {
   bool smtputf8 = false;
   ReceivedMessage::Ret ret = ReceivedMessage::Ret::kUnset;
   std::string envid;  // xtext decoded
+  // MT-PRIORITY as given, -9 to 9 (RFC 6710 §3); whether it is honoured is the session's call.
+  bool has_priority = false;
+  int8_t priority = 0;
 };
 
 // Parses what follows MAIL's reverse-path into *params. `auth`: the session offers AUTH, so the
