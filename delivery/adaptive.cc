@@ -99,6 +99,8 @@ Clock::duration AutomationState::StepLength(const Automation& rule) const {
 std::vector<AutomationState::Event> AutomationState::OnReply(std::string_view reply_text,
                                                              Clock::time_point now) {
   std::vector<Event> events;
+  if (reply_text.starts_with('2'))
+    return events;  // a success says nothing about pushback
   for (size_t i = 0; i < rules_.size(); ++i) {
     const Automation& r = rules_[i];
     if (!r.Matches(reply_text))
@@ -229,16 +231,17 @@ SiteLimits AutomationState::Apply() const {
       out.max_age = o.max_age;
     }
   }
+  // A rule slows a site down, never speeds it up: no limit goes past its normal value.
   if (connections)
-    out.connection_limit = *connections;
+    out.connection_limit = std::min(*connections, base_.connection_limit);
   if (deliveries)
-    out.max_deliveries_per_connection = *deliveries;
+    out.max_deliveries_per_connection = std::min(*deliveries, base_.max_deliveries_per_connection);
   if (recipients)
-    out.max_recipients_per_batch = *recipients;
+    out.max_recipients_per_batch = std::min(*recipients, base_.max_recipients_per_batch);
   if (message_rate)
-    out.message_rate = *message_rate;
+    out.message_rate = StricterRate(*message_rate, base_.message_rate);
   if (connection_rate)
-    out.connection_rate = *connection_rate;
+    out.connection_rate = StricterRate(*connection_rate, base_.connection_rate);
   return out;
 }
 

@@ -233,7 +233,7 @@ void ClientSession::OnTlsEstablished() {
     return;
   tls_active_ = true;
   // RFC 3207 §4.2: the client must discard what it knew of the server and say EHLO again.
-  pipelining_ = size_ = eightbit_ = smtputf8_ = dsn_ = starttls_offered_ = false;
+  pipelining_ = size_ = eightbit_ = smtputf8_ = dsn_ = mt_priority_ = starttls_offered_ = false;
   server_max_size_ = 0;
   state_ = State::kEhlo;
   Enqueue(Kind::kEhlo, 0, {"EHLO ", options_.helo_name, "\r\n"});
@@ -242,7 +242,7 @@ void ClientSession::OnTlsEstablished() {
 void ClientSession::ParseEhlo(const smtp::Reply& reply) {
   // RFC 5321 §4.1.1.1: the first line is the domain and greeting; each further line is
   // "keyword [params]". Keywords are case-insensitive (§2.4).
-  pipelining_ = size_ = eightbit_ = smtputf8_ = dsn_ = starttls_offered_ = false;
+  pipelining_ = size_ = eightbit_ = smtputf8_ = dsn_ = mt_priority_ = starttls_offered_ = false;
   server_max_size_ = 0;
   std::string_view text = reply.text;
   size_t nl = text.find('\n');
@@ -267,6 +267,8 @@ void ClientSession::ParseEhlo(const smtp::Reply& reply) {
       smtputf8_ = true;
     } else if (smtp::EqualsNoCase(keyword, "DSN")) {  // RFC 3461 §4
       dsn_ = true;
+    } else if (smtp::EqualsNoCase(keyword, "MT-PRIORITY")) {  // RFC 6710 §3, any policy
+      mt_priority_ = true;
     } else if (smtp::EqualsNoCase(keyword, "STARTTLS")) {  // RFC 3207 §4
       starttls_offered_ = true;
     } else if (smtp::EqualsNoCase(keyword, "SIZE")) {  // RFC 1870 §4: "SIZE [limit]", 0 is none
@@ -338,9 +340,19 @@ uint32_t ClientSession::Submit(const Envelope& envelope, std::string_view body) 
       envelope.smtputf8 ? std::string_view(" SMTPUTF8") : std::string_view();
   const std::string_view dsn_param =
       dsn_ ? std::string_view(envelope.dsn_mail) : std::string_view();
+  char priority_param[24] = " MT-PRIORITY=";
+  std::string_view priority_text;
+  if (mt_priority_ && envelope.priority != 0 && envelope.priority >= -9 && envelope.priority <= 9) {
+    char* p = priority_param + 13;
+    if (envelope.priority < 0)
+      *p++ = '-';
+    *p++ =
+        static_cast<char>('0' + (envelope.priority < 0 ? -envelope.priority : envelope.priority));
+    priority_text = std::string_view(priority_param, static_cast<size_t>(p - priority_param));
+  }
   Enqueue(Kind::kMail, 0,
           {"MAIL FROM:<", envelope.mail_from, ">", size_text, body_param, utf8_param, dsn_param,
-           "\r\n"});
+           priority_text, "\r\n"});
   for (uint32_t i = 0; i < envelope.rcpt_to.size(); ++i) {
     const std::string_view rcpt_param = dsn_ && i < envelope.dsn_rcpt.size()
                                             ? std::string_view(envelope.dsn_rcpt[i])

@@ -55,6 +55,9 @@ struct Envelope {
   // " NOTIFY=... ORCPT=..." per recipient, or empty. Already encoded (xtext).
   std::string dsn_mail;
   std::vector<std::string> dsn_rcpt;
+  // RFC 6710 §4: the message's priority (-9..9), passed on as MT-PRIORITY= to a server that
+  // offers MT-PRIORITY, when it is not 0 (the default, which says nothing).
+  int8_t priority = 0;
 };
 
 // The final outcome for one recipient of a submitted transaction: a value, not an error.
@@ -200,6 +203,7 @@ class ClientSession {
   bool eightbit_ = false;
   bool smtputf8_ = false;
   bool dsn_ = false;
+  bool mt_priority_ = false;
   bool starttls_offered_ = false;
   bool tls_active_ = false;
   bool tls_unavailable_ = false;

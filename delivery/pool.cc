@@ -155,6 +155,7 @@ class ClientConnection final : public Connection {
     env.size_hint = m.body_size;
     env.body_8bit = m.body_8bit;
     env.smtputf8 = m.smtputf8;
+    env.priority = m.priority;
     env.rcpt_to.reserve(job_->recipients.size());
     for (const Recipient& r : job_->recipients)
       env.rcpt_to.emplace_back(job_->address(r));
@@ -285,7 +286,11 @@ class ClientConnection final : public Connection {
         Saw(r->reply);
         if (job_) {
           outcomes_.peer_dsn = session_.dsn_offered();
-          engine_.Record(&site_, *job_, r->recipient_index, r->reply, &outcomes_, &peer_);
+          // A Bounce rule in force (fired by this reply, maybe) fails what is not delivered.
+          const smtp::Reply& reply = !r->reply.positive() && site_.bouncing() != nullptr
+                                         ? site_.bounce_reply()
+                                         : r->reply;
+          engine_.Record(&site_, *job_, r->recipient_index, reply, &outcomes_, &peer_);
         }
       } else if (std::get_if<TransactionDone>(&ev) != nullptr) {
         if (job_) {

@@ -190,6 +190,9 @@ class Site {
   const SitePolicy& policy() const { return policy_; }
   const RouteRef& route() const { return route_; }
   bool suspended() const { return automation_.suspended(); }
+  // The Bounce rule in force (null: none) and the 5xx it fails mail with.
+  const Automation* bouncing() const { return automation_.bouncing(); }
+  const smtp::Reply& bounce_reply() const { return bounce_reply_; }
   size_t queued_jobs() const { return pending_.size() + ready_.size() + loading_; }
   size_t loaded_bodies() const { return ready_.size() + loading_; }
   size_t open_connections() const { return open_.size(); }

@@ -6,7 +6,6 @@
 // timer is armed for the earliest bucket. A bucket is released when its end has passed, so a job
 // is never early and at most kGranularity late. Releasing is bounded per loop turn (kBatch), so
 // a million jobs falling due together do not stall the shard's I/O.
-// Where max age, priority and suspension plug in: the order and the moment jobs leave here.
 // Threading: lives on its shard; `on_due` runs there, from a timer.
 #pragma once
 

@@ -889,6 +889,36 @@ TEST(ClientSessionSizeTest, AMessageOverTheServersSizeFailsAtOnce) {
   EXPECT_EQ(s.TakeOutput(), "");
 }
 
+// RFC 6710 §4: a priority goes on to a server that offers MT-PRIORITY (whatever its policy);
+// to one that does not, and for priority 0, the MAIL command says nothing of it.
+TEST(ClientSessionMtPriorityTest, PassedOnOnlyToAServerThatOffersIt) {
+  ClientSession s = ReadySession("250-mx.test\r\n250-PIPELINING\r\n250 MT-PRIORITY MIXER\r\n");
+  Envelope env;
+  env.mail_from = "a@src.test";
+  env.rcpt_to = {"b@dest.test"};
+  env.priority = -9;
+  s.Submit(env, "x\r\n");
+  EXPECT_EQ(s.TakeOutput(),
+            "MAIL FROM:<a@src.test> MT-PRIORITY=-9\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n");
+  s.OnBytes("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n");
+  (void)s.TakeOutput();
+  s.OnBytes("250 2.0.0 Ok\r\n");
+  (void)s.TakeEvents();
+  ASSERT_TRUE(s.idle());
+  env.priority = 7;
+  s.Submit(env, "x\r\n");
+  EXPECT_EQ(s.TakeOutput(),
+            "MAIL FROM:<a@src.test> MT-PRIORITY=7\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n");
+
+  ClientSession plain = ReadySession("250-mx.test\r\n250 PIPELINING\r\n");
+  plain.Submit(env, "x\r\n");
+  EXPECT_EQ(plain.TakeOutput(), "MAIL FROM:<a@src.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n");
+  ClientSession offered = ReadySession("250-mx.test\r\n250-PIPELINING\r\n250 MT-PRIORITY\r\n");
+  env.priority = 0;
+  offered.Submit(env, "x\r\n");
+  EXPECT_EQ(offered.TakeOutput(), "MAIL FROM:<a@src.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n");
+}
+
 // A message that does not need it never carries it, even when the server offers it.
 TEST(ClientSessionSmtpUtf8Test, NotSentForAsciiMessages) {
   ClientSession s = ReadySession("250-mx.test\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n");

@@ -44,8 +44,10 @@
 #include "delivery/delivery.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
+#include "delivery/pool.h"
 #include "delivery/routing.h"
 #include "delivery/scheduler.h"
+#include "delivery/shaping.h"
 #include "delivery/stats.h"
 #include "tests/unit/fake_spool.h"
 
@@ -123,7 +125,8 @@ class ClosedPort {
 // A scripted SMTP server. It offers PIPELINING, answers MAIL 250, RCPT as scripted per address
 // (then 250), DATA 354 when a recipient was accepted (else 554, RFC 2920 §3.1), the end of data
 // 250, QUIT 221 and then hangs up. It can hold its greeting or its reply to the end of data
-// until told, or hang up on every connection as soon as it is accepted.
+// until told (or let the held end-of-data replies go a few at a time), or hang up on every
+// connection as soon as it is accepted.
 // Threading: its own thread serves; every method is for the test thread.
 class ScriptedPeer {
  public:
@@ -175,6 +178,11 @@ class ScriptedPeer {
   }
   void HoldDataEnd(bool hold) {
     Set([&] { hold_data_end_ = hold; });
+  }
+  // While the end of data is held: lets the replies to `n` more ends of data go, one each, in
+  // the order the peer comes to them (a server that answers slowly, one message at a time).
+  void ReleaseDataEnds(size_t n) {
+    Set([&] { data_end_credits_ += n; });
   }
   void HangUpOnAccept(bool hang_up) {
     Set([&] { hang_up_ = hang_up; });
@@ -337,8 +345,11 @@ class ScriptedPeer {
     }
     while (!s.done) {
       if (s.data_reply_due) {
-        if (hold_data_end_)
-          return;
+        if (hold_data_end_) {
+          if (data_end_credits_ == 0)
+            return;
+          --data_end_credits_;
+        }
         s.data_reply_due = false;
         Send(s, "250 2.0.0 queued");
         continue;
@@ -428,6 +439,7 @@ class ScriptedPeer {
   std::map<std::string, std::vector<std::string>> rcpt_replies_;
   bool hold_greeting_ = false;
   bool hold_data_end_ = false;
+  size_t data_end_credits_ = 0;  // held replies to let go (ReleaseDataEnds)
   bool hang_up_ = false;
   bool offer_dsn_ = false;
   std::vector<Connection> connections_;
@@ -1745,6 +1757,272 @@ TEST_F(DeliveryEngineTest, ShutdownDropsQueuesAndConnectionsAndRecordsNoOutcome)
   RunTurns();
   EXPECT_EQ(peer_.accepted(), 1u);
   EXPECT_TRUE(spool_.finished().empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shaping (delivery/shaping.h, delivery/adaptive.h): per-site limits from a shaping file
+
+// A shaping file as the daemon reads it; one refused, or with a warning, fails the test (null).
+std::shared_ptr<const Shaping> LoadShaping(const std::string& toml) {
+  std::string error;
+  std::vector<std::string> warnings;
+  std::optional<Shaping> s = Shaping::FromToml(toml, &error, &warnings);
+  EXPECT_TRUE(s.has_value()) << error;
+  for (const std::string& w : warnings)
+    ADD_FAILURE() << "warning: " << w;
+  if (!s)
+    return nullptr;
+  return std::make_shared<const Shaping>(std::move(*s));
+}
+
+// A domain table's connection_limit, under a larger max_connections, against a peer that
+// answers each end of data only when told (one at a time): never a third connection, and all
+// twenty delivered over the two. The domain with a table of its own is a site of its own, not
+// its MX host set's.
+TEST_F(DeliveryEngineTest, AShapingConnectionLimitOfTwoHoldsForTwentyJobsToASlowPeer) {
+  options_.max_connections = 10;
+  MapRouting routing;
+  routing.Set("x.test", MakeRoute(kSite, {peer_.endpoint()}));
+  StartWith(routing);
+  std::shared_ptr<const Shaping> shaping = LoadShaping("[\"x.test\"]\nconnection_limit = 2\n");
+  ASSERT_NE(shaping, nullptr);
+  delivery_->SetShaping(shaping);
+  peer_.HoldDataEnd(true);
+  long most_open = 0;
+  each_turn_ = [&] { most_open = std::max(most_open, delivery_->open_connections("x.test")); };
+  constexpr int kJobs = 20;
+  for (int i = 1; i <= kJobs; ++i)
+    EnqueueTo("x.test", MakeJob(i, {"u" + std::to_string(i) + "@x.test"}));
+  most_open = std::max(most_open, delivery_->open_connections("x.test"));
+  ASSERT_TRUE(RunUntil([&] { return peer_.count(".") == 2; }));
+  RunTurns();
+  EXPECT_EQ(peer_.accepted(), 2u) << "18 jobs wait, and still no third connection";
+  EXPECT_EQ(delivery_->open_connections("x.test"), 2);
+  EXPECT_EQ(delivery_->open_connections(kSite), -1) << "x.test has a table: a site of its own";
+  EXPECT_EQ(stats_.ForSite("x.test").connection_limit.Get(), 2);
+
+  for (int k = 1; k <= kJobs; ++k) {
+    peer_.ReleaseDataEnds(1);
+    ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == static_cast<size_t>(k); }))
+        << "reply " << k;
+    most_open = std::max(most_open, delivery_->open_connections("x.test"));
+  }
+  EXPECT_LE(most_open, 2);
+  EXPECT_LE(peer_.max_concurrent(), 2u);
+  EXPECT_EQ(peer_.accepted(), 2u) << "the two connections carried every message";
+  EXPECT_EQ(peer_.transactions().size(), static_cast<size_t>(kJobs));
+  for (int i = 1; i <= kJobs; ++i)
+    EXPECT_EQ(spool_.finishes(i, 0), 1u) << "message " << i;
+  EXPECT_TRUE(spool_.deferred().empty());
+  EXPECT_EQ(stats_.ForSite("x.test").delivered.Get(), static_cast<uint64_t>(kJobs));
+}
+
+// ["default"] max_deliveries_per_connection under a larger max_messages_per_connection: every
+// connection QUITs after its third message, so ten messages take at least four connections.
+TEST_F(DeliveryEngineTest, AShapingMaxDeliveriesPerConnectionOfThreeQuitsAfterTheThird) {
+  options_.max_messages_per_connection = 100;
+  Start();
+  std::shared_ptr<const Shaping> shaping =
+      LoadShaping("[\"default\"]\nconnection_limit = 2\nmax_deliveries_per_connection = 3\n");
+  ASSERT_NE(shaping, nullptr);
+  delivery_->SetShaping(shaping);
+  constexpr int kJobs = 10;
+  for (int i = 1; i <= kJobs; ++i)
+    Enqueue(MakeJob(i, {Rcpt("m" + std::to_string(i))}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == kJobs; }));
+  // The QUIT after a third message goes out once its reply is read: the peer sees it soon.
+  ASSERT_TRUE(RunUntil([&] {
+    for (const auto& c : peer_.connections()) {
+      if (c.transactions.size() >= 3 && !c.quit)
+        return false;
+    }
+    return true;
+  }));
+  EXPECT_EQ(stats_.ForSite(kDomain).deliveries_per_connection.Get(), 3);
+
+  const auto conns = peer_.connections();
+  EXPECT_GE(conns.size(), 4u);
+  size_t carried = 0;
+  for (size_t c = 0; c < conns.size(); ++c) {
+    EXPECT_LE(conns[c].transactions.size(), 3u) << "connection " << c;
+    carried += conns[c].transactions.size();
+    if (conns[c].transactions.size() == 3) {
+      // QUIT right after the third end of data.
+      ASSERT_GE(conns[c].commands.size(), 2u);
+      EXPECT_EQ(conns[c].commands.back(), "QUIT") << "connection " << c;
+      EXPECT_EQ(conns[c].commands[conns[c].commands.size() - 2], ".") << "connection " << c;
+    }
+  }
+  EXPECT_EQ(carried, static_cast<size_t>(kJobs));
+  EXPECT_LE(peer_.max_concurrent(), 2u);
+  for (int i = 1; i <= kJobs; ++i)
+    EXPECT_EQ(spool_.finishes(i, 0), 1u) << "message " << i;
+}
+
+// A domain table's max_recipients_per_batch, under a larger max_recipients_per_transaction:
+// five recipients go in three transactions, 2 + 2 + 1, each recipient once, the same body.
+TEST_F(DeliveryEngineTest, AShapingMaxRecipientsPerBatchOfTwoSendsFiveInThreeTransactions) {
+  options_.max_recipients_per_transaction = 100;
+  Start();
+  std::shared_ptr<const Shaping> shaping =
+      LoadShaping("[\"x.test\"]\nmax_recipients_per_batch = 2\n");
+  ASSERT_NE(shaping, nullptr);
+  delivery_->SetShaping(shaping);
+  std::vector<std::string> rcpts;
+  for (int i = 0; i < 5; ++i)
+    rcpts.push_back("r" + std::to_string(i) + "@x.test");
+  EnqueueTo("x.test", MakeJob(9, rcpts));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 5; }));
+  EXPECT_EQ(stats_.ForSite("x.test").recipients_per_batch.Get(), 2);
+
+  const auto txns = peer_.transactions();
+  ASSERT_EQ(txns.size(), 3u);
+  std::multiset<size_t> sizes;
+  std::multiset<std::string> seen;
+  for (const auto& t : txns) {
+    sizes.insert(t.rcpt_to.size());
+    seen.insert(t.rcpt_to.begin(), t.rcpt_to.end());
+    EXPECT_EQ(t.body, BodyOf(9));
+  }
+  EXPECT_EQ(sizes, (std::multiset<size_t>{1, 2, 2}));
+  EXPECT_EQ(seen, std::multiset<std::string>(rcpts.begin(), rcpts.end()));
+  for (uint32_t i = 0; i < 5; ++i)
+    EXPECT_EQ(spool_.finishes(9, i), 1u) << "recipient " << i;
+  EXPECT_TRUE(spool_.deferred().empty());
+}
+
+// A Suspend rule on "[TS01]": the server's 421 to a RCPT fires it. The site is suspended (and
+// counted so), opens nothing while it is, and its mail waits queued; the recipient the 421
+// deferred is not charged an attempt. After the suspension (and the 421's own hold) the mail
+// that waited goes out, and the deferred recipient is delivered at its retry.
+TEST_F(DeliveryEngineTest, ASuspendRuleHoldsTheSiteOffAndTheThrottledRecipientIsNotCharged) {
+  options_.retry_base = Seconds(60);
+  MapRouting routing;
+  routing.Set("x.test", MakeRoute(kSite, {peer_.endpoint()}));
+  StartWith(routing);
+  std::shared_ptr<const Shaping> shaping = LoadShaping(
+      "[\"x.test\"]\n"                // line 1
+      "connection_limit = 1\n"        // line 2
+      "[[\"x.test\".automation]]\n"   // line 3: the rule's label is x.test:3
+      "regex = \"\\\\[TS01\\\\]\"\n"  // regex = "\\[TS01\\]"
+      "action = \"Suspend\"\n"
+      "duration = \"2s\"\n");
+  ASSERT_NE(shaping, nullptr);
+  delivery_->SetShaping(shaping);
+  const std::string a = "a@x.test";
+  peer_.ScriptRcpt(a, {"421 4.7.0 [TS01] deferred"});
+  long most_open = 0;
+  each_turn_ = [&] { most_open = std::max(most_open, delivery_->open_connections("x.test")); };
+  EnqueueTo("x.test", MakeJob(1, {a}));
+  for (int i = 2; i <= 4; ++i)
+    EnqueueTo("x.test", MakeJob(i, {"u" + std::to_string(i) + "@x.test"}));
+  ASSERT_TRUE(RunUntil(
+      [&] { return spool_.deferred().size() == 1 && delivery_->open_connections("x.test") == 0; }));
+  RunTurns();
+
+  DomainStats& site = stats_.ForSite("x.test");
+  EXPECT_EQ(site.suspended.Get(), 1);
+  EXPECT_EQ(site.suspensions.Get(), 1u);
+  RuleStats& rule = stats_.ForRule("x.test", "x.test:3");
+  EXPECT_EQ(rule.fired.Get(), 1u);
+  EXPECT_EQ(rule.active.Get(), 1);
+  ASSERT_EQ(spool_.deferred().size(), 1u);
+  EXPECT_EQ(spool_.deferred()[0].id, 1u);
+  EXPECT_EQ(spool_.deferred()[0].index, 0u);
+  EXPECT_EQ(spool_.deferred()[0].attempts, 0) << "a rate-limit reply charges no attempt";
+  EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_EQ(peer_.accepted(), 1u);
+  ASSERT_EQ(peer_.connections()[0].transactions.size(), 1u);
+  EXPECT_EQ(peer_.connections()[0].transactions[0].rcpt_to, std::vector<std::string>{a});
+  EXPECT_EQ(site.queued_by_priority[9].Get(), 3) << "the other three wait in the site's queue";
+
+  // Suspended: no connection, however long the mail waits within the rule's duration.
+  Advance(1900ms);
+  RunTurns();
+  EXPECT_EQ(peer_.accepted(), 1u);
+  EXPECT_EQ(site.suspended.Get(), 1);
+  EXPECT_TRUE(spool_.finished().empty());
+
+  // The suspension is over at 2 s; the 421 holds the site off until Site::kPushbackHold.
+  Advance(200ms);
+  ASSERT_TRUE(RunUntil([&] { return site.suspended.Get() == 0; }));
+  Advance(std::chrono::duration_cast<std::chrono::nanoseconds>(Site::kPushbackHold) - 2100ms +
+          100ms);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 3; }));
+  for (int i = 2; i <= 4; ++i)
+    EXPECT_EQ(spool_.finishes(i, 0), 1u) << "message " << i;
+  EXPECT_EQ(peer_.accepted(), 2u);
+  EXPECT_EQ(most_open, 1);
+  EXPECT_EQ(site.suspended.Get(), 0);
+  EXPECT_EQ(site.suspensions.Get(), 1u);
+  EXPECT_EQ(rule.fired.Get(), 1u);
+  EXPECT_EQ(site.queued_by_priority[9].Get(), 0);
+  EXPECT_EQ(spool_.deferred().size(), 1u);
+
+  // The deferred recipient at its retry (retry_base + 20% at most), the rule ended by then.
+  Advance(73s);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 4; }));
+  EXPECT_EQ(spool_.finishes(1, 0), 1u);
+  EXPECT_EQ(rule.active.Get(), 0);
+  EXPECT_EQ(rule.fired.Get(), 1u);
+}
+
+// A Bounce rule on "[TS02]": the recipient whose reply fired it, the mail queued behind it
+// and mail that comes while it holds all fail, with a 5xx that names the rule.
+TEST_F(DeliveryEngineTest, ABounceRuleFailsTheMatchingRecipientAndTheQueuedOnesWithA5xx) {
+  options_.dsn = false;  // a failure leaves the spool at once
+  MapRouting routing;
+  routing.Set("x.test", MakeRoute(kSite, {peer_.endpoint()}));
+  StartWith(routing);
+  KeptRecords records;
+  delivery_->SetAccounting(&records);
+  std::shared_ptr<const Shaping> shaping = LoadShaping(
+      "[\"x.test\"]\n"
+      "connection_limit = 1\n"
+      "[[\"x.test\".automation]]\n"  // line 3: x.test:3
+      "regex = \"\\\\[TS02\\\\]\"\n"
+      "action = \"Bounce\"\n"
+      "duration = \"1h\"\n");
+  ASSERT_NE(shaping, nullptr);
+  delivery_->SetShaping(shaping);
+  const std::string a = "a@x.test";
+  peer_.ScriptRcpt(a, {"451 4.7.1 [TS02] Messages from 192.0.2.1 temporarily deferred"});
+  EnqueueTo("x.test", MakeJob(1, {a}));
+  for (int i = 2; i <= 4; ++i)
+    EnqueueTo("x.test", MakeJob(i, {"u" + std::to_string(i) + "@x.test"}));
+  ASSERT_TRUE(RunUntil([&] {
+    return spool_.finishes(2, 0) == 1 && spool_.finishes(3, 0) == 1 && spool_.finishes(4, 0) == 1;
+  }));
+  RunTurns();
+  EXPECT_EQ(stats_.ForRule("x.test", "x.test:3").fired.Get(), 1u);
+  EXPECT_EQ(peer_.transactions().size(), 0u) << "nothing was delivered";
+  EXPECT_EQ(peer_.count("MAIL"), 1u) << "one transaction, the one whose reply fired the rule";
+
+  // Mail that comes while the rule holds fails at once, without a transaction.
+  EnqueueTo("x.test", MakeJob(5, {"u5@x.test"}));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finishes(5, 0) == 1; }));
+  EXPECT_EQ(peer_.count("MAIL"), 1u);
+
+  std::map<std::string, nlohmann::json> bounce_of;
+  for (const nlohmann::json& b : records.Of("Bounce"))
+    bounce_of[b["recipient"]] = b;
+  for (const char* rcpt : {"u2@x.test", "u3@x.test", "u4@x.test", "u5@x.test"}) {
+    ASSERT_TRUE(bounce_of.count(rcpt)) << rcpt << " has no Bounce record";
+    const nlohmann::json& reply = bounce_of[rcpt]["reply"];
+    EXPECT_EQ(reply["code"].get<int>() / 100, 5) << rcpt << ": " << reply;
+    EXPECT_NE(reply["text"].get<std::string>().find("x.test:3"), std::string::npos)
+        << rcpt << ": " << reply;
+  }
+  EXPECT_EQ(stats_.ForSite("x.test").failed.Get(), 5u) << "a and the four behind it";
+
+  // The recipient whose reply fired the rule fails too, with the same 5xx, at once: it is
+  // neither deferred to a retry nor left out.
+  EXPECT_EQ(spool_.finishes(1, 0), 1u) << "the matching recipient did not fail";
+  EXPECT_TRUE(spool_.deferred().empty()) << "the matching recipient was deferred instead";
+  ASSERT_TRUE(bounce_of.count(a)) << a << " has no Bounce record";
+  EXPECT_EQ(bounce_of[a]["reply"]["code"].get<int>() / 100, 5) << bounce_of[a];
+  EXPECT_NE(bounce_of[a]["reply"]["text"].get<std::string>().find("x.test:3"), std::string::npos)
+      << bounce_of[a];
 }
 
 }  // namespace
