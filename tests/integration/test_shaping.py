@@ -152,14 +152,16 @@ class Shaping(unittest.TestCase):
         self.assertEqual(spate.metric("spate_site_max_message_rate", site="rate.test"), 20.0)
 
     def test_connection_limit_and_max_deliveries_per_connection_hold(self):
-        sink = self.sink("conn", "--reply-delay-ms", "20")
+        # Slow replies, and one RCPT in twenty deferred (retried, and still within the limits).
+        sink = self.sink("conn", "--reply-delay-ms", "20", "--rcpt-tempfail", "0.05")
         spate = self.start(
             '["conn.test"]\nconnection_limit = 3\nmax_deliveries_per_connection = 5\n',
             {"conn.test": sink.port}, delivery={"max_connections": 16})
         submit(spate.smtp_port, [f"c{n}@conn.test" for n in range(60)])
-        harness.wait_for(lambda: sink.messages() >= 60, 60, "60 messages at the sink")
+        harness.wait_for(lambda: len(self.records("Delivery")) >= 60, 60, "60 deliveries")
         result, arrivals = sink.finish()
-        self.assertEqual(result["messages"], 60)
+        self.assertEqual(len(self.records("Delivery")), 60)
+        self.assertGreater(result["rejected"]["rcpt_4xx"], 0, "the sink deferred some")
         self.assertLessEqual(result["max_concurrent_connections"], 3,
                              "connection_limit = 3 over [delivery] max_connections = 16")
         self.assertEqual(result["max_concurrent_connections"], 3, "the limit is what held")
