@@ -21,6 +21,9 @@ packages=(
   postfix swaks libnet-ssleay-perl libio-socket-ssl-perl curl procps
   # the DNS server the MX tests start on loopback (python3-dnslib)
   python3-dnslib
+  # an independent DKIM verifier for spate's signatures (tests/dkim/verify.py, dkimpy), and the
+  # openssl command that makes the tests' keys
+  python3-dkim openssl
   # the zstd command: tests/integration/test_accounting.py decompresses rotated records files
   zstd
   # an independent bounce parser that must read spate's DSNs (tests/dsn, Sisimai)

@@ -255,6 +255,17 @@ class SampleCollector : public prometheus::Collectable {
         }
       }
       out.push_back(std::move(by_campaign));
+      auto dkim = Family("spate_dkim_signed_total",
+                         "DKIM signatures made, by signing domain (d=) and algorithm.",
+                         MetricType::Counter);
+      for (const auto& [key, n] : sample.dkim_signed) {
+        dkim.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
+                                    {{"domain", key.first}, {"algorithm", key.second}}));
+      }
+      out.push_back(std::move(dkim));
+      scalar("spate_dkim_failures_total",
+             "Messages that went unsigned because they could not be signed (no From:, two).",
+             MetricType::Counter, static_cast<double>(sample.dkim_failures));
       scalar("spate_suppressed_total",
              "Recipients refused at RCPT (550 5.1.1) because they are on the suppression list.",
              MetricType::Counter, static_cast<double>(sample.suppressed));

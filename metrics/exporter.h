@@ -105,6 +105,10 @@ struct Sample {
   // is the campaign), both bounded like the domains.
   std::map<std::pair<std::string, std::string>, uint64_t> bounces;
   std::vector<DomainSample> campaigns;
+  // DKIM (issue 12): signatures made by (d= domain, algorithm); messages left unsigned for an
+  // error (no From:, two of them).
+  std::map<std::pair<std::string, std::string>, uint64_t> dkim_signed;
+  uint64_t dkim_failures = 0;
   uint64_t suppressed = 0;           // RCPTs refused: the recipient is on the suppression list
   uint64_t suppression_entries = 0;  // addresses on the list
   // The accounting records writer ([log] records): lines written, dropped, failed writes.

@@ -3,7 +3,8 @@ naming file, line and rule, on an arrow that runs back up.
 
   runtime    core/*.{h,cc}             includes only the runtime
   protocols  core/smtp, core/tls,      the runtime and the protocols
-             core/auth, core/dns
+             core/auth, core/dns,
+             core/dkim
   modules    core/server, queue/,      the runtime, the protocols and the modules below them:
              delivery/, metrics/       queue/ never delivery/; metrics/ no other module; no
                                        module the daemon
@@ -18,7 +19,7 @@ import sys
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
-PROTOCOLS = ("core/smtp/", "core/tls/", "core/auth/", "core/dns/")
+PROTOCOLS = ("core/smtp/", "core/tls/", "core/auth/", "core/dns/", "core/dkim/")
 
 
 def room(path):

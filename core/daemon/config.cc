@@ -1,6 +1,7 @@
 #include "core/daemon/config.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -270,6 +271,13 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     static const std::set<std::string> kTables = {
         "server", "spool", "metrics", "shards",     "delivery",    "routes",   "log",
         "tls",    "auth",  "dns",     "tls_policy", "suppression", "campaigns"};
+    if (k.str() == "dkim") {
+      if (!v.is_array_of_tables()) {
+        *error = "dkim must be [[dkim]] entries (domain, selector, key)";
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      continue;
+    }
     if (kTables.count(std::string(k.str())) == 0 || !v.is_table()) {
       *error = "unknown section [" + std::string(k.str()) + "]";
       return Unexpected{std::make_error_code(std::errc::invalid_argument)};
@@ -310,6 +318,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   server.String("hostname", &c.hostname);
   c.campaign_header = "X-Campaign";
   server.String("campaign_header", &c.campaign_header);
+  server.Unsigned("dkim_threads", &c.dkim_threads, 0, 256);
   server.Unsigned("max_message_size", &c.max_message_size, 1024, int64_t{1} << 40);
   server.Unsigned("max_recipients", &c.max_recipients, 1, 1000000);
   server.Duration("command_timeout", &c.command_timeout);
@@ -592,6 +601,49 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
       if (!error->empty())
         return Unexpected{std::make_error_code(std::errc::invalid_argument)};
       c.campaign_priority.emplace(name, priority);
+    }
+  }
+  if (const toml::array* entries = root["dkim"].as_array()) {
+    // [[dkim]]: RFC 6376 signing entries. The keys are read later (dkim::Signer::Create), so
+    // that a bad one is refused naming its file, at start, on --check-config and on a reload.
+    size_t n = 0;
+    for (const toml::node& node : *entries) {
+      TableReader entry(node.as_table(), "dkim", error);
+      ++n;
+      dkim::KeySpec spec;
+      entry.String("domain", &spec.domain);
+      entry.String("selector", &spec.selector);
+      entry.String("key", &spec.key_file);
+      entry.StringList("headers", &spec.headers);
+      entry.Bool("default", &spec.is_default);
+      entry.RejectUnknown();
+      if (!error->empty()) {
+        *error = "[[dkim]] entry " + std::to_string(n) + ":" + error->substr(6);  // "[dkim]"
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      spec.domain = LowerCase(spec.domain);
+      if (!spec.domain.empty() && spec.domain.back() == '.')
+        spec.domain.pop_back();
+      const std::string where = "[[dkim]] entry " + std::to_string(n);
+      auto bad_label = [](const std::string& s, bool dots) {
+        return s.empty() || s.size() > 253 || std::any_of(s.begin(), s.end(), [dots](char ch) {
+                 return !(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' ||
+                          (dots && ch == '.'));
+               });
+      };
+      if (bad_label(spec.domain, true)) {
+        *error = where + ": domain must be a domain name (the d= of its signatures)";
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      if (bad_label(spec.selector, true)) {
+        *error = where + " (" + spec.domain + "): selector must be a DNS label, such as \"s1\"";
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      if (spec.key_file.empty()) {
+        *error = where + " (" + spec.domain + "): key must name a PEM private key file";
+        return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+      }
+      c.dkim.push_back(std::move(spec));
     }
   }
   if (c.hostname.empty())

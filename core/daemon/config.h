@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "core/clock.h"
+#include "core/dkim/dkim.h"
 #include "core/net.h"
 #include "core/result.h"
 
@@ -69,6 +70,11 @@ struct Config {
   unsigned auth_max_failures = 0;    // per client address (all shards), then 421 and close
   Seconds auth_failure_window{};     // how long failures are remembered
   unsigned auth_verify_threads = 0;  // PBKDF2 workers (auth::Verifier), off the reactors
+  // [[dkim]]: the signing entries (core/dkim: domain, selector, key, headers, default); their
+  // keys are read by dkim::Signer::Create at start and on a reload. [server] dkim_threads:
+  // the signing workers (server::SigningStore), 0 one per core.
+  std::vector<dkim::KeySpec> dkim;
+  unsigned dkim_threads = 0;
   // [spool]
   std::string spool_path;
   bool spool_sync = true;  // fsync each commit batch before the 250

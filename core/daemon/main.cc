@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <signal.h>
@@ -36,6 +37,7 @@
 #include "core/daemon/track_command.h"
 #include "core/journal.h"
 #include "core/log.h"
+#include "core/server/signing.h"
 #include "core/server/submission.h"
 #include "core/shard.h"
 #include "core/tls/tls.h"
@@ -284,6 +286,16 @@ int Run(int argc, char** argv) {
     for (const std::string& w : warnings)
       std::fprintf(stderr, "spate: [delivery] shaping warning: %s\n", w.c_str());
   }
+  // [[dkim]]: every key read now; a missing or bad one stops the start, naming its file.
+  std::shared_ptr<const dkim::Signer> signer;
+  if (!config.dkim.empty()) {
+    std::optional<dkim::Signer> made = dkim::Signer::Create(config.dkim, &error);
+    if (!made) {
+      std::fprintf(stderr, "spate: [[dkim]] %s\n", error.c_str());
+      return 2;
+    }
+    signer = std::make_shared<const dkim::Signer>(std::move(*made));
+  }
   // [server] max_connections_per_client and [auth] max_failures, counted across all shards
   // (core/server/submission.h).
   server::ClientConnections client_connections(config.max_connections_per_client);
@@ -404,7 +416,13 @@ int Run(int argc, char** argv) {
   // Provider-wide limits, over every shard's sites of a provider.
   delivery::ProviderLimits provider_limits;
   std::vector<delivery::Delivery*> deliveries(config.shards, nullptr);
-  server::SpoolStore store(*spool);
+  server::SpoolStore spool_store(*spool);
+  // Messages are signed (DKIM) on workers of their own on their way to the spool, and the 250
+  // still waits for the commit.
+  server::SigningStore store(spool_store, config.dkim_threads > 0
+                                              ? config.dkim_threads
+                                              : std::max(1u, std::thread::hardware_concurrency()));
+  store.SetSigner(signer);
   // Delivery's port to the spool; the DSNs it stores go to the dispatcher like accepted mail.
   delivery::Dispatcher* dispatch_to = nullptr;
   delivery::QueueSpool delivery_spool(*spool,
@@ -429,7 +447,7 @@ int Run(int argc, char** argv) {
   }
   auto exporter_or = metrics::Exporter::Start(
       config.metrics_listen.text,
-      [&server_stats, &delivery_stats, spool_ptr, &dns_stats, &mx_stats, &journal] {
+      [&server_stats, &delivery_stats, spool_ptr, &dns_stats, &mx_stats, &journal, &store] {
         metrics::Sample sample;
         sample.shards = static_cast<unsigned>(server_stats.size());
         for (const auto& s : server_stats) {
@@ -443,6 +461,8 @@ int Run(int argc, char** argv) {
           sample.suppressed += s->suppressed.Get();
         }
         sample.suppression_entries = spool_ptr->suppression().size();
+        sample.dkim_signed = store.signed_counts();
+        sample.dkim_failures = store.failures();
         if (journal) {
           const Journal::Stats js = journal->stats();
           sample.records_written = js.lines;
@@ -618,7 +638,8 @@ int Run(int argc, char** argv) {
   SPATE_LOG(
       kInfo,
       "spate ready: smtp=%s %smetrics=%s:%d spool=%s shards=%u recovered_messages=%zu "
-      "recovered_recipients=%zu recovered_first_due_in=%.1fs starttls=%s auth=%s records=%s",
+      "recovered_recipients=%zu recovered_first_due_in=%.1fs starttls=%s auth=%s records=%s "
+      "dkim=%zu",
       FormatAddress(listen_addr).c_str(), smtps.c_str(),
       config.metrics_listen.text.substr(0, config.metrics_listen.text.rfind(':')).c_str(),
       exporter->port(), config.spool_path.c_str(), config.shards, recovered_msgs, recovered_rcpts,
@@ -626,7 +647,7 @@ int Run(int argc, char** argv) {
           ? 0.0
           : std::max<double>(0, static_cast<double>(first_due_ms - Clock::Real().WallMs()) / 1000),
       tls_context ? "on" : "off", auth_mode,
-      config.records.empty() ? "off" : config.records.c_str());
+      config.records.empty() ? "off" : config.records.c_str(), config.dkim.size());
 
   int sig = 0;
   // SIGHUP: the records file is opened again (after an outside rotation, logrotate's), and
@@ -648,8 +669,19 @@ int Run(int argc, char** argv) {
                 error.c_str());
       continue;
     }
+    std::shared_ptr<const dkim::Signer> next_signer;
+    if (!next.dkim.empty()) {
+      std::optional<dkim::Signer> made = dkim::Signer::Create(next.dkim, &error);
+      if (!made) {
+        SPATE_LOG(kError, "spate: reload refused: [[dkim]] %s; the running keys stay",
+                  error.c_str());
+        continue;
+      }
+      next_signer = std::make_shared<const dkim::Signer>(std::move(*made));
+    }
     for (const std::string& w : warnings)
       SPATE_LOG(kWarn, "spate: [delivery] shaping warning: %s", w.c_str());
+    store.SetSigner(next_signer);
     if (next.smarthost_text.empty() != config.smarthost_text.empty()) {
       SPATE_LOG(kWarn,
                 "spate: reload: turning [delivery] smarthost on or off takes a restart (MX "
@@ -665,10 +697,10 @@ int Run(int argc, char** argv) {
             d->SetShaping(next_shaping);
           });
     }
-    SPATE_LOG(kInfo, "spate: reloaded: shaping %s (%zu providers), %zu routes%s",
+    SPATE_LOG(kInfo, "spate: reloaded: shaping %s (%zu providers), %zu routes%s, %zu dkim keys",
               next.shaping.empty() ? "shipped" : next.shaping.c_str(),
               next_shaping ? next_shaping->providers().size() : size_t{0}, next.routes.size(),
-              next.smarthost_text.empty() ? "" : ", a smarthost");
+              next.smarthost_text.empty() ? "" : ", a smarthost", next.dkim.size());
   }
   SPATE_LOG(kInfo, "spate: %s received, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   for (auto& s : shards)
@@ -680,6 +712,8 @@ int Run(int argc, char** argv) {
   // No shard asks any more; a verdict still being computed is posted to a stopped shard and
   // dropped with it.
   verifier.reset();
+  // What is being signed goes to the spool; what waits to be signed was never answered.
+  store.Stop();
   // The spool finishes every queued commit before it closes; then the shards (and the tasks the
   // spool may still have posted to them) go.
   spool.reset();

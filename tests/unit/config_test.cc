@@ -150,6 +150,27 @@ TEST(ConfigTest, CampaignPrioritiesMapOntoTheServerOptions) {
   EXPECT_EQ(o.campaign_priority.at("spring-sale"), -3);
 }
 
+// [[dkim]] entries are read in order, lower-casing the domain; their keys are read later
+// (dkim::Signer::Create), so a config with a key that does not exist still parses here.
+TEST(ConfigTest, DkimEntriesAreReadInOrder) {
+  EXPECT_TRUE(MustParse("").dkim.empty());
+  EXPECT_TRUE(MustParse(DefaultConfigText()).dkim.empty());
+  Config c = MustParse(
+      "[server]\ndkim_threads = 3\n"
+      "[[dkim]]\ndomain = \"Shop.Example.\"\nselector = \"r2026\"\nkey = \"/k/rsa.pem\"\n"
+      "[[dkim]]\ndomain = \"esp.example\"\nselector = \"e1\"\nkey = \"/k/ed.pem\"\n"
+      "headers = [\"From\", \"Subject\"]\ndefault = true\n");
+  EXPECT_EQ(c.dkim_threads, 3u);
+  ASSERT_EQ(c.dkim.size(), 2u);
+  EXPECT_EQ(c.dkim[0].domain, "shop.example");
+  EXPECT_EQ(c.dkim[0].selector, "r2026");
+  EXPECT_EQ(c.dkim[0].key_file, "/k/rsa.pem");
+  EXPECT_TRUE(c.dkim[0].headers.empty());
+  EXPECT_FALSE(c.dkim[0].is_default);
+  EXPECT_EQ(c.dkim[1].headers, (std::vector<std::string>{"From", "Subject"}));
+  EXPECT_TRUE(c.dkim[1].is_default);
+}
+
 // The built-in defaults and the shipped file must not drift apart: an empty config file and
 // the documented one run the same daemon.
 TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
@@ -316,6 +337,16 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(
         BadConfig{"UnknownSection", "[bogus]\nx = 1\n", "bogus"},
+        BadConfig{"DkimAsATable", "[dkim]\ndomain = \"a.example\"\n", "[[dkim]]"},
+        BadConfig{"DkimWithoutKey", "[[dkim]]\ndomain = \"a.example\"\nselector = \"s\"\n", "key"},
+        BadConfig{"DkimWithoutSelector", "[[dkim]]\ndomain = \"a.example\"\nkey = \"k.pem\"\n",
+                  "selector"},
+        BadConfig{"DkimBadDomain",
+                  "[[dkim]]\ndomain = \"a example\"\nselector = \"s\"\nkey = \"k.pem\"\n",
+                  "domain"},
+        BadConfig{"DkimUnknownKey",
+                  "[[dkim]]\ndomain = \"a.example\"\nselector = \"s\"\nkey = \"k\"\nalgo = 1\n",
+                  "[[dkim]] entry 1: algo"},
         // What toml++ 3.3 aborts on is refused with its line, not a crash (core/toml_check.h).
         BadConfig{"HeaderWithoutKey", "[server]\nlisten = \"127.0.0.1:25\"\n[&\n", "line 3"},
         BadConfig{"BraceInArray", "[server]\nrelay_networks = [1, }\n", "inside an array"},
