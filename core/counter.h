@@ -6,8 +6,11 @@
 // Threading: one writing thread; readers on any thread.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <span>
 
 namespace spate {
 
@@ -31,6 +34,38 @@ class Gauge {
 
  private:
   std::atomic<int64_t> v_{0};
+};
+
+// A histogram with one writer: a Counter per bucket (upper bounds ascending, and +Inf), the
+// count and the sum (in microseconds of the unit, so a Counter holds it). Readers see each
+// bucket's own count (not cumulative: the exporter adds them up for Prometheus).
+class Histogram {
+ public:
+  static constexpr size_t kMaxBounds = 15;
+  // `bounds` must outlive the histogram (a static array); at most kMaxBounds.
+  explicit Histogram(std::span<const double> bounds)
+      : bounds_(bounds.first(bounds.size() < kMaxBounds ? bounds.size() : kMaxBounds)) {}
+
+  void Observe(double v) {
+    size_t i = 0;
+    while (i < bounds_.size() && v > bounds_[i])
+      ++i;
+    counts_[i].Add();
+    count_.Add();
+    sum_micros_.Add(v > 0 ? static_cast<uint64_t>(v * 1e6) : 0);
+  }
+
+  std::span<const double> bounds() const { return bounds_; }
+  // Bucket i's own count; i == bounds().size() is the +Inf bucket.
+  uint64_t bucket(size_t i) const { return counts_[i].Get(); }
+  uint64_t count() const { return count_.Get(); }
+  double sum() const { return static_cast<double>(sum_micros_.Get()) / 1e6; }
+
+ private:
+  std::span<const double> bounds_;
+  std::array<Counter, kMaxBounds + 1> counts_;
+  Counter count_;
+  Counter sum_micros_;
 };
 
 }  // namespace spate

@@ -154,6 +154,20 @@ struct Delivery::Impl final : public Engine {
   const tls::TlsContext* tls_context_ = nullptr;
   std::shared_ptr<const Shaping> shaping_;
   ProviderLimits own_provider_limits_;
+  QueueAges* ages_ = nullptr;
+  // The queue-age bookkeeping of `n` recipients of the domain of `address` (+ in, - out).
+  void Age(std::string_view address, const Message& m, int64_t n) {
+    if (ages_ == nullptr)
+      return;
+    std::string_view domain;
+    if (size_t at = address.rfind('@'); at != std::string_view::npos)
+      domain = address.substr(at + 1);
+    for (char c : domain) {
+      if (c >= 'A' && c <= 'Z')
+        return ages_->Add(DomainOf(address), m.received_ms, n);  // rare: a copy
+    }
+    ages_->Add(domain, m.received_ms, n);
+  }
   ProviderLimits* provider_limits_ = &own_provider_limits_;
   struct Hash {
     using is_transparent = void;
@@ -493,6 +507,9 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     if (campaign != nullptr)
       campaign->delivered.Add();
     st.queued.Add(-1);
+    Age(job.address(r), m, -1);
+    if (m.received_ms > 0)
+      st.delivery_latency.Observe(static_cast<double>(reactor_.wall_ms() - m.received_ms) / 1000);
     spool.Finish(m.id, m.spool_index(r.pos));
     // RFC 3461 §6.2.2: delivered to a server that took no DSN parameters, so it will not
     // report the success the sender asked for: "relayed", from us. It is finished already:
@@ -518,6 +535,7 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     if (campaign != nullptr)
       campaign->failed.Add();
     st.queued.Add(-1);
+    Age(job.address(r), m, -1);
     if (!expired && ((options_.suppress_classes >> static_cast<unsigned>(*klass)) & 1u)) {
       // A hard bounce that says the address is no good: a later RCPT for it is refused at once.
       spool.Suppress({std::string(job.address(r)), reactor_.wall_ms(),
@@ -538,6 +556,7 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     type = RecordType::kTransientFailure;
     klass = classifier_.Classify(reply.code, reply.enhanced, reply.text);
     st.deferred.Add();
+    st.deferrals[static_cast<size_t>(*klass)].Add();
     if (site != nullptr)
       site->stats().deferred.Add();
     if (campaign != nullptr)
@@ -660,60 +679,61 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
   SPATE_LOG(kInfo, "dsn id=%s to=<%s> recipients=%zu action=%s", queue::FormatId(m.id).c_str(),
             m.mail_from.c_str(), bounced.size(), dsn::ActionName(MainAction(bounced)));
   Reactor* reactor = &reactor_;
-  spool.Inject(
-      std::move(out), [this, reactor, message = std::move(message), bounced = std::move(bounced)](
-                          bool durable, queue::MessageId dsn_id) mutable {
-        reactor->Post([this, durable, dsn_id, message = std::move(message),
-                       bounced = std::move(bounced)]() mutable {
-          const Message& msg = *message;
-          if (durable) {
-            // The bounce is on disk: the failed recipients it reports may leave the spool now
-            // (the relayed ones left already, the delayed ones stay deferred).
-            stats_.dsns.Add();
-            if (accounting_ != nullptr) {
-              const std::string to_domain = DomainOf(msg.mail_from);
-              delivery::Record rec;
-              rec.type = RecordType::kDsn;
-              rec.id = msg.id;      // the message it reports on
-              rec.dsn_id = dsn_id;  // the DSN's own id: its Reception and Delivery have it
-              rec.recipient = msg.mail_from;
-              rec.domain = to_domain;
-              rec.campaign = msg.campaign;
-              rec.dsn_action = dsn::ActionName(MainAction(bounced));
-              rec.dsn_recipients = static_cast<uint32_t>(bounced.size());
-              rec.queued_ms = msg.received_ms;
-              rec.event_ms = reactor_.wall_ms();
-              accounting_->Write(rec);
-            }
-            for (const Bounced& b : bounced) {
-              if (b.action == dsn::Action::kFailed)
-                spool.Finish(msg.id, msg.spool_index(b.recipient.pos));
-            }
-            return;
-          }
-          // The spool would not take the DSN (a full disk): the failed recipients stay,
-          // retried later, and fail (and are bounced) again then. A notice of success or delay
-          // is not worth a second delivery: it is dropped, and said so.
-          SPATE_LOG(kError, "dsn for %s not stored; its failed recipients are retried",
-                    queue::FormatId(msg.id).c_str());
-          std::erase_if(bounced, [](const Bounced& b) { return b.action != dsn::Action::kFailed; });
-          if (shutting_down_ || bounced.empty())
-            return;
-          Job job;
-          job.message = message;
-          job.due_ms =
-              reactor_.wall_ms() +
-              std::chrono::duration_cast<std::chrono::milliseconds>(options_.retry_base).count();
-          for (const Bounced& b : bounced) {
-            job.recipients.push_back(b.recipient);
-            spool.Defer(msg.id, msg.spool_index(b.recipient.pos), b.recipient.attempts, job.due_ms,
-                        b.recipient.delay_warned);
-          }
-          DomainStatsOf(msg.address(bounced.front().recipient.pos))
-              .queued.Add(static_cast<int64_t>(bounced.size()));
-          scheduler.Add(std::move(job));
-        });
-      });
+  spool.Inject(std::move(out), [this, reactor, message = std::move(message),
+                                bounced = std::move(bounced)](bool durable,
+                                                              queue::MessageId dsn_id) mutable {
+    reactor->Post([this, durable, dsn_id, message = std::move(message),
+                   bounced = std::move(bounced)]() mutable {
+      const Message& msg = *message;
+      if (durable) {
+        // The bounce is on disk: the failed recipients it reports may leave the spool now
+        // (the relayed ones left already, the delayed ones stay deferred).
+        stats_.dsns.Add();
+        if (accounting_ != nullptr) {
+          const std::string to_domain = DomainOf(msg.mail_from);
+          delivery::Record rec;
+          rec.type = RecordType::kDsn;
+          rec.id = msg.id;      // the message it reports on
+          rec.dsn_id = dsn_id;  // the DSN's own id: its Reception and Delivery have it
+          rec.recipient = msg.mail_from;
+          rec.domain = to_domain;
+          rec.campaign = msg.campaign;
+          rec.dsn_action = dsn::ActionName(MainAction(bounced));
+          rec.dsn_recipients = static_cast<uint32_t>(bounced.size());
+          rec.queued_ms = msg.received_ms;
+          rec.event_ms = reactor_.wall_ms();
+          accounting_->Write(rec);
+        }
+        for (const Bounced& b : bounced) {
+          if (b.action == dsn::Action::kFailed)
+            spool.Finish(msg.id, msg.spool_index(b.recipient.pos));
+        }
+        return;
+      }
+      // The spool would not take the DSN (a full disk): the failed recipients stay,
+      // retried later, and fail (and are bounced) again then. A notice of success or delay
+      // is not worth a second delivery: it is dropped, and said so.
+      SPATE_LOG(kError, "dsn for %s not stored; its failed recipients are retried",
+                queue::FormatId(msg.id).c_str());
+      std::erase_if(bounced, [](const Bounced& b) { return b.action != dsn::Action::kFailed; });
+      if (shutting_down_ || bounced.empty())
+        return;
+      Job job;
+      job.message = message;
+      job.due_ms =
+          reactor_.wall_ms() +
+          std::chrono::duration_cast<std::chrono::milliseconds>(options_.retry_base).count();
+      for (const Bounced& b : bounced) {
+        job.recipients.push_back(b.recipient);
+        spool.Defer(msg.id, msg.spool_index(b.recipient.pos), b.recipient.attempts, job.due_ms,
+                    b.recipient.delay_warned);
+      }
+      DomainStatsOf(msg.address(bounced.front().recipient.pos))
+          .queued.Add(static_cast<int64_t>(bounced.size()));
+      Age(msg.address(bounced.front().recipient.pos), msg, static_cast<int64_t>(bounced.size()));
+      scheduler.Add(std::move(job));
+    });
+  });
 }
 
 Clock::duration Delivery::Impl::Backoff(uint16_t attempts, const SiteLimits* limits) {
@@ -843,8 +863,15 @@ void Delivery::SetAccounting(Accounting* accounting) {
   impl_->accounting_ = accounting;
 }
 
+void Delivery::SetQueueAges(QueueAges* ages) {
+  impl_->ages_ = ages;
+}
+
 void Delivery::Enqueue(const std::string& domain, Job&& job) {
   impl_->stats_.ForDomain(domain).queued.Add(static_cast<int64_t>(job.recipients.size()));
+  if (impl_->ages_ != nullptr && job.message != nullptr)
+    impl_->ages_->Add(domain, job.message->received_ms,
+                      static_cast<int64_t>(job.recipients.size()));
   impl_->Enqueue(domain, std::move(job));
 }
 

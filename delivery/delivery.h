@@ -81,6 +81,9 @@ class Delivery : public Service {
   // The provider-wide limits' state, shared by every shard (borrowed); unset: this engine's
   // own (one shard, tests).
   void SetProviderLimits(ProviderLimits* limits);
+  // Where the queued recipients' acceptance times are kept for the oldest-age metric, shared
+  // by the shards (borrowed; null: not kept).
+  void SetQueueAges(QueueAges* ages);
 
   void Shutdown() noexcept override;
 

@@ -28,6 +28,10 @@
 
 namespace spate::delivery {
 
+// Accepted -> 2xx, seconds: from at once to a day (a retry schedule's reach).
+inline constexpr double kDeliveryLatencyBounds[] = {0.1, 0.5, 1,    5,     15,    60,
+                                                    300, 900, 3600, 14400, 86400, 432000};
+
 struct DomainStats {
   std::string domain;  // or, in a site's entry, the site's name
   Counter delivered;
@@ -37,6 +41,9 @@ struct DomainStats {
   Gauge connections;  // open outbound connections
   // Failures for good by bounce class (expirations are MessageExpired); domains only.
   std::array<Counter, kBounceClassCount> bounces;
+  // Deferrals by bounce class, and the time from acceptance to a 2xx; domains only.
+  std::array<Counter, kBounceClassCount> deferrals;
+  Histogram delivery_latency{kDeliveryLatencyBounds};
   // Sites only (issue 11): the limits in force now (shaping, moved by automation; rates in
   // thousandths per second, 0 for none), whether it is suspended, how often it was, and the
   // recipients waiting in its ready queue by MT-PRIORITY (index priority + 9).
@@ -56,6 +63,44 @@ struct RuleStats {
   std::string rule;  // Automation::label()
   Gauge active;
   Counter fired;
+};
+
+// The acceptance times of the recipients queued per domain, shared by every shard (a
+// recipient is counted in on the shard that owns its domain and out on the one that owns its
+// site): the age of each domain's oldest queued recipient, at scrape time. Counted by the
+// minute of acceptance, so a queue of a million costs a few thousand map entries; the oldest is
+// the first acceptance of its minute (exact for one burst; at most a minute too old). Bounded like
+// the domain labels: past `max_domains` domains the rest are "other". A striped mutex: two
+// shards rarely wait on each other.
+// Threading: any thread.
+class QueueAges {
+ public:
+  explicit QueueAges(size_t max_domains) : max_domains_(max_domains) {}
+  // `n` recipients of `domain` accepted at `received_ms` (unix ms; 0: unknown, not counted)
+  // joined (+) or left (-) the queue.
+  void Add(std::string_view domain, int64_t received_ms, int64_t n);
+  // Each domain with recipients queued, and the acceptance time (ms) of its oldest.
+  void ForEachOldest(const std::function<void(const std::string&, int64_t)>& fn) const;
+
+ private:
+  static constexpr size_t kStripes = 16;
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  // A domain and its "other" (past the bound) are in the stripe of the domain's hash, so a
+  // recipient leaves the entry it joined.
+  struct Minute {
+    int64_t count = 0;
+    int64_t first_ms = 0;  // the earliest acceptance counted into it
+  };
+  struct Stripe {
+    mutable std::mutex mu;
+    std::unordered_map<std::string, std::map<int64_t, Minute>, Hash, std::equal_to<>> domains;
+  };
+  size_t max_domains_;
+  std::atomic<size_t> domains_{0};
+  std::array<Stripe, kStripes> stripes_;
 };
 
 class Stats {

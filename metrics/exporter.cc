@@ -1,6 +1,7 @@
 #include "metrics/exporter.h"
 
 #include <algorithm>
+#include <limits>
 #include <map>
 
 #include <prometheus/collectable.h>
@@ -29,6 +30,24 @@ prometheus::MetricFamily Family(std::string name, std::string help, prometheus::
   f.help = std::move(help);
   f.type = type;
   return f;
+}
+
+// Prometheus' cumulative buckets from each bucket's own count.
+prometheus::ClientMetric HistogramValue(const HistogramSample& h,
+                                        std::vector<prometheus::ClientMetric::Label> labels) {
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  m.histogram.sample_count = h.count;
+  m.histogram.sample_sum = h.sum;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < h.counts.size(); ++i) {
+    cumulative += h.counts[i];
+    prometheus::ClientMetric::Bucket b;
+    b.cumulative_count = cumulative;
+    b.upper_bound = i < h.bounds.size() ? h.bounds[i] : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back(b);
+  }
+  return m;
 }
 
 class SampleCollector : public prometheus::Collectable {
@@ -226,6 +245,41 @@ class SampleCollector : public prometheus::Collectable {
     }
 
     {
+      auto deferrals = Family("spate_deferrals_total",
+                              "Recipients deferred (to be tried again), by destination domain and "
+                              "bounce class of the reply.",
+                              MetricType::Counter);
+      for (const auto& [key, n] : sample.deferrals) {
+        deferrals.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
+                                         {{"domain", key.first}, {"class", key.second}}));
+      }
+      out.push_back(std::move(deferrals));
+      auto latency = Family("spate_delivery_latency_seconds",
+                            "From a message's acceptance to a recipient's 2xx, by destination "
+                            "domain (retries included).",
+                            MetricType::Histogram);
+      for (const auto& [domain, h] : sample.delivery_latency)
+        latency.metric.push_back(HistogramValue(h, {{"domain", domain}}));
+      out.push_back(std::move(latency));
+      auto accept = Family("spate_accept_latency_seconds",
+                           "From the end of a message's data to its reply (the durable commit, "
+                           "DKIM signing included).",
+                           MetricType::Histogram);
+      accept.metric.push_back(HistogramValue(sample.accept_latency, {}));
+      out.push_back(std::move(accept));
+      auto oldest = Family("spate_queue_oldest_age_seconds",
+                           "Age of the oldest recipient queued (waiting or in flight) for a "
+                           "destination domain, from its acceptance.",
+                           MetricType::Gauge);
+      for (const auto& [domain, ms] : sample.queue_oldest_ms) {
+        oldest.metric.push_back(Value(
+            MetricType::Gauge, std::max<double>(0, static_cast<double>(sample.now_ms - ms) / 1000),
+            {{"domain", domain}}));
+      }
+      out.push_back(std::move(oldest));
+    }
+
+    {
       auto bounces = Family("spate_bounces_total",
                             "Recipients that failed for good (expired included), by destination "
                             "domain and bounce class (README.md, \"Bounce classes\").",
@@ -400,6 +454,18 @@ Result<std::unique_ptr<Exporter>> Exporter::Start(const std::string& listen,
 int Exporter::port() const {
   auto ports = impl_->exposer->GetListeningPorts();
   return ports.empty() ? -1 : ports.front();
+}
+
+void HistogramSample::Add(const std::vector<double>& b, const std::vector<uint64_t>& c, uint64_t n,
+                          double s) {
+  if (counts.empty()) {
+    bounds = b;
+    counts.assign(c.size(), 0);
+  }
+  for (size_t i = 0; i < c.size() && i < counts.size(); ++i)
+    counts[i] += c[i];
+  count += n;
+  sum += s;
 }
 
 }  // namespace spate::metrics

@@ -67,6 +67,17 @@ struct TlsSample {
   uint64_t unavailable = 0;  // TLS required, not offered or refused: deferred
 };
 
+// A histogram summed over the shards: each bucket's own count (not cumulative), the last one
+// +Inf; `bounds` the upper bounds of the others.
+struct HistogramSample {
+  std::vector<double> bounds;
+  std::vector<uint64_t> counts;
+  uint64_t count = 0;
+  double sum = 0;
+  // Adds another shard's (the same bounds).
+  void Add(const std::vector<double>& b, const std::vector<uint64_t>& c, uint64_t n, double s);
+};
+
 // One site's shaping now (issue 11): its limits in force, suspension, queue by priority.
 struct SiteShapingSample {
   std::string site;
@@ -119,6 +130,13 @@ struct Sample {
   std::vector<DomainSample> domains;
   std::vector<DomainSample> sites;  // `domain` is the site's name
   std::vector<SiteShapingSample> site_shaping;
+  // Issue 13: deferrals by (domain, bounce class); accepted -> 2xx by domain; end of data ->
+  // 250; per domain the acceptance time (unix ms) of the oldest queued recipient, and now.
+  std::map<std::pair<std::string, std::string>, uint64_t> deferrals;
+  std::map<std::string, HistogramSample> delivery_latency;
+  HistogramSample accept_latency;
+  std::map<std::string, int64_t> queue_oldest_ms;
+  int64_t now_ms = 0;
   std::vector<RuleSample> rules;
   SpoolSample spool;
   TlsSample tls;

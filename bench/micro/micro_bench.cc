@@ -81,11 +81,12 @@ void BM_DkimSign(benchmark::State& state) {
   spec.domain = "b.test";
   spec.selector = "s1";
   spec.key_file = "bench.pem";
-  const std::string pem = state.range(0) == 0
-                              ? std::string("-----BEGIN PRIVATE KEY-----\n"
-                                            "MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n"
-                                            "-----END PRIVATE KEY-----\n")
-                              : RsaPem(2048);
+  const std::string pem =
+      state.range(0) == 0 ? std::string(
+                                "-----BEGIN PRIVATE KEY-----\n"
+                                "MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n"
+                                "-----END PRIVATE KEY-----\n")
+                          : RsaPem(2048);
   std::string error;
   std::optional<dkim::Signer> signer = dkim::Signer::CreateFromPem({spec}, {pem}, &error);
   if (!signer) {

@@ -77,6 +77,18 @@ class JournalAccounting final : public delivery::Accounting {
   Journal& journal_;
 };
 
+// One shard's histogram into the scrape's sum.
+void AddHistogram(metrics::HistogramSample* to, const Histogram& h) {
+  std::vector<double> bounds(h.bounds().begin(), h.bounds().end());
+  std::vector<uint64_t> counts;
+  uint64_t count = 0;  // the buckets' sum, so that +Inf is the count even mid-write
+  for (size_t i = 0; i <= bounds.size(); ++i) {
+    counts.push_back(h.bucket(i));
+    count += counts.back();
+  }
+  to->Add(bounds, counts, count, h.sum());
+}
+
 bool ReadFile(const std::string& path, std::string* out, std::string* error) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
@@ -415,6 +427,8 @@ int Run(int argc, char** argv) {
     routings.push_back(daemon::MakeRouting(config));
   // Provider-wide limits, over every shard's sites of a provider.
   delivery::ProviderLimits provider_limits;
+  // The queued recipients' acceptance times by domain, for the oldest-age metric.
+  delivery::QueueAges queue_ages(config.metrics_max_domains);
   std::vector<delivery::Delivery*> deliveries(config.shards, nullptr);
   server::SpoolStore spool_store(*spool);
   // Messages are signed (DKIM) on workers of their own on their way to the spool, and the 250
@@ -447,7 +461,8 @@ int Run(int argc, char** argv) {
   }
   auto exporter_or = metrics::Exporter::Start(
       config.metrics_listen.text,
-      [&server_stats, &delivery_stats, spool_ptr, &dns_stats, &mx_stats, &journal, &store] {
+      [&server_stats, &delivery_stats, spool_ptr, &dns_stats, &mx_stats, &journal, &store,
+       &queue_ages] {
         metrics::Sample sample;
         sample.shards = static_cast<unsigned>(server_stats.size());
         for (const auto& s : server_stats) {
@@ -459,7 +474,14 @@ int Run(int argc, char** argv) {
           sample.output_paused += s->output_paused.Get();
           sample.commits_failed += s->commits_failed.Get();
           sample.suppressed += s->suppressed.Get();
+          AddHistogram(&sample.accept_latency, s->accept_latency);
         }
+        sample.now_ms = Clock::Real().WallMs();
+        queue_ages.ForEachOldest([&](const std::string& domain, int64_t ms) {
+          auto [it, fresh] = sample.queue_oldest_ms.emplace(domain, ms);
+          if (!fresh)
+            it->second = std::min(it->second, ms);  // "other" comes once per stripe
+        });
         sample.suppression_entries = spool_ptr->suppression().size();
         sample.dkim_signed = store.signed_counts();
         sample.dkim_failures = store.failures();
@@ -476,11 +498,15 @@ int Run(int argc, char** argv) {
           });
           d->ForEachDomain([&](const delivery::DomainStats& ds) {
             for (size_t k = 0; k < delivery::kBounceClassCount; ++k) {
-              if (const uint64_t n = ds.bounces[k].Get(); n > 0) {
-                sample.bounces[{ds.domain, std::string(delivery::BounceClassName(
-                                               static_cast<delivery::BounceClass>(k)))}] += n;
-              }
+              const std::string klass(
+                  delivery::BounceClassName(static_cast<delivery::BounceClass>(k)));
+              if (const uint64_t n = ds.bounces[k].Get(); n > 0)
+                sample.bounces[{ds.domain, klass}] += n;
+              if (const uint64_t n = ds.deferrals[k].Get(); n > 0)
+                sample.deferrals[{ds.domain, klass}] += n;
             }
+            if (ds.delivery_latency.count() > 0)
+              AddHistogram(&sample.delivery_latency[ds.domain], ds.delivery_latency);
           });
           d->ForEachCampaign([&](const delivery::DomainStats& ds) {
             sample.campaigns.push_back(
@@ -583,6 +609,7 @@ int Run(int argc, char** argv) {
       d->SetTlsContext(client_tls.get());
       d->SetAccounting(accounting.get());
       d->SetProviderLimits(&provider_limits);
+      d->SetQueueAges(&queue_ages);
       d->SetShaping(shaping);
       deliveries[i] = d.get();
       dispatcher.Attach(static_cast<ShardId>(i), &shard.reactor(), d.get());

@@ -261,7 +261,8 @@ void SubmissionServer::Commit(ServerConnection& conn) {
                                              options_.campaign_header, options_.campaign_priority);
   uint64_t conn_id = conn.id();
   Reactor* reactor = &reactor_;
-  store_.Accept(std::move(message), [this, reactor, conn_id, handoff = handoff_](
+  const Reactor::Clock::time_point started = reactor_.now();
+  store_.Accept(std::move(message), [this, reactor, conn_id, started, handoff = handoff_](
                                         Result<queue::MessageId> id, queue::NewMessage&& stored) {
     // On the store's thread (the spool's commit thread): the durable message goes on to
     // delivery from here, and the outcome back to the connection's shard for its reply. At
@@ -276,8 +277,10 @@ void SubmissionServer::Commit(ServerConnection& conn) {
       if (id && handoff->on_accepted)
         handoff->on_accepted(*id, std::move(stored));
     }
-    reactor->Post([this, conn_id, id, recipients] {
+    reactor->Post([this, conn_id, id, recipients, started] {
       auto it = conns_.find(conn_id);
+      stats_.accept_latency.Observe(
+          std::chrono::duration<double>(reactor_.now() - started).count());
       if (!id) {
         // Said once a minute with a count, not once per message: a full disk refuses them all
         // (the spool logs why, once).

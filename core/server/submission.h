@@ -137,6 +137,10 @@ struct Stats {
   Counter commits_failed;
   // Recipients refused at RCPT because they are on the suppression list.
   Counter suppressed;
+  // From the end of a message's data to its 250 (its commit, DKIM signing included), seconds.
+  static constexpr double kAcceptLatencyBounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                    0.1,   0.25,   0.5,   1,    2.5,   5};
+  Histogram accept_latency{kAcceptLatencyBounds};
 };
 
 // Output a submission connection queues before it stops reading its client (see Stats).
