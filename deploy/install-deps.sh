@@ -32,6 +32,11 @@ packages=(
   gnuplot-nox
   # line coverage reports (make coverage)
   gcovr
+  # a real Prometheus (and promtool) for tests/integration/test_deploy.py: it scrapes spate and
+  # runs every query of deploy/grafana's dashboard and deploy/prometheus's alerting rules (the
+  # test starts its own on a free loopback port; Debian's prometheus.service, on :9090 where
+  # systemd runs, is not used: `systemctl disable --now prometheus` if you do not want it)
+  prometheus
 )
 
 missing=()
