@@ -88,6 +88,16 @@ class SampleCollector : public prometheus::Collectable {
       f.metric.push_back(Value(type, v));
       out.push_back(std::move(f));
     };
+    // A counter family of two labels from a map keyed by their values.
+    auto by_pair = [&](const char* name, const char* help, const char* first, const char* second,
+                       const std::map<std::pair<std::string, std::string>, uint64_t>& counts) {
+      auto f = Family(name, help, MetricType::Counter);
+      for (const auto& [key, n] : counts) {
+        f.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
+                                 {{first, key.first}, {second, key.second}}));
+      }
+      out.push_back(std::move(f));
+    };
     scalar("spate_messages_received_total",
            "Messages accepted on the submission port (durable, answered 250).", MetricType::Counter,
            static_cast<double>(received));
@@ -245,15 +255,10 @@ class SampleCollector : public prometheus::Collectable {
     }
 
     {
-      auto deferrals = Family("spate_deferrals_total",
-                              "Recipients deferred (to be tried again), by destination domain and "
-                              "bounce class of the reply.",
-                              MetricType::Counter);
-      for (const auto& [key, n] : sample.deferrals) {
-        deferrals.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
-                                         {{"domain", key.first}, {"class", key.second}}));
-      }
-      out.push_back(std::move(deferrals));
+      by_pair("spate_deferrals_total",
+              "Recipients deferred (to be tried again), by destination domain and bounce class "
+              "of the reply.",
+              "domain", "class", sample.deferrals);
       auto latency = Family("spate_delivery_latency_seconds",
                             "From a message's acceptance to a recipient's 2xx, by destination "
                             "domain (retries included).",
@@ -280,15 +285,10 @@ class SampleCollector : public prometheus::Collectable {
     }
 
     {
-      auto bounces = Family("spate_bounces_total",
-                            "Recipients that failed for good (expired included), by destination "
-                            "domain and bounce class (README.md, \"Bounce classes\").",
-                            MetricType::Counter);
-      for (const auto& [key, n] : sample.bounces) {
-        bounces.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
-                                       {{"domain", key.first}, {"class", key.second}}));
-      }
-      out.push_back(std::move(bounces));
+      by_pair("spate_bounces_total",
+              "Recipients that failed for good (expired included), by destination domain and "
+              "bounce class (README.md, \"Bounce classes\").",
+              "domain", "class", sample.bounces);
       std::map<std::string, Sums> campaigns;
       for (const DomainSample& c : sample.campaigns) {
         Sums& s = campaigns[c.domain];
@@ -309,14 +309,9 @@ class SampleCollector : public prometheus::Collectable {
         }
       }
       out.push_back(std::move(by_campaign));
-      auto dkim = Family("spate_dkim_signed_total",
-                         "DKIM signatures made, by signing domain (d=) and algorithm.",
-                         MetricType::Counter);
-      for (const auto& [key, n] : sample.dkim_signed) {
-        dkim.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
-                                    {{"domain", key.first}, {"algorithm", key.second}}));
-      }
-      out.push_back(std::move(dkim));
+      by_pair("spate_dkim_signed_total",
+              "DKIM signatures made, by signing domain (d=) and algorithm.", "domain", "algorithm",
+              sample.dkim_signed);
       scalar("spate_dkim_failures_total",
              "Messages that went unsigned because they could not be signed (no From:, two).",
              MetricType::Counter, static_cast<double>(sample.dkim_failures));
@@ -336,14 +331,9 @@ class SampleCollector : public prometheus::Collectable {
     }
 
     {
-      auto sessions = Family("spate_outbound_tls_sessions_total",
-                             "Outbound STARTTLS handshakes done, by TLS version and cipher.",
-                             MetricType::Counter);
-      for (const auto& [key, n] : sample.tls.sessions) {
-        sessions.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
-                                        {{"version", key.first}, {"cipher", key.second}}));
-      }
-      out.push_back(std::move(sessions));
+      by_pair("spate_outbound_tls_sessions_total",
+              "Outbound STARTTLS handshakes done, by TLS version and cipher.", "version", "cipher",
+              sample.tls.sessions);
       scalar("spate_outbound_tls_failures_total",
              "Outbound TLS handshakes that failed or timed out.", MetricType::Counter,
              static_cast<double>(sample.tls.failures));
