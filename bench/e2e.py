@@ -252,6 +252,9 @@ class SpateMta:
         if re.search(r"^records\s*=", defaults, re.M):
             path = os.path.join(workdir, "records.jsonl") if p.records else ""
             records = f'records = "{path}"\n'
+        # No admin API (its default port would be shared by the runs); spates that know it.
+        if re.search(r"^\[admin\]", defaults, re.M):
+            records += '[admin]\nlisten = ""\n'
         # DKIM signing (issue 12) of spate-blast's From: domain, with a key made for the run.
         dkim = ""
         if getattr(p, "dkim", "none") != "none":

@@ -269,8 +269,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
     static const std::set<std::string> kTables = {
-        "server", "spool", "metrics", "shards",     "delivery",    "routes",   "log",
-        "tls",    "auth",  "dns",     "tls_policy", "suppression", "campaigns"};
+        "server", "spool", "metrics", "shards",     "delivery",    "routes",    "log",
+        "tls",    "auth",  "dns",     "tls_policy", "suppression", "campaigns", "admin"};
     if (k.str() == "dkim") {
       if (!v.is_array_of_tables()) {
         *error = "dkim must be [[dkim]] entries (domain, selector, key)";
@@ -384,6 +384,13 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   metrics.String("listen", &metrics_listen);
   metrics.Unsigned("max_domains", &c.metrics_max_domains, 1, 1000000);
   metrics.RejectUnknown();
+
+  // [admin]: the admin API (core/daemon/admin.h); "" listen: off.
+  c.admin_listen = "127.0.0.1:8025";
+  TableReader admin(root["admin"].as_table(), "admin", error);
+  admin.String("listen", &c.admin_listen);
+  admin.String("token_file", &c.admin_token_file);
+  admin.RejectUnknown();
 
   TableReader shards(root["shards"].as_table(), "shards", error);
   shards.Unsigned("count", &c.shards, 0, 1024);

@@ -75,6 +75,10 @@ struct Config {
   // the signing workers (server::SigningStore), 0 one per core.
   std::vector<dkim::KeySpec> dkim;
   unsigned dkim_threads = 0;
+  // [admin]: the admin API's listener ("" off) and the file of its bearer token ("" none: then
+  // the listener must be on loopback).
+  std::string admin_listen;
+  std::string admin_token_file;
   // [spool]
   std::string spool_path;
   bool spool_sync = true;  // fsync each commit batch before the 250

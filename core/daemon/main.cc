@@ -7,18 +7,21 @@
 // The daemon is the only code that includes every module and wires them together.
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -31,7 +34,9 @@
 #include "core/auth/credentials.h"
 #include "core/auth/verifier.h"
 #include "core/connection.h"
+#include "core/daemon/admin.h"
 #include "core/daemon/config.h"
+#include "core/daemon/ctl_command.h"
 #include "core/daemon/options.h"
 #include "core/daemon/suppression_command.h"
 #include "core/daemon/track_command.h"
@@ -50,6 +55,8 @@
 #include "metrics/exporter.h"
 #include "queue/spool.h"
 
+#include <nlohmann/json.hpp>
+
 namespace spate {
 namespace {
 
@@ -59,6 +66,8 @@ constexpr const char* kUsage =
     "       spate --hash-password [USER] < password\n"
     "       spate suppression export|import FILE|remove ADDRESS [--config FILE] [--spool DIR]\n"
     "       spate track ID [--config FILE] [--spool DIR] [--records FILE]\n"
+    "       spate ctl [--admin HOST:PORT] [--token-file FILE] [--json] queue [--by domain|site]\n"
+    "       spate ctl [--admin HOST:PORT] [--token-file FILE] reload\n"
     "  Without --config, spate runs on its embedded default configuration\n"
     "  (deploy/spate.toml): submission on 127.0.0.1:2525, metrics on 127.0.0.1:9464.\n"
     "  --hash-password reads a password (its first line) from stdin and prints the\n"
@@ -76,6 +85,96 @@ class JournalAccounting final : public delivery::Accounting {
  private:
   Journal& journal_;
 };
+
+// The admin API (core/daemon/admin.h), on shard 0's reactor: reads counters only.
+//   GET  /api/admin/v1/queue?by=domain|site  queued recipients, oldest age, connections,
+//                                            suspended, per row (most queued first)
+//   POST /api/admin/v1/reload                as SIGHUP (the outcome is in the log)
+http::Response AdminApi(const http::Request& r,
+                        const std::vector<std::unique_ptr<delivery::Stats>>& stats,
+                        const delivery::QueueAges& ages) {
+  using daemon::AdminServer;
+  if (r.path == "/api/admin/v1/queue") {
+    if (r.method != "GET")
+      return AdminServer::Error(405, "use GET");
+    std::string by = "domain";
+    for (size_t start = 0; start < r.query.size();) {
+      size_t end = r.query.find('&', start);
+      if (end == std::string::npos)
+        end = r.query.size();
+      const std::string_view kv = std::string_view(r.query).substr(start, end - start);
+      if (kv.starts_with("by="))
+        by = std::string(kv.substr(3));
+      else if (!kv.empty())
+        return AdminServer::Error(400, "unknown parameter",
+                                  std::string(kv.substr(0, kv.find('='))));
+      start = end + 1;
+    }
+    if (by != "domain" && by != "site")
+      return AdminServer::Error(400, "by must be domain or site, not \"" + by + "\"", "by");
+    struct Row {
+      int64_t queued = 0;
+      int64_t connections = 0;
+      int64_t suspended = 0;
+      int64_t oldest_ms = 0;
+    };
+    std::map<std::string, Row> rows;
+    for (const auto& d : stats) {
+      auto add = [&](const delivery::DomainStats& ds, bool site) {
+        Row& row = rows[ds.domain];
+        if (site) {
+          for (const Gauge& g : ds.queued_by_priority)
+            row.queued += g.Get();
+          row.suspended += ds.suspended.Get();
+        } else {
+          row.queued += ds.queued.Get();
+        }
+        row.connections += ds.connections.Get();
+      };
+      if (by == "site")
+        d->ForEachSite([&](const delivery::DomainStats& ds) { add(ds, true); });
+      else
+        d->ForEachDomain([&](const delivery::DomainStats& ds) { add(ds, false); });
+    }
+    if (by == "domain") {
+      ages.ForEachOldest([&](const std::string& domain, int64_t ms) {
+        auto it = rows.find(domain);
+        if (it != rows.end() && (it->second.oldest_ms == 0 || ms < it->second.oldest_ms))
+          it->second.oldest_ms = ms;
+      });
+    }
+    const int64_t now = Clock::Real().WallMs();
+    std::vector<std::pair<std::string, Row>> sorted(rows.begin(), rows.end());
+    std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+      return a.second.queued > b.second.queued;
+    });
+    nlohmann::json out = {{"by", by}, {"rows", nlohmann::json::array()}};
+    for (const auto& [name, row] : sorted) {
+      if (row.queued == 0 && row.connections == 0 && row.suspended == 0)
+        continue;  // a destination seen once, long gone
+      nlohmann::json j = {{"name", name},
+                          {"queued", row.queued},
+                          {"connections", row.connections},
+                          {"suspended", row.suspended > 0}};
+      if (row.oldest_ms > 0)
+        j["oldest_age_seconds"] = std::max<int64_t>(0, now - row.oldest_ms) / 1000;
+      out["rows"].push_back(std::move(j));
+    }
+    http::Response resp;
+    resp.body = out.dump();
+    return resp;
+  }
+  if (r.path == "/api/admin/v1/reload") {
+    if (r.method != "POST")
+      return AdminServer::Error(405, "use POST");
+    kill(getpid(), SIGHUP);  // the main thread reloads, as for an operator's SIGHUP
+    http::Response resp;
+    resp.status = 202;
+    resp.body = R"({"reload":"requested","see":"the log: spate: reloaded, or reload refused"})";
+    return resp;
+  }
+  return AdminServer::Error(404, "no such endpoint: " + r.path, "path");
+}
 
 // One shard's histogram into the scrape's sum.
 void AddHistogram(metrics::HistogramSample* to, const Histogram& h) {
@@ -211,6 +310,8 @@ int Run(int argc, char** argv) {
     return daemon::SuppressionCommand(argc - 1, argv + 1);
   if (argc > 1 && std::strcmp(argv[1], "track") == 0)
     return daemon::TrackCommand(argc - 1, argv + 1);
+  if (argc > 1 && std::strcmp(argv[1], "ctl") == 0)
+    return daemon::CtlCommand(argc - 1, argv + 1);
   Flags flags;
   if (!ParseFlags(argc, argv, &flags)) {
     std::fputs(kUsage, stderr);
@@ -390,6 +491,52 @@ int Run(int argc, char** argv) {
   sockaddr_storage listen_addr = config.listen.addr;
   if (!ListenOnShards(config.listen, config.shards, &listen_fds, &listen_addr))
     return 1;
+  // [admin] listen: one socket, served by shard 0. Off the loopback only with a token.
+  int admin_fd = -1;
+  std::string admin_address = "off";
+  std::string admin_token;
+  if (!config.admin_listen.empty()) {
+    socklen_t len = 0;
+    auto addr = ParseEndpoint(config.admin_listen, &len);
+    if (!addr) {
+      std::fprintf(stderr, "spate: [admin] listen %s: want host:port\n",
+                   config.admin_listen.c_str());
+      return 2;
+    }
+    if (!config.admin_token_file.empty()) {
+      if (!ReadFile(config.admin_token_file, &admin_token, &error)) {
+        std::fprintf(stderr, "spate: [admin] token_file %s\n", error.c_str());
+        return 2;
+      }
+      while (!admin_token.empty() && std::isspace(static_cast<unsigned char>(admin_token.back())))
+        admin_token.pop_back();
+      if (admin_token.empty()) {
+        std::fprintf(stderr, "spate: [admin] token_file %s is empty\n",
+                     config.admin_token_file.c_str());
+        return 2;
+      }
+    }
+    const bool loopback =
+        addr->ss_family == AF_INET
+            ? (ntohl(reinterpret_cast<const sockaddr_in*>(&*addr)->sin_addr.s_addr) >> 24) == 127
+            : IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<const sockaddr_in6*>(&*addr)->sin6_addr);
+    if (!loopback && admin_token.empty()) {
+      std::fprintf(stderr, "spate: [admin] listen %s is not on loopback: set [admin] token_file\n",
+                   config.admin_listen.c_str());
+      return 2;
+    }
+    auto fd = Listen(*addr, len, /*reuse_port=*/false);
+    if (!fd) {
+      std::fprintf(stderr, "spate: cannot listen on %s (admin): %s\n", config.admin_listen.c_str(),
+                   fd.error().message().c_str());
+      return 1;
+    }
+    admin_fd = *fd;
+    sockaddr_storage bound = *addr;
+    socklen_t blen = sizeof bound;
+    getsockname(admin_fd, reinterpret_cast<sockaddr*>(&bound), &blen);
+    admin_address = FormatAddress(bound);
+  }
   // The implicit TLS port, the same way (none when not configured).
   std::vector<int> implicit_tls_fds(config.shards, -1);
   sockaddr_storage implicit_tls_addr = config.implicit_tls_listen.addr;
@@ -622,6 +769,15 @@ int Run(int argc, char** argv) {
           implicit_tls_fd, security);
       s->Start();
       shard.AddService(std::move(s));
+      if (i == 0 && admin_fd >= 0) {
+        auto admin = std::make_unique<daemon::AdminServer>(
+            shard.reactor(), admin_fd, admin_token,
+            [&delivery_stats, &queue_ages](const http::Request& r) {
+              return AdminApi(r, delivery_stats, queue_ages);
+            });
+        admin->Start();
+        shard.AddService(std::move(admin));
+      }
     });
     if (!started) {
       std::fprintf(stderr, "spate: shard %u: %s\n", i, started.error().message().c_str());
@@ -666,7 +822,7 @@ int Run(int argc, char** argv) {
       kInfo,
       "spate ready: smtp=%s %smetrics=%s:%d spool=%s shards=%u recovered_messages=%zu "
       "recovered_recipients=%zu recovered_first_due_in=%.1fs starttls=%s auth=%s records=%s "
-      "dkim=%zu",
+      "dkim=%zu admin=%s",
       FormatAddress(listen_addr).c_str(), smtps.c_str(),
       config.metrics_listen.text.substr(0, config.metrics_listen.text.rfind(':')).c_str(),
       exporter->port(), config.spool_path.c_str(), config.shards, recovered_msgs, recovered_rcpts,
@@ -674,7 +830,8 @@ int Run(int argc, char** argv) {
           ? 0.0
           : std::max<double>(0, static_cast<double>(first_due_ms - Clock::Real().WallMs()) / 1000),
       tls_context ? "on" : "off", auth_mode,
-      config.records.empty() ? "off" : config.records.c_str(), config.dkim.size());
+      config.records.empty() ? "off" : config.records.c_str(), config.dkim.size(),
+      admin_address.c_str());
 
   int sig = 0;
   // SIGHUP: the records file is opened again (after an outside rotation, logrotate's), and

@@ -246,6 +246,9 @@ class Spate:
         dns_settings = {"nameservers": ["127.0.0.1:9"], "timeout": "2s"}
         dns_settings.update(dns or {})
         dns_lines = "\n".join(f"{k} = {_toml_value(v)}" for k, v in dns_settings.items())
+        # The admin API on a port of its own (tests run side by side), unless the test sets it.
+        sections = dict(sections or {})
+        sections.setdefault("admin", {"listen": "127.0.0.1:0"})
         section_lines = "\n".join(
             f"[{name}]\n" + "\n".join(f"{_toml_key(k)} = {_toml_value(v)}"
                                        for k, v in table.items())

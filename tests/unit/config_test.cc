@@ -177,6 +177,9 @@ TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
   Config a = MustParse("");
   Config b = MustParse(DefaultConfigText());
   EXPECT_EQ(a.listen.text, b.listen.text);
+  EXPECT_EQ(a.admin_listen, b.admin_listen);
+  EXPECT_EQ(a.admin_listen, "127.0.0.1:8025");
+  EXPECT_EQ(a.admin_token_file, b.admin_token_file);
   EXPECT_EQ(a.metrics_listen.text, b.metrics_listen.text);
   EXPECT_EQ(a.hostname, b.hostname);
   EXPECT_EQ(a.max_message_size, b.max_message_size);
