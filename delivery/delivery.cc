@@ -863,6 +863,13 @@ void Delivery::SetAccounting(Accounting* accounting) {
   impl_->accounting_ = accounting;
 }
 
+size_t Delivery::Flush(std::string_view domain) {
+  return impl_->scheduler.Flush([domain](const Job& job) {
+    return domain.empty() ||
+           (!job.recipients.empty() && DomainOf(job.address(job.recipients.front())) == domain);
+  });
+}
+
 void Delivery::SetQueueAges(QueueAges* ages) {
   impl_->ages_ = ages;
 }

@@ -85,6 +85,10 @@ class Delivery : public Service {
   // by the shards (borrowed; null: not kept).
   void SetQueueAges(QueueAges* ages);
 
+  // An operator's flush: every deferred job of `domain` (lower case; "" every domain) is tried
+  // now instead of at its retry time. How many jobs.
+  size_t Flush(std::string_view domain);
+
   void Shutdown() noexcept override;
 
   // For tests and introspection.

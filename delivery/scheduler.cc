@@ -19,6 +19,40 @@ void Scheduler::Add(Job&& job) {
     Arm();
 }
 
+size_t Scheduler::Flush(const std::function<bool(const Job&)>& due) {
+  // Bucket 0 ends at 100 ms after the epoch: always past, so its jobs go at the next Release().
+  std::deque<Job> now;
+  for (auto it = buckets_.begin(); it != buckets_.end();) {
+    if (it->first == 0) {
+      ++it;
+      continue;
+    }
+    std::deque<Job> keep;
+    for (Job& job : it->second) {
+      if (due(job)) {
+        job.due_ms = 0;
+        now.push_back(std::move(job));
+      } else {
+        keep.push_back(std::move(job));
+      }
+    }
+    if (keep.empty()) {
+      it = buckets_.erase(it);
+    } else {
+      it->second.swap(keep);
+      ++it;
+    }
+  }
+  const size_t n = now.size();
+  if (n > 0) {
+    std::deque<Job>& first = buckets_[0];
+    for (Job& job : now)
+      first.push_back(std::move(job));
+    Arm();
+  }
+  return n;
+}
+
 void Scheduler::Clear() {
   buckets_.clear();
   size_ = 0;

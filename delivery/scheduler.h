@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 
 #include "core/reactor.h"
@@ -34,6 +35,9 @@ class Scheduler {
   // Holds `job` until job.due_ms (unix ms, the reactor's wall clock).
   void Add(Job&& job);
   size_t size() const { return size_; }
+  // Makes every job `due` says yes to due now (an operator's flush): released from the next
+  // loop turn on, kBatch a turn like any other. How many.
+  size_t Flush(const std::function<bool(const Job&)>& due);
   // Drops every job (shutdown: they stay in the spool).
   void Clear();
 

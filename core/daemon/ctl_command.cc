@@ -23,7 +23,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: spate ctl [--admin HOST:PORT] [--token-file FILE] [--config FILE] [--json] COMMAND\n"
     "  queue [--by domain|site]   queued recipients, oldest age, connections, suspended\n"
-    "  reload                     reload the shaping file, the routes and the DKIM keys\n";
+    "  reload                     reload the shaping file, the routes and the DKIM keys\n"
+    "  flush [--domain D]         try deferred mail (of D) now\n";
 
 struct Reply {
   int status = 0;
@@ -106,7 +107,7 @@ std::string Age(int64_t seconds) {
 }  // namespace
 
 int CtlCommand(int argc, char** argv) {
-  std::string admin, token_file, config_path, by = "domain";
+  std::string admin, token_file, config_path, by = "domain", domain;
   bool json = false;
   std::vector<std::string> rest;
   for (int i = 1; i < argc; ++i) {
@@ -129,6 +130,9 @@ int CtlCommand(int argc, char** argv) {
     } else if (a == "--by") {
       if (!value(&by))
         return std::fputs(kUsage, stderr), 2;
+    } else if (a == "--domain") {
+      if (!value(&domain))
+        return std::fputs(kUsage, stderr), 2;
     } else if (a == "--json") {
       json = true;
     } else if (a == "-h" || a == "--help") {
@@ -138,7 +142,7 @@ int CtlCommand(int argc, char** argv) {
       rest.push_back(a);
     }
   }
-  if (rest.size() != 1 || (rest[0] != "queue" && rest[0] != "reload")) {
+  if (rest.size() != 1 || (rest[0] != "queue" && rest[0] != "reload" && rest[0] != "flush")) {
     std::fputs(kUsage, stderr);
     return 2;
   }
@@ -172,9 +176,16 @@ int CtlCommand(int argc, char** argv) {
       token.pop_back();
   }
   Reply reply;
-  const bool ok = rest[0] == "queue"
-                      ? Request(admin, token, "GET", "/api/admin/v1/queue?by=" + by, &reply, &error)
-                      : Request(admin, token, "POST", "/api/admin/v1/reload", &reply, &error);
+  bool ok;
+  if (rest[0] == "queue") {
+    ok = Request(admin, token, "GET", "/api/admin/v1/queue?by=" + by, &reply, &error);
+  } else if (rest[0] == "flush") {
+    ok = Request(admin, token, "POST",
+                 "/api/admin/v1/flush" + (domain.empty() ? std::string() : "?domain=" + domain),
+                 &reply, &error);
+  } else {
+    ok = Request(admin, token, "POST", "/api/admin/v1/reload", &reply, &error);
+  }
   if (!ok) {
     std::fprintf(stderr, "spate ctl: %s\n", error.c_str());
     return 1;
@@ -189,6 +200,11 @@ int CtlCommand(int argc, char** argv) {
   }
   if (json) {
     std::printf("%s\n", body.dump(1).c_str());
+    return 0;
+  }
+  if (rest[0] == "flush") {
+    std::printf("flush requested: deferred mail of %s is tried now\n",
+                domain.empty() ? "every domain" : domain.c_str());
     return 0;
   }
   if (rest[0] == "reload") {

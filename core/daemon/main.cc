@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -90,10 +91,32 @@ class JournalAccounting final : public delivery::Accounting {
 //   GET  /api/admin/v1/queue?by=domain|site  queued recipients, oldest age, connections,
 //                                            suspended, per row (most queued first)
 //   POST /api/admin/v1/reload                as SIGHUP (the outcome is in the log)
+//   POST /api/admin/v1/flush[?domain=D]      deferred mail (of D) tried now, on every shard
 http::Response AdminApi(const http::Request& r,
                         const std::vector<std::unique_ptr<delivery::Stats>>& stats,
-                        const delivery::QueueAges& ages) {
+                        const delivery::QueueAges& ages,
+                        const std::function<void(std::string)>& flush) {
   using daemon::AdminServer;
+  if (r.path == "/api/admin/v1/flush") {
+    if (r.method != "POST")
+      return AdminServer::Error(405, "use POST");
+    std::string domain;
+    if (!r.query.empty()) {
+      if (!r.query.starts_with("domain=") || r.query.find('&') != std::string::npos)
+        return AdminServer::Error(400, "the only parameter is domain=D", "domain");
+      domain = r.query.substr(7);
+      for (char& ch : domain)
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (domain.empty() || domain.find_first_of("/ %") != std::string::npos)
+        return AdminServer::Error(400, "domain must be a domain name", "domain");
+    }
+    flush(domain);
+    nlohmann::json out = {{"flush", "requested"}, {"domain", domain.empty() ? "*" : domain}};
+    http::Response resp;
+    resp.status = 202;
+    resp.body = out.dump();
+    return resp;
+  }
   if (r.path == "/api/admin/v1/queue") {
     if (r.method != "GET")
       return AdminServer::Error(405, "use GET");
@@ -772,8 +795,18 @@ int Run(int argc, char** argv) {
       if (i == 0 && admin_fd >= 0) {
         auto admin = std::make_unique<daemon::AdminServer>(
             shard.reactor(), admin_fd, admin_token,
-            [&delivery_stats, &queue_ages](const http::Request& r) {
-              return AdminApi(r, delivery_stats, queue_ages);
+            [&delivery_stats, &queue_ages, &shards, &deliveries](const http::Request& r) {
+              return AdminApi(r, delivery_stats, queue_ages, [&](std::string domain) {
+                for (size_t k = 0; k < shards.size(); ++k) {
+                  shards[k]->reactor().Post([d = deliveries[k], domain] {
+                    const size_t n = d->Flush(domain);
+                    if (n > 0) {
+                      SPATE_LOG(kInfo, "admin: flush: %zu deferred jobs of %s tried now", n,
+                                domain.empty() ? "every domain" : domain.c_str());
+                    }
+                  });
+                }
+              });
             });
         admin->Start();
         shard.AddService(std::move(admin));

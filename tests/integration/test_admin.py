@@ -10,6 +10,7 @@ import shutil
 import smtplib
 import subprocess
 import sys
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 from tls_sink import TlsSink  # noqa: E402
+from test_dkim import MessageSink  # noqa: E402  (defers its first transactions)
 
 
 class Admin(unittest.TestCase):
@@ -105,6 +107,35 @@ class Admin(unittest.TestCase):
         out = self.ctl("reload")
         self.assertEqual(out.returncode, 0, out.stderr)
         self.spate.wait_for_log(r"spate: reloaded: ", 10)
+
+    def test_flush_tries_deferred_mail_now(self):
+        later = MessageSink(defer_first=2)
+        try:
+            self.spate = harness.Spate(
+                self.dir, {"dest.test": self.sink.port, "later.test": later.port},
+                delivery={"retry_base": "1h", "retry_max": "1h"})
+            ready = self.spate.start()
+            self.address = self.admin_address(ready)
+            with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as c:
+                for rcpt in ("a@later.test", "b@later.test"):
+                    c.sendmail("s@src.test", [rcpt], b"From: s@src.test\r\nSubject: f\r\n\r\nhi\r\n")
+            harness.wait_for(lambda: self.spate.metric("spate_deliveries_total", domain="later.test",
+                                                       outcome="deferred") == 2, 20, "two deferred")
+            self.assertEqual(len(later.messages), 2)
+            out = self.ctl("flush", "--domain", "other.test")  # nothing of it waits
+            self.assertEqual(out.returncode, 0, out.stderr)
+            time.sleep(1)
+            self.assertEqual(len(later.messages), 2, "another domain's flush touched nothing")
+            out = self.ctl("flush", "--domain", "Later.Test")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("Later.Test", out.stdout)
+            harness.wait_for(lambda: len(later.messages) == 4, 20, "both tried again, at once")
+            harness.wait_for(lambda: self.spate.metric("spate_queue_recipients",
+                                                       domain="later.test") == 0, 20, "delivered")
+            status, body = self.get(self.address, "/api/admin/v1/flush?dom=x", method="POST")
+            self.assertEqual((status, body["field"]), (400, "domain"))
+        finally:
+            later.stop()
 
     def test_a_listener_off_loopback_without_a_token_is_refused(self):
         spate = harness.Spate(self.dir, {"dest.test": self.sink.port},

@@ -191,6 +191,23 @@ TEST_F(SchedulerTest, EarlierJobAddedAfterALaterOneIsNotHeldBack) {
   EXPECT_EQ(ReleasedIds(), (std::vector<queue::MessageId>{2, 1}));
 }
 
+// An operator's flush: the chosen jobs go at the next loop turn, the others keep their time.
+TEST_F(SchedulerTest, AFlushReleasesTheChosenJobsNowAndKeepsTheOthers) {
+  scheduler_->Add(JobDueIn(1, 1h));
+  scheduler_->Add(JobDueIn(2, 2h));
+  scheduler_->Add(JobDueIn(3, 30min));
+  EXPECT_EQ(scheduler_->Flush([](const Job& j) { return j.message->id != 2; }), 2u);
+  EXPECT_EQ(scheduler_->size(), 3u) << "still held until released";
+  Advance(1ms);
+  EXPECT_EQ(ReleasedIds(), (std::vector<queue::MessageId>{3, 1})) << "in the order they were due";
+  EXPECT_EQ(scheduler_->size(), 1u);
+  EXPECT_EQ(scheduler_->Flush([](const Job&) { return false; }), 0u);
+  Advance(1h);
+  EXPECT_EQ(ReleasedIds().size(), 2u) << "job 2 keeps its time";
+  Advance(1h + 200ms);
+  EXPECT_EQ(ReleasedIds(), (std::vector<queue::MessageId>{3, 1, 2}));
+}
+
 TEST_F(SchedulerTest, ReleasesAtMostABatchPerLoopTurn) {
   const size_t total = 2 * Scheduler::kBatch + 10;
   for (size_t i = 1; i <= total; ++i)
