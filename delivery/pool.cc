@@ -287,9 +287,8 @@ class ClientConnection final : public Connection {
         if (job_) {
           outcomes_.peer_dsn = session_.dsn_offered();
           // A Bounce rule in force (fired by this reply, maybe) fails what is not delivered.
-          const smtp::Reply& reply = !r->reply.positive() && site_.bouncing() != nullptr
-                                         ? site_.bounce_reply()
-                                         : r->reply;
+          const smtp::Reply& reply =
+              !r->reply.positive() && site_.bouncing() != nullptr ? site_.bounce_reply() : r->reply;
           engine_.Record(&site_, *job_, r->recipient_index, reply, &outcomes_, &peer_);
         }
       } else if (std::get_if<TransactionDone>(&ev) != nullptr) {
