@@ -24,7 +24,8 @@ constexpr const char* kUsage =
     "usage: spate ctl [--admin HOST:PORT] [--token-file FILE] [--config FILE] [--json] COMMAND\n"
     "  queue [--by domain|site]   queued recipients, oldest age, connections, suspended\n"
     "  reload                     reload the shaping file, the routes and the DKIM keys\n"
-    "  flush [--domain D]         try deferred mail (of D) now\n";
+    "  flush [--domain D]         try deferred mail (of D) now\n"
+    "  suppression show|remove ADDRESS, suppression add ADDRESS [--reason TEXT]\n";
 
 struct Reply {
   int status = 0;
@@ -33,7 +34,8 @@ struct Reply {
 
 // One request over a fresh connection (Connection: close), bounded to 30 s in all.
 bool Request(const std::string& admin, const std::string& token, const std::string& method,
-             const std::string& target, Reply* reply, std::string* error) {
+             const std::string& target, Reply* reply, std::string* error,
+             const std::string& body = {}) {
   socklen_t len = 0;
   auto addr = ParseEndpoint(admin, &len);
   if (!addr) {
@@ -53,8 +55,9 @@ bool Request(const std::string& admin, const std::string& token, const std::stri
   if (!token.empty())
     req += "Authorization: Bearer " + token + "\r\n";
   if (method == "POST")
-    req += "Content-Length: 0\r\n";
-  req += "\r\n";
+    req +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  req += "\r\n" + body;
   for (size_t sent = 0; sent < req.size();) {
     ssize_t n = send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) {
@@ -107,7 +110,7 @@ std::string Age(int64_t seconds) {
 }  // namespace
 
 int CtlCommand(int argc, char** argv) {
-  std::string admin, token_file, config_path, by = "domain", domain;
+  std::string admin, token_file, config_path, by = "domain", domain, reason;
   bool json = false;
   std::vector<std::string> rest;
   for (int i = 1; i < argc; ++i) {
@@ -130,6 +133,9 @@ int CtlCommand(int argc, char** argv) {
     } else if (a == "--by") {
       if (!value(&by))
         return std::fputs(kUsage, stderr), 2;
+    } else if (a == "--reason") {
+      if (!value(&reason))
+        return std::fputs(kUsage, stderr), 2;
     } else if (a == "--domain") {
       if (!value(&domain))
         return std::fputs(kUsage, stderr), 2;
@@ -142,7 +148,10 @@ int CtlCommand(int argc, char** argv) {
       rest.push_back(a);
     }
   }
-  if (rest.size() != 1 || (rest[0] != "queue" && rest[0] != "reload" && rest[0] != "flush")) {
+  const bool suppression_command = rest.size() == 3 && rest[0] == "suppression" &&
+                                   (rest[1] == "show" || rest[1] == "add" || rest[1] == "remove");
+  if (!suppression_command &&
+      (rest.size() != 1 || (rest[0] != "queue" && rest[0] != "reload" && rest[0] != "flush"))) {
     std::fputs(kUsage, stderr);
     return 2;
   }
@@ -177,7 +186,19 @@ int CtlCommand(int argc, char** argv) {
   }
   Reply reply;
   bool ok;
-  if (rest[0] == "queue") {
+  if (suppression_command) {
+    // The address goes in the query with its '@' escaped (the one character it needs).
+    std::string query = "?address=";
+    for (char ch : rest[2])
+      query += ch == '@' ? std::string("%40") : std::string(1, ch);
+    if (rest[1] == "add") {
+      ok = Request(admin, token, "POST", "/api/admin/v1/suppression", &reply, &error,
+                   nlohmann::json({{"address", rest[2]}, {"reason", reason}}).dump());
+    } else {
+      ok = Request(admin, token, rest[1] == "show" ? "GET" : "DELETE",
+                   "/api/admin/v1/suppression" + query, &reply, &error);
+    }
+  } else if (rest[0] == "queue") {
     ok = Request(admin, token, "GET", "/api/admin/v1/queue?by=" + by, &reply, &error);
   } else if (rest[0] == "flush") {
     ok = Request(admin, token, "POST",
@@ -200,6 +221,18 @@ int CtlCommand(int argc, char** argv) {
   }
   if (json) {
     std::printf("%s\n", body.dump(1).c_str());
+    return 0;
+  }
+  if (suppression_command) {
+    if (rest[1] == "remove") {
+      std::printf("%s removed from the suppression list\n", rest[2].c_str());
+    } else {
+      std::printf("%s suppressed since %s (%s%s%s)\n", body["address"].get<std::string>().c_str(),
+                  body["since"].get<std::string>().c_str(),
+                  body["class"].get<std::string>().c_str(),
+                  body["reason"].get<std::string>().empty() ? "" : ": ",
+                  body["reason"].get<std::string>().c_str());
+    }
     return 0;
   }
   if (rest[0] == "flush") {

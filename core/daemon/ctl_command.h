@@ -6,6 +6,7 @@
 //     queue [--by domain|site]   queued recipients, oldest age, connections, suspended
 //     reload                     as SIGHUP: shaping, routes and DKIM keys read again
 //     flush [--domain D]         deferred mail (of D) tried now instead of at its retry time
+//     suppression add ADDRESS [--reason TEXT] | show ADDRESS | remove ADDRESS
 //
 // --admin defaults to the [admin] listen of --config (or of the embedded default), and the
 // token to its [admin] token_file. A table for people, --json the API's JSON as it came.

@@ -55,6 +55,7 @@
 #include "delivery/stats.h"
 #include "metrics/exporter.h"
 #include "queue/spool.h"
+#include "queue/suppression.h"
 
 #include <nlohmann/json.hpp>
 
@@ -92,11 +93,67 @@ class JournalAccounting final : public delivery::Accounting {
 //                                            suspended, per row (most queued first)
 //   POST /api/admin/v1/reload                as SIGHUP (the outcome is in the log)
 //   POST /api/admin/v1/flush[?domain=D]      deferred mail (of D) tried now, on every shard
+//   GET|DELETE /api/admin/v1/suppression?address=A   one entry of the suppression list
+//   POST /api/admin/v1/suppression {"address", "reason"}  put on it (class Manual)
 http::Response AdminApi(const http::Request& r,
                         const std::vector<std::unique_ptr<delivery::Stats>>& stats,
                         const delivery::QueueAges& ages,
-                        const std::function<void(std::string)>& flush) {
+                        const std::function<void(std::string)>& flush,
+                        queue::Suppression& suppression) {
   using daemon::AdminServer;
+  if (r.path == "/api/admin/v1/suppression") {
+    const int64_t now = Clock::Real().WallMs();
+    std::string address;
+    std::string reason;
+    if (r.method == "POST") {
+      nlohmann::json body = nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+      if (!body.is_object())
+        return AdminServer::Error(400, "the body must be a JSON object", "body");
+      if (!body.contains("address") || !body["address"].is_string())
+        return AdminServer::Error(400, "address must be a string", "address");
+      address = body["address"].get<std::string>();
+      if (body.contains("reason")) {
+        if (!body["reason"].is_string())
+          return AdminServer::Error(400, "reason must be a string", "reason");
+        reason = body["reason"].get<std::string>();
+      }
+    } else if (r.method == "GET" || r.method == "DELETE") {
+      if (!r.query.starts_with("address="))
+        return AdminServer::Error(400, "give ?address=ADDRESS", "address");
+      address = r.query.substr(8);
+      for (size_t p = address.find("%40"); p != std::string::npos; p = address.find("%40"))
+        address.replace(p, 3, "@");  // the one escape an address needs in a query
+    } else {
+      return AdminServer::Error(405, "use GET, POST or DELETE");
+    }
+    address = queue::NormalizeAddress(address);
+    if (!queue::ValidSuppressionAddress(address))
+      return AdminServer::Error(400, "not an address: \"" + address + "\"", "address");
+    if (!suppression.enabled())
+      return AdminServer::Error(409, "the suppression list is off ([suppression] enabled)");
+    http::Response resp;
+    if (r.method == "POST") {
+      suppression.Add({address, now, "Manual", reason});
+      resp.status = 201;
+    } else if (r.method == "DELETE") {
+      if (!suppression.Remove(address))
+        return AdminServer::Error(404, address + " is not on the suppression list", "address");
+      resp.status = 200;
+    }
+    std::optional<queue::SuppressionEntry> e = suppression.Lookup(address, now);
+    if (r.method == "DELETE") {
+      resp.body = nlohmann::json({{"address", address}, {"removed", true}}).dump();
+    } else if (!e) {
+      return AdminServer::Error(404, address + " is not on the suppression list", "address");
+    } else {
+      resp.body = nlohmann::json({{"address", e->address},
+                                  {"since", queue::FormatRfc3339(e->since_ms)},
+                                  {"class", e->klass},
+                                  {"reason", e->reason}})
+                      .dump();
+    }
+    return resp;
+  }
   if (r.path == "/api/admin/v1/flush") {
     if (r.method != "POST")
       return AdminServer::Error(405, "use POST");
@@ -795,18 +852,22 @@ int Run(int argc, char** argv) {
       if (i == 0 && admin_fd >= 0) {
         auto admin = std::make_unique<daemon::AdminServer>(
             shard.reactor(), admin_fd, admin_token,
-            [&delivery_stats, &queue_ages, &shards, &deliveries](const http::Request& r) {
-              return AdminApi(r, delivery_stats, queue_ages, [&](std::string domain) {
-                for (size_t k = 0; k < shards.size(); ++k) {
-                  shards[k]->reactor().Post([d = deliveries[k], domain] {
-                    const size_t n = d->Flush(domain);
-                    if (n > 0) {
-                      SPATE_LOG(kInfo, "admin: flush: %zu deferred jobs of %s tried now", n,
-                                domain.empty() ? "every domain" : domain.c_str());
+            [&delivery_stats, &queue_ages, &shards, &deliveries,
+             spool_ptr](const http::Request& r) {
+              return AdminApi(
+                  r, delivery_stats, queue_ages,
+                  [&](std::string domain) {
+                    for (size_t k = 0; k < shards.size(); ++k) {
+                      shards[k]->reactor().Post([d = deliveries[k], domain] {
+                        const size_t n = d->Flush(domain);
+                        if (n > 0) {
+                          SPATE_LOG(kInfo, "admin: flush: %zu deferred jobs of %s tried now", n,
+                                    domain.empty() ? "every domain" : domain.c_str());
+                        }
+                      });
                     }
-                  });
-                }
-              });
+                  },
+                  spool_ptr->suppression());
             });
         admin->Start();
         shard.AddService(std::move(admin));

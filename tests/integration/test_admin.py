@@ -137,6 +137,41 @@ class Admin(unittest.TestCase):
         finally:
             later.stop()
 
+    def test_suppression_add_show_remove_take_effect_at_rcpt(self):
+        ready = self.start({"listen": "127.0.0.1:0"})
+        self.address = self.admin_address(ready)
+
+        def rcpt(address):
+            with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as c:
+                c.ehlo("client.test")
+                c.mail("s@src.test")
+                return c.rcpt(address)
+
+        self.assertEqual(rcpt("Bob@Dest.Test")[0], 250)
+        out = self.ctl("suppression", "add", "Bob@Dest.Test", "--reason", "asked to stop")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("bob@dest.test suppressed since", out.stdout)
+        code, text = rcpt("bob@dest.test")
+        self.assertEqual(code, 550)
+        self.assertIn(b"asked to stop", text)
+        out = self.ctl("--json", "suppression", "show", "bob@dest.test")
+        self.assertEqual(json.loads(out.stdout)["class"], "Manual")
+        out = self.ctl("suppression", "remove", "bob@dest.test")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(rcpt("bob@dest.test")[0], 250)
+        out = self.ctl("suppression", "remove", "bob@dest.test")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("not on the suppression list", out.stderr)
+        status, body = self.get(self.address, "/api/admin/v1/suppression?address=not-an-address")
+        self.assertEqual((status, body["field"]), (400, "address"))
+        req = urllib.request.Request(f"http://{self.address}/api/admin/v1/suppression",
+                                     data=b"{not json", method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=10)
+            self.fail("malformed JSON accepted")
+        except urllib.error.HTTPError as e:
+            self.assertEqual((e.code, json.loads(e.read())["field"]), (400, "body"))
+
     def test_a_listener_off_loopback_without_a_token_is_refused(self):
         spate = harness.Spate(self.dir, {"dest.test": self.sink.port},
                               sections={"admin": {"listen": "0.0.0.0:0"}})
