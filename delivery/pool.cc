@@ -447,10 +447,9 @@ Site::Site(Engine& engine, std::string name, RouteRef route, TlsMode tls, SitePo
 }
 
 Site::~Site() {
+  // Its queue gauges are back to zero already (it is forgotten only when idle), and the entry
+  // may be "other", shared with live sites: nothing to reset.
   engine_.reactor().CancelTimer(wake_timer_);
-  stats_.suspended.Set(0);
-  for (int p = 0; p < 19; ++p)
-    stats_.queued_by_priority[p].Set(0);
 }
 
 bool Site::idle() const {
