@@ -325,8 +325,8 @@ class ClientConnection final : public Connection {
   // A reply from the server that its site's automation looks at: failures only, and one
   // reply once (a DATA reply comes once per recipient, and the 421 that closes once more).
   void Saw(const smtp::Reply& reply) {
-    if (reply.code == 0 || reply.positive())
-      return;
+    if (reply.code == 0 || reply.positive() || !site_.has_rules())
+      return;  // no rule to look at it: no copy of the text either
     std::string text = reply.ToString();
     if (text == last_reply_)
       return;
@@ -612,8 +612,8 @@ void Site::Add(Job&& job, const RouteRef& route) {
       c->Quit();
     }
   }
-  // Transactions carry at most max_recipients_per_transaction recipients; the parts share the
-  // message and its body.
+  // Transactions carry at most the site's max_recipients_per_batch recipients; the parts share
+  // the message and its body.
   const size_t max = limits_.max_recipients_per_batch;
   while (max > 0 && job.recipients.size() > max) {
     Job part;

@@ -190,6 +190,7 @@ class Site {
   const SitePolicy& policy() const { return policy_; }
   const RouteRef& route() const { return route_; }
   bool suspended() const { return automation_.suspended(); }
+  bool has_rules() const { return !automation_.rules().empty(); }
   // The Bounce rule in force (null: none) and the 5xx it fails mail with.
   const Automation* bouncing() const { return automation_.bouncing(); }
   const smtp::Reply& bounce_reply() const { return bounce_reply_; }
