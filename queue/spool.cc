@@ -183,10 +183,13 @@ struct Spool::Impl {
     int64_t next_attempt_ms;
     bool delay_warned;
   };
-  // A suppression list change: put `value`, or delete when it has none.
+  // A suppression list change, or one of the state (PutState): put `value`, or delete when it
+  // has none; `done` (may be empty) once it is written.
   struct SuppressReq {
     std::string key;
     std::optional<std::string> value;
+    bool state = false;  // CF "state", else "suppression"
+    UniqueFunction<void()> done;
   };
   // An accepted message is held by pointer: a slot of the queue is then 32 bytes, not the size
   // of a NewMessage, so a burst of a million outcomes costs 32 MB, not 300. So is a
@@ -214,6 +217,7 @@ struct Spool::Impl {
   rocksdb::ColumnFamilyHandle* envelope_cf = nullptr;
   rocksdb::ColumnFamilyHandle* rcpt_cf = nullptr;
   rocksdb::ColumnFamilyHandle* suppression_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* state_cf = nullptr;
 
   // The suppression list: its index is in memory, its writes come through the commit queue.
   std::unique_ptr<Suppression> suppression;
@@ -380,6 +384,7 @@ struct Spool::Impl {
     envelope_cf = handles[2];
     rcpt_cf = handles[3];
     suppression_cf = handles[4];
+    state_cf = handles[5];
     return s;
   }
 
@@ -389,7 +394,7 @@ struct Spool::Impl {
     for (auto* h : handles)
       db->DestroyColumnFamilyHandle(h);
     handles.clear();
-    body_cf = envelope_cf = rcpt_cf = suppression_cf = nullptr;
+    body_cf = envelope_cf = rcpt_cf = suppression_cf = state_cf = nullptr;
     rocksdb::Status s = db->Close();
     if (!s.ok())
       SPATE_LOG(kError, "spool: close: %s", s.ToString().c_str());
@@ -667,6 +672,7 @@ struct Spool::Impl {
     uint64_t deferred = 0;
     int64_t now_ms = NowMs();
     uint64_t refused = 0;
+    std::vector<SuppressReq*> written;  // whose `done` is called once the batch is on disk
     for (Request& r : batch) {
       if (auto* ap = std::get_if<std::unique_ptr<AcceptReq>>(&r)) {
         AcceptReq* a = ap->get();
@@ -727,12 +733,15 @@ struct Spool::Impl {
         ++deferred;
       } else if (auto* sp = std::get_if<std::unique_ptr<SuppressReq>>(&r)) {
         // Written even while new mail is refused: a few bytes, like the outcomes.
-        const SuppressReq& q = **sp;
+        SuppressReq& q = **sp;
+        rocksdb::ColumnFamilyHandle* cf = q.state ? state_cf : suppression_cf;
         if (q.value) {
-          wb.Put(suppression_cf, q.key, *q.value);
+          wb.Put(cf, q.key, *q.value);
         } else {
-          wb.Delete(suppression_cf, q.key);
+          wb.Delete(cf, q.key);
         }
+        if (q.done)
+          written.push_back(&q);
       }
     }
     rocksdb::WriteOptions wo;
@@ -791,6 +800,8 @@ struct Spool::Impl {
     }
     for (auto& [a, id] : accepted)
       a->done(id, std::move(a->message));
+    for (SuppressReq* q : written)
+      q->done();
     return {};
   }
 
@@ -870,13 +881,16 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
       // Small values, read once at Open: the small column families' options. Opened with the
       // others, created in a spool made before it (create_missing_column_families).
       {"suppression", small_options},
+      {"state", small_options},
   };
   Impl* d = impl.get();
   impl->suppression = std::make_unique<Suppression>(
       Suppression::Options{options.suppression, options.suppression_ttl},
       [d](std::string key, std::optional<std::string> value) {
-        d->Enqueue(std::make_unique<Impl::SuppressReq>(
-            Impl::SuppressReq{std::move(key), std::move(value)}));
+        auto req = std::make_unique<Impl::SuppressReq>();
+        req->key = std::move(key);
+        req->value = std::move(value);
+        d->Enqueue(std::move(req));
       });
   rocksdb::Status s = impl->OpenDb();
   if (s.ok())
@@ -1017,6 +1031,35 @@ void Spool::ReadBody(MessageId id, BodyDone done) {
     impl_->reads.push_back({id, std::move(done)});
   }
   impl_->read_cv.notify_one();
+}
+
+void Spool::PutState(std::string key, std::optional<std::string> value,
+                     UniqueFunction<void()> done) {
+  auto req = std::make_unique<Impl::SuppressReq>();
+  req->key = std::move(key);
+  req->value = std::move(value);
+  req->state = true;
+  req->done = std::move(done);
+  impl_->Enqueue(std::move(req));
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> Spool::ReadState(
+    std::string_view prefix) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::shared_lock lock(impl_->db_mu);
+  if (!impl_->db)
+    return Unexpected{Errc::kIo};
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->state_cf));
+  for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid(); it->Next()) {
+    std::string_view key(it->key().data(), it->key().size());
+    if (!key.starts_with(prefix))
+      break;
+    out.emplace_back(std::string(key), it->value().ToString());
+  }
+  if (!it->status().ok())
+    return Unexpected{Errc::kIo};
+  return out;
 }
 
 Suppression& Spool::suppression() {

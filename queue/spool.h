@@ -37,6 +37,9 @@
 //                                     body and envelope, in one batch.
 //   CF "suppression": address -> version(1) since_ms(8) str class, str reason: the suppression
 //                                     list (suppression.h), loaded into memory by Open().
+//   CF "state":    key -> value: small state of the daemon's that must outlive a restart
+//                                     (operators' suspensions, idempotency keys), opaque to the
+//                                     spool; keys by prefix ("control/", "idempotency/").
 // Message ids: microseconds since the epoch at acceptance, bumped to stay strictly increasing
 // (also across restarts: Recover() sees the largest id), so ids are unique and time-ordered.
 //
@@ -67,7 +70,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/clock.h"
@@ -202,6 +208,16 @@ class Spool {
   // Reads a body on the reader thread (for retries and recovered messages).
   using BodyDone = UniqueFunction<void(Result<std::string>)>;
   void ReadBody(MessageId id, BodyDone done);
+
+  // The daemon's state (CF "state"): `value` put under `key`, or the key deleted (nullopt),
+  // written with the commit thread's next batch (from Start() on), then `done` (may be empty;
+  // on the commit thread: hand work on). A write that fails is tried again with the next batch.
+  void PutState(std::string key, std::optional<std::string> value,
+                UniqueFunction<void()> done = {});
+  // Every state entry whose key starts with `prefix`, in key order, as on disk now (any thread;
+  // reads the disk).
+  Result<std::vector<std::pair<std::string, std::string>>> ReadState(
+      std::string_view prefix) const;
 
   // The suppression list of this spool: any thread, as long as the Spool lives. Its writes go
   // out with the commit thread's batches (from Start() on).

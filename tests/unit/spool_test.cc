@@ -386,6 +386,33 @@ TEST_F(SpoolTest, FinishAndDeferSurviveReopen) {
   EXPECT_EQ(recovered[0].id, untouched);
 }
 
+TEST_F(SpoolTest, StateIsWrittenThenReadBackByPrefixAfterReopen) {
+  {
+    auto spool = Open();
+    std::promise<void> written;
+    spool->PutState("control/a", "1");
+    spool->PutState("control/b", "2");
+    spool->PutState("other/c", "3");
+    spool->PutState("control/a", "one");      // the last put wins
+    spool->PutState("control/b", std::nullopt);  // deleted
+    spool->PutState("control/d", "4", [&written] { written.set_value(); });
+    written.get_future().wait();  // its batch is on disk: so is every earlier write
+    auto now = spool->ReadState("control/");
+    ASSERT_TRUE(now.has_value());
+    EXPECT_EQ(*now, (std::vector<std::pair<std::string, std::string>>{{"control/a", "one"},
+                                                                      {"control/d", "4"}}));
+  }
+  auto spool = Open();
+  auto back = spool->ReadState("control/");
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(*back, (std::vector<std::pair<std::string, std::string>>{{"control/a", "one"},
+                                                                     {"control/d", "4"}}));
+  auto other = spool->ReadState("other/");
+  ASSERT_TRUE(other.has_value());
+  EXPECT_EQ(other->size(), 1u);
+  EXPECT_TRUE(spool->ReadState("none/")->empty());
+}
+
 TEST_F(SpoolTest, NewIdsAfterReopenAreGreaterThanEveryRecoveredId) {
   MessageId last = 0;
   {
@@ -554,7 +581,8 @@ class RawDb {
                                                         {"body", {}},
                                                         {"envelope", {}},
                                                         {"rcpt", {}},
-                                                        {"suppression", {}}};
+                                                        {"suppression", {}},
+                                                        {"state", {}}};
     rocksdb::DB* db = nullptr;
     rocksdb::Status s = rocksdb::DB::Open(rocksdb::DBOptions(), path, cfs, &handles_, &db);
     EXPECT_TRUE(s.ok()) << s.ToString();
