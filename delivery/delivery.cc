@@ -93,6 +93,25 @@ struct Delivery::Impl final : public Engine {
   bool TlsBroken(const std::string& site) override;
   void MarkTlsBroken(const std::string& site) override;
   ProviderLimits& provider_limits() override { return *provider_limits_; }
+  void Submitted(Site& site, Job& job) override {
+    job.in_flight = true;
+    CountInFlight(&site, job, static_cast<int64_t>(job.recipients.size()));
+  }
+  void CountInFlight(Site* site, const Job& job, int64_t n) {
+    if (job.recipients.empty())
+      return;
+    if (site != nullptr) {
+      site->stats().in_flight.Add(n);
+      if (site->own_domain_stats() != nullptr)
+        return site->own_domain_stats()->in_flight.Add(n);
+    }
+    DomainStatsOf(job.address(job.recipients.front())).in_flight.Add(n);
+  }
+  // An operator's control (controls.h) over `job` on its way to `site`: held in the scheduler
+  // or bounced (true: taken), or left to go (false).
+  bool Controlled(std::string_view site, Job& job);
+  // Bounces every recipient of `job` by the operator's word (AdminBounce records, DSNs).
+  void AdminBounce(Job&& job, const std::string& reason);
   void RecordAutomation(Site& site, const Automation& rule, AutomationState::Event event,
                         const smtp::Reply* reply, Clock::time_point until) override;
 
@@ -169,6 +188,8 @@ struct Delivery::Impl final : public Engine {
     ages_->Add(domain, m.received_ms, n);
   }
   ProviderLimits* provider_limits_ = &own_provider_limits_;
+  const Controls* controls_ = nullptr;
+  bool admin_bounce_ = false;  // Record(): the failure is an operator's bounce
   struct Hash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
@@ -206,6 +227,7 @@ void Delivery::Impl::Enqueue(const std::string& domain, Job&& job) {
 void Delivery::Impl::Due(Job&& job) {
   if (shutting_down_ || job.recipients.empty())
     return;
+  job.held = false;  // a suspension that still holds takes it again (ToSite)
   Route(DomainOf(job.address(job.recipients.front())), std::move(job));
 }
 
@@ -384,6 +406,8 @@ void Delivery::Impl::ToSite(std::string_view name, TlsMode tls, bool own_domain,
                             Job&& job) {
   if (shutting_down_)
     return;
+  if (controls_ != nullptr && !controls_->empty() && Controlled(name, job))
+    return;
   SiteMap& map = sites[own_domain ? 0 : 1];
   auto it = map.find(name);
   if (it == map.end()) {
@@ -396,6 +420,36 @@ void Delivery::Impl::ToSite(std::string_view name, TlsMode tls, bool own_domain,
       ArmSweep();
   }
   it->second->Add(std::move(job), route);
+}
+
+bool Delivery::Impl::Controlled(std::string_view site, Job& job) {
+  if (job.recipients.empty())
+    return false;
+  const int64_t now = reactor_.wall_ms();
+  std::optional<Controls::Verdict> v = controls_->Match(
+      DomainOf(job.address(job.recipients.front())), site, job.message->campaign, now);
+  if (!v)
+    return false;
+  if (v->action == Control::Action::kBounce) {
+    AdminBounce(std::move(job), v->reason);
+    return true;
+  }
+  // Held where it is: looked at again at the suspension's end, or every hour while it has
+  // none (a resume releases it at once: Delivery::ReleaseHeld()).
+  job.held = true;
+  job.body.reset();
+  job.due_ms = v->until_ms > 0 ? v->until_ms : now + 3600 * 1000;
+  scheduler.Add(std::move(job));
+  return true;
+}
+
+void Delivery::Impl::AdminBounce(Job&& job, const std::string& reason) {
+  // RFC 3463 §3.1 X.0.0: no code says "an operator bounced it"; the text does.
+  admin_bounce_ = true;
+  Settle(std::move(job),
+         smtp::Reply{550, "5.0.0",
+                     "administrative bounce" + (reason.empty() ? std::string() : ": " + reason)});
+  admin_bounce_ = false;
 }
 
 void Delivery::Impl::Settle(Job&& job, const smtp::Reply& why) {
@@ -504,8 +558,10 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     st.delivered.Add();
     if (site != nullptr)
       site->stats().delivered.Add();
-    if (campaign != nullptr)
+    if (campaign != nullptr) {
       campaign->delivered.Add();
+      campaign->queued.Add(-1);
+    }
     st.queued.Add(-1);
     Age(job.address(r), m, -1);
     if (m.received_ms > 0)
@@ -520,8 +576,10 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
              reply.permanent() || expired) {
     // Failed for good, or deferred past max_age: then this reply was its last chance, and it
     // is the reason (a DSN says "delivery time expired", RFC 3463 X.4.7).
-    outcome = expired ? "expired" : "failed";
-    type = expired ? RecordType::kExpiration : RecordType::kBounce;
+    outcome = expired ? "expired" : admin_bounce_ ? "bounced by the operator" : "failed";
+    type = expired         ? RecordType::kExpiration
+           : admin_bounce_ ? RecordType::kAdminBounce
+                           : RecordType::kBounce;
     klass = expired ? BounceClass::kMessageExpired
                     : classifier_.Classify(reply.code, reply.enhanced, reply.text);
     if (expired) {
@@ -532,11 +590,14 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     st.bounces[static_cast<size_t>(*klass)].Add();
     if (site != nullptr)
       site->stats().failed.Add();
-    if (campaign != nullptr)
+    if (campaign != nullptr) {
       campaign->failed.Add();
+      campaign->queued.Add(-1);
+    }
     st.queued.Add(-1);
     Age(job.address(r), m, -1);
-    if (!expired && ((options_.suppress_classes >> static_cast<unsigned>(*klass)) & 1u)) {
+    if (!expired && !admin_bounce_ &&
+        ((options_.suppress_classes >> static_cast<unsigned>(*klass)) & 1u)) {
       // A hard bounce that says the address is no good: a later RCPT for it is refused at once.
       spool.Suppress({std::string(job.address(r)), reactor_.wall_ms(),
                       std::string(BounceClassName(*klass)), reply.ToString()});
@@ -730,6 +791,8 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
       }
       DomainStatsOf(msg.address(bounced.front().recipient.pos))
           .queued.Add(static_cast<int64_t>(bounced.size()));
+      if (!msg.campaign.empty())
+        stats_.ForCampaign(msg.campaign).queued.Add(static_cast<int64_t>(bounced.size()));
       Age(msg.address(bounced.front().recipient.pos), msg, static_cast<int64_t>(bounced.size()));
       scheduler.Add(std::move(job));
     });
@@ -749,6 +812,10 @@ Clock::duration Delivery::Impl::Backoff(uint16_t attempts, const SiteLimits* lim
 }
 
 void Delivery::Impl::Reschedule(Job&& job, Outcomes&& outcomes) {
+  if (job.in_flight) {
+    job.in_flight = false;
+    CountInFlight(outcomes.site, job, -static_cast<int64_t>(job.recipients.size()));
+  }
   if (!outcomes.bounced.empty())
     SendDsn(job.message, std::move(outcomes.bounced), job.body);
   std::vector<Recipient>& deferred = outcomes.deferred;
@@ -870,12 +937,68 @@ size_t Delivery::Flush(std::string_view domain) {
   });
 }
 
+void Delivery::SetControls(const Controls* controls) {
+  impl_->controls_ = controls;
+}
+
+size_t Delivery::ApplyControls() {
+  Impl& d = *impl_;
+  if (d.controls_ == nullptr || d.shutting_down_)
+    return 0;
+  const int64_t now = d.reactor_.wall_ms();
+  size_t bounced = 0;
+  // What waits in the sites' queues: held or bounced as if it arrived now.
+  for (Impl::SiteMap& map : d.sites) {
+    for (auto& [name, site] : map) {
+      const std::string& site_name = name;
+      std::vector<Job> taken = site->TakeIf([&](const Job& job) {
+        return !job.recipients.empty() && d.controls_
+                                              ->Match(DomainOf(job.address(job.recipients.front())),
+                                                      site_name, job.message->campaign, now)
+                                              .has_value();
+      });
+      for (Job& job : taken) {
+        const size_t n = job.recipients.size();
+        std::optional<Controls::Verdict> v = d.controls_->Match(
+            DomainOf(job.address(job.recipients.front())), site_name, job.message->campaign, now);
+        if (v && v->action == Control::Action::kBounce)
+          bounced += n;
+        if (!d.Controlled(site_name, job))
+          site->Add(std::move(job), site->route());  // lifted meanwhile: back it goes
+      }
+    }
+  }
+  // The deferred jobs a bounce matches (by domain or campaign: a site is known only once a job
+  // is routed) go now; those a suspension matches wait for their retry time as they were.
+  std::vector<Job> doomed = d.scheduler.Take([&](const Job& job) {
+    if (job.recipients.empty())
+      return false;
+    std::optional<Controls::Verdict> v = d.controls_->Match(
+        DomainOf(job.address(job.recipients.front())), {}, job.message->campaign, now);
+    return v && v->action == Control::Action::kBounce;
+  });
+  for (Job& job : doomed) {
+    std::optional<Controls::Verdict> v = d.controls_->Match(
+        DomainOf(job.address(job.recipients.front())), {}, job.message->campaign, now);
+    bounced += job.recipients.size();
+    d.AdminBounce(std::move(job), v ? v->reason : std::string());
+  }
+  return bounced;
+}
+
+size_t Delivery::ReleaseHeld() {
+  return impl_->scheduler.Flush([](const Job& job) { return job.held; });
+}
+
 void Delivery::SetQueueAges(QueueAges* ages) {
   impl_->ages_ = ages;
 }
 
 void Delivery::Enqueue(const std::string& domain, Job&& job) {
   impl_->stats_.ForDomain(domain).queued.Add(static_cast<int64_t>(job.recipients.size()));
+  if (job.message != nullptr && !job.message->campaign.empty())
+    impl_->stats_.ForCampaign(job.message->campaign)
+        .queued.Add(static_cast<int64_t>(job.recipients.size()));
   if (impl_->ages_ != nullptr && job.message != nullptr)
     impl_->ages_->Add(domain, job.message->received_ms,
                       static_cast<int64_t>(job.recipients.size()));

@@ -29,6 +29,7 @@
 
 #include "core/reactor.h"
 #include "core/shard.h"
+#include "delivery/controls.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
 #include "delivery/routing.h"
@@ -84,6 +85,17 @@ class Delivery : public Service {
   // Where the queued recipients' acceptance times are kept for the oldest-age metric, shared
   // by the shards (borrowed; null: not kept).
   void SetQueueAges(QueueAges* ages);
+
+  // Operators' suspensions and bounces (controls.h), shared by the shards (borrowed; null:
+  // none). Set before any job.
+  void SetControls(const Controls* controls);
+  // After a control was set: what waits in this shard's site queues and a control matches is
+  // held or bounced now, and so is every scheduled job a bounce matches. How many recipients
+  // were bounced.
+  size_t ApplyControls();
+  // After a control was lifted: every job held by a suspension goes on at once (held again if
+  // another still matches). How many jobs.
+  size_t ReleaseHeld();
 
   // An operator's flush: every deferred job of `domain` (lower case; "" every domain) is tried
   // now instead of at its retry time. How many jobs.

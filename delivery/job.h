@@ -148,6 +148,10 @@ struct Job {
   Body body;  // null until loaded
   RecipientList recipients;
   int64_t due_ms = 0;  // unix ms; 0: now
+  // Held in a scheduler by an operator's suspension (controls.h): a resume releases it.
+  bool held = false;
+  // In a transaction: counted in its domain's and site's in_flight until it is rescheduled.
+  bool in_flight = false;
 
   std::string_view address(const Recipient& r) const { return message->address(r.pos); }
 };

@@ -162,6 +162,7 @@ class ClientConnection final : public Connection {
     AddDsnParameters(*job_, &env);
     outcomes_ = Outcomes();
     outcomes_.site = &site_;
+    engine_.Submitted(site_, *job_);
     session_.Submit(env, *job_->body);
     ++messages_;
     Touch(engine_.options().reply_timeout);
@@ -903,6 +904,26 @@ void Site::HoldHost(uint64_t generation, size_t index, const smtp::Reply& why) {
     SPATE_LOG(kDebug, "delivery: %s: %s failed (%s); trying the next address", name_.c_str(),
               route_->hosts[index].text.c_str(), why.ToString().c_str());
   }
+}
+
+std::vector<Job> Site::TakeIf(const std::function<bool(const Job&)>& take) {
+  std::vector<Job> out;
+  std::vector<Job> keep;
+  pending_.Drain([&](Job&& job) { (take(job) ? out : keep).push_back(std::move(job)); });
+  for (Job& job : out)
+    CountQueued(job, -1);
+  for (Job& job : keep)
+    pending_.push_back(std::move(job));
+  keep.clear();
+  const size_t from_pending = out.size();
+  ready_.Drain([&](Job&& job) { (take(job) ? out : keep).push_back(std::move(job)); });
+  for (size_t i = from_pending; i < out.size(); ++i) {
+    CountQueued(out[i], -1);
+    engine_.ReleaseBody(out[i].body->size());
+  }
+  for (Job& job : keep)
+    ready_.push_back(std::move(job));
+  return out;
 }
 
 void Site::Shutdown() {

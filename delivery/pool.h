@@ -48,6 +48,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -138,6 +139,8 @@ class Engine {
   virtual void MarkTlsBroken(const std::string& site) = 0;
   // The provider-wide limits' state, shared by every shard.
   virtual ProviderLimits& provider_limits() = 0;
+  // `job` goes into a transaction of `site`: counted in flight until Reschedule().
+  virtual void Submitted(Site& site, Job& job) = 0;
   // An automation rule of `site` fired, recovers or ended (`reply`: what fired it, else
   // null): logged and recorded.
   virtual void RecordAutomation(Site& site, const Automation& rule, AutomationState::Event event,
@@ -180,6 +183,8 @@ class Site {
   bool idle() const;
   // Shutdown: drops the queues (they stay in the spool) and aborts the connections.
   void Shutdown();
+  // Takes out of the queues every job `take` says yes to (an operator's suspension or bounce).
+  std::vector<Job> TakeIf(const std::function<bool(const Job&)>& take);
 
   const std::string& name() const { return name_; }
   TlsMode tls() const { return tls_; }

@@ -21,17 +21,27 @@ void Scheduler::Add(Job&& job) {
 
 size_t Scheduler::Flush(const std::function<bool(const Job&)>& due) {
   // Bucket 0 ends at 100 ms after the epoch: always past, so its jobs go at the next Release().
-  std::deque<Job> now;
-  for (auto it = buckets_.begin(); it != buckets_.end();) {
-    if (it->first == 0) {
-      ++it;
-      continue;
+  std::vector<Job> now = Take([&due](const Job& job) { return job.due_ms != 0 && due(job); });
+  const size_t n = now.size();
+  if (n > 0) {
+    std::deque<Job>& first = buckets_[0];
+    for (Job& job : now) {
+      job.due_ms = 0;
+      first.push_back(std::move(job));
     }
+    size_ += n;
+    Arm();
+  }
+  return n;
+}
+
+std::vector<Job> Scheduler::Take(const std::function<bool(const Job&)>& take) {
+  std::vector<Job> out;
+  for (auto it = buckets_.begin(); it != buckets_.end();) {
     std::deque<Job> keep;
     for (Job& job : it->second) {
-      if (due(job)) {
-        job.due_ms = 0;
-        now.push_back(std::move(job));
+      if (take(job)) {
+        out.push_back(std::move(job));
       } else {
         keep.push_back(std::move(job));
       }
@@ -43,14 +53,10 @@ size_t Scheduler::Flush(const std::function<bool(const Job&)>& due) {
       ++it;
     }
   }
-  const size_t n = now.size();
-  if (n > 0) {
-    std::deque<Job>& first = buckets_[0];
-    for (Job& job : now)
-      first.push_back(std::move(job));
+  size_ -= out.size();
+  if (!out.empty())
     Arm();
-  }
-  return n;
+  return out;
 }
 
 void Scheduler::Clear() {

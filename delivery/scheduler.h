@@ -14,6 +14,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <vector>
 
 #include "core/reactor.h"
 #include "core/task.h"
@@ -38,6 +39,8 @@ class Scheduler {
   // Makes every job `due` says yes to due now (an operator's flush): released from the next
   // loop turn on, kBatch a turn like any other. How many.
   size_t Flush(const std::function<bool(const Job&)>& due);
+  // Takes out every job `take` says yes to (an operator's bounce), in due order.
+  std::vector<Job> Take(const std::function<bool(const Job&)>& take);
   // Drops every job (shutdown: they stay in the spool).
   void Clear();
 

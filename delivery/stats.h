@@ -39,6 +39,7 @@ struct DomainStats {
   Counter failed;
   Gauge queued;       // recipients waiting on this shard for the domain
   Gauge connections;  // open outbound connections
+  Gauge in_flight;    // recipients in transactions now (domains and sites)
   // Failures for good by bounce class (expirations are MessageExpired); domains only.
   std::array<Counter, kBounceClassCount> bounces;
   // Deferrals by bounce class, and the time from acceptance to a 2xx; domains only.

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
+#include <optional>
 
 #include <unistd.h>
 
@@ -17,44 +19,96 @@ namespace spate::daemon {
 class AdminServer::AdminConnection final : public Connection {
  public:
   AdminConnection(AdminServer& server, int fd) : Connection(server.reactor_, fd), server_(server) {}
+  ~AdminConnection() override { *alive_ = false; }
 
   void Begin() { StartReading(); }
 
  protected:
   void OnData(std::string_view data) noexcept override {
     session_.OnBytes(data);
-    while (std::optional<http::Request> req = session_.TakeRequest()) {
-      http::Response resp;
+    Serve();
+  }
+
+  void OnClosed(int) noexcept override {
+    *alive_ = false;
+    auto& c = server_.conns_;
+    c.erase(std::remove(c.begin(), c.end(), this), c.end());
+  }
+
+ private:
+  // Answers the requests that have come, in order: one at a time, the next once the last one's
+  // answer is out (a handler may answer later, from off the reactor).
+  void Serve() {
+    while (!waiting_) {
+      std::optional<http::Request> req = session_.TakeRequest();
+      if (!req)
+        break;
+      keep_alive_ = req->keep_alive;
       if (!server_.Authorized(*req)) {
-        resp = Error(401, "a bearer token is required (Authorization: Bearer TOKEN)");
+        http::Response resp =
+            Error(401, "a bearer token is required (Authorization: Bearer TOKEN)");
         resp.headers.emplace_back("WWW-Authenticate", "Bearer");
-      } else {
-        try {
-          resp = server_.handle_(*req);
-        } catch (const std::exception& e) {  // a handler's JSON error: the client's fault
-          resp = Error(400, std::string("bad request: ") + e.what());
-        }
+        if (!Answer(std::move(resp)))
+          return;
+        continue;
       }
-      Send(http::Serialize(resp, !req->keep_alive));
-      if (!req->keep_alive) {
-        Close();
-        return;
+      waiting_ = true;
+      in_handler_ = true;
+      Respond respond = [this, alive = alive_](http::Response resp) {
+        if (!*alive)
+          return;  // the client went away meanwhile
+        if (in_handler_) {
+          answered_ = std::move(resp);  // answered at once: Serve() sends it
+          return;
+        }
+        waiting_ = false;
+        if (Answer(std::move(resp))) {
+          ResumeReading();
+          Serve();
+        }
+      };
+      try {
+        server_.handle_(*req, std::move(respond));
+      } catch (const std::exception& e) {  // a handler's JSON error: the client's fault
+        if (!answered_)
+          answered_ = Error(400, std::string("bad request: ") + e.what());
+      }
+      in_handler_ = false;
+      if (answered_) {
+        waiting_ = false;
+        http::Response resp = std::move(*answered_);
+        answered_.reset();
+        if (!Answer(std::move(resp)))
+          return;
+      } else {
+        PauseReading();  // answered later; a client that pipelines waits its turn
       }
     }
+    if (waiting_)
+      return;
     if (std::optional<http::Response> err = session_.TakeError()) {
       Send(http::Serialize(*err, true));
       Close();
     }
   }
 
-  void OnClosed(int) noexcept override {
-    auto& c = server_.conns_;
-    c.erase(std::remove(c.begin(), c.end(), this), c.end());
+  // False once the connection is closing (the client asked for it).
+  bool Answer(http::Response resp) {
+    Send(http::Serialize(resp, !keep_alive_));
+    if (!keep_alive_) {
+      Close();
+      return false;
+    }
+    return true;
   }
 
- private:
   AdminServer& server_;
   http::ServerSession session_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  bool waiting_ = false;     // a request is being answered
+  bool in_handler_ = false;  // inside handle_: an answer now is kept in answered_
+  std::optional<http::Response> answered_;
+  bool keep_alive_ = true;
 };
 
 AdminServer::AdminServer(Reactor& reactor, int fd, std::string token, Handler handle)

@@ -6,7 +6,9 @@
 // "Authorization: Bearer TOKEN") is checked here when one is configured, in constant time; a
 // request without it gets 401 with a JSON error before any handler runs.
 //
-// The handler runs on the reactor: it may only read counters and hand work on, never block.
+// The handler runs on the reactor: it may only read counters and hand work on, never block. It
+// answers through `respond`, at once or later (work done off the reactor posts its answer back):
+// on this reactor, exactly once. Requests of one connection are answered in order.
 // Threading: lives on its shard.
 #pragma once
 
@@ -17,12 +19,15 @@
 #include "core/http/http.h"
 #include "core/reactor.h"
 #include "core/shard.h"
+#include "core/task.h"
 
 namespace spate::daemon {
 
 class AdminServer final : public Service {
  public:
-  using Handler = std::function<http::Response(const http::Request&)>;
+  // Called on the reactor only; dropped unanswered when the client has gone.
+  using Respond = UniqueFunction<void(http::Response)>;
+  using Handler = std::function<void(const http::Request&, Respond)>;
 
   // `fd`: a listening socket (taken); `token`: "" for none.
   AdminServer(Reactor& reactor, int fd, std::string token, Handler handle);

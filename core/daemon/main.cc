@@ -7,6 +7,7 @@
 // The daemon is the only code that includes every module and wires them together.
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <climits>
@@ -36,6 +37,7 @@
 #include "core/auth/verifier.h"
 #include "core/connection.h"
 #include "core/daemon/admin.h"
+#include "core/daemon/admin_api.h"
 #include "core/daemon/config.h"
 #include "core/daemon/ctl_command.h"
 #include "core/daemon/options.h"
@@ -87,174 +89,6 @@ class JournalAccounting final : public delivery::Accounting {
  private:
   Journal& journal_;
 };
-
-// The admin API (core/daemon/admin.h), on shard 0's reactor: reads counters only.
-//   GET  /api/admin/v1/queue?by=domain|site  queued recipients, oldest age, connections,
-//                                            suspended, per row (most queued first)
-//   POST /api/admin/v1/reload                as SIGHUP (the outcome is in the log)
-//   POST /api/admin/v1/flush[?domain=D]      deferred mail (of D) tried now, on every shard
-//   GET|DELETE /api/admin/v1/suppression?address=A   one entry of the suppression list
-//   POST /api/admin/v1/suppression {"address", "reason"}  put on it (class Manual)
-http::Response AdminApi(const http::Request& r,
-                        const std::vector<std::unique_ptr<delivery::Stats>>& stats,
-                        const delivery::QueueAges& ages,
-                        const std::function<void(std::string)>& flush,
-                        queue::Suppression& suppression) {
-  using daemon::AdminServer;
-  if (r.path == "/api/admin/v1/suppression") {
-    const int64_t now = Clock::Real().WallMs();
-    std::string address;
-    std::string reason;
-    if (r.method == "POST") {
-      nlohmann::json body = nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
-      if (!body.is_object())
-        return AdminServer::Error(400, "the body must be a JSON object", "body");
-      if (!body.contains("address") || !body["address"].is_string())
-        return AdminServer::Error(400, "address must be a string", "address");
-      address = body["address"].get<std::string>();
-      if (body.contains("reason")) {
-        if (!body["reason"].is_string())
-          return AdminServer::Error(400, "reason must be a string", "reason");
-        reason = body["reason"].get<std::string>();
-      }
-    } else if (r.method == "GET" || r.method == "DELETE") {
-      if (!r.query.starts_with("address="))
-        return AdminServer::Error(400, "give ?address=ADDRESS", "address");
-      address = r.query.substr(8);
-      for (size_t p = address.find("%40"); p != std::string::npos; p = address.find("%40"))
-        address.replace(p, 3, "@");  // the one escape an address needs in a query
-    } else {
-      return AdminServer::Error(405, "use GET, POST or DELETE");
-    }
-    address = queue::NormalizeAddress(address);
-    if (!queue::ValidSuppressionAddress(address))
-      return AdminServer::Error(400, "not an address: \"" + address + "\"", "address");
-    if (!suppression.enabled())
-      return AdminServer::Error(409, "the suppression list is off ([suppression] enabled)");
-    http::Response resp;
-    if (r.method == "POST") {
-      suppression.Add({address, now, "Manual", reason});
-      resp.status = 201;
-    } else if (r.method == "DELETE") {
-      if (!suppression.Remove(address))
-        return AdminServer::Error(404, address + " is not on the suppression list", "address");
-      resp.status = 200;
-    }
-    std::optional<queue::SuppressionEntry> e = suppression.Lookup(address, now);
-    if (r.method == "DELETE") {
-      resp.body = nlohmann::json({{"address", address}, {"removed", true}}).dump();
-    } else if (!e) {
-      return AdminServer::Error(404, address + " is not on the suppression list", "address");
-    } else {
-      resp.body = nlohmann::json({{"address", e->address},
-                                  {"since", queue::FormatRfc3339(e->since_ms)},
-                                  {"class", e->klass},
-                                  {"reason", e->reason}})
-                      .dump();
-    }
-    return resp;
-  }
-  if (r.path == "/api/admin/v1/flush") {
-    if (r.method != "POST")
-      return AdminServer::Error(405, "use POST");
-    std::string domain;
-    if (!r.query.empty()) {
-      if (!r.query.starts_with("domain=") || r.query.find('&') != std::string::npos)
-        return AdminServer::Error(400, "the only parameter is domain=D", "domain");
-      domain = r.query.substr(7);
-      for (char& ch : domain)
-        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      if (domain.empty() || domain.find_first_of("/ %") != std::string::npos)
-        return AdminServer::Error(400, "domain must be a domain name", "domain");
-    }
-    flush(domain);
-    nlohmann::json out = {{"flush", "requested"}, {"domain", domain.empty() ? "*" : domain}};
-    http::Response resp;
-    resp.status = 202;
-    resp.body = out.dump();
-    return resp;
-  }
-  if (r.path == "/api/admin/v1/queue") {
-    if (r.method != "GET")
-      return AdminServer::Error(405, "use GET");
-    std::string by = "domain";
-    for (size_t start = 0; start < r.query.size();) {
-      size_t end = r.query.find('&', start);
-      if (end == std::string::npos)
-        end = r.query.size();
-      const std::string_view kv = std::string_view(r.query).substr(start, end - start);
-      if (kv.starts_with("by="))
-        by = std::string(kv.substr(3));
-      else if (!kv.empty())
-        return AdminServer::Error(400, "unknown parameter",
-                                  std::string(kv.substr(0, kv.find('='))));
-      start = end + 1;
-    }
-    if (by != "domain" && by != "site")
-      return AdminServer::Error(400, "by must be domain or site, not \"" + by + "\"", "by");
-    struct Row {
-      int64_t queued = 0;
-      int64_t connections = 0;
-      int64_t suspended = 0;
-      int64_t oldest_ms = 0;
-    };
-    std::map<std::string, Row> rows;
-    for (const auto& d : stats) {
-      auto add = [&](const delivery::DomainStats& ds, bool site) {
-        Row& row = rows[ds.domain];
-        if (site) {
-          for (const Gauge& g : ds.queued_by_priority)
-            row.queued += g.Get();
-          row.suspended += ds.suspended.Get();
-        } else {
-          row.queued += ds.queued.Get();
-        }
-        row.connections += ds.connections.Get();
-      };
-      if (by == "site")
-        d->ForEachSite([&](const delivery::DomainStats& ds) { add(ds, true); });
-      else
-        d->ForEachDomain([&](const delivery::DomainStats& ds) { add(ds, false); });
-    }
-    if (by == "domain") {
-      ages.ForEachOldest([&](const std::string& domain, int64_t ms) {
-        auto it = rows.find(domain);
-        if (it != rows.end() && (it->second.oldest_ms == 0 || ms < it->second.oldest_ms))
-          it->second.oldest_ms = ms;
-      });
-    }
-    const int64_t now = Clock::Real().WallMs();
-    std::vector<std::pair<std::string, Row>> sorted(rows.begin(), rows.end());
-    std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
-      return a.second.queued > b.second.queued;
-    });
-    nlohmann::json out = {{"by", by}, {"rows", nlohmann::json::array()}};
-    for (const auto& [name, row] : sorted) {
-      if (row.queued == 0 && row.connections == 0 && row.suspended == 0)
-        continue;  // a destination seen once, long gone
-      nlohmann::json j = {{"name", name},
-                          {"queued", row.queued},
-                          {"connections", row.connections},
-                          {"suspended", row.suspended > 0}};
-      if (row.oldest_ms > 0)
-        j["oldest_age_seconds"] = std::max<int64_t>(0, now - row.oldest_ms) / 1000;
-      out["rows"].push_back(std::move(j));
-    }
-    http::Response resp;
-    resp.body = out.dump();
-    return resp;
-  }
-  if (r.path == "/api/admin/v1/reload") {
-    if (r.method != "POST")
-      return AdminServer::Error(405, "use POST");
-    kill(getpid(), SIGHUP);  // the main thread reloads, as for an operator's SIGHUP
-    http::Response resp;
-    resp.status = 202;
-    resp.body = R"({"reload":"requested","see":"the log: spate: reloaded, or reload refused"})";
-    return resp;
-  }
-  return AdminServer::Error(404, "no such endpoint: " + r.path, "path");
-}
 
 // One shard's histogram into the scrape's sum.
 void AddHistogram(metrics::HistogramSample* to, const Histogram& h) {
@@ -657,6 +491,12 @@ int Run(int argc, char** argv) {
   // The queued recipients' acceptance times by domain, for the oldest-age metric.
   delivery::QueueAges queue_ages(config.metrics_max_domains);
   std::vector<delivery::Delivery*> deliveries(config.shards, nullptr);
+  // Operators' suspensions and bounces, kept in the spool across restarts: in force before the
+  // first recovered message is routed.
+  delivery::Controls controls;
+  if (size_t n = daemon::AdminApi::LoadControls(*spool, controls, Clock::Real().WallMs()); n > 0)
+    SPATE_LOG(kInfo, "spate: %zu operators' suspensions and bounces in force again", n);
+  std::unique_ptr<daemon::AdminApi> admin_api;
   server::SpoolStore spool_store(*spool);
   // Messages are signed (DKIM) on workers of their own on their way to the spool, and the 250
   // still waits for the commit.
@@ -837,6 +677,7 @@ int Run(int argc, char** argv) {
       d->SetAccounting(accounting.get());
       d->SetProviderLimits(&provider_limits);
       d->SetQueueAges(&queue_ages);
+      d->SetControls(&controls);
       d->SetShaping(shaping);
       deliveries[i] = d.get();
       dispatcher.Attach(static_cast<ShardId>(i), &shard.reactor(), d.get());
@@ -850,24 +691,38 @@ int Run(int argc, char** argv) {
       s->Start();
       shard.AddService(std::move(s));
       if (i == 0 && admin_fd >= 0) {
+        daemon::AdminApi::Context ctx;
+        ctx.reactor = &shard.reactor();
+        ctx.stats = &delivery_stats;
+        ctx.ages = &queue_ages;
+        ctx.controls = &controls;
+        ctx.spool = spool_ptr;
+        ctx.spool_path = config.spool_path;
+        ctx.records_path = config.records;
+        ctx.each_shard = [&shards, &deliveries, admin_reactor = &shard.reactor()](
+                             std::function<size_t(delivery::Delivery&)> work,
+                             UniqueFunction<void(size_t)> done) {
+          struct Gather {
+            std::atomic<size_t> sum{0};
+            std::atomic<size_t> left{0};
+            UniqueFunction<void(size_t)> done;
+          };
+          auto g = std::make_shared<Gather>();
+          g->left = shards.size();
+          g->done = std::move(done);
+          for (size_t k = 0; k < shards.size(); ++k) {
+            shards[k]->reactor().Post([g, d = deliveries[k], work, admin_reactor] {
+              g->sum += work(*d);
+              if (--g->left == 0)
+                admin_reactor->Post([g] { g->done(g->sum.load()); });
+            });
+          }
+        };
+        admin_api = std::make_unique<daemon::AdminApi>(std::move(ctx));
         auto admin = std::make_unique<daemon::AdminServer>(
             shard.reactor(), admin_fd, admin_token,
-            [&delivery_stats, &queue_ages, &shards, &deliveries,
-             spool_ptr](const http::Request& r) {
-              return AdminApi(
-                  r, delivery_stats, queue_ages,
-                  [&](std::string domain) {
-                    for (size_t k = 0; k < shards.size(); ++k) {
-                      shards[k]->reactor().Post([d = deliveries[k], domain] {
-                        const size_t n = d->Flush(domain);
-                        if (n > 0) {
-                          SPATE_LOG(kInfo, "admin: flush: %zu deferred jobs of %s tried now", n,
-                                    domain.empty() ? "every domain" : domain.c_str());
-                        }
-                      });
-                    }
-                  },
-                  spool_ptr->suppression());
+            [api = admin_api.get()](const http::Request& r, daemon::AdminServer::Respond respond) {
+              api->Handle(r, std::move(respond));
             });
         admin->Start();
         shard.AddService(std::move(admin));
@@ -987,6 +842,8 @@ int Run(int argc, char** argv) {
     s->Join();
   // Scrapes read the spool and every shard's counters: they stop before any of those goes.
   exporter.reset();
+  // Its worker may be reading the spool.
+  admin_api.reset();
   // No shard asks any more; a verdict still being computed is posted to a stopped shard and
   // dropped with it.
   verifier.reset();

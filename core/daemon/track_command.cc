@@ -139,40 +139,11 @@ std::string ReplyText(const Json& reply) {
   return out;
 }
 
-}  // namespace
-
-int TrackCommand(int argc, char** argv) {
-  std::string id_text, config_path, spool, records;
-  bool json = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if ((a == "--config" || a == "--spool" || a == "--records") && i + 1 < argc) {
-      (a == "--config" ? config_path : a == "--spool" ? spool : records) = argv[++i];
-    } else if (a == "--json") {
-      json = true;
-    } else if (!a.empty() && a[0] != '-' && id_text.empty()) {
-      id_text = a;
-    } else {
-      std::fputs(kUsage, stderr);
-      return 2;
-    }
-  }
-  auto id = queue::ParseId(id_text);
-  if (!id) {
-    std::fputs(kUsage, stderr);
-    return 2;
-  }
-  std::string error;
-  auto config = LoadConfig(config_path, &error);
-  if (!config) {
-    std::fprintf(stderr, "spate: configuration: %s\n", error.c_str());
-    return 2;
-  }
-  if (spool.empty())
-    spool = config->spool_path;
-  if (records.empty())
-    records = config->records;
-  const std::string hex = queue::FormatId(*id);
+// Both sources, merged: the head and each recipient's status (false: the message is in
+// neither; *error says where it was looked for).
+bool Track(const std::string& spool, const std::string& records, queue::MessageId id,
+           Json* head_out, std::vector<Status>* out_out, std::string* error) {
+  const std::string hex = queue::FormatId(id);
 
   // The records of this message, in the order they were written.
   std::vector<Json> events;
@@ -188,11 +159,11 @@ int TrackCommand(int argc, char** argv) {
       });
     }
   }
-  auto spooled = queue::InspectSpoolMessage(spool, *id, &error);
+  auto spooled = queue::InspectSpoolMessage(spool, id, error);
   if (!spooled && events.empty()) {
-    std::fprintf(stderr, "spate: track: no message %s in the spool (%s) or the records (%s)\n",
-                 hex.c_str(), spool.c_str(), records.empty() ? "off" : records.c_str());
-    return 1;
+    *error = "no message " + hex + " in the spool (" + spool + ") or the records (" +
+             (records.empty() ? std::string("off") : records) + ")";
+    return false;
   }
 
   // Per recipient, in the message's order: from the spool when it is there, else from the
@@ -266,29 +237,89 @@ int TrackCommand(int argc, char** argv) {
     }
   }
 
-  if (json) {
-    Json list = Json::array();
-    for (const Status& s : out) {
-      Json j = {{"recipient", s.recipient}, {"status", s.status}, {"attempts", s.attempts}};
-      if (s.next_attempt_ms > 0)
-        j["next_attempt"] = s.next_attempt_ms;
-      if (s.time_ms > 0)
-        j["time"] = s.time_ms;
-      if (!s.reply.is_null())
-        j["reply"] = s.reply;
-      if (!s.klass.empty())
-        j["class"] = s.klass;
-      j["events"] = s.events;
-      list.push_back(std::move(j));
+  head["in_spool"] = spooled.has_value();
+  *head_out = std::move(head);
+  *out_out = std::move(out);
+  return true;
+}
+
+Json ToJson(Json head, const std::vector<Status>& out) {
+  Json list = Json::array();
+  for (const Status& s : out) {
+    Json j = {{"recipient", s.recipient}, {"status", s.status}, {"attempts", s.attempts}};
+    if (s.next_attempt_ms > 0)
+      j["next_attempt"] = s.next_attempt_ms;
+    if (s.time_ms > 0)
+      j["time"] = s.time_ms;
+    if (!s.reply.is_null())
+      j["reply"] = s.reply;
+    if (!s.klass.empty())
+      j["class"] = s.klass;
+    j["events"] = s.events;
+    list.push_back(std::move(j));
+  }
+  head["recipients"] = std::move(list);
+  return head;
+}
+
+}  // namespace
+
+std::optional<nlohmann::json> TrackMessage(const std::string& spool, const std::string& records,
+                                           queue::MessageId id, std::string* error) {
+  Json head;
+  std::vector<Status> out;
+  if (!Track(spool, records, id, &head, &out, error))
+    return std::nullopt;
+  return ToJson(std::move(head), out);
+}
+
+int TrackCommand(int argc, char** argv) {
+  std::string id_text, config_path, spool, records;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if ((a == "--config" || a == "--spool" || a == "--records") && i + 1 < argc) {
+      (a == "--config" ? config_path : a == "--spool" ? spool : records) = argv[++i];
+    } else if (a == "--json") {
+      json = true;
+    } else if (!a.empty() && a[0] != '-' && id_text.empty()) {
+      id_text = a;
+    } else {
+      std::fputs(kUsage, stderr);
+      return 2;
     }
-    head["in_spool"] = spooled.has_value();
-    head["recipients"] = std::move(list);
-    std::printf("%s\n", head.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
+  }
+  auto id = queue::ParseId(id_text);
+  if (!id) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  std::string config_error;
+  auto config = LoadConfig(config_path, &config_error);
+  if (!config) {
+    std::fprintf(stderr, "spate: configuration: %s\n", config_error.c_str());
+    return 2;
+  }
+  if (spool.empty())
+    spool = config->spool_path;
+  if (records.empty())
+    records = config->records;
+  std::string error;
+  Json head;
+  std::vector<Status> out;
+  if (!Track(spool, records, *id, &head, &out, &error)) {
+    std::fprintf(stderr, "spate: track: %s\n", error.c_str());
+    return 1;
+  }
+  if (json) {
+    std::printf(
+        "%s\n",
+        ToJson(std::move(head), out).dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     return 0;
   }
-  std::printf("message %s from <%s> received %s%s%s\n", hex.c_str(), Str(head, "sender").c_str(),
-              Time(Int(head, "received")).c_str(), head.contains("campaign") ? " campaign " : "",
-              Str(head, "campaign").c_str());
+  std::printf("message %s from <%s> received %s%s%s\n", Str(head, "id").c_str(),
+              Str(head, "sender").c_str(), Time(Int(head, "received")).c_str(),
+              head.contains("campaign") ? " campaign " : "", Str(head, "campaign").c_str());
   for (const Status& s : out) {
     std::string line = s.recipient + " " + s.status;
     if (s.attempts > 0)

@@ -16,7 +16,19 @@
 // Threading: the main thread of a short-lived process; blocks on the disk.
 #pragma once
 
+#include <optional>
+#include <string>
+
+#include "queue/spool.h"
+
+#include <nlohmann/json.hpp>
+
 namespace spate::daemon {
+
+// What --json prints, for the admin API (`spate ctl message`): nullopt when the message is in
+// neither source (*error says so). Blocks on the disk: never on a reactor.
+std::optional<nlohmann::json> TrackMessage(const std::string& spool, const std::string& records,
+                                           queue::MessageId id, std::string* error);
 
 // argv[0] is "track".
 int TrackCommand(int argc, char** argv);

@@ -101,7 +101,7 @@ class Admin(unittest.TestCase):
         self.assertEqual(status, 404)
         out = self.ctl("queue", "--by", "planet")
         self.assertEqual(out.returncode, 1)
-        self.assertIn("by must be domain or site", out.stderr)
+        self.assertIn("by must be domain, site or campaign", out.stderr)
 
         # ctl reload is SIGHUP.
         out = self.ctl("reload")
@@ -133,7 +133,7 @@ class Admin(unittest.TestCase):
             harness.wait_for(lambda: self.spate.metric("spate_queue_recipients",
                                                        domain="later.test") == 0, 20, "delivered")
             status, body = self.get(self.address, "/api/admin/v1/flush?dom=x", method="POST")
-            self.assertEqual((status, body["field"]), (400, "domain"))
+            self.assertEqual((status, body["field"]), (400, "dom"), "the unknown parameter")
         finally:
             later.stop()
 

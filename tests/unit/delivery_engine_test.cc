@@ -41,6 +41,7 @@
 #include "core/smtp/server_session.h"
 #include "delivery/accounting.h"
 #include "delivery/bounce_class.h"
+#include "delivery/controls.h"
 #include "delivery/delivery.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
@@ -1719,6 +1720,131 @@ TEST_F(DeliveryEngineTest, JobDueInTheFutureWaitsInTheSchedulerUntilThen) {
   EXPECT_EQ(spool_.reads(), std::vector<queue::MessageId>{6});  // let go of while it waited
   ASSERT_EQ(peer_.transactions().size(), 1u);
   EXPECT_EQ(peer_.transactions()[0].body, BodyOf(6));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators' controls (controls.h): suspend, resume, bounce
+
+// A suspended domain's mail waits in the scheduler, counted as queued, with no connection; a
+// resume sends it at once.
+TEST_F(DeliveryEngineTest, ASuspendedDomainIsHeldUntilResumedThenDelivered) {
+  Start();
+  Controls controls;
+  delivery_->SetControls(&controls);
+  controls.Set({Control::Action::kSuspend, Control::Scope::kDomain, kDomain, "maintenance",
+                clock_.WallMs(), 0});
+  Enqueue(MakeJob(31, {Rcpt("a"), Rcpt("b")}));
+  RunTurns();
+  EXPECT_EQ(peer_.accepted(), 0u);
+  EXPECT_EQ(delivery_->scheduled(), 1u);
+  EXPECT_EQ(domain_stats().queued.Get(), 2);
+  Advance(30min);  // an hour's hold is looked at again after the hour; not yet
+  RunTurns();
+  EXPECT_EQ(peer_.accepted(), 0u);
+
+  ASSERT_TRUE(controls.Lift(Control::Action::kSuspend, Control::Scope::kDomain, kDomain));
+  EXPECT_EQ(delivery_->ReleaseHeld(), 1u);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 2; }));
+  EXPECT_EQ(domain_stats().queued.Get(), 0);
+  EXPECT_EQ(domain_stats().in_flight.Get(), 0);
+  EXPECT_TRUE(spool_.deferred().empty()) << "a hold is no attempt";
+}
+
+// A suspension with an end lets the mail go by itself then; one of another campaign holds
+// nothing of this one.
+TEST_F(DeliveryEngineTest, ASuspensionWithAnEndReleasesTheMailAtItsEnd) {
+  Start();
+  Controls controls;
+  delivery_->SetControls(&controls);
+  const int64_t now = clock_.WallMs();
+  controls.Set(
+      {Control::Action::kSuspend, Control::Scope::kCampaign, "spring", "", now, now + 60000});
+  controls.Set({Control::Action::kSuspend, Control::Scope::kCampaign, "autumn", "", now, 0});
+  Job job = MakeJob(32, {Rcpt("a")});
+  auto m = std::make_shared<Message>(*job.message);
+  m->campaign = "spring";
+  job.message = m;
+  Enqueue(std::move(job));
+  Enqueue(MakeJob(33, {Rcpt("b")}));  // no campaign: not held
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 1; }));
+  EXPECT_EQ(spool_.finishes(33, 0), 1u);
+  EXPECT_EQ(delivery_->scheduled(), 1u);
+  EXPECT_EQ(stats_.ForCampaign("spring").queued.Get(), 1);
+  Advance(61s);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finishes(32, 0) == 1; }));
+  EXPECT_EQ(stats_.ForCampaign("spring").queued.Get(), 0);
+}
+
+// A site suspended while mail waits in its queue: that mail is taken out and held; what comes
+// later is held on arrival.
+TEST_F(DeliveryEngineTest, ASiteSuspendedWithMailQueuedHoldsItAll) {
+  peer_.HoldGreeting(true);  // the connection is not ready: the job waits in the queue
+  Start();
+  Controls controls;
+  delivery_->SetControls(&controls);
+  Enqueue(MakeJob(34, {Rcpt("a")}));
+  RunTurns(2);
+  controls.Set({Control::Action::kSuspend, Control::Scope::kSite, kDomain, "", clock_.WallMs(), 0});
+  EXPECT_EQ(delivery_->ApplyControls(), 0u) << "nothing bounced";
+  Enqueue(MakeJob(35, {Rcpt("b")}));
+  peer_.HoldGreeting(false);  // the connection is ready now, and finds nothing to send
+  RunTurns(40);
+  EXPECT_TRUE(peer_.transactions().empty());
+  EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_EQ(delivery_->scheduled(), 2u);
+  controls.Lift(Control::Action::kSuspend, Control::Scope::kSite, kDomain);
+  EXPECT_EQ(delivery_->ReleaseHeld(), 2u);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 2; }));
+}
+
+// An operator's bounce of a campaign fails its queued mail, deferred or waiting, with
+// AdminBounce records and one DSN per message, and puts nobody on the suppression list; mail of
+// other campaigns goes on.
+TEST_F(DeliveryEngineTest, ACampaignBounceFailsItsQueuedMailWithAdminBounceRecordsAndDsns) {
+  options_.dsn = true;
+  options_.retry_base = Seconds(600);
+  Start();
+  Controls controls;
+  delivery_->SetControls(&controls);
+  KeptRecords records;
+  delivery_->SetAccounting(&records);
+  const std::string later = Rcpt("later");
+  peer_.ScriptRcpt(later, {"451 4.3.0 try again"});
+  auto with_campaign = [&](Job job, const std::string& campaign) {
+    auto m = std::make_shared<Message>(*job.message);
+    m->campaign = campaign;
+    job.message = m;
+    return job;
+  };
+  Enqueue(with_campaign(MakeJob(36, {later}), "spam-run"));
+  ASSERT_TRUE(RunUntil([&] { return delivery_->scheduled() == 1; }));  // deferred
+  const int64_t now = clock_.WallMs();
+  controls.Set({Control::Action::kBounce, Control::Scope::kCampaign, "spam-run", "sent by mistake",
+                now, now + 300000});
+  EXPECT_EQ(delivery_->ApplyControls(), 1u);
+  EXPECT_EQ(delivery_->scheduled(), 0u);
+  Enqueue(with_campaign(MakeJob(37, {Rcpt("x"), Rcpt("y")}), "spam-run"));
+  Enqueue(with_campaign(MakeJob(38, {Rcpt("z")}), "newsletter"));
+  ASSERT_TRUE(RunUntil([&] { return spool_.injected().size() == 2 && spool_.finishes(38, 0); }));
+  RunTurns();
+  const auto admin = records.Of("AdminBounce");
+  ASSERT_EQ(admin.size(), 3u);
+  for (const auto& r : admin) {
+    EXPECT_EQ(r["campaign"], "spam-run");
+    EXPECT_EQ(r["reply"]["code"], 550);
+    EXPECT_NE(r["reply"]["text"].get<std::string>().find("sent by mistake"), std::string::npos);
+  }
+  EXPECT_TRUE(records.Of("Bounce").empty());
+  EXPECT_EQ(records.Of("Delivery").size(), 1u);  // the newsletter's
+  EXPECT_TRUE(spool_.suppressed().empty());
+  for (const queue::NewMessage& dsn : spool_.injected()) {
+    EXPECT_EQ(dsn.rcpt_to, std::vector<std::string>{"sender@origin.test"});
+    EXPECT_NE(dsn.body.find("Action: failed"), std::string::npos);
+    EXPECT_NE(dsn.body.find("administrative bounce: sent by mistake"), std::string::npos);
+  }
+  EXPECT_EQ(spool_.finishes(36, 0), 1u);
+  EXPECT_EQ(stats_.ForCampaign("spam-run").queued.Get(), 0);
+  EXPECT_EQ(stats_.ForCampaign("spam-run").failed.Get(), 3u);
 }
 
 // ---------------------------------------------------------------------------------------------
