@@ -10,6 +10,8 @@ packages=(
   libtomlplusplus-dev
   # the records writer's rotated files (zstd); JSON read back by the tests (and, later, tracking)
   libzstd-dev nlohmann-json3-dev
+  # HTTP injection: {{ name }} substitution per recipient (header-only mustache)
+  libkainjow-mustache-dev
   # bounce classification: RE2, linear-time regexes over hostile reply text
   libre2-dev
   # DNS for MX routing: libunbound (Debian's is built with nettle, no OpenSSL beside BoringSSL)

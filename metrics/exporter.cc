@@ -295,7 +295,29 @@ class SampleCollector : public prometheus::Collectable {
         s.delivered += c.delivered;
         s.deferred += c.deferred;
         s.failed += c.failed;
+        s.queued += c.queued;
       }
+      auto campaign_queued =
+          Family("spate_campaign_queued_recipients",
+                 "Recipients queued (waiting or in flight) by campaign.", MetricType::Gauge);
+      for (const auto& [key, sum] : campaigns) {
+        campaign_queued.metric.push_back(
+            Value(MetricType::Gauge, static_cast<double>(sum.queued), {{"campaign", key}}));
+      }
+      out.push_back(std::move(campaign_queued));
+      auto held = Family("spate_admin_controls",
+                         "Operators' suspensions and bounces in force (spate ctl suspend, bounce), "
+                         "by action and scope.",
+                         MetricType::Gauge);
+      for (const char* action : {"suspend", "bounce"}) {
+        for (const char* scope : {"domain", "site", "campaign"}) {
+          auto it = sample.admin_controls.find({action, scope});
+          held.metric.push_back(Value(MetricType::Gauge,
+                                      it == sample.admin_controls.end() ? 0.0 : it->second,
+                                      {{"action", action}, {"scope", scope}}));
+        }
+      }
+      out.push_back(std::move(held));
       auto by_campaign = Family("spate_campaign_deliveries_total",
                                 "Recipient delivery attempts by campaign ([server] "
                                 "campaign_header) and outcome.",

@@ -116,6 +116,9 @@ struct Sample {
   // is the campaign), both bounded like the domains.
   std::map<std::pair<std::string, std::string>, uint64_t> bounces;
   std::vector<DomainSample> campaigns;
+  // Operators' controls in force, by (action, scope): "suspend"/"bounce", "domain"/"site"/
+  // "campaign".
+  std::map<std::pair<std::string, std::string>, double> admin_controls;
   // DKIM (issue 12): signatures made by (d= domain, algorithm); messages left unsigned for an
   // error (no From:, two of them).
   std::map<std::pair<std::string, std::string>, uint64_t> dkim_signed;

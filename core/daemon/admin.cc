@@ -18,7 +18,8 @@ namespace spate::daemon {
 // protocol error, after its response).
 class AdminServer::AdminConnection final : public Connection {
  public:
-  AdminConnection(AdminServer& server, int fd) : Connection(server.reactor_, fd), server_(server) {}
+  AdminConnection(AdminServer& server, int fd)
+      : Connection(server.reactor_, fd), server_(server), session_(server.limits_) {}
   ~AdminConnection() override { *alive_ = false; }
 
   void Begin() { StartReading(); }
@@ -111,8 +112,13 @@ class AdminServer::AdminConnection final : public Connection {
   bool keep_alive_ = true;
 };
 
-AdminServer::AdminServer(Reactor& reactor, int fd, std::string token, Handler handle)
-    : reactor_(reactor), fd_(fd), token_(std::move(token)), handle_(std::move(handle)) {}
+AdminServer::AdminServer(Reactor& reactor, int fd, std::string token, Handler handle,
+                         http::Limits limits)
+    : reactor_(reactor),
+      fd_(fd),
+      token_(std::move(token)),
+      handle_(std::move(handle)),
+      limits_(limits) {}
 
 AdminServer::~AdminServer() {
   if (fd_ >= 0)

@@ -29,8 +29,10 @@ class AdminServer final : public Service {
   using Respond = UniqueFunction<void(http::Response)>;
   using Handler = std::function<void(const http::Request&, Respond)>;
 
-  // `fd`: a listening socket (taken); `token`: "" for none.
-  AdminServer(Reactor& reactor, int fd, std::string token, Handler handle);
+  // `fd`: a listening socket (taken); `token`: "" for none; `limits`: of each request (a body
+  // past max_body_bytes gets 413).
+  AdminServer(Reactor& reactor, int fd, std::string token, Handler handle,
+              http::Limits limits = {});
   ~AdminServer() override;
 
   void Start();
@@ -48,6 +50,7 @@ class AdminServer final : public Service {
   int fd_;
   std::string token_;
   Handler handle_;
+  http::Limits limits_;
   Reactor::OpId op_ = 0;
   bool accepting_ = false;
   bool shutting_down_ = false;

@@ -269,8 +269,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
     static const std::set<std::string> kTables = {
-        "server", "spool", "metrics", "shards",     "delivery",    "routes",    "log",
-        "tls",    "auth",  "dns",     "tls_policy", "suppression", "campaigns", "admin"};
+        "server", "spool", "metrics",    "shards",      "delivery",  "routes", "log",   "tls",
+        "auth",   "dns",   "tls_policy", "suppression", "campaigns", "admin",  "inject"};
     if (k.str() == "dkim") {
       if (!v.is_array_of_tables()) {
         *error = "dkim must be [[dkim]] entries (domain, selector, key)";
@@ -391,6 +391,13 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   admin.String("listen", &c.admin_listen);
   admin.String("token_file", &c.admin_token_file);
   admin.RejectUnknown();
+
+  // [inject]: HTTP injection on the admin listener (core/daemon/inject_api.h).
+  TableReader inject(root["inject"].as_table(), "inject", error);
+  inject.Bool("enabled", &c.inject_enabled);
+  inject.Unsigned("max_request_size", &c.inject_max_request_size, 1024, int64_t{1} << 32);
+  inject.Unsigned("max_recipients", &c.inject_max_recipients, 1, 1000000);
+  inject.RejectUnknown();
 
   TableReader shards(root["shards"].as_table(), "shards", error);
   shards.Unsigned("count", &c.shards, 0, 1024);

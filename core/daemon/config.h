@@ -79,6 +79,11 @@ struct Config {
   // the listener must be on loopback).
   std::string admin_listen;
   std::string admin_token_file;
+  // [inject]: POST /api/inject/v1 on the admin listener; its request body's bound (a larger one
+  // gets 413) and its recipients' (one message each).
+  bool inject_enabled = true;
+  size_t inject_max_request_size = 10 << 20;
+  size_t inject_max_recipients = 10000;
   // [spool]
   std::string spool_path;
   bool spool_sync = true;  // fsync each commit batch before the 250

@@ -648,18 +648,23 @@ std::string Until(const json& j) {
   return Has(j, "until") ? Str(j, "until") : "resumed";
 }
 
-int Suspend(Ctl& ctl) {
-  std::string scope, name;
-  int status = 0;
-  if (!Selector(ctl, {"--domain", "--site", "--campaign"}, true, &scope, &name, &status))
-    return status;
+// A suspension's or bounce's body: the selector, and --duration and --reason when given.
+std::string ControlRequest(Ctl& ctl, const std::string& scope, const std::string& name) {
   json request = {{scope, name}};
   if (const std::string* duration = ctl.Option("--duration"))
     request["duration"] = *duration;
   if (const std::string* reason = ctl.Option("--reason"))
     request["reason"] = *reason;
+  return Dump(request);
+}
+
+int Suspend(Ctl& ctl) {
+  std::string scope, name;
+  int status = 0;
+  if (!Selector(ctl, {"--domain", "--site", "--campaign"}, true, &scope, &name, &status))
+    return status;
   json body;
-  if ((status = Api(ctl, Post("/api/admin/v1/suspend", Dump(request)), &body)))
+  if ((status = Api(ctl, Post("/api/admin/v1/suspend", ControlRequest(ctl, scope, name)), &body)))
     return status;
   if (PrintedJson(ctl, body))
     return 0;
@@ -705,13 +710,8 @@ int Bounce(Ctl& ctl) {
   int status = 0;
   if (!Selector(ctl, {"--domain", "--campaign"}, true, &scope, &name, &status))
     return status;
-  json request = {{scope, name}};
-  if (const std::string* reason = ctl.Option("--reason"))
-    request["reason"] = *reason;
-  if (const std::string* duration = ctl.Option("--duration"))
-    request["duration"] = *duration;
   json body;
-  if ((status = Api(ctl, Post("/api/admin/v1/bounce", Dump(request)), &body)))
+  if ((status = Api(ctl, Post("/api/admin/v1/bounce", ControlRequest(ctl, scope, name)), &body)))
     return status;
   if (PrintedJson(ctl, body))
     return 0;

@@ -40,6 +40,7 @@
 #include "core/daemon/admin_api.h"
 #include "core/daemon/config.h"
 #include "core/daemon/ctl_command.h"
+#include "core/daemon/inject_api.h"
 #include "core/daemon/options.h"
 #include "core/daemon/suppression_command.h"
 #include "core/daemon/track_command.h"
@@ -70,8 +71,8 @@ constexpr const char* kUsage =
     "       spate --hash-password [USER] < password\n"
     "       spate suppression export|import FILE|remove ADDRESS [--config FILE] [--spool DIR]\n"
     "       spate track ID [--config FILE] [--spool DIR] [--records FILE]\n"
-    "       spate ctl [--admin HOST:PORT] [--token-file FILE] [--json] queue [--by domain|site]\n"
-    "       spate ctl [--admin HOST:PORT] [--token-file FILE] reload\n"
+    "       spate ctl [--admin HOST:PORT] [--token-file FILE] [--json] COMMAND  (spate ctl "
+    "--help)\n"
     "  Without --config, spate runs on its embedded default configuration\n"
     "  (deploy/spate.toml): submission on 127.0.0.1:2525, metrics on 127.0.0.1:9464.\n"
     "  --hash-password reads a password (its first line) from stdin and prints the\n"
@@ -497,6 +498,7 @@ int Run(int argc, char** argv) {
   if (size_t n = daemon::AdminApi::LoadControls(*spool, controls, Clock::Real().WallMs()); n > 0)
     SPATE_LOG(kInfo, "spate: %zu operators' suspensions and bounces in force again", n);
   std::unique_ptr<daemon::AdminApi> admin_api;
+  std::unique_ptr<daemon::InjectApi> inject_api;
   server::SpoolStore spool_store(*spool);
   // Messages are signed (DKIM) on workers of their own on their way to the spool, and the 250
   // still waits for the commit.
@@ -529,7 +531,7 @@ int Run(int argc, char** argv) {
   auto exporter_or = metrics::Exporter::Start(
       config.metrics_listen.text,
       [&server_stats, &delivery_stats, spool_ptr, &dns_stats, &mx_stats, &journal, &store,
-       &queue_ages] {
+       &queue_ages, &controls] {
         metrics::Sample sample;
         sample.shards = static_cast<unsigned>(server_stats.size());
         for (const auto& s : server_stats) {
@@ -550,6 +552,10 @@ int Run(int argc, char** argv) {
             it->second = std::min(it->second, ms);  // "other" comes once per stripe
         });
         sample.suppression_entries = spool_ptr->suppression().size();
+        for (const delivery::Control& c : controls.List(sample.now_ms)) {
+          sample.admin_controls[{std::string(delivery::ActionName(c.action)),
+                                 std::string(delivery::ScopeName(c.scope))}] += 1;
+        }
         sample.dkim_signed = store.signed_counts();
         sample.dkim_failures = store.failures();
         if (journal) {
@@ -576,8 +582,8 @@ int Run(int argc, char** argv) {
               AddHistogram(&sample.delivery_latency[ds.domain], ds.delivery_latency);
           });
           d->ForEachCampaign([&](const delivery::DomainStats& ds) {
-            sample.campaigns.push_back(
-                {ds.domain, ds.delivered.Get(), ds.deferred.Get(), ds.failed.Get(), 0, 0});
+            sample.campaigns.push_back({ds.domain, ds.delivered.Get(), ds.deferred.Get(),
+                                        ds.failed.Get(), ds.queued.Get(), 0});
           });
           d->ForEachSite([&](const delivery::DomainStats& ds) {
             sample.sites.push_back({ds.domain, ds.delivered.Get(), ds.deferred.Get(),
@@ -718,12 +724,39 @@ int Run(int argc, char** argv) {
             });
           }
         };
+        if (config.inject_enabled) {
+          daemon::InjectApi::Options io;
+          io.hostname = server_options.hostname;
+          io.postmaster = server_options.postmaster;
+          io.campaign_header = server_options.campaign_header;
+          io.campaign_priority = server_options.campaign_priority;
+          io.limits.max_recipients = config.inject_max_recipients;
+          io.limits.max_message_bytes = server_options.max_message_size;
+          inject_api = std::make_unique<daemon::InjectApi>(
+              shard.reactor(), std::move(io), store, *spool_ptr,
+              [&dispatcher](queue::MessageId id, queue::NewMessage&& m) {
+                dispatcher.DispatchAccepted(id, std::move(m));
+              },
+              [&admin_api](std::function<http::Response()> work,
+                           daemon::AdminServer::Respond respond) {
+                admin_api->Offload(std::move(work), std::move(respond));
+              });
+          if (size_t n = inject_api->LoadKeys(Clock::Real().WallMs()); n > 0)
+            SPATE_LOG(kInfo, "spate: %zu idempotency keys of HTTP injection kept", n);
+          ctx.inject = [api = inject_api.get()](const http::Request& r,
+                                                daemon::AdminServer::Respond respond) {
+            api->Handle(r, std::move(respond));
+          };
+        }
         admin_api = std::make_unique<daemon::AdminApi>(std::move(ctx));
+        http::Limits limits;
+        limits.max_body_bytes = config.inject_max_request_size;
         auto admin = std::make_unique<daemon::AdminServer>(
             shard.reactor(), admin_fd, admin_token,
             [api = admin_api.get()](const http::Request& r, daemon::AdminServer::Respond respond) {
               api->Handle(r, std::move(respond));
-            });
+            },
+            limits);
         admin->Start();
         shard.AddService(std::move(admin));
       }
@@ -842,8 +875,10 @@ int Run(int argc, char** argv) {
     s->Join();
   // Scrapes read the spool and every shard's counters: they stop before any of those goes.
   exporter.reset();
-  // Its worker may be reading the spool.
+  // Its worker may be reading the spool, or waiting for an injection's commits (the spool
+  // still runs).
   admin_api.reset();
+  inject_api.reset();
   // No shard asks any more; a verdict still being computed is posted to a stopped shard and
   // dropped with it.
   verifier.reset();

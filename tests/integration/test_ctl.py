@@ -97,6 +97,8 @@ class Ctl(unittest.TestCase):
         listed = self.ctl_json("suspensions")["suspensions"]
         self.assertEqual([(s["scope"], s["name"], s["reason"], s["until"]) for s in listed],
                          [("domain", "dest.test", "their maintenance", None)])
+        self.assertEqual(self.spate.metric("spate_admin_controls", action="suspend",
+                                           scope="domain"), 1)
 
         # A restart: the suspension is kept in the spool, and the recovered mail stays held.
         self.assertEqual(self.spate.stop(), 0)
@@ -227,8 +229,10 @@ class Ctl(unittest.TestCase):
         proc = subprocess.Popen([harness.SPATE, "ctl", "--config", self.spate.config, "--admin",
                                  self.address, "--json", "top", "--interval", "1", "--count",
                                  "3"], stdout=subprocess.PIPE, text=True)
-        for i in range(20):
+        time.sleep(0.5)  # its first poll, the baseline, is behind us
+        for i in range(20):  # over about two of its intervals
             self.send([f"t{i}@dest.test"], message(f"top {i}"))
+            time.sleep(0.1)
         out, _ = proc.communicate(timeout=60)
         self.assertEqual(proc.returncode, 0)
         tables = [json.loads(line) for line in out.splitlines() if line.strip()]

@@ -139,7 +139,11 @@ class DeployFiles(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(users, "w") as f:
             f.write(r.stdout)
+        token = os.path.join(self.dir, "admin.token")
+        with open(token, "w") as f:
+            f.write("an admin token\n")
         paths = {
+            "/etc/spate/admin.token": token,
             "/etc/spate/tls/fullchain.pem": os.path.join(DATA, "spate.test.crt"),
             "/etc/spate/tls/privkey.pem": os.path.join(DATA, "spate.test.key"),
             "/etc/spate/users": users,

@@ -171,6 +171,24 @@ TEST(ConfigTest, DkimEntriesAreReadInOrder) {
   EXPECT_TRUE(c.dkim[1].is_default);
 }
 
+TEST(ConfigTest, InjectTakesItsBoundsAndRefusesWhatItDoesNotKnow) {
+  Config d = MustParse("");
+  EXPECT_TRUE(d.inject_enabled);
+  EXPECT_EQ(d.inject_max_request_size, size_t{10} << 20);
+  EXPECT_EQ(d.inject_max_recipients, 10000u);
+  Config c =
+      MustParse("[inject]\nenabled = false\nmax_request_size = 65536\nmax_recipients = 50\n");
+  EXPECT_FALSE(c.inject_enabled);
+  EXPECT_EQ(c.inject_max_request_size, 65536u);
+  EXPECT_EQ(c.inject_max_recipients, 50u);
+  std::string error;
+  EXPECT_FALSE(ParseConfig("[inject]\nmax_recipients = 0\n", &error).has_value());
+  EXPECT_NE(error.find("max_recipients"), std::string::npos) << error;
+  error.clear();
+  EXPECT_FALSE(ParseConfig("[inject]\ntemplates = true\n", &error).has_value());
+  EXPECT_NE(error.find("templates"), std::string::npos) << error;
+}
+
 // The built-in defaults and the shipped file must not drift apart: an empty config file and
 // the documented one run the same daemon.
 TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
@@ -180,6 +198,9 @@ TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
   EXPECT_EQ(a.admin_listen, b.admin_listen);
   EXPECT_EQ(a.admin_listen, "127.0.0.1:8025");
   EXPECT_EQ(a.admin_token_file, b.admin_token_file);
+  EXPECT_EQ(a.inject_enabled, b.inject_enabled);
+  EXPECT_EQ(a.inject_max_request_size, b.inject_max_request_size);
+  EXPECT_EQ(a.inject_max_recipients, b.inject_max_recipients);
   EXPECT_EQ(a.metrics_listen.text, b.metrics_listen.text);
   EXPECT_EQ(a.hostname, b.hostname);
   EXPECT_EQ(a.max_message_size, b.max_message_size);
