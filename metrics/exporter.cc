@@ -404,13 +404,13 @@ class SampleCollector : public prometheus::Collectable {
     }
     {
       const DnsSample& d = sample.dns;
-      auto lookups =
-          Family("spate_dns_lookups_total", "DNS lookups of MX routing by record type and result.",
-                 MetricType::Counter);
-      static constexpr const char* kTypes[] = {"MX", "A", "AAAA"};
+      auto lookups = Family("spate_dns_lookups_total",
+                            "DNS lookups (MX routing, MTA-STS, DANE) by record type and result.",
+                            MetricType::Counter);
+      static constexpr const char* kTypes[] = {"MX", "A", "AAAA", "TXT", "TLSA"};
       static constexpr const char* kResults[] = {"ok",      "nodata", "nxdomain", "servfail",
                                                  "timeout", "bogus",  "error"};
-      for (int t = 0; t < 3; ++t) {
+      for (int t = 0; t < 5; ++t) {
         for (int r = 0; r < 7; ++r) {
           lookups.metric.push_back(Value(MetricType::Counter, static_cast<double>(d.lookups[t][r]),
                                          {{"type", kTypes[t]}, {"result", kResults[r]}}));

@@ -51,9 +51,9 @@ struct DomainSample {
 
 // DNS and MX routing, summed over the shards.
 struct DnsSample {
-  // lookups[type][status]: type 0 MX, 1 A, 2 AAAA; status as dns::Status (ok, nodata,
-  // nxdomain, servfail, timeout, bogus, error).
-  uint64_t lookups[3][7] = {};
+  // lookups[type][status]: type 0 MX, 1 A, 2 AAAA, 3 TXT, 4 TLSA; status as dns::Status (ok,
+  // nodata, nxdomain, servfail, timeout, bogus, error).
+  uint64_t lookups[5][7] = {};
   uint64_t route_cache_hits = 0;
   uint64_t routes_resolved = 0;
   uint64_t routes_failed = 0;

@@ -628,7 +628,7 @@ int Run(int argc, char** argv) {
                         sp.outcomes_retried};
         sample.log_dropped = log::Dropped();
         for (unsigned i = 0; i < dns_stats.size(); ++i) {
-          for (int t = 0; t < 3; ++t) {
+          for (int t = 0; t < dns::kTypeCount; ++t) {
             for (int r = 0; r < 7; ++r)
               sample.dns.lookups[t][r] += dns_stats[i]->lookups[t][r].Get();
           }

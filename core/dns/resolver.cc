@@ -25,6 +25,10 @@ int RrType(Type type) {
       return kRrA;
     case Type::kAaaa:
       return kRrAaaa;
+    case Type::kTxt:
+      return 16;  // RFC 1035 §3.3.14
+    case Type::kTlsa:
+      return 52;  // RFC 6698 §7.1
   }
   return kRrA;
 }
@@ -227,6 +231,13 @@ void Resolver::OnResult(void* mydata, int err, ub_result* result) {
           std::optional<MxRecord> mx = ParseMx(rdata);
           if ((ok = mx.has_value()))
             a.mx.push_back(std::move(*mx));
+        } else if (q->type == Type::kTxt) {
+          std::optional<std::string> txt = ParseTxt(rdata);
+          if ((ok = txt.has_value()))
+            a.txt.push_back(std::move(*txt));
+        } else if (q->type == Type::kTlsa) {
+          ok = true;  // its meaning is the caller's (an unusable record is not malformed DNS)
+          a.rdata.emplace_back(rdata);
         } else if (q->type == Type::kA) {
           std::optional<in_addr> v4 = ParseA(rdata);
           if ((ok = v4.has_value())) {
@@ -245,7 +256,7 @@ void Resolver::OnResult(void* mydata, int err, ub_result* result) {
         bad += ok ? 0 : 1;
       }
       // A record that does not parse is left out; an answer with none that does is an error.
-      const bool none = a.mx.empty() && a.addresses.empty();
+      const bool none = a.mx.empty() && a.addresses.empty() && a.txt.empty() && a.rdata.empty();
       a.status = none ? Status::kError : Status::kOk;
       if (none || bad != 0)
         a.error = std::to_string(bad) + " malformed record(s)";

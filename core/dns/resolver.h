@@ -31,7 +31,9 @@ struct ub_result;
 
 namespace spate::dns {
 
-enum class Type : uint8_t { kMx, kA, kAaaa };
+// kTxt: MTA-STS's _mta-sts record (RFC 8461 §3.1); kTlsa: DANE's (RFC 6698 §2, RFC 7672 §2.2).
+enum class Type : uint8_t { kMx, kA, kAaaa, kTxt, kTlsa };
+inline constexpr int kTypeCount = 5;
 
 enum class Status : uint8_t {
   kOk,        // records in the answer
@@ -56,12 +58,14 @@ struct Answer {
   bool secure = false;  // DNSSEC-validated
   std::vector<MxRecord> mx;
   std::vector<Address> addresses;
-  std::string error;  // what went wrong, for logs
+  std::vector<std::string> txt;    // each TXT record's character-strings, concatenated
+  std::vector<std::string> rdata;  // each TLSA record's rdata, raw (tls::ParseTlsaRdata)
+  std::string error;               // what went wrong, for logs
 };
 
 // Lookups by type and outcome, for the metrics (single writer: the shard).
 struct ResolverStats {
-  Counter lookups[3][7];  // [Type][Status]
+  Counter lookups[kTypeCount][7];  // [Type][Status]
   Counter timeouts;
 };
 

@@ -72,4 +72,16 @@ std::optional<in6_addr> ParseAaaa(std::string_view rdata) {
   return a;
 }
 
+std::optional<std::string> ParseTxt(std::string_view rdata) {
+  std::string out;
+  for (size_t i = 0; i < rdata.size();) {
+    const size_t n = static_cast<unsigned char>(rdata[i]);
+    if (i + 1 + n > rdata.size())
+      return std::nullopt;
+    out.append(rdata.substr(i + 1, n));
+    i += 1 + n;
+  }
+  return out;
+}
+
 }  // namespace spate::dns

@@ -35,5 +35,8 @@ std::optional<MxRecord> ParseMx(std::string_view rdata);
 // A: 4 octets; AAAA: 16.
 std::optional<in_addr> ParseA(std::string_view rdata);
 std::optional<in6_addr> ParseAaaa(std::string_view rdata);
+// TXT rdata (RFC 1035 §3.3.14): its character-strings, concatenated (RFC 7208 §3.3's reading,
+// and RFC 8461 §3.1's); nullopt when a length runs past the end.
+std::optional<std::string> ParseTxt(std::string_view rdata);
 
 }  // namespace spate::dns

@@ -65,7 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1)
     return 0;
   const std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0:
       spate::fuzz::Mx(in);
       break;
@@ -74,6 +74,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 2:
       FUZZ_CHECK(spate::dns::ParseAaaa(in).has_value() == (in.size() == 16));
+      break;
+    case 3:
+      if (std::optional<std::string> t = spate::dns::ParseTxt(in))
+        FUZZ_CHECK(t->size() < in.size() || in.empty());
       break;
   }
   return 0;

@@ -89,6 +89,27 @@ TEST(DnsWireTest, ANameOf255OctetsAndNotOneMore) {
   EXPECT_FALSE(ParseMx(name(62)).has_value());  // 256
 }
 
+TEST(DnsWireTest, TxtStringsAreJoinedAndALengthPastTheEndIsRefused) {
+  EXPECT_EQ(ParseTxt(std::string("\x03"
+                                 "abc"
+                                 "\x02"
+                                 "de",
+                                 7)),
+            "abcde");
+  EXPECT_EQ(ParseTxt(std::string("\x00", 1)), "");
+  EXPECT_EQ(ParseTxt(""), "");
+  EXPECT_FALSE(ParseTxt(std::string("\x04"
+                                    "abc",
+                                    4))
+                   .has_value());
+  EXPECT_FALSE(ParseTxt(std::string("\x01"
+                                    "a"
+                                    "\x05"
+                                    "b",
+                                    4))
+                   .has_value());
+}
+
 TEST(DnsWireTest, AddressesHaveTheirExactSize) {
   EXPECT_TRUE(ParseA(std::string("\x7f\x00\x00\x02", 4)).has_value());
   EXPECT_FALSE(ParseA(std::string("\x7f\x00\x00", 3)).has_value());
@@ -173,7 +194,10 @@ const char* kZone = R"({
     ["mail.test.", "MX", 3600, "20 mx2.mail.test."],
     ["mx1.mail.test.", "A", 3600, "127.0.0.2"],
     ["mx1.mail.test.", "AAAA", 3600, "::1"],
-    ["nomail.test.", "MX", 3600, "0 ."]
+    ["nomail.test.", "MX", 3600, "0 ."],
+    ["_mta-sts.mail.test.", "TXT", 300, "\"v=STSv1; \" \"id=20261201T1;\""],
+    ["_mta-sts.mail.test.", "TXT", 300, "\"something else\""],
+    ["_25._tcp.mx1.mail.test.", "TLSA", 300, "3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"]
   ],
   "servfail": ["broken.test."],
   "drop": ["slow.test."]
@@ -244,6 +268,24 @@ TEST_F(ResolverTest, MxAndAddressesAndTheirTtl) {
   ASSERT_EQ(aaaa.addresses.size(), 1u);
   EXPECT_EQ(Text(aaaa.addresses[0]), "::1");
   EXPECT_EQ(stats_.lookups[static_cast<int>(Type::kMx)][static_cast<int>(Status::kOk)].Get(), 1u);
+}
+
+// MTA-STS's TXT (each record's strings joined, RFC 8461 §3.1) and DANE's TLSA (raw rdata).
+TEST_F(ResolverTest, TxtRecordsJoinTheirStringsAndTlsaComesRaw) {
+  auto r = Make();
+  ASSERT_NE(r, nullptr);
+  Answer txt = Ask(*r, "_mta-sts.mail.test", Type::kTxt);
+  ASSERT_EQ(txt.status, Status::kOk) << txt.error;
+  std::sort(txt.txt.begin(), txt.txt.end());
+  EXPECT_EQ(txt.txt, (std::vector<std::string>{"something else", "v=STSv1; id=20261201T1;"}));
+  EXPECT_FALSE(txt.secure) << "no DNSSEC here";
+  Answer tlsa = Ask(*r, "_25._tcp.mx1.mail.test", Type::kTlsa);
+  ASSERT_EQ(tlsa.status, Status::kOk) << tlsa.error;
+  ASSERT_EQ(tlsa.rdata.size(), 1u);
+  ASSERT_EQ(tlsa.rdata[0].size(), 3u + 32u);
+  EXPECT_EQ(tlsa.rdata[0].substr(0, 4), std::string("\x03\x01\x01\x01", 4));
+  EXPECT_EQ(Ask(*r, "_25._tcp.mx2.mail.test", Type::kTlsa).status, Status::kNxDomain);
+  EXPECT_EQ(stats_.lookups[static_cast<int>(Type::kTxt)][static_cast<int>(Status::kOk)].Get(), 1u);
 }
 
 TEST_F(ResolverTest, NullMxNxDomainNoDataServFail) {
