@@ -279,7 +279,11 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
     }
   }
   auto policy = options_.tls_policy.find(domain);
-  const TlsMode tls = policy != options_.tls_policy.end() ? policy->second : layered;
+  TlsMode tls = policy != options_.tls_policy.end() ? policy->second : layered;
+  // RFC 8461 §4.2: an enforced MTA-STS policy asks for TLS verified for the MX host name; an
+  // operator's own [tls_policy] entry for the domain is the one word above it.
+  if (route->mta_sts == "enforce" && policy == options_.tls_policy.end())
+    tls = TlsMode::kVerify;
   std::string_view name = domain;
   std::string with_policy;
   if (!own) {

@@ -27,6 +27,11 @@ struct MxRouting::Pending {
   mx::Hosts hosts;
   std::vector<mx::HostAnswers> answers;
   size_t outstanding = 0;  // address lookups not answered yet
+  // MTA-STS: the policy, once known (policy_known), and the route waiting for it.
+  bool policy_known = false;
+  StsPolicyRef policy;
+  std::shared_ptr<Route> route;
+  uint32_t ttl = 0;
 };
 
 MxRouting::MxRouting(Reactor& reactor, const StaticRouting& statics,
@@ -39,8 +44,10 @@ MxRouting::MxRouting(Reactor& reactor, const StaticRouting& statics,
       rng_(seed),
       stats_(stats) {}
 
-// The resolver goes first: the lookups it still has out never call back.
+// The policies go first (their fetches use the resolver), then the resolver: the lookups it
+// still has out never call back.
 MxRouting::~MxRouting() {
+  sts_.reset();
   resolver_.reset();
 }
 
@@ -69,9 +76,65 @@ void MxRouting::Resolve(std::string_view domain, Done done) {
   }
   auto p = std::make_unique<Pending>();
   p->waiters.push_back(std::move(done));
+  p->policy_known = sts_ == nullptr;
   pending_.emplace(key, std::move(p));
   resolver_->Lookup(key, dns::Type::kMx,
                     [this, key](dns::Answer&& mx) { OnMx(key, std::move(mx)); });
+  if (sts_ != nullptr)
+    sts_->Policy(key, [this, key](StsPolicyRef policy) { OnPolicy(key, std::move(policy)); });
+}
+
+void MxRouting::OnPolicy(const std::string& domain, StsPolicyRef policy) {
+  auto it = pending_.find(domain);
+  if (it == pending_.end())
+    return;
+  Pending& p = *it->second;
+  p.policy_known = true;
+  p.policy = std::move(policy);
+  if (p.route != nullptr)
+    Complete(domain, std::move(p.route), p.ttl);
+}
+
+void MxRouting::Complete(const std::string& domain, std::shared_ptr<Route> route, uint32_t ttl) {
+  auto it = pending_.find(domain);
+  if (it == pending_.end())
+    return;
+  Pending& p = *it->second;
+  if (!p.policy_known) {
+    p.route = std::move(route);  // OnPolicy() goes on
+    p.ttl = ttl;
+    return;
+  }
+  const sts::Policy* policy = p.policy.get();
+  if (policy != nullptr && !route->failure) {
+    if (policy->mode == sts::Policy::Mode::kTesting) {
+      route->mta_sts = "testing";
+    } else if (policy->mode == sts::Policy::Mode::kEnforce) {
+      // RFC 8461 §4.1: only the MX hosts the policy names; §5: none of them, no delivery.
+      route->mta_sts = "enforce";
+      std::vector<Endpoint> hosts;
+      std::vector<std::string> names;
+      for (size_t i = 0; i < route->hosts.size(); ++i) {
+        const std::string& name = i < route->host_names.size() ? route->host_names[i] : "";
+        if (sts::PolicyAllows(*policy, name)) {
+          hosts.push_back(route->hosts[i]);
+          names.push_back(name);
+        }
+      }
+      if (hosts.empty()) {
+        route->hosts.clear();
+        route->host_names.clear();
+        route->failure = RouteFailure{
+            451, "4.7.5",
+            "MTA-STS: no MX host of " + domain + " matches its policy (RFC 8461 §4.1)"};
+      } else {
+        route->hosts = std::move(hosts);
+        route->site = SiteName(names);
+        route->host_names = std::move(names);
+      }
+    }
+  }
+  Finish(domain, std::move(route), ttl);
 }
 
 void MxRouting::OnMx(const std::string& domain, dns::Answer&& mx) {
@@ -84,7 +147,7 @@ void MxRouting::OnMx(const std::string& domain, dns::Answer&& mx) {
     auto r = std::make_shared<Route>();
     r->name = domain;
     r->failure = p.hosts.failure;
-    Finish(domain, std::move(r), 0);
+    Complete(domain, std::move(r), 0);
     return;
   }
   if (p.hosts.names.size() > options_.max_hosts)
@@ -135,7 +198,7 @@ void MxRouting::OnAddress(const std::string& domain, size_t host, bool v6, dns::
     }
     r->site = SiteName(p.hosts.names);
   }
-  Finish(domain, std::move(r), plan.ttl);
+  Complete(domain, std::move(r), plan.ttl);
 }
 
 void MxRouting::Finish(const std::string& domain, RouteRef route, uint32_t ttl) {

@@ -22,6 +22,7 @@
 #include "core/counter.h"
 #include "core/dns/resolver.h"
 #include "core/reactor.h"
+#include "delivery/mta_sts_policies.h"
 #include "delivery/mx.h"
 #include "delivery/routing.h"
 
@@ -54,6 +55,12 @@ class MxRouting final : public Routing {
             Options options, uint64_t seed, MxRoutingStats* stats = nullptr);
   ~MxRouting() override;
 
+  // MTA-STS (mta_sts_policies.h): every route waits for its domain's policy, which filters its
+  // hosts and sets its TLS requirement. Set before the first Resolve(); owned here, gone before
+  // the resolver.
+  void SetTlsPolicySource(std::unique_ptr<TlsPolicySource> source) { sts_ = std::move(source); }
+  dns::Resolver& resolver() { return *resolver_; }
+
   void Resolve(std::string_view domain, Done done) override;
   std::optional<RouteRef> TryResolve(std::string_view domain) override;
 
@@ -64,6 +71,9 @@ class MxRouting final : public Routing {
   void OnMx(const std::string& domain, dns::Answer&& mx);
   void OnAddress(const std::string& domain, size_t host, bool v6, dns::Answer&& answer);
   void Finish(const std::string& domain, RouteRef route, uint32_t ttl);
+  // Once both the route and the policy are known: the policy applied, then Finish().
+  void Complete(const std::string& domain, std::shared_ptr<Route> route, uint32_t ttl);
+  void OnPolicy(const std::string& domain, StsPolicyRef policy);
 
   Reactor& reactor_;
   const StaticRouting& statics_;
@@ -82,6 +92,7 @@ class MxRouting final : public Routing {
   std::deque<std::string> cache_order_;  // insertion order, for the bound
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
   MxRoutingStats* stats_;
+  std::unique_ptr<TlsPolicySource> sts_;
 };
 
 }  // namespace spate::delivery

@@ -44,6 +44,10 @@ struct Route {
   // is a site of its own.
   std::string site;
   std::optional<RouteFailure> failure;  // set: nowhere to go (an MX lookup said why)
+  // The domain's MTA-STS policy (RFC 8461 §5), applied: "enforce" (hosts are the policy's
+  // matching MX hosts only, and TLS must verify for the MX name) or "testing" (as without one;
+  // its failures are only reported). Empty: none.
+  std::string_view mta_sts;
 };
 // Null: no route (the destination's mail is deferred with "no route").
 using RouteRef = std::shared_ptr<const Route>;

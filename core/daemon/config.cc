@@ -269,8 +269,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
     static const std::set<std::string> kTables = {
-        "server", "spool", "metrics",    "shards",      "delivery",  "routes", "log",   "tls",
-        "auth",   "dns",   "tls_policy", "suppression", "campaigns", "admin",  "inject"};
+        "server", "spool", "metrics",    "shards",      "delivery",  "routes", "log",    "tls",
+        "auth",   "dns",   "tls_policy", "suppression", "campaigns", "admin",  "inject", "mta_sts"};
     if (k.str() == "dkim") {
       if (!v.is_array_of_tables()) {
         *error = "dkim must be [[dkim]] entries (domain, selector, key)";
@@ -456,6 +456,15 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     }
     c.prohibited_networks.push_back(std::move(network).value());
   }
+
+  // [mta_sts]: RFC 8461 policies of the destinations (delivery/mta_sts_policies.h).
+  TableReader mta_sts(root["mta_sts"].as_table(), "mta_sts", error);
+  mta_sts.Bool("enabled", &c.mta_sts_enabled);
+  mta_sts.Unsigned("port", &c.mta_sts_port, 1, 65535);
+  c.mta_sts_ca_file = c.tls_ca_file;
+  mta_sts.String("ca_file", &c.mta_sts_ca_file);
+  mta_sts.Duration("fetch_timeout", &c.mta_sts_fetch_timeout);
+  mta_sts.RejectUnknown();
 
   TableReader dns(root["dns"].as_table(), "dns", error);
   dns.StringList("nameservers", &c.dns_nameservers);

@@ -139,6 +139,13 @@ struct Config {
   uint64_t max_body_memory = 0;
   std::string delivery_tls;
   std::string tls_ca_file;
+  // [mta_sts]: MTA-STS (RFC 8461) on by default; the policy host's port (443; another only for
+  // tests), the trust store of the policy fetches ([delivery] tls_ca_file unless set), their
+  // time limit.
+  bool mta_sts_enabled = true;
+  unsigned mta_sts_port = 443;
+  std::string mta_sts_ca_file;
+  Seconds mta_sts_fetch_timeout{10};
   std::map<std::string, std::string> tls_policy;
   // [dns]: "host:port" servers to ask (empty: /etc/resolv.conf), per-lookup timeout, lookups at
   // once per shard.

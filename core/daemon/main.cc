@@ -54,6 +54,7 @@
 #include "delivery/bounce_class.h"
 #include "delivery/delivery.h"
 #include "delivery/dispatcher.h"
+#include "delivery/mta_sts_policies.h"
 #include "delivery/spool_port.h"
 #include "delivery/stats.h"
 #include "metrics/exporter.h"
@@ -655,6 +656,33 @@ int Run(int argc, char** argv) {
   // shard has its own resolver and routing, made on its thread and gone after its loop.
   const bool by_mx = config.smarthost_text.empty();
   std::vector<std::unique_ptr<delivery::MxRouting>> mx_routings(config.shards);
+  // MTA-STS: the policies in force, shared by the shards and kept in the spool's state.
+  delivery::StsCache sts_cache([spool_ptr](const std::string& domain, const std::string& encoded) {
+    spool_ptr->PutState("mta-sts/" + domain, encoded);
+  });
+  std::unique_ptr<tls::TlsContext> sts_https;
+  std::vector<std::unique_ptr<delivery::StsStats>> sts_stats;
+  if (by_mx && config.mta_sts_enabled) {
+    auto ctx = tls::TlsContext::CreateClient(config.mta_sts_ca_file, &error);
+    if (!ctx) {
+      std::fprintf(stderr, "spate: [mta_sts] ca_file: %s\n", error.c_str());
+      return 1;
+    }
+    sts_https = std::move(ctx).value();
+    if (auto kept = spool->ReadState("mta-sts/")) {
+      size_t n = 0;
+      for (const auto& [key, value] : *kept) {
+        if (sts_cache.Load(key.substr(8), value))
+          ++n;
+        else
+          spool->PutState(key, std::nullopt);
+      }
+      if (n > 0)
+        SPATE_LOG(kInfo, "spate: %zu MTA-STS policies kept from before", n);
+    }
+    for (unsigned i = 0; i < config.shards; ++i)
+      sts_stats.push_back(std::make_unique<delivery::StsStats>());
+  }
   const delivery::MxRouting::Options mx_options = daemon::MxRoutingOptions(config);
   const dns::Resolver::Options resolver_options = daemon::ResolverOptions(config);
   std::vector<std::string> shard_errors(config.shards);
@@ -673,6 +701,14 @@ int Run(int argc, char** argv) {
           mx_routings[i] = std::make_unique<delivery::MxRouting>(
               shard.reactor(), *routings[i], std::move(resolver).value(), mx_options,
               std::random_device{}(), mx_stats[i].get());
+          if (sts_https) {
+            delivery::StsPolicies::Options so;
+            so.https = sts_https.get();
+            so.port = static_cast<uint16_t>(config.mta_sts_port);
+            so.fetch_timeout = config.mta_sts_fetch_timeout;
+            mx_routings[i]->SetTlsPolicySource(std::make_unique<delivery::StsPolicies>(
+                shard.reactor(), mx_routings[i]->resolver(), sts_cache, so, sts_stats[i].get()));
+          }
           shard_routing = mx_routings[i].get();
         }
       }
