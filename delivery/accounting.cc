@@ -95,6 +95,7 @@ std::string FormatRecord(const Record& r) {
     }
     out += '}';
   }
+  Text(out, "mta_sts", r.mta_sts);
   if (!r.tls_version.empty()) {
     Key(out, "tls");
     out += "{\"version\":";

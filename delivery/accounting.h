@@ -61,6 +61,7 @@ struct Record {
   const smtp::Reply* reply = nullptr;
   std::string_view peer_name;
   std::string_view peer_address;
+  std::string_view mta_sts;  // the destination's MTA-STS policy mode ("enforce", "testing")
   std::string_view tls_version;
   std::string_view tls_cipher;
   std::string_view bounce_class;

@@ -252,6 +252,14 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
                   smtp::Reply{451, "4.4.0",
                               "no route to " + domain + " (configure [routes] or a smarthost)"});
   }
+  {
+    // The destination's TLS policy, counted per job (and a mismatch is the route's failure).
+    const size_t p = route->mta_sts == "enforce"   ? kTlsPolicyStsEnforce
+                     : route->mta_sts == "testing" ? kTlsPolicyStsTesting
+                                                   : kTlsPolicyNone;
+    const bool mismatch = p == kTlsPolicyStsEnforce && route->failure;
+    stats_.ForDomain(domain).tls_policy[p][mismatch ? kTlsResultMismatch : kTlsResultOk].Add();
+  }
   if (route->failure) {
     // The lookup said why there is nowhere to go: a 5xx fails the recipients at once (a null
     // MX, NXDOMAIN), a 4xx defers them.
@@ -650,6 +658,8 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
     if (site != nullptr)
       rec.site = site->name();
     rec.campaign = m.campaign;
+    if (site != nullptr && site->route() != nullptr)
+      rec.mta_sts = site->route()->mta_sts;
     rec.size = m.body_size;
     rec.attempts = r.attempts + 1u;
     rec.reply = &reply;

@@ -369,6 +369,13 @@ class ClientConnection final : public Connection {
   void TlsFailed(const std::string& why) {
     tls_failed_ = true;
     engine_.stats().tls_failures.Add();
+    if (site_.route() != nullptr && site_.route()->mta_sts == "enforce") {
+      // A handshake the destination's policy asked to verify (RFC 8461 §4.2).
+      engine_.stats()
+          .ForDomain(site_.policy().domain)
+          .tls_policy[kTlsPolicyStsEnforce][kTlsResultTempfail]
+          .Add();
+    }
     SPATE_LOG(kInfo, "delivery: %s: TLS handshake with %s failed: %s", site_.name().c_str(),
               host_.text.c_str(), why.c_str());
     session_.Fail(

@@ -305,6 +305,19 @@ class SampleCollector : public prometheus::Collectable {
             Value(MetricType::Gauge, static_cast<double>(sum.queued), {{"campaign", key}}));
       }
       out.push_back(std::move(campaign_queued));
+      auto tls_policy =
+          Family("spate_tls_policy_total",
+                 "Jobs routed by their destination's TLS policy (none, "
+                 "mta-sts-testing, mta-sts-enforce) and result (ok; mismatch: no MX "
+                 "host matches; tempfail: a TLS handshake it asked to verify failed).",
+                 MetricType::Counter);
+      for (const auto& [key, n] : sample.tls_policy) {
+        tls_policy.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
+                                          {{"domain", std::get<0>(key)},
+                                           {"policy", std::get<1>(key)},
+                                           {"result", std::get<2>(key)}}));
+      }
+      out.push_back(std::move(tls_policy));
       auto held = Family("spate_admin_controls",
                          "Operators' suspensions and bounces in force (spate ctl suspend, bounce), "
                          "by action and scope.",

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -116,6 +117,8 @@ struct Sample {
   // is the campaign), both bounded like the domains.
   std::map<std::pair<std::string, std::string>, uint64_t> bounces;
   std::vector<DomainSample> campaigns;
+  // Jobs routed by their destination's TLS policy: (domain, policy, result) -> n.
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> tls_policy;
   // Operators' controls in force, by (action, scope): "suspend"/"bounce", "domain"/"site"/
   // "campaign".
   std::map<std::pair<std::string, std::string>, double> admin_controls;

@@ -6,6 +6,7 @@ changed id fetches the policy again (behind the cached one); a policy kept in th
 policy server gone; a redirect is not followed.
 """
 import http.server
+import json
 import os
 import shutil
 import smtplib
@@ -138,6 +139,13 @@ class MtaSts(unittest.TestCase):
             self.assertEqual(smtp.sendmail("s@campaign.test", [rcpt],
                                            f"Subject: {n}\r\n\r\nhi\r\n"), {})
 
+    def record_of(self, rcpt, type_):
+        with open(self.spate.records_path) as f:
+            for r in map(json.loads, f):
+                if r.get("recipient") == rcpt and r["type"] == type_:
+                    return r
+        return None
+
     def delivered(self, rcpt):
         return [t for t in self.sink.transactions if rcpt in t[0]]
 
@@ -164,6 +172,22 @@ class MtaSts(unittest.TestCase):
         log = self.spate.read_log()
         self.assertIn("MTA-STS: no MX host of mismatch.test matches its policy", log)
         self.assertIn("moved.test: the policy (id 1) could not be fetched: HTTP status 301", log)
+        # The metrics and the records say which policy each went by.
+        m = self.spate.metric
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="enforce.test",
+                                  policy="mta-sts-enforce", result="ok"), 1)
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="mismatch.test",
+                                  policy="mta-sts-enforce", result="mismatch"), 1)
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="misnamed.test",
+                                  policy="mta-sts-enforce", result="tempfail"), 1)
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="testing.test",
+                                  policy="mta-sts-testing", result="ok"), 1)
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="moved.test",
+                                  policy="none", result="ok"), 1)
+        harness.wait_for(lambda: self.record_of("u@enforce.test", "Delivery"), 10, "a record")
+        self.assertEqual(self.record_of("u@enforce.test", "Delivery")["mta_sts"], "enforce")
+        self.assertEqual(self.record_of("u@testing.test", "Delivery")["mta_sts"], "testing")
+        self.assertNotIn("mta_sts", self.record_of("u@moved.test", "Delivery"))
         hosts = [h for h, _ in self.https.fetches]
         self.assertEqual(hosts.count("mta-sts.enforce.test"), 1, "fetched once, then cached")
         self.assertTrue(all(p == "/.well-known/mta-sts.txt" for _, p in self.https.fetches))
