@@ -23,6 +23,9 @@ packages=(
   postfix swaks libnet-ssleay-perl libio-socket-ssl-perl curl procps
   # the DNS server the MX tests start on loopback (python3-dnslib)
   python3-dnslib
+  # DANE tests' signed zones (tests/dns/dnssec.py): nsd on its own loopback port, ldns signs,
+  # unbound-host checks; dns-root-data: the root trust anchor of the production config
+  nsd ldnsutils unbound-host dns-root-data
   # an independent DKIM verifier for spate's signatures (tests/dkim/verify.py, dkimpy), and the
   # openssl command that makes the tests' keys
   python3-dkim openssl
