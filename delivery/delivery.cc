@@ -254,7 +254,8 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
   }
   {
     // The destination's TLS policy, counted per job (and a mismatch is the route's failure).
-    const size_t p = route->mta_sts == "enforce"   ? kTlsPolicyStsEnforce
+    const size_t p = route->dane                   ? kTlsPolicyDane
+                     : route->mta_sts == "enforce" ? kTlsPolicyStsEnforce
                      : route->mta_sts == "testing" ? kTlsPolicyStsTesting
                                                    : kTlsPolicyNone;
     const bool mismatch = p == kTlsPolicyStsEnforce && route->failure;
@@ -292,18 +293,24 @@ void Delivery::Impl::Routed(const std::string& domain, RouteRef route, Job&& job
   // operator's own [tls_policy] entry for the domain is the one word above it.
   if (route->mta_sts == "enforce" && policy == options_.tls_policy.end())
     tls = TlsMode::kVerify;
+  // RFC 7672 §2.2: DANE hosts take TLS or nothing (their connections check the TLSA records);
+  // the site is the domain's own kind (+dane): a sibling without validated MX records has none.
+  if (route->dane && policy == options_.tls_policy.end() && tls != TlsMode::kVerify)
+    tls = TlsMode::kRequired;
   std::string_view name = domain;
   std::string with_policy;
   if (!own) {
     name = route->site;
     // A provider found by the domain's suffix: not every domain of the MX host set has it.
     const bool by_domain = provider != nullptr && shaping->has_domain_suffix();
-    if (tls != layered || by_domain) {
+    if (tls != layered || by_domain || route->dane) {
       with_policy = route->site;
       if (by_domain)
         with_policy += "+provider=" + provider->name;
       if (tls != layered)
         with_policy += "+tls=" + std::string(TlsModeName(tls));
+      if (route->dane)
+        with_policy += "+dane";
       name = with_policy;
     }
   }

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <utility>
 
+#include "core/log.h"
+
 namespace spate::delivery {
 
 std::string SiteName(std::vector<std::string> mx_hosts) {
@@ -26,7 +28,9 @@ struct MxRouting::Pending {
   std::vector<Done> waiters;
   mx::Hosts hosts;
   std::vector<mx::HostAnswers> answers;
-  size_t outstanding = 0;  // address lookups not answered yet
+  size_t outstanding = 0;  // address (and TLSA) lookups not answered yet
+  bool mx_secure = false;  // the MX answer was DNSSEC-validated: DANE applies (RFC 7672 §2.2.1)
+  std::vector<dns::Answer> tlsa;  // by host, when mx_secure
   // MTA-STS: the policy, once known (policy_known), and the route waiting for it.
   bool policy_known = false;
   StsPolicyRef policy;
@@ -106,7 +110,8 @@ void MxRouting::Complete(const std::string& domain, std::shared_ptr<Route> route
     return;
   }
   const sts::Policy* policy = p.policy.get();
-  if (policy != nullptr && !route->failure) {
+  // DANE wins over MTA-STS where both are published (RFC 8461 §2).
+  if (policy != nullptr && !route->failure && !route->dane) {
     if (policy->mode == sts::Policy::Mode::kTesting) {
       route->mta_sts = "testing";
     } else if (policy->mode == sts::Policy::Mode::kEnforce) {
@@ -142,6 +147,7 @@ void MxRouting::OnMx(const std::string& domain, dns::Answer&& mx) {
   if (it == pending_.end())
     return;
   Pending& p = *it->second;
+  p.mx_secure = options_.dane && mx.secure && mx.status == dns::Status::kOk;
   p.hosts = mx::HostsFromMx(domain, mx, rng_);
   if (p.hosts.failure) {
     auto r = std::make_shared<Route>();
@@ -160,8 +166,10 @@ void MxRouting::OnMx(const std::string& domain, dns::Answer&& mx) {
     p.answers[i].host = p.hosts.names[i];
     p.answers[i].a.status = dns::Status::kNoData;
     p.answers[i].aaaa.status = dns::Status::kNoData;
-    p.outstanding += (want_v4 ? 1 : 0) + (want_v6 ? 1 : 0);
+    p.outstanding += (want_v4 ? 1 : 0) + (want_v6 ? 1 : 0) + (p.mx_secure ? 1 : 0);
   }
+  if (p.mx_secure)
+    p.tlsa.resize(p.hosts.names.size());
   // Copies of the names: the answers may come in any order, and Pending may go before.
   const std::vector<std::string> names = p.hosts.names;
   for (size_t i = 0; i < names.size(); ++i) {
@@ -175,7 +183,23 @@ void MxRouting::OnMx(const std::string& domain, dns::Answer&& mx) {
         OnAddress(domain, i, true, std::move(a));
       });
     }
+    if (p.mx_secure) {
+      // RFC 7672 §2.2.3: the TLSA base is the MX host name, the port the SMTP one.
+      resolver_->Lookup("_" + std::to_string(options_.addresses.port) + "._tcp." + names[i],
+                        dns::Type::kTlsa,
+                        [this, domain, i](dns::Answer&& a) { OnTlsa(domain, i, std::move(a)); });
+    }
   }
+}
+
+void MxRouting::OnTlsa(const std::string& domain, size_t host, dns::Answer&& answer) {
+  auto it = pending_.find(domain);
+  if (it == pending_.end())
+    return;
+  Pending& p = *it->second;
+  p.tlsa[host] = std::move(answer);
+  if (--p.outstanding == 0)
+    Plan(domain);
 }
 
 void MxRouting::OnAddress(const std::string& domain, size_t host, bool v6, dns::Answer&& answer) {
@@ -184,8 +208,42 @@ void MxRouting::OnAddress(const std::string& domain, size_t host, bool v6, dns::
     return;
   Pending& p = *it->second;
   (v6 ? p.answers[host].aaaa : p.answers[host].a) = std::move(answer);
-  if (--p.outstanding > 0)
+  if (--p.outstanding == 0)
+    Plan(domain);
+}
+
+void MxRouting::Plan(const std::string& domain) {
+  auto it = pending_.find(domain);
+  if (it == pending_.end())
     return;
+  Pending& p = *it->second;
+  // DANE per MX host (RFC 7672 §2.2): a validated TLSA RRset makes TLS mandatory; a TLSA lookup
+  // that failed (bogus, SERVFAIL, a timeout) makes the host unusable, never plaintext; none
+  // (a validated denial), or an unvalidated answer, leaves the host as it was.
+  std::vector<std::shared_ptr<const std::vector<tls::Tlsa>>> tlsa_of(p.hosts.names.size());
+  std::vector<bool> unusable(p.hosts.names.size(), false);
+  bool any_dane = false;
+  if (p.mx_secure) {
+    for (size_t i = 0; i < p.hosts.names.size(); ++i) {
+      const dns::Answer& t = p.tlsa[i];
+      const bool address_secure = p.answers[i].a.secure || p.answers[i].aaaa.secure;
+      if (t.status == dns::Status::kOk && t.secure && address_secure) {
+        auto records = std::make_shared<std::vector<tls::Tlsa>>();
+        for (const std::string& rdata : t.rdata) {
+          if (std::optional<tls::Tlsa> r = tls::ParseTlsaRdata(rdata); r && tls::Usable(*r))
+            records->push_back(std::move(*r));
+        }
+        tlsa_of[i] = std::move(records);
+        any_dane = true;
+      } else if (t.status == dns::Status::kBogus || t.status == dns::Status::kServFail ||
+                 t.status == dns::Status::kTimeout || t.status == dns::Status::kError) {
+        unusable[i] = true;
+        SPATE_LOG(kWarn, "dane: %s: the TLSA lookup of %s failed (%s%s%s): the host is not used",
+                  domain.c_str(), p.hosts.names[i].c_str(), dns::StatusName(t.status),
+                  t.error.empty() ? "" : ": ", t.error.c_str());
+      }
+    }
+  }
   mx::Plan plan = mx::PlanAddresses(domain, p.hosts, p.answers, options_.addresses);
   auto r = std::make_shared<Route>();
   r->name = domain;
@@ -193,10 +251,21 @@ void MxRouting::OnAddress(const std::string& domain, size_t host, bool v6, dns::
     r->failure = plan.failure;
   } else {
     for (mx::Target& t : plan.targets) {
+      const auto at = std::find(p.hosts.names.begin(), p.hosts.names.end(), t.host);
+      const size_t i = static_cast<size_t>(at - p.hosts.names.begin());
+      if (i < unusable.size() && unusable[i])
+        continue;
       r->hosts.push_back(std::move(t.endpoint));
       r->host_names.push_back(std::move(t.host));
+      r->tlsa.push_back(i < tlsa_of.size() ? tlsa_of[i] : nullptr);
     }
+    r->dane = any_dane;
     r->site = SiteName(p.hosts.names);
+    if (r->hosts.empty()) {
+      r->failure = RouteFailure{
+          451, "4.7.5",
+          "DANE: the TLSA lookups of every MX host of " + domain + " failed (RFC 7672 §2.2)"};
+    }
   }
   Complete(domain, std::move(r), plan.ttl);
 }

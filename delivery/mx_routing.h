@@ -48,6 +48,9 @@ class MxRouting final : public Routing {
     Seconds negative_ttl{30};
     size_t max_cached = 100000;
     size_t max_hosts = 10;  // MX hosts whose addresses are looked up, best first
+    // DANE (RFC 7672): TLSA records of the MX hosts of a DNSSEC-validated MX answer (the
+    // resolver needs trust anchors: [dns] trust_anchor_file).
+    bool dane = true;
   };
 
   // `statics` is shared by the shards (immutable); `resolver` is this shard's, owned here.
@@ -70,6 +73,9 @@ class MxRouting final : public Routing {
   struct Pending;
   void OnMx(const std::string& domain, dns::Answer&& mx);
   void OnAddress(const std::string& domain, size_t host, bool v6, dns::Answer&& answer);
+  void OnTlsa(const std::string& domain, size_t host, dns::Answer&& answer);
+  // Every lookup of the domain is in: its route.
+  void Plan(const std::string& domain);
   void Finish(const std::string& domain, RouteRef route, uint32_t ttl);
   // Once both the route and the policy are known: the policy applied, then Finish().
   void Complete(const std::string& domain, std::shared_ptr<Route> route, uint32_t ttl);

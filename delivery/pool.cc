@@ -119,6 +119,7 @@ class ClientConnection final : public Connection {
     bool starttls = false;
     bool require = false;
     bool verify = false;
+    std::shared_ptr<const std::vector<tls::Tlsa>> dane;  // set: DANE for this host
   };
 
   ClientConnection(Site& site, const Endpoint& host, std::string host_name, size_t host_index,
@@ -213,6 +214,21 @@ class ClientConnection final : public Connection {
     }
     if (!tls_reported_ && tls_->handshake_done()) {
       tls_reported_ = true;
+      if (tls_mode_.dane != nullptr && !tls_mode_.dane->empty()) {
+        // RFC 7672 §3: the chain the server sent must match a usable TLSA record (DANE-EE on
+        // the leaf; DANE-TA with the path to the anchor and the MX host's name).
+        const tls::DaneVerdict v = tls::MatchTlsa(*tls_mode_.dane, tls_->PeerChain(), {host_name_},
+                                                  reactor().wall_ms() / 1000);
+        if (v.result != tls::DaneResult::kMatch) {
+          engine_.stats()
+              .ForDomain(site_.policy().domain)
+              .tls_policy[kTlsPolicyDane][kTlsResultMismatch]
+              .Add();
+          TlsFailed("DANE: no TLSA record matches the server's certificate (" + v.detail + ")");
+          return;
+        }
+        peer_.dane = true;
+      }
       const std::string version = tls_->version();
       const std::string cipher = tls_->cipher();
       peer_.tls_version = version;
@@ -776,6 +792,9 @@ void Site::Pump() {
         if (connection_rate_)
           connection_rate_->TryTake(now);
         ClientConnection::Tls tls;
+        // DANE (RFC 7672 §2.2): this host's validated TLSA records make TLS mandatory and
+        // authenticate the peer by them, not by WebPKI names.
+        tls.dane = i < route_->tlsa.size() ? route_->tlsa[i] : nullptr;
         switch (tls_) {
           case TlsMode::kOff:
             break;
@@ -790,6 +809,10 @@ void Site::Pump() {
           case TlsMode::kRequired:
             tls.starttls = tls.require = true;
             break;
+        }
+        if (tls.dane != nullptr) {
+          tls.starttls = tls.require = true;
+          tls.verify = false;  // the TLSA records are the trust, checked after the handshake
         }
         std::string host_name = i < route_->host_names.size() ? route_->host_names[i] : "";
         auto* conn =

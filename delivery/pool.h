@@ -78,7 +78,8 @@ struct Peer {
   std::string address;      // "192.0.2.1:25"
   std::string tls_version;  // "" in the clear
   std::string tls_cipher;
-  std::string log;  // " mx=HOST[ADDRESS]:PORT tls=VERSION/CIPHER" (or "tls=none")
+  std::string log;    // " mx=HOST[ADDRESS]:PORT tls=VERSION/CIPHER" (or "tls=none")
+  bool dane = false;  // the peer was authenticated by DANE (RFC 7672)
 };
 
 // What one transaction's recipients came to: gathered by Engine::Record() for each recipient,

@@ -19,6 +19,7 @@
 
 #include "core/net.h"
 #include "core/task.h"
+#include "core/tls/dane.h"
 
 namespace spate::delivery {
 
@@ -48,6 +49,12 @@ struct Route {
   // matching MX hosts only, and TLS must verify for the MX name) or "testing" (as without one;
   // its failures are only reported). Empty: none.
   std::string_view mta_sts;
+  // DANE (RFC 7672 §2.2), parallel to hosts: null, no TLSA for that host (or its MX or address
+  // records were not DNSSEC-validated); else the host's TLSA records, validated: TLS is
+  // mandatory, and the peer must match one of the usable ones (none usable: TLS without
+  // authentication, §2.2). Set on any host: `dane`, and MTA-STS is not applied (RFC 8461 §2).
+  std::vector<std::shared_ptr<const std::vector<tls::Tlsa>>> tlsa;
+  bool dane = false;
 };
 // Null: no route (the destination's mail is deferred with "no route").
 using RouteRef = std::shared_ptr<const Route>;

@@ -59,11 +59,13 @@ struct DomainStats {
   // Domains only (issue 14): jobs routed by the destination's TLS policy
   // [kTlsPolicy*][kTlsResult*]: ok (routed under it), mismatch (no MX host matches an enforced
   // policy: deferred), tempfail (a TLS handshake the policy asked to verify failed).
-  std::array<std::array<Counter, 3>, 3> tls_policy;
+  std::array<std::array<Counter, 3>, 4> tls_policy;
 };
-inline constexpr size_t kTlsPolicyNone = 0, kTlsPolicyStsTesting = 1, kTlsPolicyStsEnforce = 2;
+inline constexpr size_t kTlsPolicyNone = 0, kTlsPolicyStsTesting = 1, kTlsPolicyStsEnforce = 2,
+                        kTlsPolicyDane = 3;
 inline constexpr size_t kTlsResultOk = 0, kTlsResultMismatch = 1, kTlsResultTempfail = 2;
-inline constexpr const char* kTlsPolicyNames[] = {"none", "mta-sts-testing", "mta-sts-enforce"};
+inline constexpr const char* kTlsPolicyNames[] = {"none", "mta-sts-testing", "mta-sts-enforce",
+                                                  "dane"};
 inline constexpr const char* kTlsResultNames[] = {"ok", "mismatch", "tempfail"};
 
 // One automation rule on one site: in force now (1, also while it recovers), and fired.

@@ -468,6 +468,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
 
   TableReader dns(root["dns"].as_table(), "dns", error);
   dns.StringList("nameservers", &c.dns_nameservers);
+  dns.String("trust_anchor_file", &c.dns_trust_anchor_file);
   c.dns_timeout = Seconds(10);
   dns.Duration("timeout", &c.dns_timeout);
   c.dns_max_inflight = 256;

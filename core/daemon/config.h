@@ -150,6 +150,8 @@ struct Config {
   // [dns]: "host:port" servers to ask (empty: /etc/resolv.conf), per-lookup timeout, lookups at
   // once per shard.
   std::vector<std::string> dns_nameservers;
+  // [dns] trust_anchor_file: DNSSEC validation by libunbound (DANE needs it); "" none.
+  std::string dns_trust_anchor_file;
   Seconds dns_timeout{};
   unsigned dns_max_inflight = 0;
   // [dns] how long a domain's route (or a permanent failure) is kept: its records' TTL, within

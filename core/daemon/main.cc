@@ -581,7 +581,7 @@ int Run(int argc, char** argv) {
             }
             if (ds.delivery_latency.count() > 0)
               AddHistogram(&sample.delivery_latency[ds.domain], ds.delivery_latency);
-            for (size_t p = 0; p < 3; ++p) {
+            for (size_t p = 0; p < 4; ++p) {
               for (size_t r = 0; r < 3; ++r) {
                 if (const uint64_t n = ds.tls_policy[p][r].Get(); n > 0) {
                   sample.tls_policy[{ds.domain, delivery::kTlsPolicyNames[p],

@@ -139,6 +139,7 @@ dns::Resolver::Options ResolverOptions(const Config& c) {
   o.nameservers = c.dns_nameservers;
   o.timeout = c.dns_timeout;
   o.max_inflight = c.dns_max_inflight;
+  o.trust_anchor_file = c.dns_trust_anchor_file;
   return o;
 }
 

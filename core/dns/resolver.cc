@@ -101,7 +101,7 @@ Result<std::unique_ptr<Resolver>> Resolver::Create(Reactor& reactor, const Optio
     if (int err = ub_ctx_set_option(ctx, "do-not-query-localhost:", "no"); err != 0)
       return fail("do-not-query-localhost", err);
     // libunbound answers "test." (RFC 6761 §6.2) NXDOMAIN itself by default; servers of one's
-    // own choosing may serve it (a lab, the tests).
+    // own choosing may serve it (a lab, the tests), signed zones too.
     if (int err = ub_ctx_set_option(ctx, "local-zone:", "test. transparent"); err != 0)
       return fail("local-zone test.", err);
     for (const std::string& ns : options.nameservers) {
@@ -114,6 +114,12 @@ Result<std::unique_ptr<Resolver>> Resolver::Create(Reactor& reactor, const Optio
       if (int err = ub_ctx_set_fwd(ctx, spec.c_str()); err != 0)
         return fail("nameserver " + ns, err);
     }
+  }
+  // DNSSEC: with trust anchors libunbound validates every answer itself (RFC 4035 §5), so
+  // Answer::secure means validated here, whatever the upstream says; a failure is kBogus.
+  if (!options.trust_anchor_file.empty()) {
+    if (int err = ub_ctx_add_ta_file(ctx, options.trust_anchor_file.c_str()); err != 0)
+      return fail("trust anchor file " + options.trust_anchor_file, err);
   }
   return std::unique_ptr<Resolver>(new Resolver(reactor, options, stats, ctx));
 }

@@ -77,6 +77,9 @@ class Resolver {
     std::vector<std::string> nameservers;
     Seconds timeout{10};
     unsigned max_inflight = 256;
+    // DNSSEC trust anchors (DS or DNSKEY lines in zone-file form, e.g. Debian's dns-root-data
+    // /usr/share/dns/root.key); "": no validation, nothing is secure.
+    std::string trust_anchor_file;
   };
   using Done = UniqueFunction<void(Answer&&)>;
 

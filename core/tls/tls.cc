@@ -290,6 +290,19 @@ std::string TlsSession::version() const {
   return SSL_get_version(ssl_);
 }
 
+std::vector<std::string> TlsSession::PeerChain() const {
+  std::vector<std::string> out;
+  const STACK_OF(CRYPTO_BUFFER)* chain =
+      handshake_done_ ? SSL_get0_peer_certificates(ssl_) : nullptr;
+  if (chain == nullptr)
+    return out;
+  for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(chain); ++i) {
+    const CRYPTO_BUFFER* b = sk_CRYPTO_BUFFER_value(chain, i);
+    out.emplace_back(reinterpret_cast<const char*>(CRYPTO_BUFFER_data(b)), CRYPTO_BUFFER_len(b));
+  }
+  return out;
+}
+
 std::string TlsSession::cipher() const {
   const SSL_CIPHER* c = handshake_done_ ? SSL_get_current_cipher(ssl_) : nullptr;
   if (c == nullptr)

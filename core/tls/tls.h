@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/result.h"
 #include "core/tls/errc.h"
@@ -94,6 +95,9 @@ class TlsSession {
   // "TLSv1.3" and "TLS_AES_128_GCM_SHA256" (RFC names) once the handshake is done.
   std::string version() const;
   std::string cipher() const;
+  // The certificates the peer sent, DER, leaf first (for DANE, dane.h); empty before the
+  // handshake is done.
+  std::vector<std::string> PeerChain() const;
 
  private:
   Result<void> Fail(Errc code, int ret);

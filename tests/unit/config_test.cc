@@ -199,6 +199,11 @@ TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
   EXPECT_EQ(a.admin_listen, "127.0.0.1:8025");
   EXPECT_EQ(a.admin_token_file, b.admin_token_file);
   EXPECT_EQ(a.inject_enabled, b.inject_enabled);
+  EXPECT_EQ(a.dns_trust_anchor_file, b.dns_trust_anchor_file);
+  EXPECT_EQ(a.mta_sts_enabled, b.mta_sts_enabled);
+  EXPECT_EQ(a.mta_sts_port, b.mta_sts_port);
+  EXPECT_EQ(a.mta_sts_ca_file, b.mta_sts_ca_file);
+  EXPECT_EQ(a.mta_sts_fetch_timeout, b.mta_sts_fetch_timeout);
   EXPECT_EQ(a.inject_max_request_size, b.inject_max_request_size);
   EXPECT_EQ(a.inject_max_recipients, b.inject_max_recipients);
   EXPECT_EQ(a.metrics_listen.text, b.metrics_listen.text);

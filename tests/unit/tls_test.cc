@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 namespace spate::tls {
 namespace {
@@ -86,6 +87,27 @@ TEST(TlsTest, HandshakeTls13) {
   EXPECT_TRUE(sp.empty());
   EXPECT_FALSE(server.failed());
   EXPECT_TRUE(server.failure().empty());
+}
+
+// DANE (dane.h) matches what the server sent: its chain, DER, leaf first; nothing before.
+TEST(TlsTest, TheClientSeesThePeersChainOnceTheHandshakeIsDone) {
+  auto server_ctx = Server();
+  auto client_ctx = Client();
+  TlsSession server(*server_ctx);
+  TlsSession client(*client_ctx);
+  EXPECT_TRUE(client.PeerChain().empty());
+  std::string cp, sp;
+  ASSERT_TRUE(Pump(client, server, &cp, &sp)) << server.failure() << client.failure();
+  std::vector<std::string> chain = client.PeerChain();
+  ASSERT_FALSE(chain.empty());
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(chain[0].data());
+  X509* leaf = d2i_X509(nullptr, &p, static_cast<long>(chain[0].size()));
+  ASSERT_NE(leaf, nullptr) << "DER of a certificate";
+  EXPECT_EQ(p, reinterpret_cast<const unsigned char*>(chain[0].data()) + chain[0].size());
+  char cn[256] = {};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, cn, sizeof cn);
+  EXPECT_STREQ(cn, "spate.test");
+  X509_free(leaf);
 }
 
 TEST(TlsTest, HandshakeByteByByte) {

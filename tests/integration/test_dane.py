@@ -1,0 +1,114 @@
+"""DANE (RFC 7672, issue 14) against a DNSSEC-signed zone served by Debian's nsd (signed by
+ldns-signzone, tests/dns/dnssec.py) with spate's libunbound validating it from the zone's trust
+anchor, and a STARTTLS sink on loopback: a DANE-EE record (3 1 1) that matches the sink's key
+delivers over TLS; one that does not match defers, and nothing is delivered; a TLSA RRset with a
+bogus signature defers (never plaintext); the same TLSA record in an unsigned zone counts for
+nothing (delivered as opportunistic TLS). The metrics say which policy each job went by.
+"""
+import hashlib
+import os
+import shutil
+import smtplib
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "dns"))
+import harness  # noqa: E402
+from dnssec import SignedZones  # noqa: E402
+from tls_sink import CERT, TlsSink  # noqa: E402
+
+
+def spki_sha256(cert):
+    """SHA-256 of the certificate's SubjectPublicKeyInfo (a 3 1 1 record's data), hex."""
+    pub = subprocess.run(["openssl", "x509", "-in", cert, "-pubkey", "-noout"], check=True,
+                         capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub, check=True,
+                         capture_output=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+class Dane(unittest.TestCase):
+    def setUp(self):
+        self.dir = harness.tempdir()
+        self.sink = TlsSink("127.0.0.3", mode="starttls")
+        port = self.sink.port
+        good = spki_sha256(CERT)
+        wrong = hashlib.sha256(b"another key").hexdigest()
+        signed = [
+            "ee.dane.test. 300 IN MX 10 mx.dane.test.",
+            "mx.dane.test. 300 IN A 127.0.0.3",
+            f"_{port}._tcp.mx.dane.test. 300 IN TLSA 3 1 1 {good}",
+            "mismatch.dane.test. 300 IN MX 10 mxbad.dane.test.",
+            "mxbad.dane.test. 300 IN A 127.0.0.3",
+            f"_{port}._tcp.mxbad.dane.test. 300 IN TLSA 3 1 1 {wrong}",
+            "bogus.dane.test. 300 IN MX 10 mxbogus.dane.test.",
+            "mxbogus.dane.test. 300 IN A 127.0.0.3",
+            f"_{port}._tcp.mxbogus.dane.test. 300 IN TLSA 3 1 1 {good}",
+            "none.dane.test. 300 IN MX 10 mxnone.dane.test.",
+            "mxnone.dane.test. 300 IN A 127.0.0.3",
+        ]
+        plain = [
+            "plain.test. 300 IN MX 10 mx.plain.test.",
+            "mx.plain.test. 300 IN A 127.0.0.3",
+            f"_{port}._tcp.mx.plain.test. 300 IN TLSA 3 1 1 {wrong}",
+        ]
+        self.zones = SignedZones(os.path.join(self.dir, "dns"),
+                                 {"dane.test": signed, "plain.test": plain}, signed={"dane.test"},
+                                 bogus={f"_{port}._tcp.mxbogus.dane.test.": "TLSA"})
+        self.spate = harness.Spate(
+            self.dir, {}, shards=2, log_deliveries=True,
+            delivery={"mx_port": port, "prohibited_networks": [], "retry_base": "1s",
+                      "retry_max": "1s", "tls_ca_file": CERT},
+            dns={"nameservers": [f"127.0.0.1:{self.zones.port}"], "timeout": "2s",
+                 "trust_anchor_file": self.zones.trust_anchor_file})
+        self.spate.start()
+
+    def tearDown(self):
+        self.spate.stop()
+        self.sink.stop()
+        self.zones.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def send(self, rcpt):
+        with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
+            self.assertEqual(smtp.sendmail("s@campaign.test", [rcpt], b"Subject: d\r\n\r\nhi\r\n"),
+                             {})
+
+    def delivered(self, rcpt):
+        return [t for t in self.sink.transactions if rcpt in t[0]]
+
+    def test_match_mismatch_bogus_and_unsigned(self):
+        for d in ("ee.dane.test", "mismatch.dane.test", "bogus.dane.test", "none.dane.test",
+                  "plain.test"):
+            self.send(f"u@{d}")
+        harness.wait_for(lambda: self.delivered("u@ee.dane.test"), 20, "DANE-EE match delivered")
+        self.assertIsNotNone(self.delivered("u@ee.dane.test")[0][1], "over TLS")
+        # No TLSA (a validated denial) and an unsigned zone: as without DANE.
+        harness.wait_for(lambda: self.delivered("u@none.dane.test"), 20, "no TLSA: delivered")
+        harness.wait_for(lambda: self.delivered("u@plain.test"), 20, "unsigned: delivered")
+        m = self.spate.metric
+        harness.wait_for(lambda: m("spate_deliveries_total", domain="mismatch.dane.test",
+                                   outcome="deferred") >= 1, 20, "mismatch deferred")
+        harness.wait_for(lambda: m("spate_deliveries_total", domain="bogus.dane.test",
+                                   outcome="deferred") >= 1, 20, "bogus deferred")
+        time.sleep(1.5)
+        self.assertEqual(self.delivered("u@mismatch.dane.test"), [], "never without a match")
+        self.assertEqual(self.delivered("u@bogus.dane.test"), [], "never in plaintext")
+        log = self.spate.read_log()
+        self.assertIn("DANE: no TLSA record matches the server's certificate", log)
+        self.assertIn("the TLSA lookup of mxbogus.dane.test failed (bogus", log)
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="ee.dane.test", policy="dane",
+                                  result="ok"), 1)
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="mismatch.dane.test",
+                                  policy="dane", result="mismatch"), 1)
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="plain.test", policy="none",
+                                  result="ok"), 1)
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="none.dane.test",
+                                  policy="none", result="ok"), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
