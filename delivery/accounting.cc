@@ -96,6 +96,10 @@ std::string FormatRecord(const Record& r) {
     out += '}';
   }
   Text(out, "mta_sts", r.mta_sts);
+  if (r.dane) {
+    Key(out, "dane");
+    out += "true";
+  }
   if (!r.tls_version.empty()) {
     Key(out, "tls");
     out += "{\"version\":";

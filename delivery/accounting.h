@@ -62,6 +62,7 @@ struct Record {
   std::string_view peer_name;
   std::string_view peer_address;
   std::string_view mta_sts;  // the destination's MTA-STS policy mode ("enforce", "testing")
+  bool dane = false;         // the peer was authenticated by DANE (RFC 7672)
   std::string_view tls_version;
   std::string_view tls_cipher;
   std::string_view bounce_class;

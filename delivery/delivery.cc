@@ -674,6 +674,7 @@ void Delivery::Impl::Record(Site* site, const Job& job, size_t i, const smtp::Re
       rec.peer_name = peer->name;
       rec.peer_address = peer->address;
       rec.tls_version = peer->tls_version;
+      rec.dane = peer->dane;
       rec.tls_cipher = peer->tls_cipher;
     }
     if (klass)

@@ -229,6 +229,16 @@ class ClientConnection final : public Connection {
         }
         peer_.dane = true;
       }
+      if (sts_testing_) {
+        if (const std::string why = tls_->VerifyFailure(); !why.empty()) {
+          engine_.stats()
+              .ForDomain(site_.policy().domain)
+              .tls_policy[kTlsPolicyStsTesting][kTlsResultTempfail]
+              .Add();
+          SPATE_LOG(kInfo, "mta-sts: %s: testing policy: %s would fail verification (%s); sent",
+                    site_.name().c_str(), host_.text.c_str(), why.c_str());
+        }
+      }
       const std::string version = tls_->version();
       const std::string cipher = tls_->cipher();
       peer_.tls_version = version;
@@ -370,6 +380,12 @@ class ClientConnection final : public Connection {
     }
     // SNI and the name checked: the MX host's (RFC 7672 §8.1 and RFC 6125 use the MX name).
     tls_ = std::make_unique<tls::TlsSession>(*context, host_name_, tls_mode_.verify);
+    // MTA-STS "testing" (RFC 8461 §5): delivered as without a policy, and what enforcing it
+    // would have found is counted and logged.
+    sts_testing_ =
+        !tls_mode_.verify && site_.route() != nullptr && site_.route()->mta_sts == "testing";
+    if (sts_testing_)
+      tls_->CheckWithoutFailing(host_name_);
     if (tls_->failed()) {
       // Nothing to verify against (no name): no ClientHello went out, so do not wait for one.
       tls_failed_ = true;
@@ -440,6 +456,7 @@ class ClientConnection final : public Connection {
   const Tls tls_mode_;
   ClientSession session_;
   std::unique_ptr<tls::TlsSession> tls_;  // from the 220 to STARTTLS on
+  bool sts_testing_ = false;              // the site's MTA-STS policy is "testing"
   Peer peer_;
   bool tls_reported_ = false;
   bool tls_failed_ = false;

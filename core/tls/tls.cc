@@ -290,6 +290,22 @@ std::string TlsSession::version() const {
   return SSL_get_version(ssl_);
 }
 
+void TlsSession::CheckWithoutFailing(std::string_view name) {
+  if (ssl_ == nullptr || verify_)
+    return;
+  // SSL_VERIFY_NONE still verifies and keeps the result (SSL_get_verify_result).
+  SSL_set_verify(ssl_, SSL_VERIFY_NONE, nullptr);
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+  (void)X509_VERIFY_PARAM_set1_host(param, name.data(), name.size());
+}
+
+std::string TlsSession::VerifyFailure() const {
+  if (ssl_ == nullptr || !handshake_done_)
+    return "no handshake";
+  const long result = SSL_get_verify_result(ssl_);
+  return result == X509_V_OK ? std::string() : X509_verify_cert_error_string(result);
+}
+
 std::vector<std::string> TlsSession::PeerChain() const {
   std::vector<std::string> out;
   const STACK_OF(CRYPTO_BUFFER)* chain =

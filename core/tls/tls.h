@@ -95,6 +95,12 @@ class TlsSession {
   // "TLSv1.3" and "TLS_AES_128_GCM_SHA256" (RFC names) once the handshake is done.
   std::string version() const;
   std::string cipher() const;
+  // A client session that does not verify but wants to know (MTA-STS "testing", RFC 8461 §5):
+  // the chain and `name` are checked as with `verify`, and a failure does not fail the
+  // handshake; VerifyFailure() says. Before any ciphertext is fed.
+  void CheckWithoutFailing(std::string_view name);
+  // After the handshake of such a session: "" when the chain verified and named it, else why.
+  std::string VerifyFailure() const;
   // The certificates the peer sent, DER, leaf first (for DANE, dane.h); empty before the
   // handshake is done.
   std::vector<std::string> PeerChain() const;

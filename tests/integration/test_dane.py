@@ -6,6 +6,7 @@ bogus signature defers (never plaintext); the same TLSA record in an unsigned zo
 nothing (delivered as opportunistic TLS). The metrics say which policy each job went by.
 """
 import hashlib
+import json
 import os
 import shutil
 import smtplib
@@ -102,6 +103,13 @@ class Dane(unittest.TestCase):
         self.assertIn("the TLSA lookup of mxbogus.dane.test failed (bogus", log)
         self.assertGreaterEqual(m("spate_tls_policy_total", domain="ee.dane.test", policy="dane",
                                   result="ok"), 1)
+        def records():
+            with open(self.spate.records_path) as f:
+                return {(r["type"], r.get("recipient")): r for r in map(json.loads, f)}
+        harness.wait_for(lambda: ("Delivery", "u@plain.test") in records(), 10, "the records")
+        by = records()
+        self.assertIs(by[("Delivery", "u@ee.dane.test")].get("dane"), True)
+        self.assertNotIn("dane", by[("Delivery", "u@plain.test")])
         self.assertGreaterEqual(m("spate_tls_policy_total", domain="mismatch.dane.test",
                                   policy="dane", result="mismatch"), 1)
         self.assertGreaterEqual(m("spate_tls_policy_total", domain="plain.test", policy="none",

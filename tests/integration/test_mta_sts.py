@@ -182,6 +182,11 @@ class MtaSts(unittest.TestCase):
                                   policy="mta-sts-enforce", result="tempfail"), 1)
         self.assertGreaterEqual(m("spate_tls_policy_total", domain="testing.test",
                                   policy="mta-sts-testing", result="ok"), 1)
+        # testing.test's MX certificate does not name mx.misnamed.test: delivered all the same,
+        # and what enforcing would have found is counted and logged (RFC 8461 §5).
+        self.assertGreaterEqual(m("spate_tls_policy_total", domain="testing.test",
+                                  policy="mta-sts-testing", result="tempfail"), 1)
+        self.assertIn("testing policy: mx.misnamed.test", log)
         self.assertGreaterEqual(m("spate_tls_policy_total", domain="moved.test",
                                   policy="none", result="ok"), 1)
         harness.wait_for(lambda: self.record_of("u@enforce.test", "Delivery"), 10, "a record")

@@ -110,6 +110,25 @@ TEST(TlsTest, TheClientSeesThePeersChainOnceTheHandshakeIsDone) {
   X509_free(leaf);
 }
 
+// MTA-STS "testing": the handshake goes on whatever the chain is; VerifyFailure() says what
+// enforcing would have found.
+TEST(TlsTest, CheckWithoutFailingCompletesTheHandshakeAndSaysWhetherItVerified) {
+  auto server_ctx = Server();
+  auto client_ctx = Client();  // trusts the test certificate, which names spate.test
+  for (const char* name : {"spate.test", "mx.other.test"}) {
+    TlsSession server(*server_ctx);
+    TlsSession client(*client_ctx, name, /*verify=*/false);
+    client.CheckWithoutFailing(name);
+    std::string cp, sp;
+    ASSERT_TRUE(Pump(client, server, &cp, &sp)) << name << ": " << client.failure();
+    ASSERT_TRUE(client.handshake_done());
+    if (std::string_view(name) == "spate.test")
+      EXPECT_EQ(client.VerifyFailure(), "") << "verified and named";
+    else
+      EXPECT_NE(client.VerifyFailure(), "") << "the certificate does not name " << name;
+  }
+}
+
 TEST(TlsTest, HandshakeByteByByte) {
   auto server_ctx = Server();
   auto client_ctx = Client();
