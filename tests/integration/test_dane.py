@@ -3,7 +3,8 @@ ldns-signzone, tests/dns/dnssec.py) with spate's libunbound validating it from t
 anchor, and a STARTTLS sink on loopback: a DANE-EE record (3 1 1) that matches the sink's key
 delivers over TLS; one that does not match defers, and nothing is delivered; a TLSA RRset with a
 bogus signature defers (never plaintext); the same TLSA record in an unsigned zone counts for
-nothing (delivered as opportunistic TLS). The metrics say which policy each job went by.
+nothing (delivered as opportunistic TLS); records that are all unusable for SMTP (PKIX usages)
+make TLS mandatory without authenticating it. The metrics say which policy each job went by.
 """
 import hashlib
 import json
@@ -48,6 +49,11 @@ class Dane(unittest.TestCase):
             "bogus.dane.test. 300 IN MX 10 mxbogus.dane.test.",
             "mxbogus.dane.test. 300 IN A 127.0.0.3",
             f"_{port}._tcp.mxbogus.dane.test. 300 IN TLSA 3 1 1 {good}",
+            # PKIX-EE (usage 1) is not for SMTP (RFC 7672 §3.1.3): unusable, so TLS is mandatory
+            # but not authenticated.
+            "unusable.dane.test. 300 IN MX 10 mxunusable.dane.test.",
+            "mxunusable.dane.test. 300 IN A 127.0.0.3",
+            f"_{port}._tcp.mxunusable.dane.test. 300 IN TLSA 1 1 1 {wrong}",
             "none.dane.test. 300 IN MX 10 mxnone.dane.test.",
             "mxnone.dane.test. 300 IN A 127.0.0.3",
         ]
@@ -83,10 +89,13 @@ class Dane(unittest.TestCase):
 
     def test_match_mismatch_bogus_and_unsigned(self):
         for d in ("ee.dane.test", "mismatch.dane.test", "bogus.dane.test", "none.dane.test",
-                  "plain.test"):
+                  "plain.test", "unusable.dane.test"):
             self.send(f"u@{d}")
         harness.wait_for(lambda: self.delivered("u@ee.dane.test"), 20, "DANE-EE match delivered")
         self.assertIsNotNone(self.delivered("u@ee.dane.test")[0][1], "over TLS")
+        harness.wait_for(lambda: self.delivered("u@unusable.dane.test"), 20,
+                         "unusable records: TLS, unauthenticated")
+        self.assertIsNotNone(self.delivered("u@unusable.dane.test")[0][1], "over TLS")
         # No TLSA (a validated denial) and an unsigned zone: as without DANE.
         harness.wait_for(lambda: self.delivered("u@none.dane.test"), 20, "no TLSA: delivered")
         harness.wait_for(lambda: self.delivered("u@plain.test"), 20, "unsigned: delivered")
