@@ -5,6 +5,8 @@
 #include <system_error>
 #include <utility>
 
+#include "core/smtp/ascii.h"
+
 namespace spate::delivery::sts {
 namespace {
 
@@ -45,17 +47,7 @@ std::string_view DropTrailingDot(std::string_view s) {
   return s;
 }
 
-bool EqualsNoCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (Lower(a[i]) != Lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
+using smtp::EqualsNoCase;  // ASCII case folding (core/smtp/ascii.h)
 
 std::string ToLower(std::string_view s) {
   std::string out(s);
