@@ -325,6 +325,14 @@ int Run(int argc, char** argv) {
     }
     signer = std::make_shared<const dkim::Signer>(std::move(*made));
   }
+  // [dns] trust_anchor_file: read by every shard's resolver; a missing one stops the start here
+  // rather than leave MX routing off (and DANE with it) on every shard.
+  if (!config.dns_trust_anchor_file.empty() &&
+      access(config.dns_trust_anchor_file.c_str(), R_OK) != 0) {
+    std::fprintf(stderr, "spate: [dns] trust_anchor_file %s: %s\n",
+                 config.dns_trust_anchor_file.c_str(), std::strerror(errno));
+    return 2;
+  }
   // [server] max_connections_per_client and [auth] max_failures, counted across all shards
   // (core/server/submission.h).
   server::ClientConnections client_connections(config.max_connections_per_client);

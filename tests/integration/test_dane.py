@@ -127,5 +127,15 @@ class Dane(unittest.TestCase):
                                   policy="none", result="ok"), 1)
 
 
+    def test_a_missing_trust_anchor_file_stops_the_start_naming_it(self):
+        config = os.path.join(self.dir, "bad.toml")
+        with open(config, "w") as f:
+            f.write('[dns]\ntrust_anchor_file = "/nonexistent/root.key"\n')
+        r = subprocess.run([harness.SPATE, "--config", config, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("[dns] trust_anchor_file /nonexistent/root.key", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
