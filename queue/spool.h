@@ -216,8 +216,7 @@ class Spool {
                 UniqueFunction<void()> done = {});
   // Every state entry whose key starts with `prefix`, in key order, as on disk now (any thread;
   // reads the disk).
-  Result<std::vector<std::pair<std::string, std::string>>> ReadState(
-      std::string_view prefix) const;
+  Result<std::vector<std::pair<std::string, std::string>>> ReadState(std::string_view prefix) const;
 
   // The suppression list of this spool: any thread, as long as the Spool lives. Its writes go
   // out with the commit thread's batches (from Start() on).

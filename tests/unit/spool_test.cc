@@ -393,7 +393,7 @@ TEST_F(SpoolTest, StateIsWrittenThenReadBackByPrefixAfterReopen) {
     spool->PutState("control/a", "1");
     spool->PutState("control/b", "2");
     spool->PutState("other/c", "3");
-    spool->PutState("control/a", "one");      // the last put wins
+    spool->PutState("control/a", "one");         // the last put wins
     spool->PutState("control/b", std::nullopt);  // deleted
     spool->PutState("control/d", "4", [&written] { written.set_value(); });
     written.get_future().wait();  // its batch is on disk: so is every earlier write
