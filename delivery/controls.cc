@@ -1,6 +1,6 @@
 #include "delivery/controls.h"
 
-#include <algorithm>
+#include <vector>
 #include <mutex>
 
 namespace spate::delivery {
@@ -66,16 +66,6 @@ std::vector<Control> Controls::List(int64_t now_ms) const {
       out.push_back(c);
   }
   return out;
-}
-
-bool Controls::Has(Control::Action action, Control::Scope scope, std::string_view name,
-                   int64_t now_ms) const {
-  if (empty())
-    return false;
-  std::shared_lock lock(mu_);
-  return std::any_of(list_.begin(), list_.end(), [&](const Control& c) {
-    return c.action == action && c.scope == scope && c.name == name && c.live(now_ms);
-  });
 }
 
 std::optional<Controls::Verdict> Controls::Match(std::string_view domain, std::string_view site,

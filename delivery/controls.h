@@ -60,9 +60,6 @@ class Controls {
   bool Lift(Control::Action action, Control::Scope scope, std::string_view name);
   // Those in force at `now_ms`, in the order they were set.
   std::vector<Control> List(int64_t now_ms) const;
-  // Whether one is in force of this scope and name (for the queue listing's "suspended").
-  bool Has(Control::Action action, Control::Scope scope, std::string_view name,
-           int64_t now_ms) const;
 
   // The control in force over a job of `domain` for `site` and `campaign` ("" none): a bounce
   // first, then the suspension that ends last; nullopt for none.

@@ -218,16 +218,15 @@ void StsPolicies::OnTxt(const std::string& domain, dns::Answer&& txt) {
     StsPolicyRef cached = w.cached->policy;
     if (refreshing_.count(domain) == 0) {
       refreshing_[domain] = {nullptr, *id};
-      StartFetch(domain, *id);
+      StartFetch(domain);
     }
     return Finish(domain, std::move(cached));
   }
   w.id = *id;
-  StartFetch(domain, *id);
+  StartFetch(domain);
 }
 
-void StsPolicies::StartFetch(const std::string& domain, const std::string& id) {
-  (void)id;
+void StsPolicies::StartFetch(const std::string& domain) {
   resolver_.Lookup(sts::PolicyHost(domain), dns::Type::kA,
                    [this, domain, alive = alive_](dns::Answer&& a) {
                      if (*alive)

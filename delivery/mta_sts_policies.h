@@ -121,7 +121,8 @@ class StsPolicies final : public TlsPolicySource {
   std::unordered_map<std::string, Waiting> waiting_;
   // Background fetches of a new id (step 2), by domain: the fetch and the id it is for.
   std::unordered_map<std::string, std::pair<Fetch*, std::string>> refreshing_;
-  void StartFetch(const std::string& domain, const std::string& id);
+  // Looks up mta-sts.<domain>, then fetches its policy (Fetched() says how it went).
+  void StartFetch(const std::string& domain);
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

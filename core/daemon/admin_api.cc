@@ -366,11 +366,8 @@ void AdminApi::Queue(const http::Request& r, AdminServer::Respond respond) {
   const Control::Scope scope = by == "site"       ? Control::Scope::kSite
                                : by == "campaign" ? Control::Scope::kCampaign
                                                   : Control::Scope::kDomain;
-  for (auto& [name, row] : rows) {
-    if (ctx_.controls->Has(Control::Action::kSuspend, scope, name, now))
-      row.suspended = 1;
-  }
-  // A suspended name with nothing counted yet is a row too: the operator sees it took.
+  // Suspended by an operator (a site's automation counts in its stats); a suspended name with
+  // nothing counted yet is a row too: the operator sees it took.
   for (const Control& c : ctx_.controls->List(now)) {
     if (c.action == Control::Action::kSuspend && c.scope == scope)
       rows[c.name].suspended = 1;
@@ -422,8 +419,8 @@ void AdminApi::Suspend(const http::Request& r, AdminServer::Respond respond, boo
       return respond(Error(400, std::string(key) + " must be a name", key));
   }
   if (!scope)
-    return respond(Error(400, bounce ? "give domain or campaign" : "give domain, site or campaign",
-                         bounce ? "domain" : "domain"));
+    return respond(
+        Error(400, bounce ? "give domain or campaign" : "give domain, site or campaign", "domain"));
   for (auto it = body.begin(); it != body.end(); ++it) {
     if (it.key() != "domain" && it.key() != "site" && it.key() != "campaign" &&
         it.key() != "duration" && it.key() != "reason")
