@@ -49,13 +49,18 @@ class RecordingStore final : public MessageStore {
       bodies_.push_back(message.body);
       threads_.push_back(std::this_thread::get_id());
     }
-    cv_.notify_all();
     done(queue::MessageId{static_cast<queue::MessageId>(++n_)}, std::move(message));
+    {
+      std::lock_guard lock(mu_);
+      ++answered_;
+    }
+    cv_.notify_all();
   }
-  // The first `count` bodies, once there (bounded wait).
+  // The first `count` bodies, once there and answered (bounded wait): every `done` of them has
+  // returned, on whichever worker it ran.
   std::vector<std::string> Wait(size_t count) {
     std::unique_lock lock(mu_);
-    cv_.wait_for(lock, 10s, [&] { return bodies_.size() >= count; });
+    cv_.wait_for(lock, 10s, [&] { return answered_ >= count; });
     return bodies_;
   }
   std::thread::id thread(size_t i) {
@@ -68,6 +73,7 @@ class RecordingStore final : public MessageStore {
   std::condition_variable cv_;
   std::vector<std::string> bodies_;
   std::vector<std::thread::id> threads_;
+  size_t answered_ = 0;  // under mu_
   std::atomic<int> n_{0};
 };
 
