@@ -12,6 +12,7 @@ A name with no record of any type is NXDOMAIN; one with records of other types o
 
 Usage: dnsserver.py ZONE_FILE [--port N]   (port 0, the default: any free port)
 """
+import errno
 import json
 import os
 import socketserver
@@ -77,12 +78,23 @@ def main():
     path = sys.argv[1]
     port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
     resolver = ZoneResolver(path)
-    udp = DNSServer(resolver, port=port, address="127.0.0.1", logger=QuietLogger())
+    # UDP on a free port, then TCP on the same one; when another test holds that port for TCP,
+    # both are tried again on a new one (a port given on the command line is tried once).
+    for attempt in range(20):
+        udp = DNSServer(resolver, port=port, address="127.0.0.1", logger=QuietLogger())
+        chosen = udp.server.server_address[1]
+        try:
+            tcp = DNSServer(resolver, port=chosen, address="127.0.0.1", tcp=True,
+                            logger=QuietLogger())
+        except OSError as e:
+            udp.server.server_close()
+            if e.errno != errno.EADDRINUSE or port != 0 or attempt == 19:
+                raise
+            continue
+        break
     udp.start_thread()
-    port = udp.server.server_address[1]
-    tcp = DNSServer(resolver, port=port, address="127.0.0.1", tcp=True, logger=QuietLogger())
     tcp.start_thread()
-    print(f"port={port}", flush=True)
+    print(f"port={chosen}", flush=True)
     threading.Event().wait()
 
 
