@@ -24,8 +24,9 @@ packages=(
   # the DNS server the MX tests start on loopback (python3-dnslib)
   python3-dnslib
   # DANE tests' signed zones (tests/dns/dnssec.py): nsd on its own loopback port, ldns signs,
-  # unbound-host checks; dns-root-data: the root trust anchor of the production config
-  nsd ldnsutils unbound-host dns-root-data
+  # unbound-host checks, unbound validates in front for [dns] trust_ad (the tests start their
+  # own on a free port); dns-root-data: the root trust anchor of the production config
+  nsd ldnsutils unbound-host unbound dns-root-data
   # an independent DKIM verifier for spate's signatures (tests/dkim/verify.py, dkimpy), and the
   # openssl command that makes the tests' keys
   python3-dkim openssl

@@ -469,6 +469,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   TableReader dns(root["dns"].as_table(), "dns", error);
   dns.StringList("nameservers", &c.dns_nameservers);
   dns.String("trust_anchor_file", &c.dns_trust_anchor_file);
+  dns.Bool("trust_ad", &c.dns_trust_ad);
   c.dns_timeout = Seconds(10);
   dns.Duration("timeout", &c.dns_timeout);
   c.dns_max_inflight = 256;
@@ -484,11 +485,23 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     c.dns_max_ttl = c.dns_min_ttl;
   for (const std::string& ns : c.dns_nameservers) {
     socklen_t len = 0;
-    if (!ParseEndpoint(ns, &len)) {
+    auto endpoint = ParseEndpoint(ns, &len);
+    if (!endpoint) {
       dns.Fail("nameservers", "\"" + ns + "\" is not host:port");
       break;
     }
+    // glibc's resolver, which sends the trust_ad queries, takes IPv4 servers with a port.
+    if (c.dns_trust_ad && endpoint->ss_family != AF_INET) {
+      dns.Fail("nameservers", "\"" + ns +
+                                  "\": with trust_ad, an IPv4 address (an IPv6 resolver can "
+                                  "come from /etc/resolv.conf, leaving nameservers empty)");
+      break;
+    }
   }
+  if (c.dns_trust_ad && !c.dns_trust_anchor_file.empty())
+    dns.Fail("trust_ad", "excludes trust_anchor_file: validate here, or trust the resolver's AD");
+  if (c.dns_trust_ad && c.dns_nameservers.size() > 3)
+    dns.Fail("nameservers", "at most 3 with trust_ad (glibc's resolver)");
 
   TableReader suppression(root["suppression"].as_table(), "suppression", error);
   suppression.Bool("enabled", &c.spool_suppression);

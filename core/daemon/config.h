@@ -152,6 +152,8 @@ struct Config {
   std::vector<std::string> dns_nameservers;
   // [dns] trust_anchor_file: DNSSEC validation by libunbound (DANE needs it); "" none.
   std::string dns_trust_anchor_file;
+  // [dns] trust_ad: the nameservers validate, their AD bit says secure (core/dns/stub.h).
+  bool dns_trust_ad = false;
   Seconds dns_timeout{};
   unsigned dns_max_inflight = 0;
   // [dns] how long a domain's route (or a permanent failure) is kept: its records' TTL, within

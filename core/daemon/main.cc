@@ -333,6 +333,16 @@ int Run(int argc, char** argv) {
                  config.dns_trust_anchor_file.c_str(), std::strerror(errno));
     return 2;
   }
+  // [dns] trust_ad: an AD bit is worth only what the path to the resolver is (RFC 4035 §4.9.3).
+  if (config.dns_trust_ad) {
+    for (const std::string& ns : config.dns_nameservers) {
+      if (ns.rfind("127.", 0) != 0)
+        SPATE_LOG(kWarn,
+                  "[dns] trust_ad: nameserver %s is not on loopback; its AD bit is "
+                  "trusted over the network",
+                  ns.c_str());
+    }
+  }
   // [server] max_connections_per_client and [auth] max_failures, counted across all shards
   // (core/server/submission.h).
   server::ClientConnections client_connections(config.max_connections_per_client);

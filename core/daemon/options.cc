@@ -140,6 +140,7 @@ dns::Resolver::Options ResolverOptions(const Config& c) {
   o.timeout = c.dns_timeout;
   o.max_inflight = c.dns_max_inflight;
   o.trust_anchor_file = c.dns_trust_anchor_file;
+  o.trust_ad = c.dns_trust_ad;
   return o;
 }
 

@@ -5,19 +5,18 @@
 
 #include <unbound.h>
 
+#include "core/dns/message.h"
 #include "core/log.h"
 
 namespace spate::dns {
 namespace {
 
-constexpr int kRrMx = 15;  // RFC 1035 §3.2.2
-constexpr int kRrA = 1;
-constexpr int kRrAaaa = 28;  // RFC 3596 §2.1
 constexpr int kClassIn = 1;
 constexpr int kRcodeServFail = 2;
+constexpr int kRcodeNxDomain = 3;
 constexpr int kRcodeRefused = 5;
 
-int RrType(Type type) {
+uint16_t RrType(Type type) {
   switch (type) {
     case Type::kMx:
       return kRrMx;
@@ -26,11 +25,92 @@ int RrType(Type type) {
     case Type::kAaaa:
       return kRrAaaa;
     case Type::kTxt:
-      return 16;  // RFC 1035 §3.3.14
+      return kRrTxt;
     case Type::kTlsa:
-      return 52;  // RFC 6698 §7.1
+      return kRrTlsa;
   }
   return kRrA;
+}
+
+// The records of a positive answer, each rdata as it came: a record that does not parse is
+// left out, and an answer with none that does is an error.
+template <typename Each>
+void FillRecords(Type type, size_t count, Each rdata_at, Answer* a) {
+  size_t bad = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const std::string_view rdata = rdata_at(i);
+    bool ok = false;
+    Address addr;
+    if (type == Type::kMx) {
+      std::optional<MxRecord> mx = ParseMx(rdata);
+      if ((ok = mx.has_value()))
+        a->mx.push_back(std::move(*mx));
+    } else if (type == Type::kTxt) {
+      std::optional<std::string> txt = ParseTxt(rdata);
+      if ((ok = txt.has_value()))
+        a->txt.push_back(std::move(*txt));
+    } else if (type == Type::kTlsa) {
+      ok = true;  // its meaning is the caller's (an unusable record is not malformed DNS)
+      a->rdata.emplace_back(rdata);
+    } else if (type == Type::kA) {
+      std::optional<in_addr> v4 = ParseA(rdata);
+      if ((ok = v4.has_value())) {
+        addr.family = AF_INET;
+        addr.v4 = *v4;
+        a->addresses.push_back(addr);
+      }
+    } else {
+      std::optional<in6_addr> v6 = ParseAaaa(rdata);
+      if ((ok = v6.has_value())) {
+        addr.family = AF_INET6;
+        addr.v6 = *v6;
+        a->addresses.push_back(addr);
+      }
+    }
+    bad += ok ? 0 : 1;
+  }
+  const bool none = a->mx.empty() && a->addresses.empty() && a->txt.empty() && a->rdata.empty();
+  a->status = none ? Status::kError : Status::kOk;
+  if (none || bad != 0)
+    a->error = std::to_string(bad) + " malformed record(s)";
+}
+
+// What a resolver's raw reply (trust_ad) says, as libunbound's results are read below.
+Answer FromReply(std::string_view packet, std::string_view name, Type type) {
+  Answer a;
+  std::optional<Reply> reply = ParseReply(packet, name, RrType(type));
+  if (!reply) {
+    a.status = Status::kError;
+    a.error = "a malformed reply";
+    return a;
+  }
+  if (reply->truncated) {  // res_nsend asks again over TCP; a truncated one here is broken
+    a.status = Status::kError;
+    a.error = "a truncated reply";
+    return a;
+  }
+  a.secure = reply->authentic;
+  if (reply->rcode == kRcodeNxDomain) {
+    a.status = Status::kNxDomain;
+    a.ttl = reply->negative_ttl.value_or(0);
+  } else if (reply->rcode == kRcodeServFail || reply->rcode == kRcodeRefused) {
+    // A validating resolver answers a bogus answer with SERVFAIL (RFC 4035 §5.5).
+    a.status = Status::kServFail;
+    a.secure = false;
+    a.error = reply->rcode == kRcodeRefused ? "refused" : "server failure";
+  } else if (reply->rcode != 0) {
+    a.status = Status::kError;
+    a.secure = false;
+    a.error = "rcode " + std::to_string(reply->rcode);
+  } else if (reply->rdata.empty()) {
+    a.status = Status::kNoData;
+    a.ttl = reply->negative_ttl.value_or(0);
+  } else {
+    a.ttl = reply->ttl;
+    FillRecords(
+        type, reply->rdata.size(), [&](size_t i) { return std::string_view(reply->rdata[i]); }, &a);
+  }
+  return a;
 }
 
 // "127.0.0.1:5300" / "[::1]:5300" -> libunbound's "127.0.0.1@5300" / "::1@5300".
@@ -80,6 +160,21 @@ const char* StatusName(Status status) {
 
 Result<std::unique_ptr<Resolver>> Resolver::Create(Reactor& reactor, const Options& options,
                                                    ResolverStats* stats, std::string* error) {
+  if (options.trust_ad) {
+    if (!options.trust_anchor_file.empty()) {
+      *error = "dns: trust_ad and trust_anchor_file exclude each other";
+      return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+    }
+    Stub::Options so;
+    so.nameservers = options.nameservers;
+    so.timeout = options.timeout;
+    so.threads = std::min(4u, std::max(1u, options.max_inflight));
+    auto stub = Stub::Create(so, error);
+    if (!stub)
+      return Unexpected{stub.error()};
+    return std::unique_ptr<Resolver>(
+        new Resolver(reactor, options, stats, nullptr, std::move(stub).value()));
+  }
   ub_ctx* ctx = ub_ctx_create();
   if (ctx == nullptr) {
     *error = "dns: cannot create a resolver context";
@@ -121,24 +216,33 @@ Result<std::unique_ptr<Resolver>> Resolver::Create(Reactor& reactor, const Optio
     if (int err = ub_ctx_add_ta_file(ctx, options.trust_anchor_file.c_str()); err != 0)
       return fail("trust anchor file " + options.trust_anchor_file, err);
   }
-  return std::unique_ptr<Resolver>(new Resolver(reactor, options, stats, ctx));
+  return std::unique_ptr<Resolver>(new Resolver(reactor, options, stats, ctx, nullptr));
 }
 
-Resolver::Resolver(Reactor& reactor, const Options& options, ResolverStats* stats, ub_ctx* ctx)
-    : reactor_(reactor), options_(options), stats_(stats), ctx_(ctx), fd_(ub_fd(ctx)) {
+Resolver::Resolver(Reactor& reactor, const Options& options, ResolverStats* stats, ub_ctx* ctx,
+                   std::unique_ptr<Stub> stub)
+    : reactor_(reactor),
+      options_(options),
+      stats_(stats),
+      ctx_(ctx),
+      stub_(std::move(stub)),
+      fd_(ctx != nullptr ? ub_fd(ctx) : -1) {
   if (options_.max_inflight == 0)
     options_.max_inflight = 1;
 }
 
 Resolver::~Resolver() {
-  *alive_ = false;  // a poll completion still in the ring finds us gone
+  *alive_ = false;  // a poll completion or a stub's answer still queued finds us gone
+  stub_.reset();    // no stub answer comes after this
   for (auto& [id, q] : inflight_) {
-    ub_cancel(ctx_, q->async_id);
+    if (ctx_ != nullptr)
+      ub_cancel(ctx_, q->async_id);
     reactor_.CancelTimer(q->timer);
   }
   inflight_.clear();
   waiting_.clear();
-  ub_ctx_delete(ctx_);  // stops libunbound's thread
+  if (ctx_ != nullptr)
+    ub_ctx_delete(ctx_);  // stops libunbound's thread
 }
 
 void Resolver::Lookup(std::string_view name, Type type, Done done) {
@@ -159,26 +263,69 @@ void Resolver::Start(std::unique_ptr<Query> q) {
   Query* raw = q.get();
   const uint64_t id = q->id;
   inflight_.emplace(id, std::move(q));
+  if (stub_ != nullptr) {
+    StartStub(raw);
+    return;
+  }
   int err = ub_resolve_async(ctx_, raw->name.c_str(), RrType(raw->type), kClassIn, raw,
                              &Resolver::OnResult, &raw->async_id);
   if (err != 0) {
-    Answer a;
-    a.status = Status::kError;
-    a.error = ub_strerror(err);
-    // Never inside Lookup(): the caller hears of it from the loop.
-    reactor_.Post([this, id, a = std::move(a), alive = alive_]() mutable {
-      if (*alive)
-        Finish(id, std::move(a));
-    });
+    FailLater(id, ub_strerror(err));
     return;
   }
+  ArmTimeout(raw);
+  ArmPoll();
+}
+
+void Resolver::StartStub(Query* q) {
+  const uint64_t id = q->id;
+  // The message id: random, as RFC 5452 §4.3 asks, though the path is loopback.
+  const std::string query = BuildQuery(static_cast<uint16_t>(random_()), q->name, RrType(q->type));
+  if (query.empty()) {
+    FailLater(id, "not a valid name");
+    return;
+  }
+  ArmTimeout(q);
+  // The answer comes on a stub thread; it is read on the reactor's.
+  stub_->Send(query, [this, id, name = q->name, type = q->type, alive = alive_](
+                         std::string reply, std::string error, bool timed_out) mutable {
+    reactor_.Post([this, id, name = std::move(name), type, reply = std::move(reply),
+                   error = std::move(error), timed_out, alive = std::move(alive)]() mutable {
+      if (!*alive)
+        return;
+      Answer a;
+      if (!reply.empty()) {
+        a = FromReply(reply, name, type);
+      } else {
+        a.status = timed_out ? Status::kTimeout : Status::kError;
+        a.error = std::move(error);
+      }
+      Finish(id, std::move(a));
+    });
+  });
+}
+
+void Resolver::FailLater(uint64_t id, std::string error) {
+  Answer a;
+  a.status = Status::kError;
+  a.error = std::move(error);
+  // Never inside Lookup(): the caller hears of it from the loop.
+  reactor_.Post([this, id, a = std::move(a), alive = alive_]() mutable {
+    if (*alive)
+      Finish(id, std::move(a));
+  });
+}
+
+void Resolver::ArmTimeout(Query* q) {
+  const uint64_t id = q->id;
   const auto timeout = std::chrono::duration_cast<Reactor::Clock::duration>(options_.timeout);
-  raw->timer = reactor_.AddTimer(reactor_.now() + timeout, [this, id] {
+  q->timer = reactor_.AddTimer(reactor_.now() + timeout, [this, id] {
     auto it = inflight_.find(id);
     if (it == inflight_.end())
       return;
     it->second->timer = {};
-    ub_cancel(ctx_, it->second->async_id);
+    if (ctx_ != nullptr)
+      ub_cancel(ctx_, it->second->async_id);
     if (stats_ != nullptr)
       stats_->timeouts.Add();
     Answer a;
@@ -186,11 +333,10 @@ void Resolver::Start(std::unique_ptr<Query> q) {
     a.error = "no answer within the timeout";
     Finish(id, std::move(a));
   });
-  ArmPoll();
 }
 
 void Resolver::ArmPoll() {
-  if (poll_armed_ || inflight_.empty())
+  if (ctx_ == nullptr || poll_armed_ || inflight_.empty())
     return;
   poll_armed_ = true;
   reactor_.PollIn(fd_, [this, alive = alive_](int) {
@@ -228,44 +374,15 @@ void Resolver::OnResult(void* mydata, int err, ub_result* result) {
     } else if (!result->havedata) {
       a.status = Status::kNoData;
     } else {
-      size_t bad = 0;
-      for (int i = 0; result->data[i] != nullptr; ++i) {
-        const std::string_view rdata(result->data[i], static_cast<size_t>(result->len[i]));
-        bool ok = false;
-        Address addr;
-        if (q->type == Type::kMx) {
-          std::optional<MxRecord> mx = ParseMx(rdata);
-          if ((ok = mx.has_value()))
-            a.mx.push_back(std::move(*mx));
-        } else if (q->type == Type::kTxt) {
-          std::optional<std::string> txt = ParseTxt(rdata);
-          if ((ok = txt.has_value()))
-            a.txt.push_back(std::move(*txt));
-        } else if (q->type == Type::kTlsa) {
-          ok = true;  // its meaning is the caller's (an unusable record is not malformed DNS)
-          a.rdata.emplace_back(rdata);
-        } else if (q->type == Type::kA) {
-          std::optional<in_addr> v4 = ParseA(rdata);
-          if ((ok = v4.has_value())) {
-            addr.family = AF_INET;
-            addr.v4 = *v4;
-            a.addresses.push_back(addr);
-          }
-        } else {
-          std::optional<in6_addr> v6 = ParseAaaa(rdata);
-          if ((ok = v6.has_value())) {
-            addr.family = AF_INET6;
-            addr.v6 = *v6;
-            a.addresses.push_back(addr);
-          }
-        }
-        bad += ok ? 0 : 1;
-      }
-      // A record that does not parse is left out; an answer with none that does is an error.
-      const bool none = a.mx.empty() && a.addresses.empty() && a.txt.empty() && a.rdata.empty();
-      a.status = none ? Status::kError : Status::kOk;
-      if (none || bad != 0)
-        a.error = std::to_string(bad) + " malformed record(s)";
+      size_t count = 0;
+      while (result->data[count] != nullptr)
+        ++count;
+      FillRecords(
+          q->type, count,
+          [&](size_t i) {
+            return std::string_view(result->data[i], static_cast<size_t>(result->len[i]));
+          },
+          &a);
     }
   }
   if (result != nullptr)

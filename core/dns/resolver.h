@@ -2,16 +2,19 @@
 //
 // Resolver is a shard's DNS: asynchronous lookups through libunbound, whose answers come back on
 // the shard's reactor thread. libunbound does the network work, the caching (with the records'
-// TTLs, and negative answers) and, later, DNSSEC validation on a thread of its own; it signals
-// results on a descriptor that the reactor polls (io_uring), and the callbacks run from there.
-// Nothing on the reactor blocks. Each lookup has a timeout of ours on top of libunbound's own
-// retries, and at most max_inflight run at once (more wait their turn, in order).
-// Threading: one per shard, used on its reactor thread only.
+// TTLs, and negative answers) and DNSSEC validation (with trust anchors) on a thread of its own;
+// it signals results on a descriptor that the reactor polls (io_uring), and the callbacks run
+// from there. With Options::trust_ad the lookups go instead straight to the configured
+// resolvers (core/dns/stub.h, message.h), which must validate: their AD bit is what makes an
+// answer secure, and their cache is the only one. Nothing on the reactor blocks. Each lookup has a
+// timeout of ours on top of libunbound's own retries, and at most max_inflight run at once (more
+// wait their turn, in order). Threading: one per shard, used on its reactor thread only.
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <random>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -21,6 +24,7 @@
 
 #include "core/clock.h"
 #include "core/counter.h"
+#include "core/dns/stub.h"
 #include "core/dns/wire.h"
 #include "core/reactor.h"
 #include "core/result.h"
@@ -80,6 +84,10 @@ class Resolver {
     // DNSSEC trust anchors (DS or DNSKEY lines in zone-file form, e.g. Debian's dns-root-data
     // /usr/share/dns/root.key); "": no validation, nothing is secure.
     std::string trust_anchor_file;
+    // Trust the AD bit of `nameservers`, which must be validating resolvers over a secure path
+    // (on loopback: RFC 4035 §4.9.3), instead of validating here: no libunbound, no cache of
+    // ours. Excludes trust_anchor_file.
+    bool trust_ad = false;
   };
   using Done = UniqueFunction<void(Answer&&)>;
 
@@ -106,8 +114,12 @@ class Resolver {
     Reactor::TimerId timer;
   };
 
-  Resolver(Reactor& reactor, const Options& options, ResolverStats* stats, ub_ctx* ctx);
+  Resolver(Reactor& reactor, const Options& options, ResolverStats* stats, ub_ctx* ctx,
+           std::unique_ptr<Stub> stub);
   void Start(std::unique_ptr<Query> q);
+  void StartStub(Query* q);
+  void ArmTimeout(Query* q);
+  void FailLater(uint64_t id, std::string error);
   void Finish(uint64_t id, Answer&& answer);
   void ArmPoll();
   static void OnResult(void* mydata, int err, ub_result* result);
@@ -115,11 +127,13 @@ class Resolver {
   Reactor& reactor_;
   Options options_;
   ResolverStats* stats_;
-  ub_ctx* ctx_;
+  ub_ctx* ctx_;                 // null with trust_ad
+  std::unique_ptr<Stub> stub_;  // with trust_ad only
   int fd_ = -1;
   bool poll_armed_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   uint64_t next_id_ = 1;
+  std::minstd_rand random_{std::random_device{}()};
   std::unordered_map<uint64_t, std::unique_ptr<Query>> inflight_;
   std::deque<std::unique_ptr<Query>> waiting_;
 };

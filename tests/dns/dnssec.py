@@ -9,6 +9,7 @@ Use: z = SignedZones(workdir, {"dane.test": [...records...], "plain.test": [...]
      ... point a validating resolver at 127.0.0.1@z.port (as a forwarder: nsd answers RD=1
      queries for its own zones authoritatively, DNSKEY at each signed apex), with
      z.trust_anchor_file ... ; z.stop()
+Validator: a validating unbound in front of them, for spate's [dns] trust_ad (package unbound).
 Needs the packages nsd and ldnsutils; the standard library only (any python3 may import it).
 """
 import base64
@@ -171,6 +172,87 @@ remote-control:
                 return f.read()
         except OSError:
             return "(no nsd.log)"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class Validator:
+    """A validating unbound (Debian's unbound) on a free 127.0.0.1 port, holding the zones'
+    trust anchors and forwarding everything to their nsd: what [dns] trust_ad expects in front
+    of spate, a local resolver whose AD bit says validated and which answers SERVFAIL for
+    bogus data (RFC 4035 §5.5). Use: v = Validator(workdir, zones); 127.0.0.1:v.port; v.stop()
+    """
+
+    def __init__(self, workdir, zones):
+        self.dir = os.path.abspath(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = None
+        for _ in range(5):
+            self.port = _free_udp_port()
+            conf = os.path.join(self.dir, "unbound.conf")
+            with open(conf, "w") as f:
+                f.write(f"""server:
+    interface: 127.0.0.1@{self.port}
+    port: {self.port}
+    do-ip6: no
+    num-threads: 1
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{self.dir}"
+    pidfile: ""
+    use-syslog: no
+    logfile: "{self.dir}/unbound.log"
+    verbosity: 1
+    do-not-query-localhost: no
+    module-config: "validator iterator"
+    trust-anchor-file: "{zones.trust_anchor_file}"
+    val-log-level: 2
+    local-zone: "test." transparent
+    access-control: 127.0.0.0/8 allow
+remote-control:
+    control-enable: no
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@{zones.port}
+""")
+            self.proc = subprocess.Popen(["unbound", "-d", "-c", conf], cwd=self.dir,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._wait_ready(10):
+                return
+            self.stop()
+        raise AssertionError("unbound did not start: " + self._log())
+
+    def _wait_ready(self, timeout):
+        """True once unbound answers (any reply to a query for the root's SOA)."""
+        deadline = time.monotonic() + timeout
+        query = _soa_query("test.")
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(0.2)
+                try:
+                    s.sendto(query, ("127.0.0.1", self.port))
+                    s.recv(4096)
+                    return True
+                except OSError:
+                    time.sleep(0.05)
+        return False
+
+    def _log(self):
+        try:
+            with open(os.path.join(self.dir, "unbound.log")) as f:
+                return f.read()
+        except OSError:
+            return "(no unbound.log)"
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

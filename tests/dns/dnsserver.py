@@ -7,7 +7,8 @@ to stdout as "query <name> <type>" (a test counts them: what a cache saved).
 Zone file: {"records": [["mail.test.", "MX", 3600, "10 mx1.mail.test."],
                         ["mx1.mail.test.", "A", 3600, "127.0.0.2"], ...],
             "servfail": ["broken.test."],   # answered SERVFAIL
-            "drop": ["slow.test."]}         # never answered (a timeout)
+            "drop": ["slow.test."],         # never answered (a timeout)
+            "authentic": ["mail.test."]}    # answered with the AD bit (as if validated)
 A name with no record of any type is NXDOMAIN; one with records of other types only, NODATA.
 
 Usage: dnsserver.py ZONE_FILE [--port N]   (port 0, the default: any free port)
@@ -42,6 +43,7 @@ class ZoneResolver(BaseResolver):
         self.records = records
         self.servfail = {n.lower() for n in zone.get("servfail", [])}
         self.drop = {n.lower() for n in zone.get("drop", [])}
+        self.authentic = {n.lower() for n in zone.get("authentic", [])}
         self.mtime = mtime
 
     def resolve(self, request, handler):
@@ -52,6 +54,7 @@ class ZoneResolver(BaseResolver):
             print(f"query {str(qname).lower()} {qtype}", flush=True)
             reply = request.reply()
             name = str(qname).lower()
+            reply.header.ad = 1 if name in self.authentic else 0
             if name in self.drop:
                 return None  # dnslib sends nothing
             if name in self.servfail:

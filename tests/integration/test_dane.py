@@ -19,7 +19,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "dns"))
 import harness  # noqa: E402
-from dnssec import SignedZones  # noqa: E402
+from dnssec import SignedZones, Validator  # noqa: E402
 from tls_sink import CERT, TlsSink  # noqa: E402
 
 
@@ -35,7 +35,10 @@ def spki_sha256(cert):
 class Dane(unittest.TestCase):
     def setUp(self):
         self.dir = harness.tempdir()
+        # Cleanups, not tearDown: they run when setUp itself fails halfway, too.
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.sink = TlsSink("127.0.0.3", mode="starttls")
+        self.addCleanup(self.sink.stop)
         port = self.sink.port
         good = spki_sha256(CERT)
         wrong = hashlib.sha256(b"another key").hexdigest()
@@ -65,19 +68,23 @@ class Dane(unittest.TestCase):
         self.zones = SignedZones(os.path.join(self.dir, "dns"),
                                  {"dane.test": signed, "plain.test": plain}, signed={"dane.test"},
                                  bogus={f"_{port}._tcp.mxbogus.dane.test.": "TLSA"})
+        self.addCleanup(self.zones.stop)
         self.spate = harness.Spate(
             self.dir, {}, shards=2, log_deliveries=True,
             delivery={"mx_port": port, "prohibited_networks": [], "retry_base": "1s",
                       "retry_max": "1s", "tls_ca_file": CERT},
-            dns={"nameservers": [f"127.0.0.1:{self.zones.port}"], "timeout": "2s",
-                 "trust_anchor_file": self.zones.trust_anchor_file})
+            dns=self.dns_config())
+        self.addCleanup(self.spate.stop)
         self.spate.start()
 
-    def tearDown(self):
-        self.spate.stop()
-        self.sink.stop()
-        self.zones.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    # How the bogus TLSA lookup's failure reads in the log.
+    bogus_failure = "failed (bogus"
+
+    def dns_config(self):
+        """spate's libunbound validates, from the zones' trust anchors."""
+        return {"nameservers": [f"127.0.0.1:{self.zones.port}"], "timeout": "2s",
+                "trust_anchor_file": self.zones.trust_anchor_file}
+
 
     def send(self, rcpt):
         with smtplib.SMTP("127.0.0.1", self.spate.smtp_port, timeout=30) as smtp:
@@ -109,7 +116,7 @@ class Dane(unittest.TestCase):
         self.assertEqual(self.delivered("u@bogus.dane.test"), [], "never in plaintext")
         log = self.spate.read_log()
         self.assertIn("DANE: no TLSA record matches the server's certificate", log)
-        self.assertIn("the TLSA lookup of mxbogus.dane.test failed (bogus", log)
+        self.assertIn("the TLSA lookup of mxbogus.dane.test " + self.bogus_failure, log)
         self.assertGreaterEqual(m("spate_tls_policy_total", domain="ee.dane.test", policy="dane",
                                   result="ok"), 1)
         def records():
@@ -135,6 +142,32 @@ class Dane(unittest.TestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 2)
         self.assertIn("[dns] trust_anchor_file /nonexistent/root.key", r.stderr)
+
+
+class DaneTrustAd(Dane):
+    """The same cases with [dns] trust_ad: a validating unbound on loopback holds the trust
+    anchors, and spate, without any, takes its AD bit as secure; a bogus TLSA RRset reaches
+    spate as the validator's SERVFAIL."""
+
+    bogus_failure = "failed (servfail"
+
+    def dns_config(self):
+        validator = Validator(os.path.join(self.dir, "unbound"), self.zones)
+        self.addCleanup(validator.stop)
+        return {"nameservers": [f"127.0.0.1:{validator.port}"], "timeout": "2s",
+                "trust_ad": True}
+
+    def test_a_missing_trust_anchor_file_stops_the_start_naming_it(self):
+        self.skipTest("no trust anchors with trust_ad")
+
+    def test_trust_ad_with_trust_anchors_is_refused(self):
+        config = os.path.join(self.dir, "bad.toml")
+        with open(config, "w") as f:
+            f.write('[dns]\ntrust_ad = true\ntrust_anchor_file = "/usr/share/dns/root.key"\n')
+        r = subprocess.run([harness.SPATE, "--config", config, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("trust_ad", r.stderr)
 
 
 if __name__ == "__main__":

@@ -200,6 +200,7 @@ TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
   EXPECT_EQ(a.admin_token_file, b.admin_token_file);
   EXPECT_EQ(a.inject_enabled, b.inject_enabled);
   EXPECT_EQ(a.dns_trust_anchor_file, b.dns_trust_anchor_file);
+  EXPECT_EQ(a.dns_trust_ad, b.dns_trust_ad);
   EXPECT_EQ(a.mta_sts_enabled, b.mta_sts_enabled);
   EXPECT_EQ(a.mta_sts_port, b.mta_sts_port);
   EXPECT_EQ(a.mta_sts_ca_file, b.mta_sts_ca_file);
@@ -430,6 +431,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"BodyMemoryWord", "[delivery]\nmax_body_memory = \"lots\"\n", "max_body_memory"},
         BadConfig{"NameserverWithoutPort", "[dns]\nnameservers = [\"127.0.0.1\"]\n", "nameservers"},
         BadConfig{"UnknownDnsKey", "[dns]\nservers = []\n", "servers"},
+        BadConfig{"TrustAdWithAnchors",
+                  "[dns]\ntrust_ad = true\ntrust_anchor_file = \"/usr/share/dns/root.key\"\n",
+                  "trust_ad"},
+        BadConfig{"TrustAdIpv6Nameserver", "[dns]\ntrust_ad = true\nnameservers = [\"[::1]:53\"]\n",
+                  "[::1]:53"},
+        BadConfig{"TrustAdFourNameservers",
+                  "[dns]\ntrust_ad = true\nnameservers = [\"127.0.0.1:53\", \"127.0.0.2:53\", "
+                  "\"127.0.0.3:53\", \"127.0.0.4:53\"]\n",
+                  "at most 3"},
         BadConfig{"CampaignPriorityTooHigh", "[campaigns.\"x\"]\npriority = 10\n",
                   "[campaigns.\"x\"] priority"},
         BadConfig{"CampaignPriorityTooLow", "[campaigns.\"x\"]\npriority = -10\n",

@@ -200,10 +200,12 @@ const char* kZone = R"({
     ["_25._tcp.mx1.mail.test.", "TLSA", 300, "3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"]
   ],
   "servfail": ["broken.test."],
-  "drop": ["slow.test."]
+  "drop": ["slow.test."],
+  "authentic": ["mail.test."]
 })";
 
-class ResolverTest : public ::testing::Test {
+// Both backends: libunbound (false) and, with trust_ad, queries of spate's own (true).
+class ResolverTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     ASSERT_GT(server_.port(), 0) << "the DNS server did not start (python3-dnslib?)";
@@ -217,6 +219,7 @@ class ResolverTest : public ::testing::Test {
     o.nameservers = {"127.0.0.1:" + std::to_string(server_.port())};
     o.timeout = timeout;
     o.max_inflight = max_inflight;
+    o.trust_ad = GetParam();
     std::string error;
     auto resolver = Resolver::Create(*reactor_, o, &stats_, &error);
     EXPECT_TRUE(resolver.has_value()) << error;
@@ -248,7 +251,7 @@ std::string Text(const Address& a) {
   return buf;
 }
 
-TEST_F(ResolverTest, MxAndAddressesAndTheirTtl) {
+TEST_P(ResolverTest, MxAndAddressesAndTheirTtl) {
   auto r = Make();
   ASSERT_NE(r, nullptr);
   Answer mx = Ask(*r, "mail.test", Type::kMx);
@@ -271,7 +274,7 @@ TEST_F(ResolverTest, MxAndAddressesAndTheirTtl) {
 }
 
 // MTA-STS's TXT (each record's strings joined, RFC 8461 §3.1) and DANE's TLSA (raw rdata).
-TEST_F(ResolverTest, TxtRecordsJoinTheirStringsAndTlsaComesRaw) {
+TEST_P(ResolverTest, TxtRecordsJoinTheirStringsAndTlsaComesRaw) {
   auto r = Make();
   ASSERT_NE(r, nullptr);
   Answer txt = Ask(*r, "_mta-sts.mail.test", Type::kTxt);
@@ -288,7 +291,7 @@ TEST_F(ResolverTest, TxtRecordsJoinTheirStringsAndTlsaComesRaw) {
   EXPECT_EQ(stats_.lookups[static_cast<int>(Type::kTxt)][static_cast<int>(Status::kOk)].Get(), 1u);
 }
 
-TEST_F(ResolverTest, NullMxNxDomainNoDataServFail) {
+TEST_P(ResolverTest, NullMxNxDomainNoDataServFail) {
   auto r = Make();
   ASSERT_NE(r, nullptr);
   Answer null_mx = Ask(*r, "nomail.test", Type::kMx);
@@ -300,7 +303,7 @@ TEST_F(ResolverTest, NullMxNxDomainNoDataServFail) {
   EXPECT_EQ(Ask(*r, "broken.test", Type::kMx).status, Status::kServFail);
 }
 
-TEST_F(ResolverTest, ASilentServerIsATimeoutOfOurs) {
+TEST_P(ResolverTest, ASilentServerIsATimeoutOfOurs) {
   auto r = Make(Seconds(0.5));
   ASSERT_NE(r, nullptr);
   const auto start = std::chrono::steady_clock::now();
@@ -314,15 +317,45 @@ TEST_F(ResolverTest, ASilentServerIsATimeoutOfOurs) {
   EXPECT_EQ(Ask(*r, "mail.test", Type::kMx).status, Status::kOk);
 }
 
-TEST_F(ResolverTest, AnswersAreCachedForTheirTtl) {
+TEST_P(ResolverTest, AnswersAreCachedForTheirTtl) {
   auto r = Make();
   ASSERT_NE(r, nullptr);
   ASSERT_EQ(Ask(*r, "mail.test", Type::kMx).status, Status::kOk);
   ASSERT_EQ(Ask(*r, "mail.test", Type::kMx).status, Status::kOk);
-  EXPECT_EQ(server_.Queries("mail.test.", "MX"), 1) << "the second came from the cache";
+  // With trust_ad the local resolver's cache is the only one (spate keeps routes, not answers).
+  EXPECT_EQ(server_.Queries("mail.test.", "MX"), GetParam() ? 2 : 1)
+      << "libunbound's second came from its cache";
 }
 
-TEST_F(ResolverTest, AtMostMaxInflightAtOnceTheRestInOrder) {
+// The server sets AD for mail.test. With trust_ad that makes the answer secure; libunbound,
+// without trust anchors, validates nothing and drops the bit, whatever the upstream says.
+TEST_P(ResolverTest, TheAdBitCountsWithTrustAdOnly) {
+  auto r = Make();
+  ASSERT_NE(r, nullptr);
+  Answer mx = Ask(*r, "mail.test", Type::kMx);
+  ASSERT_EQ(mx.status, Status::kOk) << mx.error;
+  EXPECT_EQ(mx.secure, GetParam());
+  Answer a = Ask(*r, "mx1.mail.test", Type::kA);
+  ASSERT_EQ(a.status, Status::kOk) << a.error;
+  EXPECT_FALSE(a.secure) << "no AD bit, not secure";
+}
+
+TEST(ResolverTrustAdTest, ExcludesTrustAnchorsAndTakesIpv4ServersOnly) {
+  auto reactor = Reactor::Create(8);
+  ASSERT_TRUE(reactor.has_value());
+  Resolver::Options o;
+  o.trust_ad = true;
+  o.trust_anchor_file = "/usr/share/dns/root.key";
+  std::string error;
+  EXPECT_FALSE(Resolver::Create(**reactor, o, nullptr, &error).has_value());
+  EXPECT_NE(error.find("trust_anchor_file"), std::string::npos) << error;
+  o.trust_anchor_file.clear();
+  o.nameservers = {"[::1]:53"};
+  EXPECT_FALSE(Resolver::Create(**reactor, o, nullptr, &error).has_value());
+  EXPECT_NE(error.find("[::1]:53"), std::string::npos) << error;
+}
+
+TEST_P(ResolverTest, AtMostMaxInflightAtOnceTheRestInOrder) {
   auto r = Make(Seconds(5), 1);
   ASSERT_NE(r, nullptr);
   std::vector<std::string> order;
@@ -336,9 +369,15 @@ TEST_F(ResolverTest, AtMostMaxInflightAtOnceTheRestInOrder) {
   EXPECT_EQ(order, (std::vector<std::string>{"mail.test", "nomail.test", "nowhere.test"}));
 }
 
-TEST_F(ResolverTest, ABadNameserverIsAnErrorAtCreate) {
+INSTANTIATE_TEST_SUITE_P(Backends, ResolverTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "TrustAd" : "Libunbound";
+                         });
+
+TEST_P(ResolverTest, ABadNameserverIsAnErrorAtCreate) {
   Resolver::Options o;
   o.nameservers = {"127.0.0.1"};
+  o.trust_ad = GetParam();
   std::string error;
   auto r = Resolver::Create(*reactor_, o, nullptr, &error);
   EXPECT_FALSE(r.has_value());
