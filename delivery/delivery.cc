@@ -78,6 +78,7 @@ struct Delivery::Impl final : public Engine {
   const Options& options() const override { return options_; }
   Stats& stats() override { return stats_; }
   const tls::TlsContext* tls_context() const override { return tls_context_; }
+  tlsrpt::Reports* tls_reports() override { return tls_reports_; }
   bool shutting_down() const override { return shutting_down_; }
   void Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply, Outcomes* outcomes,
               const Peer* peer = nullptr) override;
@@ -171,6 +172,7 @@ struct Delivery::Impl final : public Engine {
   SiteOwners* owners_ = nullptr;
   ShardId self_ = 0;
   const tls::TlsContext* tls_context_ = nullptr;
+  tlsrpt::Reports* tls_reports_ = nullptr;
   std::shared_ptr<const Shaping> shaping_;
   ProviderLimits own_provider_limits_;
   QueueAges* ages_ = nullptr;
@@ -946,6 +948,10 @@ void Delivery::SetSiteOwners(SiteOwners* owners, ShardId self) {
 
 void Delivery::SetTlsContext(const tls::TlsContext* context) {
   impl_->tls_context_ = context;
+}
+
+void Delivery::SetTlsReports(tlsrpt::Reports* reports) {
+  impl_->tls_reports_ = reports;
 }
 
 void Delivery::SetAccounting(Accounting* accounting) {

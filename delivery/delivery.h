@@ -45,6 +45,9 @@ class TlsContext;
 namespace spate::delivery {
 
 class Accounting;
+namespace tlsrpt {
+class Reports;
+}
 
 // Hands a routed job to the shard that owns its site (the Dispatcher, which knows every shard).
 class SiteOwners {
@@ -69,6 +72,8 @@ class Delivery : public Service {
   void SetTlsContext(const tls::TlsContext* context);
   // Where every outcome's record goes (null: none); borrowed, called on this shard.
   void SetAccounting(Accounting* accounting);
+  // Where TLS sessions under a destination's policy are counted (TLSRPT; null: nowhere).
+  void SetTlsReports(tlsrpt::Reports* reports);
 
   // A job for `domain` (lower case), owned by this shard: held until job.due_ms, then delivered.
   void Enqueue(const std::string& domain, Job&& job);

@@ -264,10 +264,28 @@ void StsPolicies::OnAddress(const std::string& domain, dns::Answer&& a) {
 
 void StsPolicies::Fetched(const std::string& domain, bool ok, std::string body, std::string error) {
   auto policy = std::make_shared<sts::Policy>();
+  // A failed fetch is a policy failure for TLSRPT (RFC 8460 §4.3.2.2): the certificate of the
+  // policy host, a policy that does not parse, or any other failure to fetch it.
+  auto report = [&](const StsPolicyRef& cached, bool fetched) {
+    if (options_.reports == nullptr)
+      return;
+    const tlsrpt::ResultType type = fetched ? tlsrpt::ResultType::kStsPolicyInvalid
+                                    : error.find("certificate verify failed") != std::string::npos
+                                        ? tlsrpt::ResultType::kStsWebpkiInvalid
+                                        : tlsrpt::ResultType::kStsPolicyFetchError;
+    options_.reports->Fail(
+        domain, tlsrpt::PolicyType::kSts, "",
+        [&cached](tlsrpt::PolicyReport* r) {
+          if (cached != nullptr)
+            tlsrpt::DescribeSts(*cached, r);
+        },
+        tlsrpt::Failure{type, "", sts::PolicyHost(domain), "", error});
+  };
   if (auto r = refreshing_.find(domain); r != refreshing_.end()) {
     // In the background: a new policy goes in force; a failure leaves the cached one.
     const std::string id = r->second.second;
     refreshing_.erase(r);
+    const bool fetched = ok;
     if (ok && sts::ParsePolicy(body, policy.get(), &error)) {
       if (stats_ != nullptr)
         stats_->fetches_ok.Add();
@@ -281,6 +299,8 @@ void StsPolicies::Fetched(const std::string& domain, bool ok, std::string body, 
                 "mta-sts: %s: the new policy (id %s) could not be fetched: %s; the cached "
                 "one stays in force",
                 domain.c_str(), id.c_str(), error.c_str());
+      const std::optional<StsCache::Entry> cached = cache_.Get(domain, reactor_.wall_ms());
+      report(cached ? cached->policy : nullptr, fetched);
     }
     return;
   }
@@ -289,9 +309,11 @@ void StsPolicies::Fetched(const std::string& domain, bool ok, std::string body, 
     return;
   Waiting& w = it->second;
   w.fetch = nullptr;
+  const bool fetched = ok;
   if (ok && !sts::ParsePolicy(body, policy.get(), &error))
     ok = false;
   if (!ok) {
+    report(w.cached ? w.cached->policy : nullptr, fetched);
     if (stats_ != nullptr)
       stats_->fetches_failed.Add();
     SPATE_LOG(kWarn, "mta-sts: %s: the policy (id %s) could not be fetched: %s; %s", domain.c_str(),

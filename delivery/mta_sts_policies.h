@@ -37,6 +37,7 @@
 #include "core/task.h"
 #include "core/tls/tls.h"
 #include "delivery/mta_sts.h"
+#include "delivery/tlsrpt.h"
 
 namespace spate::delivery {
 
@@ -90,6 +91,8 @@ class StsPolicies final : public TlsPolicySource {
     const tls::TlsContext* https = nullptr;
     uint16_t port = 443;  // RFC 8461 §3.3; another for tests
     Seconds fetch_timeout{10};
+    // TLSRPT (RFC 8460 §4.3.2.2): failed fetches are counted there. Null: not reported.
+    tlsrpt::Reports* reports = nullptr;
   };
 
   // `resolver` and `cache` borrowed; the resolver must outlive this (mx_routing.h keeps both).

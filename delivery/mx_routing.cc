@@ -114,9 +114,11 @@ void MxRouting::Complete(const std::string& domain, std::shared_ptr<Route> route
   if (policy != nullptr && !route->failure && !route->dane) {
     if (policy->mode == sts::Policy::Mode::kTesting) {
       route->mta_sts = "testing";
+      route->sts_policy = p.policy;
     } else if (policy->mode == sts::Policy::Mode::kEnforce) {
       // RFC 8461 §4.1: only the MX hosts the policy names; §5: none of them, no delivery.
       route->mta_sts = "enforce";
+      route->sts_policy = p.policy;
       std::vector<Endpoint> hosts;
       std::vector<std::string> names;
       for (size_t i = 0; i < route->hosts.size(); ++i) {
@@ -124,6 +126,14 @@ void MxRouting::Complete(const std::string& domain, std::shared_ptr<Route> route
         if (sts::PolicyAllows(*policy, name)) {
           hosts.push_back(route->hosts[i]);
           names.push_back(name);
+        } else if (reports_ != nullptr) {
+          // A host the policy does not name is never tried: a failed session for TLSRPT.
+          reports_->Fail(
+              domain, tlsrpt::PolicyType::kSts, "",
+              [policy](tlsrpt::PolicyReport* r) { tlsrpt::DescribeSts(*policy, r); },
+              tlsrpt::Failure{tlsrpt::ResultType::kValidationFailure, "", name,
+                              tlsrpt::IpOf(route->hosts[i].addr),
+                              "the MX host does not match the policy's mx patterns"});
         }
       }
       if (hosts.empty()) {
@@ -241,6 +251,14 @@ void MxRouting::Plan(const std::string& domain) {
         SPATE_LOG(kWarn, "dane: %s: the TLSA lookup of %s failed (%s%s%s): the host is not used",
                   domain.c_str(), p.hosts.names[i].c_str(), dns::StatusName(t.status),
                   t.error.empty() ? "" : ": ", t.error.c_str());
+        if (reports_ != nullptr) {
+          const std::string& host = p.hosts.names[i];
+          reports_->Fail(
+              domain, tlsrpt::PolicyType::kTlsa, host,
+              [&host](tlsrpt::PolicyReport* r) { tlsrpt::DescribeTlsa(host, nullptr, r); },
+              tlsrpt::Failure{tlsrpt::ResultType::kDnssecInvalid, "", host, "",
+                              std::string("TLSA lookup: ") + dns::StatusName(t.status)});
+        }
       }
     }
   }

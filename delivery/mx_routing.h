@@ -25,6 +25,7 @@
 #include "delivery/mta_sts_policies.h"
 #include "delivery/mx.h"
 #include "delivery/routing.h"
+#include "delivery/tlsrpt.h"
 
 namespace spate::delivery {
 
@@ -62,6 +63,9 @@ class MxRouting final : public Routing {
   // hosts and sets its TLS requirement. Set before the first Resolve(); owned here, gone before
   // the resolver.
   void SetTlsPolicySource(std::unique_ptr<TlsPolicySource> source) { sts_ = std::move(source); }
+  // TLSRPT (RFC 8460): the policy failures routing finds (a failed TLSA lookup, no MX host
+  // an MTA-STS policy allows) are counted there. Null: not reported.
+  void SetTlsReports(tlsrpt::Reports* reports) { reports_ = reports; }
   dns::Resolver& resolver() { return *resolver_; }
 
   void Resolve(std::string_view domain, Done done) override;
@@ -98,6 +102,7 @@ class MxRouting final : public Routing {
   std::deque<std::string> cache_order_;  // insertion order, for the bound
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
   MxRoutingStats* stats_;
+  tlsrpt::Reports* reports_ = nullptr;
   std::unique_ptr<TlsPolicySource> sts_;
 };
 

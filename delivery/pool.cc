@@ -224,10 +224,21 @@ class ClientConnection final : public Connection {
               .ForDomain(site_.policy().domain)
               .tls_policy[kTlsPolicyDane][kTlsResultMismatch]
               .Add();
-          TlsFailed("DANE: no TLSA record matches the server's certificate (" + v.detail + ")");
+          const std::string why =
+              "DANE: no TLSA record matches the server's certificate (" + v.detail + ")";
+          ReportTls(tlsrpt::Failure{tlsrpt::ResultType::kValidationFailure, {}, {}, {}, why});
+          TlsFailed(why);
           return;
         }
         peer_.dane = true;
+      } else if (tls_mode_.dane != nullptr) {
+        // Records, none usable for SMTP: TLS without authentication (RFC 7672 §2.2), and the
+        // domain hears of its records (RFC 8460 §4.3.2.1).
+        ReportTls(tlsrpt::Failure{tlsrpt::ResultType::kTlsaInvalid,
+                                  {},
+                                  {},
+                                  {},
+                                  "no TLSA record usable for SMTP (RFC 7672 §3.1)"});
       }
       if (sts_testing_) {
         if (const std::string why = tls_->VerifyFailure(); !why.empty()) {
@@ -237,8 +248,11 @@ class ClientConnection final : public Connection {
               .Add();
           SPATE_LOG(kInfo, "mta-sts: %s: testing policy: %s would fail verification (%s); sent",
                     site_.name().c_str(), host_.text.c_str(), why.c_str());
+          ReportTls(
+              tlsrpt::Failure{tlsrpt::FromCertProblem(tls_->cert_problem()), {}, {}, {}, why});
         }
       }
+      ReportTls(std::nullopt);  // a success, unless a failure was reported above
       const std::string version = tls_->version();
       const std::string cipher = tls_->cipher();
       peer_.tls_version = version;
@@ -328,6 +342,10 @@ class ClientConnection final : public Connection {
         if (!ready_seen_) {
           ready_seen_ = true;
           --site_.connecting_;
+          // In the clear under a policy (MTA-STS testing goes on without TLS): no STARTTLS.
+          if (!tls_)
+            ReportTls(tlsrpt::Failure{
+                tlsrpt::ResultType::kStarttlsNotSupported, {}, {}, {}, "STARTTLS not offered"});
         }
         if (messages_ >= site_.limits().max_deliveries_per_connection || engine_.shutting_down() ||
             site_.suspended()) {
@@ -341,8 +359,11 @@ class ClientConnection final : public Connection {
       } else if (auto* c = std::get_if<Closed>(&ev)) {
         Saw(c->reply);
         close_reply_ = c->reply;
-        if (session_.tls_unavailable())
+        if (session_.tls_unavailable()) {
           engine_.stats().tls_unavailable.Add();
+          ReportTls(tlsrpt::Failure{
+              tlsrpt::ResultType::kStarttlsNotSupported, {}, {}, {}, c->reply.ToString()});
+        }
         return HandleClosed();
       }
     }
@@ -388,6 +409,8 @@ class ClientConnection final : public Connection {
       tls_->CheckWithoutFailing(host_name_);
     if (tls_->failed()) {
       // Nothing to verify against (no name): no ClientHello went out, so do not wait for one.
+      ReportTls(
+          tlsrpt::Failure{tlsrpt::ResultType::kValidationFailure, {}, {}, {}, tls_->failure()});
       tls_failed_ = true;
       engine_.stats().tls_failures.Add();
       session_.Fail(smtp::Reply{451, "4.7.5", "TLS with " + host_.text + ": " + tls_->failure()});
@@ -397,8 +420,47 @@ class ClientConnection final : public Connection {
     SendCiphertext();  // the ClientHello
   }
 
+  // TLSRPT (RFC 8460): this connection's TLS under the destination's policy (DANE for this
+  // host, else MTA-STS), counted once: a success (no failure), or the failure. Nothing is
+  // counted without a policy.
+  void ReportTls(std::optional<tlsrpt::Failure> failure) {
+    tlsrpt::Reports* reports = engine_.tls_reports();
+    const Route* route = site_.route().get();
+    if (reports == nullptr || tls_report_done_)
+      return;
+    const bool dane = tls_mode_.dane != nullptr;
+    if (!dane && (route == nullptr || route->sts_policy == nullptr))
+      return;
+    tls_report_done_ = true;
+    const tlsrpt::PolicyType type = dane ? tlsrpt::PolicyType::kTlsa : tlsrpt::PolicyType::kSts;
+    const std::string key = dane ? host_name_ : "";
+    auto describe = [&](tlsrpt::PolicyReport* r) {
+      if (dane)
+        tlsrpt::DescribeTlsa(host_name_, tls_mode_.dane.get(), r);
+      else
+        tlsrpt::DescribeSts(*route->sts_policy, r);
+    };
+    if (!failure) {
+      reports->Success(site_.policy().domain, type, key, describe);
+      return;
+    }
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (getsockname(fd(), reinterpret_cast<sockaddr*>(&local), &len) == 0)
+      failure->sending_ip = tlsrpt::IpOf(local);
+    failure->receiving_mx = host_name_;
+    failure->receiving_ip = tlsrpt::IpOf(host_.addr);
+    reports->Fail(site_.policy().domain, type, key, describe, std::move(*failure));
+  }
+
   // The handshake failed (or the server hung up in it): the session ends with 451 4.7.5.
   void TlsFailed(const std::string& why) {
+    ReportTls(tlsrpt::Failure{tls_ ? tlsrpt::FromCertProblem(tls_->cert_problem())
+                                   : tlsrpt::ResultType::kValidationFailure,
+                              {},
+                              {},
+                              {},
+                              why});
     tls_failed_ = true;
     engine_.stats().tls_failures.Add();
     if (site_.route() != nullptr && site_.route()->mta_sts == "enforce") {
@@ -459,6 +521,7 @@ class ClientConnection final : public Connection {
   bool sts_testing_ = false;              // the site's MTA-STS policy is "testing"
   Peer peer_;
   bool tls_reported_ = false;
+  bool tls_report_done_ = false;  // ReportTls() counted this connection
   bool tls_failed_ = false;
   std::optional<Job> job_;
   Outcomes outcomes_;  // of the transaction in flight

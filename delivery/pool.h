@@ -66,6 +66,7 @@
 #include "delivery/shaping.h"
 #include "delivery/stats.h"
 #include "delivery/throttle.h"
+#include "delivery/tlsrpt.h"
 
 namespace spate::delivery {
 
@@ -120,6 +121,8 @@ class Engine {
   virtual Stats& stats() = 0;
   // The client context for STARTTLS (trust store loaded); null: no TLS outbound.
   virtual const tls::TlsContext* tls_context() const = 0;
+  // TLSRPT (RFC 8460): where sessions under a destination's TLS policy are counted; null: off.
+  virtual tlsrpt::Reports* tls_reports() = 0;
   virtual bool shutting_down() const = 0;
   // The outcome of recipient `i` of `job`, gathered in `outcomes` (a 4xx in its deferred).
   // `site` is null for an outcome decided before any site (a route failure); `peer` is the

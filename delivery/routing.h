@@ -23,6 +23,10 @@
 
 namespace spate::delivery {
 
+namespace sts {
+struct Policy;
+}
+
 // Why a domain's mail can go nowhere now: the reply its recipients get (a 5xx fails them, a 4xx
 // defers them).
 struct RouteFailure {
@@ -49,6 +53,7 @@ struct Route {
   // matching MX hosts only, and TLS must verify for the MX name) or "testing" (as without one;
   // its failures are only reported). Empty: none.
   std::string_view mta_sts;
+  std::shared_ptr<const sts::Policy> sts_policy;  // the policy itself, when mta_sts is set
   // DANE (RFC 7672 §2.2), parallel to hosts: null, no TLSA for that host (or its MX or address
   // records were not DNSSEC-validated); else the host's TLSA records, validated: TLS is
   // mandatory, and the peer must match one of the usable ones (none usable: TLS without

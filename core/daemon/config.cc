@@ -269,8 +269,9 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   const toml::table& root = parsed.table();
   for (const auto& [k, v] : root) {
     static const std::set<std::string> kTables = {
-        "server", "spool", "metrics",    "shards",      "delivery",  "routes", "log",    "tls",
-        "auth",   "dns",   "tls_policy", "suppression", "campaigns", "admin",  "inject", "mta_sts"};
+        "server",    "spool", "metrics", "shards",  "delivery",   "routes",
+        "log",       "tls",   "auth",    "dns",     "tls_policy", "suppression",
+        "campaigns", "admin", "inject",  "mta_sts", "tlsrpt"};
     if (k.str() == "dkim") {
       if (!v.is_array_of_tables()) {
         *error = "dkim must be [[dkim]] entries (domain, selector, key)";
@@ -465,6 +466,18 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   mta_sts.String("ca_file", &c.mta_sts_ca_file);
   mta_sts.Duration("fetch_timeout", &c.mta_sts_fetch_timeout);
   mta_sts.RejectUnknown();
+
+  // [tlsrpt]: RFC 8460 reports of the destinations' TLS policies, one file per domain per day.
+  TableReader tlsrpt(root["tlsrpt"].as_table(), "tlsrpt", error);
+  tlsrpt.Bool("enabled", &c.tlsrpt_enabled);
+  c.tlsrpt_directory = "./var/log/tlsrpt";
+  tlsrpt.String("directory", &c.tlsrpt_directory);
+  tlsrpt.String("organization", &c.tlsrpt_organization);
+  tlsrpt.String("contact", &c.tlsrpt_contact);
+  tlsrpt.Unsigned("keep_days", &c.tlsrpt_keep_days, 1, 3650);
+  tlsrpt.RejectUnknown();
+  if (c.tlsrpt_enabled && c.tlsrpt_directory.empty())
+    tlsrpt.Fail("directory", "must name a directory");
 
   TableReader dns(root["dns"].as_table(), "dns", error);
   dns.StringList("nameservers", &c.dns_nameservers);
@@ -685,6 +698,10 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   }
   if (c.hostname.empty())
     c.hostname = HostName();
+  if (c.tlsrpt_organization.empty())
+    c.tlsrpt_organization = c.hostname;
+  if (c.tlsrpt_contact.empty())
+    c.tlsrpt_contact = "postmaster@" + c.hostname;
   if (c.helo_name.empty())
     c.helo_name = c.hostname;
   if (c.postmaster.empty())

@@ -152,6 +152,13 @@ struct Config {
   std::vector<std::string> dns_nameservers;
   // [dns] trust_anchor_file: DNSSEC validation by libunbound (DANE needs it); "" none.
   std::string dns_trust_anchor_file;
+  // [tlsrpt]: RFC 8460 daily report files (delivery/tlsrpt.h); organization and contact ""
+  // default to the hostname and postmaster@hostname.
+  bool tlsrpt_enabled = false;
+  std::string tlsrpt_directory;
+  std::string tlsrpt_organization;
+  std::string tlsrpt_contact;
+  unsigned tlsrpt_keep_days = 30;
   // [dns] trust_ad: the nameservers validate, their AD bit says secure (core/dns/stub.h).
   bool dns_trust_ad = false;
   Seconds dns_timeout{};

@@ -57,6 +57,7 @@
 #include "delivery/mta_sts_policies.h"
 #include "delivery/spool_port.h"
 #include "delivery/stats.h"
+#include "delivery/tlsrpt.h"
 #include "metrics/exporter.h"
 #include "queue/spool.h"
 #include "queue/suppression.h"
@@ -674,6 +675,16 @@ int Run(int argc, char** argv) {
 
   // Every accepted or recovered message goes through the dispatcher straight to the shards
   // that own its domains.
+  // [tlsrpt]: one aggregator for every shard, written on a thread of its own.
+  std::unique_ptr<delivery::tlsrpt::Reports> tls_reports;
+  if (config.tlsrpt_enabled) {
+    delivery::tlsrpt::Reports::Options ro;
+    ro.directory = config.tlsrpt_directory;
+    ro.meta = {config.tlsrpt_organization, config.tlsrpt_contact, config.hostname};
+    ro.keep_days = config.tlsrpt_keep_days;
+    tls_reports = std::make_unique<delivery::tlsrpt::Reports>(std::move(ro));
+    tls_reports->Start();
+  }
   std::vector<std::unique_ptr<Shard>> shards;
   delivery::Dispatcher dispatcher(static_cast<ShardId>(config.shards), config.postmaster);
   dispatch_to = &dispatcher;
@@ -732,9 +743,11 @@ int Run(int argc, char** argv) {
             so.https = sts_https.get();
             so.port = static_cast<uint16_t>(config.mta_sts_port);
             so.fetch_timeout = config.mta_sts_fetch_timeout;
+            so.reports = tls_reports.get();
             mx_routings[i]->SetTlsPolicySource(std::make_unique<delivery::StsPolicies>(
                 shard.reactor(), mx_routings[i]->resolver(), sts_cache, so, sts_stats[i].get()));
           }
+          mx_routings[i]->SetTlsReports(tls_reports.get());
           shard_routing = mx_routings[i].get();
         }
       }
@@ -743,6 +756,7 @@ int Run(int argc, char** argv) {
       d->SetSiteOwners(&dispatcher, static_cast<ShardId>(i));
       d->SetTlsContext(client_tls.get());
       d->SetAccounting(accounting.get());
+      d->SetTlsReports(tls_reports.get());
       d->SetProviderLimits(&provider_limits);
       d->SetQueueAges(&queue_ages);
       d->SetControls(&controls);

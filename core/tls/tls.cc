@@ -306,6 +306,31 @@ std::string TlsSession::VerifyFailure() const {
   return result == X509_V_OK ? std::string() : X509_verify_cert_error_string(result);
 }
 
+TlsSession::CertProblem TlsSession::cert_problem() const {
+  if (ssl_ == nullptr)
+    return CertProblem::kNone;
+  switch (SSL_get_verify_result(ssl_)) {
+    case X509_V_OK:
+      return CertProblem::kNone;
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+      return CertProblem::kHostMismatch;
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+      return CertProblem::kExpired;
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_CERT_UNTRUSTED:
+    case X509_V_ERR_CERT_REVOKED:
+      return CertProblem::kNotTrusted;
+    default:
+      return CertProblem::kOther;
+  }
+}
+
 std::vector<std::string> TlsSession::PeerChain() const {
   std::vector<std::string> out;
   const STACK_OF(CRYPTO_BUFFER)* chain =

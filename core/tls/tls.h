@@ -101,6 +101,11 @@ class TlsSession {
   void CheckWithoutFailing(std::string_view name);
   // After the handshake of such a session: "" when the chain verified and named it, else why.
   std::string VerifyFailure() const;
+  // What the certificate check found (a verifying session's failed handshake, or one under
+  // CheckWithoutFailing() after it), in the classes RFC 8460 §4.3.1 reports: TLSRPT's result
+  // types. kNone: no certificate problem (it verified, or nothing was checked).
+  enum class CertProblem : uint8_t { kNone, kHostMismatch, kExpired, kNotTrusted, kOther };
+  CertProblem cert_problem() const;
   // The certificates the peer sent, DER, leaf first (for DANE, dane.h); empty before the
   // handshake is done.
   std::vector<std::string> PeerChain() const;

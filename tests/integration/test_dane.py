@@ -73,7 +73,9 @@ class Dane(unittest.TestCase):
             self.dir, {}, shards=2, log_deliveries=True,
             delivery={"mx_port": port, "prohibited_networks": [], "retry_base": "1s",
                       "retry_max": "1s", "tls_ca_file": CERT},
-            dns=self.dns_config())
+            dns=self.dns_config(),
+            sections={"tlsrpt": {"enabled": True, "directory": os.path.join(self.dir, "tlsrpt"),
+                                 "organization": "Spate Test"}})
         self.addCleanup(self.spate.stop)
         self.spate.start()
 
@@ -132,6 +134,45 @@ class Dane(unittest.TestCase):
                                   result="ok"), 1)
         self.assertGreaterEqual(m("spate_tls_policy_total", domain="none.dane.test",
                                   policy="none", result="ok"), 1)
+        self.check_tlsrpt(spki=spki_sha256(CERT))
+
+    def check_tlsrpt(self, spki):
+        """The RFC 8460 report files, written when spate stops: one per DANE domain today."""
+        self.spate.stop()
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        reports = os.path.join(self.dir, "tlsrpt", day)
+
+        def report(domain):
+            with open(os.path.join(reports, domain + ".json")) as f:
+                doc = json.load(f)
+            self.assertEqual(doc["organization-name"], "Spate Test")
+            self.assertEqual(doc["date-range"]["start-datetime"], day + "T00:00:00Z")
+            self.assertEqual(len(doc["policies"]), 1, doc)
+            return doc["policies"][0]
+        ee = report("ee.dane.test")
+        self.assertEqual(ee["policy"]["policy-type"], "tlsa")
+        self.assertEqual(ee["policy"]["policy-domain"], "ee.dane.test")
+        self.assertEqual(ee["policy"]["policy-string"], [f"3 1 1 {spki}"])
+        self.assertEqual(ee["policy"]["mx-host"], ["mx.dane.test"])
+        self.assertGreaterEqual(ee["summary"]["total-successful-session-count"], 1)
+        self.assertEqual(ee["summary"]["total-failure-session-count"], 0)
+        bad = report("mismatch.dane.test")
+        self.assertEqual(bad["summary"]["total-successful-session-count"], 0)
+        self.assertGreaterEqual(bad["summary"]["total-failure-session-count"], 1)
+        detail = bad["failure-details"][0]
+        self.assertEqual(detail["result-type"], "validation-failure")
+        self.assertEqual(detail["receiving-mx-hostname"], "mxbad.dane.test")
+        self.assertEqual(detail["receiving-ip"], "127.0.0.3")
+        self.assertTrue(detail["sending-mta-ip"].startswith("127."))
+        self.assertIn("no TLSA record matches", detail["additional-information"])
+        bogus = report("bogus.dane.test")["failure-details"][0]
+        self.assertEqual(bogus["result-type"], "dnssec-invalid")
+        self.assertEqual(bogus["receiving-mx-hostname"], "mxbogus.dane.test")
+        unusable = report("unusable.dane.test")["failure-details"][0]
+        self.assertEqual(unusable["result-type"], "tlsa-invalid")
+        # No policy, no report.
+        self.assertFalse(os.path.exists(os.path.join(reports, "plain.test.json")))
+        self.assertFalse(os.path.exists(os.path.join(reports, "none.dane.test.json")))
 
 
     def test_a_missing_trust_anchor_file_stops_the_start_naming_it(self):

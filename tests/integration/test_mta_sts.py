@@ -122,7 +122,8 @@ class MtaSts(unittest.TestCase):
             delivery={"mx_port": self.sink.port, "prohibited_networks": [],
                       "retry_base": "1s", "retry_max": "1s", "tls_ca_file": CERT},
             sections={"mta_sts": {"port": self.https.port, "ca_file": self.ca,
-                                  "fetch_timeout": "5s"}},
+                                  "fetch_timeout": "5s"},
+                      "tlsrpt": {"enabled": True, "directory": os.path.join(self.dir, "tlsrpt")}},
             dns={"nameservers": [f"127.0.0.1:{self.dns.port}"], "timeout": "1s",
                  "min_ttl": "1s", "max_ttl": "1s", "negative_ttl": "1s"})
         self.spate.start()
@@ -196,6 +197,47 @@ class MtaSts(unittest.TestCase):
         hosts = [h for h, _ in self.https.fetches]
         self.assertEqual(hosts.count("mta-sts.enforce.test"), 1, "fetched once, then cached")
         self.assertTrue(all(p == "/.well-known/mta-sts.txt" for _, p in self.https.fetches))
+        self.check_tlsrpt()
+
+    def check_tlsrpt(self):
+        """The RFC 8460 report files, written when spate stops: a report per STS domain."""
+        self.spate.stop()
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+
+        def report(domain):
+            with open(os.path.join(self.dir, "tlsrpt", day, domain + ".json")) as f:
+                doc = json.load(f)
+            self.assertEqual(doc["contact-info"], "postmaster@spate.test")
+            [entry] = doc["policies"]
+            self.assertEqual(entry["policy"]["policy-type"], "sts")
+            self.assertEqual(entry["policy"]["policy-domain"], domain)
+            return entry
+        ok = report("enforce.test")
+        self.assertEqual(ok["policy"]["policy-string"],
+                         ["version: STSv1", "mode: enforce", "mx: spate.test", "max_age: 86400"])
+        self.assertEqual(ok["policy"]["mx-host"], ["spate.test"])
+        self.assertGreaterEqual(ok["summary"]["total-successful-session-count"], 1)
+        self.assertEqual(ok["summary"]["total-failure-session-count"], 0)
+        # No MX host matches: never tried, a validation failure per host.
+        [d] = report("mismatch.test")["failure-details"]
+        self.assertEqual((d["result-type"], d["receiving-mx-hostname"], d["receiving-ip"]),
+                         ("validation-failure", "spate.test", "127.0.0.3"))
+        # The MX certificate does not name the host: enforce fails, testing only reports.
+        for domain in ("misnamed.test", "testing.test"):
+            entry = report(domain)
+            kinds = {d["result-type"] for d in entry["failure-details"]}
+            self.assertEqual(kinds, {"certificate-host-mismatch"}, domain)
+            d = entry["failure-details"][0]
+            self.assertEqual(d["receiving-mx-hostname"], "mx.misnamed.test")
+            self.assertEqual(d["receiving-ip"], "127.0.0.3")
+        self.assertGreaterEqual(
+            report("testing.test")["summary"]["total-failure-session-count"], 1)
+        # A redirect is a failed fetch (RFC 8460 §4.3.2.2), with no policy to name.
+        moved = report("moved.test")
+        [d] = moved["failure-details"]
+        self.assertEqual(d["result-type"], "sts-policy-fetch-error")
+        self.assertEqual(d["receiving-mx-hostname"], "mta-sts.moved.test")
+        self.assertIn("301", d["additional-information"])
 
     def test_a_changed_id_fetches_again_and_a_kept_policy_outlives_a_restart(self):
         self.send("a@enforce.test")

@@ -201,6 +201,11 @@ TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
   EXPECT_EQ(a.inject_enabled, b.inject_enabled);
   EXPECT_EQ(a.dns_trust_anchor_file, b.dns_trust_anchor_file);
   EXPECT_EQ(a.dns_trust_ad, b.dns_trust_ad);
+  EXPECT_EQ(a.tlsrpt_enabled, b.tlsrpt_enabled);
+  EXPECT_EQ(a.tlsrpt_directory, b.tlsrpt_directory);
+  EXPECT_EQ(a.tlsrpt_organization, b.tlsrpt_organization);
+  EXPECT_EQ(a.tlsrpt_contact, b.tlsrpt_contact);
+  EXPECT_EQ(a.tlsrpt_keep_days, b.tlsrpt_keep_days);
   EXPECT_EQ(a.mta_sts_enabled, b.mta_sts_enabled);
   EXPECT_EQ(a.mta_sts_port, b.mta_sts_port);
   EXPECT_EQ(a.mta_sts_ca_file, b.mta_sts_ca_file);
@@ -431,6 +436,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"BodyMemoryWord", "[delivery]\nmax_body_memory = \"lots\"\n", "max_body_memory"},
         BadConfig{"NameserverWithoutPort", "[dns]\nnameservers = [\"127.0.0.1\"]\n", "nameservers"},
         BadConfig{"UnknownDnsKey", "[dns]\nservers = []\n", "servers"},
+        BadConfig{"TlsrptWithoutDirectory", "[tlsrpt]\nenabled = true\ndirectory = \"\"\n",
+                  "directory"},
+        BadConfig{"TlsrptUnknownKey", "[tlsrpt]\nrua = \"mailto:x@y\"\n", "rua"},
         BadConfig{"TrustAdWithAnchors",
                   "[dns]\ntrust_ad = true\ntrust_anchor_file = \"/usr/share/dns/root.key\"\n",
                   "trust_ad"},
