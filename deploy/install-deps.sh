@@ -27,6 +27,9 @@ packages=(
   # unbound-host checks, unbound validates in front for [dns] trust_ad (the tests start their
   # own on a free port); dns-root-data: the root trust anchor of the production config
   nsd ldnsutils unbound-host unbound dns-root-data
+  # scale-out tests (issue 15): HAProxy in front of the nodes, Redis for the shared limits
+  # (the tests start their own on loopback); hiredis is spate's Redis client
+  haproxy redis-server libhiredis-dev
   # an independent DKIM verifier for spate's signatures (tests/dkim/verify.py, dkimpy), and the
   # openssl command that makes the tests' keys
   python3-dkim openssl

@@ -108,6 +108,10 @@ class SampleCollector : public prometheus::Collectable {
     scalar("spate_connections_refused_total",
            "Submission connections turned away at accept (over a connection limit).",
            MetricType::Counter, static_cast<double>(refused_conns));
+    scalar("spate_proxy_header_errors_total",
+           "Connections from [server] proxy_networks closed for want of a valid PROXY protocol "
+           "header.",
+           MetricType::Counter, static_cast<double>(sample.proxy_header_errors));
     scalar("spate_inbound_connections", "Submission connections open now.", MetricType::Gauge,
            static_cast<double>(inbound));
     scalar("spate_commits_failed_total",

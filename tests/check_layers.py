@@ -4,7 +4,8 @@ naming file, line and rule, on an arrow that runs back up.
   runtime    core/*.{h,cc}             includes only the runtime
   protocols  core/smtp, core/tls,      the runtime and the protocols
              core/auth, core/dns,
-             core/dkim, core/http, core/inject
+             core/dkim, core/http, core/inject,
+             core/proxy
   modules    core/server, queue/,      the runtime, the protocols and the modules below them:
              delivery/, metrics/       queue/ never delivery/; metrics/ no other module; no
                                        module the daemon
@@ -20,7 +21,7 @@ import sys
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 PROTOCOLS = ("core/smtp/", "core/tls/", "core/auth/", "core/dns/", "core/dkim/", "core/http/",
-             "core/inject/")
+             "core/inject/", "core/proxy/")
 
 
 def room(path):

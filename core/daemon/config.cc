@@ -330,6 +330,9 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   server.Duration("greeting_delay", &c.greeting_delay);
   server.String("implicit_tls_listen", &implicit_tls_listen);
   server.StringList("relay_networks", &relay_networks);
+  server.Bool("proxy_protocol", &c.proxy_protocol);
+  std::vector<std::string> proxy_networks;
+  server.StringList("proxy_networks", &proxy_networks);
   server.StringList("local_domains", &c.local_domains);
   server.String("postmaster", &c.postmaster);
   std::string bare_lf = "reject";
@@ -580,6 +583,21 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
       return Unexpected{std::make_error_code(std::errc::invalid_argument)};
     }
     c.relay_networks.push_back(std::move(network).value());
+  }
+  for (const std::string& entry : proxy_networks) {
+    auto network = ParseNetwork(entry);
+    if (!network) {
+      *error = "[server] proxy_networks: \"" + entry +
+               "\" is not a network (want \"192.0.2.0/24\" or \"2001:db8::/32\")";
+      return Unexpected{std::make_error_code(std::errc::invalid_argument)};
+    }
+    c.proxy_networks.push_back(std::move(network).value());
+  }
+  if (c.proxy_protocol && c.proxy_networks.empty()) {
+    *error =
+        "[server] proxy_protocol: name the load balancers' addresses in proxy_networks "
+        "(only they may say who the client is)";
+    return Unexpected{std::make_error_code(std::errc::invalid_argument)};
   }
   for (std::string& domain : c.local_domains) {
     domain = LowerCase(domain);

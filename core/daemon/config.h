@@ -53,6 +53,10 @@ struct Config {
   // [server] relay control: clients in these networks may send to any domain; others only to
   // local_domains unless they authenticated.
   std::vector<Network> relay_networks;
+  // [server] proxy_protocol: connections from proxy_networks begin with a PROXY header (v1 or
+  // v2) naming the real client (core/proxy/proxy_protocol.h).
+  bool proxy_protocol = false;
+  std::vector<Network> proxy_networks;
   std::vector<std::string> local_domains;  // lower case
   // [server] where "RCPT TO:<postmaster>" goes (RFC 5321 §4.5.1); default postmaster@hostname.
   std::string postmaster;

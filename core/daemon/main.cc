@@ -559,6 +559,7 @@ int Run(int argc, char** argv) {
           sample.recipients_received += s->recipients_received.Get();
           sample.connections_accepted += s->connections_accepted.Get();
           sample.connections_refused += s->connections_refused.Get();
+          sample.proxy_header_errors += s->proxy_header_errors.Get();
           sample.inbound_connections += s->connections_inbound.Get();
           sample.output_paused += s->output_paused.Get();
           sample.commits_failed += s->commits_failed.Get();

@@ -29,6 +29,8 @@ server::Options ServerOptions(const Config& c) {
   o.data_rate_grace = c.data_rate_grace;
   o.greeting_delay = c.greeting_delay;
   o.relay_networks = c.relay_networks;
+  if (c.proxy_protocol)
+    o.proxy_networks = c.proxy_networks;
   o.local_domains = c.local_domains;
   o.tls_handshake_timeout = c.tls_handshake_timeout;
   o.auth_plaintext = c.auth_plaintext;

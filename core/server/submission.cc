@@ -117,14 +117,19 @@ void SubmissionServer::OnAccept(Listener& listener, int fd) {
     Refuse(listener, fd, client, "Too many connections");
     return;
   }
-  if (!clients_->TryAdd(client)) {
+  // A load balancer's connection: the client it carries is known, and counted, once its PROXY
+  // header is read (ServerConnection); the balancer itself is never the client.
+  const bool proxied = std::any_of(options_.proxy_networks.begin(), options_.proxy_networks.end(),
+                                   [&peer](const Network& n) { return n.Contains(peer); });
+  if (!proxied && !clients_->TryAdd(client)) {
     Refuse(listener, fd, client, "Too many connections from your address");
     return;
   }
-  SPATE_LOG(kDebug, "accepted a connection from %s on shard %u", client.c_str(),
-            static_cast<unsigned>(shard_id_));
+  SPATE_LOG(kDebug, "accepted a connection from %s on shard %u%s", client.c_str(),
+            static_cast<unsigned>(shard_id_), proxied ? " (a PROXY header comes first)" : "");
   // From here the connection owns the count: its OnClosed() removes it.
-  auto* conn = new ServerConnection(*this, fd, next_conn_id_++, peer, listener.implicit_tls);
+  auto* conn =
+      new ServerConnection(*this, fd, next_conn_id_++, peer, listener.implicit_tls, proxied);
   conn->Start();
 }
 

@@ -96,6 +96,10 @@ struct Options {
   Seconds data_rate_grace{30};
   Seconds greeting_delay{0};
   std::vector<Network> relay_networks;
+  // [server] proxy_protocol: a connection from one of these begins with a PROXY protocol
+  // header (v1 or v2), and the client it names is the client for everything (relay control,
+  // the per-client limit, AUTH lockout, Received:). One that does not is closed. Empty: off.
+  std::vector<Network> proxy_networks;
   std::vector<std::string> local_domains;  // lower case
   Seconds tls_handshake_timeout{30};
   bool auth_plaintext = false;
@@ -129,6 +133,8 @@ struct Stats {
   Counter recipients_received;
   Counter connections_accepted;
   Counter connections_refused;  // over max_connections(_per_client): 421 at accept
+  // From [server] proxy_networks without a valid PROXY header (or none in time): closed.
+  Counter proxy_header_errors;
   Gauge connections_inbound;
   // Times a connection stopped reading because its client was not reading its replies (more
   // than kMaxQueuedOutput queued): a client pipelining without reading cannot grow memory.

@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "core/log.h"
+#include "core/proxy/proxy_protocol.h"
 #include "core/server/admission.h"
 #include "core/server/submission.h"
 #include "core/tls/tls.h"
@@ -22,6 +23,8 @@ using Clock = ServerConnection::Clock;
 
 // How often, at most, a connection in the data phase looks at its data rate again.
 constexpr auto kDataRateRecheck = std::chrono::seconds(1);
+// How long a load balancer's connection may take to send its PROXY header.
+constexpr auto kProxyHeaderTimeout = std::chrono::seconds(10);
 
 template <typename D>
 Clock::duration ToClock(D d) {
@@ -30,11 +33,13 @@ Clock::duration ToClock(D d) {
 }  // namespace
 
 ServerConnection::ServerConnection(SubmissionServer& server, int fd, uint64_t id,
-                                   const sockaddr_storage& peer, bool implicit_tls)
+                                   const sockaddr_storage& peer, bool implicit_tls, bool proxied)
     : Connection(server.reactor_, fd),
       server_(server),
       id_(id),
       implicit_tls_(implicit_tls),
+      awaiting_proxy_(proxied),
+      counted_(!proxied),
       client_address_(ClientAddress(peer)),
       client_key_(ClientKey(peer)),
       session_(SessionOptions(server, peer, implicit_tls, client_address_)) {}
@@ -47,6 +52,15 @@ void ServerConnection::Start() {
   server_.stats_.connections_accepted.Add();
   server_.stats_.connections_inbound.Add(1);
   last_activity_ = reactor().now();
+  if (!awaiting_proxy_)
+    Begin();
+  StartReading();
+  // A balancer sends its header at once: one that does not is not given the command timeout.
+  ArmTimer(last_activity_ +
+           (awaiting_proxy_ ? std::min(Timeout(), ToClock(kProxyHeaderTimeout)) : Timeout()));
+}
+
+void ServerConnection::Begin() {
   if (implicit_tls_) {
     StartTls();  // the session starts, and greets, once the handshake is done
   } else if (server_.options_.greeting_delay.count() > 0) {
@@ -59,8 +73,43 @@ void ServerConnection::Start() {
   } else {
     Greet();
   }
-  StartReading();
-  ArmTimer(last_activity_ + Timeout());
+}
+
+bool ServerConnection::ReadProxyHeader(std::string_view data, std::string* rest) {
+  proxy_buffer_.append(data);
+  proxy::Header header;
+  std::string error;
+  const proxy::Status status = proxy::Parse(proxy_buffer_, &header, &error);
+  if (status == proxy::Status::kNeedMore)
+    return true;
+  if (status == proxy::Status::kInvalid) {
+    server_.stats_.proxy_header_errors.Add();
+    SPATE_LOG(kInfo, "proxy: %s: %s; closed", client_address_.c_str(), error.c_str());
+    Abort();
+    return false;
+  }
+  awaiting_proxy_ = false;
+  *rest = proxy_buffer_.substr(header.length);
+  std::string().swap(proxy_buffer_);
+  if (!header.local) {
+    // The client the balancer accepted: it is the client from here on, for everything.
+    client_address_ = ClientAddress(header.source);
+    client_key_ = ClientKey(header.source);
+    if (!server_.clients_->TryAdd(client_key_)) {
+      server_.stats_.connections_refused.Add();
+      if (!implicit_tls_)  // as at accept: on the implicit TLS port it is just closed
+        Write("421 4.7.0 " + server_.options_.hostname +
+              " Too many connections from your address\r\n");
+      Close();
+      return false;
+    }
+    counted_ = true;
+    session_ =
+        smtp::ServerSession(SessionOptions(server_, header.source, implicit_tls_, client_address_));
+  }
+  // LOCAL (the balancer's health check) or UNKNOWN: the balancer's own connection, as it is.
+  Begin();
+  return true;
 }
 
 void ServerConnection::Committed(Result<std::string> queue_id) {
@@ -85,6 +134,12 @@ void ServerConnection::OnAuthVerdict(bool ok, bool locked_out) {
 
 void ServerConnection::OnData(std::string_view data) noexcept {
   last_activity_ = reactor().now();
+  if (awaiting_proxy_) {
+    std::string rest;
+    if (!ReadProxyHeader(data, &rest) || awaiting_proxy_ || rest.empty())
+      return;
+    return OnData(rest);  // the client's first bytes, behind the header
+  }
   if (!tls_) {
     FeedSession(data);
     return;
@@ -125,7 +180,8 @@ void ServerConnection::OnClosed(int /*error*/) noexcept {
   reactor().CancelTimer(greeting_timer_);
   reactor().CancelTimer(rate_timer_);
   server_.conns_.erase(id_);
-  server_.clients_->Remove(client_key_);
+  if (counted_)
+    server_.clients_->Remove(client_key_);
   server_.stats_.connections_inbound.Add(-1);
 }
 
@@ -338,6 +394,12 @@ void ServerConnection::CloseGracefully() {
 void ServerConnection::ArmTimer(Clock::time_point at) {
   timer_ = reactor().AddTimer(at, [this] {
     timer_ = {};
+    if (awaiting_proxy_) {
+      server_.stats_.proxy_header_errors.Add();
+      SPATE_LOG(kInfo, "proxy: %s: no PROXY header in time; closed", client_address_.c_str());
+      Abort();
+      return;
+    }
     Clock::time_point due = last_activity_ + Timeout();
     // A client waiting for its commit, or for its AUTH verdict, is not idle.
     if (reactor().now() < due || session_.awaiting_commit() || session_.awaiting_auth()) {

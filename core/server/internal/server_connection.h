@@ -41,9 +41,10 @@ class ServerConnection final : public Connection {
 
   // `fd` is an accepted socket, `id` its key in the server's table, `peer` its address. The
   // client's connection is already counted in the server's ClientConnections; OnClosed() takes
-  // it off.
+  // it off. `proxied`: `peer` is a load balancer, and the connection begins with a PROXY
+  // header naming the client, who is counted (and may be refused) when it is read.
   ServerConnection(SubmissionServer& server, int fd, uint64_t id, const sockaddr_storage& peer,
-                   bool implicit_tls);
+                   bool implicit_tls, bool proxied = false);
   ~ServerConnection() override;
 
   // Enters the server's table and counters, greets (or waits for the greeting delay, or the TLS
@@ -73,6 +74,12 @@ class ServerConnection final : public Connection {
                                                      const std::string& client_address);
 
   Clock::duration Timeout() const;
+  // Past the PROXY header (if any): the TLS handshake of the implicit TLS port, or the greeting
+  // (or its delay).
+  void Begin();
+  // The PROXY header's bytes; false when the connection is closing (a bad header, a client
+  // over its limit).
+  bool ReadProxyHeader(std::string_view data, std::string* rest);
   // The 220, or the 554 to a client that talked before it (then the connection closes).
   void Greet();
   void FeedSession(std::string_view plain);
@@ -102,6 +109,9 @@ class ServerConnection final : public Connection {
   SubmissionServer& server_;
   uint64_t id_;
   bool implicit_tls_;
+  bool awaiting_proxy_;         // no PROXY header read yet (proxied connections)
+  bool counted_;                // client_key_ is counted in the server's ClientConnections
+  std::string proxy_buffer_;    // the header so far
   std::string client_address_;  // "192.0.2.1" or "IPv6:2001:db8::1"
   std::string client_key_;      // where AUTH failures and connections are counted
   smtp::ServerSession session_;
