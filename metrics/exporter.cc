@@ -112,6 +112,10 @@ class SampleCollector : public prometheus::Collectable {
            "Connections from [server] proxy_networks closed for want of a valid PROXY protocol "
            "header.",
            MetricType::Counter, static_cast<double>(sample.proxy_header_errors));
+    scalar("spate_draining",
+           "1 while the node drains (spate ctl drain): it accepts nothing new and delivers what "
+           "it holds.",
+           MetricType::Gauge, sample.draining ? 1.0 : 0.0);
     scalar("spate_inbound_connections", "Submission connections open now.", MetricType::Gauge,
            static_cast<double>(inbound));
     scalar("spate_commits_failed_total",

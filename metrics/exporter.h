@@ -106,7 +106,9 @@ struct Sample {
   uint64_t recipients_received = 0;
   uint64_t connections_accepted = 0;
   uint64_t connections_refused = 0;
-  uint64_t proxy_header_errors = 0;  // [server] proxy_protocol: closed without a valid header
+  uint64_t proxy_header_errors = 0;
+  bool draining = false;  // spate ctl drain: no longer accepting  // [server] proxy_protocol:
+                          // closed without a valid header
   int64_t inbound_connections = 0;
   uint64_t output_paused = 0;   // submission connections that stopped reading (backpressure)
   uint64_t commits_failed = 0;  // messages refused after their data: the spool could not take them

@@ -227,6 +227,22 @@ void AdminApi::Persist(const Control& c, bool lifted) {
       Json({{"reason", c.reason}, {"since_ms", c.since_ms}, {"until_ms", c.until_ms}}).dump());
 }
 
+http::Response AdminApi::DrainState() const {
+  // Pending: messages with a recipient not yet delivered or bounced (deferred ones included):
+  // the node is empty when none is left and no client is still sending.
+  const uint64_t pending = ctx_.spool->stats().pending_messages;
+  int64_t inbound = 0;
+  if (ctx_.server_stats != nullptr) {
+    for (const auto& s : *ctx_.server_stats)
+      inbound += s->connections_inbound.Get();
+  }
+  const bool draining = ctx_.draining != nullptr && ctx_.draining->load();
+  return Ok({{"draining", draining},
+             {"pending_messages", pending},
+             {"inbound_connections", inbound},
+             {"drained", draining && pending == 0 && inbound == 0}});
+}
+
 void AdminApi::Handle(const http::Request& r, AdminServer::Respond respond) {
   const std::string& p = r.path;
   auto method = [&](std::initializer_list<std::string_view> allowed) {
@@ -246,6 +262,19 @@ void AdminApi::Handle(const http::Request& r, AdminServer::Respond respond) {
     if (method({"POST"}))
       ctx_.inject(r, std::move(respond));
     return;
+  }
+  if (p == "/api/admin/v1/drain") {
+    if (!ctx_.drain)
+      return respond(Error(404, "no drain on this server", "path"));
+    if (!method({"GET", "POST"}))
+      return;
+    if (r.method == "POST" && !ctx_.draining->load()) {
+      SPATE_LOG(kInfo,
+                "admin: drain: no new connections or injections; delivering what is "
+                "held");
+      ctx_.drain();
+    }
+    return respond(DrainState());
   }
   if (p == "/api/admin/v1/queue") {
     if (method({"GET"}))

@@ -18,6 +18,10 @@
 //   GET  /api/admin/v1/suppression[?limit=N]     the list, JSON
 //   GET  /api/admin/v1/suppression/export        the list, CSV (queue/suppression_csv.h)
 //   POST /api/admin/v1/suppression/import        CSV in; all or nothing
+//   POST /api/admin/v1/drain              stop accepting (SMTP and HTTP injection), go on
+//                                         delivering; answered with the drain's state
+//   GET  /api/admin/v1/drain              {draining, pending_messages, inbound_connections,
+//                                         drained}: drained once nothing is left
 //   POST /api/inject/v1                   HTTP injection (inject_api.h), when configured
 //
 // Suspensions and bounces are kept in the spool's state ("control/ACTION/SCOPE/NAME"), so they
@@ -27,6 +31,7 @@
 // Threading: Handle() on the admin reactor; the rest as noted.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -39,6 +44,7 @@
 
 #include "core/daemon/admin.h"
 #include "core/reactor.h"
+#include "core/server/submission.h"
 #include "core/task.h"
 #include "delivery/controls.h"
 #include "delivery/delivery.h"
@@ -63,6 +69,11 @@ class AdminApi {
     std::function<void(std::function<size_t(delivery::Delivery&)> work,
                        UniqueFunction<void(size_t)> done)>
         each_shard;
+    // Draining (POST /drain): sets *draining and stops every shard's listeners (null: 404).
+    std::function<void()> drain;
+    const std::atomic<bool>* draining = nullptr;
+    // Submission connections open, per shard (for the drain's state).
+    const std::vector<std::unique_ptr<server::Stats>>* server_stats = nullptr;
     // POST /api/inject/v1 (null: 404).
     std::function<void(const http::Request&, AdminServer::Respond)> inject;
   };
@@ -87,6 +98,7 @@ class AdminApi {
   void Resume(const http::Request& r, AdminServer::Respond respond);
   void Suppression(const http::Request& r, AdminServer::Respond respond);
   void Message(const http::Request& r, AdminServer::Respond respond);
+  http::Response DrainState() const;
   // The control's state record: written, or deleted when `lifted`.
   void Persist(const delivery::Control& c, bool lifted);
 

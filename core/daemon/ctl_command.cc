@@ -58,7 +58,10 @@ constexpr const char* kUsage =
     "  suppression show|remove ADDRESS, suppression add ADDRESS [--reason TEXT]\n"
     "  suppression list [--limit N]        the suppression list (its first N entries)\n"
     "  suppression export [FILE|-]         the suppression list as CSV, to FILE or stdout\n"
-    "  suppression import FILE|-           add a CSV's entries (as export writes them)\n";
+    "  suppression import FILE|-           add a CSV's entries (as export writes them)\n"
+    "  drain [--timeout DUR]               stop accepting (SMTP, HTTP injection), deliver what\n"
+    "                                      is held, and wait until nothing is (at most DUR)\n"
+    "  drain status                        whether the node drains, and what it still holds\n";
 
 constexpr int kIdleMs = 30000;  // between two reads (or writes) of one answer, not for all of it
 constexpr size_t kMaxHead = 64u << 10;
@@ -960,6 +963,71 @@ double Round3(double x) {
   return std::round(x * 1000) / 1000;
 }
 
+// The drain's state, one line: "draining: 12 messages held, 1 connection open".
+std::string DrainLine(const json& body) {
+  const int64_t pending = Int(body, "pending_messages");
+  const int64_t inbound = Int(body, "inbound_connections");
+  if (Has(body, "drained") && body["drained"].get<bool>())
+    return "drained: no message held, no client connected; the node can be stopped";
+  return std::string(body.value("draining", false) ? "draining" : "not draining") + ": " +
+         std::to_string(pending) + (pending == 1 ? " message" : " messages") + " held, " +
+         std::to_string(inbound) + (inbound == 1 ? " connection" : " connections") + " open";
+}
+
+int DrainStatus(Ctl& ctl) {
+  json body;
+  if (int status = Api(ctl, Get("/api/admin/v1/drain"), &body))
+    return status;
+  if (!PrintedJson(ctl, body))
+    std::puts(DrainLine(body).c_str());
+  return 0;
+}
+
+// POST /drain, then the state every second (a line when it changes) until drained: exit 0;
+// past --timeout: exit 1; Ctrl-C: the drain goes on, exit 130.
+int Drain(Ctl& ctl) {
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  if (const std::string* text = ctl.Option("--timeout")) {
+    Result<Seconds> d = ParseDuration(*text);
+    if (!d)
+      return UsageError(ctl, "--timeout wants a duration (90s, 30m, 1h), not \"" + *text + "\"");
+    deadline = std::chrono::steady_clock::now() +
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(*d);
+  }
+  json body;
+  if (int status = Api(ctl, Post("/api/admin/v1/drain"), &body))
+    return status;
+  struct sigaction sa {};
+  sa.sa_handler = OnInterrupt;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  std::string last;
+  for (;;) {
+    const std::string line = DrainLine(body);
+    if (ctl.json && body.value("drained", false)) {
+      PrintedJson(ctl, body);
+      return 0;
+    }
+    if (!ctl.json && line != last) {
+      std::puts(line.c_str());
+      std::fflush(stdout);
+      last = line;
+    }
+    if (body.value("drained", false))
+      return 0;
+    if (deadline && std::chrono::steady_clock::now() >= *deadline) {
+      if (ctl.json)
+        PrintedJson(ctl, body);
+      std::fprintf(stderr, "spate ctl: drain: not drained within --timeout; it goes on\n");
+      return 1;
+    }
+    if (!SleepUntil(std::chrono::steady_clock::now() + std::chrono::seconds(1)))
+      return 130;
+    if (int status = Api(ctl, Get("/api/admin/v1/drain"), &body))
+      return status;
+  }
+}
+
 int Top(Ctl& ctl) {
   const std::string by = ctl.Option("--by", "domain");
   double interval = 2;
@@ -1123,15 +1191,17 @@ const std::vector<Command>& Commands() {
       {"suppression list", "suppression list [--limit N]", {"--limit"}, 0, 0, "", SuppressionList},
       {"suppression export", "suppression export [FILE|-]", {}, 0, 1, "FILE", SuppressionExport},
       {"suppression import", "suppression import FILE|-", {}, 1, 1, "FILE", SuppressionImport},
+      {"drain status", "drain status", {}, 0, 0, "", DrainStatus},
+      {"drain", "drain [--timeout DUR]", {"--timeout"}, 0, 0, "", Drain},
   };
   return commands;
 }
 
 // Options that take a value; the command's are checked against Command::options.
 constexpr std::string_view kGlobalOptions[] = {"--admin", "--token-file", "--config"};
-constexpr std::string_view kCommandOptions[] = {"--by",       "--domain",   "--site",
-                                                "--campaign", "--duration", "--reason",
-                                                "--limit",    "--interval", "--count"};
+constexpr std::string_view kCommandOptions[] = {"--by",       "--domain", "--site",  "--campaign",
+                                                "--duration", "--reason", "--limit", "--interval",
+                                                "--count",    "--timeout"};
 
 int GeneralUsage(const std::string& why) {
   std::fprintf(stderr, "spate ctl: %s\n%s", why.c_str(), kUsage);
@@ -1209,13 +1279,16 @@ int CtlCommand(int argc, char** argv) {
   if (words.empty())
     return GeneralUsage("no command");
 
-  // The command: one word, or two for suppression.
+  // The command: one word, or two for suppression (and "drain status").
   size_t name_words = 1;
   std::string name = words[0];
   if (name == "suppression") {
     if (words.size() < 2)
       return GeneralUsage("suppression wants add, show, remove, list, export or import");
     name += " " + words[1];
+    name_words = 2;
+  } else if (name == "drain" && words.size() >= 2 && words[1] == "status") {
+    name += " status";
     name_words = 2;
   }
   for (const Command& c : Commands())

@@ -95,33 +95,29 @@ void InjectApi::Handle(const http::Request& r, AdminServer::Respond respond) {
     }
     keys_[key] = Kept{};  // being answered
   }
-  // The spool sheds load: nothing is built.
-  switch (store_.intake()) {
-    case smtp::Intake::kOpen:
-      break;
-    case smtp::Intake::kFull:
-    case smtp::Intake::kUnavailable: {
-      if (!key.empty()) {
-        std::lock_guard lock(mu_);
-        keys_.erase(key);
-      }
-      http::Response resp =
-          AdminServer::Error(503, store_.intake() == smtp::Intake::kFull
-                                      ? "the spool is short of disk space: try again later"
-                                      : "the spool cannot write now: try again later");
-      resp.headers.emplace_back("Retry-After", "60");
-      return respond(std::move(resp));
-    }
-  }
-  if (pending_.load() >= options_.max_pending) {
+  // Turned away before anything is built: the key is free again for the retry.
+  auto refuse = [&](int status, std::string text, const char* retry_after) {
     if (!key.empty()) {
       std::lock_guard lock(mu_);
       keys_.erase(key);
     }
-    http::Response resp = AdminServer::Error(429, "too much is being injected now: try again");
-    resp.headers.emplace_back("Retry-After", "1");
-    return respond(std::move(resp));
+    http::Response resp = AdminServer::Error(status, std::move(text));
+    resp.headers.emplace_back("Retry-After", retry_after);
+    respond(std::move(resp));
+  };
+  // A draining node takes nothing new: the balancer sends the client to another.
+  if (options_.draining != nullptr && options_.draining->load())
+    return refuse(503, "this node is draining: send to another", "60");
+  // The spool sheds load: nothing is built.
+  if (const smtp::Intake intake = store_.intake(); intake != smtp::Intake::kOpen) {
+    return refuse(503,
+                  intake == smtp::Intake::kFull
+                      ? "the spool is short of disk space: try again later"
+                      : "the spool cannot write now: try again later",
+                  "60");
   }
+  if (pending_.load() >= options_.max_pending)
+    return refuse(429, "too much is being injected now: try again", "1");
   offload_([this, r, key] { return Run(r, key); }, std::move(respond));
 }
 

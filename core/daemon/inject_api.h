@@ -48,6 +48,8 @@ class InjectApi {
     // Messages being built or committed at once, over every request: past it, 429.
     size_t max_pending = 100000;
     int64_t idempotency_ttl_ms = 24 * 3600 * 1000;
+    // Set while the node drains (spate ctl drain): 503, nothing is taken. Null: never.
+    const std::atomic<bool>* draining = nullptr;
   };
   using Accepted = std::function<void(queue::MessageId, queue::NewMessage&&)>;
   using Offload = std::function<void(std::function<http::Response()>, AdminServer::Respond)>;

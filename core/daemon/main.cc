@@ -533,6 +533,8 @@ int Run(int argc, char** argv) {
                                         dispatch_to->DispatchAccepted(id, std::move(m));
                                       });
 
+  // spate ctl drain: set once, read by the inject API and the metrics.
+  std::atomic<bool> draining{false};
   std::vector<std::unique_ptr<server::Stats>> server_stats;
   std::vector<std::unique_ptr<delivery::Stats>> delivery_stats;
   for (unsigned i = 0; i < config.shards; ++i) {
@@ -550,10 +552,11 @@ int Run(int argc, char** argv) {
   }
   auto exporter_or = metrics::Exporter::Start(
       config.metrics_listen.text,
-      [&server_stats, &delivery_stats, spool_ptr, &dns_stats, &mx_stats, &journal, &store,
-       &queue_ages, &controls] {
+      [&server_stats, &delivery_stats, &draining, spool_ptr, &dns_stats, &mx_stats, &journal,
+       &store, &queue_ages, &controls] {
         metrics::Sample sample;
         sample.shards = static_cast<unsigned>(server_stats.size());
+        sample.draining = draining.load();
         for (const auto& s : server_stats) {
           sample.messages_received += s->messages_received.Get();
           sample.recipients_received += s->recipients_received.Get();
@@ -686,6 +689,7 @@ int Run(int argc, char** argv) {
     tls_reports = std::make_unique<delivery::tlsrpt::Reports>(std::move(ro));
     tls_reports->Start();
   }
+  std::vector<server::SubmissionServer*> submission_servers(config.shards, nullptr);
   std::vector<std::unique_ptr<Shard>> shards;
   delivery::Dispatcher dispatcher(static_cast<ShardId>(config.shards), config.postmaster);
   dispatch_to = &dispatcher;
@@ -772,6 +776,7 @@ int Run(int argc, char** argv) {
           },
           implicit_tls_fd, security);
       s->Start();
+      submission_servers[i] = s.get();
       shard.AddService(std::move(s));
       if (i == 0 && admin_fd >= 0) {
         daemon::AdminApi::Context ctx;
@@ -801,8 +806,16 @@ int Run(int argc, char** argv) {
             });
           }
         };
+        ctx.draining = &draining;
+        ctx.server_stats = &server_stats;
+        ctx.drain = [&shards, &submission_servers, &draining] {
+          draining = true;
+          for (size_t k = 0; k < shards.size(); ++k)
+            shards[k]->reactor().Post([s = submission_servers[k]] { s->StopAccepting(); });
+        };
         if (config.inject_enabled) {
           daemon::InjectApi::Options io;
+          io.draining = &draining;
           io.hostname = server_options.hostname;
           io.postmaster = server_options.postmaster;
           io.campaign_header = server_options.campaign_header;

@@ -85,7 +85,7 @@ void SubmissionServer::Start() {
 }
 
 void SubmissionServer::ArmAccept(Listener& listener) {
-  if (shutting_down_)
+  if (shutting_down_ || stopped_accepting_)
     return;
   listener.accepting = true;
   listener.op = reactor_.Accept(listener.fd, [this, &listener](int res) {
@@ -97,7 +97,7 @@ void SubmissionServer::ArmAccept(Listener& listener) {
     }
     if (res >= 0) {
       OnAccept(listener, res);
-    } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED) {
+    } else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED && res != -ECANCELED) {
       SPATE_LOG(kWarn, "accept: %s", log::ErrorText(-res));
     }
     ArmAccept(listener);
@@ -309,6 +309,22 @@ void SubmissionServer::Commit(ServerConnection& conn) {
         it->second->Committed(queue::FormatId(*id));
     });
   });
+}
+
+void SubmissionServer::StopAccepting() {
+  if (stopped_accepting_)
+    return;
+  stopped_accepting_ = true;
+  for (Listener& l : listeners_) {
+    if (l.accepting)
+      reactor_.Cancel(l.op);  // a connection it accepts meanwhile is still served
+    if (l.fd >= 0) {
+      close(l.fd);  // the ring holds its own reference until the cancel completes
+      l.fd = -1;
+    }
+  }
+  SPATE_LOG(kInfo, "shard %u: draining: no longer accepting connections",
+            static_cast<unsigned>(shard_id_));
 }
 
 void SubmissionServer::Shutdown() noexcept {

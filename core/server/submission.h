@@ -216,6 +216,10 @@ class SubmissionServer : public Service {
 
   void Start();
   void Shutdown() noexcept override;
+  // Draining the node (spate ctl drain): the listening sockets are closed, so new connections
+  // are refused by the kernel (a balancer's health check sees the node down); the sessions
+  // open now go on to their end. There is no way back but a restart. On this shard's thread.
+  void StopAccepting();
 
  private:
   friend class ServerConnection;
@@ -257,6 +261,7 @@ class SubmissionServer : public Service {
   std::shared_ptr<Handoff> handoff_;
   Security security_;
   bool shutting_down_ = false;
+  bool stopped_accepting_ = false;
   size_t max_connections_;  // this shard's share of [server] max_connections
   std::unique_ptr<ClientConnections> own_clients_;   // when Security::clients is null
   ClientConnections* clients_;                       // never null

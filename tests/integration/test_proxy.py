@@ -1,14 +1,19 @@
-"""The PROXY protocol behind a real HAProxy (issue 15): relay control, the per-client limit and
-Received: see the client HAProxy accepted, not HAProxy; a connection from the balancers'
-network without a header is closed; HAProxy's health check (its own PROXY header, LOCAL) sees
-the node up. Clients bind 127.0.0.5 (may relay) and 127.0.0.6 (may not) before connecting.
+"""Nodes behind a real HAProxy (issue 15). The PROXY protocol: relay control, the per-client
+limit and Received: see the client HAProxy accepted, not HAProxy; a connection from the
+balancers' network without a header is closed; HAProxy's health check (its own PROXY header,
+LOCAL) sees the node up. Drain: a node stops accepting, HAProxy sends clients to the other, and
+it delivers what it holds. Clients bind 127.0.0.5 (may relay) and 127.0.0.6 (may not).
 """
+import json
 import os
 import shutil
 import smtplib
 import socket
+import subprocess
 import sys
 import unittest
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -87,3 +92,93 @@ class Proxy(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Drain(unittest.TestCase):
+    """Two nodes behind HAProxy; `spate ctl drain` on one: it stops accepting (HAProxy's check
+    marks it DOWN and sends new clients to the other), refuses HTTP injection, delivers what it
+    holds once its destination answers, and reports drained. Nothing is delivered twice."""
+
+    def setUp(self):
+        self.dir = harness.tempdir()
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+        # The destination is down at first: the mail a node holds stays there, deferred.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.sink_port = s.getsockname()[1]
+        self.nodes = []
+        for name in ("a", "b"):
+            workdir = os.path.join(self.dir, name)
+            os.makedirs(workdir)
+            node = harness.Spate(
+                workdir, {"remote.test": self.sink_port}, shards=2,
+                delivery={"retry_base": "500ms", "retry_max": "1s"},
+                server={"proxy_protocol": True, "proxy_networks": ["127.0.0.1/32"]},
+                sections={"inject": {"enabled": True}})
+            self.addCleanup(node.stop)
+            node.start()
+            self.nodes.append(node)
+        self.haproxy = HAProxy(os.path.join(self.dir, "haproxy"),
+                               [n.smtp_port for n in self.nodes])
+        self.addCleanup(self.haproxy.stop)
+        harness.wait_for(lambda: self.haproxy.server_states() == {"node0": "UP", "node1": "UP"},
+                         15, "both nodes UP")
+
+    def admin(self, node):
+        return node.ready().split(" admin=")[1].split()[0]
+
+    def send(self, n):
+        with smtplib.SMTP("127.0.0.1", self.haproxy.port_v2, timeout=30,
+                          source_address=("127.0.0.5", 0)) as smtp:
+            smtp.sendmail("s@campaign.test", [f"m{n}@remote.test"], f"Subject: {n}\r\n\r\nx\r\n")
+
+    def received(self, node):
+        return node.metric("spate_messages_received_total")
+
+    def test_drain_stops_accepting_delivers_what_it_holds_and_reports_drained(self):
+        a, b = self.nodes
+        for n in range(6):  # round robin: 3 each
+            self.send(n)
+        self.assertEqual((self.received(a), self.received(b)), (3, 3))
+        drain = subprocess.Popen(
+            [harness.SPATE, "ctl", "--config", a.config, "--admin", self.admin(a), "drain",
+             "--timeout", "60s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(drain.kill)
+        first = drain.stdout.readline()
+        self.assertEqual(first.strip(), "draining: 3 messages held, 0 connections open")
+        # Not accepting: the kernel refuses, HAProxy's check marks it DOWN, injection is 503.
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", a.smtp_port), timeout=5).close()
+        harness.wait_for(lambda: self.haproxy.server_states()["node0"] == "DOWN", 15,
+                         "node0 DOWN in HAProxy")
+        self.assertEqual(a.metric("spate_draining"), 1)
+        request = urllib.request.Request(
+            f"http://{self.admin(a)}/api/inject/v1", method="POST",
+            data=json.dumps({"envelope_sender": "s@campaign.test",
+                             "recipients": [{"email": "i@remote.test"}],
+                             "content": "Subject: i\r\n\r\nx\r\n"}).encode(),
+            headers={"Content-Type": "application/json"})
+        with self.assertRaises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        self.assertEqual(refused.exception.code, 503)
+        self.assertIn(b"draining", refused.exception.read())
+        # New clients go to the other node.
+        for n in range(6, 9):
+            self.send(n)
+        self.assertEqual((self.received(a), self.received(b)), (3, 6))
+        # The destination comes up: the drained node delivers its 3 and says so.
+        sink = harness.Sink(self.dir, "remote", port=self.sink_port)
+        self.addCleanup(sink.stop)
+        out, err = drain.communicate(timeout=60)
+        self.assertEqual(drain.returncode, 0, out + err)
+        self.assertTrue(out.strip().endswith(
+            "drained: no message held, no client connected; the node can be stopped"), out)
+        harness.wait_for(lambda: len(sink.transactions()) == 9, 30, "all 9 delivered")
+        rcpts = sorted(r for rs, _ in sink.transactions() for r in rs)
+        self.assertEqual(rcpts, sorted(f"m{n}@remote.test" for n in range(9)), "each once")
+        status = subprocess.run(
+            [harness.SPATE, "ctl", "--config", a.config, "--admin", self.admin(a), "--json",
+             "drain", "status"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(json.loads(status.stdout),
+                         {"draining": True, "pending_messages": 0, "inbound_connections": 0,
+                          "drained": True})
