@@ -54,14 +54,20 @@ bool ParseAddress(int family, std::string_view text, uint16_t port, sockaddr_sto
 }
 
 Status ParseV1(std::string_view input, Header* h, std::string* error) {
-  const size_t crlf = input.substr(0, kV1Max).find("\r\n");
-  if (crlf == std::string_view::npos) {
+  // The line ends at its first CR, which must be followed by LF; no LF comes before it.
+  const std::string_view head = input.substr(0, kV1Max);
+  const size_t cr = head.find('\r');
+  const size_t lf = head.find('\n');
+  if (lf != std::string_view::npos && (cr == std::string_view::npos || lf < cr))
+    return Invalid(error, "PROXY v1: a bare LF");
+  if (cr == std::string_view::npos || cr + 1 >= head.size()) {
     if (input.size() >= kV1Max)
       return Invalid(error, "PROXY v1: no CRLF within 107 octets");
-    if (input.find('\n') != std::string_view::npos)
-      return Invalid(error, "PROXY v1: a bare LF");
     return Status::kNeedMore;
   }
+  if (head[cr + 1] != '\n')
+    return Invalid(error, "PROXY v1: a bare CR");
+  const size_t crlf = cr;
   std::string_view line = input.substr(kV1Prefix.size(), crlf - kV1Prefix.size());
   h->version = 1;
   h->length = crlf + 2;

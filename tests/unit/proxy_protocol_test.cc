@@ -101,6 +101,8 @@ TEST(ProxyProtocolTest, AnythingElseIsRefusedAtOnce) {
            std::string("PROXY TCP4 1.2.3.4 1.2.3.4 65536 2\r\n"),
            std::string("PROXY TCP4 1.2.3.4 1.2.3.4 01 2\r\n"),
            std::string("PROXY TCP4 1.2.3.4 1.2.3.4 1 2\n"),
+           std::string("PROXY TCP4 1.2.3.4 1.2.3.4 1 2\r\r\n"),
+           std::string("PROXY UNKNOWN\n x\r\n"),       // the fuzzer's: a bare LF before the CRLF
            "PROXY TCP4 " + std::string(120, '1'),      // no CRLF within 107 octets
            V2(0x11, 0x11, std::string(12, '\0')),      // version 1 in a v2 header
            V2(0x22, 0x11, std::string(12, '\0')),      // command 2
