@@ -79,6 +79,7 @@ struct Delivery::Impl final : public Engine {
   Stats& stats() override { return stats_; }
   const tls::TlsContext* tls_context() const override { return tls_context_; }
   tlsrpt::Reports* tls_reports() override { return tls_reports_; }
+  Cluster* cluster() override { return cluster_; }
   bool shutting_down() const override { return shutting_down_; }
   void Record(Site* site, const Job& job, size_t i, const smtp::Reply& reply, Outcomes* outcomes,
               const Peer* peer = nullptr) override;
@@ -173,6 +174,7 @@ struct Delivery::Impl final : public Engine {
   ShardId self_ = 0;
   const tls::TlsContext* tls_context_ = nullptr;
   tlsrpt::Reports* tls_reports_ = nullptr;
+  Cluster* cluster_ = nullptr;
   std::shared_ptr<const Shaping> shaping_;
   ProviderLimits own_provider_limits_;
   QueueAges* ages_ = nullptr;
@@ -948,6 +950,10 @@ void Delivery::SetSiteOwners(SiteOwners* owners, ShardId self) {
 
 void Delivery::SetTlsContext(const tls::TlsContext* context) {
   impl_->tls_context_ = context;
+}
+
+void Delivery::SetCluster(Cluster* cluster) {
+  impl_->cluster_ = cluster;
 }
 
 void Delivery::SetTlsReports(tlsrpt::Reports* reports) {

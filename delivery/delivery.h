@@ -45,6 +45,7 @@ class TlsContext;
 namespace spate::delivery {
 
 class Accounting;
+class Cluster;
 namespace tlsrpt {
 class Reports;
 }
@@ -74,6 +75,8 @@ class Delivery : public Service {
   void SetAccounting(Accounting* accounting);
   // Where TLS sessions under a destination's policy are counted (TLSRPT; null: nowhere).
   void SetTlsReports(tlsrpt::Reports* reports);
+  // [cluster]: this shard's share of the fleet's limits in Redis (null: this node alone).
+  void SetCluster(Cluster* cluster);
 
   // A job for `domain` (lower case), owned by this shard: held until job.due_ms, then delivered.
   void Enqueue(const std::string& domain, Job&& job);

@@ -139,6 +139,7 @@ class ClientConnection final : public Connection {
   size_t host_index() const { return host_index_; }
   // The provider's connection count this connection holds (null: none).
   ProviderLimits::Entry*& provider_slot() { return provider_slot_; }
+  uint64_t& lease() { return lease_; }  // [cluster]: its lease in Redis (0: none)
   uint64_t generation() const { return generation_; }
 
   void Start() {
@@ -527,6 +528,7 @@ class ClientConnection final : public Connection {
   Outcomes outcomes_;  // of the transaction in flight
   uint32_t messages_ = 0;
   ProviderLimits::Entry* provider_slot_ = nullptr;
+  uint64_t lease_ = 0;
   std::string last_reply_;  // the last failure reply the site's rules saw from this server
   bool draining_ = false;   // inside Drain(): Submit() leaves the events to its loop
   bool ready_seen_ = false;
@@ -554,6 +556,9 @@ Site::~Site() {
   // Its queue gauges are back to zero already (it is forgotten only when idle), and the entry
   // may be "other", shared with live sites: nothing to reset.
   engine_.reactor().CancelTimer(wake_timer_);
+  *alive_ = false;
+  if (lease_ready_ != 0 && engine_.cluster() != nullptr)
+    engine_.cluster()->ReleaseLease(lease_ready_);
 }
 
 bool Site::idle() const {
@@ -582,6 +587,17 @@ void Site::SetPolicy(SitePolicy policy) {
 
 void Site::UpdateLimits() {
   limits_ = automation_.Apply();
+  // [cluster] while Redis cannot be reached (the "divide" fallback): this node's share of each
+  // limit, the limit divided by the nodes (cluster.h).
+  if (Cluster* c = engine_.cluster(); c != nullptr) {
+    cluster_generation_ = c->generation();
+    if (c->mode() == Cluster::Mode::kDivided && c->nodes() > 1) {
+      const unsigned n = c->nodes();
+      limits_.message_rate /= n;
+      limits_.connection_rate /= n;
+      limits_.connection_limit = std::max(1u, (limits_.connection_limit + n - 1) / n);
+    }
+  }
   auto throttle = [](std::optional<Gcra>* g, double rate) {
     if (rate <= 0) {
       g->reset();
@@ -670,7 +686,64 @@ void Site::QuitIdle() {
   }
 }
 
+Clock::duration Site::TakeShared(SharedCell& cell, const char* kind, double rate,
+                                 Clock::time_point now) {
+  if (cell.granted) {
+    cell.granted = false;
+    return {};
+  }
+  if (cell.asking)
+    return std::chrono::seconds(1);  // the answer wakes the site
+  if (now < cell.retry_at)
+    return cell.retry_at - now;
+  cell.asking = true;
+  const auto interval =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
+  engine_.cluster()->TakeCell(
+      std::string(kind) + ":" + name_, interval,
+      [this, &cell, alive = alive_](Cluster::Mode mode, Clock::duration wait) {
+        if (!*alive)
+          return;
+        cell.asking = false;
+        const Clock::time_point t = engine_.reactor().now();
+        if (mode == Cluster::Mode::kShared && wait.count() == 0)
+          cell.granted = true;
+        else
+          cell.retry_at = t + (mode == Cluster::Mode::kShared ? wait : Clock::duration{});
+        WakeAt(t);
+      });
+  return std::chrono::seconds(1);
+}
+
+void Site::AskLease(Clock::time_point now) {
+  if (lease_asking_ || lease_ready_ != 0 || now < lease_retry_)
+    return;
+  lease_asking_ = true;
+  Cluster* cluster = engine_.cluster();
+  cluster->AcquireLease("conn:" + name_, limits_.connection_limit,
+                        [this, cluster, alive = alive_](Cluster::Mode mode, uint64_t lease) {
+                          if (!*alive) {
+                            if (lease != 0)
+                              cluster->ReleaseLease(lease);  // the site went meanwhile
+                            return;
+                          }
+                          lease_asking_ = false;
+                          const Clock::time_point t = engine_.reactor().now();
+                          if (lease != 0) {
+                            lease_ready_ = lease;
+                          } else if (mode == Cluster::Mode::kShared) {
+                            // The fleet's connections are all open: looked at again soon, as they
+                            // close.
+                            lease_retry_ = t + std::chrono::milliseconds(100);
+                          }
+                          WakeAt(t);
+                        });
+}
+
 Clock::duration Site::TakeMessageSlot(Clock::time_point now) {
+  Cluster* cluster = engine_.cluster();
+  if (cluster != nullptr && cluster->mode() == Cluster::Mode::kHeld)
+    return std::chrono::seconds(1);  // [cluster] fallback = "hold": nothing until Redis is back
   Clock::duration wait{};
   if (message_rate_)
     wait = message_rate_->WaitAt(now);
@@ -678,6 +751,12 @@ Clock::duration Site::TakeMessageSlot(Clock::time_point now) {
     wait = std::max(wait, provider_->messages.WaitAt(now));
   if (wait.count() > 0)
     return wait;
+  // The fleet's rate, in Redis (cluster.h).
+  if (cluster != nullptr && cluster->mode() == Cluster::Mode::kShared && limits_.message_rate > 0) {
+    if (const Clock::duration w = TakeShared(message_cell_, "msg", limits_.message_rate, now);
+        w.count() > 0)
+      return w;
+  }
   if (provider_ != nullptr && provider_interval_.count() > 0) {
     // Another shard's site of the provider may have taken it since: asked again, atomically.
     if (Clock::duration w = provider_->messages.TryTake(now, provider_interval_); w.count() > 0)
@@ -802,6 +881,10 @@ void Site::Pump() {
   Reactor& reactor = engine_.reactor();
   const Clock::time_point now = reactor.now();
   Clock::time_point wake = Clock::time_point::max();
+  Cluster* cluster = engine_.cluster();
+  if (cluster != nullptr && cluster->generation() != cluster_generation_)
+    UpdateLimits();  // Redis came or went, or the node count changed
+  const bool shared = cluster != nullptr && cluster->mode() == Cluster::Mode::kShared;
   if (automation_.any_active()) {
     const std::vector<AutomationState::Event> events = automation_.Advance(now);
     if (!events.empty()) {
@@ -839,6 +922,28 @@ void Site::Pump() {
     } else {
       // Connections for the jobs that the connections already on their way will not take.
       while (waiting > connecting_ && open_.size() < limits_.connection_limit) {
+        if (cluster != nullptr && cluster->mode() == Cluster::Mode::kHeld) {
+          wake = std::min(wake, now + std::chrono::seconds(1));
+          break;
+        }
+        if (shared) {
+          // The fleet's connection rate and connection limit (cluster.h): a cell, and a lease
+          // on one of connection_limit connections, both in Redis.
+          if (limits_.connection_rate > 0) {
+            if (const Clock::duration w =
+                    TakeShared(connection_cell_, "connrate", limits_.connection_rate, now);
+                w.count() > 0) {
+              wake = std::min(wake, now + w);
+              break;
+            }
+          }
+          if (lease_ready_ == 0) {
+            AskLease(now);
+            wake = std::min(
+                wake, lease_asking_ ? now + std::chrono::seconds(1) : std::max(now, lease_retry_));
+            break;
+          }
+        }
         if (connection_rate_) {
           if (const Clock::duration wait = connection_rate_->WaitAt(now); wait.count() > 0) {
             wake = std::min(wake, now + wait);
@@ -898,6 +1003,7 @@ void Site::Pump() {
         auto* conn =
             new ClientConnection(*this, host, std::move(host_name), i, route_generation_, tls, fd);
         conn->provider_slot() = slot;
+        conn->lease() = std::exchange(lease_ready_, 0);
         open_.push_back(conn);
         ++connecting_;
         UpdateConnections();
@@ -954,6 +1060,8 @@ void Site::OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_fa
     --connecting_;
   if (conn->provider_slot() != nullptr)
     conn->provider_slot()->Closed();
+  if (conn->lease() != 0 && engine_.cluster() != nullptr)
+    engine_.cluster()->ReleaseLease(conn->lease());
   UpdateConnections();
   if (engine_.shutting_down())
     return;

@@ -58,6 +58,7 @@
 #include "core/smtp/reply.h"
 #include "core/tls/tls.h"
 #include "delivery/adaptive.h"
+#include "delivery/cluster.h"
 #include "delivery/dsn.h"
 #include "delivery/job.h"
 #include "delivery/options.h"
@@ -123,6 +124,8 @@ class Engine {
   virtual const tls::TlsContext* tls_context() const = 0;
   // TLSRPT (RFC 8460): where sessions under a destination's TLS policy are counted; null: off.
   virtual tlsrpt::Reports* tls_reports() = 0;
+  // [cluster]: the fleet's shared limits, this shard's (null: this node alone).
+  virtual Cluster* cluster() = 0;
   virtual bool shutting_down() const = 0;
   // The outcome of recipient `i` of `job`, gathered in `outcomes` (a 4xx in its deferred).
   // `site` is null for an outcome decided before any site (a route failure); `peer` is the
@@ -235,6 +238,19 @@ class Site {
   // Zero when a transaction may start now (its cell taken, of the site's rate and of the
   // provider's); else how long until one may.
   Reactor::Clock::duration TakeMessageSlot(Reactor::Clock::time_point now);
+  // [cluster]: one cell of the fleet's rate `kind` ("msg", "conn") for this site, asked of
+  // Redis ahead of use: zero when one is taken now; else how long until it may be asked again
+  // (an answer wakes the site sooner).
+  struct SharedCell {
+    bool asking = false;
+    bool granted = false;
+    Reactor::Clock::time_point retry_at{};
+  };
+  Reactor::Clock::duration TakeShared(SharedCell& cell, const char* kind, double rate,
+                                      Reactor::Clock::time_point now);
+  // [cluster]: asks for a lease on one of the fleet's connection_limit connections to the
+  // site, once at a time; lease_ready_ holds it when granted.
+  void AskLease(Reactor::Clock::time_point now);
   // Pump() again at `at` (the earliest of what was asked).
   void WakeAt(Reactor::Clock::time_point at);
   void QuitIdle();
@@ -276,6 +292,15 @@ class Site {
   uint64_t route_generation_ = 0;                      // a connection's index is of this route
   Reactor::Clock::time_point hold_until_{};
   Reactor::TimerId wake_timer_;  // a hold, a throttle, a rule's next change
+  // [cluster] (cluster.h): the fleet's cells and leases, and the cluster's generation the
+  // limits were computed for (a change of mode or node count computes them again).
+  SharedCell message_cell_;
+  SharedCell connection_cell_;
+  uint64_t lease_ready_ = 0;
+  bool lease_asking_ = false;
+  Reactor::Clock::time_point lease_retry_{};
+  uint64_t cluster_generation_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for Redis's answers
 };
 
 }  // namespace spate::delivery

@@ -16,6 +16,8 @@ packages=(
   libre2-dev
   # DNS for MX routing: libunbound (Debian's is built with nettle, no OpenSSL beside BoringSSL)
   libunbound-dev
+  # [cluster]: hiredis for the Redis protocol (Debian's 0.14 links no OpenSSL)
+  libhiredis-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # fuzzing (tests/fuzz, the fuzz preset): clang and its libFuzzer/sanitizer runtimes
   clang-14 libclang-rt-14-dev
@@ -28,8 +30,8 @@ packages=(
   # own on a free port); dns-root-data: the root trust anchor of the production config
   nsd ldnsutils unbound-host unbound dns-root-data
   # scale-out tests (issue 15): HAProxy in front of the nodes, Redis for the shared limits
-  # (the tests start their own on loopback); hiredis is spate's Redis client
-  haproxy redis-server libhiredis-dev
+  # (the tests start their own on loopback)
+  haproxy redis-server
   # an independent DKIM verifier for spate's signatures (tests/dkim/verify.py, dkimpy), and the
   # openssl command that makes the tests' keys
   python3-dkim openssl

@@ -339,6 +339,31 @@ class SampleCollector : public prometheus::Collectable {
         }
       }
       out.push_back(std::move(held));
+      if (sample.cluster) {
+        auto mode = Family("spate_cluster_mode",
+                           "Shards by how they apply the fleet's limits ([cluster]): shared in "
+                           "Redis, or the fallback while it cannot be reached (divided: each "
+                           "limit divided by the nodes; held: no delivery).",
+                           MetricType::Gauge);
+        for (const char* m : {"shared", "divided", "held"}) {
+          const double n = std::string_view(m) == "shared" ? sample.cluster_shards_shared
+                           : sample.cluster_fallback == m  ? sample.cluster_shards_fallback
+                                                           : 0;
+          mode.metric.push_back(Value(MetricType::Gauge, n, {{"mode", m}}));
+        }
+        out.push_back(std::move(mode));
+        auto nodes = Family("spate_cluster_nodes", "Live nodes of the fleet, as Redis counts them.",
+                            MetricType::Gauge);
+        nodes.metric.push_back(Value(MetricType::Gauge, sample.cluster_nodes, {}));
+        out.push_back(std::move(nodes));
+        auto errors = Family("spate_cluster_redis_errors_total",
+                             "Commands to Redis that were not answered (no connection, a late or "
+                             "wrong reply).",
+                             MetricType::Counter);
+        errors.metric.push_back(
+            Value(MetricType::Counter, static_cast<double>(sample.cluster_redis_errors), {}));
+        out.push_back(std::move(errors));
+      }
       auto by_campaign = Family("spate_campaign_deliveries_total",
                                 "Recipient delivery attempts by campaign ([server] "
                                 "campaign_header) and outcome.",

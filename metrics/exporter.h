@@ -107,8 +107,16 @@ struct Sample {
   uint64_t connections_accepted = 0;
   uint64_t connections_refused = 0;
   uint64_t proxy_header_errors = 0;
-  bool draining = false;  // spate ctl drain: no longer accepting  // [server] proxy_protocol:
-                          // closed without a valid header
+  bool draining = false;  // spate ctl drain: no longer accepting
+  // [cluster] (delivery/cluster.h), when configured: the shards by mode, the live nodes Redis
+  // counts, the commands it did not answer.
+  bool cluster = false;
+  std::string cluster_fallback;  // "divided" or "held": the mode of a shard that lost Redis
+  unsigned cluster_shards_shared = 0;
+  unsigned cluster_shards_fallback = 0;
+  unsigned cluster_nodes = 0;
+  uint64_t cluster_redis_errors = 0;  // [server] proxy_protocol:
+                                      // closed without a valid header
   int64_t inbound_connections = 0;
   uint64_t output_paused = 0;   // submission connections that stopped reading (backpressure)
   uint64_t commits_failed = 0;  // messages refused after their data: the spool could not take them

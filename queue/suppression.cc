@@ -94,6 +94,7 @@ struct Suppression::State {
   std::atomic<int64_t> ttl_ms{0};
   std::atomic<bool> sweep_requested{false};
   Writer writer;
+  Writer observer;
   std::array<Shard, kShards> shards;
 
   Shard& ShardOf(const std::string& key) { return shards[std::hash<std::string>{}(key) % kShards]; }
@@ -150,7 +151,38 @@ void Suppression::Add(SuppressionEntry entry) {
   State::Shard& shard = state_->ShardOf(key);
   std::unique_lock lock(shard.mu);
   shard.map.insert_or_assign(key, std::move(item));
+  if (state_->observer)
+    state_->observer(key, value);
   state_->writer(std::move(key), std::move(value));
+}
+
+void Suppression::SetObserver(Observer observer) {
+  state_->observer = std::move(observer);
+}
+
+bool Suppression::Apply(std::string_view key, const std::optional<std::string>& value,
+                        int64_t now_ms) {
+  if (!state_->enabled)
+    return false;
+  if (!value) {
+    std::string k = NormalizeAddress(key);
+    State::Shard& shard = state_->ShardOf(k);
+    std::unique_lock lock(shard.mu);
+    if (shard.map.erase(k) > 0)
+      state_->writer(std::move(k), std::nullopt);
+    return true;
+  }
+  std::optional<records::SuppressionValue> v = records::DecodeSuppression(*value);
+  if (!v || !ValidSuppressionAddress(key) || NormalizeAddress(key) != key ||
+      Expired(v->since_ms, now_ms, state_->ttl()))
+    return false;
+  std::string k(key);
+  State::Shard& shard = state_->ShardOf(k);
+  std::unique_lock lock(shard.mu);
+  shard.map.insert_or_assign(k,
+                             State::Item{v->since_ms, std::move(v->klass), std::move(v->reason)});
+  state_->writer(std::move(k), *value);
+  return true;
 }
 
 bool Suppression::Remove(std::string_view address) {
@@ -161,6 +193,8 @@ bool Suppression::Remove(std::string_view address) {
   std::unique_lock lock(shard.mu);
   if (shard.map.erase(key) == 0)
     return false;
+  if (state_->observer)
+    state_->observer(key, std::nullopt);
   state_->writer(std::move(key), std::nullopt);
   return true;
 }

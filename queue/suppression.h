@@ -61,6 +61,16 @@ class Suppression {
   // changed; it must only queue them (the spool hands them to its commit thread).
   using Writer = std::function<void(std::string key, std::optional<std::string> value)>;
 
+  // [cluster]: hears each change made here (Add, Remove, ImportCsv; not Load, Sweep or Apply),
+  // to share it with the other nodes. Same rules as the Writer: called under the shard lock,
+  // it must only queue. Set before any change.
+  using Observer = Writer;
+  void SetObserver(Observer observer);
+  // A change another node made (what an Observer saw there): the record is put, or deleted
+  // for nullopt, here and in the spool, without an Observer call. False for a record Load
+  // would refuse (then nothing changes).
+  bool Apply(std::string_view key, const std::optional<std::string>& value, int64_t now_ms);
+
   // The spool makes the one of its database; a test may make one over its own writer.
   Suppression(Options options, Writer writer);
   ~Suppression();

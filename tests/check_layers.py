@@ -5,7 +5,7 @@ naming file, line and rule, on an arrow that runs back up.
   protocols  core/smtp, core/tls,      the runtime and the protocols
              core/auth, core/dns,
              core/dkim, core/http, core/inject,
-             core/proxy
+             core/proxy, core/redis
   modules    core/server, queue/,      the runtime, the protocols and the modules below them:
              delivery/, metrics/       queue/ never delivery/; metrics/ no other module; no
                                        module the daemon
@@ -21,7 +21,7 @@ import sys
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 PROTOCOLS = ("core/smtp/", "core/tls/", "core/auth/", "core/dns/", "core/dkim/", "core/http/",
-             "core/inject/", "core/proxy/")
+             "core/inject/", "core/proxy/", "core/redis/")
 
 
 def room(path):

@@ -174,6 +174,31 @@ void AdminApi::Offload(std::function<http::Response()> work, AdminServer::Respon
   cv_.notify_one();
 }
 
+std::optional<Control> AdminApi::DecodeControl(std::string_view key, std::string_view value) {
+  // control/ACTION/SCOPE/NAME -> {"reason", "since_ms", "until_ms"}
+  if (key.substr(0, kControlPrefix.size()) != kControlPrefix)
+    return std::nullopt;
+  const std::string_view rest = key.substr(kControlPrefix.size());
+  const size_t a = rest.find('/');
+  const size_t b = a == std::string_view::npos ? a : rest.find('/', a + 1);
+  Json j = Json::parse(value, nullptr, /*allow_exceptions=*/false);
+  std::optional<Control::Action> action;
+  std::optional<Control::Scope> scope;
+  if (b != std::string_view::npos) {
+    action = delivery::ParseAction(rest.substr(0, a));
+    scope = delivery::ParseScope(rest.substr(a + 1, b - a - 1));
+  }
+  if (!action || !scope || !j.is_object() || !j.value("since_ms", Json()).is_number_integer() ||
+      !j.value("until_ms", Json()).is_number_integer() || !j.value("reason", Json()).is_string())
+    return std::nullopt;
+  return Control{*action,
+                 *scope,
+                 std::string(rest.substr(b + 1)),
+                 j["reason"].get<std::string>(),
+                 j["since_ms"].get<int64_t>(),
+                 j["until_ms"].get<int64_t>()};
+}
+
 size_t AdminApi::LoadControls(queue::Spool& spool, delivery::Controls& controls, int64_t now_ms) {
   auto entries = spool.ReadState(kControlPrefix);
   if (!entries) {
@@ -183,48 +208,29 @@ size_t AdminApi::LoadControls(queue::Spool& spool, delivery::Controls& controls,
   }
   size_t n = 0;
   for (const auto& [key, value] : *entries) {
-    // control/ACTION/SCOPE/NAME -> {"reason", "since_ms", "until_ms"}
-    const std::string_view rest = std::string_view(key).substr(kControlPrefix.size());
-    const size_t a = rest.find('/');
-    const size_t b = a == std::string_view::npos ? a : rest.find('/', a + 1);
-    Json j = Json::parse(value, nullptr, /*allow_exceptions=*/false);
-    std::optional<Control::Action> action;
-    std::optional<Control::Scope> scope;
-    if (b != std::string_view::npos) {
-      action = delivery::ParseAction(rest.substr(0, a));
-      scope = delivery::ParseScope(rest.substr(a + 1, b - a - 1));
-    }
-    if (!action || !scope || !j.is_object() || !j.value("since_ms", Json()).is_number_integer() ||
-        !j.value("until_ms", Json()).is_number_integer() ||
-        !j.value("reason", Json()).is_string()) {
+    std::optional<Control> c = DecodeControl(key, value);
+    if (!c) {
       SPATE_LOG(kWarn, "admin: a kept suspension does not decode (%s); removed", key.c_str());
       spool.PutState(key, std::nullopt);
       continue;
     }
-    Control c{*action,
-              *scope,
-              std::string(rest.substr(b + 1)),
-              j["reason"].get<std::string>(),
-              j["since_ms"].get<int64_t>(),
-              j["until_ms"].get<int64_t>()};
-    if (!c.live(now_ms)) {
+    if (!c->live(now_ms)) {
       spool.PutState(key, std::nullopt);
       continue;
     }
-    controls.Set(std::move(c));
+    controls.Set(std::move(*c));
     ++n;
   }
   return n;
 }
 
 void AdminApi::Persist(const Control& c, bool lifted) {
-  if (lifted) {
-    ctx_.spool->PutState(ControlKey(c), std::nullopt);
-    return;
-  }
-  ctx_.spool->PutState(
-      ControlKey(c),
-      Json({{"reason", c.reason}, {"since_ms", c.since_ms}, {"until_ms", c.until_ms}}).dump());
+  std::optional<std::string> value;
+  if (!lifted)
+    value = Json({{"reason", c.reason}, {"since_ms", c.since_ms}, {"until_ms", c.until_ms}}).dump();
+  ctx_.spool->PutState(ControlKey(c), value);
+  if (ctx_.share_control)
+    ctx_.share_control(ControlKey(c), value);  // [cluster]: the other nodes apply it too
 }
 
 http::Response AdminApi::DrainState() const {

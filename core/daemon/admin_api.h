@@ -74,6 +74,9 @@ class AdminApi {
     const std::atomic<bool>* draining = nullptr;
     // Submission connections open, per shard (for the drain's state).
     const std::vector<std::unique_ptr<server::Stats>>* server_stats = nullptr;
+    // [cluster]: a control set (value) or lifted (nullopt) here, for the other nodes.
+    std::function<void(const std::string& key, const std::optional<std::string>& value)>
+        share_control;
     // POST /api/inject/v1 (null: 404).
     std::function<void(const http::Request&, AdminServer::Respond)> inject;
   };
@@ -85,6 +88,10 @@ class AdminApi {
 
   void Handle(const http::Request& r, AdminServer::Respond respond);
 
+  // A control from its spool state record (key "control/ACTION/SCOPE/NAME", JSON value), as
+  // Persist() writes it and [cluster] shares it; nullopt for anything else.
+  static std::optional<delivery::Control> DecodeControl(std::string_view key,
+                                                        std::string_view value);
   // Before recovery: the suspensions and bounces kept in the spool, back in force (what has
   // expired is deleted). How many.
   static size_t LoadControls(queue::Spool& spool, delivery::Controls& controls, int64_t now_ms);

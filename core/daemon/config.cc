@@ -271,7 +271,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     static const std::set<std::string> kTables = {
         "server",    "spool", "metrics", "shards",  "delivery",   "routes",
         "log",       "tls",   "auth",    "dns",     "tls_policy", "suppression",
-        "campaigns", "admin", "inject",  "mta_sts", "tlsrpt"};
+        "campaigns", "admin", "inject",  "mta_sts", "tlsrpt",     "cluster"};
     if (k.str() == "dkim") {
       if (!v.is_array_of_tables()) {
         *error = "dkim must be [[dkim]] entries (domain, selector, key)";
@@ -469,6 +469,31 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   mta_sts.String("ca_file", &c.mta_sts_ca_file);
   mta_sts.Duration("fetch_timeout", &c.mta_sts_fetch_timeout);
   mta_sts.RejectUnknown();
+
+  // [cluster]: nodes sharing the shaping limits in Redis (delivery/cluster.h).
+  TableReader cluster(root["cluster"].as_table(), "cluster", error);
+  cluster.String("redis", &c.cluster_redis);
+  cluster.String("node", &c.cluster_node);
+  cluster.String("fallback", &c.cluster_fallback);
+  cluster.Unsigned("nodes", &c.cluster_nodes, 1, 10000);
+  cluster.Duration("lease_ttl", &c.cluster_lease_ttl);
+  cluster.Duration("timeout", &c.cluster_timeout);
+  cluster.RejectUnknown();
+  if (c.cluster_fallback != "divide" && c.cluster_fallback != "hold")
+    cluster.Fail("fallback", "must be \"divide\" or \"hold\"");
+  if (!c.cluster_redis.empty()) {
+    socklen_t len = 0;
+    auto endpoint = ParseEndpoint(c.cluster_redis, &len);
+    if (!endpoint) {
+      cluster.Fail("redis", "\"" + c.cluster_redis + "\" is not host:port");
+    } else {
+      c.cluster_redis_endpoint.text = c.cluster_redis;
+      c.cluster_redis_endpoint.addr = *endpoint;
+      c.cluster_redis_endpoint.len = len;
+    }
+    if (c.cluster_lease_ttl.count() < 3)
+      cluster.Fail("lease_ttl", "must be at least 3s (leases are renewed every third of it)");
+  }
 
   // [tlsrpt]: RFC 8460 reports of the destinations' TLS policies, one file per domain per day.
   TableReader tlsrpt(root["tlsrpt"].as_table(), "tlsrpt", error);
@@ -716,6 +741,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   }
   if (c.hostname.empty())
     c.hostname = HostName();
+  if (c.cluster_node.empty())
+    c.cluster_node = c.hostname;
   if (c.tlsrpt_organization.empty())
     c.tlsrpt_organization = c.hostname;
   if (c.tlsrpt_contact.empty())

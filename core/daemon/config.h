@@ -156,6 +156,16 @@ struct Config {
   std::vector<std::string> dns_nameservers;
   // [dns] trust_anchor_file: DNSSEC validation by libunbound (DANE needs it); "" none.
   std::string dns_trust_anchor_file;
+  // [cluster] (delivery/cluster.h): redis "host:port" ("" off), this node's name, the fallback
+  // while Redis cannot be reached ("divide" or "hold"), the node count to divide by until
+  // Redis has counted them, and how long a connection's lease lasts unrenewed.
+  std::string cluster_redis;
+  Endpoint cluster_redis_endpoint;
+  std::string cluster_node;
+  std::string cluster_fallback = "divide";
+  unsigned cluster_nodes = 1;
+  Seconds cluster_lease_ttl{30};
+  Seconds cluster_timeout{1};
   // [tlsrpt]: RFC 8460 daily report files (delivery/tlsrpt.h); organization and contact ""
   // default to the hostname and postmaster@hostname.
   bool tlsrpt_enabled = false;

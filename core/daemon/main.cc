@@ -52,6 +52,8 @@
 #include "core/tls/tls.h"
 #include "delivery/accounting.h"
 #include "delivery/bounce_class.h"
+#include "delivery/cluster.h"
+#include "delivery/cluster_sync.h"
 #include "delivery/delivery.h"
 #include "delivery/dispatcher.h"
 #include "delivery/mta_sts_policies.h"
@@ -533,6 +535,62 @@ int Run(int argc, char** argv) {
                                         dispatch_to->DispatchAccepted(id, std::move(m));
                                       });
 
+  // [cluster]: what the shards' Cluster objects tell the metrics.
+  delivery::ClusterShared cluster_shared;
+  // [cluster]: the suppression list and the controls, shared with the other nodes through Redis
+  // (delivery/cluster_sync.h); made before the shards run, started on shard 0.
+  std::unique_ptr<delivery::ClusterSync> cluster_sync;
+  std::vector<delivery::Delivery*> sync_deliveries(config.shards, nullptr);
+  std::vector<Reactor*> sync_reactors(config.shards, nullptr);
+  if (!config.cluster_redis.empty()) {
+    delivery::ClusterOptions so;
+    so.node = config.cluster_node;
+    so.redis = config.cluster_redis_endpoint;
+    so.timeout = config.cluster_timeout;
+    std::vector<delivery::ClusterSync::Channel> channels;
+    channels.push_back({"suppression", [sp = spool.get()](const std::string& key,
+                                                          const std::optional<std::string>& value) {
+                          sp->suppression().Apply(key, value, Clock::Real().WallMs());
+                        }});
+    channels.push_back(
+        {"controls", [sp = spool.get(), &controls, &sync_deliveries, &sync_reactors](
+                         const std::string& key, const std::optional<std::string>& value) {
+           // Another node's suspension or bounce, set or lifted: here as if said here (kept in
+           // the spool, in force on every shard), without being shared again.
+           std::optional<delivery::Control> c =
+               daemon::AdminApi::DecodeControl(key, value.value_or("{}"));
+           if (!value) {
+             // A lift: the key alone names it.
+             c = daemon::AdminApi::DecodeControl(key, R"({"reason":"","since_ms":0,"until_ms":0})");
+             if (!c || !controls.Lift(c->action, c->scope, c->name))
+               return;
+           } else if (!c) {
+             return;
+           } else {
+             controls.Set(*c);
+           }
+           sp->PutState(key, value);
+           SPATE_LOG(kInfo, "cluster: %s %s %s %s by another node",
+                     std::string(delivery::ActionName(c->action)).c_str(),
+                     std::string(delivery::ScopeName(c->scope)).c_str(), c->name.c_str(),
+                     value ? "set" : "lifted");
+           for (size_t k = 0; k < sync_reactors.size(); ++k) {
+             if (sync_reactors[k] == nullptr)
+               continue;
+             sync_reactors[k]->Post([d = sync_deliveries[k], lifted = !value.has_value()] {
+               if (lifted)
+                 d->ReleaseHeld();
+               else
+                 d->ApplyControls();
+             });
+           }
+         }});
+    cluster_sync = std::make_unique<delivery::ClusterSync>(so, std::move(channels));
+    spool->suppression().SetObserver(
+        [sync = cluster_sync.get()](const std::string& key, const std::optional<std::string>& v) {
+          sync->Publish(0, key, v);
+        });
+  }
   // spate ctl drain: set once, read by the inject API and the metrics.
   std::atomic<bool> draining{false};
   std::vector<std::unique_ptr<server::Stats>> server_stats;
@@ -552,11 +610,19 @@ int Run(int argc, char** argv) {
   }
   auto exporter_or = metrics::Exporter::Start(
       config.metrics_listen.text,
-      [&server_stats, &delivery_stats, &draining, spool_ptr, &dns_stats, &mx_stats, &journal,
-       &store, &queue_ages, &controls] {
+      [&server_stats, &delivery_stats, &draining, &cluster_shared, &config, spool_ptr, &dns_stats,
+       &mx_stats, &journal, &store, &queue_ages, &controls] {
         metrics::Sample sample;
         sample.shards = static_cast<unsigned>(server_stats.size());
         sample.draining = draining.load();
+        if (!config.cluster_redis.empty()) {
+          sample.cluster = true;
+          sample.cluster_fallback = config.cluster_fallback == "hold" ? "held" : "divided";
+          sample.cluster_shards_shared = cluster_shared.shards_shared.load();
+          sample.cluster_shards_fallback = cluster_shared.shards_fallback.load();
+          sample.cluster_nodes = cluster_shared.live_nodes.load();
+          sample.cluster_redis_errors = cluster_shared.redis_errors.load();
+        }
         for (const auto& s : server_stats) {
           sample.messages_received += s->messages_received.Get();
           sample.recipients_received += s->recipients_received.Get();
@@ -698,6 +764,17 @@ int Run(int argc, char** argv) {
   // shard has its own resolver and routing, made on its thread and gone after its loop.
   const bool by_mx = config.smarthost_text.empty();
   std::vector<std::unique_ptr<delivery::MxRouting>> mx_routings(config.shards);
+  // [cluster]: each shard's share of the fleet's limits in Redis (delivery/cluster.h).
+  std::vector<std::unique_ptr<delivery::Cluster>> clusters(config.shards);
+  delivery::ClusterOptions cluster_options;
+  cluster_options.node = config.cluster_node;
+  cluster_options.redis = config.cluster_redis_endpoint;
+  cluster_options.fallback = config.cluster_fallback == "hold"
+                                 ? delivery::ClusterOptions::Fallback::kHold
+                                 : delivery::ClusterOptions::Fallback::kDivide;
+  cluster_options.nodes = config.cluster_nodes;
+  cluster_options.lease_ttl = config.cluster_lease_ttl;
+  cluster_options.timeout = config.cluster_timeout;
   // MTA-STS: the policies in force, shared by the shards and kept in the spool's state.
   delivery::StsCache sts_cache([spool_ptr](const std::string& domain, const std::string& encoded) {
     spool_ptr->PutState("mta-sts/" + domain, encoded);
@@ -762,6 +839,16 @@ int Run(int argc, char** argv) {
       d->SetTlsContext(client_tls.get());
       d->SetAccounting(accounting.get());
       d->SetTlsReports(tls_reports.get());
+      if (!config.cluster_redis.empty()) {
+        clusters[i] = std::make_unique<delivery::Cluster>(shard.reactor(), cluster_options,
+                                                          cluster_shared, i);
+        clusters[i]->Start();
+        d->SetCluster(clusters[i].get());
+        sync_deliveries[i] = d.get();
+        sync_reactors[i] = &shard.reactor();
+        if (i == 0)
+          cluster_sync->Start(shard.reactor());
+      }
       d->SetProviderLimits(&provider_limits);
       d->SetQueueAges(&queue_ages);
       d->SetControls(&controls);
@@ -806,6 +893,12 @@ int Run(int argc, char** argv) {
             });
           }
         };
+        if (cluster_sync) {
+          ctx.share_control = [sync = cluster_sync.get()](const std::string& key,
+                                                          const std::optional<std::string>& v) {
+            sync->Publish(1, key, v);
+          };
+        }
         ctx.draining = &draining;
         ctx.server_stats = &server_stats;
         ctx.drain = [&shards, &submission_servers, &draining] {
@@ -972,6 +1065,12 @@ int Run(int argc, char** argv) {
   // No shard asks any more; a verdict still being computed is posted to a stopped shard and
   // dropped with it.
   verifier.reset();
+  // [cluster]: nothing changes the list any more; what was not sent yet is not.
+  if (cluster_sync) {
+    spool_ptr->suppression().SetObserver(nullptr);
+    cluster_sync.reset();
+  }
+  clusters.clear();
   // What is being signed goes to the spool; what waits to be signed was never answered.
   store.Stop();
   // The spool finishes every queued commit before it closes; then the shards (and the tasks the

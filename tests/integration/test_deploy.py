@@ -186,6 +186,16 @@ class DeployFiles(unittest.TestCase):
         r = run([analyze, "verify", copy])
         self.assertEqual((r.returncode, r.stdout + r.stderr), (0, ""))
 
+    def test_the_haproxy_example_is_valid_and_checks_with_the_proxy_protocol(self):
+        """deploy/haproxy/haproxy.cfg: haproxy -c accepts it; every server sends PROXY v2 and
+        is health-checked over SMTP with its own header (what [server] proxy_protocol wants)."""
+        path = os.path.join(DEPLOY, "haproxy", "haproxy.cfg")
+        r = run(["haproxy", "-c", "-f", path])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        text = read(path)
+        self.assertIn("option smtpchk", text)
+        self.assertRegex(text, r"default-server send-proxy-v2 check check-send-proxy")
+
     def test_the_container_installs_what_spate_links_and_builds_with(self):
         if not shutil.which("dpkg") or not shutil.which("readelf"):
             self.skipTest("needs dpkg and readelf (Debian)")

@@ -201,6 +201,13 @@ TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
   EXPECT_EQ(a.inject_enabled, b.inject_enabled);
   EXPECT_EQ(a.dns_trust_anchor_file, b.dns_trust_anchor_file);
   EXPECT_EQ(a.dns_trust_ad, b.dns_trust_ad);
+  EXPECT_EQ(a.cluster_redis, b.cluster_redis);
+  EXPECT_EQ(a.cluster_node, b.cluster_node);
+  EXPECT_EQ(a.cluster_fallback, b.cluster_fallback);
+  EXPECT_EQ(a.cluster_nodes, b.cluster_nodes);
+  EXPECT_EQ(a.cluster_lease_ttl, b.cluster_lease_ttl);
+  EXPECT_EQ(a.cluster_timeout, b.cluster_timeout);
+  EXPECT_EQ(a.proxy_protocol, b.proxy_protocol);
   EXPECT_EQ(a.tlsrpt_enabled, b.tlsrpt_enabled);
   EXPECT_EQ(a.tlsrpt_directory, b.tlsrpt_directory);
   EXPECT_EQ(a.tlsrpt_organization, b.tlsrpt_organization);
@@ -443,6 +450,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"ProxyNetworkNotANetwork",
                   "[server]\nproxy_protocol = true\nproxy_networks = [\"balancer\"]\n",
                   "proxy_networks"},
+        BadConfig{"ClusterFallbackWord", "[cluster]\nfallback = \"guess\"\n", "fallback"},
+        BadConfig{"ClusterRedisNotHostPort", "[cluster]\nredis = \"redis.local\"\n", "redis"},
+        BadConfig{"ClusterLeaseTooShort",
+                  "[cluster]\nredis = \"127.0.0.1:6379\"\nlease_ttl = \"1s\"\n", "lease_ttl"},
         BadConfig{"TlsrptUnknownKey", "[tlsrpt]\nrua = \"mailto:x@y\"\n", "rua"},
         BadConfig{"TrustAdWithAnchors",
                   "[dns]\ntrust_ad = true\ntrust_anchor_file = \"/usr/share/dns/root.key\"\n",

@@ -166,6 +166,48 @@ TEST_F(SuppressionSpoolTest, EntriesSurviveCloseAndReopenAndRemovedOnesStayGone)
   EXPECT_FALSE(spool->suppression().Lookup("c@example.com", NowMs()).has_value());
 }
 
+// [cluster]: what the observer hears is what Apply() on another node's list takes; an applied
+// change is stored (it survives a reopen) and is not heard again (no echo between nodes).
+TEST_F(SuppressionSpoolTest, ObservedChangesApplyElsewhereWithoutAnEcho) {
+  std::vector<std::pair<std::string, std::optional<std::string>>> heard;
+  const int64_t since = NowMs() - 1000;
+  {
+    auto here = Open();
+    ASSERT_NE(here, nullptr);
+    here->suppression().SetObserver(
+        [&](const std::string& key, const std::optional<std::string>& value) {
+          heard.emplace_back(key, value);
+        });
+    here->suppression().Add({"Gone@Example.com", since, "InvalidRecipient", "550 5.1.1 gone"});
+    here->suppression().Add({"temp@example.com", since, "Manual", "x"});
+    EXPECT_TRUE(here->suppression().Remove("temp@example.com"));
+    here->suppression().Apply("other@example.com", heard.front().second, NowMs());
+  }
+  ASSERT_EQ(heard.size(), 3u) << "two adds and a remove; the Apply is not heard";
+  EXPECT_EQ(heard[0].first, "gone@example.com");
+  EXPECT_FALSE(heard[2].second.has_value());
+
+  TempDir other_dir;
+  Spool::Options o = options();
+  o.path = other_dir.path() + "/spool";
+  {
+    auto there = Open(o);
+    ASSERT_NE(there, nullptr);
+    for (const auto& [key, value] : heard)
+      EXPECT_TRUE(there->suppression().Apply(key, value, NowMs()));
+    EXPECT_FALSE(there->suppression().Apply("Not Normalized@x", heard[0].second, NowMs()));
+    EXPECT_FALSE(there->suppression().Apply("a@example.com", std::string("garbage"), NowMs()));
+  }
+  auto there = Open(o);
+  ASSERT_NE(there, nullptr);
+  auto e = there->suppression().Lookup("gone@example.com", NowMs());
+  ASSERT_TRUE(e.has_value()) << "stored by Apply";
+  EXPECT_EQ(*e,
+            (SuppressionEntry{"gone@example.com", since, "InvalidRecipient", "550 5.1.1 gone"}));
+  EXPECT_FALSE(there->suppression().Lookup("temp@example.com", NowMs()).has_value());
+  EXPECT_EQ(there->suppression().size(), 1u);
+}
+
 TEST_F(SuppressionSpoolTest, AnEntryPastTheTtlIsAbsentAndGoneFromDiskAfterReopen) {
   Spool::Options o = options();
   o.suppression_ttl = Seconds(30 * 86400);
