@@ -21,15 +21,26 @@ class RedisServer:
         self.proc = None
         for _ in range(5):
             self.port = _free_port()
-            self.proc = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--daemonize", "no",
-                 "--dir", self.dir, "--logfile", self.log_path],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if self._wait_ready(10):
+            if self._launch():
                 return
-            self.kill()
         raise AssertionError("redis-server did not start")
+
+    def restart(self):
+        """Back on the same port (empty: nothing is persisted), after kill()."""
+        if not self._launch():
+            raise AssertionError("redis-server did not start again")
+
+    def _launch(self):
+        """redis-server on self.port; True once it answers PING."""
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--dir", self.dir, "--logfile", self.log_path],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self._wait_ready(10):
+            return True
+        self.kill()
+        return False
 
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout

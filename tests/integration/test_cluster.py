@@ -2,7 +2,9 @@
 and one Redis (Debian's redis-server on loopback) deliver to one spate-sink. A site's
 max_message_rate of 10/s holds for the two together (within 15%), and its connection_limit for
 their connections together. Redis killed mid-run: the nodes fall back to the limit divided by
-the node count, say so in the log and the metrics, and every message is delivered, once.
+the node count, say so in the log and the metrics, and every message is delivered, once; with
+fallback = "hold" delivery waits for Redis while mail is still accepted. The suppression list
+and the suspensions made on one node hold on the other.
 """
 import json
 import os
@@ -39,7 +41,7 @@ class Cluster(unittest.TestCase):
         self.assertEqual(out.returncode, 0, f"ctl {args}: {out.stdout}{out.stderr}")
         return out.stdout
 
-    def nodes(self, shaping_text, domain, port, delivery=None):
+    def nodes(self, shaping_text, domain, port, delivery=None, cluster=None):
         shaping = os.path.join(self.dir, "shaping.toml")
         with open(shaping, "w") as f:
             f.write(shaping_text)
@@ -51,7 +53,8 @@ class Cluster(unittest.TestCase):
             settings.update(delivery or {})
             node = harness.Spate(
                 workdir, {domain: port}, shards=2, delivery=settings,
-                sections={"cluster": {"redis": self.redis.address, "node": name, "nodes": 2}})
+                sections={"cluster": {"redis": self.redis.address, "node": name, "nodes": 2,
+                                      **(cluster or {})}})
             self.addCleanup(node.stop)
             node.start()
             nodes.append(node)
@@ -121,6 +124,22 @@ class Cluster(unittest.TestCase):
         delivered = [r["recipient"] for node in nodes for r in read_records(node.records_path)
                      if r.get("type") == "Delivery"]
         self.assertEqual(sorted(delivered), sorted(rcpts), "each delivered once")
+
+    def test_with_fallback_hold_delivery_waits_for_redis_and_accepting_goes_on(self):
+        sink = self.sink("hold")
+        a, _ = self.nodes("", "hold.test", sink.port, cluster={"fallback": "hold"})
+        submit(a.smtp_port, [f"before{n}@hold.test" for n in range(5)])
+        harness.wait_for(lambda: sink.messages() == 5, 15, "delivered while Redis is up")
+        self.redis.kill()
+        harness.wait_for(lambda: a.metric("spate_cluster_mode", mode="held") == 2, 15,
+                         "both shards holding")
+        a.wait_for_log("delivery held until Redis answers", 5)
+        submit(a.smtp_port, [f"during{n}@hold.test" for n in range(5)])  # still accepted
+        time.sleep(2)
+        self.assertEqual(sink.messages(), 5, "nothing delivered while Redis is away")
+        self.redis.restart()
+        harness.wait_for(lambda: sink.messages() == 10, 20, "delivered once Redis is back")
+        self.assertEqual(a.metric("spate_cluster_mode", mode="shared"), 2)
 
     def test_the_suppression_list_and_suspensions_are_shared(self):
         sink = self.sink("shared")
