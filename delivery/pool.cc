@@ -24,6 +24,11 @@ Clock::duration ToDuration(Seconds s) {
   return std::chrono::duration_cast<Clock::duration>(s);
 }
 
+// One cell per 1/rate: a nanosecond clock keeps "3/day" and "1000/s" exact enough.
+Clock::duration IntervalOf(double rate) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
+}
+
 // Some recipient of the job asked for NOTIFY=SUCCESS (RFC 3461 §4.1).
 bool WantsSuccessNotice(const Job& job) {
   if (job.message->dsn.empty())
@@ -139,7 +144,9 @@ class ClientConnection final : public Connection {
   size_t host_index() const { return host_index_; }
   // The provider's connection count this connection holds (null: none).
   ProviderLimits::Entry*& provider_slot() { return provider_slot_; }
-  uint64_t& lease() { return lease_; }  // [cluster]: its lease in Redis (0: none)
+  // [cluster]: its leases in Redis, the site's and the provider's (0: none).
+  uint64_t& lease() { return lease_; }
+  uint64_t& provider_lease() { return provider_lease_; }
   uint64_t generation() const { return generation_; }
 
   void Start() {
@@ -529,6 +536,7 @@ class ClientConnection final : public Connection {
   uint32_t messages_ = 0;
   ProviderLimits::Entry* provider_slot_ = nullptr;
   uint64_t lease_ = 0;
+  uint64_t provider_lease_ = 0;
   std::string last_reply_;  // the last failure reply the site's rules saw from this server
   bool draining_ = false;   // inside Drain(): Submit() leaves the events to its loop
   bool ready_seen_ = false;
@@ -557,8 +565,12 @@ Site::~Site() {
   // may be "other", shared with live sites: nothing to reset.
   engine_.reactor().CancelTimer(wake_timer_);
   *alive_ = false;
-  if (lease_ready_ != 0 && engine_.cluster() != nullptr)
-    engine_.cluster()->ReleaseLease(lease_ready_);
+  if (Cluster* c = engine_.cluster(); c != nullptr) {
+    for (uint64_t lease : {site_lease_.ready, provider_lease_.ready}) {
+      if (lease != 0)
+        c->ReleaseLease(lease);
+    }
+  }
 }
 
 bool Site::idle() const {
@@ -604,8 +616,7 @@ void Site::UpdateLimits() {
       return;
     }
     // One cell per 1/rate: a nanosecond clock keeps "3/day" and "1000/s" exact enough.
-    const auto interval =
-        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
+    const auto interval = IntervalOf(rate);
     if (*g) {
       (*g)->SetRate(1, interval);
     } else {
@@ -686,7 +697,7 @@ void Site::QuitIdle() {
   }
 }
 
-Clock::duration Site::TakeShared(SharedCell& cell, const char* kind, double rate,
+Clock::duration Site::TakeShared(SharedCell& cell, const std::string& key, Clock::duration interval,
                                  Clock::time_point now) {
   if (cell.granted) {
     cell.granted = false;
@@ -697,11 +708,8 @@ Clock::duration Site::TakeShared(SharedCell& cell, const char* kind, double rate
   if (now < cell.retry_at)
     return cell.retry_at - now;
   cell.asking = true;
-  const auto interval =
-      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
   engine_.cluster()->TakeCell(
-      std::string(kind) + ":" + name_, interval,
-      [this, &cell, alive = alive_](Cluster::Mode mode, Clock::duration wait) {
+      key, interval, [this, &cell, alive = alive_](Cluster::Mode mode, Clock::duration wait) {
         if (!*alive)
           return;
         cell.asking = false;
@@ -715,35 +723,60 @@ Clock::duration Site::TakeShared(SharedCell& cell, const char* kind, double rate
   return std::chrono::seconds(1);
 }
 
-void Site::AskLease(Clock::time_point now) {
-  if (lease_asking_ || lease_ready_ != 0 || now < lease_retry_)
-    return;
-  lease_asking_ = true;
+Clock::duration Site::TakeLease(SharedLease& lease, const std::string& key, unsigned limit,
+                                Clock::time_point now) {
+  if (lease.ready != 0)
+    return {};
+  if (lease.asking)
+    return std::chrono::seconds(1);
+  if (now < lease.retry_at)
+    return lease.retry_at - now;
+  lease.asking = true;
   Cluster* cluster = engine_.cluster();
-  cluster->AcquireLease("conn:" + name_, limits_.connection_limit,
-                        [this, cluster, alive = alive_](Cluster::Mode mode, uint64_t lease) {
-                          if (!*alive) {
-                            if (lease != 0)
-                              cluster->ReleaseLease(lease);  // the site went meanwhile
-                            return;
-                          }
-                          lease_asking_ = false;
-                          const Clock::time_point t = engine_.reactor().now();
-                          if (lease != 0) {
-                            lease_ready_ = lease;
-                          } else if (mode == Cluster::Mode::kShared) {
-                            // The fleet's connections are all open: looked at again soon, as they
-                            // close.
-                            lease_retry_ = t + std::chrono::milliseconds(100);
-                          }
-                          WakeAt(t);
-                        });
+  cluster->AcquireLease(
+      key, limit, [this, &lease, cluster, alive = alive_](Cluster::Mode mode, uint64_t id) {
+        if (!*alive) {
+          if (id != 0)
+            cluster->ReleaseLease(id);  // the site went meanwhile
+          return;
+        }
+        lease.asking = false;
+        const Clock::time_point t = engine_.reactor().now();
+        if (id != 0)
+          lease.ready = id;
+        else if (mode == Cluster::Mode::kShared)
+          lease.retry_at = t + std::chrono::milliseconds(100);  // all open: looked at again soon
+        WakeAt(t);
+      });
+  return std::chrono::seconds(1);
+}
+
+unsigned Site::NodeShare() const {
+  Cluster* c = engine_.cluster();
+  return c != nullptr && c->mode() == Cluster::Mode::kDivided ? c->nodes() : 1;
 }
 
 Clock::duration Site::TakeMessageSlot(Clock::time_point now) {
   Cluster* cluster = engine_.cluster();
   if (cluster != nullptr && cluster->mode() == Cluster::Mode::kHeld)
     return std::chrono::seconds(1);  // [cluster] fallback = "hold": nothing until Redis is back
+  if (cluster != nullptr && cluster->mode() == Cluster::Mode::kShared) {
+    // The fleet's rates, the provider's and the site's, in Redis (cluster.h) alone: a second,
+    // local spacing would waste cells Redis granted a little early or late.
+    if (provider_ != nullptr && provider_interval_.count() > 0) {
+      if (const Clock::duration w =
+              TakeShared(provider_cell_, "provmsg:" + policy_.provider, provider_interval_, now);
+          w.count() > 0)
+        return w;
+    }
+    if (limits_.message_rate > 0) {
+      if (const Clock::duration w =
+              TakeShared(message_cell_, "msg:" + name_, IntervalOf(limits_.message_rate), now);
+          w.count() > 0)
+        return w;
+    }
+    return {};
+  }
   Clock::duration wait{};
   if (message_rate_)
     wait = message_rate_->WaitAt(now);
@@ -751,15 +784,11 @@ Clock::duration Site::TakeMessageSlot(Clock::time_point now) {
     wait = std::max(wait, provider_->messages.WaitAt(now));
   if (wait.count() > 0)
     return wait;
-  // The fleet's rate, in Redis (cluster.h).
-  if (cluster != nullptr && cluster->mode() == Cluster::Mode::kShared && limits_.message_rate > 0) {
-    if (const Clock::duration w = TakeShared(message_cell_, "msg", limits_.message_rate, now);
-        w.count() > 0)
-      return w;
-  }
   if (provider_ != nullptr && provider_interval_.count() > 0) {
     // Another shard's site of the provider may have taken it since: asked again, atomically.
-    if (Clock::duration w = provider_->messages.TryTake(now, provider_interval_); w.count() > 0)
+    // While Redis is out, this node's share of the fleet's rate (NodeShare).
+    if (Clock::duration w = provider_->messages.TryTake(now, provider_interval_ * NodeShare());
+        w.count() > 0)
       return w;
   }
   if (message_rate_)
@@ -927,24 +956,23 @@ void Site::Pump() {
           break;
         }
         if (shared) {
-          // The fleet's connection rate and connection limit (cluster.h): a cell, and a lease
-          // on one of connection_limit connections, both in Redis.
-          if (limits_.connection_rate > 0) {
-            if (const Clock::duration w =
-                    TakeShared(connection_cell_, "connrate", limits_.connection_rate, now);
-                w.count() > 0) {
-              wake = std::min(wake, now + w);
-              break;
-            }
-          }
-          if (lease_ready_ == 0) {
-            AskLease(now);
-            wake = std::min(
-                wake, lease_asking_ ? now + std::chrono::seconds(1) : std::max(now, lease_retry_));
+          // The fleet's connection rate and connection limits (cluster.h): a cell, and leases
+          // on one of the site's connection_limit connections and of its provider's.
+          Clock::duration w{};
+          if (limits_.connection_rate > 0)
+            w = TakeShared(connection_cell_, "connrate:" + name_,
+                           IntervalOf(limits_.connection_rate), now);
+          if (w.count() == 0)
+            w = TakeLease(site_lease_, "conn:" + name_, limits_.connection_limit, now);
+          if (w.count() == 0 && provider_ != nullptr && policy_.values.provider_connection_limit)
+            w = TakeLease(provider_lease_, "provconn:" + policy_.provider,
+                          *policy_.values.provider_connection_limit, now);
+          if (w.count() > 0) {
+            wake = std::min(wake, now + w);
             break;
           }
         }
-        if (connection_rate_) {
+        if (connection_rate_ && !shared) {
           if (const Clock::duration wait = connection_rate_->WaitAt(now); wait.count() > 0) {
             wake = std::min(wake, now + wait);
             break;
@@ -957,7 +985,9 @@ void Site::Pump() {
         }
         ProviderLimits::Entry* slot = nullptr;
         if (provider_ != nullptr && policy_.values.provider_connection_limit) {
-          if (!provider_->TryOpen(*policy_.values.provider_connection_limit)) {
+          const unsigned n = NodeShare();
+          if (!provider_->TryOpen(
+                  std::max(1u, (*policy_.values.provider_connection_limit + n - 1) / n))) {
             // The provider's other sites (maybe on other shards) have them all: looked at
             // again soon, as theirs close.
             wake = std::min(wake, now + std::chrono::milliseconds(50));
@@ -974,7 +1004,7 @@ void Site::Pump() {
             slot->Closed();
           break;
         }
-        if (connection_rate_)
+        if (connection_rate_ && !shared)
           connection_rate_->TryTake(now);
         ClientConnection::Tls tls;
         // DANE (RFC 7672 §2.2): this host's validated TLSA records make TLS mandatory and
@@ -1003,7 +1033,8 @@ void Site::Pump() {
         auto* conn =
             new ClientConnection(*this, host, std::move(host_name), i, route_generation_, tls, fd);
         conn->provider_slot() = slot;
-        conn->lease() = std::exchange(lease_ready_, 0);
+        conn->lease() = std::exchange(site_lease_.ready, 0);
+        conn->provider_lease() = std::exchange(provider_lease_.ready, 0);
         open_.push_back(conn);
         ++connecting_;
         UpdateConnections();
@@ -1060,8 +1091,12 @@ void Site::OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_fa
     --connecting_;
   if (conn->provider_slot() != nullptr)
     conn->provider_slot()->Closed();
-  if (conn->lease() != 0 && engine_.cluster() != nullptr)
-    engine_.cluster()->ReleaseLease(conn->lease());
+  if (Cluster* c = engine_.cluster(); c != nullptr) {
+    if (conn->lease() != 0)
+      c->ReleaseLease(conn->lease());
+    if (conn->provider_lease() != 0)
+      c->ReleaseLease(conn->provider_lease());
+  }
   UpdateConnections();
   if (engine_.shutting_down())
     return;

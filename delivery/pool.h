@@ -246,11 +246,21 @@ class Site {
     bool granted = false;
     Reactor::Clock::time_point retry_at{};
   };
-  Reactor::Clock::duration TakeShared(SharedCell& cell, const char* kind, double rate,
+  Reactor::Clock::duration TakeShared(SharedCell& cell, const std::string& key,
+                                      Reactor::Clock::duration interval,
                                       Reactor::Clock::time_point now);
-  // [cluster]: asks for a lease on one of the fleet's connection_limit connections to the
-  // site, once at a time; lease_ready_ holds it when granted.
-  void AskLease(Reactor::Clock::time_point now);
+  // [cluster]: a lease on one of the fleet's `limit` connections of `key` (the site's, the
+  // provider's), asked once at a time; `ready` holds it when granted.
+  struct SharedLease {
+    uint64_t ready = 0;
+    bool asking = false;
+    Reactor::Clock::time_point retry_at{};
+  };
+  // Zero when `lease` holds one now; else when to look again (an answer wakes the site).
+  Reactor::Clock::duration TakeLease(SharedLease& lease, const std::string& key, unsigned limit,
+                                     Reactor::Clock::time_point now);
+  // The provider's limits on this node: the fleet's divided by the nodes while Redis is out.
+  unsigned NodeShare() const;
   // Pump() again at `at` (the earliest of what was asked).
   void WakeAt(Reactor::Clock::time_point at);
   void QuitIdle();
@@ -296,9 +306,9 @@ class Site {
   // limits were computed for (a change of mode or node count computes them again).
   SharedCell message_cell_;
   SharedCell connection_cell_;
-  uint64_t lease_ready_ = 0;
-  bool lease_asking_ = false;
-  Reactor::Clock::time_point lease_retry_{};
+  SharedCell provider_cell_;
+  SharedLease site_lease_;
+  SharedLease provider_lease_;
   uint64_t cluster_generation_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for Redis's answers
 };

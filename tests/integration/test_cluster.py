@@ -51,8 +51,9 @@ class Cluster(unittest.TestCase):
             os.makedirs(workdir)
             settings = {"shaping": shaping}
             settings.update(delivery or {})
+            domains = domain if isinstance(domain, list) else [domain]
             node = harness.Spate(
-                workdir, {domain: port}, shards=2, delivery=settings,
+                workdir, {d: port for d in domains}, shards=2, delivery=settings,
                 sections={"cluster": {"redis": self.redis.address, "node": name, "nodes": 2,
                                       **(cluster or {})}})
             self.addCleanup(node.stop)
@@ -124,6 +125,32 @@ class Cluster(unittest.TestCase):
         delivered = [r["recipient"] for node in nodes for r in read_records(node.records_path)
                      if r.get("type") == "Delivery"]
         self.assertEqual(sorted(delivered), sorted(rcpts), "each delivered once")
+
+    def test_a_providers_rate_and_connection_limit_hold_for_the_nodes_together(self):
+        sink = self.sink("provider", "--expect", "80")
+        domains = [f"d{n}.prov.test" for n in range(4)]  # four sites, one provider
+        nodes = self.nodes('[provider."prov"]\nmatch = [{DomainSuffix = ".prov.test"}]\n'
+                           'provider_connection_limit = 2\nprovider_max_message_rate = "10/s"\n',
+                           domains, sink.port)
+        threads = [threading.Thread(target=submit, args=(
+            node.smtp_port, [f"{name}{n}@{domains[n % 4]}" for n in range(40)]))
+            for node, name in zip(nodes, ("a", "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        harness.wait_for(lambda: sink.proc.poll() is not None, 60, "80 messages at the sink")
+        result, arrivals = sink.finish()
+        self.assertEqual(result["messages"], 80)
+        # At most the provider's 10/s for both nodes (each alone would send 10/s); slower is
+        # allowed: eight sites (four per node) take turns at its two connections.
+        rate = 79 / (arrivals[-1][0] - arrivals[0][0])
+        self.assertLessEqual(rate, 11.5, f"{rate:.2f}/s")
+        times = [t for t, _ in arrivals]
+        worst = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+        self.assertLessEqual(worst, 12, "the most messages in any one second")
+        self.assertLessEqual(result["max_concurrent_connections"], 2,
+                             "provider_connection_limit = 2 for both nodes")
 
     def test_with_fallback_hold_delivery_waits_for_redis_and_accepting_goes_on(self):
         sink = self.sink("hold")
