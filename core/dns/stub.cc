@@ -15,6 +15,16 @@
 #include <resolv.h>
 
 namespace spate::dns {
+namespace {
+
+// glibc keeps what it read of /etc/resolv.conf in shared state, under a lock of its own that a
+// thread sanitizer cannot see: res_ninit and res_nclose one thread at a time (once per thread).
+std::mutex& ResolvConfMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+}  // namespace
 
 struct Stub::State {
   struct Job {
@@ -31,7 +41,11 @@ struct Stub::State {
 
 void Stub::Work(std::shared_ptr<State> state) {
   struct __res_state res {};
-  const bool ready = res_ninit(&res) == 0;
+  bool ready = false;
+  {
+    std::lock_guard lock(ResolvConfMutex());
+    ready = res_ninit(&res) == 0;
+  }
   if (ready) {
     // Keep the resolver's AD bit (glibc 2.31+ clears it without RES_TRUSTAD), and answers
     // larger than 512 octets over UDP.
@@ -83,8 +97,10 @@ void Stub::Work(std::shared_ptr<State> state) {
       break;  // the Stub is gone: `done` is dropped
     job.done(std::move(reply), std::move(error), timed_out);
   }
-  if (ready)
+  if (ready) {
+    std::lock_guard lock(ResolvConfMutex());
     res_nclose(&res);
+  }
 }
 
 Result<std::unique_ptr<Stub>> Stub::Create(const Options& options, std::string* error) {
