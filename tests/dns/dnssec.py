@@ -46,6 +46,25 @@ def _run(args, cwd):
     return r.stdout
 
 
+def _stop(proc):
+    """SIGTERM, then SIGKILL after 10 s; harmless when it is gone already."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _read_log(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return f"(no {os.path.basename(path)})"
+
+
 def _corrupt_rrsig(line):
     """The RRSIG line with its signature's bytes flipped: same shape, fails verification."""
     fields = line.split()
@@ -167,20 +186,10 @@ remote-control:
         return False
 
     def _log(self):
-        try:
-            with open(os.path.join(self.dir, "nsd.log")) as f:
-                return f.read()
-        except OSError:
-            return "(no nsd.log)"
+        return _read_log(os.path.join(self.dir, "nsd.log"))
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        _stop(self.proc)
 
 
 class Validator:
@@ -248,17 +257,7 @@ forward-zone:
         return False
 
     def _log(self):
-        try:
-            with open(os.path.join(self.dir, "unbound.log")) as f:
-                return f.read()
-        except OSError:
-            return "(no unbound.log)"
+        return _read_log(os.path.join(self.dir, "unbound.log"))
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        _stop(self.proc)
