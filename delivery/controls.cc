@@ -1,7 +1,7 @@
 #include "delivery/controls.h"
 
-#include <vector>
 #include <mutex>
+#include <vector>
 
 namespace spate::delivery {
 
