@@ -1,6 +1,7 @@
 #include "delivery/cluster_sync.h"
 
 #include <chrono>
+#include <iterator>
 #include <utility>
 
 #include "core/log.h"
@@ -164,10 +165,13 @@ void ClusterSync::Flush() {
   if (flushing_ || !redis_->up())
     return;
   std::deque<Change> batch;
+  batch.swap(retry_);
   {
     std::lock_guard lock(mu_);
     flush_posted_ = false;
-    batch.swap(outbox_);
+    batch.insert(batch.end(), std::make_move_iterator(outbox_.begin()),
+                 std::make_move_iterator(outbox_.end()));
+    outbox_.clear();
     if (dropped_ > 0) {
       SPATE_LOG(kWarn, "cluster: %zu changes not shared: more than %zu waited for Redis", dropped_,
                 kMaxOutbox);
@@ -195,9 +199,9 @@ void ClusterSync::Flush() {
       if (ok) {
         ++sent_;
       } else {
-        // Back in line for the next connection (ahead of what came since).
-        std::lock_guard lock(mu_);
-        outbox_.push_front(std::move(change));
+        // Back in line for the next connection, ahead of what came since: the answers come
+        // in the order the changes were sent, so retry_ keeps it.
+        retry_.push_back(std::move(change));
       }
       if (--*left == 0)
         flushing_ = false;

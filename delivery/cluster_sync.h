@@ -79,6 +79,8 @@ class ClusterSync {
   bool flush_posted_ = false;  // guarded by mu_
   size_t dropped_ = 0;         // guarded by mu_
   bool flushing_ = false;
+  // Changes Redis did not take (the connection went): sent first next time, in their order.
+  std::deque<Change> retry_;
   uint64_t applied_ = 0;
   uint64_t sent_ = 0;
   Reactor::TimerId poll_timer_;
