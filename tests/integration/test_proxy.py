@@ -2,8 +2,10 @@
 limit and Received: see the client HAProxy accepted, not HAProxy; a connection from the
 balancers' network without a header is closed; HAProxy's health check (its own PROXY header,
 LOCAL) sees the node up. Drain: a node stops accepting, HAProxy sends clients to the other, and
-it delivers what it holds. Clients bind 127.0.0.5 (may relay) and 127.0.0.6 (may not).
+it delivers what it holds. AUTH lockout counts the real client. Clients bind 127.0.0.5 (may
+relay) and 127.0.0.6 (may not).
 """
+import base64
 import json
 import os
 import shutil
@@ -18,6 +20,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 from haproxy import HAProxy  # noqa: E402
+from test_tls_auth import PASSWORD, USER, make_users_file  # noqa: E402
 
 ALLOWED = "127.0.0.5"
 DENIED = "127.0.0.6"
@@ -182,3 +185,42 @@ class Drain(unittest.TestCase):
         self.assertEqual(json.loads(status.stdout),
                          {"draining": True, "pending_messages": 0, "inbound_connections": 0,
                           "drained": True})
+
+
+class ProxyAuthLockout(unittest.TestCase):
+    """AUTH lockout behind HAProxy counts the real client: one locked out after max_failures,
+    another through the same balancer still authenticates."""
+
+    def setUp(self):
+        self.user, self.password = USER, PASSWORD
+        self.dir = harness.tempdir()
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+        self.spate = harness.Spate(
+            self.dir, {}, shards=2,
+            server={"proxy_protocol": True, "proxy_networks": ["127.0.0.1/32"]},
+            sections={"auth": {"users_file": make_users_file(self.dir), "plaintext": True,
+                               "max_failures": 2}})
+        self.addCleanup(self.spate.stop)
+        self.spate.start()
+        self.haproxy = HAProxy(os.path.join(self.dir, "haproxy"), [self.spate.smtp_port])
+        self.addCleanup(self.haproxy.stop)
+
+    def auth(self, source, password):
+        """The reply code to AUTH PLAIN from `source` through HAProxy (421: closed)."""
+        token = base64.b64encode(f"\0{self.user}\0{password}".encode()).decode()
+        smtp = smtplib.SMTP("127.0.0.1", self.haproxy.port_v2, timeout=30,
+                            source_address=(source, 0))
+        try:
+            smtp.ehlo("client.test")
+            return smtp.docmd("AUTH", "PLAIN " + token)[0]
+        except smtplib.SMTPServerDisconnected:
+            return 421
+        finally:
+            smtp.close()
+
+    def test_the_lockout_is_the_real_clients(self):
+        self.assertEqual(self.auth(ALLOWED, "wrong"), 535)
+        self.assertEqual(self.auth(ALLOWED, "wrong"), 535)  # the second: then 421, closed
+        self.assertEqual(self.auth(ALLOWED, self.password), 421, "locked out")
+        self.assertEqual(self.auth(DENIED, self.password), 235,
+                         "another client behind the same balancer is not")
