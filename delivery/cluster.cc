@@ -96,6 +96,8 @@ Cluster::Cluster(Reactor& reactor, const ClusterOptions& options, ClusterShared&
   ro.server = options_.redis;
   ro.command_timeout = options_.timeout;
   ro.connect_timeout = options_.timeout;
+  ro.username = options_.redis_username;
+  ro.password = options_.redis_password;
   redis_ = std::make_unique<redis::Client>(
       reactor_, ro, [this](bool up, const std::string& why) { OnState(up, why); });
 }

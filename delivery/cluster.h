@@ -46,7 +46,9 @@ struct ClusterOptions {
   unsigned nodes = 1;                     // [cluster] nodes: the divisor until Redis says
   Seconds lease_ttl{30};
   Seconds heartbeat{1};
-  Seconds timeout{1};  // a Redis reply later than this: Redis is down for us
+  Seconds timeout{1};          // a Redis reply later than this: Redis is down for us
+  std::string redis_username;  // AUTH ([cluster] redis_username, redis_password_file)
+  std::string redis_password;
 };
 
 // What the shards of a node share, for the metrics.

@@ -474,6 +474,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   TableReader cluster(root["cluster"].as_table(), "cluster", error);
   cluster.String("redis", &c.cluster_redis);
   cluster.String("node", &c.cluster_node);
+  cluster.String("redis_username", &c.cluster_redis_username);
+  cluster.String("redis_password_file", &c.cluster_redis_password_file);
   cluster.String("fallback", &c.cluster_fallback);
   cluster.Unsigned("nodes", &c.cluster_nodes, 1, 10000);
   cluster.Duration("lease_ttl", &c.cluster_lease_ttl);

@@ -162,6 +162,8 @@ struct Config {
   std::string cluster_redis;
   Endpoint cluster_redis_endpoint;
   std::string cluster_node;
+  std::string cluster_redis_username;
+  std::string cluster_redis_password_file;  // read at start; "" no AUTH
   std::string cluster_fallback = "divide";
   unsigned cluster_nodes = 1;
   Seconds cluster_lease_ttl{30};

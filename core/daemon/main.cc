@@ -346,6 +346,24 @@ int Run(int argc, char** argv) {
                   ns.c_str());
     }
   }
+  // [cluster] redis_password_file: read once, here; a missing or empty one stops the start.
+  std::string redis_password;
+  if (!config.cluster_redis.empty() && !config.cluster_redis_password_file.empty()) {
+    std::string why;
+    if (!ReadFile(config.cluster_redis_password_file, &redis_password, &why)) {
+      std::fprintf(stderr, "spate: [cluster] redis_password_file %s: %s\n",
+                   config.cluster_redis_password_file.c_str(), why.c_str());
+      return 2;
+    }
+    while (!redis_password.empty() &&
+           std::isspace(static_cast<unsigned char>(redis_password.back())))
+      redis_password.pop_back();
+    if (redis_password.empty()) {
+      std::fprintf(stderr, "spate: [cluster] redis_password_file %s is empty\n",
+                   config.cluster_redis_password_file.c_str());
+      return 2;
+    }
+  }
   // [server] max_connections_per_client and [auth] max_failures, counted across all shards
   // (core/server/submission.h).
   server::ClientConnections client_connections(config.max_connections_per_client);
@@ -547,6 +565,8 @@ int Run(int argc, char** argv) {
     so.node = config.cluster_node;
     so.redis = config.cluster_redis_endpoint;
     so.timeout = config.cluster_timeout;
+    so.redis_username = config.cluster_redis_username;
+    so.redis_password = redis_password;
     std::vector<delivery::ClusterSync::Channel> channels;
     channels.push_back({"suppression", [sp = spool.get()](const std::string& key,
                                                           const std::optional<std::string>& value) {
@@ -775,6 +795,8 @@ int Run(int argc, char** argv) {
   cluster_options.nodes = config.cluster_nodes;
   cluster_options.lease_ttl = config.cluster_lease_ttl;
   cluster_options.timeout = config.cluster_timeout;
+  cluster_options.redis_username = config.cluster_redis_username;
+  cluster_options.redis_password = redis_password;
   // MTA-STS: the policies in force, shared by the shards and kept in the spool's state.
   delivery::StsCache sts_cache([spool_ptr](const std::string& domain, const std::string& encoded) {
     spool_ptr->PutState("mta-sts/" + domain, encoded);

@@ -106,6 +106,31 @@ void Client::OnConnected(int error) {
     return;
   }
   conn_->StartReading();
+  if (options_.password.empty())
+    return Up();
+  // AUTH first (pipelined like any command, but before the connection counts as up): a
+  // refusal is a connection that is down, and said so.
+  std::vector<std::string> auth = {"AUTH"};
+  if (!options_.username.empty())
+    auth.push_back(options_.username);
+  auth.push_back(options_.password);
+  conn_->Send(FormatCommand(auth));
+  pending_.push_back({[this](bool ok, Reply reply, const std::string&) {
+                        if (!ok)
+                          return;  // Down() already said why
+                        if (reply.type == Reply::Type::kError) {
+                          Conn* c = std::exchange(conn_, nullptr);
+                          c->Disown();
+                          c->Abort();
+                          return Down("AUTH refused: " + reply.str);
+                        }
+                        Up();
+                      },
+                      reactor_.now() + ToClock(options_.command_timeout)});
+  ArmDeadline();
+}
+
+void Client::Up() {
   up_ = true;
   reported_down_ = false;
   SPATE_LOG(kInfo, "redis: connected to %s", options_.server.text.c_str());

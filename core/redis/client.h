@@ -36,6 +36,10 @@ class Client {
     Seconds command_timeout{2};
     Seconds reconnect_interval{1};
     size_t max_reply_bytes = 16 << 20;  // a reply larger than this drops the connection
+    // AUTH on each connection before any command (Redis 6 ACL user, or the requirepass
+    // password alone when username is empty). "": none.
+    std::string username;
+    std::string password;
   };
   // `ok`: false when the command could not be answered (no connection, a timeout); `error`
   // says why. A Redis error reply is ok, with reply.type == kError.
@@ -60,6 +64,7 @@ class Client {
 
   void Connect();
   void OnConnected(int error);
+  void Up();
   void OnData(std::string_view data);
   void OnConnClosed(int error);
   void Down(const std::string& why);

@@ -14,7 +14,8 @@ def _free_port():
 
 
 class RedisServer:
-    def __init__(self, workdir):
+    def __init__(self, workdir, password=None):
+        self.password = password
         self.dir = os.path.abspath(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.log_path = os.path.join(self.dir, "redis.log")
@@ -35,7 +36,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--daemonize", "no",
-             "--dir", self.dir, "--logfile", self.log_path],
+             "--dir", self.dir, "--logfile", self.log_path,
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if self._wait_ready(10):
             return True
@@ -48,7 +50,7 @@ class RedisServer:
             if self.proc.poll() is not None:
                 return False
             try:
-                if self.command("PING") == "+PONG":
+                if self.command("PING") in ("+PONG", "-NOAUTH Authentication required."):
                     return True
             except OSError:
                 time.sleep(0.05)

@@ -197,6 +197,33 @@ class Cluster(unittest.TestCase):
         self.assertEqual(json.loads(self.ctl(a, "--json", "suspensions"))["suspensions"], [])
         a.wait_for_log("cluster: suspend domain dest.test set by another node", 5)
 
+    def test_a_redis_that_wants_a_password_gets_it_from_the_password_file(self):
+        guarded = RedisServer(os.path.join(self.dir, "guarded"), password="s3cret pass")
+        self.addCleanup(guarded.kill)
+        password_file = os.path.join(self.dir, "redis.password")
+        with open(password_file, "w") as f:
+            f.write("s3cret pass\n")
+        workdir = os.path.join(self.dir, "n")
+        os.makedirs(workdir)
+        node = harness.Spate(
+            workdir, {}, shards=2,
+            sections={"cluster": {"redis": guarded.address, "node": "n",
+                                  "redis_password_file": password_file}})
+        self.addCleanup(node.stop)
+        node.start()
+        harness.wait_for(lambda: node.metric("spate_cluster_mode", mode="shared") == 2, 10,
+                         "shared: AUTH accepted")
+
+    def test_a_password_file_that_cannot_be_read_stops_the_start_naming_it(self):
+        config = os.path.join(self.dir, "bad.toml")
+        with open(config, "w") as f:
+            f.write(f'[cluster]\nredis = "{self.redis.address}"\n'
+                    'redis_password_file = "/nonexistent/redis.password"\n')
+        r = subprocess.run([harness.SPATE, "--config", config, "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("[cluster] redis_password_file /nonexistent/redis.password", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -39,14 +39,23 @@ int FreePort() {
 
 class RedisServer {
  public:
-  explicit RedisServer(int port) : port_(port) { Start(); }
+  explicit RedisServer(int port, std::string password = "")
+      : port_(port), password_(std::move(password)) {
+    Start();
+  }
   ~RedisServer() { Kill(); }
   void Start() {
     pid_ = fork();
     if (pid_ == 0) {
       const std::string p = std::to_string(port_);
-      execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save",
-             "", "--appendonly", "no", "--logfile", "/dev/null", nullptr);
+      if (password_.empty()) {
+        execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--logfile", "/dev/null", nullptr);
+      } else {
+        execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--logfile", "/dev/null", "--requirepass",
+               password_.c_str(), nullptr);
+      }
       _exit(127);
     }
     // Ready once it accepts.
@@ -77,6 +86,7 @@ class RedisServer {
 
  private:
   int port_;
+  std::string password_;
   pid_t pid_ = -1;
 };
 
@@ -185,6 +195,33 @@ TEST_F(RedisClientTest, AServerThatStopsAnsweringIsDroppedAfterTheCommandTimeout
   EXPECT_FALSE(c.up());
   server_.Continue();
   ASSERT_TRUE(RunUntil([&] { return c.up(); }));
+}
+
+// [cluster] redis_password_file: AUTH before anything; a wrong password is a connection that
+// is down, and says why.
+TEST_F(RedisClientTest, APasswordIsSentFirstAndAWrongOneIsDown) {
+  server_.Kill();
+  RedisServer guarded(port_, "s3cret");
+  options_.password = "wrong";
+  std::vector<std::string> downs;
+  {
+    Client c(*reactor_, options_, [&](bool up, const std::string& why) {
+      if (!up)
+        downs.push_back(why);
+    });
+    c.Start();
+    ASSERT_TRUE(RunUntil([&] { return !downs.empty(); }));
+    EXPECT_NE(downs[0].find("AUTH refused"), std::string::npos) << downs[0];
+    EXPECT_FALSE(c.up());
+  }
+  options_.password = "s3cret";
+  Client c(*reactor_, options_);
+  c.Start();
+  ASSERT_TRUE(RunUntil([&] { return c.up(); }));
+  c.Command({"SET", "k", "v"}, Keep());
+  ASSERT_TRUE(RunUntil([&] { return answers_.size() == 1; }));
+  EXPECT_TRUE(answers_[0].ok);
+  EXPECT_EQ(answers_[0].reply.type, Reply::Type::kStatus) << answers_[0].reply.str;
 }
 
 TEST_F(RedisClientTest, NoServerAtStartIsSaidOnceAndCommandsFailAtOnce) {
