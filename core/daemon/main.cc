@@ -868,8 +868,6 @@ int Run(int argc, char** argv) {
         d->SetCluster(clusters[i].get());
         sync_deliveries[i] = d.get();
         sync_reactors[i] = &shard.reactor();
-        if (i == 0)
-          cluster_sync->Start(shard.reactor());
       }
       d->SetProviderLimits(&provider_limits);
       d->SetQueueAges(&queue_ages);
@@ -976,6 +974,12 @@ int Run(int argc, char** argv) {
     }
   }
 
+  // [cluster]: the sync starts on shard 0 once every shard is set up (it applies controls on all
+  // of them); the post orders those set-ups before it.
+  if (cluster_sync) {
+    Reactor* r = &shards[0]->reactor();
+    r->Post([sync = cluster_sync.get(), r] { sync->Start(*r); });
+  }
   // Recovery streams into the running engines: the first recovered message may be on its way
   // while the scan goes on. Outcomes meanwhile wait in the commit queue until Start().
   size_t recovered_msgs = 0;
