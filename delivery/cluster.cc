@@ -73,6 +73,16 @@ Reactor::Clock::duration ToClock(D d) {
 
 }  // namespace
 
+redis::Client::Options RedisOptions(const ClusterOptions& options) {
+  redis::Client::Options ro;
+  ro.server = options.redis;
+  ro.command_timeout = options.timeout;
+  ro.connect_timeout = options.timeout;
+  ro.username = options.redis_username;
+  ro.password = options.redis_password;
+  return ro;
+}
+
 const char* Cluster::ModeName(Mode mode) {
   switch (mode) {
     case Mode::kShared:
@@ -92,14 +102,9 @@ Cluster::Cluster(Reactor& reactor, const ClusterOptions& options, ClusterShared&
       shared_(shared),
       shard_(shard),
       mode_(options.fallback == ClusterOptions::Fallback::kHold ? Mode::kHeld : Mode::kDivided) {
-  redis::Client::Options ro;
-  ro.server = options_.redis;
-  ro.command_timeout = options_.timeout;
-  ro.connect_timeout = options_.timeout;
-  ro.username = options_.redis_username;
-  ro.password = options_.redis_password;
   redis_ = std::make_unique<redis::Client>(
-      reactor_, ro, [this](bool up, const std::string& why) { OnState(up, why); });
+      reactor_, RedisOptions(options_),
+      [this](bool up, const std::string& why) { OnState(up, why); });
 }
 
 Cluster::~Cluster() {

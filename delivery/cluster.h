@@ -51,6 +51,9 @@ struct ClusterOptions {
   std::string redis_password;
 };
 
+// The connection every Cluster and the ClusterSync make to [cluster] redis.
+redis::Client::Options RedisOptions(const ClusterOptions& options);
+
 // What the shards of a node share, for the metrics.
 struct ClusterShared {
   std::atomic<unsigned> live_nodes{0};  // as Redis last said (0: not yet)

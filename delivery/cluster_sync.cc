@@ -35,19 +35,15 @@ ClusterSync::~ClusterSync() {
 }
 
 void ClusterSync::Start(Reactor& reactor) {
-  redis::Client::Options ro;
-  ro.server = options_.redis;
-  ro.command_timeout = options_.timeout;
-  ro.connect_timeout = options_.timeout;
-  ro.username = options_.redis_username;
-  ro.password = options_.redis_password;
-  redis_ = std::make_unique<redis::Client>(reactor, ro, [this](bool up, const std::string&) {
-    if (!up) {
-      // Read whole again once back: Redis may have restarted empty, or trimmed the stream.
-      for (ChannelState& c : channels_)
-        c.synced = false;
-    }
-  });
+  redis_ = std::make_unique<redis::Client>(reactor, RedisOptions(options_),
+                                           [this](bool up, const std::string&) {
+                                             if (!up) {
+                                               // Read whole again once back: Redis may have
+                                               // restarted empty, or trimmed the stream.
+                                               for (ChannelState& c : channels_)
+                                                 c.synced = false;
+                                             }
+                                           });
   {
     std::lock_guard lock(mu_);
     reactor_ = &reactor;

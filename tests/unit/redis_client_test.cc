@@ -49,11 +49,11 @@ class RedisServer {
     if (pid_ == 0) {
       const std::string p = std::to_string(port_);
       if (password_.empty()) {
-        execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", "--logfile", "/dev/null", nullptr);
+        execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", "no", "--logfile", "/dev/null", nullptr);
       } else {
-        execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", "--logfile", "/dev/null", "--requirepass",
+        execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", "no", "--logfile", "/dev/null", "--requirepass",
                password_.c_str(), nullptr);
       }
       _exit(127);
