@@ -31,6 +31,20 @@ std::string_view ParseErrorText(const std::error_code& ec) {
 
 constexpr uint16_t kServiceClosing = 421;  // RFC 5321 §3.8
 
+// A reply to a MAIL sent behind an end of data that says where it was sent is the fault, not
+// the message: 503 "bad sequence" (a MAIL after a finished transaction is never out of
+// sequence otherwise), or a text about pipelining or synchronisation.
+bool RefusesPipelining(const smtp::Reply& reply) {
+  if (reply.code == 503)
+    return true;
+  if (reply.code / 100 != 5)
+    return false;
+  std::string lower(reply.text);
+  for (char& ch : lower)
+    ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+  return lower.find("pipelin") != std::string::npos || lower.find("synchroni") != std::string::npos;
+}
+
 }  // namespace
 
 ClientSession::ClientSession(Options options) : options_(std::move(options)) {
@@ -141,7 +155,9 @@ void ClientSession::OnReply(smtp::Reply reply) {
     return;
   }
   Pump();
-  if (state_ == State::kTransaction && commands_.empty()) {
+  // The oldest transaction is over once none of its commands is outstanding (the next one's
+  // may be, behind it).
+  if (state_ == State::kTransaction && (commands_.empty() || commands_.front().tx != tx_.id)) {
     FinishTransaction();
   }
 }
@@ -151,57 +167,70 @@ void ClientSession::OnTransactionReply(Kind kind, uint32_t rcpt, const smtp::Rep
   const bool ok = reply.code / 100 == 2;
   switch (kind) {
     case Kind::kMail:
+      if (!ok && tx_.behind && RefusesPipelining(reply)) {
+        // Refused for going behind the end of data: its RCPT and DATA replies are consumed
+        // without effect, and the same commands go again (FinishTransaction).
+        tx_.resend = true;
+        next_refused_ = true;
+        break;
+      }
+      tx_.group.clear();
+      tx_.parts.clear();
       if (!ok) {
         // The MAIL refusal is every recipient's outcome. With PIPELINING the RCPT and DATA
         // replies are still to come and are consumed below without effect.
-        mail_refused_ = true;
-        for (uint32_t i = 0; i < rcpts_.size(); ++i) {
-          Emit(i, reply);
+        tx_.mail_refused = true;
+        for (uint32_t i = 0; i < tx_.rcpts.size(); ++i) {
+          Emit(tx_, i, reply);
         }
       }
       break;
     case Kind::kRcpt:
-      if (mail_refused_) {
+      if (tx_.mail_refused || tx_.resend) {
         break;
       }
       if (ok) {
-        rcpts_[rcpt] = RcptState::kAccepted;
-        ++accepted_;
+        tx_.rcpts[rcpt] = RcptState::kAccepted;
+        ++tx_.accepted;
       } else {
-        Emit(rcpt, reply);
+        Emit(tx_, rcpt, reply);
       }
       break;
     case Kind::kData:
       if (reply.code / 100 == 3) {
         // RFC 2920 §3.1: DATA was the last command of the group, so nothing is outstanding.
         SPATE_CHECK(commands_.empty() && sent_ == 0);
-        if (accepted_ > 0) {
-          AppendDotStuffed(out_, body_);  // §4.5.2, straight into the output
-          body_ = {};                     // no longer borrowed: the caller may let it go
-          commands_.push_back(Command{Kind::kEndOfData});
+        if (tx_.accepted > 0) {
+          AppendDotStuffed(out_, tx_.body);  // §4.5.2, straight into the output
+          tx_.body = {};                     // no longer borrowed: the caller may let it go
+          commands_.push_back(Command{Kind::kEndOfData, 0, tx_.id});
+          tx_.data_sent = true;
+          if (options_.pipeline_next && pipelining_ && !next_refused_) {
+            events_.emplace_back(ReadyForNext{});  // RFC 2920 §3.1: content may open a group
+          }
         } else {
           // RFC 2920 §3.1: DATA was accepted though no recipient was; send an empty message
           // (just the terminator) and ignore its reply.
           out_.append(".\r\n");
-          commands_.push_back(Command{Kind::kEndOfEmptyData});
+          commands_.push_back(Command{Kind::kEndOfEmptyData, 0, tx_.id});
         }
         sent_ = 1;
       } else if (ok) {
         Abort(ProtocolError("2xx reply to DATA: " + reply.ToString()));
-      } else {
-        for (uint32_t i = 0; i < rcpts_.size(); ++i) {
-          if (rcpts_[i] == RcptState::kAccepted) {
-            Emit(i, reply);
+      } else if (!tx_.resend) {
+        for (uint32_t i = 0; i < tx_.rcpts.size(); ++i) {
+          if (tx_.rcpts[i] == RcptState::kAccepted) {
+            Emit(tx_, i, reply);
           }
         }
       }
       break;
     case Kind::kEndOfData:
       // §4.1.1.4: the final reply decides for every recipient accepted at RCPT.
-      data_ended_ = true;
-      for (uint32_t i = 0; i < rcpts_.size(); ++i) {
-        if (rcpts_[i] == RcptState::kAccepted) {
-          Emit(i, reply);
+      tx_.data_ended = true;
+      for (uint32_t i = 0; i < tx_.rcpts.size(); ++i) {
+        if (tx_.rcpts[i] == RcptState::kAccepted) {
+          Emit(tx_, i, reply);
         }
       }
       break;
@@ -280,31 +309,49 @@ void ClientSession::ParseEhlo(const smtp::Reply& reply) {
   }
 }
 
+bool ClientSession::body_borrowed(uint32_t transaction_id) const {
+  if (state_ != State::kTransaction)
+    return false;
+  if (tx_.id == transaction_id)
+    return tx_.body.data() != nullptr;
+  return has_next_ && next_.id == transaction_id && next_.body.data() != nullptr;
+}
+
+bool ClientSession::can_submit_next() const {
+  return state_ == State::kTransaction && options_.pipeline_next && pipelining_ && !next_refused_ &&
+         !has_next_ && tx_.data_sent && !tx_.data_ended;
+}
+
 uint32_t ClientSession::Submit(const Envelope& envelope, std::string_view body) {
-  SPATE_CHECK(state_ == State::kIdle);
-  SPATE_CHECK(commands_.empty());
-  transaction_id_ = next_transaction_++;
-  body_ = body;
-  rcpts_.assign(envelope.rcpt_to.size(), RcptState::kPending);
-  accepted_ = 0;
-  mail_refused_ = false;
-  data_ended_ = false;
-  state_ = State::kTransaction;
-  if (envelope.rcpt_to.empty()) {
-    FinishTransaction();  // nothing to deliver, nothing to say
-    return transaction_id_;
-  }
-  // Refused before a byte is sent: every recipient gets `refused`, no server state is left
-  // (whatever RSET was pending still is).
-  auto refuse_all = [&](const smtp::Reply& refused) {
-    const bool rset_pending = need_rset_;
-    for (uint32_t i = 0; i < rcpts_.size(); ++i) {
-      Emit(i, refused);
+  const bool behind = can_submit_next();
+  SPATE_CHECK(behind || (state_ == State::kIdle && commands_.empty()));
+  Transaction& tx = behind ? next_ : tx_;
+  tx = Transaction{};
+  tx.id = next_transaction_++;
+  tx.body = body;
+  tx.rcpts.assign(envelope.rcpt_to.size(), RcptState::kPending);
+  // Settled before a byte is sent (no recipient, or every one refused): its results and
+  // TransactionDone, and the session is as it was (whatever RSET was pending still is).
+  auto settle = [&](const smtp::Reply* refused) {
+    if (refused != nullptr) {
+      for (uint32_t i = 0; i < tx.rcpts.size(); ++i) {
+        Emit(tx, i, *refused);
+      }
     }
-    FinishTransaction();
-    need_rset_ = rset_pending;
-    return transaction_id_;
+    const uint32_t id = tx.id;
+    tx = Transaction{};
+    events_.emplace_back(TransactionDone{id});
+    if (behind) {
+      events_.emplace_back(ReadyForNext{});
+    } else {
+      events_.emplace_back(ReadyForTransaction{});
+    }
+    return id;
   };
+  if (envelope.rcpt_to.empty()) {
+    return settle(nullptr);  // nothing to deliver, nothing to say
+  }
+  auto refuse_all = [&](const smtp::Reply& refused) { return settle(&refused); };
   if (envelope.smtputf8 && !smtputf8_) {
     // RFC 6531 §3.4: a message that needs SMTPUTF8 must not go to a server without it; there
     // is no downgrade, so the recipients fail (5.6.7, RFC 6531 §3.5).
@@ -320,9 +367,14 @@ uint32_t ClientSession::Submit(const Envelope& envelope, std::string_view body) 
                                       " octets exceeds the server's SIZE " +
                                       std::to_string(server_max_size_)});
   }
-  if (need_rset_) {
-    // RFC 2920 §3.1: RSET may be pipelined ahead of MAIL.
-    Enqueue(Kind::kRset, 0, {"RSET\r\n"});
+  state_ = State::kTransaction;
+  has_next_ = behind;
+  const uint32_t id = tx.id;
+  const size_t group_begin = out_.size();
+  if (need_rset_ && !behind) {
+    // RFC 2920 §3.1: RSET may be pipelined ahead of MAIL. (Behind an end of data none is
+    // needed: the end of data ends the transaction whatever its reply, RFC 5321 §4.1.1.4.)
+    Enqueue(Kind::kRset, 0, {"RSET\r\n"}, id);
     need_rset_ = false;
   }
   // RFC 1870 §6.1 (SIZE=) and RFC 6152 §3 (BODY=8BITMIME), only when the server offers them.
@@ -352,15 +404,26 @@ uint32_t ClientSession::Submit(const Envelope& envelope, std::string_view body) 
   }
   Enqueue(Kind::kMail, 0,
           {"MAIL FROM:<", envelope.mail_from, ">", size_text, body_param, utf8_param, dsn_param,
-           priority_text, "\r\n"});
+           priority_text, "\r\n"},
+          id);
   for (uint32_t i = 0; i < envelope.rcpt_to.size(); ++i) {
     const std::string_view rcpt_param = dsn_ && i < envelope.dsn_rcpt.size()
                                             ? std::string_view(envelope.dsn_rcpt[i])
                                             : std::string_view();
-    Enqueue(Kind::kRcpt, i, {"RCPT TO:<", envelope.rcpt_to[i], ">", rcpt_param, "\r\n"});
+    Enqueue(Kind::kRcpt, i, {"RCPT TO:<", envelope.rcpt_to[i], ">", rcpt_param, "\r\n"}, id);
   }
-  Enqueue(Kind::kData, 0, {"DATA\r\n"});  // RFC 2920 §3.1: the last command of the group
-  return transaction_id_;
+  Enqueue(Kind::kData, 0, {"DATA\r\n"}, id);  // RFC 2920 §3.1: the last command of the group
+  if (behind) {
+    // Kept until the MAIL reply says the server took them where they were.
+    tx.behind = true;
+    tx.group.assign(out_, group_begin, std::string::npos);
+    for (size_t i = commands_.size() - (tx.rcpts.size() + 2); i < commands_.size(); ++i) {
+      const Command& cmd = commands_[i];
+      tx.parts.push_back(
+          Transaction::Part{cmd.kind, cmd.rcpt, cmd.begin - group_begin, cmd.end - group_begin});
+    }
+  }
+  return id;
 }
 
 void ClientSession::Quit() {
@@ -401,13 +464,13 @@ std::vector<Event> ClientSession::TakeEvents() {
   return std::exchange(events_, {});
 }
 
-void ClientSession::Enqueue(Kind kind, uint32_t rcpt,
-                            std::initializer_list<std::string_view> text) {
+void ClientSession::Enqueue(Kind kind, uint32_t rcpt, std::initializer_list<std::string_view> text,
+                            uint32_t tx) {
   // With PIPELINING the send cursor runs ahead freely (the caller only builds groups that
   // RFC 2920 §3.1 allows); without it, a command goes out when nothing is outstanding.
   const bool send_now = sent_ == commands_.size() && (pipelining_ || commands_.empty());
   std::string& sink = send_now ? out_ : staged_;
-  Command cmd{kind, rcpt, sink.size(), 0};
+  Command cmd{kind, rcpt, tx, sink.size(), 0};
   for (std::string_view part : text) {
     sink.append(part);
   }
@@ -423,8 +486,8 @@ void ClientSession::Pump() {
     const Command& cmd = commands_[sent_];
     // Lock-step only (pipelined groups are sent whole): skip what earlier replies made moot,
     // RCPT after a refused MAIL and DATA without an accepted recipient.
-    const bool moot = (cmd.kind == Kind::kRcpt && mail_refused_) ||
-                      (cmd.kind == Kind::kData && (mail_refused_ || accepted_ == 0));
+    const bool moot = (cmd.kind == Kind::kRcpt && tx_.mail_refused) ||
+                      (cmd.kind == Kind::kData && (tx_.mail_refused || tx_.accepted == 0));
     if (moot) {
       commands_.erase(commands_.begin() + static_cast<std::ptrdiff_t>(sent_));
       continue;
@@ -437,24 +500,45 @@ void ClientSession::Pump() {
   }
 }
 
-void ClientSession::Emit(uint32_t rcpt, const smtp::Reply& reply) {
-  SPATE_CHECK(rcpts_[rcpt] != RcptState::kDone);
-  rcpts_[rcpt] = RcptState::kDone;
-  events_.emplace_back(RecipientResult{transaction_id_, rcpt, reply});
+void ClientSession::Emit(Transaction& tx, uint32_t rcpt, const smtp::Reply& reply) {
+  SPATE_CHECK(tx.rcpts[rcpt] != RcptState::kDone);
+  tx.rcpts[rcpt] = RcptState::kDone;
+  events_.emplace_back(RecipientResult{tx.id, rcpt, reply});
 }
 
 void ClientSession::FinishTransaction() {
-  for (RcptState s : rcpts_) {
+  if (tx_.resend) {
+    // The end of data before it is answered: now the same commands go where any server takes
+    // them, at the start of a group.
+    tx_.resend = tx_.behind = false;
+    tx_.rcpts.assign(tx_.rcpts.size(), RcptState::kPending);
+    tx_.accepted = 0;
+    const std::string group = std::move(tx_.group);
+    const std::vector<Transaction::Part> parts = std::move(tx_.parts);
+    tx_.group.clear();
+    tx_.parts.clear();
+    for (const Transaction::Part& part : parts) {
+      Enqueue(part.kind, part.rcpt,
+              {std::string_view(group).substr(part.begin, part.end - part.begin)}, tx_.id);
+    }
+    return;
+  }
+  for (RcptState s : tx_.rcpts) {
     SPATE_CHECK(s == RcptState::kDone);
+  }
+  events_.emplace_back(TransactionDone{tx_.id});
+  if (has_next_) {
+    // Its end of data was sent, so the server's transaction is over (§4.1.1.4): no RSET.
+    tx_ = std::move(next_);
+    next_ = Transaction{};
+    has_next_ = false;
+    return;
   }
   // §4.1.1.4: the end of data clears the server's transaction whatever the reply; anything
   // short of it leaves state behind that RSET clears (§4.1.1.5).
-  if (!rcpts_.empty()) {
-    need_rset_ = !data_ended_;
-  }
-  body_ = {};
+  need_rset_ = !tx_.data_ended;
+  tx_ = Transaction{};
   state_ = State::kIdle;
-  events_.emplace_back(TransactionDone{transaction_id_});
   events_.emplace_back(ReadyForTransaction{});
 }
 
@@ -462,13 +546,19 @@ void ClientSession::FailInFlight(const smtp::Reply& reply) {
   if (state_ != State::kTransaction) {
     return;
   }
-  for (uint32_t i = 0; i < rcpts_.size(); ++i) {
-    if (rcpts_[i] != RcptState::kDone) {
-      Emit(i, reply);
+  for (Transaction* tx : {&tx_, &next_}) {
+    if (tx == &next_ && !has_next_)
+      break;
+    for (uint32_t i = 0; i < tx->rcpts.size(); ++i) {
+      if (tx->rcpts[i] != RcptState::kDone) {
+        Emit(*tx, i, reply);
+      }
     }
+    events_.emplace_back(TransactionDone{tx->id});
   }
-  body_ = {};
-  events_.emplace_back(TransactionDone{transaction_id_});
+  tx_ = Transaction{};
+  next_ = Transaction{};
+  has_next_ = false;
 }
 
 void ClientSession::QuitAndClose(smtp::Reply reply) {

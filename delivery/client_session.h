@@ -10,6 +10,18 @@
 // (RFC 5321 §4.5.2) and ended with <CRLF>.<CRLF>. After a transaction that did not reach the
 // end of data, RSET comes before the next MAIL.
 //
+// One round trip per message on a reused connection (Options::pipeline_next, with PIPELINING):
+// once a transaction's body is in the output, ReadyForNext says a second transaction may be
+// submitted behind it, and its MAIL, RCPT and DATA go out right behind the end of data (RFC 2920
+// §3.1: message content may open a group). The replies to the end of data and to the next
+// MAIL/RCPT/DATA then come back in one flight. At most two transactions are in flight: the one
+// awaiting its end-of-data reply and the one behind it; replies come in order, so the first
+// always finishes (TransactionDone) before the second gets any result. A server that refuses
+// commands behind the end of data (Haraka 3.3 answers each "503 Bad sequence of commands -
+// pipelined after end of DATA"; Postfix's pipelining check "554 5.5.0 ... synchronization"):
+// the refusal is nobody's outcome, the same MAIL/RCPT/DATA go again once the end of data is
+// answered, and the session pipelines no more transactions behind data.
+//
 // Outcomes per recipient: the RCPT reply if it was not 2xx, else the reply to the end of data
 // (or to DATA, when DATA was refused). A MAIL refusal is every recipient's outcome. A 421
 // (RFC 5321 §3.8), whenever it comes, is the outcome of every recipient still without one,
@@ -75,6 +87,11 @@ struct TransactionDone {
 // The session is idle: greeting and EHLO done, no transaction in flight. Submit() or Quit().
 struct ReadyForTransaction {};
 
+// Options::pipeline_next: the transaction in flight has sent its end of data; one more may be
+// submitted now (can_submit_next()) and goes out behind it. Nothing else is expected: when no
+// transaction is submitted, ReadyForTransaction follows the end-of-data reply as usual.
+struct ReadyForNext {};
+
 // The session is over: close the socket. `reply` is why (the QUIT reply, a refused greeting,
 // or a synthetic reply with code 0 for a broken connection). Nothing is in flight any more.
 struct Closed {
@@ -85,7 +102,8 @@ struct Closed {
 // OnTlsEstablished() (or Abort() when it fails).
 struct StartTls {};
 
-using Event = std::variant<RecipientResult, TransactionDone, ReadyForTransaction, Closed, StartTls>;
+using Event = std::variant<RecipientResult, TransactionDone, ReadyForTransaction, ReadyForNext,
+                           Closed, StartTls>;
 
 class ClientSession {
  public:
@@ -94,6 +112,7 @@ class ClientSession {
     bool starttls = false;        // ask for TLS when the server offers it
     bool require_tls = false;     // never a transaction in the clear
     std::string peer = "server";  // for reasons: "mx1.example.com[192.0.2.1]:25"
+    bool pipeline_next = false;   // the next transaction behind the end of data (ReadyForNext)
   };
 
   explicit ClientSession(Options options);
@@ -102,11 +121,15 @@ class ClientSession {
   // in-flight recipient gets a 4xx result, then Closed. Never returns an error to the caller.
   void OnBytes(std::string_view in);
 
-  // Precondition: the last lifecycle event was ReadyForTransaction. `body` is the canonical
-  // message (CRLF line ends, not dot-stuffed), borrowed until TransactionDone for this id or
-  // until it has been copied into the output (body_borrowed() turns false), whichever is first.
+  // Precondition: idle() (the last lifecycle event was ReadyForTransaction), or
+  // can_submit_next() (after ReadyForNext). `body` is the canonical message (CRLF line ends, not
+  // dot-stuffed), borrowed until TransactionDone for this id or until it has been copied into
+  // the output (body_borrowed(id) turns false), whichever is first.
   uint32_t Submit(const Envelope& envelope, std::string_view body);
-  bool body_borrowed() const { return body_.data() != nullptr; }
+  bool body_borrowed(uint32_t transaction_id) const;
+  // A transaction is in flight with its end of data sent, none behind it yet, and the server
+  // pipelines: Submit() puts the next one right behind it.
+  bool can_submit_next() const;
 
   // Precondition: idle (or closed: then a no-op). Sends QUIT; Closed follows its reply (or
   // Abort()).
@@ -124,6 +147,8 @@ class ClientSession {
   bool tls_active() const { return tls_active_; }
   // The server offered DSN (RFC 3461): the DSN parameters went on to it.
   bool dsn_offered() const { return dsn_; }
+  // The server refused commands pipelined behind an end of data: no more of that.
+  bool pipeline_next_refused() const { return next_refused_; }
   // Closed because TLS was required and the server did not offer it or refused it.
   bool tls_unavailable() const { return tls_unavailable_; }
 
@@ -167,10 +192,32 @@ class ClientSession {
   struct Command {
     Kind kind;
     uint32_t rcpt = 0;  // kRcpt: index into Envelope::rcpt_to
+    uint32_t tx = 0;    // the transaction it belongs to (0: none)
     size_t begin = 0;
     size_t end = 0;
   };
   enum class RcptState : uint8_t { kPending, kAccepted, kDone };
+  // One mail transaction in flight.
+  struct Transaction {
+    uint32_t id = 0;
+    std::string_view body;         // borrowed until its 354 (or TransactionDone)
+    std::vector<RcptState> rcpts;  // one per Envelope::rcpt_to
+    uint32_t accepted = 0;         // recipients with a 2xx RCPT reply
+    bool mail_refused = false;
+    bool data_sent = false;   // the body and its end went into the output
+    bool data_ended = false;  // the end of data got its reply
+    // Sent behind the previous end of data: its commands' text is kept until the MAIL reply,
+    // to go again if the server refused them for where they were (`resend`).
+    bool behind = false;
+    bool resend = false;
+    std::string group;
+    struct Part {
+      Kind kind;
+      uint32_t rcpt;
+      size_t begin, end;  // in `group`
+    };
+    std::vector<Part> parts;
+  };
 
   void OnReply(smtp::Reply reply);
   void OnTransactionReply(Kind kind, uint32_t rcpt, const smtp::Reply& reply);
@@ -178,12 +225,16 @@ class ClientSession {
   // After EHLO (or HELO): STARTTLS, or ready, or closed for want of TLS.
   void AfterHello();
   // Appends a command to the list and sends it at once if the send cursor may advance.
-  void Enqueue(Kind kind, uint32_t rcpt, std::initializer_list<std::string_view> text);
+  void Enqueue(Kind kind, uint32_t rcpt, std::initializer_list<std::string_view> text,
+               uint32_t tx = 0);
   // Advances the send cursor: lock-step without PIPELINING, dropping commands made moot.
   void Pump();
-  void Emit(uint32_t rcpt, const smtp::Reply& reply);
+  void Emit(Transaction& tx, uint32_t rcpt, const smtp::Reply& reply);
+  // The oldest transaction is answered: TransactionDone; the one behind it (if any) is next,
+  // else the session is idle.
   void FinishTransaction();
-  // Every recipient without a result gets `reply`; then TransactionDone. No-op outside one.
+  // Every recipient without a result gets `reply`, in every transaction in flight; then their
+  // TransactionDone. No-op outside one.
   void FailInFlight(const smtp::Reply& reply);
   void QuitAndClose(smtp::Reply reply);
   void Close(smtp::Reply reply);
@@ -211,13 +262,12 @@ class ClientSession {
   uint32_t next_transaction_ = 1;
   bool need_rset_ = false;  // the last transaction did not reach the end of its data
 
-  // The transaction in flight (state_ == kTransaction).
-  uint32_t transaction_id_ = 0;
-  std::string_view body_;         // borrowed until TransactionDone
-  std::vector<RcptState> rcpts_;  // one per Envelope::rcpt_to
-  uint32_t accepted_ = 0;         // recipients with a 2xx RCPT reply
-  bool mail_refused_ = false;
-  bool data_ended_ = false;  // the end of data got its reply
+  // The transaction in flight (state_ == kTransaction), and the one pipelined behind its end
+  // of data (Options::pipeline_next).
+  Transaction tx_;
+  Transaction next_;
+  bool has_next_ = false;
+  bool next_refused_ = false;  // the server refused a transaction behind the end of data
 };
 
 }  // namespace spate::delivery

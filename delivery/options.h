@@ -43,6 +43,9 @@ struct Options {
   // recipients per transaction (RFC 5321 §4.5.3.1.8 asks servers to take at least 100).
   unsigned max_connections = 16;
   unsigned max_messages_per_connection = 1000;
+  // With PIPELINING, the next transaction's MAIL/RCPT/DATA go right behind the end of data
+  // (RFC 2920 §3.1): one round trip per message on a reused connection, not two.
+  bool pipeline_next = true;
   unsigned max_recipients_per_transaction = 100;
   Seconds connect_timeout{30};
   Seconds reply_timeout{300};  // per command

@@ -138,7 +138,7 @@ class ClientConnection final : public Connection {
         generation_(generation),
         tls_mode_(tls),
         session_(ClientSession::Options{engine_.options().helo_name, tls.starttls, tls.require,
-                                        host.text}),
+                                        host.text, engine_.options().pipeline_next}),
         peer_(PeerOf(host, host_name_)) {}
 
   size_t host_index() const { return host_index_; }
@@ -154,35 +154,36 @@ class ClientConnection final : public Connection {
     Connect(host_.addr, host_.len);
   }
 
-  // Precondition: idle.
+  // Precondition: idle, or can_take_next() (then it goes behind the end of data in flight).
   void Submit(Job&& job) {
     reactor().CancelTimer(idle_timer_);
-    job_ = std::move(job);
-    const Message& m = *job_->message;
+    InFlight& f = flights_[flights_[0].job ? 1 : 0];
+    SPATE_CHECK(!f.job);
+    f.job = std::move(job);
+    const Job& j = *f.job;
+    const Message& m = *j.message;
     Envelope env;
     env.mail_from = m.mail_from;
     env.size_hint = m.body_size;
     env.body_8bit = m.body_8bit;
     env.smtputf8 = m.smtputf8;
     env.priority = m.priority;
-    env.rcpt_to.reserve(job_->recipients.size());
-    for (const Recipient& r : job_->recipients)
-      env.rcpt_to.emplace_back(job_->address(r));
-    AddDsnParameters(*job_, &env);
-    outcomes_ = Outcomes();
-    outcomes_.site = &site_;
-    engine_.Submitted(site_, *job_);
-    session_.Submit(env, *job_->body);
+    env.rcpt_to.reserve(j.recipients.size());
+    for (const Recipient& r : j.recipients)
+      env.rcpt_to.emplace_back(j.address(r));
+    AddDsnParameters(j, &env);
+    f.outcomes = Outcomes();
+    f.outcomes.site = &site_;
+    engine_.Submitted(site_, *f.job);
+    f.tx = session_.Submit(env, *f.job->body);
     ++messages_;
     Touch(engine_.options().reply_timeout);
     // The session may settle a transaction without a word to the server (a message that needs
     // SMTPUTF8 the server lacks): its events must be handled now, not at the next input. Inside
-    // Drain() (OnIdle -> Submit) the running loop picks them up: no recursion.
-    if (draining_) {
-      Flush();
-    } else {
+    // Drain() (OnIdle -> Submit) the running loop picks them up and sends the output: no
+    // recursion, and a next transaction goes out in the same write as the end of data before it.
+    if (!draining_)
       Drain();  // `this` may be gone
-    }
   }
 
   void Quit() {
@@ -194,6 +195,13 @@ class ClientConnection final : public Connection {
   }
 
   Reactor::TimerId& idle_timer() { return idle_timer_; }
+
+  // ClientSession::can_submit_next(), and this connection may carry one more message.
+  bool can_take_next() const {
+    return session_.can_submit_next() && !(flights_[0].job && flights_[1].job) &&
+           messages_ < site_.limits().max_deliveries_per_connection && !engine_.shutting_down() &&
+           !site_.suspended();
+  }
 
  protected:
   void OnConnected(int error) noexcept override {
@@ -309,22 +317,35 @@ class ClientConnection final : public Connection {
     // of its message (on its way to the kernel), not two. Unless a recipient asked for a success
     // notice the server will not send: that notice returns the original, and the spool's copy
     // goes with the message's last recipient.
-    if (job_ && job_->body && !session_.body_borrowed() &&
-        (session_.dsn_offered() || !WantsSuccessNotice(*job_)))
-      job_->body.reset();
+    for (InFlight& f : flights_) {
+      if (f.job && f.job->body && !session_.body_borrowed(f.tx) &&
+          (session_.dsn_offered() || !WantsSuccessNotice(*f.job)))
+        f.job->body.reset();
+    }
   }
 
-  // Handles everything the session has to say, then sends what it wrote.
+  // The transaction `tx` in flight (null: none, e.g. after Reschedule).
+  struct InFlight;
+  InFlight* FlightOf(uint32_t tx) {
+    for (InFlight& f : flights_) {
+      if (f.job && f.tx == tx)
+        return &f;
+    }
+    return nullptr;
+  }
+
+  // Handles everything the session has to say, then sends what it wrote (in one write: the end
+  // of data and the next transaction behind it go out together).
   void Drain() {
     draining_ = true;
     for (;;) {
-      Flush();
       std::vector<Event> events = session_.TakeEvents();
       if (events.empty())
         break;
       if (!HandleEvents(events))
         return;  // closed: `this` may be gone
     }
+    Flush();
     draining_ = false;
   }
 
@@ -333,19 +354,23 @@ class ClientConnection final : public Connection {
     for (Event& ev : events) {
       if (auto* r = std::get_if<RecipientResult>(&ev)) {
         Saw(r->reply);
-        if (job_) {
-          outcomes_.peer_dsn = session_.dsn_offered();
+        if (InFlight* f = FlightOf(r->transaction_id)) {
+          f->outcomes.peer_dsn = session_.dsn_offered();
           // A Bounce rule in force (fired by this reply, maybe) fails what is not delivered.
           const smtp::Reply& reply =
               !r->reply.positive() && site_.bouncing() != nullptr ? site_.bounce_reply() : r->reply;
-          engine_.Record(&site_, *job_, r->recipient_index, reply, &outcomes_, &peer_);
+          engine_.Record(&site_, *f->job, r->recipient_index, reply, &f->outcomes, &peer_);
         }
-      } else if (std::get_if<TransactionDone>(&ev) != nullptr) {
-        if (job_) {
-          Job done = std::move(*job_);
-          job_.reset();
-          engine_.Reschedule(std::move(done), std::exchange(outcomes_, Outcomes()));
+      } else if (auto* d = std::get_if<TransactionDone>(&ev)) {
+        if (InFlight* f = FlightOf(d->transaction_id)) {
+          Job done = std::move(*f->job);
+          f->job.reset();
+          engine_.Reschedule(std::move(done), std::exchange(f->outcomes, Outcomes()));
         }
+      } else if (std::get_if<ReadyForNext>(&ev) != nullptr) {
+        // One round trip per message: the next job's MAIL/RCPT/DATA behind this end of data.
+        if (can_take_next())
+          site_.OnReadyForNext(this);
       } else if (std::get_if<ReadyForTransaction>(&ev) != nullptr) {
         if (!ready_seen_) {
           ready_seen_ = true;
@@ -531,8 +556,13 @@ class ClientConnection final : public Connection {
   bool tls_reported_ = false;
   bool tls_report_done_ = false;  // ReportTls() counted this connection
   bool tls_failed_ = false;
-  std::optional<Job> job_;
-  Outcomes outcomes_;  // of the transaction in flight
+  // The transactions in flight: one, or two with the second behind the first's end of data.
+  struct InFlight {
+    uint32_t tx = 0;  // the session's transaction id
+    std::optional<Job> job;
+    Outcomes outcomes;
+  };
+  InFlight flights_[2];
   uint32_t messages_ = 0;
   ProviderLimits::Entry* provider_slot_ = nullptr;
   uint64_t lease_ = 0;
@@ -1079,6 +1109,16 @@ void Site::OnIdle(ClientConnection* conn) {
       });
   if (!pending_.empty() || !ready_.empty())
     Pump();  // bodies for it to send, or the throttle's wake-up
+}
+
+void Site::OnReadyForNext(ClientConnection* conn) {
+  if (!ready_.empty() && automation_.bouncing() == nullptr &&
+      TakeMessageSlot(engine_.reactor().now()).count() == 0) {
+    conn->Submit(PopReady());
+    if (!pending_.empty())
+      Pump();  // one more body may be loaded now
+  }
+  // Else nothing: the end-of-data reply makes the connection idle, and OnIdle() takes it.
 }
 
 void Site::OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_failed,

@@ -265,6 +265,9 @@ class Site {
   void WakeAt(Reactor::Clock::time_point at);
   void QuitIdle();
   void OnIdle(ClientConnection* conn);
+  // `conn` sent an end of data and may take one more job behind it (pipeline_next): a ready
+  // job if one waits and the message rate allows, else nothing (OnIdle follows the reply).
+  void OnReadyForNext(ClientConnection* conn);
   void OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_failed,
                         const smtp::Reply& why);
   void UpdateConnections();

@@ -413,6 +413,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   delivery.Unsigned("max_connections", &c.max_connections, 1, 100000);
   delivery.Unsigned("max_messages_per_connection", &c.max_messages_per_connection, 1, 100000000);
   delivery.Unsigned("max_recipients_per_transaction", &c.max_recipients_per_transaction, 1, 100000);
+  delivery.Bool("pipeline_next", &c.pipeline_next);
   delivery.Duration("connect_timeout", &c.connect_timeout);
   delivery.Duration("reply_timeout", &c.reply_timeout);
   delivery.Duration("idle_timeout", &c.idle_timeout);

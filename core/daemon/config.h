@@ -122,6 +122,7 @@ struct Config {
   unsigned max_connections = 0;  // per destination
   unsigned max_messages_per_connection = 0;
   unsigned max_recipients_per_transaction = 0;
+  bool pipeline_next = true;  // [delivery] pipeline_next: the next MAIL behind the end of data
   Seconds connect_timeout{};
   Seconds reply_timeout{};  // per command, client side
   Seconds idle_timeout{};   // an idle pooled connection is closed after this

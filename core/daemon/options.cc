@@ -52,6 +52,7 @@ delivery::Options DeliveryOptions(const Config& c) {
   o.max_connections = c.max_connections;
   o.max_messages_per_connection = c.max_messages_per_connection;
   o.max_recipients_per_transaction = c.max_recipients_per_transaction;
+  o.pipeline_next = c.pipeline_next;
   o.connect_timeout = c.connect_timeout;
   o.reply_timeout = c.reply_timeout;
   o.idle_timeout = c.idle_timeout;

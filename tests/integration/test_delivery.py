@@ -40,6 +40,9 @@ class Transaction:
         self.dropped = False            # the server closed instead of answering the data
         self.data_seen_before_mail_reply = None  # hold_mail_until_data: DATA came in time
         self.bytes_before_354 = 0       # bytes the client sent after DATA before the 354
+        # hold_eod_until_next: the next transaction's MAIL, RCPT and DATA came before the reply
+        # to this end of data (the client did not wait for it)
+        self.next_before_eod_reply = None
 
     def accepted(self):
         return [a for a, code in self.rcpts if code == 250]
@@ -145,6 +148,8 @@ class ScriptedConnection:
 
     def _serve(self):
         srv = self.server
+        if srv.greeting_gate is not None:
+            srv.greeting_gate.wait(IO_TIMEOUT)
         self._send("220 scripted.test ESMTP scripted\r\n")
         txn = None
         while True:
@@ -242,6 +247,17 @@ class ScriptedConnection:
                     return
                 if srv.data_delay:
                     self._probe(srv.data_delay)  # a slow server: the queue builds up
+                if srv.hold_eod_until_next:
+                    # RFC 2920 §3.1: a client may put the next MAIL, RCPT and DATA right
+                    # behind the end of data. Hold this reply until they are here (or the
+                    # deadline passes).
+                    deadline = time.monotonic() + srv.hold_deadline
+                    pattern = rb"^MAIL [^\r]*\r\n(RCPT [^\r]*\r\n)+DATA\r\n"
+                    while not re.search(pattern, self.buf, re.I):
+                        if time.monotonic() > deadline or \
+                                self._fill(deadline - time.monotonic()) == "eof":
+                            break
+                    txn.next_before_eod_reply = bool(re.search(pattern, self.buf, re.I))
                 txn.final_reply = 250
                 self._send("250 2.0.0 Ok: queued\r\n")
                 txn = None
@@ -281,6 +297,9 @@ class ScriptedServer:
     drops: the first `drops` transactions that reach the end of data get no reply: the server
         closes the connection instead.
     stalls: the first `stalls` connections go silent at MAIL: they read on and answer nothing.
+    hold_eod_until_next: do not answer an end of data before the next transaction's MAIL, RCPT
+        and DATA have arrived (at most hold_deadline seconds).
+    greeting_gate: a threading.Event every connection waits for before its greeting.
     max_concurrent: a connection counts as open from its accept until its session is over:
         the server sent 221 or hung up, or the client's FIN arrived (spate shuts a connection
         down as soon as it has the 221, and may connect again before our thread closes).
@@ -288,8 +307,10 @@ class ScriptedServer:
 
     def __init__(self, pipelining=True, hold_mail_until_data=False, hold_deadline=2.0,
                  lockstep_probe=0.0, data_delay=0.0, drops=0, rcpt_reply=default_rcpt_reply,
-                 smtputf8=False, stalls=0):
+                 smtputf8=False, stalls=0, hold_eod_until_next=False, greeting_gate=None):
         self.smtputf8 = smtputf8
+        self.hold_eod_until_next = hold_eod_until_next
+        self.greeting_gate = greeting_gate
         self.stalls_left = stalls
         self.pipelining = pipelining
         self.hold_mail_until_data = hold_mail_until_data
@@ -538,6 +559,43 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(txn.bytes_before_354, 0, "body sent before the 354")
         self.assertEqual(seq_of(txn.body), 1)
         self.assertRegex(txn.mail, r"^MAIL FROM:<sender@campaign\.test>")
+
+    def _pipeline_next_run(self, domain, delivery):
+        """5 messages queued for one connection (its greeting held until all are in the spool);
+        the server holds each end-of-data reply until the next MAIL/RCPT/DATA are there (1 s at
+        most). Returns the server's transactions, in order."""
+        gate = threading.Event()
+        srv = self.server(pipelining=True, hold_eod_until_next=True, hold_deadline=1.0,
+                          greeting_gate=gate)
+        self.start_spate({domain: srv.port}, delivery=dict(max_connections=1, **delivery))
+        self.submit([([f"r{i}@{domain}"], message(i, f"r{i}@{domain}")) for i in range(5)])
+        gate.set()
+        harness.wait_for(lambda: self.deliveries(domain, "delivered") >= 5, 30,
+                         "5 deliveries in /metrics")
+        self.assertEqual(len(srv.snapshot()), 1, "one connection")
+        txns = srv.transactions()
+        self.assertEqual(sorted(seq_of(t.body) for t in txns), list(range(5)),
+                         "every message once")
+        self.assertEqual([t.final_reply for t in txns], [250] * 5)
+        return srv, txns
+
+    def test_next_transaction_goes_behind_the_end_of_data(self):
+        # One round trip per message on a reused connection (RFC 2920 §3.1, [delivery]
+        # pipeline_next, on by default): the next MAIL, RCPT and DATA go out behind the end of
+        # data, without waiting for its reply.
+        srv, txns = self._pipeline_next_run("next.test", {})
+        self.assertEqual([t.next_before_eod_reply for t in txns], [True] * 4 + [False],
+                         "each of the first 4 ends of data had the next transaction behind it")
+        # ... in the same write as the body's end: one chunk ends ".\r\n" + the next group.
+        conn = srv.snapshot()[0]
+        behind = [d for _, d in conn.chunks
+                  if re.search(rb"\r\n\.\r\nMAIL FROM:[^\r]*\r\nRCPT TO:[^\r]*\r\nDATA\r\n$", d)]
+        self.assertEqual(len(behind), 4, "4 chunks of data end + the next MAIL/RCPT/DATA")
+        self.assertNotIn("RSET", [c for _, c in conn.commands], "no RSET behind an end of data")
+
+    def test_pipeline_next_off_waits_for_the_end_of_data_reply(self):
+        _, txns = self._pipeline_next_run("wait.test", {"pipeline_next": False})
+        self.assertEqual([t.next_before_eod_reply for t in txns], [False] * 5)
 
     def test_without_pipelining_one_command_at_a_time(self):
         domain = "lockstep.test"

@@ -66,6 +66,7 @@ struct EventRenderer {
     return "done " + std::to_string(e.transaction_id);
   }
   std::string operator()(const ReadyForTransaction&) const { return "ready"; }
+  std::string operator()(const ReadyForNext&) const { return "next"; }
   std::string operator()(const Closed& e) const { return "closed " + Render(e.reply); }
   std::string operator()(const StartTls&) const { return "starttls"; }
 };
@@ -169,6 +170,17 @@ constexpr char kEhloLockStep[] = "250-mx.example.com\r\n250-SIZE\r\n250 ENHANCED
 
 constexpr char kEhloStartTls[] = "250-mx.example.com\r\n250-SIZE 1000\r\n250 STARTTLS\r\n";
 constexpr char kEhloStartTlsSize10[] = "250-mx.example.com\r\n250-SIZE 10\r\n250 STARTTLS\r\n";
+
+// Options::pipeline_next: the next transaction behind the end of data.
+ClientSession::Options PipelineNext() {
+  ClientSession::Options o = Plain();
+  o.pipeline_next = true;
+  return o;
+}
+
+constexpr char kMailBob[] = "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@a.example>\r\nDATA\r\n";
+constexpr char kMailCarol[] =
+    "MAIL FROM:<alice@example.org>\r\nRCPT TO:<carol@b.example>\r\nDATA\r\n";
 
 ClientSession::Options StartTlsOptions() {
   return ClientSession::Options{
@@ -682,6 +694,177 @@ std::vector<Case> Cases() {
         TlsEstablished(""), Server("250 late\r\n", "")},
        RequireTlsOptions()});
 
+  // RFC 2920 §3.1: message content may open a group, so the next MAIL/RCPT/DATA go right
+  // behind the end of data: the end-of-data reply and the next transaction's replies come in
+  // one flight, one round trip per message.
+  cases.push_back(
+      {"PipelineNextBehindEndOfData",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Check([](const ClientSession& s) {
+                  EXPECT_TRUE(s.can_submit_next());
+                  EXPECT_FALSE(s.body_borrowed(1));  // in the output: the caller may let it go
+                }),
+                // No RSET: the end of data ends the server's transaction (RFC 5321 §4.1.1.4).
+                Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol),
+                Check([](const ClientSession& s) {
+                  EXPECT_FALSE(s.can_submit_next());  // at most one behind
+                  EXPECT_TRUE(s.body_borrowed(2));
+                }),
+                Server("250 2.0.0 one queued\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+                       "Two\r\n.\r\n", {"rcpt 1#0 250 2.0.0 one queued", "done 1", "next"}),
+                Server("250 2.0.0 two queued\r\n", "",
+                       {"rcpt 2#0 250 2.0.0 two queued", "done 2", "ready"}),
+                Quit(), Server("221 Bye\r\n", "", {"closed 221 Bye"})}})});
+
+  // Without a next transaction the session goes idle at the end-of-data reply, as before.
+  cases.push_back(
+      {"PipelineNextNoneSubmitted",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Server("250 2.0.0 Ok\r\n", "", {"rcpt 1#0 250 2.0.0 Ok", "done 1", "ready"}),
+                Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol)}})});
+
+  // A refused end of data is the first message's outcome only; the second goes on.
+  cases.push_back(
+      {"PipelineNextFirstRefusedSecondDelivered",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol),
+                Server("554 5.7.1 spam\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+                       "Two\r\n.\r\n", {"rcpt 1#0 554 5.7.1 spam", "done 1", "next"}),
+                Server("250 2.0.0 Ok\r\n", "", {"rcpt 2#0 250 2.0.0 Ok", "done 2", "ready"})}})});
+
+  // The next MAIL refused: its recipients fail, the session goes idle, and the one after that
+  // starts with RSET (its MAIL never took).
+  cases.push_back(
+      {"PipelineNextMailRefused",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol),
+                Server("250 2.0.0 Ok\r\n452 4.3.1 insufficient system storage\r\n"
+                       "503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n",
+                       "",
+                       {"rcpt 1#0 250 2.0.0 Ok", "done 1",
+                        "rcpt 2#0 452 4.3.1 insufficient system storage", "done 2", "ready"}),
+                Submit(Env({"dave@c.example"}), "Three\r\n", 3,
+                       "RSET\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<dave@c.example>\r\n"
+                       "DATA\r\n")}})});
+
+  // 421 to the end of data (RFC 5321 §3.8): the outcome of both transactions in flight.
+  cases.push_back(
+      {"PipelineNext421AtEndOfData",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Submit(Env({"carol@b.example", "dave@c.example"}), "Two\r\n", 2,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<carol@b.example>\r\n"
+                       "RCPT TO:<dave@c.example>\r\nDATA\r\n"),
+                Server("421 4.3.2 shutting down\r\n", "",
+                       {"rcpt 1#0 421 4.3.2 shutting down", "done 1",
+                        "rcpt 2#0 421 4.3.2 shutting down", "rcpt 2#1 421 4.3.2 shutting down",
+                        "done 2", "closed 421 4.3.2 shutting down"})}})});
+
+  // The connection breaks with two transactions in flight: both get the synthetic 421.
+  cases.push_back(
+      {"PipelineNextAborted",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol),
+                Abort("connection lost", {"rcpt 1#0 421 4.4.2 connection lost", "done 1",
+                                          "rcpt 2#0 421 4.4.2 connection lost", "done 2",
+                                          "closed 0 connection lost"})}})});
+
+  // A next message refused before a byte is sent (SMTPUTF8 the server lacks) settles at once,
+  // and another may still go behind the end of data.
+  cases.push_back(
+      {"PipelineNextRefusedBeforeSending",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                [] {
+                  Envelope e = Env({"carol@b.example"});
+                  e.smtputf8 = true;
+                  return Submit(
+                      e, "Two\r\n", 2, "",
+                      {"rcpt 2#0 550 5.6.7 SMTPUTF8 is required but the server does not offer it",
+                       "done 2", "next"});
+                }(),
+                Submit(Env({"carol@b.example"}), "Three\r\n", 3, kMailCarol),
+                Server("250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n",
+                       "Three\r\n.\r\n", {"rcpt 1#0 250 2.0.0 Ok", "done 1", "next"})}})});
+
+  // Haraka 3.3 refuses every command behind an end of data with 503 (and Postfix's pipelining
+  // check with 554 5.5.0 "... synchronization"): that is nobody's outcome. The same commands go
+  // again once the end of data is answered, and nothing more goes behind data on this session.
+  cases.push_back(
+      {"PipelineNextRefusedByTheServerIsSentAgain",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol),
+                Server("250 2.0.0 Ok\r\n"
+                       "503 Bad sequence of commands - pipelined after end of DATA\r\n"
+                       "503 Bad sequence of commands - pipelined after end of DATA\r\n"
+                       "503 Bad sequence of commands - pipelined after end of DATA\r\n",
+                       kMailCarol, {"rcpt 1#0 250 2.0.0 Ok", "done 1"}),
+                Check([](const ClientSession& s) {
+                  EXPECT_TRUE(s.pipeline_next_refused());
+                  EXPECT_TRUE(s.body_borrowed(2));
+                }),
+                // Its body, and no ReadyForNext any more.
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "Two\r\n.\r\n"),
+                Server("250 2.0.0 Ok\r\n", "", {"rcpt 2#0 250 2.0.0 Ok", "done 2", "ready"}),
+                Submit(Env({"dave@c.example"}), "Three\r\n", 3,
+                       "MAIL FROM:<alice@example.org>\r\nRCPT TO:<dave@c.example>\r\nDATA\r\n"),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "Three\r\n.\r\n")}})});
+
+  // A refusal of the sender itself is the outcome, behind data as anywhere.
+  cases.push_back(
+      {"PipelineNextSenderRefusedIsTheOutcome",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol),
+                Server("250 2.0.0 Ok\r\n550 5.7.1 sender blocked\r\n503 5.5.1 no MAIL\r\n"
+                       "503 5.5.1 no RCPT\r\n",
+                       "",
+                       {"rcpt 1#0 250 2.0.0 Ok", "done 1", "rcpt 2#0 550 5.7.1 sender blocked",
+                        "done 2", "ready"}),
+                Check([](const ClientSession& s) { EXPECT_FALSE(s.pipeline_next_refused()); })}})});
+
+  // Postfix's check disconnects after its 554: the connection's end is then the outcome (a
+  // 4xx: tried again), never the 554.
+  cases.push_back(
+      {"PipelineNextSynchronizationErrorThenClose",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol),
+                Server("250 2.0.0 Ok\r\n554 5.5.0 Error: SMTP protocol synchronization\r\n", "",
+                       {"rcpt 1#0 250 2.0.0 Ok", "done 1"}),
+                Abort("connection closed by peer",
+                      {"rcpt 2#0 421 4.4.2 connection closed by peer", "done 2",
+                       "closed 0 connection closed by peer"})}})});
+
+  // Without PIPELINING there is nothing to put behind the end of data: lock-step as before.
+  cases.push_back(
+      {"PipelineNextNeedsPipelining",
+       Concat({Handshake(kEhloLockStep),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, "MAIL FROM:<alice@example.org>\r\n"),
+                Server("250 Ok\r\n", "RCPT TO:<bob@a.example>\r\n"),
+                Server("250 Ok\r\n", "DATA\r\n"), Server("354 go\r\n", "One\r\n.\r\n"),
+                Check([](const ClientSession& s) { EXPECT_FALSE(s.can_submit_next()); }),
+                Server("250 Ok\r\n", "", {"rcpt 1#0 250 Ok", "done 1", "ready"})}})});
+  for (Case& c : cases) {
+    if (c.name.rfind("PipelineNext", 0) == 0)
+      c.options = PipelineNext();
+  }
   return cases;
 }
 
@@ -712,7 +895,7 @@ TEST_P(ClientSessionTest, Conversation) {
         }
         break;
       case Op::kSubmit: {
-        ASSERT_TRUE(session.idle());
+        ASSERT_TRUE(session.idle() || session.can_submit_next());
         ready = false;
         const uint32_t id = session.Submit(step.envelope, step.body);
         EXPECT_EQ(id, step.id);
@@ -752,6 +935,8 @@ TEST_P(ClientSessionTest, Conversation) {
         results.erase(it);
       } else if (std::holds_alternative<ReadyForTransaction>(e)) {
         ready = true;
+      } else if (std::holds_alternative<ReadyForNext>(e)) {
+        EXPECT_FALSE(session.idle());
       } else if (std::holds_alternative<Closed>(e)) {
         closed = true;
         ready = false;

@@ -87,6 +87,7 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_EQ(c.max_connections, 16u);
   EXPECT_EQ(c.max_messages_per_connection, 1000u);
   EXPECT_EQ(c.max_recipients_per_transaction, 100u);
+  EXPECT_TRUE(c.pipeline_next);
   EXPECT_EQ(c.connect_timeout, 30s);
   EXPECT_EQ(c.reply_timeout, 300s);
   EXPECT_EQ(c.idle_timeout, 5s);
@@ -281,6 +282,7 @@ smarthost = "127.0.0.1:2526"
 max_connections = 2
 max_messages_per_connection = 5
 max_recipients_per_transaction = 9
+pipeline_next = false
 connect_timeout = "250ms"
 reply_timeout = 45
 idle_timeout = 1.5
@@ -316,6 +318,7 @@ deliveries = false
   EXPECT_EQ(c.smarthost_text, "127.0.0.1:2526");
   EXPECT_EQ(FormatAddress(c.smarthost.addr), "127.0.0.1:2526");
   EXPECT_EQ(c.max_connections, 2u);
+  EXPECT_FALSE(c.pipeline_next);
   EXPECT_EQ(c.max_messages_per_connection, 5u);
   EXPECT_EQ(c.max_recipients_per_transaction, 9u);
   EXPECT_DOUBLE_EQ(c.connect_timeout.count(), 0.25);
