@@ -3,23 +3,27 @@
 
 usage: plot.py DIR [--title T]
 
-DIR holds <target>-blast.json and <target>-sink.json for targets direct, spate, postfix (as
-bench/e2e.py writes them). Writes into DIR:
-  throughput.png   messages per second over time: accepted (spate-blast) and delivered
-                   (spate-sink), one pair of lines per target, from their per-second samples;
-  latency-cdf.png  cumulative distribution of the accept latency (end of data to 250) and of
-                   the end-to-end latency (X-Blast-Ts to the sink), log-scale milliseconds.
+DIR holds <target>-blast.json and <target>-sink.json for targets direct, spate, spate-mx,
+postfix, haraka (as bench/e2e.py writes them), and the scenario's summary.json. Writes into DIR:
+  throughput.png      messages per second over time: accepted (spate-blast) and delivered
+                      (spate-sink), one pair of lines per target, from their per-second samples;
+  latency-cdf.png     cumulative distribution of the accept latency (end of data to 250) and of
+                      the end-to-end latency (X-Blast-Ts to the sink), log-scale milliseconds;
+  mta-comparison.png  (with summary.json) the targets side by side: e2e_msgs_per_s as bars on a
+                      logarithmic axis, each labelled with its number and spate's multiple of it.
 Python standard library only; gnuplot does the drawing.
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 
-TARGETS = ("direct", "spate", "spate-mx", "postfix")
-COLORS = {"direct": "#7f7f7f", "spate": "#1f77b4", "spate-mx": "#9467bd", "postfix": "#d62728"}
+TARGETS = ("direct", "spate", "spate-mx", "postfix", "haraka")
+COLORS = {"direct": "#7f7f7f", "spate": "#1f77b4", "spate-mx": "#9467bd", "postfix": "#d62728",
+          "haraka": "#ff7f0e"}
 
 
 def load(path):
@@ -99,7 +103,8 @@ def main(argv):
     names = {"direct": "spate-blast -> spate-sink (direct, no MTA)",
              "spate": "spate-blast -> spate -> spate-sink",
              "spate-mx": "spate-blast -> spate (routed by MX, 10 sites) -> spate-sink",
-             "postfix": "spate-blast -> Postfix -> spate-sink"}
+             "postfix": "spate-blast -> Postfix -> spate-sink",
+             "haraka": "spate-blast -> Haraka -> spate-sink"}
     panels = "\n".join(
         f"set title '{title}{names[t]}'\nplot {plots}" for t, plots in tp_panels)
     script = f"""
@@ -129,13 +134,78 @@ set yrange [0:1]
 set ytics 0.1
 plot {", ".join(cdf_plots)}
 """
+    outputs = [f"{a.dir}/throughput.png", f"{a.dir}/latency-cdf.png"]
+    comparison = comparison_script(a.dir, data_dir, title)
+    if comparison:
+        script += comparison
+        outputs.append(f"{a.dir}/mta-comparison.png")
     with open(os.path.join(data_dir, "plots.gp"), "w") as f:
         f.write(script)
     r = subprocess.run([gnuplot], input=script.encode(), capture_output=True)
     if r.returncode != 0:
         sys.exit("plot.py: gnuplot failed: " + r.stderr.decode())
-    print(f"{a.dir}/throughput.png\n{a.dir}/latency-cdf.png")
+    print("\n".join(outputs))
     return 0
+
+
+def comparison_script(run_dir, data_dir, title):
+    """The gnuplot lines of mta-comparison.png from the scenario's summary.json: one bar per
+    target (e2e msgs/s, log scale), or "" when there is no summary or no target in it."""
+    summary = load(os.path.join(run_dir, "summary.json"))
+    if not summary:
+        return ""
+    params = summary.get("params", {})
+    spate_e2e = (summary.get("spate") or {}).get("e2e_msgs_per_s") or 0
+    what = {"direct": "no MTA",
+            "spate": "durable spool, fsync" if params.get("durability", True) else "no fsync",
+            "spate-mx": "by MX, " + ("fsync" if params.get("durability", True) else "no fsync"),
+            "postfix": "queue files, fsync",
+            "haraka": "in memory, no fsync"}
+    bars = []
+    for t in TARGETS:
+        r = summary.get(t)
+        if not isinstance(r, dict) or not r.get("e2e_msgs_per_s"):
+            continue
+        e2e = r["e2e_msgs_per_s"]
+        label = f"{e2e:,.0f} msg/s"
+        if spate_e2e and t not in ("spate", "direct"):
+            label += f"\\nspate: {spate_e2e / e2e:,.1f}x this"
+        tic = f"{t}\\n({what[t]})\\n{r.get('messages_accepted', 0):,} msgs"
+        bars.append((t, e2e, label, tic))
+    if not bars:
+        return ""
+    with open(os.path.join(data_dir, "mta-comparison.dat"), "w") as f:
+        for i, (t, e2e, _, _) in enumerate(bars):
+            f.write(f"{i} {e2e} {int(COLORS[t][1:], 16)}\n")
+    lo = 10 ** math.floor(math.log10(min(b[1] for b in bars)))
+    hi = 10 ** math.ceil(math.log10(max(b[1] for b in bars) * 3))
+    xtics = ", ".join(f'"{tic}" {i}' for i, (_, _, _, tic) in enumerate(bars))
+    # Centred on the bar's top, raised by half its own height (in lines) and a little more.
+    labels = "\n".join(f'set label {i + 1} "{label}" at {i},{e2e} center front '
+                       f'offset 0,{0.6 * (label.count(chr(92)) + 1) + 0.4}'
+                       for i, (_, e2e, label, _) in enumerate(bars))
+    size = params.get("size", "")
+    size = f"{size:,}-octet" if isinstance(size, int) else f"size mix {size},"
+    sub = (f"{size} messages, {params.get('connections', '?')} connections, "
+           f"{params.get('domains', '?')} domains, {params.get('rcpts', 1)} rcpt")
+    return f"""
+reset
+set terminal pngcairo size {max(700, 190 * len(bars) + 200)},560 font 'sans,11'
+set output '{run_dir}/mta-comparison.png'
+set title "{title}end to end (first 250 to last delivery), messages per second\\n{sub}"
+set logscale y
+set yrange [{lo}:{hi}]
+set format y '%.0s%c'
+set ylabel 'messages per second (log scale)'
+set grid ytics mytics
+set xrange [-0.6:{len(bars) - 0.4}]
+set xtics ({xtics}) scale 0 offset 0,-0.3
+set bmargin 6
+unset key
+{labels}
+plot '{data_dir}/mta-comparison.dat' using 1:2:($1-0.32):($1+0.32):({lo}):2:3 \\
+     with boxxyerror fs solid 0.85 noborder lc rgb variable
+"""
 
 
 if __name__ == "__main__":

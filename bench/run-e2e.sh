@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The end-to-end benchmark in one command (bench/README.md): spate-sink, the MTA under test
 # (spate with a durable spool in a temporary directory; Postfix from Debian's package on a
-# temporary queue), spate-blast into it; one JSON summary on stdout, plots in bench/results/.
-#   bench/run-e2e.sh                       one scenario: 2 KB messages, direct + spate + Postfix
+# temporary queue; Haraka from npm, in memory), spate-blast into it; one JSON summary on stdout,
+# plots in bench/results/.
+#   bench/run-e2e.sh                       one scenario: 2 KB, direct + spate + Postfix + Haraka
 #   bench/run-e2e.sh --suite full          the README's measurements
 #   bench/run-e2e.sh --help                every flag
 # Binaries come from build/ (make bench builds them) unless --build DIR says otherwise.
