@@ -74,6 +74,14 @@ size_t ServerSession::ScanText(std::string_view in, bool dot_rules) {
         const size_t to_lf = lf == nullptr ? n : static_cast<size_t>(lf - p);
         const char* cr = static_cast<const char*>(std::memchr(p, '\r', to_lf));
         const size_t run = cr == nullptr ? to_lf : static_cast<size_t>(cr - p);
+        if (cr != nullptr && run + 1 < n && cr[1] == '\n') {
+          // The usual line: its text and CRLF in one append (the same counts as three).
+          AppendText(p, run + 2);
+          line_len_ = 0;
+          scan_ = Scan::kLineStart;
+          i += run + 2;
+          break;
+        }
         if (run > 0) {
           AppendText(p, run);
         }

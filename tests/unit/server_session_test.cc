@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <functional>
 #include <ostream>
 #include <random>
@@ -22,6 +23,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/smtp/date.h"
 #include "core/smtp/errc.h"
 #include "core/smtp/reply.h"
 
@@ -2046,6 +2048,38 @@ TEST(SmtpErrcTest, EachErrorSaysWhatFailed) {
   EXPECT_EQ(make_error_code(Errc::kAddressNotAscii).message(), "non-ASCII address");
   EXPECT_EQ(std::error_code(99, ErrorCategory()).message(), "unknown smtp error 99");
   EXPECT_STREQ(ErrorCategory().name(), "spate.smtp");
+}
+
+// The dates of Received:, Date: and Message-IDs (core/smtp/date.h), against the C library's
+// strftime over gmtime_r, for the edges (epoch, leap days, a century year) and 20,000 seeded
+// random seconds up to 2255 (system_clock counts nanoseconds in 64 bits: it ends in 2262).
+TEST(DateTest, FormatDateAndCompactTimeMatchStrftime) {
+  using std::chrono::seconds;
+  using std::chrono::system_clock;
+  auto expect = [](int64_t secs) {
+    const std::time_t t = static_cast<std::time_t>(secs);
+    std::tm tm{};
+    ASSERT_NE(gmtime_r(&t, &tm), nullptr);
+    char want[64];
+    char want_compact[32];
+    std::strftime(want, sizeof want, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    std::strftime(want_compact, sizeof want_compact, "%Y%m%d%H%M%S", &tm);
+    const system_clock::time_point at{seconds(secs)};
+    EXPECT_EQ(FormatDate(at), want) << secs;
+    EXPECT_EQ(CompactTime(at), want_compact) << secs;
+    // Within the second, the same text.
+    EXPECT_EQ(FormatDate(at + std::chrono::milliseconds(999)), want) << secs;
+  };
+  for (int64_t secs :
+       {int64_t{0}, int64_t{951782400} /* 2000-02-29 */, int64_t{1709164800} /* 2024-02-29 */,
+        int64_t{1709251199}, int64_t{4107542400} /* 2100-03-01 */, int64_t{9000000000}}) {
+    expect(secs);
+  }
+  std::mt19937_64 rng(17);
+  std::uniform_int_distribution<int64_t> any(0, 9000000000);
+  for (int i = 0; i < 20000; ++i) {
+    expect(any(rng));
+  }
 }
 
 }  // namespace
