@@ -162,9 +162,12 @@ const std::error_category& ErrorCategory() {
 }
 
 std::string FormatId(MessageId id) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(id));
-  return buf;
+  // 16 lower-case hex digits, by hand: several per message (the 250, the records).
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, id >>= 4)
+    out[static_cast<size_t>(i)] = kHex[id & 0xf];
+  return out;
 }
 
 struct Spool::Impl {
