@@ -275,7 +275,49 @@ void Reactor::RunTimers() {
   }
 }
 
+namespace {
+thread_local Reactor::PostBatch* t_post_batch = nullptr;  // this thread's outermost batch
+}  // namespace
+
+Reactor::PostBatch::PostBatch() {
+  if (t_post_batch == nullptr) {
+    t_post_batch = this;
+    outermost_ = true;
+  }
+}
+
+Reactor::PostBatch::~PostBatch() {
+  if (!outermost_)
+    return;
+  t_post_batch = nullptr;
+  for (auto& [reactor, tasks] : pending_) {
+    if (tasks.size() == 1) {
+      reactor->PostNow(std::move(tasks.front()));
+      continue;
+    }
+    reactor->PostNow([tasks = std::move(tasks)]() mutable {
+      for (Task& t : tasks)
+        t();
+    });
+  }
+}
+
 void Reactor::Post(Task task) {
+  if (PostBatch* batch = t_post_batch) {
+    for (auto& [reactor, tasks] : batch->pending_) {
+      if (reactor == this) {
+        tasks.push_back(std::move(task));
+        return;
+      }
+    }
+    batch->pending_.emplace_back(this, std::vector<Task>{});
+    batch->pending_.back().second.push_back(std::move(task));
+    return;
+  }
+  PostNow(std::move(task));
+}
+
+void Reactor::PostNow(Task task) {
   auto* node = new InboxNode{std::move(task), nullptr};
   InboxNode* head = inbox_.load(std::memory_order_relaxed);
   do {

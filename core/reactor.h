@@ -77,8 +77,27 @@ class Reactor {
   void CancelTimer(TimerId& id);  // no-op when already fired or cancelled; resets `id`
 
   // Any thread. The task runs on the reactor thread at its next loop turn. Tasks still queued
-  // when the reactor is destroyed are destroyed without running.
+  // when the reactor is destroyed are destroyed without running. While a PostBatch lives on the
+  // calling thread, the task waits in it (see there).
   void Post(Task task);
+
+  // The Post()s one thread makes while this lives (on that thread) go out at its end, one task
+  // per reactor that runs them in their order: a thread handing many results to few reactors
+  // (the spool's commit thread: a reply and a delivery job per message of a batch) pays one
+  // inbox node, one wake-up and one allocation per reactor, not per message. Nested batches
+  // join the outermost.
+  class PostBatch {
+   public:
+    PostBatch();
+    ~PostBatch();
+    PostBatch(const PostBatch&) = delete;
+    PostBatch& operator=(const PostBatch&) = delete;
+
+   private:
+    friend class Reactor;
+    std::vector<std::pair<Reactor*, std::vector<Task>>> pending_;
+    bool outermost_ = false;
+  };
 
   // Runs until Stop(). Stop() is callable from any thread.
   void Run();
@@ -110,6 +129,7 @@ class Reactor {
   };
 
   Reactor() = default;
+  void PostNow(Task task);
   io_uring_sqe* GetSqe();
   OpId Arm(io_uring_sqe* sqe, Completion done);
   void Complete(uint64_t user_data, int result, uint32_t flags);

@@ -24,6 +24,7 @@
 #include <rocksdb/write_batch.h>
 
 #include "core/log.h"
+#include "core/reactor.h"
 #include "queue/errc.h"
 #include "queue/records.h"
 #include "queue/suppression.h"
@@ -801,8 +802,13 @@ struct Spool::Impl {
       stats.commit_seconds += seconds;
       stats.pending_messages = remaining.size();
     }
-    for (auto& [a, id] : accepted)
-      a->done(id, std::move(a->message));
+    {
+      // What the callbacks post (each message's 250 to its connection's shard, its jobs to
+      // their shards) goes as one task per reactor for the whole batch.
+      Reactor::PostBatch posts;
+      for (auto& [a, id] : accepted)
+        a->done(id, std::move(a->message));
+    }
     for (SuppressReq* q : written)
       q->done();
     return {};

@@ -208,6 +208,63 @@ TEST(ReactorTest, PostFromManyThreadsRunsEachTaskOnceInPerProducerOrder) {
   }
 }
 
+// Reactor::PostBatch: a thread's posts wait until the batch ends, then go out as one task per
+// reactor that runs them in the order they were posted; a nested batch joins the outer one.
+TEST(ReactorTest, PostBatchDeliversAtItsEndInOrderPerReactor) {
+  auto a = MakeReactor();
+  auto b = MakeReactor();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  std::vector<int> on_a;
+  std::vector<int> on_b;
+  std::atomic<bool> in_batch{false};
+  std::atomic<bool> batch_ended{false};
+  std::atomic<int> ran_early{0};
+  std::thread poster([&] {
+    {
+      Reactor::PostBatch batch;
+      for (int i = 0; i < 100; ++i) {
+        (i % 3 == 0 ? b : a)->Post([&, i] {
+          if (!batch_ended)
+            ++ran_early;
+          (i % 3 == 0 ? on_b : on_a).push_back(i);
+        });
+        if (i == 50) {
+          Reactor::PostBatch nested;  // joins the outer batch: nothing goes out at its end
+          a->Post([&] {
+            if (!batch_ended)
+              ++ran_early;
+            on_a.push_back(-1);
+          });
+        }
+      }
+      in_batch = true;
+      // Held back: the reactors find nothing while the batch lives.
+      std::this_thread::sleep_for(50ms);
+      batch_ended = true;
+    }
+    a->Post([&] { on_a.push_back(1000); });  // after the batch: posted at once, after it
+  });
+  while (!in_batch)
+    std::this_thread::sleep_for(1ms);
+  a->RunOnce(Clock::now() + 10ms);
+  b->RunOnce(Clock::now() + 10ms);
+  poster.join();
+  EXPECT_TRUE(RunUntil(*a, [&] { return on_a.size() == 68; }));
+  EXPECT_TRUE(RunUntil(*b, [&] { return on_b.size() == 34; }));
+  EXPECT_EQ(ran_early.load(), 0);
+  std::vector<int> want_a;
+  std::vector<int> want_b;
+  for (int i = 0; i < 100; ++i) {
+    (i % 3 == 0 ? want_b : want_a).push_back(i);
+    if (i == 50)
+      want_a.push_back(-1);
+  }
+  want_a.push_back(1000);
+  EXPECT_EQ(on_a, want_a);
+  EXPECT_EQ(on_b, want_b);
+}
+
 TEST(ReactorTest, PostWakesALoopWaitingInTheRing) {
   auto reactor = MakeReactor();
   ASSERT_NE(reactor, nullptr);
