@@ -137,8 +137,9 @@ class ClientConnection final : public Connection {
         host_index_(host_index),
         generation_(generation),
         tls_mode_(tls),
-        session_(ClientSession::Options{engine_.options().helo_name, tls.starttls, tls.require,
-                                        host.text, engine_.options().pipeline_next}),
+        session_(ClientSession::Options{
+            engine_.options().helo_name, tls.starttls, tls.require, host.text,
+            engine_.options().pipeline_next && !site.pipeline_next_refused()}),
         peer_(PeerOf(host, host_name_)) {}
 
   size_t host_index() const { return host_index_; }
@@ -362,6 +363,8 @@ class ClientConnection final : public Connection {
           engine_.Record(&site_, *f->job, r->recipient_index, reply, &f->outcomes, &peer_);
         }
       } else if (auto* d = std::get_if<TransactionDone>(&ev)) {
+        if (session_.pipeline_next_refused() && !site_.pipeline_next_refused())
+          site_.NotePipelineNextRefused(host_.text);
         if (InFlight* f = FlightOf(d->transaction_id)) {
           Job done = std::move(*f->job);
           f->job.reset();
@@ -1109,6 +1112,14 @@ void Site::OnIdle(ClientConnection* conn) {
       });
   if (!pending_.empty() || !ready_.empty())
     Pump();  // bodies for it to send, or the throttle's wake-up
+}
+
+void Site::NotePipelineNextRefused(const std::string& peer) {
+  pipeline_next_refused_ = true;
+  SPATE_LOG(kInfo,
+            "delivery: %s: %s refused commands pipelined behind the end of data (RFC 2920 3.1 "
+            "allows them): sent again; this site's connections wait for each end-of-data reply",
+            name_.c_str(), peer.c_str());
 }
 
 void Site::OnReadyForNext(ClientConnection* conn) {

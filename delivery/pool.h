@@ -202,6 +202,10 @@ class Site {
   const SitePolicy& policy() const { return policy_; }
   const RouteRef& route() const { return route_; }
   bool suspended() const { return automation_.suspended(); }
+  // A server of this site refused commands pipelined behind an end of data (Haraka does): its
+  // new connections wait for each end-of-data reply (no wasted round trip on each).
+  bool pipeline_next_refused() const { return pipeline_next_refused_; }
+  void NotePipelineNextRefused(const std::string& peer);
   bool has_rules() const { return !automation_.rules().empty(); }
   // The Bounce rule in force (null: none) and the 5xx it fails mail with.
   const Automation* bouncing() const { return automation_.bouncing(); }
@@ -276,6 +280,7 @@ class Site {
   void HoldHost(uint64_t generation, size_t index, const smtp::Reply& why);
 
   Engine& engine_;
+  bool pipeline_next_refused_ = false;
   std::string name_;
   TlsMode tls_;
   DomainStats& stats_;

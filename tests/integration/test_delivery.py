@@ -259,6 +259,17 @@ class ScriptedConnection:
                             break
                     txn.next_before_eod_reply = bool(re.search(pattern, self.buf, re.I))
                 txn.final_reply = 250
+                if srv.refuse_behind_data and self.buf:
+                    # As Haraka 3.3 does: every complete command that came behind the end of
+                    # data gets 503, after the end of data's 250, and is dropped.
+                    lines = self.buf.count(CRLF)
+                    self.buf = self.buf[self.buf.rfind(CRLF) + 2:]
+                    with srv.lock:
+                        srv.refused_behind_data += lines
+                    self._send("250 2.0.0 Ok: queued\r\n" + "503 5.5.1 Bad sequence of commands"
+                               " - pipelined after end of DATA\r\n" * lines)
+                    txn = None
+                    continue
                 self._send("250 2.0.0 Ok: queued\r\n")
                 txn = None
             elif verb == "RSET":
@@ -300,6 +311,7 @@ class ScriptedServer:
     hold_eod_until_next: do not answer an end of data before the next transaction's MAIL, RCPT
         and DATA have arrived (at most hold_deadline seconds).
     greeting_gate: a threading.Event every connection waits for before its greeting.
+    refuse_behind_data: commands that came behind an end of data get 503 each (Haraka 3.3).
     max_concurrent: a connection counts as open from its accept until its session is over:
         the server sent 221 or hung up, or the client's FIN arrived (spate shuts a connection
         down as soon as it has the 221, and may connect again before our thread closes).
@@ -307,8 +319,11 @@ class ScriptedServer:
 
     def __init__(self, pipelining=True, hold_mail_until_data=False, hold_deadline=2.0,
                  lockstep_probe=0.0, data_delay=0.0, drops=0, rcpt_reply=default_rcpt_reply,
-                 smtputf8=False, stalls=0, hold_eod_until_next=False, greeting_gate=None):
+                 smtputf8=False, stalls=0, hold_eod_until_next=False, greeting_gate=None,
+                 refuse_behind_data=False):
         self.smtputf8 = smtputf8
+        self.refuse_behind_data = refuse_behind_data
+        self.refused_behind_data = 0  # commands answered 503 for where they came
         self.hold_eod_until_next = hold_eod_until_next
         self.greeting_gate = greeting_gate
         self.stalls_left = stalls
@@ -560,13 +575,14 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(seq_of(txn.body), 1)
         self.assertRegex(txn.mail, r"^MAIL FROM:<sender@campaign\.test>")
 
-    def _pipeline_next_run(self, domain, delivery):
+    def _pipeline_next_run(self, domain, delivery, **server):
         """5 messages queued for one connection (its greeting held until all are in the spool);
         the server holds each end-of-data reply until the next MAIL/RCPT/DATA are there (1 s at
         most). Returns the server's transactions, in order."""
         gate = threading.Event()
-        srv = self.server(pipelining=True, hold_eod_until_next=True, hold_deadline=1.0,
-                          greeting_gate=gate)
+        srv = self.server(pipelining=True, hold_eod_until_next=True,
+                          hold_deadline=server.pop("hold_deadline", 1.0), greeting_gate=gate,
+                          **server)
         self.start_spate({domain: srv.port}, delivery=dict(max_connections=1, **delivery))
         self.submit([([f"r{i}@{domain}"], message(i, f"r{i}@{domain}")) for i in range(5)])
         gate.set()
@@ -592,6 +608,18 @@ class DeliveryTest(unittest.TestCase):
                   if re.search(rb"\r\n\.\r\nMAIL FROM:[^\r]*\r\nRCPT TO:[^\r]*\r\nDATA\r\n$", d)]
         self.assertEqual(len(behind), 4, "4 chunks of data end + the next MAIL/RCPT/DATA")
         self.assertNotIn("RSET", [c for _, c in conn.commands], "no RSET behind an end of data")
+
+    def test_a_server_that_refuses_commands_behind_data_gets_them_again(self):
+        # Haraka 3.3 answers every command behind an end of data with 503: that is nobody's
+        # outcome. The same MAIL/RCPT/DATA go again after the end-of-data reply, and the site
+        # stops putting anything behind data.
+        srv, txns = self._pipeline_next_run("haraka.test", {}, refuse_behind_data=True,
+                                            hold_deadline=0.3)
+        self.assertEqual(srv.refused_behind_data, 3, "one group refused: MAIL, RCPT, DATA")
+        self.assertEqual([t.next_before_eod_reply for t in txns], [True] + [False] * 4)
+        self.assertEqual(self.deliveries("haraka.test", "failed"), 0)
+        self.assertEqual(self.deliveries("haraka.test", "deferred"), 0)
+        self.spate.wait_for_log("refused commands pipelined behind the end of data", 10)
 
     def test_pipeline_next_off_waits_for_the_end_of_data_reply(self):
         _, txns = self._pipeline_next_run("wait.test", {"pipeline_next": False})
