@@ -62,7 +62,7 @@ coverage:
 	@status=0; ctest --test-dir $(COV_BUILD) --output-on-failure -j $(JOBS) || status=$$?; \
 	  ./tests/coverage-report.sh $(COV_BUILD) && exit $$status
 
-# The end-to-end benchmark (bench/README.md): spate and Postfix between spate-blast and
+# The end-to-end benchmark (bench/README.md): spate, Postfix and Haraka between spate-blast and
 # spate-sink; JSON summary on stdout, JSON and PNG plots in bench/results/.
 BENCH_ARGS ?= --suite full
 BENCH_TARGETS = spate spate-blast spate-sink
