@@ -975,18 +975,15 @@ def run_scenario(name, bins, p, outdir):
         else:
             messages = p.messages
         result[target] = run_target(target, bins, p, outdir, messages, p.rate)
-    if "spate" in result and "spate-mx" in result and result["spate"]["e2e_msgs_per_s"]:
-        result["ratio_mx_static_e2e"] = round(
-            result["spate-mx"]["e2e_msgs_per_s"] / result["spate"]["e2e_msgs_per_s"], 3)
-    if "spate" in result and "postfix" in result and result["postfix"]["e2e_msgs_per_s"]:
-        result["ratio_spate_postfix_e2e"] = round(
-            result["spate"]["e2e_msgs_per_s"] / result["postfix"]["e2e_msgs_per_s"], 1)
-    if "spate" in result and "direct" in result and result["direct"]["e2e_msgs_per_s"]:
-        result["ratio_spate_direct_e2e"] = round(
-            result["spate"]["e2e_msgs_per_s"] / result["direct"]["e2e_msgs_per_s"], 3)
-    if "spate" in result and "haraka" in result and result["haraka"]["e2e_msgs_per_s"]:
-        result["ratio_spate_haraka_e2e"] = round(
-            result["spate"]["e2e_msgs_per_s"] / result["haraka"]["e2e_msgs_per_s"], 1)
+    def ratio(name, num, den, digits):
+        """`name`: e2e msg/s of target `num` over `den`'s, when both ran."""
+        if num in result and den in result and result[den]["e2e_msgs_per_s"]:
+            result[name] = round(
+                result[num]["e2e_msgs_per_s"] / result[den]["e2e_msgs_per_s"], digits)
+    ratio("ratio_mx_static_e2e", "spate-mx", "spate", 3)
+    ratio("ratio_spate_postfix_e2e", "spate", "postfix", 1)
+    ratio("ratio_spate_direct_e2e", "spate", "direct", 3)
+    ratio("ratio_spate_haraka_e2e", "spate", "haraka", 1)
     result["load_after"] = load_average()
     with open(os.path.join(outdir, "summary.json"), "w") as f:
         json.dump(result, f, indent=1)

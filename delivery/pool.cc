@@ -1091,14 +1091,19 @@ void Site::Pump() {
     WakeAt(wake);
 }
 
+bool Site::SubmitReady(ClientConnection* conn) {
+  if (ready_.empty() || automation_.bouncing() != nullptr ||
+      TakeMessageSlot(engine_.reactor().now()).count() != 0)
+    return false;
+  conn->Submit(PopReady());
+  if (!pending_.empty())
+    Pump();  // one more body may be loaded now
+  return true;
+}
+
 void Site::OnIdle(ClientConnection* conn) {
-  if (!ready_.empty() && automation_.bouncing() == nullptr &&
-      TakeMessageSlot(engine_.reactor().now()).count() == 0) {
-    conn->Submit(PopReady());
-    if (!pending_.empty())
-      Pump();  // one more body may be loaded now
+  if (SubmitReady(conn))
     return;
-  }
   idle_.push_back(conn);
   Reactor& reactor = engine_.reactor();
   reactor.CancelTimer(conn->idle_timer());
@@ -1123,13 +1128,8 @@ void Site::NotePipelineNextRefused(const std::string& peer) {
 }
 
 void Site::OnReadyForNext(ClientConnection* conn) {
-  if (!ready_.empty() && automation_.bouncing() == nullptr &&
-      TakeMessageSlot(engine_.reactor().now()).count() == 0) {
-    conn->Submit(PopReady());
-    if (!pending_.empty())
-      Pump();  // one more body may be loaded now
-  }
-  // Else nothing: the end-of-data reply makes the connection idle, and OnIdle() takes it.
+  // Nothing to send now: the end-of-data reply makes the connection idle, and OnIdle() takes it.
+  SubmitReady(conn);
 }
 
 void Site::OnConnectionGone(ClientConnection* conn, bool ever_ready, bool tls_failed,

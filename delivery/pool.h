@@ -269,6 +269,8 @@ class Site {
   void WakeAt(Reactor::Clock::time_point at);
   void QuitIdle();
   void OnIdle(ClientConnection* conn);
+  // The next ready job to `conn`, if one waits and the message rate allows: true if it went.
+  bool SubmitReady(ClientConnection* conn);
   // `conn` sent an end of data and may take one more job behind it (pipeline_next): a ready
   // job if one waits and the message rate allows, else nothing (OnIdle follows the reply).
   void OnReadyForNext(ClientConnection* conn);
