@@ -41,7 +41,7 @@ bool RefusesPipelining(const smtp::Reply& reply) {
     return false;
   std::string lower(reply.text);
   for (char& ch : lower)
-    ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    ch = smtp::AsciiLower(ch);
   return lower.find("pipelin") != std::string::npos || lower.find("synchroni") != std::string::npos;
 }
 

@@ -239,6 +239,49 @@ write(C, "unasked-reply", stream(0x01, WHOLE, turns(
       "220 mx\r\n", EHLO_PLAIN,
       "250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n221 bye\r\n250 unasked\r\n")))
 
+# pipeline_next (0x80 of the first chunk-size octet): the next transaction behind the end of data
+NEXT = 0x80
+
+
+def next_stream(flags, sizes, text):
+    return stream(flags, (sizes[0] | NEXT, sizes[1], sizes[2]), text)
+
+
+R3 = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"  # one recipient
+R4 = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n"  # two
+H503 = "503 Bad sequence of commands - pipelined after end of DATA\r\n"  # Haraka 3.3
+write(C, "pipeline-next-two", next_stream(0x02 | 0x08 | 0x20, WHOLE, turns(
+      "220 mx ESMTP\r\n", EHLO_PIPE, R4,
+      "250 2.0.0 Ok: queued as A1\r\n" + R4, "250 2.0.0 Ok: queued as A2\r\n", "221 2.0.0 Bye\r\n")))
+write(C, "pipeline-next-four", next_stream(0x01 | 0x60 | 0x80, RAGGED, turns(
+      "220 mx ESMTP\r\n", EHLO_PIPE, R3,
+      "250 2.0.0 one\r\n" + R3, "250 2.0.0 two\r\n" + R3, "250 2.0.0 three\r\n" + R3,
+      "250 2.0.0 four\r\n", "221 bye\r\n")))
+write(C, "pipeline-next-503", next_stream(0x01 | 0x40, WHOLE, turns(
+      "220 mx ESMTP\r\n", EHLO_PIPE, R3,
+      "250 2.0.0 one\r\n" + H503 * 3, R3, "250 2.0.0 two\r\n", R3, "250 2.0.0 three\r\n",
+      "221 bye\r\n")))
+write(C, "pipeline-next-503-octets", next_stream(0x02 | 0x20, OCTETS, turns(
+      "220 mx ESMTP\r\n", EHLO_PIPE,
+      R4 + "554 5.7.1 spam\r\n" + H503 * 4 + R4 + "250 2.0.0 two\r\n", "221 bye\r\n")))
+write(C, "pipeline-next-sync-abort", next_stream(0x01 | 0x20 | 0x10, OCTETS, turns(
+      "220 mx ESMTP\r\n", EHLO_PIPE, R3,
+      "250 2.0.0 Ok\r\n554 5.5.0 Error: SMTP protocol synchronization\r\n")))
+write(C, "pipeline-next-421", next_stream(0x03 | 0x20, (3, 7, 0), turns(
+      "220 mx\r\n", EHLO_PIPE,
+      "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n450 4.2.0 greylisted\r\n250 2.1.5 Ok\r\n354 go\r\n",
+      "421 4.3.2 shutting down\r\n", "250 late\r\n")))
+write(C, "pipeline-next-size-refused", next_stream(0x01 | 0x60 | 0x80, WHOLE, turns(
+      "220 mx\r\n", "250-mx\r\n250-PIPELINING\r\n250 SIZE 10\r\n", R3,
+      "250 2.0.0 empty\r\n" + R3, "250 2.0.0 dot\r\n", "221 bye\r\n")))
+write(C, "pipeline-next-sender-refused", next_stream(0x01 | 0x40 | 0x04, WHOLE, turns(
+      "220 mx\r\n", EHLO_PIPE, R3,
+      "250 2.0.0 Ok\r\n550 5.7.1 sender blocked\r\n503 5.5.1 no MAIL\r\n503 5.5.1 no RCPT\r\n",
+      "250 reset\r\n" + R3, "250 2.0.0 three\r\n", "221 bye\r\n")))
+write(C, "pipeline-next-starttls", next_stream(0x02 | 0x20, RAGGED, turns(
+      "220 mx\r\n", "250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n", "220 2.0.0 go ahead\r\n",
+      EHLO_PIPE, R4, "250 2.0.0 one\r\n" + R4, "250 2.0.0 two\r\n", "221 bye\r\n")))
+
 # --- suppression_csv: an operator's CSV, whole -------------------------------------------------
 S = "suppression_csv"
 write(S, "export", "address,since,class,reason\r\n"
