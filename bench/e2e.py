@@ -293,6 +293,7 @@ max_recipients = {max(100, p.rcpts)}
 {server_extra}[spool]
 path = "{self.spool}"
 sync = {"true" if p.sync else "false"}
+{f'body_log_min_size = "{p.body_log_min_size}"' if p.body_log_min_size else ""}
 [metrics]
 listen = "127.0.0.1:0"
 [shards]
@@ -1047,6 +1048,9 @@ def parse_args(argv):
                     help="spate shares its limits in a Redis started for the run ([cluster])")
     ap.add_argument("--no-sync", dest="sync", action="store_false",
                     help="spate's [spool] sync = false (not durable)")
+    ap.add_argument("--body-log-min-size", default="",
+                    help='spate\'s [spool] body_log_min_size ("64KB", "0": every body, "off": '
+                    "none; default: spate's)")
     ap.add_argument("--rate", type=float, default=0.0, help="blast rate limit, msgs/s")
     ap.add_argument("--sink-reply-delay-ms", type=float, default=0.0,
                     help="spate-sink waits this long before every reply (a far receiver)")

@@ -447,6 +447,13 @@ class SampleCollector : public prometheus::Collectable {
       scalar("spate_spool_outcomes_retried_total",
              "Delivery outcomes written again after a failed batch (none is dropped).",
              MetricType::Counter, static_cast<double>(sp.outcomes_retried));
+      scalar("spate_spool_body_log_files", "Files of the spool's body log (large bodies).",
+             MetricType::Gauge, static_cast<double>(sp.body_log_files));
+      scalar("spate_spool_body_log_bytes", "Size of the spool's body log files together.",
+             MetricType::Gauge, static_cast<double>(sp.body_log_bytes));
+      scalar("spate_spool_lost_bodies_total",
+             "Messages removed at start-up: their body was not in the body log.",
+             MetricType::Counter, static_cast<double>(sp.lost_bodies));
     }
     {
       const DnsSample& d = sample.dns;

@@ -38,6 +38,11 @@ struct SpoolSample {
   uint64_t refused = 0;
   uint64_t write_errors = 0;
   uint64_t outcomes_retried = 0;
+  // The body log (queue/body_log.h): its files and their size; messages removed at start-up
+  // because their body was not in it.
+  uint64_t body_log_files = 0;
+  uint64_t body_log_bytes = 0;
+  uint64_t lost_bodies = 0;
 };
 
 // One destination domain's figures on one shard ("other" may come from several: summed).

@@ -14,6 +14,8 @@ constexpr uint8_t kEnvelopeVersion = 3;
 constexpr int8_t kMinPriority = -9;  // RFC 6710 §3
 constexpr int8_t kMaxPriority = 9;
 constexpr uint8_t kSuppressionVersion = 1;
+constexpr uint8_t kBodyRefVersion = 1;
+constexpr size_t kBodyRefSize = 1 + 4 + 8 + 8 + 4;
 constexpr uint8_t kFlag8Bit = 1;
 constexpr uint8_t kFlagSmtpUtf8 = 2;
 // CF "rcpt" values: 'P' attempts(2) next_attempt_ms(8), 'W' the same once the delay notice
@@ -219,6 +221,33 @@ std::optional<SuppressionValue> DecodeSuppression(std::string_view value) {
     return std::nullopt;
   }
   return v;
+}
+
+std::string EncodeBodyRef(const BodyRef& ref) {
+  std::string out;
+  out.reserve(kBodyRefSize);
+  out.push_back(static_cast<char>(kBodyRefVersion));
+  PutU32(out, ref.segment);
+  PutU64(out, ref.offset);
+  PutU64(out, ref.length);
+  PutU32(out, ref.crc);
+  return out;
+}
+
+std::optional<BodyRef> DecodeBodyRef(std::string_view value) {
+  if (value.size() != kBodyRefSize)
+    return std::nullopt;
+  Reader r{value};
+  if (r.Num(1) != kBodyRefVersion)
+    return std::nullopt;
+  BodyRef ref;
+  ref.segment = static_cast<uint32_t>(r.Num(4));
+  ref.offset = r.Num(8);
+  ref.length = r.Num(8);
+  ref.crc = static_cast<uint32_t>(r.Num(4));
+  if (!r.ok || ref.segment == 0)
+    return std::nullopt;
+  return ref;
 }
 
 }  // namespace spate::queue::records

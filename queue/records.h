@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "queue/body_log.h"
 #include "queue/spool.h"
 #include "queue/suppression_csv.h"
 
@@ -49,6 +50,11 @@ struct RcptRecord {
 };
 std::string EncodeRcpt(const RcptRecord& r);
 std::optional<RcptRecord> DecodeRcpt(std::string_view value);
+
+// CF "body_ref": where a body kept in the body log is (body_log.h): version(1) segment(4)
+// offset(8) length(8) crc32c(4). Decode refuses another version, another size, segment 0.
+std::string EncodeBodyRef(const BodyRef& ref);
+std::optional<BodyRef> DecodeBodyRef(std::string_view value);
 
 // CF "suppression": the key is the normalized address (NormalizeAddress); the value
 // version(1) since_ms(8) str class, str reason (str = len(4) bytes). Decode refuses a class

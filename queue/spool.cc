@@ -25,6 +25,7 @@
 
 #include "core/log.h"
 #include "core/reactor.h"
+#include "queue/body_log.h"
 #include "queue/errc.h"
 #include "queue/records.h"
 #include "queue/suppression.h"
@@ -175,6 +176,10 @@ struct Spool::Impl {
   struct AcceptReq {
     NewMessage message;
     AcceptDone done;
+    // CommitBatch: the message's id, and where its body went when in the body log.
+    MessageId id = 0;
+    bool logged = false;
+    BodyRef ref;
   };
   struct FinishReq {
     MessageId id;
@@ -222,6 +227,9 @@ struct Spool::Impl {
   rocksdb::ColumnFamilyHandle* rcpt_cf = nullptr;
   rocksdb::ColumnFamilyHandle* suppression_cf = nullptr;
   rocksdb::ColumnFamilyHandle* state_cf = nullptr;
+  rocksdb::ColumnFamilyHandle* body_ref_cf = nullptr;
+  // Bodies of at least options.body_log_min_bytes: in the body log, named by CF "body_ref".
+  std::unique_ptr<BodyLog> body_log;
 
   // The suppression list: its index is in memory, its writes come through the commit queue.
   std::unique_ptr<Suppression> suppression;
@@ -241,6 +249,7 @@ struct Spool::Impl {
     uint32_t count = 0;
     std::vector<bool> waiting;   // by recipient index
     std::vector<bool> recorded;  // a record of this recipient is in CF "rcpt"
+    uint32_t segment = 0;        // of the body log holding its body; 0: in CF "body"
   };
   std::unordered_map<MessageId, Pending> remaining;
 
@@ -389,6 +398,7 @@ struct Spool::Impl {
     rcpt_cf = handles[3];
     suppression_cf = handles[4];
     state_cf = handles[5];
+    body_ref_cf = handles[6];
     return s;
   }
 
@@ -398,7 +408,7 @@ struct Spool::Impl {
     for (auto* h : handles)
       db->DestroyColumnFamilyHandle(h);
     handles.clear();
-    body_cf = envelope_cf = rcpt_cf = suppression_cf = state_cf = nullptr;
+    body_cf = envelope_cf = rcpt_cf = suppression_cf = state_cf = body_ref_cf = nullptr;
     rocksdb::Status s = db->Close();
     if (!s.ok())
       SPATE_LOG(kError, "spool: close: %s", s.ToString().c_str());
@@ -677,6 +687,34 @@ struct Spool::Impl {
     int64_t now_ms = NowMs();
     uint64_t refused = 0;
     std::vector<SuppressReq*> written;  // whose `done` is called once the batch is on disk
+    // The large bodies first: appended to the body log and synced before the records that
+    // name them are written (body_log.h), so no ref on disk names bytes that are not.
+    std::error_code log_error;
+    uint64_t logged_bytes = 0;
+    if (!refuse) {
+      std::vector<BodyLog::Item> items;
+      for (Request& r : batch) {
+        if (auto* ap = std::get_if<std::unique_ptr<AcceptReq>>(&r)) {
+          AcceptReq& a = **ap;
+          a.id = NextId();
+          a.logged = a.message.body.size() >= options.body_log_min_bytes;
+          if (a.logged) {
+            items.push_back({a.id, a.message.body, &a.ref});
+            logged_bytes += BodyLog::kHeaderSize + a.message.body.size();
+          }
+        }
+      }
+      log_error = body_log->Append(items, options.sync);
+      if (log_error) {
+        // Those messages are refused (451/452: sent again later); the rest of the batch is
+        // written. The spool is failed until the next check (Watch) clears it.
+        write_failed = true;
+        write_failed_nospace = log_error == Errc::kNoSpace;
+        last_error = "body log: " + log_error.message();
+        logged_bytes = 0;
+      }
+    }
+    std::vector<uint32_t> released;  // segments of the bodies this batch removes
     for (Request& r : batch) {
       if (auto* ap = std::get_if<std::unique_ptr<AcceptReq>>(&r)) {
         AcceptReq* a = ap->get();
@@ -686,19 +724,28 @@ struct Spool::Impl {
           a->done(Unexpected{refusal}, std::move(a->message));
           continue;
         }
-        MessageId id = NextId();
+        if (a->logged && log_error) {
+          ++refused;
+          a->done(Unexpected{log_error}, std::move(a->message));
+          continue;
+        }
+        MessageId id = a->id;
         const NewMessage& m = a->message;
         std::string key = MessageKey(id);
         std::string env = records::EncodeEnvelope(m, now_ms);
-        wb.Put(body_cf, key, m.body);
+        if (a->logged) {
+          wb.Put(body_ref_cf, key, records::EncodeBodyRef(a->ref));
+        } else {
+          wb.Put(body_cf, key, m.body);
+        }
         wb.Put(envelope_cf, key, env);
         // No recipient records: a recipient without one is pending with no attempt yet. The
         // common message (one recipient, delivered at the first try) thus costs two puts and
         // two deletes in the memtable, not six operations.
         remember(id);
-        remaining[id] = Pending{static_cast<uint32_t>(m.rcpt_to.size()),
-                                std::vector<bool>(m.rcpt_to.size(), true),
-                                std::vector<bool>(m.rcpt_to.size(), false)};
+        remaining[id] = Pending{
+            static_cast<uint32_t>(m.rcpt_to.size()), std::vector<bool>(m.rcpt_to.size(), true),
+            std::vector<bool>(m.rcpt_to.size(), false), a->logged ? a->ref.segment : 0};
         accepted.emplace_back(a, id);
       } else if (auto* f = std::get_if<FinishReq>(&r)) {
         auto it = remaining.find(f->id);
@@ -713,7 +760,12 @@ struct Spool::Impl {
           ++finished_since_flush;
           // The last one: the message goes, and every record of its recipients with it.
           std::string key = MessageKey(f->id);
-          wb.SingleDelete(body_cf, key);
+          if (p.segment != 0) {
+            wb.SingleDelete(body_ref_cf, key);
+            released.push_back(p.segment);
+          } else {
+            wb.SingleDelete(body_cf, key);
+          }
           wb.SingleDelete(envelope_cf, key);
           for (uint32_t i = 0; i < p.recorded.size(); ++i) {
             if (p.recorded[i])
@@ -792,9 +844,18 @@ struct Spool::Impl {
       }
       return outcomes;
     }
-    written_since_check += wb.GetDataSize();
+    written_since_check += wb.GetDataSize() + logged_bytes;
+    // The bodies' segments, now that the records naming them (or their removal) are on disk.
+    for (auto& [a, id] : accepted) {
+      if (a->logged)
+        body_log->Retain(a->ref.segment);
+    }
+    for (uint32_t segment : released)
+      body_log->Release(segment);
     {
       std::lock_guard lock(stats_mu);
+      stats.body_log_segments = body_log->segments();
+      stats.body_log_bytes = body_log->bytes();
       ++stats.batches;
       stats.accepted += accepted.size();
       stats.finished += finished;
@@ -825,17 +886,31 @@ struct Spool::Impl {
         req = std::move(reads.front());
         reads.pop_front();
       }
+      // Where the body is (a ref: in the body log), else the body itself.
       std::string body;
       rocksdb::Status s;
+      bool in_log = false;
       {
         std::shared_lock lock(db_mu);
-        s = db ? db->Get(rocksdb::ReadOptions(), body_cf, MessageKey(req.id), &body)
-               : rocksdb::Status::IOError("spool is closed");
+        const std::string key = MessageKey(req.id);
+        if (!db) {
+          s = rocksdb::Status::IOError("spool is closed");
+        } else {
+          s = db->Get(rocksdb::ReadOptions(), body_ref_cf, key, &body);
+          in_log = s.ok();
+          if (s.IsNotFound())
+            s = db->Get(rocksdb::ReadOptions(), body_cf, key, &body);
+        }
       }
-      if (s.ok()) {
-        req.done(std::move(body));
-      } else {
+      if (!s.ok()) {
         req.done(Unexpected{ToError(s, "read body")});
+      } else if (!in_log) {
+        req.done(std::move(body));
+      } else if (std::optional<BodyRef> ref = records::DecodeBodyRef(body)) {
+        req.done(body_log->Read(*ref));
+      } else {
+        SPATE_LOG(kError, "spool: the body ref of %s does not decode", FormatId(req.id).c_str());
+        req.done(Unexpected{Errc::kCorruption});
       }
     }
   }
@@ -895,6 +970,7 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
       // others, created in a spool made before it (create_missing_column_families).
       {"suppression", small_options},
       {"state", small_options},
+      {"body_ref", small_options},
   };
   Impl* d = impl.get();
   impl->suppression = std::make_unique<Suppression>(
@@ -912,6 +988,12 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
     *error = "cannot open spool " + options.path + ": " + s.ToString();
     return Unexpected{Errc::kIo};
   }
+  auto body_log = BodyLog::Open(options.path + "/bodies", options.body_log_segment_bytes, error);
+  if (!body_log) {
+    *error = "cannot open spool " + options.path + ": " + *error;
+    return Unexpected{body_log.error()};
+  }
+  impl->body_log = std::move(*body_log);
   impl->read_thread = std::thread([d = impl.get()] { d->ReadLoop(); });
   impl->Watch(true);  // the disk as it is at start-up
   return std::unique_ptr<Spool>(new Spool(std::move(impl)));
@@ -927,9 +1009,13 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
   std::unique_ptr<rocksdb::Iterator> env_it(d.db->NewIterator(ro, d.envelope_cf));
   std::unique_ptr<rocksdb::Iterator> rcpt_it(d.db->NewIterator(ro, d.rcpt_cf));
   rcpt_it->SeekToFirst();
+  // The third, side by side: the refs of the bodies in the body log.
+  std::unique_ptr<rocksdb::Iterator> ref_it(d.db->NewIterator(ro, d.body_ref_cf));
+  ref_it->SeekToFirst();
   rocksdb::WriteBatch cleanup;
   size_t leftovers = 0;
   size_t orphans = 0;
+  size_t lost = 0;
   std::vector<PendingRecipient> all;
   for (env_it->SeekToFirst(); env_it->Valid(); env_it->Next()) {
     std::string_view key(env_it->key().data(), env_it->key().size());
@@ -980,17 +1066,56 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
     }
     if (!rcpt_it->status().ok())
       return Unexpected{ToError(rcpt_it->status(), "recover scan")};
+    bool has_ref = false;
+    std::optional<BodyRef> ref;
+    while (ref_it->Valid()) {
+      const std::string_view k(ref_it->key().data(), ref_it->key().size());
+      const std::optional<MessageId> ref_id = records::DecodeMessageKey(k);
+      if (ref_id && *ref_id > id)
+        break;  // the next message's
+      if (ref_id && *ref_id == id) {
+        has_ref = true;
+        ref = records::DecodeBodyRef(
+            std::string_view(ref_it->value().data(), ref_it->value().size()));
+      } else {
+        // The ref of a message that is gone: cannot normally happen (they are deleted
+        // together). Removed with the leftovers.
+        ++orphans;
+        cleanup.SingleDelete(d.body_ref_cf, ref_it->key());
+      }
+      ref_it->Next();
+      if (has_ref)
+        break;
+    }
+    if (!ref_it->status().ok())
+      return Unexpected{ToError(ref_it->status(), "recover scan")};
+    if (has_ref && pending.count > 0 && (!ref || !d.body_log->Holds(*ref))) {
+      // Its body is not where its ref says: the segment went, or is shorter (a file system
+      // that lost a synced write, or a hand that removed it). Nothing can deliver it: said
+      // once per message, and removed, rather than read and fail again every minute.
+      ++lost;
+      SPATE_LOG(kError,
+                "spool: the body of %s is missing from the body log (%s); the message is "
+                "removed, its %u pending recipients not delivered",
+                FormatId(id).c_str(), ref ? "its segment is gone or shorter" : "its ref is damaged",
+                pending.count);
+      pending.count = 0;
+    }
     if (pending.count == 0) {
       // Every recipient finished but the message is still here: cannot normally happen (the
       // last finish and the message's removal share a batch). Remove the leftovers.
       ++leftovers;
       cleanup.SingleDelete(d.envelope_cf, env_it->key());
-      cleanup.SingleDelete(d.body_cf, env_it->key());
+      cleanup.SingleDelete(has_ref ? d.body_ref_cf : d.body_cf, env_it->key());
       for (uint32_t i = 0; i < n; ++i) {
         if (pending.recorded[i])
           cleanup.Delete(d.rcpt_cf, RcptKey(id, i));
       }
       continue;
+    }
+    if (has_ref) {
+      pending.segment = ref->segment;
+      d.body_log->Retain(ref->segment);
     }
     m.recipients.reserve(pending.count);
     for (PendingRecipient& p : all) {
@@ -1006,17 +1131,30 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
     ++orphans;
     cleanup.Delete(d.rcpt_cf, rcpt_it->key());
   }
+  for (; ref_it->Valid(); ref_it->Next()) {
+    ++orphans;
+    cleanup.SingleDelete(d.body_ref_cf, ref_it->key());
+  }
+  if (!ref_it->status().ok())
+    return Unexpected{ToError(ref_it->status(), "recover scan")};
   if (cleanup.Count() > 0) {
-    SPATE_LOG(kWarn, "spool: removing %zu finished messages and %zu stray recipient records",
-              leftovers, orphans);
+    SPATE_LOG(kWarn, "spool: removing %zu finished messages and %zu stray records",
+              leftovers - lost, orphans);
     rocksdb::WriteOptions wo;
     wo.sync = true;
     rocksdb::Status s = d.db->Write(wo, &cleanup);
     if (!s.ok())
       return Unexpected{ToError(s, "recover cleanup")};
   }
+  // Segments no pending message's body is in (finished, or written by a batch that did not
+  // make it to disk).
+  if (size_t n = d.body_log->DropUnreferenced(); n > 0)
+    SPATE_LOG(kInfo, "spool: %zu body log segments no message needs removed", n);
   std::lock_guard lock(d.stats_mu);
   d.stats.pending_messages = d.remaining.size();
+  d.stats.lost_bodies = lost;
+  d.stats.body_log_segments = d.body_log->segments();
+  d.stats.body_log_bytes = d.body_log->bytes();
   return {};
 }
 
@@ -1025,8 +1163,10 @@ void Spool::Start() {
 }
 
 void Spool::Accept(NewMessage&& message, AcceptDone done) {
-  impl_->Enqueue(
-      std::make_unique<Impl::AcceptReq>(Impl::AcceptReq{std::move(message), std::move(done)}));
+  auto req = std::make_unique<Impl::AcceptReq>();
+  req->message = std::move(message);
+  req->done = std::move(done);
+  impl_->Enqueue(std::move(req));
 }
 
 void Spool::Finish(MessageId id, uint32_t index) {

@@ -16,7 +16,12 @@
 //   CF "body":     id(8)          -> the message, canonical (CRLF lines, not dot-stuffed).
 //                                     Written once and removed once with SingleDelete, so a
 //                                     message delivered before its memtable flushes never
-//                                     reaches an SST file.
+//                                     reaches an SST file. Only bodies under
+//                                     body_log_min_bytes; the larger ones are in
+//   CF "body_ref": id(8)          -> where the body is in the body log (records.h,
+//                                     body_log.h: <path>/bodies/), written and removed like
+//                                     a body. Its bytes are appended and fdatasync'd before the
+//                                     batch that holds the ref is written.
 //   CF "envelope": id(8)          -> version(1) flags(1: 8bit, smtputf8) received_ms(8)
 //                                     body_size(8) ret(1) str mail_from, str envid,
 //                                     str auth_user, str campaign (versions 2 and 3),
@@ -64,6 +69,12 @@
 // thread from Start(). Recover() runs before Start(), on the caller's thread: requests made
 // meanwhile (a Finish for a recovered message being delivered already) wait in the commit queue.
 // Blocking: Open() and Recover() block.
+//
+// Crash story, with the body log: a batch's large bodies are synced (append, fdatasync) before
+// the batch's WriteBatch is (sync); its 250s go after both. A crash between the two leaves
+// bodies no ref names: Recover() counts the refs per segment and removes the segments none
+// names. A ref whose bytes are not there (a segment removed by hand) loses its message, by
+// name in the log (SpoolStats::lost_bodies).
 #pragma once
 
 #include <chrono>
@@ -157,10 +168,13 @@ struct SpoolStats {
   uint64_t memtable_bytes = 0;
   uint64_t block_cache_bytes = 0;
   Health health = Health::kOk;
-  uint64_t free_bytes = 0;        // on the spool's file system, at the last check
-  uint64_t refused = 0;           // accepts refused for health (kNoSpace, kIo)
-  uint64_t write_errors = 0;      // batches whose write failed
-  uint64_t outcomes_retried = 0;  // Finish/Defer records written again after a failed batch
+  uint64_t free_bytes = 0;         // on the spool's file system, at the last check
+  uint64_t refused = 0;            // accepts refused for health (kNoSpace, kIo)
+  uint64_t write_errors = 0;       // batches whose write failed
+  uint64_t outcomes_retried = 0;   // Finish/Defer records written again after a failed batch
+  uint64_t body_log_segments = 0;  // files of the body log (body_log.h), at the last batch
+  uint64_t body_log_bytes = 0;     // their size together
+  uint64_t lost_bodies = 0;        // messages Recover() removed: their body was not in the body log
 };
 
 class Spool {
@@ -181,6 +195,11 @@ class Spool {
     // finds and keeps nothing (its column family stays, untouched).
     bool suppression = true;
     Seconds suppression_ttl{90 * 86400};
+    // [spool] body_log_min_size: bodies of at least this many bytes go to the body log
+    // (body_log.h) and RocksDB holds where; smaller ones stay in CF "body". UINT64_MAX: none.
+    uint64_t body_log_min_bytes = uint64_t{64} << 10;
+    // A segment of the body log takes batches until it is this large.
+    uint64_t body_log_segment_bytes = uint64_t{64} << 20;
   };
 
   static Result<std::unique_ptr<Spool>> Open(const Options& options, std::string* error);

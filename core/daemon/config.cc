@@ -382,6 +382,23 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
       break;
     }
   }
+  {
+    // "64KB" (a size), or "off": every body in RocksDB.
+    std::string body_log_min = "64KB";
+    spool.String("body_log_min_size", &body_log_min);
+    double ratio = 0;
+    uint64_t bytes = 0;
+    if (body_log_min == "off") {
+      c.spool_body_log_min_bytes = UINT64_MAX;
+    } else if (body_log_min == "0") {
+      c.spool_body_log_min_bytes = 0;  // every body
+    } else if (ParseFreeSpace(body_log_min, &bytes, &ratio) && ratio == 0) {
+      c.spool_body_log_min_bytes = bytes;
+    } else {
+      spool.Fail("body_log_min_size",
+                 "must be a size such as \"64KB\" or \"off\", not \"" + body_log_min + "\"");
+    }
+  }
   spool.RejectUnknown();
 
   TableReader metrics(root["metrics"].as_table(), "metrics", error);

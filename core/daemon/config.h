@@ -95,6 +95,9 @@ struct Config {
   // while less than the larger is free on the spool's file system.
   uint64_t spool_min_free_bytes = 0;
   double spool_min_free_ratio = 0;
+  // [spool] body_log_min_size: bodies this large or larger go to the spool's body log
+  // (queue/body_log.h); UINT64_MAX ("off"): none.
+  uint64_t spool_body_log_min_bytes = uint64_t{64} << 10;
   // [suppression] enabled, ttl, classes: the suppression list (queue/suppression.h), and the
   // bounce classes whose hard bounces go on it.
   bool spool_suppression = true;

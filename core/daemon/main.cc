@@ -743,7 +743,10 @@ int Run(int argc, char** argv) {
                         sp.free_bytes,
                         sp.refused,
                         sp.write_errors,
-                        sp.outcomes_retried};
+                        sp.outcomes_retried,
+                        sp.body_log_segments,
+                        sp.body_log_bytes,
+                        sp.lost_bodies};
         sample.log_dropped = log::Dropped();
         for (unsigned i = 0; i < dns_stats.size(); ++i) {
           for (int t = 0; t < dns::kTypeCount; ++t) {

@@ -12,6 +12,7 @@ queue::Spool::Options SpoolOptions(const Config& c) {
   o.sync = c.spool_sync;
   o.min_free_bytes = c.spool_min_free_bytes;
   o.min_free_ratio = c.spool_min_free_ratio;
+  o.body_log_min_bytes = c.spool_body_log_min_bytes;
   o.suppression = c.spool_suppression;
   o.suppression_ttl = c.spool_suppression_ttl;
   return o;

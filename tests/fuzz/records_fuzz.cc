@@ -3,14 +3,14 @@
 // Fuzzes the spool's record decoders (queue/records.h): what recovery reads back from disk,
 // which a damaged or foreign spool can make anything.
 //
-// Input: [kind] record bytes. Kind (first byte, mod 4): 0 envelope value, 1 recipient record
-// value, 2 recipient key, 3 message key.
+// Input: [kind] record bytes. Kind (first byte, mod 5): 0 envelope value, 1 recipient record
+// value, 2 recipient key, 3 message key, 4 body ref (CF "body_ref").
 //
 // Invariants (a violation traps):
 //  - no decoder reads past its input or allocates beyond what the input can hold (ASan);
 //  - what decodes re-encodes to the same bytes (one encoding per record): an envelope's fields
 //    and recipients (version 1 without a campaign, 2 with one, 3 with a priority other than 0),
-//    a recipient record, a key.
+//    a recipient record, a key, a body ref (never of segment 0).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -63,6 +63,14 @@ void RcptKey(std::string_view in) {
     FUZZ_CHECK(queue::records::RcptKey(k->id, k->index) == in);
 }
 
+void BodyRef(std::string_view in) {
+  auto r = queue::records::DecodeBodyRef(in);
+  if (r) {
+    FUZZ_CHECK(r->segment != 0);
+    FUZZ_CHECK(queue::records::EncodeBodyRef(*r) == in);
+  }
+}
+
 void MessageKey(std::string_view in) {
   auto id = queue::records::DecodeMessageKey(in);
   if (id)
@@ -76,7 +84,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0)
     return 0;
   std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 4) {
+  switch (data[0] % 5) {
     case 0:
       spate::fuzz::Envelope(in);
       break;
@@ -86,8 +94,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 2:
       spate::fuzz::RcptKey(in);
       break;
-    default:
+    case 3:
       spate::fuzz::MessageKey(in);
+      break;
+    default:
+      spate::fuzz::BodyRef(in);
       break;
   }
   return 0;

@@ -62,11 +62,11 @@ class CrashMatrix(unittest.TestCase):
             self.closed.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def start(self, port=None, env=None):
+    def start(self, port=None, env=None, spool=None):
         """A spate on this case's spool, the next hop at `port` (default: the sink); returns its
-        ready line."""
+        ready line. `spool`: more [spool] settings."""
         self.spate = harness.Spate(self.dir, {"dest.test": port or self.sink.port}, shards=2,
-                                   env=env)
+                                   env=env, spool=spool)
         return self.spate.start()
 
     def killed(self):
@@ -143,6 +143,32 @@ class CrashMatrix(unittest.TestCase):
             self.assertTrue(unanswered & self.sink.delivered_set(),
                             f"frozen round {n}: none of the {len(unanswered)} unanswered "
                             "messages delivered, though their batch was synced")
+
+    def test_body_log_sync_to_records(self):
+        # Every body in the body log ([spool] body_log_min_size = "0"): frozen right after a
+        # batch's bodies are synced, before RocksDB's write of the records that name them.
+        # That batch is not committed: its bodies are named by nothing, and must neither come
+        # back nor stay on disk once the spool is empty.
+        stop = os.path.join(self.dir, "stop-after-body-sync")
+        for r in range(ROUNDS):
+            self.sink.hold(10 ** 6, "mail")
+            self.start(spool={"body_log_min_size": "0"},
+                       env=crashkit.preload(FAULTFS_LIB,
+                                            FAULTFS_DIR=os.path.join(self.dir, "spool", "bodies"),
+                                            FAULTFS_STOP_OPS="fdatasync",
+                                            FAULTFS_STOP_SUFFIX=".body",
+                                            FAULTFS_STOP_CONTROL=stop))
+            load = crashkit.Load(self.spate.smtp_port, CLIENTS, PER_CLIENT, base=r * 10000)
+            harness.wait_for(lambda: load.acked_count() >= 20, 30, "20 acknowledged")
+            open(stop, "w").close()
+            harness.wait_for(lambda: process_state(self.spate.proc.pid) == "T", 30,
+                             "spate frozen after a body log sync")
+            self.killed()
+            self.sink.release()
+            self.ledger.add(load)
+        self.finish("body_log_sync_to_records")
+        self.assertEqual(os.listdir(os.path.join(self.dir, "spool", "bodies")), [],
+                         "the spool is empty, yet body log files are left")
 
     def _kill_after_a_dot(self, r, acked_before, delay):
         """Kills spate `delay` seconds after some client's final ".", before it read a reply."""

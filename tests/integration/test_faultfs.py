@@ -63,8 +63,8 @@ class FaultInjection(unittest.TestCase):
             self.closed.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def shim(self, ops, err, control=True, **more):
-        env = crashkit.preload(FAULTFS_LIB, FAULTFS_DIR=self.spool, FAULTFS_OPS=ops,
+    def shim(self, ops, err, control=True, under=None, **more):
+        env = crashkit.preload(FAULTFS_LIB, FAULTFS_DIR=under or self.spool, FAULTFS_OPS=ops,
                                FAULTFS_ERRNO=err, FAULTFS_LOG=self.fault_log)
         if control:
             env["FAULTFS_CONTROL"] = self.control
@@ -89,12 +89,15 @@ class FaultInjection(unittest.TestCase):
                 firsts.append(l.strip()[:300])
         return firsts[:4]
 
-    def faults_under_load(self, name, ops, err, **more):
+    def faults_under_load(self, name, ops, err, body_log=False, **more):
         """Runs spate with the shim under load, faults on from a random moment until it has
-        refused REFUSALS messages or died, then off. Returns what happened."""
+        refused REFUSALS messages or died, then off. Returns what happened. `body_log`: every
+        body goes to the spool's body log, and only its files fail."""
         rng = crashkit.seeded_random(SEED, name, prefix="faultfs")
+        under = os.path.join(self.spool, "bodies") if body_log else None
         self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=2,
-                                   env=self.shim(ops, err, **more))
+                                   spool={"body_log_min_size": "0"} if body_log else None,
+                                   env=self.shim(ops, err, under=under, **more))
         self.spate.start()
         load = crashkit.Load(self.spate.smtp_port, CLIENTS, PER_CLIENT)
         acked_before = rng.randint(30, 120)
@@ -182,6 +185,23 @@ class FaultInjection(unittest.TestCase):
     def test_enospc_on_wal_write_is_answered_452_and_resumed(self):
         r = self.faults_under_load("enospc_write", WAL_WRITES, "ENOSPC", short=1)
         self.restart_and_check("enospc_write", r, WAL_WRITES, "ENOSPC")
+        self.assert_stayed_up_and_recovered(r, {452})
+
+    # --- the body log ([spool] body_log_min_size): its appends, syncs and new files fail ---
+    # The restart keeps the default size (64 KB, above these bodies): what was written to the
+    # log is read from it whatever the setting says now.
+
+    BODY_LOG_OPS = "pwrite,fdatasync,fsync,open"
+
+    def test_eio_on_body_log_is_answered_451_and_loses_nothing(self):
+        r = self.faults_under_load("eio_body_log", self.BODY_LOG_OPS, "EIO", body_log=True)
+        self.restart_and_check("eio_body_log", r, self.BODY_LOG_OPS, "EIO")
+        self.assert_stayed_up_and_recovered(r, {451})
+
+    def test_enospc_on_body_log_is_answered_452_and_resumed(self):
+        r = self.faults_under_load("enospc_body_log", self.BODY_LOG_OPS, "ENOSPC", body_log=True,
+                                   short=1)
+        self.restart_and_check("enospc_body_log", r, self.BODY_LOG_OPS, "ENOSPC")
         self.assert_stayed_up_and_recovered(r, {452})
 
     # --- every call fails from a random one on, while a full spool is recovered ----------

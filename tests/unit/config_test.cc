@@ -83,6 +83,7 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_EQ(c.dns_max_ttl, 3600s);
   EXPECT_EQ(c.dns_negative_ttl, 30s);
   EXPECT_DOUBLE_EQ(c.spool_min_free_ratio, 0.02);
+  EXPECT_EQ(c.spool_body_log_min_bytes, uint64_t{64} << 10);
   EXPECT_TRUE(c.smarthost_text.empty());
   EXPECT_EQ(c.max_connections, 16u);
   EXPECT_EQ(c.max_messages_per_connection, 1000u);
@@ -435,6 +436,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"MinFreeOverHalf", "[spool]\nmin_free_space = \"60%\"\n", "min_free_space"},
         BadConfig{"MinFreeUnit", "[spool]\nmin_free_space = [\"5XB\"]\n", "min_free_space"},
         BadConfig{"MinFreeNumber", "[spool]\nmin_free_space = 5\n", "min_free_space"},
+        BadConfig{"BodyLogShare", "[spool]\nbody_log_min_size = \"5%\"\n", "body_log_min_size"},
+        BadConfig{"BodyLogWord", "[spool]\nbody_log_min_size = \"big\"\n", "body_log_min_size"},
+        BadConfig{"BodyLogNumber", "[spool]\nbody_log_min_size = 65536\n", "body_log_min_size"},
         BadConfig{"MxPortZero", "[delivery]\nmx_port = 0\n", "mx_port"},
         BadConfig{"ProhibitedNotANetwork", "[delivery]\nprohibited_networks = [\"loopback\"]\n",
                   "prohibited_networks"},
@@ -531,6 +535,15 @@ TEST(ConfigTest, MinFreeSpaceTakesASizeAShareOrBoth) {
   Config none = MustParse("[spool]\nmin_free_space = \"0B\"\n");
   EXPECT_EQ(none.spool_min_free_bytes, 0u);
   EXPECT_EQ(none.spool_min_free_ratio, 0.0);
+}
+
+// [spool] body_log_min_size: a size, "0" (every body in the body log) or "off" (none).
+TEST(ConfigTest, BodyLogMinSizeTakesASizeZeroOrOff) {
+  EXPECT_EQ(MustParse("[spool]\nbody_log_min_size = \"1MB\"\n").spool_body_log_min_bytes,
+            uint64_t{1} << 20);
+  EXPECT_EQ(MustParse("[spool]\nbody_log_min_size = \"0\"\n").spool_body_log_min_bytes, 0u);
+  EXPECT_EQ(MustParse("[spool]\nbody_log_min_size = \"off\"\n").spool_body_log_min_bytes,
+            UINT64_MAX);
 }
 
 TEST(ParseDurationTest, Units) {

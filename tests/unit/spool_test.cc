@@ -31,6 +31,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/listener.h>
 
+#include "queue/body_log.h"
 #include "queue/errc.h"
 
 namespace spate::queue {
@@ -74,7 +75,9 @@ class SpoolTest : public ::testing::Test {
   // Opens the spool at the test's directory; recovers (collecting what comes back) and starts.
   std::unique_ptr<Spool> OpenAndRecover(std::vector<RecoveredMessage>* recovered) {
     std::string error;
-    auto spool = Spool::Open({.path = dir_.path() + "/spool", .sync = true}, &error);
+    Spool::Options o = options_;
+    o.path = dir_.path() + "/spool";
+    auto spool = Spool::Open(o, &error);
     EXPECT_TRUE(spool.has_value()) << error;
     if (!spool) {
       return nullptr;
@@ -132,6 +135,7 @@ class SpoolTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  Spool::Options options_;  // what OpenAndRecover() opens with, but the path
 };
 
 NewMessage Msg(std::string mail_from, std::vector<std::string> rcpt_to, std::string body,
@@ -574,7 +578,7 @@ TEST_F(SpoolTest, PendingMessagesTracksAcceptsFinishesAndRecovery) {
 // moment would (the layouts are in queue/spool.h). Open only while no Spool has the directory.
 class RawDb {
  public:
-  enum Cf { kBody = 1, kEnvelope = 2, kRcpt = 3, kSuppression = 4 };
+  enum Cf { kBody = 1, kEnvelope = 2, kRcpt = 3, kSuppression = 4, kBodyRef = 6 };
 
   explicit RawDb(const std::string& path) {
     std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}},
@@ -582,7 +586,8 @@ class RawDb {
                                                         {"envelope", {}},
                                                         {"rcpt", {}},
                                                         {"suppression", {}},
-                                                        {"state", {}}};
+                                                        {"state", {}},
+                                                        {"body_ref", {}}};
     rocksdb::DB* db = nullptr;
     rocksdb::Status s = rocksdb::DB::Open(rocksdb::DBOptions(), path, cfs, &handles_, &db);
     EXPECT_TRUE(s.ok()) << s.ToString();
@@ -642,7 +647,9 @@ class SpoolDamageTest : public SpoolTest {
   // Recover() of the spool as it is on disk now: its result, and what it handed over.
   Result<void> Reopen(std::vector<RecoveredMessage>* recovered) {
     std::string error;
-    auto spool = Spool::Open({.path = path(), .sync = true}, &error);
+    Spool::Options o = options_;
+    o.path = path();
+    auto spool = Spool::Open(o, &error);
     EXPECT_TRUE(spool.has_value()) << error;
     if (!spool)
       return Unexpected{spool.error()};
@@ -1007,6 +1014,191 @@ TEST_F(SpoolDamageTest, AFailedBatchWritesItsOutcomesOnceTheDiskTakesWritesAgain
   ASSERT_TRUE(Reopen(&recovered).has_value());
   ASSERT_EQ(recovered.size(), 1u) << "the finished message is gone, the new one is there";
   EXPECT_EQ(recovered[0].id, later);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The body log ([spool] body_log_min_size): large bodies in append-only segments, RocksDB
+// holding where.
+
+class SpoolBodyLogTest : public SpoolDamageTest {
+ protected:
+  void SetUp() override {
+    SpoolDamageTest::SetUp();
+    options_.body_log_min_bytes = 1000;
+  }
+  std::string bodies() const { return path() + "/bodies"; }
+  std::vector<std::string> Segments() const {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(bodies(), ec))
+      out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+};
+
+TEST_F(SpoolBodyLogTest, LargeBodiesGoToTheLogSmallOnesToRocksDbAndBothComeBackAfterReopen) {
+  const std::string large = BinaryBody(3) + std::string(5000, 'L');
+  const std::string small = BinaryBody(4);
+  ASSERT_LT(small.size(), 1000u);
+  MessageId large_id = 0;
+  MessageId small_id = 0;
+  {
+    auto spool = Open();
+    ASSERT_NE(spool, nullptr);
+    large_id = AcceptSync(*spool, Msg("a@example.org", {"r0@example.com"}, large));
+    small_id = AcceptSync(*spool, Msg("b@example.org", {"s0@example.com"}, small));
+    EXPECT_EQ(spool->stats().body_log_segments, 1u);
+    EXPECT_EQ(spool->stats().body_log_bytes, BodyLog::kHeaderSize + large.size())
+        << "only the large body is in the log";
+    Result<std::string> body = ReadBodySync(*spool, large_id);
+    ASSERT_TRUE(body.has_value()) << body.error().message();
+    EXPECT_EQ(*body, large);
+  }
+  {
+    RawDb raw(path());
+    EXPECT_FALSE(raw.Get(RawDb::kBody, Key(large_id))) << "RocksDB holds no copy of it";
+    EXPECT_TRUE(raw.Get(RawDb::kBodyRef, Key(large_id)));
+    EXPECT_EQ(raw.Get(RawDb::kBody, Key(small_id)), small);
+    EXPECT_FALSE(raw.Get(RawDb::kBodyRef, Key(small_id)));
+  }
+  std::vector<RecoveredMessage> recovered;
+  auto spool = OpenAndRecover(&recovered);
+  ASSERT_NE(spool, nullptr);
+  ASSERT_EQ(recovered.size(), 2u);
+  EXPECT_EQ(recovered[0].body_size, large.size());
+  Result<std::string> body = ReadBodySync(*spool, large_id);
+  ASSERT_TRUE(body.has_value()) << body.error().message();
+  EXPECT_EQ(*body, large);
+  body = ReadBodySync(*spool, small_id);
+  ASSERT_TRUE(body.has_value()) << body.error().message();
+  EXPECT_EQ(*body, small);
+  EXPECT_EQ(Segments(), std::vector<std::string>{"00000001.body"})
+      << "the segment its pending body is in stays; a new one is opened only to write";
+}
+
+TEST_F(SpoolBodyLogTest, ASegmentGoesWithTheLastMessageInItOnceItIsFull) {
+  options_.body_log_segment_bytes = 8000;  // full after two 5,000-byte bodies
+  auto spool = Open();
+  ASSERT_NE(spool, nullptr);
+  std::vector<MessageId> ids;
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(AcceptSync(*spool, Msg("a@example.org", {"r0@example.com", "r1@example.com"},
+                                         std::string(5000, static_cast<char>('a' + i)))));
+  EXPECT_EQ(Segments(),
+            (std::vector<std::string>{"00000001.body", "00000002.body", "00000003.body"}))
+      << "one batch each (AcceptSync), a segment full at its second body";
+  // A recipient of each: nothing goes, their messages still need their bodies.
+  for (MessageId id : ids)
+    spool->Finish(id, 0);
+  WaitForStats(*spool, 5, 0);
+  EXPECT_EQ(Segments().size(), 3u);
+  // The whole of message 0; message 1 is in the same full segment: it stays.
+  spool->Finish(ids[0], 1);
+  WaitForStats(*spool, 6, 0);
+  EXPECT_EQ(Segments().size(), 3u);
+  spool->Finish(ids[1], 1);
+  spool->Finish(ids[4], 1);  // in the segment being written: it stays, empty
+  WaitForStats(*spool, 8, 0);
+  EXPECT_EQ(Segments(), (std::vector<std::string>{"00000002.body", "00000003.body"}));
+  Result<std::string> body = ReadBodySync(*spool, ids[2]);
+  ASSERT_TRUE(body.has_value()) << body.error().message();
+  EXPECT_EQ(*body, std::string(5000, 'c'));
+  body = ReadBodySync(*spool, ids[0]);
+  ASSERT_FALSE(body.has_value());
+  EXPECT_EQ(body.error(), make_error_code(Errc::kNotFound));
+  spool.reset();
+
+  std::vector<RecoveredMessage> recovered;
+  spool = OpenAndRecover(&recovered);
+  ASSERT_NE(spool, nullptr);
+  ASSERT_EQ(recovered.size(), 2u);
+  EXPECT_EQ(recovered[0].id, ids[2]);
+  EXPECT_EQ(recovered[1].id, ids[3]);
+  EXPECT_EQ(Segments(), std::vector<std::string>{"00000002.body"})
+      << "at start-up, the empty segment that was being written goes";
+  MessageId next =
+      AcceptSync(*spool, Msg("a@example.org", {"r0@example.com"}, std::string(3000, 'z')));
+  EXPECT_EQ(Segments().back(), "00000004.body") << "never appended to after a restart";
+  body = ReadBodySync(*spool, next);
+  ASSERT_TRUE(body.has_value()) << body.error().message();
+  EXPECT_EQ(*body, std::string(3000, 'z'));
+}
+
+TEST_F(SpoolBodyLogTest, ASegmentNoMessageNamesIsRemovedAtStartUp) {
+  TwoMessages();  // small bodies: none in the log
+  {
+    // What a batch whose records never reached RocksDB leaves behind.
+    std::FILE* f = std::fopen((bodies() + "/00000009.body").c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("SPB1 torn", f);
+    std::fclose(f);
+  }
+  std::vector<RecoveredMessage> recovered;
+  ASSERT_TRUE(Reopen(&recovered).has_value());
+  EXPECT_EQ(recovered.size(), 2u);
+  EXPECT_TRUE(Segments().empty());
+}
+
+TEST_F(SpoolBodyLogTest, AMessageWhoseSegmentIsGoneIsLoggedAndRemovedTheOthersStay) {
+  MessageId large_id = 0;
+  MessageId small_id = 0;
+  {
+    auto spool = Open();
+    ASSERT_NE(spool, nullptr);
+    large_id = AcceptSync(*spool, Msg("a@example.org", {"r0@example.com"}, std::string(4000, 'x')));
+    small_id = AcceptSync(*spool, Msg("b@example.org", {"s0@example.com"}, "small"));
+  }
+  std::filesystem::remove(bodies() + "/00000001.body");
+  {
+    std::vector<RecoveredMessage> recovered;
+    auto spool = OpenAndRecover(&recovered);
+    ASSERT_NE(spool, nullptr);
+    ASSERT_EQ(recovered.size(), 1u);
+    EXPECT_EQ(recovered[0].id, small_id);
+    EXPECT_EQ(spool->stats().lost_bodies, 1u);
+  }
+  RawDb raw(path());
+  EXPECT_FALSE(raw.Get(RawDb::kEnvelope, Key(large_id))) << "removed, not tried every minute";
+  EXPECT_FALSE(raw.Get(RawDb::kBodyRef, Key(large_id)));
+  EXPECT_TRUE(raw.Get(RawDb::kEnvelope, Key(small_id)));
+}
+
+TEST_F(SpoolBodyLogTest, ABodyDamagedOnDiskIsNotHandedOut) {
+  MessageId id = 0;
+  {
+    auto spool = Open();
+    ASSERT_NE(spool, nullptr);
+    id = AcceptSync(*spool, Msg("a@example.org", {"r0@example.com"}, std::string(4000, 'x')));
+  }
+  {
+    std::FILE* f = std::fopen((bodies() + "/00000001.body").c_str(), "r+");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 2000, SEEK_SET);
+    std::fputc('y', f);
+    std::fclose(f);
+  }
+  std::vector<RecoveredMessage> recovered;
+  auto spool = OpenAndRecover(&recovered);
+  ASSERT_NE(spool, nullptr);
+  ASSERT_EQ(recovered.size(), 1u) << "the size is right: it is found at its read";
+  Result<std::string> body = ReadBodySync(*spool, id);
+  ASSERT_FALSE(body.has_value());
+  EXPECT_EQ(body.error(), make_error_code(Errc::kCorruption));
+}
+
+TEST_F(SpoolBodyLogTest, OffKeepsEveryBodyInRocksDb) {
+  options_.body_log_min_bytes = UINT64_MAX;
+  MessageId id = 0;
+  {
+    auto spool = Open();
+    ASSERT_NE(spool, nullptr);
+    id = AcceptSync(*spool, Msg("a@example.org", {"r0@example.com"}, std::string(200000, 'x')));
+    EXPECT_EQ(spool->stats().body_log_segments, 0u);
+  }
+  EXPECT_TRUE(Segments().empty());
+  RawDb raw(path());
+  EXPECT_EQ(raw.Get(RawDb::kBody, Key(id)), std::string(200000, 'x'));
 }
 
 TEST(SpoolErrcTest, EachErrorSaysWhatFailed) {

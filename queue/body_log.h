@@ -1,0 +1,114 @@
+// queue/body_log.h
+//
+// BodyLog: the spool's append-only files for large message bodies ([spool] body_log_min_size).
+// RocksDB keeps everything else; for these messages it holds a BodyRef (CF "body_ref") where
+// it would hold the body. A body is then written once (here, with no copy: one pwritev of the
+// whole commit batch from the messages' own buffers), instead of twice through RocksDB (its
+// write-ahead log, checksummed by Debian's librocksdb with a software CRC32C, and its memtable).
+//
+// Layout: <spool>/bodies/NNNNNNNN.body, segments numbered from 1. Each body is a record:
+//   magic "SPB1"(4) crc32c(4) length(8) message id(8), then the body's bytes.
+// All integers little-endian. A BodyRef names the segment, the body's offset (past the header),
+// its length and its CRC32C (Castagnoli, the SSE4.2 instruction where the CPU has it).
+//
+// Durability (spool.h): the commit thread appends a batch's bodies and fdatasyncs the segment
+// (a new segment's directory entry is synced too) BEFORE it writes the batch's RocksDB records
+// with sync; the 250s go after both. So every BodyRef on disk names bytes already on disk; a
+// crash mid-append leaves a torn tail that no ref names. A segment is written by one batch
+// after another until it passes segment_bytes; a write that fails leaves it and the next batch
+// starts a new one (never a write after a failed one, past a torn tail).
+//
+// Space: a segment goes (unlink) when the last body it holds is released (its message
+// finished) and it is no longer the one being written; Recover() counts the refs and drops the
+// segments no ref names. One long-deferred message keeps its whole segment: at most
+// segment_bytes each.
+//
+// Threading: Append/Retain/Release/DropUnreferenced on the spool's commit thread (or before it
+// starts, in Open/Recover); Read from any thread (the spool's reader). Blocking: all of it
+// (file I/O).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "core/result.h"
+#include "queue/spool.h"
+
+namespace spate::queue {
+
+// CRC32C (Castagnoli, RFC 3720 appendix B.4) of `data`, continuing `crc` (0 to start).
+uint32_t Crc32c(std::string_view data, uint32_t crc = 0);
+
+struct BodyRef {
+  uint32_t segment = 0;
+  uint64_t offset = 0;  // of the body's first byte, past its record header
+  uint64_t length = 0;
+  uint32_t crc = 0;  // CRC32C of the body
+
+  friend bool operator==(const BodyRef&, const BodyRef&) = default;
+};
+
+class BodyLog {
+ public:
+  static constexpr size_t kHeaderSize = 24;
+
+  struct Item {
+    MessageId id = 0;
+    std::string_view body;
+    BodyRef* ref = nullptr;  // filled by Append
+  };
+
+  // Opens (creating) `dir` and every segment in it, for reading. A new batch goes to a new
+  // segment, numbered past the largest there.
+  static Result<std::unique_ptr<BodyLog>> Open(const std::string& dir, uint64_t segment_bytes,
+                                               std::string* error);
+  ~BodyLog();
+  BodyLog(const BodyLog&) = delete;
+  BodyLog& operator=(const BodyLog&) = delete;
+
+  // Appends every item's body (one pwritev per IOV_MAX pieces) and, with `sync`, fdatasyncs.
+  // Fills each item's ref. An error (Errc::kNoSpace or kIo) means none of them is usable.
+  std::error_code Append(std::span<Item> items, bool sync);
+
+  // The body `ref` names, its CRC checked: Errc::kNotFound (no such segment: released),
+  // kCorruption (short, or its CRC differs), kIo.
+  Result<std::string> Read(const BodyRef& ref) const;
+
+  // Whether `ref` lies inside its segment as it is on disk (Recover()).
+  bool Holds(const BodyRef& ref) const;
+
+  // Counts of the bodies still referenced, per segment: Retain once its ref is on disk,
+  // Release once its removal is; a segment at zero that is not being written is removed.
+  void Retain(uint32_t segment);
+  void Release(uint32_t segment);
+  // Removes every segment no body is retained in (but the one being written); how many.
+  size_t DropUnreferenced();
+
+  size_t segments() const;  // commit thread
+  uint64_t bytes() const;   // commit thread: the size of every segment together
+
+ private:
+  struct Segment;
+  BodyLog(std::string dir, int dir_fd, uint64_t segment_bytes);
+  std::error_code OpenNext(bool sync);
+  void Drop(uint32_t number);
+  std::string PathOf(uint32_t number) const;
+
+  const std::string dir_;
+  const int dir_fd_;
+  const uint64_t segment_bytes_;
+  // Changed by the commit thread under mu_, read by the reader under it (the commit thread
+  // reads it without: it is the only writer).
+  mutable std::mutex mu_;
+  std::map<uint32_t, std::shared_ptr<Segment>> segments_;
+  std::shared_ptr<Segment> current_;  // being written, or null: the next Append opens one
+  uint32_t next_number_ = 1;
+};
+
+}  // namespace spate::queue
