@@ -82,8 +82,10 @@ class Durability(unittest.TestCase):
     def test_full_disk_is_answered_451_and_nothing_is_half_stored(self):
         # RFC 5321 §4.2.3: 451 local error in processing; the client keeps the message.
         self.sink = harness.Sink(self.dir, "dest")
+        # Every body in RocksDB ("off"), so that the write-ahead log is what fills (the body
+        # log's own faults: test_faultfs.py).
         self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=1,
-                                   may_fill_disk=True)
+                                   may_fill_disk=True, spool={"body_log_min_size": "off"})
         self.spate.start()
         # A large first message, so the write-ahead log is the spool's largest file.
         big = "Subject: big\r\n\r\n" + ("x" * 998 + "\r\n") * 2048
