@@ -152,10 +152,14 @@ Result<std::unique_ptr<BodyLog>> BodyLog::Open(const std::string& dir, uint64_t 
     return Unexpected{FromErrno(errno)};
   }
   std::unique_ptr<BodyLog> log(new BodyLog(dir, dir_fd, std::max<uint64_t>(segment_bytes, 1)));
-  DIR* d = ::fdopendir(::dup(dir_fd));
+  const int list_fd = ::dup(dir_fd);
+  DIR* d = list_fd < 0 ? nullptr : ::fdopendir(list_fd);
   if (d == nullptr) {
-    *error = "cannot list " + dir + ": " + std::strerror(errno);
-    return Unexpected{FromErrno(errno)};
+    const int err = errno;
+    if (list_fd >= 0)
+      ::close(list_fd);
+    *error = "cannot list " + dir + ": " + std::strerror(err);
+    return Unexpected{FromErrno(err)};
   }
   while (const dirent* e = ::readdir(d)) {
     const uint32_t n = ParseName(e->d_name);
