@@ -439,6 +439,7 @@ int Run(int argc, char** argv) {
   }
   std::unique_ptr<queue::Spool> spool = std::move(spool_or).value();
   SPATE_LOG(kInfo, "spool open: %s", config.spool_path.c_str());
+  SPATE_LOG(kInfo, "spate: allocator: %s", AllocatorName());
 
   // One listening socket per shard on the same address (SO_REUSEPORT: the kernel spreads the
   // clients). Port 0 picks a port once; the other shards bind that same port.
