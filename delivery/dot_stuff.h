@@ -13,7 +13,7 @@ namespace spate::delivery {
 // Appends `body` to `out` dot-stuffed, then the end-of-data marker. A line starts at the start
 // of `body` and after every LF. A non-empty body that does not end in CRLF gets one, so the
 // marker is always on a line of its own; an empty body yields just ".\r\n".
-// Scans with memchr and appends whole runs between stuffing points.
+// Scans for LF-dot pairs sixteen octets a step and appends whole runs between them.
 void AppendDotStuffed(std::string& out, std::string_view body);
 
 }  // namespace spate::delivery

@@ -282,6 +282,9 @@ class ServerSession {
   void AppendBody(const char* data, size_t size);
   // A run of text without CR or LF: AppendBody() after the NUL policy.
   void AppendText(const char* data, size_t size);
+  // Whole ordinary lines of the body section (text, CRLF; no NUL, none too long), found by
+  // ScanText's fast path: AppendBody()'s limits and policy, for many lines at once.
+  void AppendLines(const char* data, size_t size);
   void StartBody();
   void EndOfData();
   void FinishChunk();

@@ -9,7 +9,10 @@
 // data (RFC 5321 §4.1.1.4) and a leading '.' can be removed (§4.5.2). BDAT chunks go through the
 // same scanner without the dot rules (RFC 3030 §2: no transparency, no terminator), so that both
 // kinds of message get the same bare CR/LF policy and line limit. Text is copied a run at a time
-// (memchr for LF, then CR); only a line start is ever a CRLF away from its predecessor.
+// (memchr for LF, then CR); only a line start is ever a CRLF away from its predecessor. In the
+// body section the usual case, line after line of text ending in CRLF, none starting with a
+// dot, is found by one vector scan for CR, LF and NUL and appended as one run (AppendLines):
+// about a fifth of the instructions per octet of the line-at-a-time path.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -17,10 +20,42 @@
 #include <string_view>
 #include <utility>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "core/smtp/internal/trace_headers.h"
 #include "core/smtp/server_session.h"
 
 namespace spate::smtp {
+
+namespace {
+
+// The offset of the first CR, LF or NUL in [p, p + n), or n. Sixteen octets per step (SSE2 is
+// in every x86-64).
+size_t FindCrLfNul(const char* p, size_t n) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i cr = _mm_set1_epi8('\r');
+  const __m128i lf = _mm_set1_epi8('\n');
+  const __m128i nul = _mm_setzero_si128();
+  for (; i + 16 <= n; i += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+    const __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)),
+                                     _mm_cmpeq_epi8(v, nul));
+    const int mask = _mm_movemask_epi8(hit);
+    if (mask != 0)
+      return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
+  }
+#endif
+  for (; i < n; ++i) {
+    if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0')
+      return i;
+  }
+  return n;
+}
+
+}  // namespace
 
 // Message text: with `dot_rules` (DATA) up to and including the final ".\r\n", or all of `in`;
 // without (a BDAT chunk) all of `in`.
@@ -65,11 +100,37 @@ size_t ServerSession::ScanText(std::string_view in, bool dot_rules) {
         }
         break;
       case Scan::kText: {
+        const char* p = in.data() + i;
+        const size_t n = in.size() - i;
+        if (!trace_.open()) {
+          // The fast path (body section): whole lines of text ending in CRLF, each within the
+          // line limit, up to the first line that needs the state machine: one starting with a
+          // dot (DATA), holding a NUL, a bare CR or LF, one too long, or one not complete in
+          // `in`. What it takes is exactly what the path below would, line by line.
+          size_t taken = 0;  // octets of the whole lines found
+          size_t line = line_len_;
+          for (size_t at = 0;;) {
+            const size_t k = FindCrLfNul(p + at, n - at);
+            if (at + k + 1 >= n || p[at + k] != '\r' || p[at + k + 1] != '\n' ||
+                line + k + 2 > options_.max_text_line) {
+              break;
+            }
+            at += k + 2;
+            taken = at;
+            line = 0;
+            if (at == n || (dot_rules && p[at] == '.'))
+              break;
+          }
+          if (taken > 0) {
+            AppendLines(p, taken);
+            scan_ = Scan::kLineStart;
+            i += taken;
+            break;
+          }
+        }
         // A run of text up to the next CR or LF. An LF met here follows no CR: it is bare. It
         // never starts a line (it cannot lead to a terminator: SMTP smuggling), though it does
         // end one for the length limit, as the MTAs downstream will count it.
-        const char* p = in.data() + i;
-        const size_t n = in.size() - i;
         const char* lf = static_cast<const char*>(std::memchr(p, '\n', n));
         const size_t to_lf = lf == nullptr ? n : static_cast<size_t>(lf - p);
         const char* cr = static_cast<const char*>(std::memchr(p, '\r', to_lf));
@@ -160,6 +221,21 @@ void ServerSession::AppendText(const char* data, size_t size) {
   }
   if (data < end)
     AppendBody(data, static_cast<size_t>(end - data));
+}
+
+void ServerSession::AppendLines(const char* data, size_t size) {
+  line_len_ = 0;  // they end in CRLF, and each was within the limit
+  data_size_ += size;
+  if (options_.max_message_size != 0 && data_size_ > options_.max_message_size) {
+    data_too_big_ = true;
+  }
+  if (data_too_big_ || line_too_long_ || bare_newline_ || nul_) {
+    if (txn_.body.capacity() != 0) {
+      std::string().swap(txn_.body);
+    }
+    return;
+  }
+  txn_.body.append(data, size);
 }
 
 void ServerSession::AppendBody(const char* data, size_t size) {

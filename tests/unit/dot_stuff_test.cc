@@ -88,6 +88,25 @@ TEST(DotStuffTest, MatchesReferenceOnRandomBodies) {
   }
 }
 
+TEST(DotStuffTest, MatchesReferenceOnLongSparseBodies) {
+  // Bodies long enough for the vector scan (16 positions a step), with LFs and dots few and
+  // anywhere: at the ends of a step, across two, at the very end of the body.
+  std::mt19937 rng(7);
+  for (int i = 0; i < 3000; ++i) {
+    const size_t len = std::uniform_int_distribution<size_t>(0, 300)(rng);
+    std::string body(len, 'a');
+    const int specials = std::uniform_int_distribution<int>(0, 12)(rng);
+    for (int k = 0; k < specials && len > 0; ++k) {
+      const size_t at = std::uniform_int_distribution<size_t>(0, len - 1)(rng);
+      const int what = std::uniform_int_distribution<int>(0, 3)(rng);
+      body[at] = what == 0 ? '.' : what == 1 ? '\n' : what == 2 ? '\r' : '.';
+      if (what == 1 && at + 1 < len && k % 2 == 0)
+        body[at + 1] = '.';  // an LF-dot pair, often
+    }
+    ASSERT_EQ(Stuffed(body), Reference(body)) << "body: " << body;
+  }
+}
+
 TEST(DotStuffTest, LargeBody) {
   std::string body;
   for (int i = 0; i < 10000; ++i) {

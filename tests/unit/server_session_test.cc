@@ -1948,6 +1948,103 @@ TEST(ServerSessionTest, RandomConversationsAreSplitInvariant) {
   EXPECT_GT(total_auths, 100u);
 }
 
+// The body section's fast path (whole lines found by one vector scan, server_session_data.cc)
+// against the line-at-a-time path: fed whole, most lines go through the first; byte by byte,
+// none can. Random bodies past their header section, of lines of every length around the limit
+// (998 octets and CRLF), lines starting with dots, bare CR and LF, NULs and lines cut by the end
+// of the data, by DATA and by BDAT, under both bare-LF policies and a size limit some exceed,
+// give the same replies and the same stored bodies either way; and an ordinary body is stored
+// exactly as sent, unstuffed.
+TEST(ServerSessionTest, BodyFastPathMatchesTheLineAtATimePath) {
+  std::mt19937 rng(20261202);
+  auto uniform = [&rng](size_t lo, size_t hi) {
+    return std::uniform_int_distribution<size_t>(lo, hi)(rng);
+  };
+  auto line = [&](bool ordinary) {
+    std::string l(uniform(0, 2) == 0 ? uniform(990, 1000) : uniform(0, 90), 'a');
+    for (char& ch : l)
+      ch = static_cast<char>('a' + uniform(0, 25));
+    if (!ordinary) {
+      switch (uniform(0, 5)) {
+        case 0:
+          l.insert(0, ".");
+          break;
+        case 1:
+          l.insert(uniform(0, l.size()), "\n");
+          break;
+        case 2:
+          l.insert(uniform(0, l.size()), "\r");
+          break;
+        case 3:
+          l.insert(uniform(0, l.size()), "\0"s);
+          break;
+        case 4:
+          l.insert(0, "..");
+          break;
+        default:
+          l += "\tx";
+          break;
+      }
+    }
+    return l + "\r\n";
+  };
+  size_t stored = 0;
+  for (int round = 0; round < 200; ++round) {
+    Case c;
+    c.name = "body fast path";
+    c.options = TestOptions();
+    c.options.add_received = round % 3 == 0;
+    c.options.bare_lf = round % 2 ? BareLfPolicy::kReject : BareLfPolicy::kNormalise;
+    c.options.max_message_size = round % 5 == 0 ? 20000 : 0;
+    const bool ordinary = round % 4 == 0;
+    std::string text = "Subject: fast\r\nFrom: <a@x.test>\r\n\r\n";
+    const size_t lines = uniform(1, 60);
+    for (size_t i = 0; i < lines; ++i)
+      text += line(ordinary || uniform(0, 3) != 0);
+    const bool bdat = round % 7 == 3;
+    c.input = kEhlo + kMail + kRcpt;
+    if (bdat) {
+      c.input += "BDAT " + std::to_string(text.size()) + " LAST\r\n" + text;
+    } else {
+      // The data's lines as sent: stuffed (RFC 5321 §4.5.2), then the terminator.
+      std::string sent;
+      bool start = true;
+      for (char ch : text) {
+        if (start && ch == '.')
+          sent += '.';
+        sent += ch;
+        start = ch == '\n';
+      }
+      c.input += kData + sent + (round % 11 == 5 ? "" : ".\r\n");
+    }
+    c.input += kMail;
+    const Outcome whole = Converse(c, Whole);
+    c.output = whole.output;
+    c.messages = whole.messages;
+    c.auths = whole.auths;
+    c.closed = whole.closed;
+    ExpectOutcome(c, Converse(c, Bytes), "byte by byte, round " + std::to_string(round));
+    ExpectOutcome(c, Converse(c, [round](std::string_view in) { return RandomSplit(in, round); }),
+                  "random split, round " + std::to_string(round));
+    if (ordinary && !c.options.add_received && c.options.max_message_size == 0 && round % 11 != 5) {
+      bool fits = true;
+      for (size_t pos = 0; pos < text.size();) {
+        const size_t end = text.find("\r\n", pos);
+        fits = fits && end - pos + 2 <= c.options.max_text_line;
+        pos = end + 2;
+      }
+      if (fits) {
+        ASSERT_EQ(whole.messages.size(), 1u) << round;
+        EXPECT_EQ(whole.messages[0].body, text) << round;
+        ++stored;
+      }
+    }
+    if (HasFailure())
+      return;
+  }
+  EXPECT_GT(stored, 5u);  // the exact check ran
+}
+
 TEST(ReplyTest, ToStringUsesTheFirstLine) {
   EXPECT_EQ((Reply{250, "2.0.0", "Ok"}).ToString(), "250 2.0.0 Ok");
   EXPECT_EQ((Reply{550, "", "No such user\nreally"}).ToString(), "550 No such user");
