@@ -32,6 +32,8 @@ import tempfile
 import time
 import urllib.request
 
+import disk
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1110,6 +1112,9 @@ def main(argv):
     # The full suite (bench/README.md): three scenarios, each in its own folder.
     results = {"machine": machine}
     base = vars(p).copy()
+    # The disk under the spools, alone (bench/disk.py): what any durable spool there is bound by.
+    log("disk: append + fdatasync, 1, 4 and 16 MB at a time, and 8 KB")
+    results["disk"] = disk.measure(p.tmpdir or tempfile.gettempdir())
 
     def scenario(name, **overrides):
         q = argparse.Namespace(**{**base, **overrides})
@@ -1146,12 +1151,19 @@ def main(argv):
         got = results[name].get("spate", {}).get("e2e_msgs_per_s")
         if top and got:
             results[name]["ratio_spate_ceiling_e2e"] = round(got / top, 3)
+    # 100 KB against the disk's bound too: one copy of each body, synced 4 MB at a time.
+    got = results["100k"].get("spate", {}).get("e2e_msgs_per_s")
+    bound = (results["disk"]["bound_100k"] or {}).get("msgs_per_s_100k")
+    if got and bound:
+        results["100k"]["ratio_spate_disk_bound"] = round(got / bound, 3)
     peak = results["2k"].get("spate", {}).get("accept_msgs_per_s", 0)
     if peak:
         half = peak / 2
         results["latency-half-load"] = scenario(
             "latency-half-load", size=2048, size_mix="", max_size=2048, rate=half,
             messages=int(half * 10), targets=["spate"])
+        # The floor under a durable accept: the disk's own fdatasync of a small batch.
+        results["latency-half-load"]["disk_fdatasync_ms"] = results["disk"]["fdatasync_ms"]
     results["machine"]["load_at_end"] = load_average()
     with open(os.path.join(p.out, "summary.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -189,6 +189,33 @@ class BenchSmokeTest(unittest.TestCase):
         self.assertGreaterEqual(b["elapsed_s"], 0.18)
         self.assertLess(b["msgs_per_s"], 300)
 
+    def test_disk_probe(self):
+        # bench/disk.py, the disk's own bound in the full suite: 8 MB at two batch sizes and 50
+        # small synced appends, in a directory of its own; it leaves nothing behind.
+        script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "disk.py")
+        probe_dir = os.path.join(self.workdir, "disk")
+        os.mkdir(probe_dir)
+        r = subprocess.run([sys.executable, script, "--dir", probe_dir, "--bytes", str(8 << 20),
+                            "--batch-bytes", f"{1 << 20},{4 << 20}", "--syncs", "50"],
+                           capture_output=True, timeout=DEADLINE)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        d = json.loads(r.stdout)
+        self.assertEqual([c["batch_bytes"] for c in d["bandwidth"]], [1 << 20, 4 << 20])
+        for c in d["bandwidth"]:
+            self.assertEqual(c["bytes"], 8 << 20)
+            self.assertGreater(c["mb_per_s"], 0)
+            # The 100 KB bound is the bandwidth over a body and its ~200 bytes of records
+            # (`seconds` is rounded to the millisecond: 5 % of a short run).
+            expected = c["mb_per_s"] * 1e6 / (102400 + 200)
+            self.assertAlmostEqual(c["msgs_per_s_100k"], expected, delta=expected * 0.05)
+        self.assertEqual(d["bound_100k"], d["bandwidth"][1])  # the 4 MB point
+        lat = d["fdatasync_ms"]
+        self.assertEqual(lat["count"], 50)
+        self.assertEqual(lat["append_bytes"], 8192)
+        self.assertGreater(lat["p50"], 0)
+        self.assertLessEqual(lat["p50"], lat["p99"])
+        self.assertLessEqual(lat["p99"], lat["max"])
+        self.assertEqual(os.listdir(probe_dir), [])
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
