@@ -20,6 +20,7 @@
 #include <rocksdb/env.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/options.h>
+#include <rocksdb/sst_file_manager.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
@@ -84,6 +85,13 @@ int64_t NowMs() {
 // RocksDB memory: all memtables together, and the shared block cache.
 constexpr size_t kMemtableBudget = 128 << 20;
 constexpr size_t kBlockCacheBytes = 16 << 20;
+// Obsolete files (write-ahead logs above all) deleted in the background, truncated this much at
+// a time, at most this fast. The ratio is of the table files' size, past which RocksDB would
+// delete at once: the spool's tables are small (most bodies never reach one), so it is set out
+// of reach and the rate is the bound.
+constexpr int64_t kDeleteBytesPerSecond = int64_t{1} << 30;
+constexpr uint64_t kDeleteChunkBytes = 4 << 20;
+constexpr double kMaxTrashRatio = 1e12;
 
 // Commit queue slots kept between batches.
 constexpr size_t kKeptQueueCapacity = 1 << 16;
@@ -937,6 +945,25 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
   // Everything acknowledged is in the WAL: recover every complete synced batch.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_options.max_total_wal_size = 256 << 20;
+  // RocksDB deletes a write-ahead log once every memtable in it is flushed, often several at
+  // once (256 MB when max_total_wal_size forces the small column families out). On ext4, one
+  // such unlink holds the next journal commit while the file system frees (and, mounted with
+  // discard, discards) its blocks: every WAL fdatasync of the next tens of milliseconds waits
+  // with it, and the accepts of those batches with them (bench/README.md, "The accept tail at
+  // half load"). Through an SstFileManager they are renamed to .trash and truncated 4 MB at a
+  // time in the background instead, at most 1 GB/s (far above any WAL rate this spool writes,
+  // so trash never piles up); leftover trash of a crash is deleted at Open.
+  {
+    rocksdb::Status sfm_status;
+    db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(
+        rocksdb::Env::Default(), nullptr, "", kDeleteBytesPerSecond,
+        /*delete_existing_trash=*/true, &sfm_status, kMaxTrashRatio, kDeleteChunkBytes));
+    if (!sfm_status.ok()) {
+      SPATE_LOG(kWarn, "spool: deleting logs in the background: %s; they are deleted at once",
+                sfm_status.ToString().c_str());
+      db_options.sst_file_manager.reset();
+    }
+  }
   // Table files (memtable flushes) are written back 1 MB at a time as they are written, not in
   // one burst at their end that the WAL's fdatasync of the next batch would wait behind (the
   // accept tail at half load, bench/README.md). The WAL's own syncs are unchanged.
