@@ -285,6 +285,9 @@ class ServerSession {
   // Whole ordinary lines of the body section (text, CRLF; no NUL, none too long), found by
   // ScanText's fast path: AppendBody()'s limits and policy, for many lines at once.
   void AppendLines(const char* data, size_t size);
+  // Counts `size` more octets of text against the size limit: whether they are to be stored
+  // (false, and the body let go, once the message is to be refused).
+  bool Keep(size_t size);
   void StartBody();
   void EndOfData();
   void FinishChunk();

@@ -223,28 +223,8 @@ void ServerSession::AppendText(const char* data, size_t size) {
     AppendBody(data, static_cast<size_t>(end - data));
 }
 
-void ServerSession::AppendLines(const char* data, size_t size) {
-  line_len_ = 0;  // they end in CRLF, and each was within the limit
+bool ServerSession::Keep(size_t size) {
   data_size_ += size;
-  if (options_.max_message_size != 0 && data_size_ > options_.max_message_size) {
-    data_too_big_ = true;
-  }
-  if (data_too_big_ || line_too_long_ || bare_newline_ || nul_) {
-    if (txn_.body.capacity() != 0) {
-      std::string().swap(txn_.body);
-    }
-    return;
-  }
-  txn_.body.append(data, size);
-}
-
-void ServerSession::AppendBody(const char* data, size_t size) {
-  line_len_ += size;
-  data_size_ += size;
-  // RFC 5321 §4.5.3.1.6: the limit does not count a stuffing dot, which never reaches here.
-  if (line_len_ > options_.max_text_line) {
-    line_too_long_ = true;
-  }
   if (options_.max_message_size != 0 && data_size_ > options_.max_message_size) {
     data_too_big_ = true;
   }
@@ -253,6 +233,25 @@ void ServerSession::AppendBody(const char* data, size_t size) {
     if (txn_.body.capacity() != 0) {
       std::string().swap(txn_.body);
     }
+    return false;
+  }
+  return true;
+}
+
+void ServerSession::AppendLines(const char* data, size_t size) {
+  line_len_ = 0;  // they end in CRLF, and each was within the limit
+  if (Keep(size)) {
+    txn_.body.append(data, size);
+  }
+}
+
+void ServerSession::AppendBody(const char* data, size_t size) {
+  line_len_ += size;
+  // RFC 5321 §4.5.3.1.6: the limit does not count a stuffing dot, which never reaches here.
+  if (line_len_ > options_.max_text_line) {
+    line_too_long_ = true;
+  }
+  if (!Keep(size)) {
     return;
   }
   if (trace_.open()) {
