@@ -1,8 +1,6 @@
 // delivery/dot_stuff.cc
 #include "delivery/dot_stuff.h"
 
-#include <cstring>
-
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif

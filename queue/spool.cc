@@ -952,7 +952,8 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
   // with it, and the accepts of those batches with them (bench/README.md, "The accept tail at
   // half load"). Through an SstFileManager they are renamed to .trash and truncated 4 MB at a
   // time in the background instead, at most 1 GB/s (far above any WAL rate this spool writes,
-  // so trash never piles up); leftover trash of a crash is deleted at Open.
+  // so trash never piles up). RocksDB still deletes at once while it tracks no table file (a
+  // fresh spool), and removes the trash a crash left at Open.
   {
     rocksdb::Status sfm_status;
     db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(
