@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -439,7 +440,9 @@ int Run(int argc, char** argv) {
   }
   std::unique_ptr<queue::Spool> spool = std::move(spool_or).value();
   SPATE_LOG(kInfo, "spool open: %s", config.spool_path.c_str());
-  SPATE_LOG(kInfo, "spate: allocator: %s", AllocatorName());
+  // "jemalloc 5.3.0-0-g..." or "glibc": which malloc the daemon runs on (core/allocator.h).
+  SPATE_LOG(kInfo, "spate: allocator: %s%s",
+            std::string_view(AllocatorName()) == "glibc" ? "" : "jemalloc ", AllocatorName());
 
   // One listening socket per shard on the same address (SO_REUSEPORT: the kernel spreads the
   // clients). Port 0 picks a port once; the other shards bind that same port.
