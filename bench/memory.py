@@ -17,6 +17,10 @@ spate-blast as the campaign system and spate-sink as every next hop, all on loop
            its message in flight: run A with max_connections = 10 (2,000 connections), run B
            with 1 (200 connections, 1,800 messages waiting); the memory of an outbound
            connection is (RSS A - RSS B) / 1,800.
+  restart  the queue scenario's restart alone, on a copy of a spool its kill -9 left
+           (`--scenarios queue --stop-after-kill --keep`, then `--restart-from SPOOL`): the
+           same 1,000,000 recipients each time, so builds and settings compare run to run
+           (`--restart-delivery LINE` adds a line to the restart's [delivery]).
 
 Prints one JSON object (the scenarios run) and merges it into <out>/memory/summary.json: the
 scenarios not run keep their results there. Every process it starts is stopped by pid before it
@@ -174,12 +178,39 @@ def scenario_queue(bins, p, tmp):
     spate.kill9()
     held.close()
     if p.stop_after_kill:
-        return {"spool": spool, "queued_rss_mb": round(queued_rss / 1024, 1)}
+        return {"spool": spool, "messages": accepted,
+                "queued_rss_mb": round(queued_rss / 1024, 1)}
+    return {
+        "messages": accepted, "recipients": accepted * 10, "domains": 1000, "size": 2048,
+        "queued_recipients": int(queued),
+        "rss_mb_at_start": round(base_rss / 1024, 1),
+        "rss_mb_queued": round(queued_rss / 1024, 1),
+        "peak_rss_mb_while_queueing": round(queued_hwm / 1024, 1),
+        "rocksdb_mb_queued": round(rocksdb_mb, 1),
+        **restart_queue(bins, p, work, spool, accepted),
+        "submit_msgs_per_s": result.get("msgs_per_s") or result.get("accepted_per_s"),
+    }
 
-    # The restart, with the smarthost open.
+
+def scenario_restart(bins, p, tmp):
+    """The queue scenario's restart alone, on a copy of a spool its --stop-after-kill left."""
+    if not p.restart_from:
+        raise SystemExit("--scenarios restart needs --restart-from SPOOL")
+    work = os.path.join(tmp, "restart")
+    os.makedirs(work)
+    spool = os.path.join(work, "spool")
+    shutil.copytree(p.restart_from, spool)
+    return {"spool_from": p.restart_from,
+            **restart_queue(bins, p, work, spool, p.queue_messages)}
+
+
+def restart_queue(bins, p, work, spool, accepted):
+    """Starts spate on the spool a kill -9 left (accepted messages x 10 recipients queued)
+    with the smarthost open, and measures it until every recipient is delivered."""
     sink = e2e.Sink(bins, work, p.sink_threads)
     restart = Spate(bins["spate"], work, spool, f"127.0.0.1:{sink.port}", p.shards, "1s", "5s",
-                    tag="restart", max_connections=p.restart_max_connections)
+                    tag="restart", max_connections=p.restart_max_connections,
+                    delivery_extra="".join(f"{line}\n" for line in p.restart_delivery))
     ready_after = time.monotonic() - restart.started
 
     def first_message_ns():
@@ -218,12 +249,6 @@ def scenario_queue(bins, p, tmp):
     restart.stop()
     sink.finish()
     return {
-        "messages": accepted, "recipients": accepted * 10, "domains": 1000, "size": 2048,
-        "queued_recipients": int(queued),
-        "rss_mb_at_start": round(base_rss / 1024, 1),
-        "rss_mb_queued": round(queued_rss / 1024, 1),
-        "peak_rss_mb_while_queueing": round(queued_hwm / 1024, 1),
-        "rocksdb_mb_queued": round(rocksdb_mb, 1),
         "restart_ready_s": round(ready_after, 2),
         "restart_first_delivery_s": round(first_after, 2),
         "restart_drain_s": round(drain_seconds, 1),
@@ -233,7 +258,6 @@ def scenario_queue(bins, p, tmp):
         "restart_peak_rss_mb": round(max(peak_rss, restart_hwm) / 1024, 1),
         # (seconds, RSS MB, delivered, RocksDB MB, outbound connections)
         "restart_rss_timeline": [t for t in timeline if t][::max(1, len(timeline) // 200)],
-        "submit_msgs_per_s": result.get("msgs_per_s") or result.get("accepted_per_s"),
     }
 
 
@@ -450,6 +474,10 @@ def main(argv):
     ap.add_argument("--queue-messages", type=int, default=100000)
     ap.add_argument("--restart-max-connections", type=int, default=16,
                     help="[delivery] max_connections of the restart (per destination)")
+    ap.add_argument("--restart-delivery", action="append", default=[], metavar="LINE",
+                    help="queue, restart: a line for the restart's [delivery] (repeatable)")
+    ap.add_argument("--restart-from", metavar="SPOOL",
+                    help="restart: a spool left by --scenarios queue --stop-after-kill --keep")
     ap.add_argument("--idle-connections", type=int, default=10000)
     ap.add_argument("--domain-count", type=int, default=200000)
     ap.add_argument("--outbound-domains", type=int, default=200)
@@ -480,7 +508,8 @@ def main(argv):
     try:
         for name in p.scenarios.split(","):
             out[name] = {"queue": scenario_queue, "idle": scenario_idle,
-                         "domains": scenario_domains, "outbound": scenario_outbound}[name](
+                         "domains": scenario_domains, "outbound": scenario_outbound,
+                         "restart": scenario_restart}[name](
                              bins, p, tmp)
             log(f"{name}: {json.dumps(out[name])}")
     finally:

@@ -60,6 +60,8 @@ class Connection {
   int fd() const { return fd_; }
   bool closing() const { return closing_; }
   size_t queued_output() const { return out_.size() + pending_.size() - out_offset_; }
+  // Heap bytes the output buffers hold: 0 once everything queued reached the kernel.
+  size_t output_buffer_bytes() const;
 
  protected:
   Reactor& reactor() { return reactor_; }

@@ -648,8 +648,16 @@ class EchoConnection : public Connection {
   static inline int last_error = -1;
   static inline std::string reply;
 
-  EchoConnection(Reactor& reactor, int fd) : Connection(reactor, fd) { ++live; }
-  ~EchoConnection() override { --live; }
+  static inline EchoConnection* last = nullptr;
+
+  EchoConnection(Reactor& reactor, int fd) : Connection(reactor, fd) {
+    ++live;
+    last = this;
+  }
+  ~EchoConnection() override {
+    --live;
+    last = nullptr;
+  }
 
  protected:
   void OnData(std::string_view data) noexcept override {
@@ -727,6 +735,22 @@ TEST_F(ConnectionTest, EchoesThenPeerCloseEndsItOnceAndDeletesIt) {
   EXPECT_EQ(EchoConnection::closed_calls, 1);
   EXPECT_EQ(EchoConnection::last_error, 0);
   EXPECT_EQ(reactor_->pending_ops(), 1u);
+}
+
+TEST_F(ConnectionTest, OutputSentLeavesNoBufferBehind) {
+  // A connection at rest holds no send buffer: 16,000 delivery connections each keeping their
+  // last message (a 4 KB buffer) was 70 MB of a restart's peak.
+  ASSERT_NE(EchoConnection::last, nullptr);
+  for (size_t size : {100u, 4000u, 70000u}) {
+    const std::string message(size, 'x');
+    ASSERT_EQ(send(client_.get(), message.data(), message.size(), 0),
+              static_cast<ssize_t>(message.size()));
+    bool eof = false;
+    EXPECT_EQ(ReadFromClient(message.size(), &eof).size(), message.size());
+    ASSERT_TRUE(RunUntil(*reactor_, [] { return EchoConnection::last->queued_output() == 0; }));
+    reactor_->RunOnce(Clock::now() + 5ms);
+    EXPECT_EQ(EchoConnection::last->output_buffer_bytes(), 0u) << "after " << size << " bytes";
+  }
 }
 
 TEST_F(ConnectionTest, CloseFlushesQueuedOutputThenEndsOnce) {
