@@ -514,13 +514,30 @@ void Delivery::Impl::LoadBody(Site& site, Job&& job) {
   queue::MessageId id = job.message->id;
   Reactor* reactor = &reactor_;
   Site* d = &site;
+  if (Body held = job.message->loaded_body.Get()) {
+    // Another job of the message holds its body: shared, not read again. Given back from the
+    // loop, as a read would be (the site is in the middle of its Pump()).
+    job.body = std::move(held);
+    reactor_.Post([this, d, job = std::move(job)]() mutable {
+      if (!shutting_down_)
+        d->OnBodyLoaded(std::move(job));
+    });
+    return;
+  }
   spool.ReadBody(id, [this, reactor, d, job = std::move(job)](Result<std::string> body) mutable {
     // On the spool's reader thread: hand the result to our shard. The site is still
     // there (a load out keeps it from being idle); the engine is too, while the shard runs.
     std::optional<Body> loaded;
     std::error_code error;
     if (body) {
-      loaded = std::make_shared<const std::string>(std::move(*body));
+      // A sibling's read that finished first (both were asked for before either was back):
+      // its buffer, and this one goes.
+      Body held = job.message->loaded_body.Get();
+      if (!held) {
+        held = std::make_shared<const std::string>(std::move(*body));
+        job.message->loaded_body.Set(held);
+      }
+      loaded = std::move(held);
     } else {
       error = body.error();
     }

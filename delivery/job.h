@@ -8,10 +8,12 @@
 //
 // Message and Body are the exceptions to "no shared_ptr across shards" (STYLE.md): both are
 // immutable from the moment they are made, so the atomic reference count is the only thing two
-// shards ever write, and the object dies on whichever shard drops it last.
-// Threading: Message and Body: any thread (immutable); a Job: one owner at a time, moved.
+// shards ever write, and the object dies on whichever shard drops it last. The one mutable
+// part of a Message is its LoadedBody, an atomic weak reference.
+// Threading: Message and Body: any thread; a Job: one owner at a time, moved.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,6 +25,25 @@
 namespace spate::delivery {
 
 using Body = std::shared_ptr<const std::string>;
+
+// The body of a message as read from the spool for one of its jobs, while any job still holds
+// it: the jobs of its other destinations (on any shard) take it from here instead of reading
+// it again, so a message to ten domains is one buffer in memory, not ten (the kill -9
+// restart's peak, bench/README.md). A weak reference: it never keeps a body alive, and is
+// empty again once the last job let go (a retry reads it again). A copy of a Message starts
+// with none.
+class LoadedBody {
+ public:
+  LoadedBody() = default;
+  LoadedBody(const LoadedBody&) {}
+  LoadedBody& operator=(const LoadedBody&) { return *this; }
+
+  Body Get() const { return body_.load(std::memory_order_acquire).lock(); }
+  void Set(const Body& body) const { body_.store(body, std::memory_order_release); }
+
+ private:
+  mutable std::atomic<std::weak_ptr<const std::string>> body_;
+};
 
 struct Message {
   queue::MessageId id = 0;
@@ -40,6 +61,7 @@ struct Message {
   // parameter when it may set one, else its campaign's default ([campaigns]).
   int8_t priority = 0;
   std::vector<queue::DsnRequest> dsn;
+  LoadedBody loaded_body;
 
   const queue::DsnRequest* dsn_of(uint32_t p) const { return p < dsn.size() ? &dsn[p] : nullptr; }
 

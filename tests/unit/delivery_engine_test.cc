@@ -1648,6 +1648,69 @@ TEST_F(DeliveryEngineTest, FreshBodiesPastTheShardsBudgetAreReadAgainFromTheSpoo
   EXPECT_EQ(spool_.reads().size(), 2u);
 }
 
+// The jobs of one message to several domains, as recovery makes them: the recipient at
+// position `p` of `whole`'s message, for its domain.
+Job JobOf(const Job& whole, uint32_t p) {
+  Job job;
+  job.message = whole.message;
+  job.recipients.push_back({p, 0});
+  return job;
+}
+
+// A message to three domains read for each of the three sites at once: the reads that end
+// after the first take its buffer (the same text for every destination, read once into
+// memory), not their own.
+TEST_F(DeliveryEngineTest, ReadsOfOneBodyForSeveralSitesEndInTheFirstOnesBuffer) {
+  options_.max_connections = 1;
+  Start();  // every domain a site of its own, to the peer
+  spool_.HoldReads(true);
+  const Job whole = MakeJob(11, {"x@a.test", "y@b.test", "z@c.test"}, /*with_body=*/false);
+  EnqueueTo("a.test", JobOf(whole, 0));
+  EnqueueTo("b.test", JobOf(whole, 1));
+  EnqueueTo("c.test", JobOf(whole, 2));
+  ASSERT_TRUE(RunUntil([&] { return spool_.held() == 3; }));
+  ASSERT_TRUE(spool_.ReleaseOne());
+  // The spool's text changes under the next two reads: a site that used its own read would
+  // send this.
+  spool_.SetBody(11, "Subject: read again\r\n\r\nnot the first read\r\n");
+  ASSERT_TRUE(spool_.ReleaseOne());
+  ASSERT_TRUE(spool_.ReleaseOne());
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 3; }));
+  ASSERT_EQ(peer_.transactions().size(), 3u);
+  for (const auto& t : peer_.transactions())
+    EXPECT_EQ(t.body, BodyOf(11)) << t.rcpt_to[0];
+  EXPECT_EQ(spool_.reads_of(11), 3u);
+}
+
+// While one domain's job holds the body (here a.test's, loaded and waiting behind a
+// transaction in flight), another domain's job of the same message takes it without a read.
+// Once every job let go, a later read goes to the spool again.
+TEST_F(DeliveryEngineTest, ABodyAnotherSitesJobHoldsIsNotReadAgain) {
+  options_.max_connections = 1;
+  Start();
+  peer_.HoldDataEnd(true);
+  EnqueueTo("a.test", MakeJob(10, {"p@a.test"}));
+  ASSERT_TRUE(RunUntil([&] { return peer_.count(".") == 1; }));  // a.test's one connection waits
+  const Job whole = MakeJob(11, {"x@a.test", "y@b.test"}, /*with_body=*/false);
+  EnqueueTo("a.test", JobOf(whole, 0));
+  ASSERT_TRUE(RunUntil([&] { return spool_.reads_of(11) == 1; }));
+  RunTurns();
+  EnqueueTo("b.test", JobOf(whole, 1));
+  ASSERT_TRUE(RunUntil([&] { return peer_.count(".") == 2; }));  // b.test's data went out
+  EXPECT_EQ(spool_.reads_of(11), 1u) << "b.test read the body a.test's job holds";
+  peer_.HoldDataEnd(false);
+  peer_.ReleaseDataEnds(10);
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 3; }));
+  for (const auto& t : peer_.transactions())
+    EXPECT_EQ(t.body, BodyOf(t.rcpt_to[0] == "p@a.test" ? 10 : 11)) << t.rcpt_to[0];
+  EXPECT_EQ(spool_.reads_of(11), 1u);
+
+  // Nothing holds it now: a retry of the message reads it again.
+  EnqueueTo("b.test", JobOf(whole, 1));
+  ASSERT_TRUE(RunUntil([&] { return spool_.finished().size() == 4; }));
+  EXPECT_EQ(spool_.reads_of(11), 2u);
+}
+
 TEST_F(DeliveryEngineTest, FreshBodiesWithinTheShardsBudgetAreNeverReadFromTheSpool) {
   options_.max_connections = 1;
   Start();
