@@ -220,7 +220,7 @@ void Delivery::Impl::Enqueue(const std::string& domain, Job&& job) {
   if (shutting_down_)
     return;  // it stays in the spool; the next start picks it up
   if (job.due_ms > reactor_.wall_ms()) {
-    job.body.reset();  // not needed before it is due
+    job.DropBody();  // not needed before it is due
     scheduler.Add(std::move(job));
     return;
   }
@@ -460,7 +460,7 @@ bool Delivery::Impl::Controlled(std::string_view site, Job& job) {
   // Held where it is: looked at again at the suspension's end, or every hour while it has
   // none (a resume releases it at once: Delivery::ReleaseHeld()).
   job.held = true;
-  job.body.reset();
+  job.DropBody();
   job.due_ms = v->until_ms > 0 ? v->until_ms : now + 3600 * 1000;
   scheduler.Add(std::move(job));
   return true;
@@ -532,12 +532,8 @@ void Delivery::Impl::LoadBody(Site& site, Job&& job) {
     if (body) {
       // A sibling's read that finished first (both were asked for before either was back):
       // its buffer, and this one goes.
-      Body held = job.message->loaded_body.Get();
-      if (!held) {
-        held = std::make_shared<const std::string>(std::move(*body));
-        job.message->loaded_body.Set(held);
-      }
-      loaded = std::move(held);
+      loaded =
+          job.message->loaded_body.Offer(std::make_shared<const std::string>(std::move(*body)));
     } else {
       error = body.error();
     }
@@ -908,7 +904,7 @@ void Delivery::Impl::Reschedule(Job&& job, Outcomes&& outcomes) {
   for (const Recipient& r : job.recipients)
     spool.Defer(job.message->id, job.message->spool_index(r.pos), r.attempts, job.due_ms,
                 r.delay_warned);
-  job.body.reset();  // read again from the spool when due: deferred mail costs no body memory
+  job.DropBody();  // read again from the spool when due: deferred mail costs no body memory
   scheduler.Add(std::move(job));
 }
 

@@ -62,7 +62,7 @@ void Dispatcher::DispatchAccepted(queue::MessageId id, queue::NewMessage&& m) {
   Body body = std::make_shared<const std::string>(std::move(m.body));
   // A site past its shard's body budget lets its job's copy go; read again later, it is this
   // one while a sibling still holds it.
-  message->loaded_body.Set(body);
+  message->loaded_body.Offer(body);
   Split(std::move(message), std::move(body), {}, {});
 }
 

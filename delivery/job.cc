@@ -1,10 +1,35 @@
 #include "delivery/job.h"
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
 
 #include "core/smtp/ascii.h"
 
 namespace spate::delivery {
+
+std::mutex& LoadedBody::Guard() const {
+  static std::array<std::mutex, 64> guards;
+  return guards[(reinterpret_cast<uintptr_t>(this) >> 6) % guards.size()];
+}
+
+Body LoadedBody::Get() const {
+  std::lock_guard lock(Guard());
+  return body_.lock();
+}
+
+Body LoadedBody::Offer(Body body) const {
+  std::lock_guard lock(Guard());
+  if (Body held = body_.lock())
+    return held;
+  body_ = body;
+  return body;
+}
+
+void LoadedBody::Clear() const {
+  std::lock_guard lock(Guard());
+  body_.reset();
+}
 
 void RecipientList::push_back(Recipient r) {
   if (size_ == 0 && cap_ <= 1) {

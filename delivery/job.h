@@ -13,9 +13,9 @@
 // Threading: Message and Body: any thread; a Job: one owner at a time, moved.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,20 +29,27 @@ using Body = std::shared_ptr<const std::string>;
 // The body of a message as read from the spool for one of its jobs, while any job still holds
 // it: the jobs of its other destinations (on any shard) take it from here instead of reading
 // it again, so a message to ten domains is one buffer in memory, not ten (the kill -9
-// restart's peak, bench/README.md). A weak reference: it never keeps a body alive, and is
-// empty again once the last job let go (a retry reads it again). A copy of a Message starts
-// with none.
+// restart's peak, bench/README.md). A weak reference: it never keeps a body alive, and the last
+// job to let go (Job::DropBody) forgets it, so a message waiting for its retry holds nothing of
+// its body. A copy of a Message starts with none. Guarded by one of a few mutexes shared by all
+// messages (picked by address): taken once per body load, never on the send path.
 class LoadedBody {
  public:
   LoadedBody() = default;
   LoadedBody(const LoadedBody&) {}
-  LoadedBody& operator=(const LoadedBody&) { return *this; }
+  LoadedBody& operator=(const LoadedBody&) = delete;
 
-  Body Get() const { return body_.load(std::memory_order_acquire).lock(); }
-  void Set(const Body& body) const { body_.store(body, std::memory_order_release); }
+  // The body some job holds; null if none does.
+  Body Get() const;
+  // `body`, kept for the others, unless a job holds one already (a sibling's read that ended
+  // first): then that one, and `body` goes with the caller.
+  Body Offer(Body body) const;
+  void Clear() const;
 
  private:
-  mutable std::atomic<std::weak_ptr<const std::string>> body_;
+  std::mutex& Guard() const;
+
+  mutable std::weak_ptr<const std::string> body_;
 };
 
 struct Message {
@@ -176,6 +183,12 @@ struct Job {
   bool in_flight = false;
 
   std::string_view address(const Recipient& r) const { return message->address(r.pos); }
+  // Lets go of the body; the last job holding it also clears its message's LoadedBody.
+  void DropBody() {
+    if (body && body.use_count() == 1)
+      message->loaded_body.Clear();
+    body.reset();
+  }
 };
 
 // The lower-cased domain of an address ("" without '@').

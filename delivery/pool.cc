@@ -321,7 +321,7 @@ class ClientConnection final : public Connection {
     for (InFlight& f : flights_) {
       if (f.job && f.job->body && !session_.body_borrowed(f.tx) &&
           (session_.dsn_offered() || !WantsSuccessNotice(*f.job)))
-        f.job->body.reset();
+        f.job->DropBody();
     }
   }
 
@@ -880,7 +880,7 @@ void Site::Queue(Job&& job) {
   if (job.body && engine_.reactor().now() >= hold_until_ && engine_.HoldBody(job.body->size())) {
     PushReady(std::move(job), /*force=*/false);
   } else {
-    job.body.reset();  // read again when a connection is ready for it
+    job.DropBody();  // read again when a connection is ready for it
     CountQueued(job, +1);
     pending_.push_back(std::move(job));
   }
@@ -962,7 +962,7 @@ void Site::Pump() {
     QuitIdle();
     while (!ready_.empty()) {
       Job job = PopReady();
-      job.body.reset();
+      job.DropBody();
       CountQueued(job, +1);
       pending_.push_back(std::move(job));
     }

@@ -134,8 +134,10 @@ class Engine {
                       Outcomes* outcomes, const Peer* peer = nullptr) = 0;
   // The transaction is over: its deferred recipients (maybe none) are tried again later.
   virtual void Reschedule(Job&& job, Outcomes&& outcomes) = 0;
-  // Reads job.message's body, then gives the job back with site.OnBodyLoaded() (the site
-  // stays while a load is out: it is not idle).
+  // Reads job.message's body (or takes the one another job of the message holds: LoadedBody),
+  // then gives the job back with site.OnBodyLoaded(), always later from the loop, never inside
+  // the call (the site is in its Pump()); the site stays while a load is out: it is not idle.
+  // While shutting down the job is dropped instead (the spool still has it).
   virtual void LoadBody(Site& site, Job&& job) = 0;
   // An opportunistic handshake with the site failed: it goes in plaintext for a while.
   // The shard's budget for bodies held in ready queues (Options::max_body_bytes): Hold says

@@ -702,6 +702,66 @@ TEST(MessageTest, IndicesThatStopBeingContiguousMidwayKeepTheEarlierOnes) {
   EXPECT_EQ(m.address(4), "");
 }
 
+// Counts the blocks of the shared_ptrs made with it (a body and its control block are one).
+template <typename T>
+struct CountingAllocator {
+  using value_type = T;
+  static inline int live = 0;
+  CountingAllocator() = default;
+  template <typename U>
+  CountingAllocator(const CountingAllocator<U>&) {}
+  T* allocate(size_t n) {
+    ++CountingAllocator<char>::live;
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, size_t n) {
+    --CountingAllocator<char>::live;
+    std::allocator<T>().deallocate(p, n);
+  }
+  template <typename U>
+  bool operator==(const CountingAllocator<U>&) const {
+    return true;
+  }
+};
+
+Body CountedBody(const char* text) {
+  return std::allocate_shared<const std::string>(CountingAllocator<std::string>(), text);
+}
+
+// LoadedBody: the body one job holds, for the message's other jobs; never what keeps it alive.
+TEST(MessageTest, LoadedBodyIsSharedWhileAJobHoldsItAndForgottenByTheLastOne) {
+  int& blocks = CountingAllocator<char>::live;
+  auto message = std::make_shared<Message>();
+  EXPECT_EQ(message->loaded_body.Get(), nullptr);
+  Job a;
+  a.message = message;
+  a.body = message->loaded_body.Offer(CountedBody("first read"));
+  // A second read that ends later takes the first one's buffer; its own goes at once.
+  Job b;
+  b.message = message;
+  b.body = message->loaded_body.Offer(CountedBody("second read"));
+  EXPECT_EQ(b.body, a.body);
+  EXPECT_EQ(*b.body, "first read");
+  EXPECT_EQ(blocks, 1);
+  EXPECT_EQ(message->loaded_body.Get(), a.body);
+
+  // A copy of the message starts with none.
+  const Message copy(*message);
+  EXPECT_EQ(copy.loaded_body.Get(), nullptr);
+
+  a.DropBody();  // b still holds it
+  EXPECT_EQ(a.body, nullptr);
+  EXPECT_EQ(*message->loaded_body.Get(), "first read");
+  b.DropBody();  // the last holder: the body goes, and the message forgets it
+  EXPECT_EQ(message->loaded_body.Get(), nullptr);
+  EXPECT_EQ(blocks, 0) << "the message's weak reference still pins the body's block";
+  // The next read is kept afresh.
+  Job c;
+  c.message = message;
+  c.body = message->loaded_body.Offer(CountedBody("read again"));
+  EXPECT_EQ(*message->loaded_body.Get(), "read again");
+}
+
 TEST(MessageTest, DomainOfIsTheLowerCasedPartAfterTheLastAt) {
   EXPECT_EQ(DomainOf("User@Example.TEST"), "example.test");
   EXPECT_EQ(DomainOf("\"a@b\"@Host.Test"), "host.test");

@@ -656,7 +656,8 @@ class EchoConnection : public Connection {
   }
   ~EchoConnection() override {
     --live;
-    last = nullptr;
+    if (last == this)
+      last = nullptr;
   }
 
  protected:
