@@ -146,12 +146,13 @@ def wait_for(predicate, timeout, what):
 class Sink:
     """Postfix's smtp-sink on a loopback port, dumping each transaction to a file. `host`: its
     loopback address (MX tests give each mail exchanger its own 127.0.0.x); `port`: a given
-    port (they share the mx_port) instead of a free one."""
+    port (they share the mx_port) instead of a free one; `options`: more of smtp-sink's (say
+    ["-w", "1"]: every DATA answered a second late)."""
 
-    def __init__(self, workdir, name, host="127.0.0.1", port=None):
+    def __init__(self, workdir, name, host="127.0.0.1", port=None, options=()):
         self.dir = os.path.join(workdir, f"sink-{name}")
         os.makedirs(self.dir)
-        args = [SMTP_SINK]
+        args = [SMTP_SINK, *options]
         if os.geteuid() == 0:
             # smtp-sink refuses to run as root without dropping privileges.
             # Its dumps are then written as nobody, who must reach the directory.
