@@ -9,7 +9,7 @@
 // Message and Body are the exceptions to "no shared_ptr across shards" (STYLE.md): both are
 // immutable from the moment they are made, so the atomic reference count is the only thing two
 // shards ever write, and the object dies on whichever shard drops it last. The one mutable
-// part of a Message is its LoadedBody, an atomic weak reference.
+// part of a Message is its LoadedBody, a weak reference behind a mutex.
 // Threading: Message and Body: any thread; a Job: one owner at a time, moved.
 #pragma once
 
