@@ -7,8 +7,10 @@
 // message by domain.
 // Run: make micro-bench   (not part of the test suite: numbers, not verdicts).
 #include <atomic>
+#include <deque>
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -210,6 +212,84 @@ BENCHMARK(BM_SpoolCommitBatch)
     ->Args({1, 1})
     ->Args({64, 1})
     ->Args({64, 0})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// The spool at work: each batch takes `range(0)` new 2 KB messages and removes as many older
+// ones (their one recipient finished), interleaved as the shards send them, over a queue of
+// `range(1)` messages; unsynced (the commit thread's CPU, not the disk's). The requests are
+// queued while the commit thread is held in a state write's callback, so each iteration is one
+// batch.
+void BM_SpoolSteadyBatch(benchmark::State& state) {
+  char dir[] = "/tmp/spate-bench-XXXXXX";
+  if (mkdtemp(dir) == nullptr)
+    return state.SkipWithError("mkdtemp");
+  std::string error;
+  queue::Spool::Options options;
+  options.path = dir;
+  options.sync = false;
+  auto spool = queue::Spool::Open(options, &error);
+  if (!spool)
+    return state.SkipWithError(error.c_str());
+  (void)(*spool)->Recover([](queue::RecoveredMessage&&) {});
+  (*spool)->Start();
+  const std::string body = Body(2 << 10);
+  const int batch = static_cast<int>(state.range(0));
+  std::deque<queue::MessageId> queued;
+  std::mutex mu;
+  // One batch: the commit thread is held until every request is queued.
+  auto one_batch = [&](const std::vector<queue::MessageId>& finish, int accepts) {
+    std::promise<void> held;
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    (*spool)->PutState("bench/hold", "1", [&held, released] {
+      held.set_value();
+      released.wait();
+    });
+    held.get_future().wait();
+    std::promise<void> done;
+    std::atomic<int> left{accepts};
+    for (int i = 0; i < accepts; ++i) {
+      if (static_cast<size_t>(i) < finish.size())
+        (*spool)->Finish(finish[static_cast<size_t>(i)], 0);
+      queue::NewMessage m;
+      m.mail_from = "sender@campaign.test";
+      m.rcpt_to = {"user@dest.test"};
+      m.body = body;
+      (*spool)->Accept(std::move(m), [&](Result<queue::MessageId> id, queue::NewMessage&&) {
+        {
+          std::lock_guard lock(mu);
+          if (id)
+            queued.push_back(*id);
+        }
+        if (--left == 0)
+          done.set_value();
+      });
+    }
+    release.set_value();
+    done.get_future().wait();
+  };
+  for (int64_t filled = 0; filled < state.range(1); filled += batch)
+    one_batch({}, batch);
+  for (auto _ : state) {
+    std::vector<queue::MessageId> old;
+    {
+      std::lock_guard lock(mu);
+      for (int i = 0; i < batch && !queued.empty(); ++i) {
+        old.push_back(queued.front());
+        queued.pop_front();
+      }
+    }
+    one_batch(old, batch);
+  }
+  state.SetItemsProcessed(state.iterations() * batch);
+  state.counters["batches"] = static_cast<double>((*spool)->stats().batches);
+  spool->reset();
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_SpoolSteadyBatch)
+    ->Args({64, 20000})
+    ->Iterations(3000)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
