@@ -10,6 +10,7 @@
 #include <deque>
 #include <filesystem>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -170,20 +171,46 @@ void BM_ReplyParser(benchmark::State& state) {
 }
 BENCHMARK(BM_ReplyParser);
 
+// A spool in a fresh directory under /tmp, recovered and started; removed with the directory.
+class BenchSpool {
+ public:
+  explicit BenchSpool(bool sync) {
+    char dir[] = "/tmp/spate-bench-XXXXXX";
+    if (mkdtemp(dir) == nullptr) {
+      error_ = "mkdtemp";
+      return;
+    }
+    dir_ = dir;
+    queue::Spool::Options options;
+    options.path = dir_;
+    options.sync = sync;
+    auto spool = queue::Spool::Open(options, &error_);
+    if (!spool)
+      return;
+    spool_ = std::move(spool).value();
+    (void)spool_->Recover([](queue::RecoveredMessage&&) {});
+    spool_->Start();
+  }
+  ~BenchSpool() {
+    spool_.reset();
+    if (!dir_.empty())
+      std::filesystem::remove_all(dir_);
+  }
+  queue::Spool* get() const { return spool_.get(); }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string dir_;
+  std::string error_;
+  std::unique_ptr<queue::Spool> spool_;
+};
+
 // A commit batch of `range(0)` 2 KB messages, synced (range(1) = 1) or not.
 void BM_SpoolCommitBatch(benchmark::State& state) {
-  char dir[] = "/tmp/spate-bench-XXXXXX";
-  if (mkdtemp(dir) == nullptr)
-    return state.SkipWithError("mkdtemp");
-  std::string error;
-  queue::Spool::Options options;
-  options.path = dir;
-  options.sync = state.range(1) == 1;
-  auto spool = queue::Spool::Open(options, &error);
-  if (!spool)
-    return state.SkipWithError(error.c_str());
-  (void)(*spool)->Recover([](queue::RecoveredMessage&&) {});
-  (*spool)->Start();
+  BenchSpool bench(state.range(1) == 1);
+  queue::Spool* const spool = bench.get();
+  if (spool == nullptr)
+    return state.SkipWithError(bench.error().c_str());
   std::string body = Body(2 << 10);
   const int batch = static_cast<int>(state.range(0));
   for (auto _ : state) {
@@ -196,7 +223,7 @@ void BM_SpoolCommitBatch(benchmark::State& state) {
       m.mail_from = "sender@campaign.test";
       m.rcpt_to = {"user@dest.test"};
       m.body = body;
-      (*spool)->Accept(std::move(m), [&](Result<queue::MessageId>, queue::NewMessage&&) {
+      spool->Accept(std::move(m), [&](Result<queue::MessageId>, queue::NewMessage&&) {
         if (--left == 0)
           done.set_value();
       });
@@ -204,9 +231,7 @@ void BM_SpoolCommitBatch(benchmark::State& state) {
     done.get_future().wait();
   }
   state.SetItemsProcessed(state.iterations() * batch);
-  state.counters["batches"] = static_cast<double>((*spool)->stats().batches);
-  spool->reset();
-  std::filesystem::remove_all(dir);
+  state.counters["batches"] = static_cast<double>(spool->stats().batches);
 }
 BENCHMARK(BM_SpoolCommitBatch)
     ->Args({1, 1})
@@ -221,18 +246,10 @@ BENCHMARK(BM_SpoolCommitBatch)
 // queued while the commit thread is held in a state write's callback, so each iteration is one
 // batch.
 void BM_SpoolSteadyBatch(benchmark::State& state) {
-  char dir[] = "/tmp/spate-bench-XXXXXX";
-  if (mkdtemp(dir) == nullptr)
-    return state.SkipWithError("mkdtemp");
-  std::string error;
-  queue::Spool::Options options;
-  options.path = dir;
-  options.sync = false;
-  auto spool = queue::Spool::Open(options, &error);
-  if (!spool)
-    return state.SkipWithError(error.c_str());
-  (void)(*spool)->Recover([](queue::RecoveredMessage&&) {});
-  (*spool)->Start();
+  BenchSpool bench(false);
+  queue::Spool* const spool = bench.get();
+  if (spool == nullptr)
+    return state.SkipWithError(bench.error().c_str());
   const std::string body = Body(2 << 10);
   const int batch = static_cast<int>(state.range(0));
   std::deque<queue::MessageId> queued;
@@ -242,7 +259,7 @@ void BM_SpoolSteadyBatch(benchmark::State& state) {
     std::promise<void> held;
     std::promise<void> release;
     std::shared_future<void> released = release.get_future().share();
-    (*spool)->PutState("bench/hold", "1", [&held, released] {
+    spool->PutState("bench/hold", "1", [&held, released] {
       held.set_value();
       released.wait();
     });
@@ -251,12 +268,12 @@ void BM_SpoolSteadyBatch(benchmark::State& state) {
     std::atomic<int> left{accepts};
     for (int i = 0; i < accepts; ++i) {
       if (static_cast<size_t>(i) < finish.size())
-        (*spool)->Finish(finish[static_cast<size_t>(i)], 0);
+        spool->Finish(finish[static_cast<size_t>(i)], 0);
       queue::NewMessage m;
       m.mail_from = "sender@campaign.test";
       m.rcpt_to = {"user@dest.test"};
       m.body = body;
-      (*spool)->Accept(std::move(m), [&](Result<queue::MessageId> id, queue::NewMessage&&) {
+      spool->Accept(std::move(m), [&](Result<queue::MessageId> id, queue::NewMessage&&) {
         {
           std::lock_guard lock(mu);
           if (id)
@@ -283,9 +300,7 @@ void BM_SpoolSteadyBatch(benchmark::State& state) {
     one_batch(old, batch);
   }
   state.SetItemsProcessed(state.iterations() * batch);
-  state.counters["batches"] = static_cast<double>((*spool)->stats().batches);
-  spool->reset();
-  std::filesystem::remove_all(dir);
+  state.counters["batches"] = static_cast<double>(spool->stats().batches);
 }
 BENCHMARK(BM_SpoolSteadyBatch)
     ->Args({64, 20000})
