@@ -538,6 +538,8 @@ void Delivery::Impl::LoadBody(Site& site, Job&& job) {
       error = body.error();
     }
     reactor->Post([this, d, job = std::move(job), loaded = std::move(loaded), error]() mutable {
+      if (shutting_down_)
+        return;  // the job is still in the spool, for the next start, as every other one
       if (!loaded) {
         SPATE_LOG(kError, "delivery: cannot read body of %s: %s",
                   queue::FormatId(job.message->id).c_str(), error.message().c_str());
@@ -547,8 +549,6 @@ void Delivery::Impl::LoadBody(Site& site, Job&& job) {
         scheduler.Add(std::move(job));
         return;
       }
-      if (shutting_down_)
-        return;
       job.body = std::move(*loaded);
       d->OnBodyLoaded(std::move(job));
     });

@@ -1611,6 +1611,30 @@ TEST_F(DeliveryEngineTest, FailedBodyReadRetriesTheJobLater) {
   EXPECT_EQ(peer_.transactions()[0].body, BodyOf(4));
 }
 
+// A body read that fails after the engine was shut down: the job stays in the spool for the next
+// start, as every other job then, and is not scheduled again (nor sent a minute later).
+TEST_F(DeliveryEngineTest, FailedBodyReadAfterShutdownSchedulesNothing) {
+  Start();
+  spool_.HoldReads(true);
+  spool_.FailNextRead(4);
+  Enqueue(MakeJob(4, {Rcpt("r")}, /*with_body=*/false));
+  ASSERT_TRUE(RunUntil([&] { return spool_.held() == 1; }));
+  RunTurns();
+  const size_t connections = peer_.accepted();
+
+  delivery_->Shutdown();
+  ASSERT_TRUE(spool_.ReleaseOne());
+  RunTurns();
+  EXPECT_EQ(delivery_->scheduled(), 0u);
+  Advance(61s);
+  RunTurns();
+  EXPECT_EQ(spool_.reads_of(4), 1u);
+  EXPECT_EQ(peer_.accepted(), connections);
+  EXPECT_EQ(peer_.count("MAIL"), 0u);
+  EXPECT_TRUE(spool_.finished().empty());
+  EXPECT_TRUE(spool_.deferred().empty());
+}
+
 // The shard's body budget, for all its sites: bodies of fresh jobs past it are let go of and
 // read again once a connection is ready; within it, none is read.
 TEST_F(DeliveryEngineTest, FreshBodiesPastTheShardsBudgetAreReadAgainFromTheSpool) {
