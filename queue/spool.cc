@@ -20,6 +20,7 @@
 #include <rocksdb/env.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/sst_file_manager.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -92,6 +93,17 @@ constexpr size_t kBlockCacheBytes = 16 << 20;
 constexpr int64_t kDeleteBytesPerSecond = int64_t{1} << 30;
 constexpr uint64_t kDeleteChunkBytes = 4 << 20;
 constexpr double kMaxTrashRatio = 1e12;
+
+// The memtable's insert hint (memtable_insert_with_hint_prefix_extractor) for the column
+// families keyed by message id: one for every key. See Spool::Open.
+class OneHint : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "spate.OneHint"; }
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    return rocksdb::Slice(key.data(), 0);
+  }
+  bool InDomain(const rocksdb::Slice&) const override { return true; }
+};
 
 // Commit queue slots kept between batches.
 constexpr size_t kKeptQueueCapacity = 1 << 16;
@@ -999,11 +1011,15 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
   rocksdb::ColumnFamilyOptions small_options;
   small_options.write_buffer_size = 32 << 20;
   small_options.table_factory = table_factory;
+  rocksdb::ColumnFamilyOptions message_options = small_options;
+  auto hint = std::make_shared<OneHint>();
+  body_options.memtable_insert_with_hint_prefix_extractor = hint;
+  message_options.memtable_insert_with_hint_prefix_extractor = hint;
   impl->cf_descriptors = {
       {rocksdb::kDefaultColumnFamilyName, small_options},
       {"body", body_options},
-      {"envelope", small_options},
-      {"rcpt", small_options},
+      {"envelope", message_options},
+      {"rcpt", message_options},
       // Small values, read once at Open: the small column families' options. Opened with the
       // others, created in a spool made before it (create_missing_column_families).
       {"suppression", small_options},

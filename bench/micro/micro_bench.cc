@@ -304,6 +304,7 @@ void BM_SpoolSteadyBatch(benchmark::State& state) {
 }
 BENCHMARK(BM_SpoolSteadyBatch)
     ->Args({64, 20000})
+    ->Args({128, 384})  // the end-to-end run's: ~110 a batch, 300 connections in flight
     ->Iterations(3000)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
