@@ -5,10 +5,12 @@
 #include <memory>
 #include <optional>
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/connection.h"
 #include "core/log.h"
+#include "core/server/admission.h"
 
 #include <nlohmann/json.hpp>
 
@@ -19,7 +21,14 @@ namespace spate::daemon {
 class AdminServer::AdminConnection final : public Connection {
  public:
   AdminConnection(AdminServer& server, int fd)
-      : Connection(server.reactor_, fd), server_(server), session_(server.limits_) {}
+      : Connection(server.reactor_, fd), server_(server), session_(server.limits_) {
+    // For what the handlers record of the client (an injected message's Received: line).
+    sockaddr_storage peer{};
+    socklen_t len = sizeof peer;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
+        (peer.ss_family == AF_INET || peer.ss_family == AF_INET6))
+      peer_address_ = server::ClientAddress(peer);
+  }
   ~AdminConnection() override { *alive_ = false; }
 
   void Begin() { StartReading(); }
@@ -45,6 +54,7 @@ class AdminServer::AdminConnection final : public Connection {
       if (!req)
         break;
       keep_alive_ = req->keep_alive;
+      req->peer_address = peer_address_;
       if (!server_.Authorized(*req)) {
         http::Response resp =
             Error(401, "a bearer token is required (Authorization: Bearer TOKEN)");
@@ -104,6 +114,7 @@ class AdminServer::AdminConnection final : public Connection {
   }
 
   AdminServer& server_;
+  std::string peer_address_;  // "" unknown
   http::ServerSession session_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   bool waiting_ = false;     // a request is being answered

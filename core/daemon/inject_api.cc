@@ -141,8 +141,12 @@ http::Response InjectApi::Run(const http::Request& r, const std::string& key) {
     Keep(key, resp);
     return resp;
   }
+  // RFC 5321 §4.4: the client, as an address literal with the same as its TCP-info (HTTP has no
+  // HELO name to put first); none on a connection with no address (a Unix socket).
+  const std::string from =
+      r.peer_address.empty() ? "" : "from [" + r.peer_address + "] ([" + r.peer_address + "]) ";
   const std::string received =
-      "Received: by " + options_.hostname + " (spate) with HTTP; " +
+      "Received: " + from + "by " + options_.hostname + " (spate) with HTTP; " +
       smtp::FormatDate(std::chrono::system_clock::time_point(std::chrono::milliseconds(now))) +
       "\r\n";
   struct Gather {

@@ -53,6 +53,10 @@ struct Request {
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased, values trimmed
   std::string body;                                          // exactly Content-Length octets
   bool keep_alive = true;  // false: answer this request, then close
+  // The client's address, as the connection saw it ("192.0.2.1", "IPv6:2001:db8::1", the form of
+  // an SMTP address literal, RFC 5321 §4.1.3); empty when unknown. Not the parser's: the
+  // connection that reads the request fills it in.
+  std::string peer_address;
 
   // The value of the first field of that name (compared case-insensitively), "" if absent.
   std::string_view header(std::string_view name) const;

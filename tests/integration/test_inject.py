@@ -96,6 +96,10 @@ class Inject(unittest.TestCase):
                 self.assertIn("Bob &lt;&amp;&gt;", html, "HTML escaped in the HTML part only")
             self.assertIsNotNone(parsed["Date"])
             self.assertIsNotNone(parsed["Message-ID"])
+            # The trace names the HTTP client, as an SMTP one's does (RFC 5321 §4.4).
+            received = parsed.get_all("Received")[0]
+            self.assertTrue(received.startswith("from [127.0.0.1] ([127.0.0.1]) by "), received)
+            self.assertIn(" with HTTP; ", received)
             self.assertTrue(data.startswith(b"DKIM-Signature:") or b"\r\nDKIM-Signature:" in data)
             verdicts = verify(data, {"s2._domainkey.shop.test": ed_txt})
             self.assertEqual([v[3] for v in verdicts], [True], verdicts)
