@@ -226,8 +226,10 @@ http::Response InjectApi::Run(const http::Request& r, const std::string& key) {
     return resp;
   }
   if (g->ok > 0) {
-    SPATE_LOG(kInfo, "inject: %zu messages queued from <%s>%s%zu failed", g->ok,
-              built.envelope_sender.c_str(), g->failed.empty() ? "" : ", ", g->failed.size());
+    const std::string failed =
+        g->failed.empty() ? "" : ", " + std::to_string(g->failed.size()) + " failed";
+    SPATE_LOG(kInfo, "inject: %zu messages queued from <%s>%s", g->ok,
+              built.envelope_sender.c_str(), failed.c_str());
   }
   resp = Answer(200, body);
   Keep(key, resp);
