@@ -27,6 +27,9 @@ namespace {
 constexpr uint32_t kPolynomial = 0x82f63b78;  // CRC32C, reflected
 constexpr char kMagic[4] = {'S', 'P', 'B', '1'};
 constexpr const char* kSuffix = ".body";
+constexpr const char* kSpareSuffix = ".spare";
+// Released segments kept to be written again (see body_log.h, "Space").
+constexpr size_t kMaxSpares = 2;
 
 constexpr std::array<uint32_t, 256> MakeTable() {
   std::array<uint32_t, 256> t{};
@@ -79,9 +82,9 @@ std::error_code FromErrno(int err) {
                                         : make_error_code(Errc::kIo);
 }
 
-// "00000012.body" -> 12; 0 for anything else.
-uint32_t ParseName(std::string_view name) {
-  if (name.size() != 8 + std::strlen(kSuffix) || !name.ends_with(kSuffix))
+// "00000012.body" -> 12 (with kSuffix); 0 for anything else.
+uint32_t ParseName(std::string_view name, std::string_view suffix = kSuffix) {
+  if (name.size() != 8 + suffix.size() || !name.ends_with(suffix))
     return 0;
   uint32_t n = 0;
   for (char c : name.substr(0, 8)) {
@@ -126,9 +129,9 @@ BodyLog::~BodyLog() {
   ::close(dir_fd_);
 }
 
-std::string BodyLog::PathOf(uint32_t number) const {
+std::string BodyLog::PathOf(uint32_t number, bool spare) const {
   char name[32];
-  std::snprintf(name, sizeof name, "/%08u%s", number, kSuffix);
+  std::snprintf(name, sizeof name, "/%08u%s", number, spare ? kSpareSuffix : kSuffix);
   return dir_ + name;
 }
 
@@ -162,6 +165,16 @@ Result<std::unique_ptr<BodyLog>> BodyLog::Open(const std::string& dir, uint64_t 
     return Unexpected{FromErrno(err)};
   }
   while (const dirent* e = ::readdir(d)) {
+    if (const uint32_t spare = ParseName(e->d_name, kSpareSuffix); spare != 0) {
+      // Kept by the run before (or the one before a crash): still spare, unless too many.
+      if (log->spares_.size() < kMaxSpares) {
+        log->spares_.push_back(spare);
+      } else {
+        ::unlinkat(dir_fd, e->d_name, 0);
+      }
+      log->next_number_ = std::max(log->next_number_, spare + 1);
+      continue;
+    }
     const uint32_t n = ParseName(e->d_name);
     if (n == 0)
       continue;
@@ -184,7 +197,23 @@ Result<std::unique_ptr<BodyLog>> BodyLog::Open(const std::string& dir, uint64_t 
 std::error_code BodyLog::OpenNext(bool sync) {
   const uint32_t n = next_number_++;
   const std::string path = PathOf(n);
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int fd = -1;
+  while (fd < 0 && !spares_.empty()) {
+    // A spare, renamed: its blocks are allocated and inside the file's size, so the batches'
+    // fdatasyncs write data only, with no inode or journal update (a file growing has both).
+    // What it held stays past the write offset, where no ref points (body_log.h).
+    const uint32_t spare = spares_.back();
+    spares_.pop_back();
+    if (::rename(PathOf(spare, true).c_str(), path.c_str()) == 0) {
+      fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+      if (fd < 0)
+        ::unlink(path.c_str());
+    } else {
+      ::unlink(PathOf(spare, true).c_str());
+    }
+  }
+  if (fd < 0)
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     const int err = errno;
     SPATE_LOG(kError, "spool: cannot create %s: %s", path.c_str(), std::strerror(err));
@@ -274,7 +303,7 @@ std::error_code BodyLog::Append(std::span<Item> items, bool sync) {
     const bool unused = seg.live == 0;
     current_.reset();
     if (unused)
-      Drop(number);
+      Drop(number, /*reuse=*/false);  // not a file a write just failed in
     return FromErrno(err);
   }
   seg.size = offset;
@@ -350,14 +379,29 @@ size_t BodyLog::DropUnreferenced() {
   return unused.size();
 }
 
-void BodyLog::Drop(uint32_t number) {
-  // Its removal need not be synced: a segment back after a crash is named by no ref, and
-  // dropped by the next Recover().
-  if (::unlink(PathOf(number).c_str()) != 0 && errno != ENOENT) {
+void BodyLog::Drop(uint32_t number, bool reuse) {
+  // Neither the removal nor the rename need be synced: a segment back after a crash is named
+  // by no ref, and dropped by the next Recover().
+  if (reuse && spares_.size() < kMaxSpares &&
+      ::rename(PathOf(number).c_str(), PathOf(number, true).c_str()) == 0) {
+    spares_.push_back(number);
+  } else if (::unlink(PathOf(number).c_str()) != 0 && errno != ENOENT) {
     SPATE_LOG(kWarn, "spool: cannot remove %s: %s", PathOf(number).c_str(), std::strerror(errno));
   }
   std::lock_guard lock(mu_);
   segments_.erase(number);  // closed once the last reader lets go of it
+}
+
+size_t BodyLog::DropSpares() {
+  const size_t n = spares_.size();
+  for (uint32_t spare : spares_)
+    ::unlink(PathOf(spare, true).c_str());
+  spares_.clear();
+  return n;
+}
+
+size_t BodyLog::spares() const {
+  return spares_.size();
 }
 
 size_t BodyLog::segments() const {

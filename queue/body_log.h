@@ -18,10 +18,16 @@
 // after another until it passes segment_bytes; a write that fails leaves it and the next batch
 // starts a new one (never a write after a failed one, past a torn tail).
 //
-// Space: a segment goes (unlink) when the last body it holds is released (its message
-// finished) and it is no longer the one being written; Recover() counts the refs and drops the
-// segments no ref names. One long-deferred message keeps its whole segment: at most
-// segment_bytes each.
+// Space: a segment goes when the last body it holds is released (its message finished) and it
+// is no longer the one being written; Recover() counts the refs and drops the segments no ref
+// names. One long-deferred message keeps its whole segment: at most segment_bytes each. The
+// first two segments to go are kept as spares (NNNNNNNN.spare) and the next new segments are
+// those files, renamed and written again from their start: a write inside a file's allocated
+// size is synced without the inode and journal update a growing file needs, which makes the
+// batches' fdatasyncs faster (bench/README.md, "The body log writes its segments again"). What
+// a spare held stays past the write offset, behind the bodies written since: no ref names it
+// (refs name only what their batch wrote and synced), and a read checks its body's CRC. Short
+// of disk space the spool deletes them (DropSpares).
 //
 // Threading: Append/Retain/Release/DropUnreferenced on the spool's commit thread (or before it
 // starts, in Open/Recover); Read from any thread (the spool's reader). Blocking: all of it
@@ -36,6 +42,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "core/result.h"
 #include "queue/spool.h"
@@ -89,6 +96,9 @@ class BodyLog {
   void Release(uint32_t segment);
   // Removes every segment no body is retained in (but the one being written); how many.
   size_t DropUnreferenced();
+  // Deletes the spare segments (Space, above); how many.
+  size_t DropSpares();
+  size_t spares() const;  // commit thread
 
   size_t segments() const;  // commit thread
   uint64_t bytes() const;   // commit thread: the size of every segment together
@@ -97,8 +107,9 @@ class BodyLog {
   struct Segment;
   BodyLog(std::string dir, int dir_fd, uint64_t segment_bytes);
   std::error_code OpenNext(bool sync);
-  void Drop(uint32_t number);
-  std::string PathOf(uint32_t number) const;
+  // Removes segment `number`, kept as a spare while there is room for one and `reuse`.
+  void Drop(uint32_t number, bool reuse = true);
+  std::string PathOf(uint32_t number, bool spare = false) const;
 
   const std::string dir_;
   const int dir_fd_;
@@ -108,7 +119,8 @@ class BodyLog {
   mutable std::mutex mu_;
   std::map<uint32_t, std::shared_ptr<Segment>> segments_;
   std::shared_ptr<Segment> current_;  // being written, or null: the next Append opens one
-  uint32_t next_number_ = 1;
+  uint32_t next_number_ = 1;          // past every segment's and spare's number
+  std::vector<uint32_t> spares_;      // commit thread: the spares' numbers (their file names)
 };
 
 }  // namespace spate::queue

@@ -360,6 +360,9 @@ struct Spool::Impl {
       low_space = false;
     }
     written_since_check = 0;
+    // Short of space, the body log's spare segments are the first to go.
+    if (low_space && body_log)
+      body_log->DropSpares();
     if (low_space && db && finished_since_flush > 0 &&
         now - last_flush >= std::chrono::seconds(1)) {
       // Deliveries remove messages, but the space stays taken until RocksDB flushes the

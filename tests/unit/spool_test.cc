@@ -1044,6 +1044,20 @@ class SpoolHealthTest : public SpoolTest {
   FakeDisk disk_;
 };
 
+// The body log keeps released segments to write again (body_log.h); short of space, they are
+// the first thing the spool gives back.
+TEST_F(SpoolHealthTest, UnderTheWatermarkTheBodyLogsSpareSegmentsAreDeleted) {
+  const std::string bodies = dir_.path() + "/spool/bodies";
+  std::filesystem::create_directories(bodies);
+  { std::ofstream(bodies + "/00000005.spare") << std::string(4096, 'x'); }
+  auto spool = OpenWith(std::chrono::milliseconds(5));
+  ASSERT_NE(spool, nullptr);
+  EXPECT_TRUE(std::filesystem::exists(bodies + "/00000005.spare")) << "kept while there is room";
+  disk_.Set(99 * kMB);
+  ASSERT_TRUE(WaitForHealth(*spool, Health::kLowSpace));
+  EXPECT_FALSE(std::filesystem::exists(bodies + "/00000005.spare"));
+}
+
 // Under the watermark new messages are refused (kNoSpace, which the session answers 452 4.3.1)
 // while outcomes are still written, since deliveries free space; once there is room again, with
 // a twentieth to spare, the spool accepts by itself.
@@ -1187,14 +1201,18 @@ class SpoolBodyLogTest : public SpoolDamageTest {
     options_.body_log_min_bytes = 1000;
   }
   std::string bodies() const { return path() + "/bodies"; }
-  std::vector<std::string> Segments() const {
+  // The segments (NNNNNNNN.body), or the spares kept to be written again (NNNNNNNN.spare).
+  std::vector<std::string> Segments(const std::string& suffix = ".body") const {
     std::vector<std::string> out;
     std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(bodies(), ec))
-      out.push_back(e.path().filename().string());
+    for (const auto& e : std::filesystem::directory_iterator(bodies(), ec)) {
+      if (e.path().extension() == suffix)
+        out.push_back(e.path().filename().string());
+    }
     std::sort(out.begin(), out.end());
     return out;
   }
+  std::vector<std::string> Spares() const { return Segments(".spare"); }
 };
 
 TEST_F(SpoolBodyLogTest, LargeBodiesGoToTheLogSmallOnesToRocksDbAndBothComeBackAfterReopen) {
@@ -1261,6 +1279,8 @@ TEST_F(SpoolBodyLogTest, ASegmentGoesWithTheLastMessageInItOnceItIsFull) {
   spool->Finish(ids[4], 1);  // in the segment being written: it stays, empty
   WaitForStats(*spool, 8, 0);
   EXPECT_EQ(Segments(), (std::vector<std::string>{"00000002.body", "00000003.body"}));
+  EXPECT_EQ(Spares(), std::vector<std::string>{"00000001.spare"})
+      << "the segment that went is kept, to be written again";
   Result<std::string> body = ReadBodySync(*spool, ids[2]);
   ASSERT_TRUE(body.has_value()) << body.error().message();
   EXPECT_EQ(*body, std::string(5000, 'c'));
@@ -1277,12 +1297,29 @@ TEST_F(SpoolBodyLogTest, ASegmentGoesWithTheLastMessageInItOnceItIsFull) {
   EXPECT_EQ(recovered[1].id, ids[3]);
   EXPECT_EQ(Segments(), std::vector<std::string>{"00000002.body"})
       << "at start-up, the empty segment that was being written goes";
+  EXPECT_EQ(Spares(), (std::vector<std::string>{"00000001.spare", "00000003.spare"}));
   MessageId next =
       AcceptSync(*spool, Msg("a@example.org", {"r0@example.com"}, std::string(3000, 'z')));
   EXPECT_EQ(Segments().back(), "00000004.body") << "never appended to after a restart";
+  EXPECT_EQ(Spares().size(), 1u) << "the new segment is a spare renamed";
   body = ReadBodySync(*spool, next);
   ASSERT_TRUE(body.has_value()) << body.error().message();
   EXPECT_EQ(*body, std::string(3000, 'z'));
+  // Written over the spare's first body: what it held past that is no body of anyone's, and
+  // the messages come back whole after one more restart.
+  EXPECT_GT(std::filesystem::file_size(bodies() + "/00000004.body"), 3000u + 24u);
+  spool.reset();
+  recovered.clear();
+  spool = OpenAndRecover(&recovered);
+  ASSERT_NE(spool, nullptr);
+  ASSERT_EQ(recovered.size(), 3u);
+  EXPECT_EQ(recovered[2].id, next);
+  body = ReadBodySync(*spool, next);
+  ASSERT_TRUE(body.has_value()) << body.error().message();
+  EXPECT_EQ(*body, std::string(3000, 'z'));
+  body = ReadBodySync(*spool, ids[3]);
+  ASSERT_TRUE(body.has_value()) << body.error().message();
+  EXPECT_EQ(*body, std::string(5000, 'd'));
 }
 
 TEST_F(SpoolBodyLogTest, ASegmentNoMessageNamesIsRemovedAtStartUp) {
@@ -1298,6 +1335,7 @@ TEST_F(SpoolBodyLogTest, ASegmentNoMessageNamesIsRemovedAtStartUp) {
   ASSERT_TRUE(Reopen(&recovered).has_value());
   EXPECT_EQ(recovered.size(), 2u);
   EXPECT_TRUE(Segments().empty());
+  EXPECT_EQ(Spares(), std::vector<std::string>{"00000009.spare"});
 }
 
 TEST_F(SpoolBodyLogTest, AMessageWhoseSegmentIsGoneIsLoggedAndRemovedTheOthersStay) {
