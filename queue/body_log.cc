@@ -117,6 +117,11 @@ struct BodyLog::Segment {
   const int fd;
   uint64_t size;      // commit thread
   uint64_t live = 0;  // commit thread: bodies retained
+  // Commit thread, for compaction: bodies written to it (a recovered one: those retained at
+  // the end of Recover), since when it is no longer written, and whether it was compacted.
+  uint64_t records = 0;
+  std::chrono::steady_clock::time_point full_since = std::chrono::steady_clock::now();
+  bool compacted = false;
 };
 
 BodyLog::BodyLog(std::string dir, int dir_fd, uint64_t segment_bytes)
@@ -307,8 +312,11 @@ std::error_code BodyLog::Append(std::span<Item> items, bool sync) {
     return FromErrno(err);
   }
   seg.size = offset;
-  if (seg.size >= segment_bytes_)
+  seg.records += items.size();
+  if (seg.size >= segment_bytes_) {
+    seg.full_since = std::chrono::steady_clock::now();
     current_.reset();  // full: dropped once its last body is released
+  }
   return {};
 }
 
@@ -373,6 +381,8 @@ size_t BodyLog::DropUnreferenced() {
   for (const auto& [n, seg] : segments_) {
     if (seg->live == 0 && seg != current_)
       unused.push_back(n);
+    // A segment from before a restart: the bodies retained now are all that is known of it.
+    seg->records = std::max(seg->records, seg->live);
   }
   for (uint32_t n : unused)
     Drop(n);
@@ -390,6 +400,21 @@ void BodyLog::Drop(uint32_t number, bool reuse) {
   }
   std::lock_guard lock(mu_);
   segments_.erase(number);  // closed once the last reader lets go of it
+}
+
+uint32_t BodyLog::CompactionCandidate(std::chrono::steady_clock::duration after) const {
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& [n, seg] : segments_) {  // oldest first
+    if (seg != current_ && !seg->compacted && seg->live > 0 && seg->live * 2 <= seg->records &&
+        now - seg->full_since >= after)
+      return n;
+  }
+  return 0;
+}
+
+void BodyLog::MarkCompacted(uint32_t segment) {
+  if (auto it = segments_.find(segment); it != segments_.end())
+    it->second->compacted = true;
 }
 
 size_t BodyLog::DropSpares() {

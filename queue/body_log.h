@@ -20,7 +20,11 @@
 //
 // Space: a segment goes when the last body it holds is released (its message finished) and it
 // is no longer the one being written; Recover() counts the refs and drops the segments no ref
-// names. One long-deferred message keeps its whole segment: at most segment_bytes each. The
+// names. A segment held only by a few messages (deferred ones, mostly) is compacted: once it has
+// been full a while (Spool::Options::body_log_compact_after) with half of its bodies or fewer
+// still retained, the spool moves those to the segment being written (they are appended with a
+// batch's new bodies, their refs rewritten in its RocksDB write) and the segment goes with the
+// last of them (CompactionCandidate, MarkCompacted). The
 // first two segments to go are kept as spares (NNNNNNNN.spare) and the next new segments are
 // those files, renamed and written again from their start: a write inside a file's allocated
 // size is synced without the inode and journal update a growing file needs, which makes the
@@ -34,6 +38,7 @@
 // (file I/O).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -98,6 +103,10 @@ class BodyLog {
   size_t DropUnreferenced();
   // Deletes the spare segments (Space, above); how many.
   size_t DropSpares();
+  // The oldest segment to compact (Space, above): full for at least `after`, not compacted
+  // before, half of its bodies or fewer retained but some. 0: none.
+  uint32_t CompactionCandidate(std::chrono::steady_clock::duration after) const;
+  void MarkCompacted(uint32_t segment);
   size_t spares() const;  // commit thread
 
   size_t segments() const;  // commit thread

@@ -273,6 +273,16 @@ struct Spool::Impl {
     uint32_t segment = 0;        // of the body log holding its body; 0: in CF "body"
   };
   std::unordered_map<MessageId, Pending> remaining;
+  // Body log compaction (body_log.h, "Space"): the segment being emptied, and the messages
+  // whose bodies are still to move out of it, a few MB per batch.
+  uint32_t compact_segment = 0;
+  std::vector<MessageId> compact_queue;
+  struct Move {
+    MessageId id = 0;
+    uint32_t from = 0;  // the segment it leaves
+    std::string body;
+    BodyRef to;
+  };
 
   bool IsWaiting(const Pending& p, uint32_t index) const {
     return index < p.waiting.size() && p.waiting[index];
@@ -541,6 +551,45 @@ struct Spool::Impl {
     return last_id;
   }
 
+  // Compaction's share of one batch (body_log.h, "Space"): the next bodies of the segment being
+  // emptied, up to kMoveBytesPerBatch, read back (their CRC checked). A new segment to empty is
+  // picked once the last one's queue is done: its messages found by one walk of `remaining`.
+  static constexpr uint64_t kMoveBytesPerBatch = 4 << 20;
+  void TakeMoves(std::vector<Move>* moves) {
+    if (compact_queue.empty()) {
+      compact_segment = body_log->CompactionCandidate(options.body_log_compact_after);
+      if (compact_segment == 0)
+        return;
+      body_log->MarkCompacted(compact_segment);
+      for (const auto& [id, p] : remaining) {
+        if (p.segment == compact_segment)
+          compact_queue.push_back(id);
+      }
+      SPATE_LOG(kInfo, "spool: moving the %zu bodies still needed out of body log segment %u",
+                compact_queue.size(), compact_segment);
+    }
+    uint64_t bytes = 0;
+    while (!compact_queue.empty() && bytes < kMoveBytesPerBatch) {
+      const MessageId id = compact_queue.back();
+      compact_queue.pop_back();
+      auto it = remaining.find(id);
+      if (it == remaining.end() || it->second.segment != compact_segment)
+        continue;  // finished since
+      std::string value;
+      rocksdb::Status s = db->Get(rocksdb::ReadOptions(), body_ref_cf, MessageKey(id), &value);
+      std::optional<BodyRef> ref = s.ok() ? records::DecodeBodyRef(value) : std::nullopt;
+      Result<std::string> body =
+          ref ? body_log->Read(*ref) : Result<std::string>(Unexpected{Errc::kCorruption});
+      if (!body) {
+        SPATE_LOG(kWarn, "spool: the body of %s stays in body log segment %u: %s",
+                  FormatId(id).c_str(), compact_segment, body.error().message().c_str());
+        continue;
+      }
+      bytes += body->size();
+      moves->push_back(Move{id, compact_segment, std::move(*body), {}});
+    }
+  }
+
   void CommitLoop() {
     // RocksDB counts into its thread's perf context by default (kEnableCount: every key
     // comparison of every memtable insert); nothing here reads those counts.
@@ -560,8 +609,14 @@ struct Spool::Impl {
       }
       Watch(false);
       MaybeSweep();
-      if (batch.empty())
+      if (batch.empty()) {
+        // Idle: a compaction still goes on (body_log.h, "Space"), a batch of moves alone.
+        if (!stop && db &&
+            (!compact_queue.empty() ||
+             body_log->CompactionCandidate(options.body_log_compact_after) != 0))
+          CommitBatch(batch);
         continue;
+      }
       std::vector<Request> again = CommitBatch(batch);
       batch.clear();
       if (!again.empty()) {
@@ -718,9 +773,20 @@ struct Spool::Impl {
     // name them are written (body_log.h), so no ref on disk names bytes that are not.
     std::error_code log_error;
     uint64_t logged_bytes = 0;
-    if (!refuse) {
+    // Bodies moving out of a sparse segment go with them (even short of space: compaction
+    // frees it), not when the spool has failed.
+    std::vector<Move> moves;
+    if (h != Health::kFailed)
+      TakeMoves(&moves);
+    {
       std::vector<BodyLog::Item> items;
+      for (Move& m : moves) {
+        items.push_back({m.id, m.body, &m.to});
+        logged_bytes += BodyLog::kHeaderSize + m.body.size();
+      }
       for (Request& r : batch) {
+        if (refuse)
+          break;
         if (auto* ap = std::get_if<std::unique_ptr<AcceptReq>>(&r)) {
           AcceptReq& a = **ap;
           a.id = NextId();
@@ -739,6 +805,9 @@ struct Spool::Impl {
         write_failed_nospace = log_error == Errc::kNoSpace;
         last_error = "body log: " + log_error.message();
         logged_bytes = 0;
+        for (Move& m : moves)
+          compact_queue.push_back(m.id);  // tried again with a later batch
+        moves.clear();
       }
     }
     std::vector<uint32_t> released;                   // segments of the bodies this batch removes
@@ -824,8 +893,26 @@ struct Spool::Impl {
     // operation of the batch (a message is neither acknowledged nor finished in the batch that
     // accepts it), so the order changes nothing else.
     std::sort(removed.begin(), removed.end());
-    for (const auto& [id, logged] : removed)
-      wb.SingleDelete(logged ? body_ref_cf : body_cf, MessageKey(id));
+    for (const auto& [id, logged] : removed) {
+      // A ref may have been put twice (its body moved by a compaction): Delete, since
+      // SingleDelete is for a key put once.
+      if (logged) {
+        wb.Delete(body_ref_cf, MessageKey(id));
+      } else {
+        wb.SingleDelete(body_cf, MessageKey(id));
+      }
+    }
+    // The moved bodies' new refs, for the messages still there after this batch's outcomes.
+    size_t moved = 0;
+    for (Move& m : moves) {
+      auto it = remaining.find(m.id);
+      if (it == remaining.end() || it->second.segment != m.from) {
+        m.to.segment = 0;  // finished meanwhile: the copy is named by nothing
+        continue;
+      }
+      wb.Put(body_ref_cf, MessageKey(m.id), records::EncodeBodyRef(m.to));
+      ++moved;
+    }
     for (const auto& [id, logged] : removed)
       wb.SingleDelete(envelope_cf, MessageKey(id));
     for (auto& [a, id] : accepted) {
@@ -873,6 +960,10 @@ struct Spool::Impl {
       }
       for (auto& [a, id] : accepted)
         a->done(Unexpected{ec}, std::move(a->message));
+      for (Move& m : moves) {
+        if (m.to.segment != 0)
+          compact_queue.push_back(m.id);
+      }
       Publish(std::chrono::steady_clock::now());
       // The batch still holds its outcomes (only its accepts were taken): queued again.
       for (Request& r : batch) {
@@ -889,8 +980,16 @@ struct Spool::Impl {
     }
     for (uint32_t segment : released)
       body_log->Release(segment);
+    for (Move& m : moves) {
+      if (m.to.segment == 0)
+        continue;
+      remaining[m.id].segment = m.to.segment;
+      body_log->Retain(m.to.segment);
+      body_log->Release(m.from);
+    }
     {
       std::lock_guard lock(stats_mu);
+      stats.bodies_moved += moved;
       stats.body_log_segments = body_log->segments();
       stats.body_log_bytes = body_log->bytes();
       ++stats.batches;
@@ -945,7 +1044,19 @@ struct Spool::Impl {
       } else if (!in_log) {
         req.done(std::move(body));
       } else if (std::optional<BodyRef> ref = records::DecodeBodyRef(body)) {
-        req.done(body_log->Read(*ref));
+        Result<std::string> read = body_log->Read(*ref);
+        if (!read && read.error() == Errc::kNotFound) {
+          // Its segment went between the two reads: its body was moved by a compaction, and
+          // the ref is new. Once more, with that one.
+          std::string again;
+          std::shared_lock lock(db_mu);
+          if (db && db->Get(rocksdb::ReadOptions(), body_ref_cf, MessageKey(req.id), &again).ok()) {
+            if (std::optional<BodyRef> moved = records::DecodeBodyRef(again);
+                moved && *moved != *ref)
+              read = body_log->Read(*moved);
+          }
+        }
+        req.done(std::move(read));
       } else {
         SPATE_LOG(kError, "spool: the body ref of %s does not decode", FormatId(req.id).c_str());
         req.done(Unexpected{Errc::kCorruption});

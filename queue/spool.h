@@ -175,6 +175,7 @@ struct SpoolStats {
   uint64_t body_log_segments = 0;  // files of the body log (body_log.h), at the last batch
   uint64_t body_log_bytes = 0;     // their size together
   uint64_t lost_bodies = 0;        // messages Recover() removed: their body was not in the body log
+  uint64_t bodies_moved = 0;       // bodies moved out of sparse body log segments (compaction)
 };
 
 class Spool {
@@ -200,6 +201,9 @@ class Spool {
     uint64_t body_log_min_bytes = uint64_t{64} << 10;
     // A segment of the body log takes batches until it is this large.
     uint64_t body_log_segment_bytes = uint64_t{64} << 20;
+    // A body log segment full this long with half of its bodies or fewer still needed is
+    // compacted: those bodies move to the segment being written (body_log.h, "Space").
+    std::chrono::milliseconds body_log_compact_after{10 * 60 * 1000};
   };
 
   static Result<std::unique_ptr<Spool>> Open(const Options& options, std::string* error);

@@ -399,6 +399,19 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
                  "must be a size such as \"64KB\" or \"off\", not \"" + body_log_min + "\"");
     }
   }
+  spool.Duration("body_log_compact_after", &c.spool_body_log_compact_after);
+  {
+    std::string segment = "64MB";
+    spool.String("body_log_segment_size", &segment);
+    double ratio = 0;
+    uint64_t bytes = 0;
+    if (ParseFreeSpace(segment, &bytes, &ratio) && ratio == 0 && bytes >= (4 << 10)) {
+      c.spool_body_log_segment_bytes = bytes;
+    } else {
+      spool.Fail("body_log_segment_size",
+                 "must be a size of at least 4KB such as \"64MB\", not \"" + segment + "\"");
+    }
+  }
   spool.RejectUnknown();
 
   TableReader metrics(root["metrics"].as_table(), "metrics", error);

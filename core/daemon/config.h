@@ -98,6 +98,11 @@ struct Config {
   // [spool] body_log_min_size: bodies this large or larger go to the spool's body log
   // (queue/body_log.h); UINT64_MAX ("off"): none.
   uint64_t spool_body_log_min_bytes = uint64_t{64} << 10;
+  // [spool] body_log_compact_after: a body log segment full this long with half of its bodies
+  // or fewer still needed has those moved out, and goes (queue/body_log.h, "Space").
+  Seconds spool_body_log_compact_after{600};
+  // [spool] body_log_segment_size: the size past which a body log file is full.
+  uint64_t spool_body_log_segment_bytes = uint64_t{64} << 20;
   // [suppression] enabled, ttl, classes: the suppression list (queue/suppression.h), and the
   // bounce classes whose hard bounces go on it.
   bool spool_suppression = true;

@@ -13,6 +13,9 @@ queue::Spool::Options SpoolOptions(const Config& c) {
   o.min_free_bytes = c.spool_min_free_bytes;
   o.min_free_ratio = c.spool_min_free_ratio;
   o.body_log_min_bytes = c.spool_body_log_min_bytes;
+  o.body_log_segment_bytes = c.spool_body_log_segment_bytes;
+  o.body_log_compact_after =
+      std::chrono::duration_cast<std::chrono::milliseconds>(c.spool_body_log_compact_after);
   o.suppression = c.spool_suppression;
   o.suppression_ttl = c.spool_suppression_ttl;
   return o;

@@ -72,7 +72,19 @@ class CrashUnderLoad(unittest.TestCase):
                          "every message delivered, yet body log segments are left")
         self.assertLessEqual(len(files), 2, f"at most two spare segments kept: {files}")
 
-    def kill9_under_load(self, spool=None):
+    def test_kill9_while_body_log_segments_are_compacted_loses_nothing(self):
+        # Small segments compacted at once: with the slow sink most are full and partly
+        # delivered, so bodies are being moved (their refs rewritten) when the kill comes, and
+        # again after the restart, from the segments the crash left.
+        spool = {"body_log_min_size": "0", "body_log_segment_size": "16KB",
+                 "body_log_compact_after": "0s"}
+        self.kill9_under_load(spool=spool, restart_spool=spool,
+                              before_kill=r"moving the \d+ bodies still needed")
+        harness.wait_for(
+            lambda: "bodies still needed" in self.spate.read_log().rsplit("spate ready:", 1)[1],
+            30, "a compaction after the restart")
+
+    def kill9_under_load(self, spool=None, restart_spool=None, before_kill=None):
         self.spate = harness.Spate(self.dir, {"dest.test": self.slow_sink.port}, shards=2,
                                    spool=spool)
         self.spate.start()
@@ -83,6 +95,8 @@ class CrashUnderLoad(unittest.TestCase):
         for t in threads:
             t.start()
         harness.wait_for(lambda: len(acked) >= KILL_AFTER, 60, f"{KILL_AFTER} acknowledged")
+        if before_kill:
+            self.spate.wait_for_log(before_kill, 60)
         self.spate.kill9()  # mid-submission, mid-commit, mid-delivery
         stop.set()
         for t in threads:
@@ -90,7 +104,8 @@ class CrashUnderLoad(unittest.TestCase):
         with lock:
             acknowledged = set(acked)  # at least KILL_AFTER: the wait above saw to that
 
-        self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=2)
+        self.spate = harness.Spate(self.dir, {"dest.test": self.sink.port}, shards=2,
+                                   spool=restart_spool)
         ready = self.spate.start()
         # The crash left work behind, so this run tests recovery, not a quiet spool.
         recovered = int(ready.split("recovered_messages=")[1].split()[0])

@@ -439,6 +439,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"BodyLogShare", "[spool]\nbody_log_min_size = \"5%\"\n", "body_log_min_size"},
         BadConfig{"BodyLogWord", "[spool]\nbody_log_min_size = \"big\"\n", "body_log_min_size"},
         BadConfig{"BodyLogNumber", "[spool]\nbody_log_min_size = 65536\n", "body_log_min_size"},
+        BadConfig{"BodyLogSegmentTiny", "[spool]\nbody_log_segment_size = \"100\"\n",
+                  "body_log_segment_size"},
+        BadConfig{"BodyLogCompactWord", "[spool]\nbody_log_compact_after = \"soon\"\n",
+                  "body_log_compact_after"},
         BadConfig{"MxPortZero", "[delivery]\nmx_port = 0\n", "mx_port"},
         BadConfig{"ProhibitedNotANetwork", "[delivery]\nprohibited_networks = [\"loopback\"]\n",
                   "prohibited_networks"},
@@ -544,6 +548,20 @@ TEST(ConfigTest, BodyLogMinSizeTakesASizeZeroOrOff) {
   EXPECT_EQ(MustParse("[spool]\nbody_log_min_size = \"0\"\n").spool_body_log_min_bytes, 0u);
   EXPECT_EQ(MustParse("[spool]\nbody_log_min_size = \"off\"\n").spool_body_log_min_bytes,
             UINT64_MAX);
+}
+
+// [spool] body_log_compact_after: a duration, 10 minutes unless set.
+TEST(ConfigTest, BodyLogCompactAfterIsADuration) {
+  EXPECT_EQ(MustParse("").spool_body_log_compact_after, Seconds(600));
+  EXPECT_EQ(MustParse("[spool]\nbody_log_compact_after = \"30s\"\n").spool_body_log_compact_after,
+            Seconds(30));
+  EXPECT_EQ(daemon::SpoolOptions(MustParse("[spool]\nbody_log_compact_after = \"1m\"\n"))
+                .body_log_compact_after,
+            std::chrono::milliseconds(60000));
+  EXPECT_EQ(daemon::SpoolOptions(MustParse("")).body_log_segment_bytes, uint64_t{64} << 20);
+  EXPECT_EQ(daemon::SpoolOptions(MustParse("[spool]\nbody_log_segment_size = \"1MB\"\n"))
+                .body_log_segment_bytes,
+            uint64_t{1} << 20);
 }
 
 TEST(ParseDurationTest, Units) {

@@ -1322,6 +1322,60 @@ TEST_F(SpoolBodyLogTest, ASegmentGoesWithTheLastMessageInItOnceItIsFull) {
   EXPECT_EQ(*body, std::string(5000, 'd'));
 }
 
+// Segments held by one message in two (deferred ones, say) are compacted: the bodies still
+// needed move to the segment being written, and the old segments go; nothing of those bodies is
+// lost, before or after a restart. Idle, the spool does it on its check interval.
+TEST_F(SpoolBodyLogTest, SparseSegmentsAreCompactedTheirBodiesMovedAndTheyGo) {
+  options_.body_log_segment_bytes = 8000;  // full after two 5,000-byte bodies
+  options_.body_log_compact_after = std::chrono::milliseconds(0);
+  options_.check_interval = std::chrono::milliseconds(5);
+  auto spool = Open();
+  ASSERT_NE(spool, nullptr);
+  std::vector<MessageId> ids;
+  for (int i = 0; i < 6; ++i)
+    ids.push_back(AcceptSync(*spool, Msg("a@example.org", {"r0@example.com"},
+                                         std::string(5000, static_cast<char>('a' + i)))));
+  EXPECT_EQ(Segments(),
+            (std::vector<std::string>{"00000001.body", "00000002.body", "00000003.body"}));
+  EXPECT_EQ(spool->stats().bodies_moved, 0u) << "every segment full of needed bodies";
+  for (int i = 0; i < 6; i += 2)
+    spool->Finish(ids[static_cast<size_t>(i)], 0);
+  WaitForStats(*spool, 3, 0);
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (spool->stats().bodies_moved < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(spool->stats().bodies_moved, 3u);
+  // 1 and 2 moved into a new segment 4 (full with them), 3 into 5 (a spare written again).
+  EXPECT_EQ(Segments(), (std::vector<std::string>{"00000004.body", "00000005.body"}));
+  EXPECT_EQ(Spares().size(), 2u);
+  for (int i = 1; i < 6; i += 2) {
+    SCOPED_TRACE("message " + std::to_string(i));
+    Result<std::string> body = ReadBodySync(*spool, ids[static_cast<size_t>(i)]);
+    ASSERT_TRUE(body.has_value()) << body.error().message();
+    EXPECT_EQ(*body, std::string(5000, static_cast<char>('a' + i)));
+  }
+  spool->Finish(ids[1], 0);  // a moved message finished: its new segment keeps the other
+  WaitForStats(*spool, 4, 0);
+  EXPECT_EQ(Segments(), (std::vector<std::string>{"00000004.body", "00000005.body"}));
+  spool.reset();
+
+  std::vector<RecoveredMessage> recovered;
+  spool = OpenAndRecover(&recovered);
+  ASSERT_NE(spool, nullptr);
+  ASSERT_EQ(recovered.size(), 2u);
+  EXPECT_EQ(recovered[0].id, ids[3]);
+  EXPECT_EQ(recovered[1].id, ids[5]);
+  for (int i = 3; i < 6; i += 2) {
+    Result<std::string> body = ReadBodySync(*spool, ids[static_cast<size_t>(i)]);
+    ASSERT_TRUE(body.has_value()) << body.error().message();
+    EXPECT_EQ(*body, std::string(5000, static_cast<char>('a' + i)));
+  }
+  spool->Finish(ids[3], 0);
+  spool->Finish(ids[5], 0);
+  WaitForStats(*spool, 2, 0);
+  EXPECT_EQ(Segments(), std::vector<std::string>{}) << "both gone with their last bodies";
+}
+
 TEST_F(SpoolBodyLogTest, ASegmentNoMessageNamesIsRemovedAtStartUp) {
   TwoMessages();  // small bodies: none in the log
   {
