@@ -120,6 +120,7 @@ struct BodyLog::Segment {
   // Commit thread, for compaction: bodies written to it (a recovered one: those retained at
   // the end of Recover), since when it is no longer written, and whether it was compacted.
   uint64_t records = 0;
+  uint64_t retained_bytes = 0;  // of the records retained before Recover ended (their sizes)
   std::chrono::steady_clock::time_point full_since = std::chrono::steady_clock::now();
   bool compacted = false;
 };
@@ -363,9 +364,11 @@ bool BodyLog::Holds(const BodyRef& ref) const {
          ref.length <= it->second->size - ref.offset;
 }
 
-void BodyLog::Retain(uint32_t segment) {
-  if (auto it = segments_.find(segment); it != segments_.end())
+void BodyLog::Retain(uint32_t segment, uint64_t length) {
+  if (auto it = segments_.find(segment); it != segments_.end()) {
     ++it->second->live;
+    it->second->retained_bytes += kHeaderSize + length;
+  }
 }
 
 void BodyLog::Release(uint32_t segment) {
@@ -381,8 +384,12 @@ size_t BodyLog::DropUnreferenced() {
   for (const auto& [n, seg] : segments_) {
     if (seg->live == 0 && seg != current_)
       unused.push_back(n);
-    // A segment from before a restart: the bodies retained now are all that is known of it.
-    seg->records = std::max(seg->records, seg->live);
+    // A segment from before a restart: how many bodies it held is estimated from its size and
+    // those retained now (their records' mean size), so that it can be found sparse.
+    if (seg->records < seg->live)
+      seg->records = seg->live;
+    if (seg->live > 0 && seg->retained_bytes > 0)
+      seg->records = std::max(seg->records, seg->size * seg->live / seg->retained_bytes);
   }
   for (uint32_t n : unused)
     Drop(n);
@@ -390,6 +397,17 @@ size_t BodyLog::DropUnreferenced() {
 }
 
 void BodyLog::Drop(uint32_t number, bool reuse) {
+  {
+    // Out of the map first: no reader finds it from now on. One that holds it already reads
+    // on through its descriptor, so such a file is unlinked (its bytes stay for that reader),
+    // never written again as a spare.
+    std::lock_guard lock(mu_);
+    auto it = segments_.find(number);
+    if (it != segments_.end()) {
+      reuse = reuse && it->second.use_count() == 1;
+      segments_.erase(it);  // closed once the last reader lets go of it
+    }
+  }
   // Neither the removal nor the rename need be synced: a segment back after a crash is named
   // by no ref, and dropped by the next Recover().
   if (reuse && spares_.size() < kMaxSpares &&
@@ -398,8 +416,6 @@ void BodyLog::Drop(uint32_t number, bool reuse) {
   } else if (::unlink(PathOf(number).c_str()) != 0 && errno != ENOENT) {
     SPATE_LOG(kWarn, "spool: cannot remove %s: %s", PathOf(number).c_str(), std::strerror(errno));
   }
-  std::lock_guard lock(mu_);
-  segments_.erase(number);  // closed once the last reader lets go of it
 }
 
 uint32_t BodyLog::CompactionCandidate(std::chrono::steady_clock::duration after) const {

@@ -97,7 +97,8 @@ class BodyLog {
 
   // Counts of the bodies still referenced, per segment: Retain once its ref is on disk,
   // Release once its removal is; a segment at zero that is not being written is removed.
-  void Retain(uint32_t segment);
+  // `length`: the body's, when known (Recover: it sizes a segment from before a restart).
+  void Retain(uint32_t segment, uint64_t length = 0);
   void Release(uint32_t segment);
   // Removes every segment no body is retained in (but the one being written); how many.
   size_t DropUnreferenced();

@@ -611,7 +611,7 @@ struct Spool::Impl {
       MaybeSweep();
       if (batch.empty()) {
         // Idle: a compaction still goes on (body_log.h, "Space"), a batch of moves alone.
-        if (!stop && db &&
+        if (!stop && db && Compute() == Health::kOk &&
             (!compact_queue.empty() ||
              body_log->CompactionCandidate(options.body_log_compact_after) != 0))
           CommitBatch(batch);
@@ -773,10 +773,10 @@ struct Spool::Impl {
     // name them are written (body_log.h), so no ref on disk names bytes that are not.
     std::error_code log_error;
     uint64_t logged_bytes = 0;
-    // Bodies moving out of a sparse segment go with them (even short of space: compaction
-    // frees it), not when the spool has failed.
+    // Bodies moving out of a sparse segment go with them, not while the spool refuses mail
+    // (short of space, a failed move would fail the spool for its outcomes too).
     std::vector<Move> moves;
-    if (h != Health::kFailed)
+    if (!refuse)
       TakeMoves(&moves);
     {
       std::vector<BodyLog::Item> items;
@@ -961,8 +961,12 @@ struct Spool::Impl {
       for (auto& [a, id] : accepted)
         a->done(Unexpected{ec}, std::move(a->message));
       for (Move& m : moves) {
-        if (m.to.segment != 0)
-          compact_queue.push_back(m.id);
+        if (m.to.segment == 0)
+          continue;
+        compact_queue.push_back(m.id);
+        // Its new ref may be in the log all the same (a sync that failed after the append):
+        // the new segment stays until the next Recover counts what names it.
+        body_log->Retain(m.to.segment);
       }
       Publish(std::chrono::steady_clock::now());
       // The batch still holds its outcomes (only its accepts were taken): queued again.
@@ -992,7 +996,8 @@ struct Spool::Impl {
       stats.bodies_moved += moved;
       stats.body_log_segments = body_log->segments();
       stats.body_log_bytes = body_log->bytes();
-      ++stats.batches;
+      if (!batch.empty() || moved > 0)
+        ++stats.batches;  // not an idle turn that moved nothing
       stats.accepted += accepted.size();
       stats.finished += finished;
       stats.deferred += deferred;
@@ -1049,12 +1054,15 @@ struct Spool::Impl {
           // Its segment went between the two reads: its body was moved by a compaction, and
           // the ref is new. Once more, with that one.
           std::string again;
-          std::shared_lock lock(db_mu);
-          if (db && db->Get(rocksdb::ReadOptions(), body_ref_cf, MessageKey(req.id), &again).ok()) {
-            if (std::optional<BodyRef> moved = records::DecodeBodyRef(again);
-                moved && *moved != *ref)
-              read = body_log->Read(*moved);
+          bool found = false;
+          {
+            std::shared_lock lock(db_mu);
+            found =
+                db && db->Get(rocksdb::ReadOptions(), body_ref_cf, MessageKey(req.id), &again).ok();
           }
+          std::optional<BodyRef> moved = found ? records::DecodeBodyRef(again) : std::nullopt;
+          if (moved && *moved != *ref)
+            read = body_log->Read(*moved);  // outside the lock, as the first read
         }
         req.done(std::move(read));
       } else {
@@ -1254,7 +1262,7 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
         // The ref of a message that is gone: cannot normally happen (they are deleted
         // together). Removed with the leftovers.
         ++orphans;
-        cleanup.SingleDelete(d.body_ref_cf, ref_it->key());
+        cleanup.Delete(d.body_ref_cf, ref_it->key());
       }
       ref_it->Next();
       if (has_ref)
@@ -1279,7 +1287,11 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
       // last finish and the message's removal share a batch). Remove the leftovers.
       ++leftovers;
       cleanup.SingleDelete(d.envelope_cf, env_it->key());
-      cleanup.SingleDelete(has_ref ? d.body_ref_cf : d.body_cf, env_it->key());
+      if (has_ref) {
+        cleanup.Delete(d.body_ref_cf, env_it->key());  // put twice, maybe (a moved body)
+      } else {
+        cleanup.SingleDelete(d.body_cf, env_it->key());
+      }
       for (uint32_t i = 0; i < n; ++i) {
         if (pending.recorded[i])
           cleanup.Delete(d.rcpt_cf, RcptKey(id, i));
@@ -1288,7 +1300,7 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
     }
     if (has_ref) {
       pending.segment = ref->segment;
-      d.body_log->Retain(ref->segment);
+      d.body_log->Retain(ref->segment, ref->length);
     }
     m.recipients.reserve(pending.count);
     for (PendingRecipient& p : all) {
@@ -1306,7 +1318,7 @@ Result<void> Spool::Recover(const std::function<void(RecoveredMessage&&)>& fn) {
   }
   for (; ref_it->Valid(); ref_it->Next()) {
     ++orphans;
-    cleanup.SingleDelete(d.body_ref_cf, ref_it->key());
+    cleanup.Delete(d.body_ref_cf, ref_it->key());
   }
   if (!ref_it->status().ok())
     return Unexpected{ToError(ref_it->status(), "recover scan")};
