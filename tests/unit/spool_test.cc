@@ -888,8 +888,10 @@ TEST_F(SpoolDamageTest, AFinishedMessageLeftBehindIsRemoved) {
   RawDb raw(path());
   EXPECT_FALSE(raw.Get(RawDb::kEnvelope, Key(first_)).has_value());
   EXPECT_FALSE(raw.Get(RawDb::kBody, Key(first_)).has_value());
+  EXPECT_FALSE(raw.Get(RawDb::kBodyRef, Key(first_)).has_value());
   EXPECT_EQ(raw.Count(RawDb::kRcpt), 0u);
-  EXPECT_TRUE(raw.Get(RawDb::kBody, Key(second_)).has_value());
+  // The other message's body is in the body log (every body, by default): its ref stays.
+  EXPECT_TRUE(raw.Get(RawDb::kBodyRef, Key(second_)).has_value());
 }
 
 // Recipient records whose message is gone (before the first message, between two, after the
@@ -1378,10 +1380,22 @@ TEST_F(SpoolBodyLogTest, SparseSegmentsAreCompactedTheirBodiesMovedAndTheyGo) {
     ASSERT_TRUE(body.has_value()) << body.error().message();
     EXPECT_EQ(*body, std::string(5000, static_cast<char>('a' + i)));
   }
+  // One of 6's two finished: 6 is sparse in its turn, and its other body moves on, to 7 (one
+  // body: not full, the segment being written). 6 goes with it; 7 stays, empty, when the last
+  // message finishes (it is still the one being written).
   spool->Finish(ids[3], 0);
+  WaitForStats(*spool, 1, 0);
+  const auto third = std::chrono::steady_clock::now() + kDeadline;
+  while (spool->stats().bodies_moved < 3 && std::chrono::steady_clock::now() < third)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(spool->stats().bodies_moved, 3u);
+  EXPECT_EQ(Segments(), std::vector<std::string>{"00000007.body"}) << "6 gone with its move";
+  Result<std::string> last = ReadBodySync(*spool, ids[5]);
+  ASSERT_TRUE(last.has_value()) << last.error().message();
+  EXPECT_EQ(*last, std::string(5000, 'f'));
   spool->Finish(ids[5], 0);
   WaitForStats(*spool, 2, 0);
-  EXPECT_EQ(Segments(), std::vector<std::string>{}) << "6 full, gone with its last body";
+  EXPECT_EQ(Segments(), std::vector<std::string>{"00000007.body"});
 }
 
 // A segment already sparse when the spool stopped is found sparse after the restart: how many
