@@ -197,9 +197,8 @@ class Spool {
     bool suppression = true;
     Seconds suppression_ttl{90 * 86400};
     // [spool] body_log_min_size: bodies of at least this many bytes go to the body log
-    // (body_log.h) and RocksDB holds where; smaller ones stay in CF "body". 0 (the default):
-    // every body; UINT64_MAX: none.
-    uint64_t body_log_min_bytes = 0;
+    // (body_log.h) and RocksDB holds where; smaller ones stay in CF "body". UINT64_MAX: none.
+    uint64_t body_log_min_bytes = uint64_t{64} << 10;
     // A segment of the body log takes batches until it is this large.
     uint64_t body_log_segment_bytes = uint64_t{64} << 20;
     // A body log segment full this long with half of its bodies or fewer still needed is

@@ -383,8 +383,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     }
   }
   {
-    // "0" (every body in the body log), a size ("64KB"), or "off": every body in RocksDB.
-    std::string body_log_min = "0";
+    // "64KB" (a size), or "off": every body in RocksDB.
+    std::string body_log_min = "64KB";
     spool.String("body_log_min_size", &body_log_min);
     double ratio = 0;
     uint64_t bytes = 0;

@@ -97,7 +97,7 @@ struct Config {
   double spool_min_free_ratio = 0;
   // [spool] body_log_min_size: bodies this large or larger go to the spool's body log
   // (queue/body_log.h); UINT64_MAX ("off"): none.
-  uint64_t spool_body_log_min_bytes = 0;  // [spool] body_log_min_size: every body
+  uint64_t spool_body_log_min_bytes = uint64_t{64} << 10;
   // [spool] body_log_compact_after: a body log segment full this long with half of its bodies
   // or fewer still needed has those moved out, and goes (queue/body_log.h, "Space").
   Seconds spool_body_log_compact_after{600};

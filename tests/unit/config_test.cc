@@ -83,7 +83,7 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_EQ(c.dns_max_ttl, 3600s);
   EXPECT_EQ(c.dns_negative_ttl, 30s);
   EXPECT_DOUBLE_EQ(c.spool_min_free_ratio, 0.02);
-  EXPECT_EQ(c.spool_body_log_min_bytes, 0u);
+  EXPECT_EQ(c.spool_body_log_min_bytes, uint64_t{64} << 10);
   EXPECT_TRUE(c.smarthost_text.empty());
   EXPECT_EQ(c.max_connections, 16u);
   EXPECT_EQ(c.max_messages_per_connection, 1000u);

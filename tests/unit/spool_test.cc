@@ -888,10 +888,8 @@ TEST_F(SpoolDamageTest, AFinishedMessageLeftBehindIsRemoved) {
   RawDb raw(path());
   EXPECT_FALSE(raw.Get(RawDb::kEnvelope, Key(first_)).has_value());
   EXPECT_FALSE(raw.Get(RawDb::kBody, Key(first_)).has_value());
-  EXPECT_FALSE(raw.Get(RawDb::kBodyRef, Key(first_)).has_value());
   EXPECT_EQ(raw.Count(RawDb::kRcpt), 0u);
-  // The other message's body is in the body log (every body, by default): its ref stays.
-  EXPECT_TRUE(raw.Get(RawDb::kBodyRef, Key(second_)).has_value());
+  EXPECT_TRUE(raw.Get(RawDb::kBody, Key(second_)).has_value());
 }
 
 // Recipient records whose message is gone (before the first message, between two, after the
