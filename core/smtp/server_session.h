@@ -342,6 +342,7 @@ class ServerSession {
   Scan scan_ = Scan::kLineStart;
   size_t line_len_ = 0;   // octets of the current text line, without a stuffing dot
   size_t data_size_ = 0;  // octets of the (unstuffed) message so far
+  size_t last_body_ = 0;  // octets of the last message stored: room for the next (no SIZE)
   bool data_too_big_ = false;
   bool line_too_long_ = false;
   bool bare_newline_ = false;    // a bare CR or LF was seen (BareLfPolicy::kReject)

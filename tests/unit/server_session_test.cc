@@ -1533,6 +1533,43 @@ INSTANTIATE_TEST_SUITE_P(
         RelayCase{"<user@xlocal.test>", RelayDenied("user@xlocal.test"), kRcptOk},
         RelayCase{"<user@localtest>", RelayDenied("user@localtest"), kRcptOk}));
 
+// Room for a body is reserved from the client's SIZE or, without one, from the last message on
+// the connection (a campaign's are alike); a body that came smaller gives the rest back before it
+// goes to the queue.
+TEST(ServerSessionTest, AStoredBodyHoldsNoMoreRoomThanItNeeds) {
+  ServerSession session(With([](ServerSession::Options& o) { o.max_message_size = 1 << 20; }));
+  session.Start();
+  std::string big;
+  while (big.size() < 60000)
+    big += std::string(76, 'x') + "\r\n";
+  session.Feed(kEhloThenTxn + big + ".\r\n");
+  std::optional<ReceivedMessage> m = session.TakeMessage();
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->body, big);
+  EXPECT_LE(m->body.capacity(), 2 * big.size() + 4096);
+  session.OnCommitted(std::string("A1"));
+  (void)session.TakeOutput();
+  // The same size again: room for it was there from the start, and is kept.
+  session.Feed(kMail + kRcpt + kData + big + ".\r\n");
+  std::optional<ReceivedMessage> again = session.TakeMessage();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->body, big);
+  EXPECT_GE(again->body.capacity(), big.size());
+  EXPECT_LE(again->body.capacity(), big.size() + 4096);
+  session.OnCommitted(std::string("A2"));
+  (void)session.TakeOutput();
+  // A small one after it, and one whose SIZE said far more than came: no 60 KB buffers kept.
+  for (const std::string& mail : {kMail, std::string("MAIL FROM:<a@x.test> SIZE=900000\r\n")}) {
+    session.Feed(mail + kRcpt + kData + "small\r\n.\r\n");
+    std::optional<ReceivedMessage> small = session.TakeMessage();
+    ASSERT_TRUE(small.has_value()) << mail;
+    EXPECT_EQ(small->body, "small\r\n");
+    EXPECT_LT(small->body.capacity(), 4096u) << mail;
+    session.OnCommitted(std::string("A3"));
+    (void)session.TakeOutput();
+  }
+}
+
 // The pause itself: nothing after the first "." is answered before the spool says the message
 // is durable, and input fed meanwhile waits.
 TEST(ServerSessionTest, HoldsInputUntilCommitted) {
