@@ -6,7 +6,8 @@
 //
 //   - Message and connection rates (max_message_rate, max_connection_rate) are GCRA in Redis:
 //     one Lua script, atomic, on Redis's clock (TIME), takes a cell of "spate:rate:KEY" or
-//     says how long until one is due. The same algorithm as the per-node Gcra (throttle.h).
+//     says how long until one is due. The same algorithm as the per-node Gcra (throttle.h),
+//     but that a cell asked for less than one interval late keeps its due time (cluster.cc).
 //   - Connection limits (connection_limit) are leases: a sorted set "spate:lease:KEY" of
 //     members node/shard/id scored by their expiry; a connection takes one while fewer than the
 //     limit are unexpired, renews it every lease_ttl / 3 while open, and removes it at close. A
