@@ -541,10 +541,7 @@ void ServerSession::Mail(std::string_view arg) {
   if (params.has_priority && (authenticated_ || options_.client_may_relay))
     txn_.priority = params.priority;
   if (params.has_size) {
-    // RFC 1870 §3: the client's estimate. Room for it (and for the headers we add) up front
-    // saves growing the body by copies; capped, as the figure is only the client's word.
-    constexpr uint64_t kMaxReserve = 4 << 20;
-    txn_.body.reserve(static_cast<size_t>(std::min(params.size, kMaxReserve)) + 512);
+    ReserveBody(params.size);  // RFC 1870 §3: the client's estimate
   }
   state_ = State::kMail;
   Say("250 2.1.0 Ok");

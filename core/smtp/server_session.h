@@ -289,6 +289,9 @@ class ServerSession {
   // (false, and the body let go, once the message is to be refused).
   bool Keep(size_t size);
   void StartBody();
+  // Room for a body of about `expected` octets and the fields we add, up front: no growing by
+  // copies. Capped, as the figure is only a guess (the client's SIZE, or its last message).
+  void ReserveBody(uint64_t expected);
   void EndOfData();
   void FinishChunk();
   void HandleCommandLine(std::string_view line);

@@ -261,6 +261,11 @@ void ServerSession::AppendBody(const char* data, size_t size) {
   }
 }
 
+void ServerSession::ReserveBody(uint64_t expected) {
+  constexpr uint64_t kMaxReserve = 4 << 20;
+  txn_.body.reserve(static_cast<size_t>(std::min(expected, kMaxReserve)) + 512);
+}
+
 void ServerSession::StartBody() {
   scan_ = Scan::kLineStart;  // the line after DATA starts a line: "." right away ends the data
   line_len_ = 0;
@@ -273,8 +278,7 @@ void ServerSession::StartBody() {
     // No SIZE from the client (RFC 1870 §3 would have reserved at MAIL): a campaign's
     // messages on one connection are alike, so room for the last one's size saves growing the
     // body by copies, about one copy of it (EndOfData gives back what this overshoots).
-    constexpr size_t kMaxReserve = 4 << 20;
-    txn_.body.reserve(std::min(last_body_, kMaxReserve) + 512);
+    ReserveBody(last_body_);
   }
   // The added fields: everything the Received: line says is known by now (RCPT cannot follow
   // DATA or BDAT, RFC 3030 §2; nor can AUTH, STARTTLS or EHLO without ending the transaction),
