@@ -218,6 +218,14 @@ Result<sockaddr_storage> ParseEndpoint(std::string_view endpoint, socklen_t* len
   return out;
 }
 
+// Connections the kernel completes and queues for accept(). More than the kernel allows is
+// cut to net.core.somaxconn (4096 by default since Linux 5.4). With 1024, as before, a burst of
+// new connections (a campaign system opening thousands at once, or spate's own deliveries to
+// one host after a restart) overflowed the queue: the kernel then drops the SYN, or the ACK of
+// a handshake the client already thinks complete, and that client waits for a greeting until
+// its timeout (5 minutes for a 220, RFC 5321 §4.5.3.2).
+constexpr int kListenBacklog = 65535;
+
 Result<int> Listen(const sockaddr_storage& addr, socklen_t len, bool reuse_port) {
   int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
@@ -226,7 +234,8 @@ Result<int> Listen(const sockaddr_storage& addr, socklen_t len, bool reuse_port)
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (reuse_port)
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-  if (bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) < 0 || listen(fd, 1024) < 0) {
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) < 0 ||
+      listen(fd, kListenBacklog) < 0) {
     int err = errno;
     close(fd);
     return Errno(err);
