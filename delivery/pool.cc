@@ -1121,6 +1121,7 @@ void Site::OnIdle(ClientConnection* conn) {
 
 void Site::NotePipelineNextRefused(const std::string& peer) {
   pipeline_next_refused_ = true;
+  stats_.pipeline_next_refused.Set(1);
   SPATE_LOG(kInfo,
             "delivery: %s: %s refused commands pipelined behind the end of data (RFC 2920 3.1 "
             "allows them): sent again; this site's connections wait for each end-of-data reply",

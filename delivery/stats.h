@@ -47,7 +47,9 @@ struct DomainStats {
   Histogram delivery_latency{kDeliveryLatencyBounds};
   // Sites only (issue 11): the limits in force now (shaping, moved by automation; rates in
   // thousandths per second, 0 for none), whether it is suspended, how often it was, and the
-  // recipients waiting in its ready queue by MT-PRIORITY (index priority + 9).
+  // recipients waiting in its ready queue by MT-PRIORITY (index priority + 9). Also whether its
+  // server refused commands pipelined behind an end of data (1: each transaction then waits for
+  // the end-of-data reply, two round trips a message instead of one).
   Gauge connection_limit;
   Gauge deliveries_per_connection;
   Gauge recipients_per_batch;
@@ -55,6 +57,7 @@ struct DomainStats {
   Gauge connection_rate_milli;
   Gauge suspended;
   Counter suspensions;
+  Gauge pipeline_next_refused;
   std::array<Gauge, 19> queued_by_priority;
   // Domains only (issue 14): jobs routed by the destination's TLS policy
   // [kTlsPolicy*][kTlsResult*]: ok (routed under it), mismatch (no MX host matches an enforced

@@ -195,6 +195,7 @@ class SampleCollector : public prometheus::Collectable {
         t.max_connection_rate = std::max(t.max_connection_rate, s.max_connection_rate);
         t.suspended += s.suspended;
         t.suspensions += s.suspensions;
+        t.pipeline_next_refused = std::max(t.pipeline_next_refused, s.pipeline_next_refused);
         for (int p = 0; p < 19; ++p)
           t.queued_by_priority[p] += s.queued_by_priority[p];
       }
@@ -226,6 +227,11 @@ class SampleCollector : public prometheus::Collectable {
                MetricType::Gauge, [](const SiteShapingSample& s) { return s.suspended; });
       per_site("spate_site_suspensions_total", "Times a site was suspended by an automation rule.",
                MetricType::Counter, [](const SiteShapingSample& s) { return s.suspensions; });
+      per_site("spate_site_pipeline_next_refused",
+               "1 once a site's server refused commands pipelined behind an end of data (RFC "
+               "2920 3.1): its transactions then wait for each end-of-data reply.",
+               MetricType::Gauge,
+               [](const SiteShapingSample& s) { return s.pipeline_next_refused; });
       auto queued = Family("spate_site_queued_recipients",
                            "Recipients waiting in a site's ready queue, by MT-PRIORITY (RFC "
                            "6710); priorities with none waiting are left out.",

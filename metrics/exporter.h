@@ -94,6 +94,7 @@ struct SiteShapingSample {
   double max_connection_rate = 0;
   int64_t suspended = 0;
   uint64_t suspensions = 0;
+  int64_t pipeline_next_refused = 0;    // its server refused commands behind an end of data
   int64_t queued_by_priority[19] = {};  // index: MT-PRIORITY + 9
 };
 

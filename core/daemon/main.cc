@@ -719,6 +719,7 @@ int Run(int argc, char** argv) {
             sh.max_connection_rate = static_cast<double>(ds.connection_rate_milli.Get()) / 1000;
             sh.suspended = ds.suspended.Get();
             sh.suspensions = ds.suspensions.Get();
+            sh.pipeline_next_refused = ds.pipeline_next_refused.Get();
             for (int p = 0; p < 19; ++p)
               sh.queued_by_priority[p] = ds.queued_by_priority[p].Get();
             sample.site_shaping.push_back(std::move(sh));

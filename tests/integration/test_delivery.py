@@ -608,6 +608,9 @@ class DeliveryTest(unittest.TestCase):
                   if re.search(rb"\r\n\.\r\nMAIL FROM:[^\r]*\r\nRCPT TO:[^\r]*\r\nDATA\r\n$", d)]
         self.assertEqual(len(behind), 4, "4 chunks of data end + the next MAIL/RCPT/DATA")
         self.assertNotIn("RSET", [c for _, c in conn.commands], "no RSET behind an end of data")
+        self.assertRegex(self.spate.metrics(),
+                         r'spate_site_pipeline_next_refused\{[^}]*site="[^"]*"[^}]*\} 0\n',
+                         "the site's series says it pipelines behind data")
 
     def test_a_server_that_refuses_commands_behind_data_gets_them_again(self):
         # Haraka 3.3 answers every command behind an end of data with 503: that is nobody's
@@ -620,6 +623,9 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(self.deliveries("haraka.test", "failed"), 0)
         self.assertEqual(self.deliveries("haraka.test", "deferred"), 0)
         self.spate.wait_for_log("refused commands pipelined behind the end of data", 10)
+        # ... and /metrics says which site: what an operator looks at to find the sites that
+        # cost two round trips a message.
+        self.assertEqual(self.spate.metric("spate_site_pipeline_next_refused"), 1)
 
     def test_pipeline_next_off_waits_for_the_end_of_data_reply(self):
         _, txns = self._pipeline_next_run("wait.test", {"pipeline_next": False})
