@@ -132,6 +132,27 @@ def machine_cpu():
     return sum(v) - idle, sum(v)
 
 
+def tcp_counters():
+    """Kernel TCP counters since boot that spoil a run when they move (every process's, this
+    machine's network namespace): handshakes dropped because a listener's accept queue was full
+    (TcpExt ListenOverflows: the client waits 1 s or more for its SYN to be sent again), and
+    segments sent again (Tcp RetransSegs)."""
+    out = {"listen_overflows": 0, "retransmitted_segments": 0}
+    for path, table, field, key in (("/proc/net/netstat", "TcpExt:", "ListenOverflows",
+                                     "listen_overflows"),
+                                    ("/proc/net/snmp", "Tcp:", "RetransSegs",
+                                     "retransmitted_segments")):
+        try:
+            with open(path) as f:
+                rows = [line.split() for line in f if line.startswith(table)]
+        except OSError:
+            continue
+        for names, values in zip(rows[0::2], rows[1::2]):
+            if field in names:
+                out[key] = int(values[names.index(field)])
+    return out
+
+
 def load_average():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -855,6 +876,7 @@ def run_target(target, bins, p, outdir, messages, rate=0.0):
         log(f"{target}: {messages} messages of {p.size_mix or p.size} octets, "
             f"{p.connections} connections" + (f", rate {rate:.0f}/s" if rate else ""))
         busy0, total0 = machine_cpu()
+        tcp0 = tcp_counters()
         sink_cpu0 = proc_cpu_seconds(sink.proc.pid)
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = subprocess.run(blast_args(bins, port, p, blast_json, messages, rate, extra),
@@ -875,6 +897,7 @@ def run_target(target, bins, p, outdir, messages, rate=0.0):
             log(f"{target}: {e}")
         drain_s = time.monotonic() - t0
         busy1, total1 = machine_cpu()
+        tcp1 = tcp_counters()
         sink_cpu = proc_cpu_seconds(sink.proc.pid) - sink_cpu0
         if perf:
             finish_perf(perf, outdir, target, p.keep)
@@ -923,6 +946,11 @@ def run_target(target, bins, p, outdir, messages, rate=0.0):
             "other_processes_cores": round(max(others, 0) / max(window_s, 1e-9), 2),
             "blast_cpu_s_per_1000_msgs": round(blast_cpu / max(messages, 1) * 1000, 4),
             "sink_cpu_s_per_1000_msgs": round(sink_cpu / max(delivered, 1) * 1000, 4),
+            # Handshakes dropped and segments sent again meanwhile, on loopback: not 0, the
+            # run waited on TCP's timers somewhere, and its rate and tail say less.
+            "tcp_listen_overflows": tcp1["listen_overflows"] - tcp0["listen_overflows"],
+            "tcp_retransmitted_segments": (tcp1["retransmitted_segments"] -
+                                           tcp0["retransmitted_segments"]),
         }
         if cpu is not None:
             summary["cpu_s_per_1000_msgs"] = round(cpu / max(delivered, 1) * 1000, 4)
