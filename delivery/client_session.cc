@@ -47,6 +47,20 @@ bool RefusesPipelining(const smtp::Reply& reply) {
 
 }  // namespace
 
+ClientSession::Awaiting ClientSession::awaiting() const {
+  if (sent_ == 0 || state_ == State::kClosed)
+    return Awaiting::kNothing;
+  switch (commands_.front().kind) {
+    case Kind::kGreeting:
+      return Awaiting::kGreeting;
+    case Kind::kEndOfData:
+    case Kind::kEndOfEmptyData:
+      return Awaiting::kEndOfData;
+    default:
+      return Awaiting::kReply;
+  }
+}
+
 ClientSession::ClientSession(Options options) : options_(std::move(options)) {
   // RFC 5321 §3.1: the server speaks first; its greeting answers the connection.
   commands_.push_back(Command{Kind::kGreeting});

@@ -35,6 +35,9 @@
 // Options::require_tls, a server that does not offer it or refuses it ends the session with a
 // 451 4.7.4 reason instead of a transaction in the clear.
 //
+// Timeouts are the caller's; awaiting() says which reply it waits for (RFC 5321 §4.5.3.2 gives
+// the greeting and the end of data their own).
+//
 // Sans-I/O. Inputs: OnBytes(), Submit(), Quit(), Abort(), OnTlsEstablished(). Outputs:
 // TakeOutput() (bytes to write) and TakeEvents(). The reactor owns the socket and the timers.
 // Threading: not thread-safe; lives on the shard that owns the destination.
@@ -158,6 +161,11 @@ class ClientSession {
 
   bool idle() const;
   bool closed() const;
+
+  // The reply the connection waits for now: that of the oldest command on the wire. RFC 5321
+  // §4.5.3.2 gives the greeting and the end of data timeouts of their own (the caller's).
+  enum class Awaiting : uint8_t { kNothing, kGreeting, kEndOfData, kReply };
+  Awaiting awaiting() const;
 
   std::string TakeOutput();
   std::vector<Event> TakeEvents();

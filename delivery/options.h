@@ -49,6 +49,11 @@ struct Options {
   unsigned max_recipients_per_transaction = 100;
   Seconds connect_timeout{30};
   Seconds reply_timeout{300};  // per command
+  // RFC 5321 §4.5.3.2: the server's 220 greeting, and the reply to the end of data, have
+  // timeouts of their own (5 and 10 minutes there). A reply the end of data waits for longer
+  // than this is a message the server may have taken: cut short, it is sent again.
+  Seconds greeting_timeout{300};
+  Seconds data_dot_timeout{600};
   // A pooled connection with nothing to send is closed after this; a destination with no queue
   // and no connection is forgotten after it too (memory stays flat in the number of domains).
   Seconds idle_timeout{5};

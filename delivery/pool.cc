@@ -178,7 +178,7 @@ class ClientConnection final : public Connection {
     engine_.Submitted(site_, *f.job);
     f.tx = session_.Submit(env, *f.job->body);
     ++messages_;
-    Touch(engine_.options().reply_timeout);
+    Touch(PhaseTimeout());
     // The session may settle a transaction without a word to the server (a message that needs
     // SMTPUTF8 the server lacks): its events must be handled now, not at the next input. Inside
     // Drain() (OnIdle -> Submit) the running loop picks them up and sends the output: no
@@ -190,7 +190,7 @@ class ClientConnection final : public Connection {
   void Quit() {
     if (session_.idle()) {
       session_.Quit();
-      Touch(engine_.options().reply_timeout);
+      Touch(PhaseTimeout());
       Flush();
     }
   }
@@ -212,7 +212,7 @@ class ClientConnection final : public Connection {
       return;
     }
     StartReading();
-    Touch(engine_.options().reply_timeout);
+    Touch(PhaseTimeout());
   }
 
   void OnData(std::string_view data) noexcept override {
@@ -277,7 +277,7 @@ class ClientConnection final : public Connection {
       peer_.log = " mx=" + host_.text + " tls=" + version + "/" + cipher;
       engine_.stats().CountTls(version, cipher);
       session_.OnTlsEstablished();
-      Touch(engine_.options().reply_timeout);
+      Touch(PhaseTimeout());
     }
     if (!plain.empty())
       session_.OnBytes(plain);
@@ -346,6 +346,7 @@ class ClientConnection final : public Connection {
       if (!HandleEvents(events))
         return;  // closed: `this` may be gone
     }
+    Retime();
     Flush();
     draining_ = false;
   }
@@ -386,7 +387,7 @@ class ClientConnection final : public Connection {
         if (messages_ >= site_.limits().max_deliveries_per_connection || engine_.shutting_down() ||
             site_.suspended()) {
           session_.Quit();
-          Touch(engine_.options().reply_timeout);
+          Touch(PhaseTimeout());
         } else {
           site_.OnIdle(this);
         }
@@ -517,6 +518,36 @@ class ClientConnection final : public Connection {
     std::string out = tls_->TakeCiphertext();
     if (!out.empty())
       Send(std::move(out));
+  }
+
+  // The wait for the reply the session waits for now (RFC 5321 §4.5.3.2): the greeting's and
+  // the end of data's have their own.
+  Seconds PhaseTimeout() const {
+    switch (session_.awaiting()) {
+      case ClientSession::Awaiting::kGreeting:
+        return engine_.options().greeting_timeout;
+      case ClientSession::Awaiting::kEndOfData:
+        return engine_.options().data_dot_timeout;
+      case ClientSession::Awaiting::kNothing:
+      case ClientSession::Awaiting::kReply:
+        break;
+    }
+    return engine_.options().reply_timeout;
+  }
+
+  // The replies that came in may leave another one waited for (the greeting answered, EHLO
+  // sent; the end of data answered, the next MAIL's reply behind it): its wait, counted from
+  // the last input, as Touch() does.
+  void Retime() {
+    const Clock::duration timeout = ToDuration(PhaseTimeout());
+    if (timeout == timeout_)
+      return;
+    timeout_ = timeout;
+    const Clock::time_point due = last_activity_ + timeout_;
+    if (timer_.valid() && timer_.deadline > due)
+      reactor().CancelTimer(timer_);
+    if (!timer_.valid())
+      ArmTimer(due);
   }
 
   // (Re)arms the inactivity timer: it fires once `timeout` passes with no input.

@@ -303,6 +303,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   c.max_recipients_per_transaction = 100;
   c.connect_timeout = Seconds(30);
   c.reply_timeout = Seconds(300);
+  c.greeting_timeout = Seconds(300);
+  c.data_dot_timeout = Seconds(600);
   c.idle_timeout = Seconds(5);
   c.retry_base = Seconds(60);
   c.retry_max = Seconds(3600);
@@ -446,6 +448,8 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
   delivery.Bool("pipeline_next", &c.pipeline_next);
   delivery.Duration("connect_timeout", &c.connect_timeout);
   delivery.Duration("reply_timeout", &c.reply_timeout);
+  delivery.Duration("greeting_timeout", &c.greeting_timeout);
+  delivery.Duration("data_dot_timeout", &c.data_dot_timeout);
   delivery.Duration("idle_timeout", &c.idle_timeout);
   delivery.Duration("retry_base", &c.retry_base);
   delivery.Duration("retry_max", &c.retry_max);

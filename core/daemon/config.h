@@ -132,13 +132,15 @@ struct Config {
   unsigned max_recipients_per_transaction = 0;
   bool pipeline_next = true;  // [delivery] pipeline_next: the next MAIL behind the end of data
   Seconds connect_timeout{};
-  Seconds reply_timeout{};  // per command, client side
-  Seconds idle_timeout{};   // an idle pooled connection is closed after this
-  Seconds retry_base{};     // first retry delay; doubles per attempt
-  Seconds retry_max{};      // cap of the retry delay
-  Seconds max_age{};        // a recipient deferred this long after acceptance expires; 0: never
-  bool dsn = true;          // [delivery] dsn: RFC 3464 notifications to senders
-  Seconds delay_warning{};  // a DELAY notice once deferred this long after acceptance; 0: never
+  Seconds reply_timeout{};     // per command, client side
+  Seconds greeting_timeout{};  // for the server's 220
+  Seconds data_dot_timeout{};  // for the reply to the end of data
+  Seconds idle_timeout{};      // an idle pooled connection is closed after this
+  Seconds retry_base{};        // first retry delay; doubles per attempt
+  Seconds retry_max{};         // cap of the retry delay
+  Seconds max_age{};           // a recipient deferred this long after acceptance expires; 0: never
+  bool dsn = true;             // [delivery] dsn: RFC 3464 notifications to senders
+  Seconds delay_warning{};     // a DELAY notice once deferred this long after acceptance; 0: never
   // [delivery] MX routing (RFC 5321 §5), for domains without a route when there is no
   // smarthost: the port of MX hosts, the networks never connected to, the order of the address
   // families ("ipv4_first", "ipv6_first", "ipv4_only", "ipv6_only"), addresses per attempt.

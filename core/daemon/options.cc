@@ -59,6 +59,8 @@ delivery::Options DeliveryOptions(const Config& c) {
   o.pipeline_next = c.pipeline_next;
   o.connect_timeout = c.connect_timeout;
   o.reply_timeout = c.reply_timeout;
+  o.greeting_timeout = c.greeting_timeout;
+  o.data_dot_timeout = c.data_dot_timeout;
   o.idle_timeout = c.idle_timeout;
   o.retry_base = c.retry_base;
   o.retry_max = c.retry_max;

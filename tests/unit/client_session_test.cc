@@ -861,6 +861,26 @@ std::vector<Case> Cases() {
                 Server("250 Ok\r\n", "DATA\r\n"), Server("354 go\r\n", "One\r\n.\r\n"),
                 Check([](const ClientSession& s) { EXPECT_FALSE(s.can_submit_next()); }),
                 Server("250 Ok\r\n", "", {"rcpt 1#0 250 Ok", "done 1", "ready"})}})});
+  // What the connection waits for at each point, which picks its timeout (RFC 5321 §4.5.3.2:
+  // the greeting's and the end of data's are their own): the oldest command on the wire, the
+  // end of data still while the next transaction's commands are behind it.
+  using A = ClientSession::Awaiting;
+  auto awaiting = [](A want) {
+    return Check([want](const ClientSession& s) { EXPECT_EQ(s.awaiting(), want); });
+  };
+  cases.push_back(
+      {"PipelineNextAwaitingNamesTheReplyWaitedFor",
+       {awaiting(A::kGreeting), Server(kGreeting, kEhlo), awaiting(A::kReply),
+        Server(kEhloPipelining, "", {"ready"}), awaiting(A::kNothing),
+        Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob), awaiting(A::kReply),
+        Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+        awaiting(A::kEndOfData), Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol),
+        awaiting(A::kEndOfData),
+        Server("250 2.0.0 Ok\r\n", "", {"rcpt 1#0 250 2.0.0 Ok", "done 1"}), awaiting(A::kReply),
+        Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "Two\r\n.\r\n", {"next"}),
+        awaiting(A::kEndOfData),
+        Server("250 2.0.0 Ok\r\n", "", {"rcpt 2#0 250 2.0.0 Ok", "done 2", "ready"}),
+        awaiting(A::kNothing)}});
   for (Case& c : cases) {
     if (c.name.rfind("PipelineNext", 0) == 0)
       c.options = PipelineNext();

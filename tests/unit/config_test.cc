@@ -91,6 +91,8 @@ TEST(ConfigTest, EmbeddedDefaultParsesAsDocumented) {
   EXPECT_TRUE(c.pipeline_next);
   EXPECT_EQ(c.connect_timeout, 30s);
   EXPECT_EQ(c.reply_timeout, 300s);
+  EXPECT_EQ(c.greeting_timeout, 300s);  // RFC 5321 §4.5.3.2.1
+  EXPECT_EQ(c.data_dot_timeout, 600s);  // §4.5.3.2.6
   EXPECT_EQ(c.idle_timeout, 5s);
   EXPECT_EQ(c.retry_base, 60s);
   EXPECT_EQ(c.retry_max, 3600s);
@@ -242,6 +244,8 @@ TEST(ConfigTest, EmptyTextMeansTheSameAsTheShippedFile) {
   EXPECT_EQ(a.max_recipients_per_transaction, b.max_recipients_per_transaction);
   EXPECT_EQ(a.connect_timeout, b.connect_timeout);
   EXPECT_EQ(a.reply_timeout, b.reply_timeout);
+  EXPECT_EQ(a.greeting_timeout, b.greeting_timeout);
+  EXPECT_EQ(a.data_dot_timeout, b.data_dot_timeout);
   EXPECT_EQ(a.idle_timeout, b.idle_timeout);
   EXPECT_EQ(a.retry_base, b.retry_base);
   EXPECT_EQ(a.retry_max, b.retry_max);
@@ -286,6 +290,8 @@ max_recipients_per_transaction = 9
 pipeline_next = false
 connect_timeout = "250ms"
 reply_timeout = 45
+greeting_timeout = "1m"
+data_dot_timeout = "20m"
 idle_timeout = 1.5
 retry_base = "2m"
 retry_max = "2h"
@@ -324,6 +330,8 @@ deliveries = false
   EXPECT_EQ(c.max_recipients_per_transaction, 9u);
   EXPECT_DOUBLE_EQ(c.connect_timeout.count(), 0.25);
   EXPECT_EQ(c.reply_timeout, 45s);  // a bare TOML number is seconds
+  EXPECT_EQ(c.greeting_timeout, 60s);
+  EXPECT_EQ(c.data_dot_timeout, 1200s);
   EXPECT_DOUBLE_EQ(c.idle_timeout.count(), 1.5);
   EXPECT_EQ(c.retry_base, 120s);
   EXPECT_EQ(c.retry_max, 7200s);
