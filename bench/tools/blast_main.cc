@@ -228,9 +228,14 @@ class Worker final : public Service {
   // A message staged on a connection that broke before its data was sent: someone else sends it.
   void Requeue(uint64_t seq) { requeued_.push_back(seq); }
 
-  // Rate limit: how long the caller should wait before starting a transaction (0: now). The
-  // slots are spaced evenly; a late caller does not earn a burst.
-  uint64_t StartDelayNs() {
+  // Rate limit: when (CLOCK_MONOTONIC ns) the caller may start a transaction; 0: now. The
+  // slots are spaced evenly; a late caller does not earn a burst. A transaction starts at the
+  // first millisecond tick at or after its slot, so the slots of one tick share one wake-up of
+  // the loop (at 15,000 messages a second, 1,000 wake-ups instead of 15,000: paced one by one,
+  // the blaster took 3 times the CPU a message it takes unpaced, on the cores the MTA under
+  // test shares).
+  static constexpr uint64_t kTickNs = 1'000'000;
+  uint64_t StartAtNs() {
     if (shared_.options.rate <= 0)
       return 0;
     uint64_t now = MonotonicNs();
@@ -238,7 +243,7 @@ class Worker final : public Service {
                                               shared_.options.rate);
     uint64_t slot = std::max(now, next_slot_ns_);
     next_slot_ns_ = slot + interval;
-    return slot - now;
+    return slot == now ? 0 : (slot + kTickNs - 1) / kTickNs * kTickNs;
   }
 
   void CountError(const std::string& what) { ++stats_.errors[what]; }
@@ -491,14 +496,17 @@ void BlastConnection::StartNext() {
     }
     return;
   }
-  uint64_t delay = worker_.StartDelayNs();
-  if (delay < 20000) {  // under 20 us: not worth a timer
+  const uint64_t at = worker_.StartAtNs();
+  if (at < MonotonicNs() + 20000) {  // under 20 us away: not worth a timer
     StageTransaction(*seq);
     return;
   }
   start_pending_ = true;
   pending_seq_ = *seq;
-  start_timer_ = reactor().AddTimer(reactor().now() + std::chrono::nanoseconds(delay), [this] {
+  // The reactor's clock is CLOCK_MONOTONIC too (steady_clock): every slot of a tick gets the
+  // same deadline, and one wake-up fires them all.
+  const Reactor::Clock::time_point deadline{std::chrono::nanoseconds(at)};
+  start_timer_ = reactor().AddTimer(deadline, [this] {
     start_timer_ = {};
     start_pending_ = false;
     StageTransaction(pending_seq_);
