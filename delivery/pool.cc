@@ -537,26 +537,23 @@ class ClientConnection final : public Connection {
 
   // The replies that came in may leave another one waited for (the greeting answered, EHLO
   // sent; the end of data answered, the next MAIL's reply behind it): its wait, counted from
-  // the last input, as Touch() does.
+  // the last input.
   void Retime() {
-    const Clock::duration timeout = ToDuration(PhaseTimeout());
-    if (timeout == timeout_)
-      return;
-    timeout_ = timeout;
-    const Clock::time_point due = last_activity_ + timeout_;
-    if (timer_.valid() && timer_.deadline > due)
-      reactor().CancelTimer(timer_);
-    if (!timer_.valid())
-      ArmTimer(due);
+    timeout_ = ToDuration(PhaseTimeout());
+    Rearm();
   }
 
   // (Re)arms the inactivity timer: it fires once `timeout` passes with no input.
   void Touch(Seconds timeout) {
     timeout_ = ToDuration(timeout);
     last_activity_ = reactor().now();
+    Rearm();
+  }
+
+  // A shorter timeout than the armed one (reply_timeout after connect_timeout) takes effect
+  // now; a longer one when the armed timer fires and finds the deadline moved on.
+  void Rearm() {
     const Clock::time_point due = last_activity_ + timeout_;
-    // A shorter timeout than the armed one (reply_timeout after connect_timeout) takes effect
-    // now; a longer one when the armed timer fires and finds the deadline moved on.
     if (timer_.valid() && timer_.deadline > due)
       reactor().CancelTimer(timer_);
     if (!timer_.valid())

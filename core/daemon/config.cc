@@ -385,7 +385,7 @@ Result<Config> ParseConfig(std::string_view text, std::string* error) {
     }
   }
   {
-    // "64KB" (a size), or "off": every body in RocksDB.
+    // A size (64 KB by default; "0": every body), or "off": every body in RocksDB.
     std::string body_log_min = "64KB";
     spool.String("body_log_min_size", &body_log_min);
     double ratio = 0;
