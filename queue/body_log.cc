@@ -206,7 +206,8 @@ std::error_code BodyLog::OpenNext(bool sync) {
   int fd = -1;
   while (fd < 0 && !spares_.empty()) {
     // A spare, renamed: its blocks are allocated and inside the file's size, so the batches'
-    // fdatasyncs write data only, with no inode or journal update (a file growing has both).
+    // fdatasyncs write data only, with no inode update (a file growing has one: a journal
+    // commit on a journaled ext4, a synchronous write of the inode's block without a journal).
     // What it held stays past the write offset, where no ref points (body_log.h).
     const uint32_t spare = spares_.back();
     spares_.pop_back();

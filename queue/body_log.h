@@ -24,11 +24,11 @@
 // been full a while (Spool::Options::body_log_compact_after) with half of its bodies or fewer
 // still retained, the spool moves those to the segment being written (they are appended with a
 // batch's new bodies, their refs rewritten in its RocksDB write) and the segment goes with the
-// last of them (CompactionCandidate, MarkCompacted). The
-// first two segments to go are kept as spares (NNNNNNNN.spare) and the next new segments are
-// those files, renamed and written again from their start: a write inside a file's allocated
-// size is synced without the inode and journal update a growing file needs, which makes the
-// batches' fdatasyncs faster (bench/README.md, "The body log writes its segments again"). What
+// last of them (CompactionCandidate, MarkCompacted). The first two segments to go are kept as
+// spares (NNNNNNNN.spare) and the next new segments are those files, renamed and written again
+// from their start: a write inside a file's allocated size is synced without the inode update
+// a growing file needs (a journal commit, on a journaled ext4), which makes the batches'
+// fdatasyncs faster (bench/README.md, "The body log writes its segments again"). What
 // a spare held stays past the write offset, behind the bodies written since: no ref names it
 // (refs name only what their batch wrote and synced), and a read checks its body's CRC. Short
 // of disk space the spool deletes them (DropSpares).

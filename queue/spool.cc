@@ -1096,13 +1096,13 @@ Result<std::unique_ptr<Spool>> Spool::Open(const Options& options, std::string* 
   db_options.max_total_wal_size = 256 << 20;
   // RocksDB deletes a write-ahead log once every memtable in it is flushed, often several at
   // once (256 MB when max_total_wal_size forces the small column families out). On ext4, one
-  // such unlink holds the next journal commit while the file system frees (and, mounted with
-  // discard, discards) its blocks: every WAL fdatasync of the next tens of milliseconds waits
-  // with it, and the accepts of those batches with them (bench/README.md, "The accept tail at
-  // half load"). Through an SstFileManager they are renamed to .trash and truncated 4 MB at a
-  // time in the background instead, at most 1 GB/s (far above any WAL rate this spool writes,
-  // so trash never piles up). RocksDB still deletes at once while it tracks no table file (a
-  // fresh spool), and removes the trash a crash left at Open.
+  // such unlink frees (and, mounted with discard, discards) its blocks, at once without a
+  // journal and in the next journal commit with one: every WAL fdatasync of the next tens of
+  // milliseconds waits behind that, and the accepts of those batches with them
+  // (bench/README.md, "The accept tail at half load"). Through an SstFileManager they are
+  // renamed to .trash and truncated 4 MB at a time in the background instead, at most 1 GB/s
+  // (far above any WAL rate this spool writes, so trash never piles up). RocksDB still deletes at
+  // once while it tracks no table file (a fresh spool), and removes the trash a crash left at Open.
   {
     rocksdb::Status sfm_status;
     db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(
