@@ -329,6 +329,16 @@ struct Spool::Impl {
       impl_->bg_error_nospace.store(error->IsNoSpace(), std::memory_order_relaxed);
       impl_->bg_error.store(true, std::memory_order_relaxed);
     }
+    // The spool decides when a failed database is resumed (Watch: once its own check finds
+    // room). RocksDB would otherwise start its own recovery from a full disk, through the
+    // SstFileManager the spool has for deleting logs, and the spool's Resume() met it running
+    // ("Resource busy"), took that for a fatal error, and opened the database again, replaying
+    // its whole write-ahead log, where Resume() was all a full disk needed.
+    void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status,
+                              bool* auto_recovery) override {
+      if (auto_recovery != nullptr)
+        *auto_recovery = false;
+    }
     void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
       if (info.new_bg_error.ok())
         impl_->bg_error.store(false, std::memory_order_relaxed);
@@ -396,6 +406,13 @@ struct Spool::Impl {
       // the WAL) RocksDB takes no more writes until it is opened again: then it is, and it
       // recovers every synced batch from its WAL, which is all the spool ever acknowledged.
       rocksdb::Status s = db ? db->Resume() : rocksdb::Status::IOError("spool is closed");
+      if (s.IsBusy()) {
+        // A recovery of RocksDB's own is under way (none should be: the listener turns them
+        // off): left to finish and asked again at the next check, not taken for a fatal error.
+        next_recovery = now + options.check_interval;
+        Publish(now);
+        return;
+      }
       if (!s.ok())
         s = Reopen();
       if (s.ok()) {

@@ -182,10 +182,15 @@ class FaultInjection(unittest.TestCase):
 
     # The shim's ENOSPC does not show in statvfs, so min_free_space cannot see it coming:
     # RocksDB meets it, and spate must answer 452 4.3.1, stay up and resume by itself.
+    # A full disk is a recoverable error: RocksDB's Resume() is all it takes, not opening the
+    # spool again (which replays its whole write-ahead log, accepting nothing meanwhile).
     def test_enospc_on_wal_write_is_answered_452_and_resumed(self):
         r = self.faults_under_load("enospc_write", WAL_WRITES, "ENOSPC", short=1)
+        log = self.spate.read_log()
         self.restart_and_check("enospc_write", r, WAL_WRITES, "ENOSPC")
         self.assert_stayed_up_and_recovered(r, {452})
+        self.assertNotIn("opened again after a fatal error", log,
+                         "a full disk was taken for a fatal error")
 
     # --- the body log ([spool] body_log_min_size): its appends, syncs and new files fail ---
     # The restart keeps the default size (64 KB, above these bodies): what was written to the
