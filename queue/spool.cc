@@ -329,14 +329,16 @@ struct Spool::Impl {
       impl_->bg_error_nospace.store(error->IsNoSpace(), std::memory_order_relaxed);
       impl_->bg_error.store(true, std::memory_order_relaxed);
     }
-    // The spool decides when a failed database is resumed (Watch: once its own check finds
-    // room). RocksDB would otherwise start its own recovery from a full disk, through the
-    // SstFileManager the spool has for deleting logs, and the spool's Resume() met it running
-    // ("Resource busy"), took that for a fatal error, and opened the database again, replaying
-    // its whole write-ahead log, where Resume() was all a full disk needed.
-    void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status,
+    // The spool decides when a database stopped by an error is resumed (Watch: once its own
+    // check finds room). RocksDB would otherwise start its own recovery from a full disk,
+    // through the SstFileManager the spool has for deleting logs, and the spool's Resume() met
+    // it running ("Resource busy"), took that for a fatal error, and opened the database
+    // again, replaying its whole write-ahead log, where Resume() was all a full disk needed.
+    // A soft error (a compaction short of space) stops no write, and Resume() leaves it be
+    // ("nothing to do", db_impl.cc): RocksDB's own recovery is what clears it, so it stays on.
+    void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status error,
                               bool* auto_recovery) override {
-      if (auto_recovery != nullptr)
+      if (auto_recovery != nullptr && error.severity() >= rocksdb::Status::Severity::kHardError)
         *auto_recovery = false;
     }
     void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
