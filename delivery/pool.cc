@@ -520,15 +520,20 @@ class ClientConnection final : public Connection {
       Send(std::move(out));
   }
 
-  // The wait for the reply the session waits for now (RFC 5321 §4.5.3.2): the greeting's and
-  // the end of data's have their own.
+  // The wait for what the connection waits for now: the reply the session waits for (RFC 5321
+  // §4.5.3.2: the greeting's and the end of data's have their own), or the TLS handshake
+  // ([tls] handshake_timeout), during which the session waits for no reply.
   Seconds PhaseTimeout() const {
+    if (tls_ && !tls_->handshake_done())
+      return engine_.options().tls_handshake_timeout;
     switch (session_.awaiting()) {
       case ClientSession::Awaiting::kGreeting:
         return engine_.options().greeting_timeout;
       case ClientSession::Awaiting::kEndOfData:
         return engine_.options().data_dot_timeout;
       case ClientSession::Awaiting::kNothing:
+        // Idle in the pool: its idle timer sends QUIT; this one must not cut it off first.
+        return std::max(engine_.options().reply_timeout, site_.limits().idle_timeout);
       case ClientSession::Awaiting::kReply:
         break;
     }

@@ -192,6 +192,8 @@ class ScriptedConnection:
                 caps += ["8BITMIME", "SIZE 10485760"]
                 if srv.smtputf8:
                     caps.append("SMTPUTF8")
+                if srv.starttls_stall:
+                    caps.append("STARTTLS")
                 self._send("".join(f"250{'-' if i + 1 < len(caps) else ' '}{c}\r\n"
                                    for i, c in enumerate(caps)))
             elif verb == "HELO":
@@ -277,6 +279,15 @@ class ScriptedConnection:
                 self._send("250 2.0.0 Ok\r\n")
             elif verb == "NOOP":
                 self._send("250 2.0.0 Ok\r\n")
+            elif verb == "STARTTLS" and srv.starttls_stall:
+                self._send("220 2.0.0 Ready to start TLS\r\n")
+                with srv.lock:
+                    srv.starttls_stalled += 1
+                # The ClientHello comes and nothing answers it, until the client gives up.
+                deadline = time.monotonic() + IO_TIMEOUT
+                while self._fill(deadline - time.monotonic()) == "data":
+                    pass
+                return
             elif verb == "QUIT":
                 self.quit = True
                 # Over once the 221 is on its way: the client may close and connect anew at
@@ -312,6 +323,8 @@ class ScriptedServer:
         and DATA have arrived (at most hold_deadline seconds).
     greeting_gate: a threading.Event every connection waits for before its greeting.
     refuse_behind_data: commands that came behind an end of data get 503 each (Haraka 3.3).
+    starttls_stall: offer STARTTLS, answer it 220, then say nothing more (no TLS handshake): a
+        server or middlebox that stalls the handshake.
     max_concurrent: a connection counts as open from its accept until its session is over:
         the server sent 221 or hung up, or the client's FIN arrived (spate shuts a connection
         down as soon as it has the 221, and may connect again before our thread closes).
@@ -320,7 +333,9 @@ class ScriptedServer:
     def __init__(self, pipelining=True, hold_mail_until_data=False, hold_deadline=2.0,
                  lockstep_probe=0.0, data_delay=0.0, drops=0, rcpt_reply=default_rcpt_reply,
                  smtputf8=False, stalls=0, hold_eod_until_next=False, greeting_gate=None,
-                 refuse_behind_data=False):
+                 refuse_behind_data=False, starttls_stall=False):
+        self.starttls_stall = starttls_stall
+        self.starttls_stalled = 0  # connections stalled after their STARTTLS
         self.smtputf8 = smtputf8
         self.refuse_behind_data = refuse_behind_data
         self.refused_behind_data = 0  # commands answered 503 for where they came
@@ -442,10 +457,11 @@ class DeliveryTest(unittest.TestCase):
         self.servers.append(s)
         return s
 
-    def start_spate(self, routes, delivery=None):
-        """spate routing each domain of `routes` to its port; `delivery`: more [delivery]."""
+    def start_spate(self, routes, delivery=None, sections=None):
+        """spate routing each domain of `routes` to its port; `delivery`: more [delivery];
+        `sections`: more tables."""
         self.spate = harness.Spate(self.dir, routes, shards=2, delivery=delivery,
-                                   log_deliveries=True)
+                                   log_deliveries=True, sections=sections)
         self.spate.start()
         return self.spate
 
@@ -854,6 +870,40 @@ class DeliveryTest(unittest.TestCase):
         waited = self.seconds_to_deferral("slowdot2.test", srv, 10, {"data_dot_timeout": "1s",
                                                                      "reply_timeout": "30s"})
         self.assertLess(waited, 2.9, "data_dot_timeout = 1s, before the reply")
+
+    # The TLS handshake has a wait of its own ([tls] handshake_timeout), whatever reply_timeout
+    # says: a server that answers STARTTLS and then stalls is left after it, and (opportunistic
+    # TLS) the message goes in plaintext on the next connection.
+    def test_a_stalled_tls_handshake_is_left_after_handshake_timeout(self):
+        domain = "stalltls.test"
+        srv = self.server(starttls_stall=True)
+        self.start_spate({domain: srv.port},
+                         delivery={"reply_timeout": "30s", "retry_base": "200ms",
+                                   "retry_max": "1s"},
+                         sections={"tls": {"handshake_timeout": "1s"}})
+        start = time.monotonic()
+        self.submit([([f"x@{domain}"], message(11, f"x@{domain}"))])
+        harness.wait_for(lambda: self.deliveries(domain, "delivered") >= 1, 40, "the delivery")
+        waited = time.monotonic() - start
+        self.assertEqual(srv.starttls_stalled, 1, "one handshake stalled, then plaintext")
+        self.assertLess(waited, 10, "handshake_timeout = 1s, not reply_timeout")
+        self.assertEqual([seq_of(t.body) for t in srv.delivered()], [11])
+
+    # A connection idle in the pool waits for no reply: reply_timeout does not cut it off, and
+    # it leaves with QUIT once idle_timeout passes, even when that is the longer of the two.
+    def test_an_idle_timeout_longer_than_reply_timeout_ends_with_quit(self):
+        domain = "longidle.test"
+        srv = self.server()
+        self.start_spate({domain: srv.port},
+                         delivery={"reply_timeout": "1s", "idle_timeout": "3s"})
+        self.submit([([f"x@{domain}"], message(12, f"x@{domain}"))])
+        harness.wait_for(lambda: self.deliveries(domain, "delivered") >= 1, 20, "the delivery")
+        harness.wait_for(srv.all_closed, 15, "the connection closed")
+        [c] = srv.snapshot()
+        self.assertTrue(c.quit, "cut off by reply_timeout while idle, no QUIT")
+        quit_at = [t for t, l in c.commands if l.upper() == "QUIT"][0]
+        last_reply = [t for t, r in c.replies if not r.startswith("221")][-1]
+        self.assertGreaterEqual(quit_at - last_reply, 2.9, "QUIT before idle_timeout (3s)")
 
     def test_smarthost_takes_every_domain_without_a_route(self):
         routed, smarthost = self.server(), self.server()
