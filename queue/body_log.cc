@@ -380,6 +380,12 @@ void BodyLog::Release(uint32_t segment) {
     Drop(segment);
 }
 
+void BodyLog::DropIfUnused(uint32_t segment) {
+  auto it = segments_.find(segment);
+  if (it != segments_.end() && it->second->live == 0 && it->second != current_)
+    Drop(segment);
+}
+
 size_t BodyLog::DropUnreferenced() {
   std::vector<uint32_t> unused;
   for (const auto& [n, seg] : segments_) {

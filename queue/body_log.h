@@ -96,10 +96,16 @@ class BodyLog {
   bool Holds(const BodyRef& ref) const;
 
   // Counts of the bodies still referenced, per segment: Retain once its ref is on disk,
-  // Release once its removal is; a segment at zero that is not being written is removed.
+  // Release once its removal is; a segment at zero that is not being written is removed. A
+  // batch retains everything it wrote refs to before it releases anything: a segment it
+  // appended to (and filled) may hold no other body still needed.
   // `length`: the body's, when known (Recover: it sizes a segment from before a restart).
   void Retain(uint32_t segment, uint64_t length = 0);
   void Release(uint32_t segment);
+  // Removes `segment` if it is no longer written and no body in it is retained: one a batch
+  // filled with bodies none of which is named now (moved ones whose messages finished in the
+  // same batch), which no Release would ever reach.
+  void DropIfUnused(uint32_t segment);
   // Removes every segment no body is retained in (but the one being written); how many.
   size_t DropUnreferenced();
   // Deletes the spare segments (Space, above); how many.

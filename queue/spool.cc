@@ -795,6 +795,7 @@ struct Spool::Impl {
     // Bodies moving out of a sparse segment go with them, not while the spool refuses mail
     // (short of space, a failed move would fail the spool for its outcomes too).
     std::vector<Move> moves;
+    uint32_t appended_segment = 0;  // the segment this batch's bodies went to
     if (!refuse)
       TakeMoves(&moves);
     {
@@ -817,6 +818,8 @@ struct Spool::Impl {
         }
       }
       log_error = body_log->Append(items, options.sync);
+      if (!log_error && !items.empty())
+        appended_segment = items.front().ref->segment;
       if (log_error) {
         // Those messages are refused (451/452: sent again later); the rest of the batch is
         // written. The spool is failed until the next check (Watch) clears it.
@@ -996,20 +999,28 @@ struct Spool::Impl {
       return outcomes;
     }
     written_since_check += wb.GetDataSize() + logged_bytes;
-    // The bodies' segments, now that the records naming them (or their removal) are on disk.
+    // The bodies' segments, now that the records naming them (or their removal) are on disk:
+    // every new ref retained before anything is released. The segment this batch appended to
+    // may have been filled by it and hold nothing else still needed; released first, it would
+    // go (and be written again as a spare) under the refs just written to it.
     for (auto& [a, id] : accepted) {
       if (a->logged)
         body_log->Retain(a->ref.segment);
     }
-    for (uint32_t segment : released)
-      body_log->Release(segment);
     for (Move& m : moves) {
       if (m.to.segment == 0)
         continue;
       remaining[m.id].segment = m.to.segment;
       body_log->Retain(m.to.segment);
-      body_log->Release(m.from);
     }
+    for (uint32_t segment : released)
+      body_log->Release(segment);
+    for (Move& m : moves) {
+      if (m.to.segment != 0)
+        body_log->Release(m.from);
+    }
+    if (appended_segment != 0)
+      body_log->DropIfUnused(appended_segment);
     {
       std::lock_guard lock(stats_mu);
       stats.bodies_moved += moved;
