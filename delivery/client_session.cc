@@ -33,9 +33,14 @@ constexpr uint16_t kServiceClosing = 421;  // RFC 5321 §3.8
 
 // A reply to a MAIL sent behind an end of data that says where it was sent is the fault, not
 // the message: 503 "bad sequence" (a MAIL after a finished transaction is never out of
-// sequence otherwise), or a text about pipelining or synchronisation.
+// sequence otherwise); 500 to 502, a line the server did not read as the MAIL it was (Haraka
+// 3.3 drops what it holds behind the end of data, a line that had half arrived among it, and
+// answers the rest of that line 500 when it comes); or a text about pipelining or
+// synchronisation. Sent again after the end-of-data reply, a MAIL the server does refuse gets
+// its refusal then: one round trip more, where a bounce for a reply to half a line would be
+// wrong.
 bool RefusesPipelining(const smtp::Reply& reply) {
-  if (reply.code == 503)
+  if (reply.code >= 500 && reply.code <= 503)
     return true;
   if (reply.code / 100 != 5)
     return false;

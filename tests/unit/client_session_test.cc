@@ -824,6 +824,22 @@ std::vector<Case> Cases() {
                        "MAIL FROM:<alice@example.org>\r\nRCPT TO:<dave@c.example>\r\nDATA\r\n"),
                 Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "Three\r\n.\r\n")}})});
 
+  // Haraka 3.3 drops the commands it holds behind an end of data, a line half arrived among
+  // them; the rest of that line, come later, gets 500. That is nobody's outcome either: the
+  // MAIL goes again, as after a 503.
+  cases.push_back(
+      {"PipelineNextHalfALineAnswered500IsSentAgain",
+       Concat({Handshake(kEhloPipelining),
+               {Submit(Env({"bob@a.example"}), "One\r\n", 1, kMailBob),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "One\r\n.\r\n", {"next"}),
+                Submit(Env({"carol@b.example"}), "Two\r\n", 2, kMailCarol),
+                Server("250 2.0.0 Ok\r\n500 Unrecognized command\r\n503 Use MAIL before RCPT\r\n"
+                       "503 MAIL required first\r\n",
+                       kMailCarol, {"rcpt 1#0 250 2.0.0 Ok", "done 1"}),
+                Check([](const ClientSession& s) { EXPECT_TRUE(s.pipeline_next_refused()); }),
+                Server("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", "Two\r\n.\r\n"),
+                Server("250 2.0.0 Ok\r\n", "", {"rcpt 2#0 250 2.0.0 Ok", "done 2", "ready"})}})});
+
   // A refusal of the sender itself is the outcome, behind data as anywhere.
   cases.push_back(
       {"PipelineNextSenderRefusedIsTheOutcome",
