@@ -24,6 +24,21 @@ Clock::duration ToDuration(Seconds s) {
   return std::chrono::duration_cast<Clock::duration>(s);
 }
 
+// A transaction's commands go behind an end of data only up to this size (about 50 recipients
+// of typical length): a server reads only so much past the end of data it is answering. Haraka
+// 3.3 hangs up, before its reply to the end of data, once more than 8 KB waits behind it; the
+// message just sent is then neither confirmed nor refused. A larger group waits for the reply.
+constexpr size_t kMaxBytesBehindData = 4096;
+
+// At most the bytes of `job`'s MAIL, RCPT and DATA commands (ClientSession::Submit writes them;
+// its parameters, ORCPT among them, counted at their longest).
+size_t CommandBytes(const Job& job) {
+  size_t n = 128 + job.message->mail_from.size();
+  for (const Recipient& r : job.recipients)
+    n += 64 + 2 * job.address(r).size();
+  return n;
+}
+
 // One cell per 1/rate: a nanosecond clock keeps "3/day" and "1000/s" exact enough.
 Clock::duration IntervalOf(double rate) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
@@ -1162,7 +1177,11 @@ void Site::NotePipelineNextRefused(const std::string& peer) {
 }
 
 void Site::OnReadyForNext(ClientConnection* conn) {
-  // Nothing to send now: the end-of-data reply makes the connection idle, and OnIdle() takes it.
+  // Nothing to send now, or too much to send behind the end of data: the end-of-data reply makes
+  // the connection idle, and OnIdle() takes it.
+  if (!ready_.empty() && ready_.front().message != nullptr &&
+      CommandBytes(ready_.front()) > kMaxBytesBehindData)
+    return;
   SubmitReady(conn);
 }
 

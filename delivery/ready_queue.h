@@ -43,6 +43,8 @@ class ReadyQueue {
       others_.erase(PriorityOf(job));
     return job;
   }
+  // Precondition: !empty(). The job pop() takes next.
+  const Job& front() const { return const_cast<ReadyQueue*>(this)->Pick(pops_ + 1)->front(); }
   // Every job, in no particular order; the queue is left empty.
   template <typename F>
   void Drain(F&& f) {

@@ -643,6 +643,27 @@ class DeliveryTest(unittest.TestCase):
         # cost two round trips a message.
         self.assertEqual(self.spate.metric("spate_site_pipeline_next_refused"), 1)
 
+    def test_a_large_group_of_commands_waits_for_the_end_of_data_reply(self):
+        # Behind an end of data only a few KB of commands go (a server reads only so much past
+        # it: Haraka 3.3 hangs up over 8 KB); a message with many recipients waits for the
+        # reply, and the small one after it goes behind its end of data again.
+        domain = "many.test"
+        gate = threading.Event()
+        srv = self.server(pipelining=True, hold_eod_until_next=True, hold_deadline=1.0,
+                          greeting_gate=gate)
+        self.start_spate({domain: srv.port}, delivery={"max_connections": 1})
+        many = [f"recipient-with-a-long-local-part-{i:03d}@{domain}" for i in range(60)]
+        self.submit([([f"a@{domain}"], message(1, "a")), (many, message(2, "many")),
+                     ([f"b@{domain}"], message(3, "b"))])
+        gate.set()
+        harness.wait_for(lambda: self.deliveries(domain, "delivered") >= 62, 30,
+                         "62 deliveries in /metrics")
+        txns = srv.transactions()
+        self.assertEqual([seq_of(t.body) for t in txns], [1, 2, 3])
+        self.assertEqual([len(t.accepted()) for t in txns], [1, 60, 1])
+        # 1's end of data had nothing behind it (2 is too large to go there); 2's had 3.
+        self.assertEqual([t.next_before_eod_reply for t in txns], [False, True, False])
+
     def test_pipeline_next_off_waits_for_the_end_of_data_reply(self):
         _, txns = self._pipeline_next_run("wait.test", {"pipeline_next": False})
         self.assertEqual([t.next_before_eod_reply for t in txns], [False] * 5)
