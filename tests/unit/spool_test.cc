@@ -1213,6 +1213,26 @@ class SpoolBodyLogTest : public SpoolDamageTest {
     return out;
   }
   std::vector<std::string> Spares() const { return Segments(".spare"); }
+
+  // Segments of 8,000 bytes compacted as soon as they are sparse, and only by a batch with work
+  // in it (no idle turn for 5 s); three 5,000-byte bodies a, b, z accepted: segment 1 holds a
+  // and b (full), segment 2 z (the one being written).
+  std::unique_ptr<Spool> OpenWithThreeBodies(MessageId* a, MessageId* b, MessageId* z) {
+    options_.body_log_segment_bytes = 8000;
+    options_.body_log_compact_after = std::chrono::milliseconds(0);
+    options_.check_interval = std::chrono::seconds(5);
+    auto spool = Open();
+    if (spool == nullptr)
+      return nullptr;
+    const auto accept = [&](char c) {
+      return AcceptSync(*spool, Msg("s@example.org", {"r@example.com"}, std::string(5000, c)));
+    };
+    *a = accept('a');
+    *b = accept('b');
+    *z = accept('z');
+    EXPECT_EQ(Segments(), (std::vector<std::string>{"00000001.body", "00000002.body"}));
+    return spool;
+  }
 };
 
 TEST_F(SpoolBodyLogTest, LargeBodiesGoToTheLogSmallOnesToRocksDbAndBothComeBackAfterReopen) {
@@ -1396,25 +1416,15 @@ TEST_F(SpoolBodyLogTest, SparseSegmentsAreCompactedTheirBodiesMovedAndTheyGo) {
   EXPECT_EQ(Segments(), std::vector<std::string>{"00000007.body"});
 }
 
-// A segment already sparse when the spool stopped is found sparse after the restart: how many
-// bodies it held is estimated from its size and those still needed.
 // One batch that moves a body into the segment being written, fills it, and finishes the
 // last message that segment held before: the moved body's new ref is on disk, so its segment
 // must stay (it is retained before anything of the batch is released; released first, it
 // counted no live body, went, and was written again as a spare: the moved message lost).
 TEST_F(SpoolBodyLogTest, ABodyMovedIntoASegmentInTheBatchThatReleasesItsOtherBodiesStays) {
-  options_.body_log_segment_bytes = 8000;  // full after two 5,000-byte bodies
-  options_.body_log_compact_after = std::chrono::milliseconds(0);
-  // No idle turn moves anything meanwhile: the move waits for the next batch with work in it.
-  options_.check_interval = std::chrono::seconds(5);
-  auto spool = Open();
+  MessageId ida = 0, idb = 0, idz = 0;
+  auto spool = OpenWithThreeBodies(&ida, &idb, &idz);
   ASSERT_NE(spool, nullptr);
-  const std::string a(5000, 'a'), b(5000, 'b'), z(5000, 'z');
-  const MessageId ida = AcceptSync(*spool, Msg("s@example.org", {"r@example.com"}, a));
-  const MessageId idb = AcceptSync(*spool, Msg("s@example.org", {"r@example.com"}, b));
-  const MessageId idz = AcceptSync(*spool, Msg("s@example.org", {"r@example.com"}, z));
-  // 1 holds a and b (full), 2 holds z (the one being written).
-  ASSERT_EQ(Segments(), (std::vector<std::string>{"00000001.body", "00000002.body"}));
+  const std::string b(5000, 'b');
   spool->Finish(ida, 0);  // 1 is sparse now: b is to move, with the next batch
   WaitForStats(*spool, 1, 0);
   ASSERT_EQ(spool->stats().bodies_moved, 0u) << "moved by an idle turn: the test needs it not";
@@ -1441,18 +1451,9 @@ TEST_F(SpoolBodyLogTest, ABodyMovedIntoASegmentInTheBatchThatReleasesItsOtherBod
 // finishes: nothing in that segment is named any more, and no later release would reach it, so
 // it goes with the batch (it stayed on disk until the next restart).
 TEST_F(SpoolBodyLogTest, ASegmentFilledByMovedBodiesThatFinishInTheSameBatchGoes) {
-  options_.body_log_segment_bytes = 8000;  // full after two 5,000-byte bodies
-  options_.body_log_compact_after = std::chrono::milliseconds(0);
-  options_.check_interval = std::chrono::seconds(5);  // no idle turn moves anything
-  auto spool = Open();
+  MessageId ida = 0, idb = 0, idz = 0;
+  auto spool = OpenWithThreeBodies(&ida, &idb, &idz);
   ASSERT_NE(spool, nullptr);
-  const MessageId ida =
-      AcceptSync(*spool, Msg("s@example.org", {"r@example.com"}, std::string(5000, 'a')));
-  const MessageId idb =
-      AcceptSync(*spool, Msg("s@example.org", {"r@example.com"}, std::string(5000, 'b')));
-  const MessageId idz =
-      AcceptSync(*spool, Msg("s@example.org", {"r@example.com"}, std::string(5000, 'z')));
-  ASSERT_EQ(Segments(), (std::vector<std::string>{"00000001.body", "00000002.body"}));
   spool->Finish(idz, 0);  // 2 holds nothing needed, and stays: it is the one being written
   WaitForStats(*spool, 1, 0);
   spool->Finish(ida, 0);  // 1 is sparse: b is to move, with the next batch
@@ -1464,6 +1465,8 @@ TEST_F(SpoolBodyLogTest, ASegmentFilledByMovedBodiesThatFinishInTheSameBatchGoes
   EXPECT_EQ(spool->stats().body_log_segments, 0u);
 }
 
+// A segment already sparse when the spool stopped is found sparse after the restart: how many
+// bodies it held is estimated from its size and those still needed.
 TEST_F(SpoolBodyLogTest, ASegmentSparseBeforeARestartIsCompactedAfterIt) {
   options_.body_log_segment_bytes = 20000;  // full after four 5,000-byte bodies
   std::vector<MessageId> ids;
