@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include <openssl/sha.h>
+
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/smtp/date.h"
@@ -17,6 +19,20 @@
 namespace spate::daemon {
 
 namespace {
+
+// SHA-256 of a request's body, hex: what an Idempotency-Key is held to.
+std::string Fingerprint(std::string_view body) {
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(body.data()), body.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * sizeof digest);
+  for (uint8_t b : digest) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 15]);
+  }
+  return out;
+}
 
 using Json = nlohmann::json;
 
@@ -65,8 +81,10 @@ size_t InjectApi::LoadKeys(int64_t now_ms) {
       spool_.PutState(key, std::nullopt);
       continue;
     }
+    const Json fp = j.value("fingerprint", Json());
     keys_[key.substr(kKeyPrefix.size())] = {j["status"].get<int>(), j["body"].get<std::string>(),
-                                            j["expires_ms"].get<int64_t>()};
+                                            j["expires_ms"].get<int64_t>(),
+                                            fp.is_string() ? fp.get<std::string>() : ""};
   }
   return keys_.size();
 }
@@ -80,11 +98,18 @@ void InjectApi::Handle(const http::Request& r, AdminServer::Respond respond) {
           AdminServer::Error(400, "Idempotency-Key: 1 to 255 printable octets", "Idempotency-Key"));
     }
     const int64_t now = reactor_.wall_ms();
+    const std::string fingerprint = Fingerprint(r.body);
     std::lock_guard lock(mu_);
     auto it = keys_.find(key);
     if (it != keys_.end() && it->second.expires_ms == 0) {
       return respond(AdminServer::Error(
           409, "a request with this Idempotency-Key is still being answered", "Idempotency-Key"));
+    }
+    if (it != keys_.end() && it->second.expires_ms > now && !it->second.fingerprint.empty() &&
+        it->second.fingerprint != fingerprint) {
+      // The key names another request (draft-ietf-httpapi-idempotency-key-header §2.7: 422).
+      return respond(AdminServer::Error(
+          422, "this Idempotency-Key was used with a different request", "Idempotency-Key"));
     }
     if (it != keys_.end() && it->second.expires_ms > now) {
       http::Response resp;
@@ -93,7 +118,7 @@ void InjectApi::Handle(const http::Request& r, AdminServer::Respond respond) {
       resp.headers.emplace_back("Idempotent-Replayed", "true");
       return respond(std::move(resp));
     }
-    keys_[key] = Kept{};  // being answered
+    keys_[key] = Kept{200, "", 0, fingerprint};  // being answered (expires_ms 0)
   }
   // Turned away before anything is built: the key is free again for the retry.
   auto refuse = [&](int status, std::string text, const char* retry_after) {
@@ -137,8 +162,12 @@ http::Response InjectApi::Run(const http::Request& r, const std::string& key) {
     if (!error.field.empty())
       body["field"] = error.field;
     resp = Answer(error.status, body);
-    // A refusal of the input is an answer like any other: the same key gets it again.
-    Keep(key, resp);
+    // Nothing was done: the key is free again, for the request put right (kept, the refusal
+    // would be replayed to it for a day). As Stripe does for a request that fails validation.
+    if (!key.empty()) {
+      std::lock_guard lock(mu_);
+      keys_.erase(key);
+    }
     return resp;
   }
   // RFC 5321 §4.4: the client, as an address literal with the same as its TCP-info (HTTP has no
@@ -242,6 +271,12 @@ void InjectApi::Keep(const std::string& key, const http::Response& resp) {
     return;
   const int64_t now = Clock::Real().WallMs();
   const int64_t expires = now + options_.idempotency_ttl_ms;
+  std::string fingerprint;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = keys_.find(key); it != keys_.end())
+      fingerprint = it->second.fingerprint;
+  }
   // Written with the next commit batch, and waited for: a retry after a restart finds it.
   struct Written {
     std::mutex mu;
@@ -249,13 +284,17 @@ void InjectApi::Keep(const std::string& key, const http::Response& resp) {
     bool done = false;
   };
   auto w = std::make_shared<Written>();
-  spool_.PutState(
-      std::string(kKeyPrefix) + key,
-      Json({{"status", resp.status}, {"body", resp.body}, {"expires_ms", expires}}).dump(), [w] {
-        std::lock_guard lock(w->mu);
-        w->done = true;
-        w->cv.notify_one();
-      });
+  spool_.PutState(std::string(kKeyPrefix) + key,
+                  Json({{"status", resp.status},
+                        {"body", resp.body},
+                        {"expires_ms", expires},
+                        {"fingerprint", fingerprint}})
+                      .dump(),
+                  [w] {
+                    std::lock_guard lock(w->mu);
+                    w->done = true;
+                    w->cv.notify_one();
+                  });
   {
     std::unique_lock lock(w->mu);
     // Bounded: a spool that cannot write holds the answer 30 s at most (the messages are on
@@ -264,7 +303,7 @@ void InjectApi::Keep(const std::string& key, const http::Response& resp) {
       SPATE_LOG(kWarn, "inject: Idempotency-Key %s not written yet", key.c_str());
   }
   std::lock_guard lock(mu_);
-  keys_[key] = Kept{resp.status, resp.body, expires};
+  keys_[key] = Kept{resp.status, resp.body, expires, fingerprint};
   if (now >= next_prune_ms_) {
     next_prune_ms_ = now + 60 * 1000;
     for (auto it = keys_.begin(); it != keys_.end();) {

@@ -68,7 +68,8 @@ class InjectApi {
   struct Kept {
     int status = 200;
     std::string body;
-    int64_t expires_ms = 0;  // 0: still being answered
+    int64_t expires_ms = 0;   // 0: still being answered
+    std::string fingerprint;  // of the request's body (Fingerprint); "" from before it was kept
   };
   http::Response Run(const http::Request& r, const std::string& key);
   void Keep(const std::string& key, const http::Response& resp);

@@ -189,6 +189,57 @@ TEST_F(InjectApiTest, AKeyStillBeingAnsweredGets409ThenTheFirstAnswerIsReplayed)
   EXPECT_EQ(spool_->stats().accepted, 2u) << "the replay queued nothing";
 }
 
+// A key is held to its request: the same key with another body gets 422, not the first
+// request's answer (draft-ietf-httpapi-idempotency-key-header); with the same body, the replay.
+TEST_F(InjectApiTest, AKeyUsedWithAnotherRequestGets422) {
+  Make(100);
+  EXPECT_FALSE(Post(1, "order-7").has_value());
+  auto first = std::make_shared<std::optional<http::Response>>();
+  RunOffloaded(first);
+  ASSERT_TRUE(store_->WaitHeld(1));
+  store_->ReleaseAll();
+  ASSERT_TRUE(WaitAnswer(first));
+  ASSERT_EQ((*first)->status, 200);
+  std::optional<http::Response> other = Post(2, "order-7");
+  ASSERT_TRUE(other.has_value());
+  EXPECT_EQ(other->status, 422);
+  EXPECT_EQ(Json::parse(other->body)["field"], "Idempotency-Key");
+  std::optional<http::Response> same = Post(1, "order-7");
+  ASSERT_TRUE(same.has_value());
+  EXPECT_EQ(same->status, 200);
+  EXPECT_EQ(HeaderOf(*same, "Idempotent-Replayed"), "true");
+  EXPECT_EQ(spool_->stats().accepted, 1u);
+}
+
+// A request refused for its input did nothing: its key is free for the request put right,
+// which is queued (kept, the 400 would be replayed to it for a day).
+TEST_F(InjectApiTest, AKeyRefusedForItsInputIsFreeForTheCorrectedRequest) {
+  Make(100);
+  http::Request bad;
+  bad.method = "POST";
+  bad.target = bad.path = "/api/inject/v1";
+  bad.body = R"({"envelope_sender": "s@src.test", "recipients": []})";
+  bad.headers.emplace_back("idempotency-key", "order-8");
+  std::optional<http::Response> now;
+  api_->Handle(bad, [&now](http::Response resp) { now = std::move(resp); });
+  auto refused = std::make_shared<std::optional<http::Response>>();
+  if (!now) {
+    RunOffloaded(refused);
+    ASSERT_TRUE(WaitAnswer(refused));
+  } else {
+    *refused = std::move(now);
+  }
+  ASSERT_EQ((*refused)->status, 400) << (*refused)->body;
+  EXPECT_FALSE(Post(1, "order-8").has_value()) << "not a replay: built and queued";
+  auto fixed = std::make_shared<std::optional<http::Response>>();
+  RunOffloaded(fixed);
+  ASSERT_TRUE(store_->WaitHeld(1));
+  store_->ReleaseAll();
+  ASSERT_TRUE(WaitAnswer(fixed));
+  EXPECT_EQ((*fixed)->status, 200);
+  EXPECT_EQ(spool_->stats().accepted, 1u);
+}
+
 TEST_F(InjectApiTest, PastMaxPendingARequestGets429AndItsKeyIsFreeForTheRetry) {
   Make(3);
   EXPECT_FALSE(Post(3).has_value());
