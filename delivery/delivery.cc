@@ -1,5 +1,7 @@
 #include "delivery/delivery.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <random>
 #include <unordered_map>
@@ -24,6 +26,23 @@ using Clock = Reactor::Clock;
 // sweeps, gives the freed memory back to the system.
 constexpr size_t kTrimAfterRemoving = 1000;
 constexpr size_t kTrimAfterFinishing = 100000;
+
+bool IsAscii(std::string_view s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 128; });
+}
+
+// What makes a DSN's Message-ID and MIME boundary its own (dsn::Report::unique): the message's
+// id and a number no other DSN of this process has, every shard's counted together, mixed
+// (splitmix64) so that nearby ids and numbers do not meet.
+uint64_t DsnUnique(uint64_t message_id) {
+  static std::atomic<uint64_t> made{0};
+  uint64_t x =
+      message_id ^ (made.fetch_add(1, std::memory_order_relaxed) + 1) * 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
 }  // namespace
 
 namespace {
@@ -211,7 +230,6 @@ struct Delivery::Impl final : public Engine {
   Reactor::TimerId sweep_timer;
   size_t finished_since_trim = 0;
   uint64_t held_body_bytes = 0;  // bodies in the sites' ready queues
-  uint64_t dsns_made = 0;
   bool recording_resend = false;
   bool shutting_down_ = false;
 };
@@ -751,7 +769,7 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
   report.envid = m.envid;
   report.arrival_ms = m.received_ms;
   report.now_ms = reactor_.wall_ms();
-  report.unique = (m.id << 8) ^ ++dsns_made;
+  report.unique = DsnUnique(m.id);
   report.return_full = m.ret == 1;  // RFC 3461 §4.3: RET=FULL; else the headers
   report.original = original;
   for (const Bounced& b : bounced) {
@@ -776,6 +794,9 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
   out.rcpt_to.push_back(m.mail_from);
   out.body = std::move(n.message);
   out.body_8bit = n.eight_bit;
+  // A sender address past ASCII needs SMTPUTF8 to be named in RCPT TO (RFC 6531 §3.4): without
+  // it a server refuses the bounce (553 5.6.7), and a bounce, from <>, is not bounced in turn.
+  out.smtputf8 = m.smtputf8 || !IsAscii(m.mail_from);
   SPATE_LOG(kInfo, "dsn id=%s to=<%s> recipients=%zu action=%s", queue::FormatId(m.id).c_str(),
             m.mail_from.c_str(), bounced.size(), dsn::ActionName(MainAction(bounced)));
   Reactor* reactor = &reactor_;

@@ -987,6 +987,37 @@ TEST_F(DeliveryEngineTest, ATemporaryRouteFailureDefersAndAsksAgain) {
 
 // The recipients that failed in one transaction share one DSN, from <> to the sender, and
 // leave the spool only once it is stored; NOTIFY=NEVER, and the null sender, get none.
+// A bounce to a sender address past ASCII goes with SMTPUTF8 (RFC 6531 §3.4): without it the
+// sender's server refuses it (553 5.6.7), and a bounce, from <>, is not bounced in turn. Two
+// bounces of one message have Message-IDs of their own.
+TEST_F(DeliveryEngineTest, ABounceToAnInternationalSenderGoesWithSmtputf8) {
+  options_.dsn = true;
+  Start();
+  const std::string a = Rcpt("a"), b = Rcpt("b");
+  peer_.ScriptRcpt(a, {"550 5.1.1 no such user"});
+  Job job = MakeJob(9, {a});
+  auto m = std::make_shared<Message>(*job.message);
+  m->mail_from = "j\xc3\xb6rg@origin.test";  // "jörg"
+  m->smtputf8 = true;
+  job.message = m;
+  Enqueue(std::move(job));
+  ASSERT_TRUE(RunUntil([&] { return spool_.injected().size() == 1; }));
+  EXPECT_TRUE(spool_.injected()[0].smtputf8);
+  EXPECT_EQ(spool_.injected()[0].rcpt_to, std::vector<std::string>{m->mail_from});
+
+  peer_.ScriptRcpt(b, {"550 5.1.1 no such user"});
+  Job ascii = MakeJob(9, {b});  // the same message id: its second bounce
+  Enqueue(std::move(ascii));
+  ASSERT_TRUE(RunUntil([&] { return spool_.injected().size() == 2; }));
+  EXPECT_FALSE(spool_.injected()[1].smtputf8) << "an ASCII sender needs none";
+  auto message_id = [](const std::string& text) {
+    const size_t at = text.find("Message-ID: ");
+    return at == std::string::npos ? std::string() : text.substr(at, text.find("\r\n", at) - at);
+  };
+  EXPECT_NE(message_id(spool_.injected()[0].body), "");
+  EXPECT_NE(message_id(spool_.injected()[0].body), message_id(spool_.injected()[1].body));
+}
+
 TEST_F(DeliveryEngineTest, FailedRecipientsOfOneTransactionShareOneDsnStoredBeforeTheyLeave) {
   options_.dsn = true;
   Start();
