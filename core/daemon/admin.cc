@@ -31,15 +31,29 @@ class AdminServer::AdminConnection final : public Connection {
   }
   ~AdminConnection() override { *alive_ = false; }
 
-  void Begin() { StartReading(); }
+  void Begin() {
+    SetOutputLimit(kOutputLimit);
+    ArmIdle();
+    StartReading();
+  }
 
  protected:
   void OnData(std::string_view data) noexcept override {
     session_.OnBytes(data);
     Serve();
+    if (waiting_ || closing())
+      return;
+    // Every request before it answered: one without the token is refused now, not after its
+    // body (up to max_body_bytes) has been held for it.
+    if (const http::Request* head = session_.head_in_progress();
+        head != nullptr && !server_.Authorized(*head)) {
+      keep_alive_ = false;
+      Answer(Unauthorized());
+    }
   }
 
   void OnClosed(int) noexcept override {
+    reactor().CancelTimer(idle_);
     *alive_ = false;
     auto& c = server_.conns_;
     c.erase(std::remove(c.begin(), c.end(), this), c.end());
@@ -53,13 +67,11 @@ class AdminServer::AdminConnection final : public Connection {
       std::optional<http::Request> req = session_.TakeRequest();
       if (!req)
         break;
+      ArmIdle();  // a whole request came: the client is not idle
       keep_alive_ = req->keep_alive;
       req->peer_address = peer_address_;
       if (!server_.Authorized(*req)) {
-        http::Response resp =
-            Error(401, "a bearer token is required (Authorization: Bearer TOKEN)");
-        resp.headers.emplace_back("WWW-Authenticate", "Bearer");
-        if (!Answer(std::move(resp)))
+        if (!Answer(Unauthorized()))
           return;
         continue;
       }
@@ -103,6 +115,24 @@ class AdminServer::AdminConnection final : public Connection {
     }
   }
 
+  static http::Response Unauthorized() {
+    http::Response resp = Error(401, "a bearer token is required (Authorization: Bearer TOKEN)");
+    resp.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return resp;
+  }
+
+  // Closes the connection once kIdleTimeout passes without a whole request, unless one is
+  // being answered (then it waits on: a slow handler is not the client's idleness).
+  void ArmIdle() {
+    reactor().CancelTimer(idle_);
+    idle_ = reactor().AddTimer(reactor().now() + kIdleTimeout, [this] {
+      idle_ = {};
+      if (waiting_)
+        return ArmIdle();
+      Abort();
+    });
+  }
+
   // False once the connection is closing (the client asked for it).
   bool Answer(http::Response resp) {
     Send(http::Serialize(resp, !keep_alive_));
@@ -121,6 +151,7 @@ class AdminServer::AdminConnection final : public Connection {
   bool in_handler_ = false;  // inside handle_: an answer now is kept in answered_
   std::optional<http::Response> answered_;
   bool keep_alive_ = true;
+  Reactor::TimerId idle_;
 };
 
 AdminServer::AdminServer(Reactor& reactor, int fd, std::string token, Handler handle,
@@ -176,7 +207,14 @@ void AdminServer::ArmAccept() {
         close(res);
       return;
     }
-    if (res >= 0) {
+    if (res >= 0 && conns_.size() >= kMaxConnections) {
+      if (!at_capacity_logged_)
+        SPATE_LOG(kWarn, "admin: %zu connections open: new ones are closed until some end",
+                  conns_.size());
+      at_capacity_logged_ = true;
+      close(res);
+    } else if (res >= 0) {
+      at_capacity_logged_ = false;
       auto* conn = new AdminConnection(*this, res);
       conns_.push_back(conn);
       conn->Begin();

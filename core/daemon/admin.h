@@ -12,6 +12,7 @@
 // Threading: lives on its shard.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -25,6 +26,15 @@ namespace spate::daemon {
 
 class AdminServer final : public Service {
  public:
+  // Bounds on clients (the API may face more than the operator's scripts): connections open at
+  // once (past it, a new one is closed at once); a connection that completes no request for
+  // kIdleTimeout, with none being answered, is closed (a slow or silent client holds nothing
+  // for long); past kOutputLimit of answers unread, its input waits. A request without the
+  // token is refused as soon as its head is read, before its body is waited for.
+  static constexpr size_t kMaxConnections = 256;
+  static constexpr std::chrono::seconds kIdleTimeout{60};
+  static constexpr size_t kOutputLimit = 1 << 20;
+
   // Called on the reactor only; dropped unanswered when the client has gone.
   using Respond = UniqueFunction<void(http::Response)>;
   using Handler = std::function<void(const http::Request&, Respond)>;
@@ -54,6 +64,7 @@ class AdminServer final : public Service {
   Reactor::OpId op_ = 0;
   bool accepting_ = false;
   bool shutting_down_ = false;
+  bool at_capacity_logged_ = false;
   std::vector<AdminConnection*> conns_;
 };
 

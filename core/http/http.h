@@ -100,6 +100,10 @@ class ServerSession {
   // parsed (it, and those before it, are still to be taken and answered).
   bool closed() const { return state_ == State::kError || state_ == State::kDone; }
 
+  // The request whose head is read and whose body is still coming (its body not yet there), if
+  // any: what it asks can be refused before the body is waited for.
+  const Request* head_in_progress() const { return state_ == State::kBody ? &current_ : nullptr; }
+
  private:
   enum class State : uint8_t { kHead, kBody, kDone, kError };
 

@@ -172,6 +172,43 @@ class Admin(unittest.TestCase):
         except urllib.error.HTTPError as e:
             self.assertEqual((e.code, json.loads(e.read())["field"]), (400, "body"))
 
+    def test_a_request_without_the_token_is_refused_before_its_body_and_connections_are_capped(self):
+        # A client without the token gets its 401 as soon as the head is read: a 10 MB body it
+        # announces is not waited for (nor held).
+        import socket
+        ready = self.start({"listen": "127.0.0.1:0", "token_file": self.token})
+        host, port = self.admin_address(ready).rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /api/inject/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+                      b"Content-Type: application/json\r\n\r\n{")
+            start = time.monotonic()
+            reply = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break  # closed after the answer
+                reply += chunk
+            self.assertLess(time.monotonic() - start, 5)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 401 "), reply[:80])
+        # At most AdminServer::kMaxConnections (256) open at once: past them a connection is
+        # closed at once, and once some end, new ones are served again.
+        conns = [socket.create_connection((host, int(port)), timeout=10) for _ in range(260)]
+        try:
+            closed = 0
+            for c in conns[-4:]:
+                c.settimeout(5)
+                try:
+                    closed += c.recv(1) == b""
+                except (ConnectionResetError, socket.timeout):
+                    closed += 1
+            self.assertEqual(closed, 4, "connections past the cap were not closed")
+        finally:
+            for c in conns:
+                c.close()
+        harness.wait_for(lambda: self.get(f"{host}:{port}", "/api/admin/v1/queue",
+                                          token="s3cret-token")[0] == 200,
+                         10, "the API answering again once the connections ended")
+
     def test_a_listener_off_loopback_without_a_token_is_refused(self):
         spate = harness.Spate(self.dir, {"dest.test": self.sink.port},
                               sections={"admin": {"listen": "0.0.0.0:0"}})
