@@ -166,7 +166,15 @@ void AdminApi::Offload(std::function<http::Response()> work, AdminServer::Respon
   {
     std::lock_guard lock(mu_);
     work_.push_back([this, work = std::move(work), shared] {
-      http::Response resp = work();
+      http::Response resp;
+      try {
+        resp = work();
+      } catch (const std::bad_alloc&) {
+        // A request too large to build in the memory there is: its answer, not the daemon's end.
+        resp = AdminServer::Error(500, "out of memory answering this request");
+      } catch (const std::exception& e) {
+        resp = AdminServer::Error(500, std::string("internal error: ") + e.what());
+      }
       ctx_.reactor->Post(
           [shared, resp = std::move(resp)]() mutable { (*shared)(std::move(resp)); });
     });

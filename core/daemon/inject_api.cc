@@ -143,7 +143,19 @@ void InjectApi::Handle(const http::Request& r, AdminServer::Respond respond) {
   }
   if (pending_.load() >= options_.max_pending)
     return refuse(429, "too much is being injected now: try again", "1");
-  offload_([this, r, key] { return Run(r, key); }, std::move(respond));
+  if (requests_.fetch_add(1) >= options_.max_requests) {
+    --requests_;
+    return refuse(429, "too many injection requests at once: try again", "1");
+  }
+  offload_(
+      [this, r, key] {
+        struct Done {
+          std::atomic<size_t>& n;
+          ~Done() { --n; }
+        } done{requests_};
+        return Run(r, key);
+      },
+      std::move(respond));
 }
 
 // On the admin API's worker: builds, stores, waits for every commit, keeps the answer.

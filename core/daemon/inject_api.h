@@ -47,6 +47,10 @@ class InjectApi {
     inject::Limits limits;
     // Messages being built or committed at once, over every request: past it, 429.
     size_t max_pending = 100000;
+    // Requests waiting for the admin API's worker or being answered by it, each holding its
+    // body (up to the listener's max_body_bytes): past it, 429. The worker answers one at a
+    // time, so max_pending alone never counts more than one request's messages.
+    size_t max_requests = 8;
     int64_t idempotency_ttl_ms = 24 * 3600 * 1000;
     // Set while the node drains (spate ctl drain): 503, nothing is taken. Null: never.
     const std::atomic<bool>* draining = nullptr;
@@ -81,6 +85,7 @@ class InjectApi {
   Accepted accepted_;
   Offload offload_;
   std::atomic<size_t> pending_{0};
+  std::atomic<size_t> requests_{0};  // offloaded and not answered yet
   std::atomic<uint64_t> sequence_{0};
   std::mutex mu_;  // keys_: the reactor looks, the worker keeps
   std::unordered_map<std::string, Kept> keys_;

@@ -93,11 +93,12 @@ class InjectApiTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void Make(size_t max_pending) {
+  void Make(size_t max_pending, size_t max_requests = 8) {
     InjectApi::Options o;
     o.hostname = "mta.test";
     o.postmaster = "postmaster@mta.test";
     o.max_pending = max_pending;
+    o.max_requests = max_requests;
     api_ = std::make_unique<InjectApi>(
         *reactor_, o, *store_, *spool_, [](queue::MessageId, queue::NewMessage&&) {},
         [this](std::function<http::Response()> work, AdminServer::Respond respond) {
@@ -238,6 +239,25 @@ TEST_F(InjectApiTest, AKeyRefusedForItsInputIsFreeForTheCorrectedRequest) {
   ASSERT_TRUE(WaitAnswer(fixed));
   EXPECT_EQ((*fixed)->status, 200);
   EXPECT_EQ(spool_->stats().accepted, 1u);
+}
+
+// The worker answers one request at a time, each holding its body meanwhile: past
+// max_requests waiting or being answered, a request gets 429 at once, and its key stays free.
+TEST_F(InjectApiTest, PastMaxRequestsWaitingARequestGets429) {
+  Make(100, 2);
+  EXPECT_FALSE(Post(1).has_value());
+  EXPECT_FALSE(Post(1).has_value());
+  std::optional<http::Response> busy = Post(1, "later");
+  ASSERT_TRUE(busy.has_value());
+  EXPECT_EQ(busy->status, 429);
+  EXPECT_EQ(HeaderOf(*busy, "Retry-After"), "1");
+  auto first = std::make_shared<std::optional<http::Response>>();
+  RunOffloaded(first);
+  ASSERT_TRUE(store_->WaitHeld(1));
+  store_->ReleaseAll();
+  ASSERT_TRUE(WaitAnswer(first));
+  EXPECT_EQ((*first)->status, 200);
+  EXPECT_FALSE(Post(1, "later").has_value()) << "one answered: room again, the key free";
 }
 
 TEST_F(InjectApiTest, PastMaxPendingARequestGets429AndItsKeyIsFreeForTheRetry) {
