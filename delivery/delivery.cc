@@ -796,7 +796,9 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
   out.body_8bit = n.eight_bit;
   // A sender address past ASCII needs SMTPUTF8 to be named in RCPT TO (RFC 6531 §3.4): without
   // it a server refuses the bounce (553 5.6.7), and a bounce, from <>, is not bounced in turn.
-  out.smtputf8 = m.smtputf8 || !IsAscii(m.mail_from);
+  // An ASCII sender's bounce needs none, even for an SMTPUTF8 original (its headers are quoted
+  // in ASCII, dsn.cc): asked for, a server without SMTPUTF8 could not take it.
+  out.smtputf8 = !IsAscii(m.mail_from);
   SPATE_LOG(kInfo, "dsn id=%s to=<%s> recipients=%zu action=%s", queue::FormatId(m.id).c_str(),
             m.mail_from.c_str(), bounced.size(), dsn::ActionName(MainAction(bounced)));
   Reactor* reactor = &reactor_;

@@ -1007,6 +1007,9 @@ TEST_F(DeliveryEngineTest, ABounceToAnInternationalSenderGoesWithSmtputf8) {
 
   peer_.ScriptRcpt(b, {"550 5.1.1 no such user"});
   Job ascii = MakeJob(9, {b});  // the same message id: its second bounce
+  auto utf8_original = std::make_shared<Message>(*ascii.message);
+  utf8_original->smtputf8 = true;  // an SMTPUTF8 original, from an ASCII sender
+  ascii.message = utf8_original;
   Enqueue(std::move(ascii));
   ASSERT_TRUE(RunUntil([&] { return spool_.injected().size() == 2; }));
   EXPECT_FALSE(spool_.injected()[1].smtputf8) << "an ASCII sender needs none";
