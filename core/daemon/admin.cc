@@ -11,6 +11,7 @@
 #include "core/connection.h"
 #include "core/log.h"
 #include "core/server/admission.h"
+#include "core/smtp/ascii.h"
 
 #include <nlohmann/json.hpp>
 
@@ -181,8 +182,11 @@ bool AdminServer::Authorized(const http::Request& r) const {
   if (token_.empty())
     return true;
   std::string_view auth = r.header("authorization");
-  constexpr std::string_view kBearer = "Bearer ";
-  if (auth.size() < kBearer.size() || auth.substr(0, kBearer.size()) != kBearer)
+  // The scheme's name is case-insensitive (RFC 9110 §11.1): "bearer" is "Bearer".
+  constexpr std::string_view kBearer = "bearer ";
+  if (auth.size() < kBearer.size() ||
+      !std::equal(kBearer.begin(), kBearer.end(), auth.begin(),
+                  [](char want, char got) { return want == smtp::AsciiLower(got); }))
     return false;
   auth.remove_prefix(kBearer.size());
   // Constant time in the token's length: no early exit tells how much of it was right.

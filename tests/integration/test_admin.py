@@ -94,6 +94,11 @@ class Admin(unittest.TestCase):
         self.assertIn("token", body["error"])
         self.assertNotIn("rows", body)
         self.assertEqual(self.get(address, "/api/admin/v1/queue", token="s3cret-tokem")[0], 401)
+        # The scheme's name in any case (RFC 9110 §11.1), the token exactly.
+        req = urllib.request.Request(f"http://{address}/api/admin/v1/queue")
+        req.add_header("Authorization", "bearer s3cret-token")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertEqual(r.status, 200)
         # Bad input names the field.
         status, body = self.get(address, "/api/admin/v1/queue?by=planet", token="s3cret-token")
         self.assertEqual((status, body["field"]), (400, "by"))
