@@ -8,6 +8,7 @@
 
 #include "core/allocator.h"
 #include "core/log.h"
+#include "core/smtp/address.h"
 #include "core/smtp/server_session.h"
 #include "core/tls/tls.h"
 #include "delivery/accounting.h"
@@ -26,11 +27,6 @@ using Clock = Reactor::Clock;
 // sweeps, gives the freed memory back to the system.
 constexpr size_t kTrimAfterRemoving = 1000;
 constexpr size_t kTrimAfterFinishing = 100000;
-
-bool IsAscii(std::string_view s) {
-  return std::all_of(s.begin(), s.end(),
-                     [](char c) { return static_cast<unsigned char>(c) < 128; });
-}
 
 // What makes a DSN's Message-ID and MIME boundary its own (dsn::Report::unique): the message's
 // id and a number no other DSN of this process has, every shard's counted together, mixed
@@ -798,7 +794,7 @@ void Delivery::Impl::StoreDsn(MessageRef message, std::vector<Bounced>&& bounced
   // it a server refuses the bounce (553 5.6.7), and a bounce, from <>, is not bounced in turn.
   // An ASCII sender's bounce needs none, even for an SMTPUTF8 original (its headers are quoted
   // in ASCII, dsn.cc): asked for, a server without SMTPUTF8 could not take it.
-  out.smtputf8 = !IsAscii(m.mail_from);
+  out.smtputf8 = smtp::HasNonAscii(m.mail_from);
   SPATE_LOG(kInfo, "dsn id=%s to=<%s> recipients=%zu action=%s", queue::FormatId(m.id).c_str(),
             m.mail_from.c_str(), bounced.size(), dsn::ActionName(MainAction(bounced)));
   Reactor* reactor = &reactor_;

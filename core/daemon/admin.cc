@@ -183,10 +183,8 @@ bool AdminServer::Authorized(const http::Request& r) const {
     return true;
   std::string_view auth = r.header("authorization");
   // The scheme's name is case-insensitive (RFC 9110 §11.1): "bearer" is "Bearer".
-  constexpr std::string_view kBearer = "bearer ";
-  if (auth.size() < kBearer.size() ||
-      !std::equal(kBearer.begin(), kBearer.end(), auth.begin(),
-                  [](char want, char got) { return want == smtp::AsciiLower(got); }))
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!smtp::StartsWithNoCase(auth, kBearer))
     return false;
   auth.remove_prefix(kBearer.size());
   // Constant time in the token's length: no early exit tells how much of it was right.

@@ -98,15 +98,16 @@ void InjectApi::Handle(const http::Request& r, AdminServer::Respond respond) {
           AdminServer::Error(400, "Idempotency-Key: 1 to 255 printable octets", "Idempotency-Key"));
     }
     const int64_t now = reactor_.wall_ms();
-    const std::string fingerprint = Fingerprint(r.body);
     std::lock_guard lock(mu_);
     auto it = keys_.find(key);
     if (it != keys_.end() && it->second.expires_ms == 0) {
       return respond(AdminServer::Error(
           409, "a request with this Idempotency-Key is still being answered", "Idempotency-Key"));
     }
+    // Hashed here (up to max_body_bytes, on the reactor) only for a retry that finds an answer
+    // kept; a new request's body is hashed on the worker (Run).
     if (it != keys_.end() && it->second.expires_ms > now && !it->second.fingerprint.empty() &&
-        it->second.fingerprint != fingerprint) {
+        it->second.fingerprint != Fingerprint(r.body)) {
       // The key names another request (draft-ietf-httpapi-idempotency-key-header §2.7: 422).
       return respond(AdminServer::Error(
           422, "this Idempotency-Key was used with a different request", "Idempotency-Key"));
@@ -118,7 +119,7 @@ void InjectApi::Handle(const http::Request& r, AdminServer::Respond respond) {
       resp.headers.emplace_back("Idempotent-Replayed", "true");
       return respond(std::move(resp));
     }
-    keys_[key] = Kept{200, "", 0, fingerprint};  // being answered (expires_ms 0)
+    keys_[key] = Kept{};  // being answered (expires_ms 0); its fingerprint comes with Run
   }
   // Turned away before anything is built: the key is free again for the retry.
   auto refuse = [&](int status, std::string text, const char* retry_after) {
@@ -160,6 +161,11 @@ void InjectApi::Handle(const http::Request& r, AdminServer::Respond respond) {
 
 // On the admin API's worker: builds, stores, waits for every commit, keeps the answer.
 http::Response InjectApi::Run(const http::Request& r, const std::string& key) {
+  if (!key.empty()) {
+    std::string fingerprint = Fingerprint(r.body);
+    std::lock_guard lock(mu_);
+    keys_[key].fingerprint = std::move(fingerprint);  // kept with the answer (Keep)
+  }
   const int64_t now = Clock::Real().WallMs();
   inject::Context context;
   context.hostname = options_.hostname;
