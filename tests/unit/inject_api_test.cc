@@ -141,6 +141,19 @@ class InjectApiTest : public ::testing::Test {
       cv_.notify_all();
     });
   }
+  // The oldest offloaded request, run to its answer: its `messages` held, then committed.
+  std::optional<http::Response> AnswerOffloaded(size_t messages) {
+    auto out = std::make_shared<std::optional<http::Response>>();
+    RunOffloaded(out);
+    if (!store_->WaitHeld(messages)) {
+      ADD_FAILURE() << messages << " messages never reached the store";
+      return std::nullopt;
+    }
+    store_->ReleaseAll();
+    if (!WaitAnswer(out))
+      ADD_FAILURE() << "no answer";
+    return *out;
+  }
   bool WaitAnswer(const std::shared_ptr<std::optional<http::Response>>& out) {
     std::unique_lock lock(mu_);
     return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return out->has_value(); });
@@ -174,18 +187,15 @@ TEST_F(InjectApiTest, AKeyStillBeingAnsweredGets409ThenTheFirstAnswerIsReplayed)
   EXPECT_EQ(Json::parse(again->body)["field"], "Idempotency-Key");
   EXPECT_FALSE(Post(1, "order-2").has_value()) << "another key is not held up";
 
-  auto first = std::make_shared<std::optional<http::Response>>();
-  RunOffloaded(first);
-  ASSERT_TRUE(store_->WaitHeld(2));
-  store_->ReleaseAll();
-  ASSERT_TRUE(WaitAnswer(first));
-  EXPECT_EQ((*first)->status, 200);
-  EXPECT_EQ(Json::parse((*first)->body)["success_count"], 2);
+  const std::optional<http::Response> first = AnswerOffloaded(2);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->status, 200);
+  EXPECT_EQ(Json::parse(first->body)["success_count"], 2);
 
   std::optional<http::Response> replay = Post(2, "order-1");
   ASSERT_TRUE(replay.has_value());
   EXPECT_EQ(replay->status, 200);
-  EXPECT_EQ(replay->body, (*first)->body);
+  EXPECT_EQ(replay->body, first->body);
   EXPECT_EQ(HeaderOf(*replay, "Idempotent-Replayed"), "true");
   EXPECT_EQ(spool_->stats().accepted, 2u) << "the replay queued nothing";
 }
@@ -195,12 +205,9 @@ TEST_F(InjectApiTest, AKeyStillBeingAnsweredGets409ThenTheFirstAnswerIsReplayed)
 TEST_F(InjectApiTest, AKeyUsedWithAnotherRequestGets422) {
   Make(100);
   EXPECT_FALSE(Post(1, "order-7").has_value());
-  auto first = std::make_shared<std::optional<http::Response>>();
-  RunOffloaded(first);
-  ASSERT_TRUE(store_->WaitHeld(1));
-  store_->ReleaseAll();
-  ASSERT_TRUE(WaitAnswer(first));
-  ASSERT_EQ((*first)->status, 200);
+  const std::optional<http::Response> first = AnswerOffloaded(1);
+  ASSERT_TRUE(first.has_value());
+  ASSERT_EQ(first->status, 200);
   std::optional<http::Response> other = Post(2, "order-7");
   ASSERT_TRUE(other.has_value());
   EXPECT_EQ(other->status, 422);
@@ -232,12 +239,9 @@ TEST_F(InjectApiTest, AKeyRefusedForItsInputIsFreeForTheCorrectedRequest) {
   }
   ASSERT_EQ((*refused)->status, 400) << (*refused)->body;
   EXPECT_FALSE(Post(1, "order-8").has_value()) << "not a replay: built and queued";
-  auto fixed = std::make_shared<std::optional<http::Response>>();
-  RunOffloaded(fixed);
-  ASSERT_TRUE(store_->WaitHeld(1));
-  store_->ReleaseAll();
-  ASSERT_TRUE(WaitAnswer(fixed));
-  EXPECT_EQ((*fixed)->status, 200);
+  const std::optional<http::Response> fixed = AnswerOffloaded(1);
+  ASSERT_TRUE(fixed.has_value());
+  EXPECT_EQ(fixed->status, 200);
   EXPECT_EQ(spool_->stats().accepted, 1u);
 }
 
@@ -251,12 +255,9 @@ TEST_F(InjectApiTest, PastMaxRequestsWaitingARequestGets429) {
   ASSERT_TRUE(busy.has_value());
   EXPECT_EQ(busy->status, 429);
   EXPECT_EQ(HeaderOf(*busy, "Retry-After"), "1");
-  auto first = std::make_shared<std::optional<http::Response>>();
-  RunOffloaded(first);
-  ASSERT_TRUE(store_->WaitHeld(1));
-  store_->ReleaseAll();
-  ASSERT_TRUE(WaitAnswer(first));
-  EXPECT_EQ((*first)->status, 200);
+  const std::optional<http::Response> first = AnswerOffloaded(1);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->status, 200);
   EXPECT_FALSE(Post(1, "later").has_value()) << "one answered: room again, the key free";
 }
 
@@ -279,12 +280,9 @@ TEST_F(InjectApiTest, PastMaxPendingARequestGets429AndItsKeyIsFreeForTheRetry) {
   EXPECT_EQ((*first)->status, 200);
   // The retry with the same key is taken (not a 409, not a replay of the 429).
   EXPECT_FALSE(Post(1, "retry-me").has_value());
-  auto retried = std::make_shared<std::optional<http::Response>>();
-  RunOffloaded(retried);
-  ASSERT_TRUE(store_->WaitHeld(1));
-  store_->ReleaseAll();
-  ASSERT_TRUE(WaitAnswer(retried));
-  EXPECT_EQ((*retried)->status, 200);
+  const std::optional<http::Response> retried = AnswerOffloaded(1);
+  ASSERT_TRUE(retried.has_value());
+  EXPECT_EQ(retried->status, 200);
   EXPECT_EQ(spool_->stats().accepted, 4u);
 }
 
